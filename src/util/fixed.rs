@@ -1,0 +1,258 @@
+//! Fixed-capacity text containers: the whole program works without a heap.
+//!
+//! `Text<N>` is a byte string with a compile-time capacity; `List<B, I>` keeps up to `I` items
+//! in one `B`-byte buffer. Pushing past a limit returns `Full` instead of allocating or
+//! panicking, so every limit surfaces as a clear error at the caller.
+
+/// A limit of a fixed buffer was reached.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(test, derive(Debug))]
+pub struct Full;
+
+/// Byte string of at most `N` bytes. Contents are normally UTF-8 but nothing relies on it.
+#[derive(Clone)]
+pub struct Text<const N: usize> {
+    len: usize,
+    buf: [u8; N],
+}
+
+impl<const N: usize> Default for Text<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> Text<N> {
+    pub const fn new() -> Self {
+        Text { len: 0, buf: [0; N] }
+    }
+
+    /// Builds from `s`, or `Full` when it does not fit.
+    pub fn from(s: &[u8]) -> Result<Self, Full> {
+        let mut t = Self::new();
+        t.push(s)?;
+        Ok(t)
+    }
+
+    pub fn push(&mut self, s: &[u8]) -> Result<(), Full> {
+        let end = self.len + s.len();
+        let dst = self.buf.get_mut(self.len..end).ok_or(Full)?;
+        dst.copy_from_slice(s);
+        self.len = end;
+        Ok(())
+    }
+
+    pub fn push_str(&mut self, s: &str) -> Result<(), Full> {
+        self.push(s.as_bytes())
+    }
+
+    pub fn push_byte(&mut self, b: u8) -> Result<(), Full> {
+        self.push(&[b])
+    }
+
+    /// Appends the decimal form of `n`.
+    pub fn push_num(&mut self, n: u64) -> Result<(), Full> {
+        let mut digits = [0u8; 20];
+        self.push(fmt_u64(n, &mut digits))
+    }
+
+    /// Appends `s`, cutting it to what fits (for messages, where a shortened text beats none).
+    pub fn push_lossy(&mut self, s: &[u8]) {
+        let room = N - self.len;
+        let take = if s.len() < room { s.len() } else { room };
+        let _ = self.push(s.get(..take).unwrap_or(&[]));
+    }
+
+    pub fn truncate(&mut self, len: usize) {
+        if len < self.len {
+            self.len = len;
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or(&[])
+    }
+
+    /// The contents as `&str`; invalid UTF-8 yields `"?"` (only reachable from raw disk bytes).
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(self.as_bytes()).unwrap_or("?")
+    }
+}
+
+impl<const N: usize> PartialEq for Text<N> {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+#[cfg(test)]
+impl<const N: usize> core::fmt::Debug for Text<N> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+/// Up to `I` byte strings stored back to back in one `B`-byte buffer, in insertion order.
+#[derive(Clone)]
+pub struct List<const B: usize, const I: usize> {
+    bytes: Text<B>,
+    ends: [u16; I],
+    count: usize,
+}
+
+impl<const B: usize, const I: usize> Default for List<B, I> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const B: usize, const I: usize> List<B, I> {
+    pub const fn new() -> Self {
+        List { bytes: Text::new(), ends: [0; I], count: 0 }
+    }
+
+    pub fn push(&mut self, item: &[u8]) -> Result<(), Full> {
+        if self.count >= I || self.bytes.len() + item.len() > u16::MAX as usize {
+            return Err(Full);
+        }
+        self.bytes.push(item)?;
+        if let Some(slot) = self.ends.get_mut(self.count) {
+            *slot = self.bytes.len() as u16;
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Pushes `item` unless an equal item is already there (first occurrence wins).
+    pub fn push_unique(&mut self, item: &[u8]) -> Result<(), Full> {
+        if self.contains(item) {
+            return Ok(());
+        }
+        self.push(item)
+    }
+
+    pub fn contains(&self, item: &[u8]) -> bool {
+        self.iter().any(|x| x == item)
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.count = 0;
+    }
+
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        if i >= self.count {
+            return None;
+        }
+        let start = if i == 0 { 0 } else { *self.ends.get(i - 1)? as usize };
+        let end = *self.ends.get(i)? as usize;
+        self.bytes.as_bytes().get(start..end)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        (0..self.count).filter_map(move |i| self.get(i))
+    }
+
+    /// Iterates as `&str` (items that are not UTF-8 read as `"?"`).
+    pub fn iter_str(&self) -> impl Iterator<Item = &str> + '_ {
+        self.iter().map(|b| core::str::from_utf8(b).unwrap_or("?"))
+    }
+}
+
+#[cfg(test)]
+impl<const B: usize, const I: usize> core::fmt::Debug for List<B, I> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_list().entries(self.iter_str()).finish()
+    }
+}
+
+/// Formats `n` in decimal into `buf`, returning the digits.
+pub fn fmt_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        if let Some(d) = buf.get_mut(i) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    buf.get(i..).unwrap_or(&[])
+}
+
+/// Parses an unsigned decimal number; `None` for empty input, other characters or overflow.
+pub fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &c in s {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add((c - b'0') as u64)?;
+    }
+    Some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_refuses_overflow_and_keeps_contents() {
+        let mut t: Text<4> = Text::new();
+        t.push(b"ab").unwrap();
+        assert_eq!(t.push(b"cde"), Err(Full));
+        assert_eq!(t.as_str(), "ab");
+        t.push_lossy(b"cdef");
+        assert_eq!(t.as_str(), "abcd");
+    }
+
+    #[test]
+    fn numbers_round_trip() {
+        let mut b = [0u8; 20];
+        assert_eq!(fmt_u64(0, &mut b), b"0");
+        assert_eq!(fmt_u64(u64::MAX, &mut b), b"18446744073709551615");
+        assert_eq!(parse_u64(b"120"), Some(120));
+        assert_eq!(parse_u64(b""), None);
+        assert_eq!(parse_u64(b"1x"), None);
+        assert_eq!(parse_u64(b"99999999999999999999"), None);
+    }
+
+    #[test]
+    fn list_keeps_order_limits_and_uniqueness() {
+        let mut l: List<16, 3> = List::new();
+        l.push(b"/etc").unwrap();
+        l.push_unique(b"/etc").unwrap();
+        l.push(b"/var").unwrap();
+        assert_eq!(l.len(), 2);
+        assert_eq!(l.get(1), Some(&b"/var"[..]));
+        assert_eq!(l.push(b"/a-very-long"), Err(Full));
+        l.push(b"/x").unwrap();
+        assert_eq!(l.push(b"/y"), Err(Full));
+        assert_eq!(l.iter_str().collect::<std::vec::Vec<_>>(), ["/etc", "/var", "/x"]);
+    }
+}
