@@ -1,20 +1,440 @@
-//! The only layer with raw syscalls and `unsafe`: safe wrappers the rest of the program uses.
+//! The only layer with raw syscalls and `unsafe`: small safe wrappers over rustix that the rest
+//! of the program uses. Everything takes byte-string paths and copies them into a stack buffer
+//! with a terminating NUL, so no call allocates and overlong paths fail with `ENAMETOOLONG`.
+
+pub mod inroot;
+pub mod loopdev;
 mod raw;
 
-pub use raw::fork;
+use core::ffi::CStr;
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{AtFlags, Mode, OFlags, CWD};
+pub use rustix::io::Errno;
+use rustix::mount::MountFlags;
+
+pub type Result<T> = core::result::Result<T, Errno>;
+
+/// Longest path or mount data string accepted (one page is the kernel's limit for data).
+pub const MAX_C: usize = 1024;
+
+/// A NUL-terminated copy of a byte string, on the stack.
+pub struct CBuf {
+    buf: [u8; MAX_C],
+}
+
+impl CBuf {
+    pub fn new(s: &[u8]) -> Result<CBuf> {
+        if s.contains(&0) {
+            return Err(Errno::INVAL);
+        }
+        let mut buf = [0u8; MAX_C];
+        buf.get_mut(..s.len()).ok_or(Errno::NAMETOOLONG)?.copy_from_slice(s);
+        if s.len() >= MAX_C {
+            return Err(Errno::NAMETOOLONG);
+        }
+        Ok(CBuf { buf })
+    }
+
+    pub fn as_cstr(&self) -> &CStr {
+        // The constructor guarantees a NUL inside the buffer.
+        CStr::from_bytes_until_nul(&self.buf).unwrap_or(c"")
+    }
+}
+
+fn fd_from_raw(n: i32) -> BorrowedFd<'static> {
+    // SAFETY: used only for the standard descriptors 0..=2, which this program never closes.
+    unsafe { BorrowedFd::borrow_raw(n) }
+}
+
+pub fn stdout() -> BorrowedFd<'static> {
+    fd_from_raw(1)
+}
+
+pub fn stderr() -> BorrowedFd<'static> {
+    fd_from_raw(2)
+}
+
+/// Writes all of `data`, retrying on short writes and EINTR; errors are ignored by callers that
+/// only log, so it returns the first hard error.
+pub fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> Result<()> {
+    while !data.is_empty() {
+        match rustix::io::write(fd, data) {
+            Ok(0) => return Err(Errno::IO),
+            Ok(n) => data = data.get(n..).unwrap_or(&[]),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
 
 /// Ends the process with `code` (all threads).
 pub fn exit(code: i32) -> ! {
     raw::exit_group(code)
 }
 
-fn stderr() -> rustix::fd::BorrowedFd<'static> {
-    // SAFETY: fd 2 is never closed by this program.
-    unsafe { rustix::fd::BorrowedFd::borrow_raw(2) }
+/// A panic is a bug. In PID 1 it must not end the process (that is a kernel panic), so init
+/// mode parks forever after saying so; otherwise exit with a distinct status.
+pub fn on_panic() -> ! {
+    let _ = write_all(stderr(), b"immucore: internal error (panic)\n");
+    if rustix::process::getpid().is_init() {
+        loop {
+            sleep_ms(3_600_000);
+        }
+    }
+    exit(101)
 }
 
-/// A panic is a bug; in PID 1 it must not end the process (that is a kernel panic).
-pub fn on_panic() -> ! {
-    let _ = rustix::io::write(stderr(), b"immucore: internal error (panic)\n");
-    exit(101)
+// ---- time ----
+
+/// Milliseconds of CLOCK_BOOTTIME: since boot, including suspend, so log times match the
+/// kernel's timestamps.
+pub fn now_ms() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    (t.tv_sec as u64).wrapping_mul(1000).wrapping_add(t.tv_nsec as u64 / 1_000_000)
+}
+
+pub fn sleep_ms(ms: u64) {
+    let req = rustix::time::Timespec {
+        tv_sec: (ms / 1000) as _,
+        tv_nsec: ((ms % 1000) * 1_000_000) as _,
+    };
+    let _ = rustix::thread::nanosleep(&req);
+}
+
+// ---- files ----
+
+pub fn open(path: &[u8], flags: OFlags, mode: u32) -> Result<OwnedFd> {
+    let p = CBuf::new(path)?;
+    rustix::fs::open(p.as_cstr(), flags | OFlags::CLOEXEC, Mode::from_raw_mode(mode))
+}
+
+/// Reads a whole file into `buf`; `EFBIG` when it does not fit.
+pub fn read_file(path: &[u8], buf: &mut [u8]) -> Result<usize> {
+    let fd = open(path, OFlags::RDONLY, 0)?;
+    read_fd(fd.as_fd(), buf)
+}
+
+pub fn read_fd(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize> {
+    let mut len = 0;
+    loop {
+        let rest = buf.get_mut(len..).unwrap_or(&mut []);
+        if rest.is_empty() {
+            let mut probe = [0u8; 1];
+            return match rustix::io::read(fd, &mut probe) {
+                Ok(0) => Ok(len),
+                _ => Err(Errno::FBIG),
+            };
+        }
+        match rustix::io::read(fd, rest) {
+            Ok(0) => return Ok(len),
+            Ok(n) => len += n,
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reads exactly `buf.len()` bytes at `off` (block devices, superblocks).
+pub fn pread_exact(fd: BorrowedFd<'_>, off: u64, buf: &mut [u8]) -> bool {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = buf.get_mut(done..).unwrap_or(&mut []);
+        match rustix::io::pread(fd, rest, off + done as u64) {
+            Ok(0) => return false,
+            Ok(n) => done += n,
+            Err(Errno::INTR) => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// Creates or replaces `path` with `data`: written to `<path>.tmp` first, then renamed, so a
+/// reader (or a power cut) never sees a half-written file.
+pub fn write_file_atomic(dir: BorrowedFd<'_>, name: &[u8], data: &[u8], mode: u32) -> Result<()> {
+    let mut tmp = crate::util::fixed::Text::<256>::new();
+    tmp.push(name).and_then(|_| tmp.push(b".tmp")).map_err(|_| Errno::NAMETOOLONG)?;
+    let tmp_c = CBuf::new(tmp.as_bytes())?;
+    let name_c = CBuf::new(name)?;
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let fd = rustix::fs::openat(dir, tmp_c.as_cstr(), flags, Mode::from_raw_mode(mode))?;
+    write_all(fd.as_fd(), data)?;
+    rustix::fs::fsync(&fd)?;
+    drop(fd);
+    rustix::fs::renameat(dir, tmp_c.as_cstr(), dir, name_c.as_cstr())
+}
+
+/// `write_file_atomic` for an absolute path outside the sysroot (files in `/run`).
+pub fn write_path_atomic(path: &[u8], data: &[u8], mode: u32) -> Result<()> {
+    let (dir, name) = split_parent(path);
+    let dir_fd = open(dir, OFlags::PATH | OFlags::DIRECTORY, 0)?;
+    write_file_atomic(dir_fd.as_fd(), name, data, mode)
+}
+
+/// Appends `data` to `path`, creating it.
+pub fn append_file(path: &[u8], data: &[u8]) -> Result<()> {
+    let fd = open(path, OFlags::WRONLY | OFlags::CREATE | OFlags::APPEND, 0o644)?;
+    write_all(fd.as_fd(), data)
+}
+
+/// Splits `/a/b/c` into (`/a/b`, `c`); a bare name gets `.` as directory.
+pub fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&c| c == b'/') {
+        Some(0) => (b"/", path.get(1..).unwrap_or(&[])),
+        Some(i) => (path.get(..i).unwrap_or(&[]), path.get(i + 1..).unwrap_or(&[])),
+        None => (b".", path),
+    }
+}
+
+pub fn exists(path: &[u8]) -> bool {
+    CBuf::new(path).is_ok_and(|p| rustix::fs::access(p.as_cstr(), rustix::fs::Access::EXISTS).is_ok())
+}
+
+pub fn is_executable(path: &[u8]) -> bool {
+    CBuf::new(path).is_ok_and(|p| {
+        rustix::fs::stat(p.as_cstr()).is_ok_and(|st| {
+            st.st_mode & 0o170000 == 0o100000
+                && rustix::fs::access(p.as_cstr(), rustix::fs::Access::EXEC_OK).is_ok()
+        })
+    })
+}
+
+pub fn is_dir(path: &[u8]) -> bool {
+    CBuf::new(path).is_ok_and(|p| rustix::fs::stat(p.as_cstr()).is_ok_and(|st| st.st_mode & 0o170000 == 0o040000))
+}
+
+/// `mkdir -p` for paths of the initramfs itself (`/run/...`), not for the sysroot.
+pub fn mkdir_p(path: &[u8], mode: u32) -> Result<()> {
+    let mut end = 0;
+    while end < path.len() {
+        end = path.iter().skip(end + 1).position(|&c| c == b'/').map_or(path.len(), |i| end + 1 + i);
+        let prefix = path.get(..end).unwrap_or(path);
+        if prefix.is_empty() || prefix == b"/" {
+            continue;
+        }
+        let p = CBuf::new(prefix)?;
+        match rustix::fs::mkdir(p.as_cstr(), Mode::from_raw_mode(mode)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+pub fn symlink(target: &[u8], link: &[u8]) -> Result<()> {
+    let t = CBuf::new(target)?;
+    let l = CBuf::new(link)?;
+    rustix::fs::symlink(t.as_cstr(), l.as_cstr())
+}
+
+/// Calls `f(name, is_dir)` for each entry of the directory `dir` (skipping `.` and `..`).
+pub fn for_each_entry(dir: BorrowedFd<'_>, mut f: impl FnMut(&[u8], rustix::fs::FileType)) -> Result<()> {
+    let fd = rustix::fs::openat(dir, c".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let mut buf = [core::mem::MaybeUninit::<u8>::uninit(); 2048];
+    let mut it = rustix::fs::RawDir::new(fd, &mut buf);
+    while let Some(entry) = it.next() {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        f(name, entry.file_type());
+    }
+    Ok(())
+}
+
+pub fn open_dir(path: &[u8]) -> Result<OwnedFd> {
+    open(path, OFlags::RDONLY | OFlags::DIRECTORY, 0)
+}
+
+// ---- mounts ----
+
+pub use rustix::mount::MountFlags as Flags;
+
+pub fn mount(source: &[u8], target: &[u8], fstype: &[u8], flags: MountFlags, data: &[u8]) -> Result<()> {
+    let s = CBuf::new(source)?;
+    let t = CBuf::new(target)?;
+    let f = CBuf::new(fstype)?;
+    let d = CBuf::new(data)?;
+    let data = if data.is_empty() { None } else { Some(d.as_cstr()) };
+    rustix::mount::mount(s.as_cstr(), t.as_cstr(), f.as_cstr(), flags, data)
+}
+
+pub fn mount_bind(source: &[u8], target: &[u8]) -> Result<()> {
+    let s = CBuf::new(source)?;
+    let t = CBuf::new(target)?;
+    rustix::mount::mount_bind(s.as_cstr(), t.as_cstr())
+}
+
+/// Makes an existing bind mount read-only (a bind ignores MS_RDONLY on creation).
+pub fn remount_bind_ro(target: &[u8]) -> Result<()> {
+    let t = CBuf::new(target)?;
+    let flags = MountFlags::BIND | MountFlags::RDONLY;
+    rustix::mount::mount_remount(t.as_cstr(), flags, c"")
+}
+
+pub fn mount_move(source: &[u8], target: &[u8]) -> Result<()> {
+    let s = CBuf::new(source)?;
+    let t = CBuf::new(target)?;
+    rustix::mount::mount_move(s.as_cstr(), t.as_cstr())
+}
+
+/// Makes every mount under `/` private, so MS_MOVE works (it refuses shared parents).
+pub fn make_root_private() -> Result<()> {
+    use rustix::mount::MountPropagationFlags as P;
+    rustix::mount::mount_change(c"/", P::PRIVATE | P::REC)
+}
+
+/// True when `path` is the root of a mount (statx `STATX_ATTR_MOUNT_ROOT`, Linux ≥ 5.8).
+pub fn is_mountpoint(dir: BorrowedFd<'_>, path: &[u8]) -> bool {
+    let Ok(p) = CBuf::new(path) else { return false };
+    let flags = AtFlags::SYMLINK_NOFOLLOW | AtFlags::EMPTY_PATH;
+    rustix::fs::statx(dir, p.as_cstr(), flags, rustix::fs::StatxFlags::empty())
+        .is_ok_and(|st| (st.stx_attributes & st.stx_attributes_mask).contains(rustix::fs::StatxAttributes::MOUNT_ROOT))
+}
+
+pub fn is_mountpoint_path(path: &[u8]) -> bool {
+    is_mountpoint(rustix::fs::CWD, path)
+}
+
+/// Filesystem magic of the filesystem holding `path` (ramfs/tmpfs detection before freeing
+/// the initramfs).
+pub fn fs_magic(path: &[u8]) -> Result<u64> {
+    let p = CBuf::new(path)?;
+    Ok(rustix::fs::statfs(p.as_cstr())?.f_type as u64)
+}
+
+pub const RAMFS_MAGIC: u64 = 0x8584_58f6;
+pub const TMPFS_MAGIC: u64 = 0x0102_1994;
+
+// ---- processes ----
+
+/// Runs `argv[0]` with `argv` and `envp` (each NUL-terminated strings), optionally chrooted into
+/// `chroot_to` in the child, and waits for it. Returns the exit status (128+signal if killed).
+pub fn run(argv: &[&CStr], envp: &[&CStr], chroot_to: Option<&[u8]>) -> Result<i32> {
+    const MAX_ARGS: usize = 16;
+    let mut av: [*const u8; MAX_ARGS + 1] = [core::ptr::null(); MAX_ARGS + 1];
+    let mut ev: [*const u8; MAX_ARGS + 1] = [core::ptr::null(); MAX_ARGS + 1];
+    if argv.len() > MAX_ARGS || envp.len() > MAX_ARGS || argv.is_empty() {
+        return Err(Errno::TOOBIG);
+    }
+    for (slot, a) in av.iter_mut().zip(argv) {
+        *slot = a.as_ptr() as *const u8;
+    }
+    for (slot, e) in ev.iter_mut().zip(envp) {
+        *slot = e.as_ptr() as *const u8;
+    }
+    let root = match chroot_to {
+        Some(r) => Some(CBuf::new(r)?),
+        None => None,
+    };
+    let pid = raw::fork();
+    if pid < 0 {
+        return Err(Errno::from_raw_os_error(-pid as i32));
+    }
+    if pid == 0 {
+        if let Some(r) = &root {
+            if rustix::process::chroot(r.as_cstr()).is_err() || rustix::process::chdir(c"/").is_err() {
+                exit(127);
+            }
+        }
+        // SAFETY: av/ev are NULL-terminated arrays of pointers to NUL-terminated strings that
+        // live until execve replaces the process.
+        unsafe { raw::execve(av[0], av.as_ptr(), ev.as_ptr()) };
+        exit(127);
+    }
+    let pid = rustix::process::Pid::from_raw(pid as i32);
+    loop {
+        match rustix::process::waitpid(pid, rustix::process::WaitOptions::empty()) {
+            Ok(Some((_, status))) => {
+                if let Some(code) = status.exit_status() {
+                    return Ok(code);
+                }
+                if let Some(sig) = status.terminating_signal() {
+                    return Ok(128 + sig);
+                }
+            }
+            Ok(None) | Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Replaces the process with `path`; returns only on failure.
+///
+/// # Safety
+/// `argv` and `envp` must be NULL-terminated arrays of NUL-terminated strings.
+pub unsafe fn exec(path: &CStr, argv: *const *const u8, envp: *const *const u8) -> Errno {
+    Errno::from_raw_os_error(unsafe { raw::execve(path.as_ptr() as *const u8, argv, envp) })
+}
+
+pub fn is_pid1() -> bool {
+    rustix::process::getpid().is_init()
+}
+
+/// Reaps any finished children without blocking (PID 1 adopts orphans).
+pub fn reap_children() {
+    while let Ok(Some(_)) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {}
+}
+
+pub fn chdir(path: &[u8]) -> Result<()> {
+    rustix::process::chdir(CBuf::new(path)?.as_cstr())
+}
+
+pub fn chroot(path: &[u8]) -> Result<()> {
+    rustix::process::chroot(CBuf::new(path)?.as_cstr())
+}
+
+pub fn sync() {
+    rustix::fs::sync();
+}
+
+pub fn reboot() -> Result<()> {
+    rustix::system::reboot(rustix::system::RebootCommand::Restart)
+}
+
+/// Loads a kernel module file (`finit_module`, no parameters).
+pub fn load_module(path: &[u8]) -> Result<()> {
+    let fd = open(path, OFlags::RDONLY, 0)?;
+    rustix::system::finit_module(&fd, c"", 0)
+}
+
+/// The running kernel's release (`uname -r`), for `/lib/modules/<release>`.
+pub fn kernel_release(out: &mut crate::util::fixed::Text<65>) {
+    let u = rustix::system::uname();
+    out.push_lossy(u.release().to_bytes());
+}
+
+/// Opens a device node read-only for probing.
+pub fn open_ro(path: &[u8]) -> Result<OwnedFd> {
+    open(path, OFlags::RDONLY | OFlags::NONBLOCK, 0)
+}
+
+/// Device number of a block device node, to recognise the same disk under two names.
+pub fn rdev(path: &[u8]) -> Option<u64> {
+    let p = CBuf::new(path).ok()?;
+    rustix::fs::stat(p.as_cstr()).ok().map(|st| st.st_rdev as u64)
+}
+
+pub fn cwd() -> BorrowedFd<'static> {
+    CWD
+}
+
+/// A process-wide value for this single-threaded program (the logger). Access goes through a
+/// closure so no reference outlives the call; callers never re-enter `with` on the same value.
+pub struct Global<T>(core::cell::UnsafeCell<T>);
+
+// SAFETY: the program has one thread (forked children get their own copy).
+unsafe impl<T> Sync for Global<T> {}
+
+impl<T> Global<T> {
+    pub const fn new(v: T) -> Self {
+        Global(core::cell::UnsafeCell::new(v))
+    }
+
+    pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        // SAFETY: single thread and no re-entrant use, so this is the only live reference.
+        f(unsafe { &mut *self.0.get() })
+    }
 }

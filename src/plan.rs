@@ -1,0 +1,452 @@
+//! The boot as a fixed step table: names (as upstream), strong deps (a failed or skipped strong
+//! dep skips the step), ordering-only deps, and which steps are critical. The executor runs the
+//! steps one after another in layer order (table order inside a layer), records what happened
+//! and prints the plan for `--dry-run` in upstream's format.
+//!
+//! Deliberate fixes of upstream's semantics (SPEC §5): only a step's own strong deps can skip it
+//! (no transitive "weak only for this node" rule), so a missing OEM partition does not skip the
+//! layout and one failed volume or overlay path does not skip the persistent binds. The one
+//! case where binds must not run (their filesystem is missing) is decided inside `mount-bind`,
+//! because it depends on which volume holds `PERSISTENT_STATE_TARGET`.
+
+use crate::util::fixed::Text;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(test, derive(Debug))]
+pub enum StepId {
+    BaseMounts,
+    LoadModules,
+    CreateSentinel,
+    MountTmpfs,
+    LvmActivation,
+    MountState,
+    DiscoverState,
+    MountRoot,
+    WaitForSysroot,
+    MountOem,
+    RootfsHook,
+    LoadConfig,
+    MountBaseOverlay,
+    OverlayMount,
+    CustomMount,
+    MountBind,
+    EnableSysextConfext,
+    WriteFstab,
+    InitramfsHook,
+    SwitchRoot,
+}
+
+use StepId::*;
+
+pub struct Step {
+    pub id: StepId,
+    pub name: &'static str,
+    /// A failed or skipped strong dep skips this step.
+    pub deps: &'static [StepId],
+    /// Ordering only: run after these if they are in the plan, whatever their outcome.
+    pub after: &'static [StepId],
+    /// Failure means no usable root: exit 1 in service mode, failure summary in init mode.
+    pub critical: bool,
+}
+
+const fn step(id: StepId, name: &'static str, deps: &'static [StepId], after: &'static [StepId]) -> Step {
+    Step { id, name, deps, after, critical: false }
+}
+
+const fn critical(id: StepId, name: &'static str, deps: &'static [StepId]) -> Step {
+    Step { id, name, deps, after: &[], critical: true }
+}
+
+/// Active, passive and recovery boots from an image file.
+pub const NORMAL: &[Step] = &[
+    step(BaseMounts, "base-mounts", &[], &[]),
+    step(LoadModules, "load-modules", &[], &[BaseMounts]),
+    step(LvmActivation, "lvm-activation", &[], &[LoadModules]),
+    step(CreateSentinel, "create-sentinel", &[], &[BaseMounts]),
+    step(MountTmpfs, "mount-tmpfs", &[], &[BaseMounts]),
+    critical(MountState, "mount-state", &[]),
+    critical(DiscoverState, "discover-state", &[MountState]),
+    critical(MountRoot, "mount-root", &[DiscoverState]),
+    step(MountOem, "mount-oem", &[MountRoot], &[LvmActivation]),
+    step(RootfsHook, "rootfs-hook", &[MountRoot, CreateSentinel], &[MountOem]),
+    step(LoadConfig, "load-config", &[RootfsHook], &[]),
+    step(MountBaseOverlay, "mount-base-overlay", &[LoadConfig], &[]),
+    step(OverlayMount, "overlay-mount", &[LoadConfig, MountBaseOverlay], &[]),
+    step(CustomMount, "custom-mount", &[LoadConfig], &[]),
+    step(MountBind, "mount-bind", &[LoadConfig], &[OverlayMount, CustomMount]),
+    step(EnableSysextConfext, "enable-sysext-confext", &[MountRoot], &[MountBind]),
+    step(WriteFstab, "write-fstab", &[MountRoot], &[MountOem, CustomMount, MountBind, OverlayMount, MountTmpfs]),
+    step(InitramfsHook, "initramfs-hook", &[MountRoot], &[WriteFstab, EnableSysextConfext]),
+    step(SwitchRoot, "switch-root", &[MountRoot], &[InitramfsHook]),
+];
+
+/// Live, netboot and disabled boots: something else assembles `/sysroot`.
+pub const LIVE: &[Step] = &[
+    step(BaseMounts, "base-mounts", &[], &[]),
+    step(LoadModules, "load-modules", &[], &[BaseMounts]),
+    step(CreateSentinel, "create-sentinel", &[], &[BaseMounts]),
+    critical(WaitForSysroot, "wait-for-sysroot", &[]),
+    step(MountOem, "mount-oem", &[WaitForSysroot], &[]),
+    step(RootfsHook, "rootfs-hook", &[CreateSentinel, WaitForSysroot], &[MountOem]),
+    step(InitramfsHook, "initramfs-hook", &[CreateSentinel, WaitForSysroot, RootfsHook], &[MountOem]),
+    step(SwitchRoot, "switch-root", &[WaitForSysroot], &[InitramfsHook]),
+];
+
+pub const MAX_STEPS: usize = 24;
+
+/// What happened to a step.
+#[derive(Clone, PartialEq)]
+#[cfg_attr(test, derive(Debug))]
+pub enum Status {
+    NotRun,
+    Ok,
+    Failed(Text<256>),
+    Skipped(Text<256>),
+}
+
+/// The steps selected for this boot, in execution order, with their outcomes.
+pub struct Plan {
+    steps: [Option<&'static Step>; MAX_STEPS],
+    layer: [u8; MAX_STEPS],
+    pub status: [Status; MAX_STEPS],
+    pub duration_ms: [u64; MAX_STEPS],
+    len: usize,
+}
+
+const NOT_RUN: Status = Status::NotRun;
+
+impl Plan {
+    /// Selects the steps of `table` for which `include` is true and orders them by layer.
+    /// Deps on steps that are not included are ignored.
+    pub fn new(table: &'static [Step], include: impl Fn(StepId) -> bool) -> Plan {
+        let mut plan = Plan {
+            steps: [None; MAX_STEPS],
+            layer: [0; MAX_STEPS],
+            status: [NOT_RUN; MAX_STEPS],
+            duration_ms: [0; MAX_STEPS],
+            len: 0,
+        };
+        // Layer of a step: one more than its deepest dep (layer 1 is upstream's `init`).
+        let mut layers = [0u8; MAX_STEPS];
+        for (i, s) in table.iter().enumerate().take(MAX_STEPS) {
+            if !include(s.id) {
+                continue;
+            }
+            let mut l = 2u8;
+            for d in s.deps.iter().chain(s.after) {
+                if let Some(j) = table.iter().take(i).position(|t| t.id == *d) {
+                    let dl = layers.get(j).copied().unwrap_or(0);
+                    if dl != 0 && dl + 1 > l {
+                        l = dl + 1;
+                    }
+                }
+            }
+            if let Some(slot) = layers.get_mut(i) {
+                *slot = l;
+            }
+        }
+        // Stable order: by layer, then table order.
+        for l in 2..=MAX_STEPS as u8 + 1 {
+            for (i, s) in table.iter().enumerate().take(MAX_STEPS) {
+                if layers.get(i) == Some(&l) && plan.len < MAX_STEPS {
+                    if let Some(slot) = plan.steps.get_mut(plan.len) {
+                        *slot = Some(s);
+                    }
+                    if let Some(slot) = plan.layer.get_mut(plan.len) {
+                        *slot = l;
+                    }
+                    plan.len += 1;
+                }
+            }
+        }
+        plan
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn step(&self, i: usize) -> Option<&'static Step> {
+        self.steps.get(i).copied().flatten()
+    }
+
+    pub fn contains(&self, id: StepId) -> bool {
+        self.index(id).is_some()
+    }
+
+    fn index(&self, id: StepId) -> Option<usize> {
+        (0..self.len).find(|&i| self.step(i).is_some_and(|s| s.id == id))
+    }
+
+    pub fn status_of(&self, id: StepId) -> Option<&Status> {
+        self.index(id).and_then(|i| self.status.get(i))
+    }
+
+    /// Why step `i` must be skipped: the first of its strong deps that failed or was skipped.
+    fn blocked_by(&self, i: usize) -> Option<&'static str> {
+        let s = self.step(i)?;
+        s.deps.iter().find_map(|d| {
+            let j = self.index(*d)?;
+            match self.status.get(j) {
+                Some(Status::Failed(_)) | Some(Status::Skipped(_)) => self.step(j).map(|t| t.name),
+                _ => None,
+            }
+        })
+    }
+
+    /// Runs every step in order through `action` (which returns the step's error text) and
+    /// `now` (a millisecond clock); `report` hears about each outcome as it happens.
+    pub fn run(
+        &mut self,
+        mut action: impl FnMut(StepId) -> Result<(), Text<256>>,
+        now: impl Fn() -> u64,
+        mut report: impl FnMut(&Step, &Status),
+    ) {
+        for i in 0..self.len {
+            let Some(step) = self.step(i) else { continue };
+            let status = match self.blocked_by(i) {
+                Some(dep) => {
+                    let mut why = Text::new();
+                    why.push_lossy(b"skipped because ");
+                    why.push_lossy(dep.as_bytes());
+                    why.push_lossy(b" did not succeed");
+                    Status::Skipped(why)
+                }
+                None => {
+                    let start = now();
+                    let r = action(step.id);
+                    if let Some(d) = self.duration_ms.get_mut(i) {
+                        *d = now().saturating_sub(start);
+                    }
+                    match r {
+                        Ok(()) => Status::Ok,
+                        Err(e) => Status::Failed(e),
+                    }
+                }
+            };
+            report(step, &status);
+            if let Some(slot) = self.status.get_mut(i) {
+                *slot = status;
+            }
+        }
+    }
+
+    /// The first critical step that failed or was skipped, if any: the boot has no root.
+    pub fn fatal(&self) -> Option<(&'static Step, &Status)> {
+        (0..self.len).find_map(|i| {
+            let s = self.step(i)?;
+            let st = self.status.get(i)?;
+            match st {
+                Status::Failed(_) | Status::Skipped(_) if s.critical => Some((s, st)),
+                _ => None,
+            }
+        })
+    }
+
+    /// Upstream's `--dry-run` format (reference §15): per layer a line `<n>.` and one line per
+    /// step; layer 1 is the synthetic `init` node.
+    pub fn render(&self, out: &mut impl FnMut(&[u8])) {
+        out(b"1.\n init (background: false) (weak: false) (run: false)\n");
+        for i in 0..self.len {
+            let (Some(step), Some(&layer)) = (self.step(i), self.layer.get(i)) else { continue };
+            // Layers are numbered densely: one whose steps were all left out leaves no gap.
+            if i == 0 || self.layer.get(i - 1) != Some(&layer) {
+                let n = crate::log::num(self.layer_number(i) as u64);
+                out(n.as_bytes());
+                out(b".\n");
+            }
+            out(b" ");
+            out(step.name.as_bytes());
+            let (ran, err) = match self.status.get(i) {
+                Some(Status::Failed(e)) | Some(Status::Skipped(e)) => (true, Some(e)),
+                Some(Status::Ok) => (true, None),
+                _ => (false, None),
+            };
+            if let Some(e) = err {
+                out(b" (error: ");
+                out(e.as_bytes());
+                out(b")");
+            }
+            out(b" (background: false) (weak: false) (run: ");
+            out(if ran { b"true" } else { b"false" });
+            out(b")\n");
+        }
+    }
+
+    /// 1-based layer number of step `i` counting only layers that have steps, plus `init`.
+    fn layer_number(&self, i: usize) -> usize {
+        let mut n = 1;
+        let mut prev = 0u8;
+        for j in 0..=i {
+            let l = self.layer.get(j).copied().unwrap_or(0);
+            if l != prev {
+                n += 1;
+                prev = l;
+            }
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::string::String;
+    use std::vec::Vec;
+
+    fn normal_service() -> Plan {
+        Plan::new(NORMAL, |id| !matches!(id, BaseMounts | LoadModules | SwitchRoot | LvmActivation))
+    }
+
+    fn render(p: &Plan) -> String {
+        let mut s = Vec::new();
+        p.render(&mut |b: &[u8]| s.extend_from_slice(b));
+        String::from_utf8(s).unwrap()
+    }
+
+    fn run_failing(p: &mut Plan, failing: &[StepId]) -> Vec<StepId> {
+        let mut ran = Vec::new();
+        p.run(
+            |id| {
+                ran.push(id);
+                if failing.contains(&id) {
+                    Err(Text::from(b"boom").unwrap())
+                } else {
+                    Ok(())
+                }
+            },
+            || 0,
+            |_, _| {},
+        );
+        ran
+    }
+
+    fn skipped(p: &Plan, id: StepId) -> bool {
+        matches!(p.status_of(id), Some(Status::Skipped(_)))
+    }
+
+    #[test]
+    fn normal_service_layers_match_upstream_shape() {
+        let expected = "1.\n init (background: false) (weak: false) (run: false)\n\
+2.\n create-sentinel (background: false) (weak: false) (run: false)\n mount-tmpfs (background: false) (weak: false) (run: false)\n mount-state (background: false) (weak: false) (run: false)\n\
+3.\n discover-state (background: false) (weak: false) (run: false)\n\
+4.\n mount-root (background: false) (weak: false) (run: false)\n\
+5.\n mount-oem (background: false) (weak: false) (run: false)\n\
+6.\n rootfs-hook (background: false) (weak: false) (run: false)\n\
+7.\n load-config (background: false) (weak: false) (run: false)\n\
+8.\n mount-base-overlay (background: false) (weak: false) (run: false)\n custom-mount (background: false) (weak: false) (run: false)\n\
+9.\n overlay-mount (background: false) (weak: false) (run: false)\n\
+10.\n mount-bind (background: false) (weak: false) (run: false)\n\
+11.\n enable-sysext-confext (background: false) (weak: false) (run: false)\n write-fstab (background: false) (weak: false) (run: false)\n\
+12.\n initramfs-hook (background: false) (weak: false) (run: false)\n";
+        assert_eq!(render(&normal_service()), expected);
+    }
+
+    #[test]
+    fn live_layers_match_upstream() {
+        let p = Plan::new(LIVE, |id| !matches!(id, BaseMounts | LoadModules | SwitchRoot));
+        let expected = "1.\n init (background: false) (weak: false) (run: false)\n\
+2.\n create-sentinel (background: false) (weak: false) (run: false)\n wait-for-sysroot (background: false) (weak: false) (run: false)\n\
+3.\n mount-oem (background: false) (weak: false) (run: false)\n\
+4.\n rootfs-hook (background: false) (weak: false) (run: false)\n\
+5.\n initramfs-hook (background: false) (weak: false) (run: false)\n";
+        assert_eq!(render(&p), expected);
+    }
+
+    #[test]
+    fn init_mode_adds_base_mounts_first_and_switch_root_last() {
+        let p = Plan::new(NORMAL, |id| id != LvmActivation);
+        assert_eq!(p.step(0).unwrap().id, BaseMounts);
+        assert_eq!(p.step(p.len() - 1).unwrap().id, SwitchRoot);
+        let lvm = Plan::new(NORMAL, |_| true);
+        assert!(lvm.contains(LvmActivation));
+        assert!(!p.contains(LvmActivation));
+    }
+
+    #[test]
+    fn missing_oem_does_not_skip_the_layout() {
+        let mut p = normal_service();
+        let ran = run_failing(&mut p, &[MountOem]);
+        for id in [RootfsHook, LoadConfig, MountBaseOverlay, OverlayMount, CustomMount, MountBind, WriteFstab, InitramfsHook] {
+            assert!(ran.contains(&id), "{id:?} should run");
+        }
+        assert!(p.fatal().is_none());
+    }
+
+    #[test]
+    fn failed_extra_volume_does_not_skip_binds() {
+        let mut p = normal_service();
+        let ran = run_failing(&mut p, &[CustomMount]);
+        assert!(ran.contains(&MountBind));
+        assert!(ran.contains(&WriteFstab));
+    }
+
+    #[test]
+    fn failed_overlay_path_does_not_skip_binds() {
+        let mut p = normal_service();
+        let ran = run_failing(&mut p, &[OverlayMount]);
+        assert!(ran.contains(&MountBind));
+    }
+
+    #[test]
+    fn failed_base_overlay_skips_overlays_but_not_binds() {
+        let mut p = normal_service();
+        let ran = run_failing(&mut p, &[MountBaseOverlay]);
+        assert!(skipped(&p, OverlayMount));
+        assert!(ran.contains(&MountBind));
+    }
+
+    #[test]
+    fn failed_layout_skips_everything_that_needs_it() {
+        let mut p = normal_service();
+        let ran = run_failing(&mut p, &[LoadConfig]);
+        for id in [MountBaseOverlay, OverlayMount, CustomMount, MountBind] {
+            assert!(skipped(&p, id), "{id:?} should be skipped");
+            assert!(!ran.contains(&id));
+        }
+        // fstab and the initramfs stage still run for what was mounted.
+        assert!(ran.contains(&WriteFstab));
+        assert!(ran.contains(&InitramfsHook));
+    }
+
+    #[test]
+    fn critical_failure_skips_dependants_and_is_fatal() {
+        let mut p = normal_service();
+        let ran = run_failing(&mut p, &[MountState]);
+        assert!(!ran.contains(&DiscoverState));
+        assert!(!ran.contains(&MountRoot));
+        assert!(!ran.contains(&WriteFstab));
+        assert!(ran.contains(&CreateSentinel));
+        let (step, _) = p.fatal().unwrap();
+        assert_eq!(step.id, MountState);
+        let s = render(&p);
+        assert!(s.contains(" mount-root (error: skipped because discover-state did not succeed)"), "{s}");
+    }
+
+    #[test]
+    fn live_wait_failure_is_fatal() {
+        let mut p = Plan::new(LIVE, |_| true);
+        let ran = run_failing(&mut p, &[WaitForSysroot]);
+        assert!(!ran.contains(&SwitchRoot));
+        assert_eq!(p.fatal().unwrap().0.id, WaitForSysroot);
+    }
+
+    #[test]
+    fn durations_are_recorded() {
+        let mut p = normal_service();
+        let t = std::cell::Cell::new(0u64);
+        p.run(
+            |_| Ok(()),
+            || {
+                t.set(t.get() + 5);
+                t.get()
+            },
+            |_, _| {},
+        );
+        assert!(p.duration_ms.iter().take(p.len()).all(|&d| d == 5));
+    }
+}

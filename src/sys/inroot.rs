@@ -1,0 +1,96 @@
+//! Path resolution confined to the sysroot. Every mkdir, mount target and copy inside the new
+//! root goes through `openat2(RESOLVE_IN_ROOT)`: a symlink in the image, absolute or relative,
+//! resolves as if the sysroot were `/`, so it can never lead outside it.
+
+use super::{CBuf, Errno, Result};
+use crate::util::fixed::Text;
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+
+const RESOLVE: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
+
+/// An open directory that acts as `/` for the paths resolved through it.
+pub struct Root {
+    fd: OwnedFd,
+}
+
+impl Root {
+    pub fn open(path: &[u8]) -> Result<Root> {
+        Ok(Root { fd: super::open(path, OFlags::PATH | OFlags::DIRECTORY, 0)? })
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Opens `path` (absolute, interpreted inside the root) with `flags`.
+    pub fn open_at(&self, path: &[u8], flags: OFlags, mode: u32) -> Result<OwnedFd> {
+        let rel = strip_slashes(path);
+        let rel = if rel.is_empty() { &b"."[..] } else { rel };
+        let p = CBuf::new(rel)?;
+        rustix::fs::openat2(&self.fd, p.as_cstr(), flags | OFlags::CLOEXEC, Mode::from_raw_mode(mode), RESOLVE)
+    }
+
+    /// Opens an existing directory inside the root as an `O_PATH` handle.
+    pub fn dir(&self, path: &[u8]) -> Result<OwnedFd> {
+        self.open_at(path, OFlags::PATH | OFlags::DIRECTORY, 0)
+    }
+
+    /// `mkdir -p` inside the root; returns the final directory. A component that exists but
+    /// is not a directory (or a symlink whose target is missing) is an error, never followed
+    /// out of the root.
+    pub fn mkdir_p(&self, path: &[u8], mode: u32) -> Result<OwnedFd> {
+        let rel = strip_slashes(path);
+        let mut parent = self.dir(b"/")?;
+        let mut end = 0;
+        for comp in rel.split(|&c| c == b'/') {
+            end += comp.len() + 1;
+            if comp.is_empty() || comp == b"." {
+                continue;
+            }
+            let prefix = rel.get(..end - 1).unwrap_or(rel);
+            parent = match self.dir(prefix) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) => {
+                    let c = CBuf::new(comp)?;
+                    match rustix::fs::mkdirat(&parent, c.as_cstr(), Mode::from_raw_mode(mode)) {
+                        Ok(()) => {}
+                        // EEXIST here means a dangling symlink: refuse rather than guess.
+                        Err(Errno::EXIST) => return Err(Errno::LOOP),
+                        Err(e) => return Err(e),
+                    }
+                    self.dir(prefix)?
+                }
+                Err(e) => return Err(e),
+            };
+        }
+        Ok(parent)
+    }
+}
+
+fn strip_slashes(path: &[u8]) -> &[u8] {
+    let start = path.iter().position(|&c| c != b'/').unwrap_or(path.len());
+    path.get(start..).unwrap_or(&[])
+}
+
+/// `/proc/self/fd/N`: a path the kernel resolves to exactly the object behind `fd`, used as a
+/// mount target so the mount lands on what `openat2` resolved, not on a re-resolved path.
+pub fn fd_path(fd: BorrowedFd<'_>) -> Text<32> {
+    let mut t = Text::new();
+    let _ = t.push(b"/proc/self/fd/").and_then(|_| t.push_num(fd.as_raw_fd() as u64));
+    t
+}
+
+/// The absolute path of the object behind `fd`, as the kernel names it.
+pub fn real_path(fd: BorrowedFd<'_>, out: &mut Text<512>) -> Result<()> {
+    let link = fd_path(fd);
+    let p = CBuf::new(link.as_bytes())?;
+    let mut buf = [0u8; 512];
+    let len = rustix::fs::readlinkat_raw(rustix::fs::CWD, p.as_cstr(), &mut buf[..])?;
+    let name = buf.get(..len).unwrap_or(&[]);
+    if len >= 512 {
+        return Err(Errno::NAMETOOLONG);
+    }
+    out.clear();
+    out.push(name).map_err(|_| Errno::NAMETOOLONG)
+}
