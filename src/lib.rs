@@ -4,14 +4,257 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod boot;
+pub mod config;
+pub mod copy;
+pub mod dev;
+pub mod log;
+pub mod plan;
+pub mod steps;
 pub mod sys;
 pub mod util;
+
+use config::cmdline::{self, Cmdline, Mode};
+use config::state::{Action, Env};
+use plan::{Plan, Status, StepId};
+use util::fixed::Text;
+
+const HELP: &[u8] = b"immucore - mount a Kairos/cOS immutable OS root at boot
+
+Usage: immucore [--dry-run | --help | --version | version]
+
+Without arguments, runs the boot: reads /proc/cmdline and /run/cos/cos-layout.env, mounts the
+image named by cos-img/filename= from COS_STATE/COS_RECOVERY read-only on /sysroot, tmpfs
+overlays on the RW paths, the persistent volumes and bind mounts, and writes /run/cos/<state>_mode
+and /sysroot/etc/fstab. As PID 1 (an initramfs /init) it also mounts /proc /sys /dev /run,
+loads the modules listed in /etc/immucore/modules and switches root into /sysroot.
+
+  --dry-run   print the steps in upstream's layer format and exit; touches nothing
+  --help      this text
+  --version   version and commit
+
+Kernel command line: root=LABEL=COS_ACTIVE|COS_PASSIVE|COS_SYSTEM|COS_RECOVERY, root=live:...,
+cos-img/filename=, rd.cos.oemlabel=, rd.cos.oemtimeout=, rd.cos.overlay=tmpfs:<size>|LABEL=x,
+rd.cos.mount=LABEL=x:/mnt (repeatable), rd.cos.debugrw, rd.cos.disable, kairos.reset,
+recovery-mode, rd.immucore.sysrootwait=, rd.immucore.debug, rd.immucore.rebootonfailure,
+fsck.mode=, fsck.repair=, init=, rd.shell=0 (rd.immucore.* spellings win over rd.cos.*).
+
+Environment (testing): HOST_PROC_CMDLINE=<file> instead of /proc/cmdline,
+IMMUCORE_SYSROOT=<dir> instead of /sysroot, IMMUCORE_CONFIG_DIR=<dir> instead of /etc/immucore.
+Logs: console, /run/immucore/immucore.log, /run/immucore/boot-timeline.json.
+";
+
+/// Iterates a NULL-terminated C string array (argv/envp) as byte slices.
+///
+/// # Safety
+/// `p` must be NULL or a NULL-terminated array of NUL-terminated strings.
+unsafe fn c_strings(p: *const *const u8) -> impl Iterator<Item = &'static [u8]> {
+    let mut i = 0;
+    core::iter::from_fn(move || {
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: guaranteed by the caller; the strings live for the whole process.
+        let s = unsafe { *p.add(i) };
+        if s.is_null() {
+            return None;
+        }
+        i += 1;
+        Some(unsafe { core::ffi::CStr::from_ptr(s as *const core::ffi::c_char) }.to_bytes())
+    })
+}
+
+fn out(s: &[u8]) {
+    let _ = sys::write_all(sys::stdout(), s);
+}
 
 /// Program entry after `_start`: returns the exit status (never returns in init mode).
 ///
 /// # Safety
 /// `argv` and `envp` must be the NULL-terminated arrays the kernel passed to the process.
-pub unsafe fn main(_argc: usize, _argv: *const *const u8, _envp: *const *const u8) -> i32 {
-    let _ = rustix::io::write(unsafe { rustix::fd::BorrowedFd::borrow_raw(1) }, b"hello\n");
-    0
+pub unsafe fn main(_argc: usize, argv: *const *const u8, envp: *const *const u8) -> i32 {
+    let pid1 = sys::is_pid1();
+    let env = Env::new(
+        unsafe { c_strings(argv) }.skip(1),
+        unsafe { c_strings(envp) },
+        pid1,
+    );
+    match env.action {
+        Action::Help => {
+            out(HELP);
+            return 0;
+        }
+        Action::Version => {
+            out(concat!(
+                "immucore ",
+                env!("CARGO_PKG_VERSION"),
+                " (commit ",
+                env!("IMMUCORE_COMMIT"),
+                ")\n"
+            )
+            .as_bytes());
+            return 0;
+        }
+        Action::Boot | Action::DryRun => {}
+    }
+    if let Some(bad) = &env.bad_arg {
+        log::error(
+            "",
+            &[b"unknown argument '", bad.as_bytes(), b"' (see --help)"],
+        );
+        return 2;
+    }
+    let dry_run = env.action == Action::DryRun;
+    // As PID 1 nothing is mounted yet, not even /proc with the command line.
+    let base = if env.init_mode && !dry_run {
+        Some(boot::base_mounts())
+    } else {
+        None
+    };
+    if !dry_run && !env.init_mode {
+        log::open_file();
+    }
+    let mut raw = [0u8; 4200];
+    let n = match sys::read_file(env.cmdline_path.as_bytes(), &mut raw) {
+        Ok(n) => n,
+        Err(e) => {
+            log::error(
+                "",
+                &[
+                    b"cannot read the command line from ",
+                    env.cmdline_path.as_bytes(),
+                    b": ",
+                    log::errno(e).as_bytes(),
+                ],
+            );
+            return fatal_without_plan(&env, &[b"cannot read the kernel command line"], b"");
+        }
+    };
+    let text = raw.get(..n).unwrap_or(&[]);
+    let cmd = match cmdline::parse(text) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error(
+                "",
+                &[
+                    b"kernel command line: ",
+                    e.reason.as_bytes(),
+                    b" (at '",
+                    e.token.as_bytes(),
+                    b"')",
+                ],
+            );
+            return fatal_without_plan(
+                &env,
+                &[b"invalid kernel command line: ", e.reason.as_bytes()],
+                text,
+            );
+        }
+    };
+    log::set_debug(cmd.debug);
+    if dry_run {
+        log::set_console(false);
+    }
+    report_cmdline(&cmd, text);
+    let plan_table = if cmd.mode == Mode::Live {
+        plan::LIVE
+    } else {
+        plan::NORMAL
+    };
+    let has_lvm = steps::volumes::LVM_PATHS
+        .iter()
+        .any(|p| sys::is_executable(p));
+    let init_mode = env.init_mode;
+    let mut plan = Plan::new(plan_table, |id| match id {
+        StepId::BaseMounts | StepId::LoadModules | StepId::SwitchRoot => init_mode,
+        StepId::LvmActivation => has_lvm,
+        _ => true,
+    });
+    if dry_run {
+        plan.render(&mut |b: &[u8]| out(b));
+        return 0;
+    }
+    let mut ctx = steps::Ctx::new(&env, &cmd);
+    plan.run(
+        |id| match (id, &base) {
+            (StepId::BaseMounts, Some(r)) => r.clone(),
+            _ => steps::run(id, &mut ctx),
+        },
+        sys::now_ms,
+        |step, status| match status {
+            Status::Failed(e) => log::error(step.name, &[b"failed: ", e.as_bytes()]),
+            Status::Skipped(e) => log::warn(step.name, &[e.as_bytes()]),
+            _ => log::debug(step.name, &[b"done"]),
+        },
+    );
+    boot::report::write_timeline(&plan);
+    if let Some((step, status)) = plan.fatal() {
+        let mut reason = Text::<320>::new();
+        reason.push_lossy(step.name.as_bytes());
+        reason.push_lossy(b": ");
+        if let Status::Failed(e) | Status::Skipped(e) = status {
+            reason.push_lossy(e.as_bytes());
+        }
+        boot::report::failure_summary(&plan, reason.as_bytes(), text);
+        if init_mode {
+            boot::fail(cmd.reboot_on_failure, cmd.shell_allowed);
+        }
+        return 1;
+    }
+    log::info("", &[b"root assembled on ", env.sysroot.as_bytes()]);
+    if !init_mode {
+        return 0;
+    }
+    drop(ctx);
+    // SAFETY: argv/envp are the process's own arrays, passed on to the new init.
+    let why = unsafe {
+        boot::switch_root::switch_root(env.sysroot.as_bytes(), cmd.init.as_bytes(), argv, envp)
+    };
+    boot::report::failure_summary(&plan, why.as_bytes(), text);
+    boot::fail(cmd.reboot_on_failure, cmd.shell_allowed)
+}
+
+/// A failure before there is a plan (unreadable or invalid command line).
+fn fatal_without_plan(env: &Env, reason: &[&[u8]], cmdline: &[u8]) -> i32 {
+    let empty = Plan::new(plan::NORMAL, |_| false);
+    let mut r = Text::<320>::new();
+    for p in reason {
+        r.push_lossy(p);
+    }
+    boot::report::failure_summary(&empty, r.as_bytes(), cmdline);
+    if env.init_mode && env.action != Action::DryRun {
+        boot::fail(
+            cmdline
+                .windows(28)
+                .any(|w| w == b"rd.immucore.rebootonfailure"),
+            true,
+        );
+    }
+    1
+}
+
+fn report_cmdline(cmd: &Cmdline, text: &[u8]) {
+    log::debug("", &[b"command line: ", text.trim_ascii()]);
+    let mode: &[u8] = if cmd.mode == Mode::Live {
+        b"live"
+    } else {
+        b"normal"
+    };
+    log::info(
+        "",
+        &[
+            b"boot state ",
+            cmd.state.name().as_bytes(),
+            b", mode ",
+            mode,
+            b", image ",
+            cmd.image.as_bytes(),
+        ],
+    );
+    for w in cmd.warnings.iter() {
+        log::warn("", &[w]);
+    }
+    for k in cmd.ignored.iter() {
+        log::debug("", &[b"ignored (not supported yet): ", k]);
+    }
 }

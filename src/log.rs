@@ -59,8 +59,11 @@ pub fn open_file() {
     if sys::mkdir_p(LOG_DIR, 0o755).is_err() {
         return;
     }
-    let flags = rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CREATE | rustix::fs::OFlags::APPEND;
-    let Ok(fd) = sys::open(LOG_FILE, flags, 0o644) else { return };
+    let flags =
+        rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CREATE | rustix::fs::OFlags::APPEND;
+    let Ok(fd) = sys::open(LOG_FILE, flags, 0o644) else {
+        return;
+    };
     LOGGER.with(|l| {
         let _ = sys::write_all(fd.as_fd(), l.early.as_bytes());
         l.early.clear();
@@ -130,7 +133,11 @@ fn push_stamp(out: &mut Text<1100>, ms: u64) {
     out.push_lossy(secs);
     out.push_lossy(b".");
     let frac = ms % 1000;
-    out.push_lossy(&[b'0' + (frac / 100) as u8, b'0' + (frac / 10 % 10) as u8, b'0' + (frac % 10) as u8]);
+    out.push_lossy(&[
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
     out.push_lossy(b"] ");
 }
 

@@ -49,12 +49,29 @@ pub struct Step {
     pub critical: bool,
 }
 
-const fn step(id: StepId, name: &'static str, deps: &'static [StepId], after: &'static [StepId]) -> Step {
-    Step { id, name, deps, after, critical: false }
+const fn step(
+    id: StepId,
+    name: &'static str,
+    deps: &'static [StepId],
+    after: &'static [StepId],
+) -> Step {
+    Step {
+        id,
+        name,
+        deps,
+        after,
+        critical: false,
+    }
 }
 
 const fn critical(id: StepId, name: &'static str, deps: &'static [StepId]) -> Step {
-    Step { id, name, deps, after: &[], critical: true }
+    Step {
+        id,
+        name,
+        deps,
+        after: &[],
+        critical: true,
+    }
 }
 
 /// Active, passive and recovery boots from an image file.
@@ -68,15 +85,45 @@ pub const NORMAL: &[Step] = &[
     critical(DiscoverState, "discover-state", &[MountState]),
     critical(MountRoot, "mount-root", &[DiscoverState]),
     step(MountOem, "mount-oem", &[MountRoot], &[LvmActivation]),
-    step(RootfsHook, "rootfs-hook", &[MountRoot, CreateSentinel], &[MountOem]),
+    step(
+        RootfsHook,
+        "rootfs-hook",
+        &[MountRoot, CreateSentinel],
+        &[MountOem],
+    ),
     step(LoadConfig, "load-config", &[RootfsHook], &[]),
     step(MountBaseOverlay, "mount-base-overlay", &[LoadConfig], &[]),
-    step(OverlayMount, "overlay-mount", &[LoadConfig, MountBaseOverlay], &[]),
+    step(
+        OverlayMount,
+        "overlay-mount",
+        &[LoadConfig, MountBaseOverlay],
+        &[],
+    ),
     step(CustomMount, "custom-mount", &[LoadConfig], &[]),
-    step(MountBind, "mount-bind", &[LoadConfig], &[OverlayMount, CustomMount]),
-    step(EnableSysextConfext, "enable-sysext-confext", &[MountRoot], &[MountBind]),
-    step(WriteFstab, "write-fstab", &[MountRoot], &[MountOem, CustomMount, MountBind, OverlayMount, MountTmpfs]),
-    step(InitramfsHook, "initramfs-hook", &[MountRoot], &[WriteFstab, EnableSysextConfext]),
+    step(
+        MountBind,
+        "mount-bind",
+        &[LoadConfig],
+        &[OverlayMount, CustomMount],
+    ),
+    step(
+        EnableSysextConfext,
+        "enable-sysext-confext",
+        &[MountRoot],
+        &[MountBind],
+    ),
+    step(
+        WriteFstab,
+        "write-fstab",
+        &[MountRoot],
+        &[MountOem, CustomMount, MountBind, OverlayMount, MountTmpfs],
+    ),
+    step(
+        InitramfsHook,
+        "initramfs-hook",
+        &[MountRoot],
+        &[WriteFstab, EnableSysextConfext],
+    ),
     step(SwitchRoot, "switch-root", &[MountRoot], &[InitramfsHook]),
 ];
 
@@ -87,9 +134,24 @@ pub const LIVE: &[Step] = &[
     step(CreateSentinel, "create-sentinel", &[], &[BaseMounts]),
     critical(WaitForSysroot, "wait-for-sysroot", &[]),
     step(MountOem, "mount-oem", &[WaitForSysroot], &[]),
-    step(RootfsHook, "rootfs-hook", &[CreateSentinel, WaitForSysroot], &[MountOem]),
-    step(InitramfsHook, "initramfs-hook", &[CreateSentinel, WaitForSysroot, RootfsHook], &[MountOem]),
-    step(SwitchRoot, "switch-root", &[WaitForSysroot], &[InitramfsHook]),
+    step(
+        RootfsHook,
+        "rootfs-hook",
+        &[CreateSentinel, WaitForSysroot],
+        &[MountOem],
+    ),
+    step(
+        InitramfsHook,
+        "initramfs-hook",
+        &[CreateSentinel, WaitForSysroot, RootfsHook],
+        &[MountOem],
+    ),
+    step(
+        SwitchRoot,
+        "switch-root",
+        &[WaitForSysroot],
+        &[InitramfsHook],
+    ),
 ];
 
 pub const MAX_STEPS: usize = 24;
@@ -252,7 +314,9 @@ impl Plan {
     pub fn render(&self, out: &mut impl FnMut(&[u8])) {
         out(b"1.\n init (background: false) (weak: false) (run: false)\n");
         for i in 0..self.len {
-            let (Some(step), Some(&layer)) = (self.step(i), self.layer.get(i)) else { continue };
+            let (Some(step), Some(&layer)) = (self.step(i), self.layer.get(i)) else {
+                continue;
+            };
             // Layers are numbered densely: one whose steps were all left out leaves no gap.
             if i == 0 || self.layer.get(i - 1) != Some(&layer) {
                 let n = crate::log::num(self.layer_number(i) as u64);
@@ -299,7 +363,9 @@ mod tests {
     use std::vec::Vec;
 
     fn normal_service() -> Plan {
-        Plan::new(NORMAL, |id| !matches!(id, BaseMounts | LoadModules | SwitchRoot | LvmActivation))
+        Plan::new(NORMAL, |id| {
+            !matches!(id, BaseMounts | LoadModules | SwitchRoot | LvmActivation)
+        })
     }
 
     fn render(p: &Plan) -> String {
@@ -348,7 +414,9 @@ mod tests {
 
     #[test]
     fn live_layers_match_upstream() {
-        let p = Plan::new(LIVE, |id| !matches!(id, BaseMounts | LoadModules | SwitchRoot));
+        let p = Plan::new(LIVE, |id| {
+            !matches!(id, BaseMounts | LoadModules | SwitchRoot)
+        });
         let expected = "1.\n init (background: false) (weak: false) (run: false)\n\
 2.\n create-sentinel (background: false) (weak: false) (run: false)\n wait-for-sysroot (background: false) (weak: false) (run: false)\n\
 3.\n mount-oem (background: false) (weak: false) (run: false)\n\
@@ -371,7 +439,16 @@ mod tests {
     fn missing_oem_does_not_skip_the_layout() {
         let mut p = normal_service();
         let ran = run_failing(&mut p, &[MountOem]);
-        for id in [RootfsHook, LoadConfig, MountBaseOverlay, OverlayMount, CustomMount, MountBind, WriteFstab, InitramfsHook] {
+        for id in [
+            RootfsHook,
+            LoadConfig,
+            MountBaseOverlay,
+            OverlayMount,
+            CustomMount,
+            MountBind,
+            WriteFstab,
+            InitramfsHook,
+        ] {
             assert!(ran.contains(&id), "{id:?} should run");
         }
         assert!(p.fatal().is_none());
@@ -424,7 +501,10 @@ mod tests {
         let (step, _) = p.fatal().unwrap();
         assert_eq!(step.id, MountState);
         let s = render(&p);
-        assert!(s.contains(" mount-root (error: skipped because discover-state did not succeed)"), "{s}");
+        assert!(
+            s.contains(" mount-root (error: skipped because discover-state did not succeed)"),
+            "{s}"
+        );
     }
 
     #[test]

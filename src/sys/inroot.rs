@@ -16,7 +16,9 @@ pub struct Root {
 
 impl Root {
     pub fn open(path: &[u8]) -> Result<Root> {
-        Ok(Root { fd: super::open(path, OFlags::PATH | OFlags::DIRECTORY, 0)? })
+        Ok(Root {
+            fd: super::open(path, OFlags::PATH | OFlags::DIRECTORY, 0)?,
+        })
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -28,7 +30,13 @@ impl Root {
         let rel = strip_slashes(path);
         let rel = if rel.is_empty() { &b"."[..] } else { rel };
         let p = CBuf::new(rel)?;
-        rustix::fs::openat2(&self.fd, p.as_cstr(), flags | OFlags::CLOEXEC, Mode::from_raw_mode(mode), RESOLVE)
+        rustix::fs::openat2(
+            &self.fd,
+            p.as_cstr(),
+            flags | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode),
+            RESOLVE,
+        )
     }
 
     /// Opens an existing directory inside the root as an `O_PATH` handle.
@@ -77,7 +85,9 @@ fn strip_slashes(path: &[u8]) -> &[u8] {
 /// mount target so the mount lands on what `openat2` resolved, not on a re-resolved path.
 pub fn fd_path(fd: BorrowedFd<'_>) -> Text<32> {
     let mut t = Text::new();
-    let _ = t.push(b"/proc/self/fd/").and_then(|_| t.push_num(fd.as_raw_fd() as u64));
+    let _ = t
+        .push(b"/proc/self/fd/")
+        .and_then(|_| t.push_num(fd.as_raw_fd() as u64));
     t
 }
 

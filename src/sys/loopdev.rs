@@ -3,8 +3,12 @@
 
 use super::{open, sleep_ms, Errno, Result};
 use crate::util::fixed::Text;
-use linux_raw_sys::loop_device::{loop_config, loop_info64, LO_FLAGS_AUTOCLEAR, LO_FLAGS_READ_ONLY};
-use linux_raw_sys::loop_device::{LOOP_CLR_FD, LOOP_CONFIGURE, LOOP_CTL_GET_FREE, LOOP_SET_FD, LOOP_SET_STATUS64};
+use linux_raw_sys::loop_device::{
+    loop_config, loop_info64, LO_FLAGS_AUTOCLEAR, LO_FLAGS_READ_ONLY,
+};
+use linux_raw_sys::loop_device::{
+    LOOP_CLR_FD, LOOP_CONFIGURE, LOOP_CTL_GET_FREE, LOOP_SET_FD, LOOP_SET_STATUS64,
+};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use rustix::fs::OFlags;
 use rustix::ioctl::{ioctl, Ioctl, IoctlOutput, Opcode};
@@ -22,7 +26,10 @@ unsafe impl<const OP: Opcode> Ioctl for ReturnsInt<OP> {
     fn as_ptr(&mut self) -> *mut core::ffi::c_void {
         self.0 as *mut core::ffi::c_void
     }
-    unsafe fn output_from_ptr(out: IoctlOutput, _: *mut core::ffi::c_void) -> rustix::io::Result<IoctlOutput> {
+    unsafe fn output_from_ptr(
+        out: IoctlOutput,
+        _: *mut core::ffi::c_void,
+    ) -> rustix::io::Result<IoctlOutput> {
         Ok(out)
     }
 }
@@ -49,7 +56,9 @@ pub fn attach(image: BorrowedFd<'_>, read_only: bool, name: &[u8]) -> Result<Loo
     for _ in 0..16 {
         let index = call::<LOOP_CTL_GET_FREE>(ctl.as_fd(), 0)?;
         let mut path = Text::<32>::new();
-        let _ = path.push(b"/dev/loop").and_then(|_| path.push_num(index as u64));
+        let _ = path
+            .push(b"/dev/loop")
+            .and_then(|_| path.push_num(index as u64));
         let dev = open_node(path.as_bytes(), read_only)?;
         match configure(dev.as_fd(), image, read_only, name) {
             Ok(()) => return Ok(Loop { fd: dev, path }),
@@ -63,7 +72,11 @@ pub fn attach(image: BorrowedFd<'_>, read_only: bool, name: &[u8]) -> Result<Loo
 /// devtmpfs creates the node when the device is allocated; allow it a moment (util-linux
 /// retries the same way for udev).
 fn open_node(path: &[u8], read_only: bool) -> Result<OwnedFd> {
-    let flags = if read_only { OFlags::RDONLY } else { OFlags::RDWR };
+    let flags = if read_only {
+        OFlags::RDONLY
+    } else {
+        OFlags::RDWR
+    };
     let mut tries = 0;
     loop {
         match open(path, flags, 0) {
@@ -79,28 +92,44 @@ fn open_node(path: &[u8], read_only: bool) -> Result<OwnedFd> {
 fn info(read_only: bool, name: &[u8]) -> loop_info64 {
     // SAFETY: loop_info64 is a plain C struct for which all-zero is valid.
     let mut info: loop_info64 = unsafe { core::mem::zeroed() };
-    info.lo_flags = if read_only { LO_FLAGS_READ_ONLY as u32 | LO_FLAGS_AUTOCLEAR as u32 } else { LO_FLAGS_AUTOCLEAR as u32 };
+    info.lo_flags = if read_only {
+        LO_FLAGS_READ_ONLY as u32 | LO_FLAGS_AUTOCLEAR as u32
+    } else {
+        LO_FLAGS_AUTOCLEAR as u32
+    };
     for (d, s) in info.lo_file_name.iter_mut().zip(name.iter().take(63)) {
         *d = *s;
     }
     info
 }
 
-fn configure(dev: BorrowedFd<'_>, image: BorrowedFd<'_>, read_only: bool, name: &[u8]) -> Result<()> {
+fn configure(
+    dev: BorrowedFd<'_>,
+    image: BorrowedFd<'_>,
+    read_only: bool,
+    name: &[u8],
+) -> Result<()> {
     // SAFETY: loop_config is a plain C struct for which all-zero is valid.
     let mut cfg: loop_config = unsafe { core::mem::zeroed() };
     cfg.fd = image.as_raw_fd() as u32;
     cfg.info = info(read_only, name);
     match call::<LOOP_CONFIGURE>(dev, &mut cfg as *mut loop_config as usize) {
         Ok(_) => Ok(()),
-        Err(Errno::INVAL) | Err(Errno::NOTTY) | Err(Errno::NOSYS) => configure_legacy(dev, image, read_only, name),
+        Err(Errno::INVAL) | Err(Errno::NOTTY) | Err(Errno::NOSYS) => {
+            configure_legacy(dev, image, read_only, name)
+        }
         Err(e) => Err(e),
     }
 }
 
 /// Pre-5.8 kernels: two steps. Read-only cannot be set through SET_STATUS; it follows from the
 /// image being opened read-only, which the caller does for read-only images.
-fn configure_legacy(dev: BorrowedFd<'_>, image: BorrowedFd<'_>, read_only: bool, name: &[u8]) -> Result<()> {
+fn configure_legacy(
+    dev: BorrowedFd<'_>,
+    image: BorrowedFd<'_>,
+    read_only: bool,
+    name: &[u8],
+) -> Result<()> {
     call::<LOOP_SET_FD>(dev, image.as_raw_fd() as usize)?;
     let mut info = info(read_only, name);
     info.lo_flags = LO_FLAGS_AUTOCLEAR as u32;

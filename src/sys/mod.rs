@@ -28,7 +28,9 @@ impl CBuf {
             return Err(Errno::INVAL);
         }
         let mut buf = [0u8; MAX_C];
-        buf.get_mut(..s.len()).ok_or(Errno::NAMETOOLONG)?.copy_from_slice(s);
+        buf.get_mut(..s.len())
+            .ok_or(Errno::NAMETOOLONG)?
+            .copy_from_slice(s);
         if s.len() >= MAX_C {
             return Err(Errno::NAMETOOLONG);
         }
@@ -91,7 +93,9 @@ pub fn on_panic() -> ! {
 /// kernel's timestamps.
 pub fn now_ms() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
-    (t.tv_sec as u64).wrapping_mul(1000).wrapping_add(t.tv_nsec as u64 / 1_000_000)
+    (t.tv_sec as u64)
+        .wrapping_mul(1000)
+        .wrapping_add(t.tv_nsec as u64 / 1_000_000)
 }
 
 pub fn sleep_ms(ms: u64) {
@@ -106,7 +110,11 @@ pub fn sleep_ms(ms: u64) {
 
 pub fn open(path: &[u8], flags: OFlags, mode: u32) -> Result<OwnedFd> {
     let p = CBuf::new(path)?;
-    rustix::fs::open(p.as_cstr(), flags | OFlags::CLOEXEC, Mode::from_raw_mode(mode))
+    rustix::fs::open(
+        p.as_cstr(),
+        flags | OFlags::CLOEXEC,
+        Mode::from_raw_mode(mode),
+    )
 }
 
 /// Reads a whole file into `buf`; `EFBIG` when it does not fit.
@@ -154,10 +162,13 @@ pub fn pread_exact(fd: BorrowedFd<'_>, off: u64, buf: &mut [u8]) -> bool {
 /// reader (or a power cut) never sees a half-written file.
 pub fn write_file_atomic(dir: BorrowedFd<'_>, name: &[u8], data: &[u8], mode: u32) -> Result<()> {
     let mut tmp = crate::util::fixed::Text::<256>::new();
-    tmp.push(name).and_then(|_| tmp.push(b".tmp")).map_err(|_| Errno::NAMETOOLONG)?;
+    tmp.push(name)
+        .and_then(|_| tmp.push(b".tmp"))
+        .map_err(|_| Errno::NAMETOOLONG)?;
     let tmp_c = CBuf::new(tmp.as_bytes())?;
     let name_c = CBuf::new(name)?;
-    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let flags =
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC | OFlags::NOFOLLOW;
     let fd = rustix::fs::openat(dir, tmp_c.as_cstr(), flags, Mode::from_raw_mode(mode))?;
     write_all(fd.as_fd(), data)?;
     rustix::fs::fsync(&fd)?;
@@ -174,7 +185,11 @@ pub fn write_path_atomic(path: &[u8], data: &[u8], mode: u32) -> Result<()> {
 
 /// Appends `data` to `path`, creating it.
 pub fn append_file(path: &[u8], data: &[u8]) -> Result<()> {
-    let fd = open(path, OFlags::WRONLY | OFlags::CREATE | OFlags::APPEND, 0o644)?;
+    let fd = open(
+        path,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::APPEND,
+        0o644,
+    )?;
     write_all(fd.as_fd(), data)
 }
 
@@ -182,13 +197,17 @@ pub fn append_file(path: &[u8], data: &[u8]) -> Result<()> {
 pub fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
     match path.iter().rposition(|&c| c == b'/') {
         Some(0) => (b"/", path.get(1..).unwrap_or(&[])),
-        Some(i) => (path.get(..i).unwrap_or(&[]), path.get(i + 1..).unwrap_or(&[])),
+        Some(i) => (
+            path.get(..i).unwrap_or(&[]),
+            path.get(i + 1..).unwrap_or(&[]),
+        ),
         None => (b".", path),
     }
 }
 
 pub fn exists(path: &[u8]) -> bool {
-    CBuf::new(path).is_ok_and(|p| rustix::fs::access(p.as_cstr(), rustix::fs::Access::EXISTS).is_ok())
+    CBuf::new(path)
+        .is_ok_and(|p| rustix::fs::access(p.as_cstr(), rustix::fs::Access::EXISTS).is_ok())
 }
 
 pub fn is_executable(path: &[u8]) -> bool {
@@ -201,14 +220,20 @@ pub fn is_executable(path: &[u8]) -> bool {
 }
 
 pub fn is_dir(path: &[u8]) -> bool {
-    CBuf::new(path).is_ok_and(|p| rustix::fs::stat(p.as_cstr()).is_ok_and(|st| st.st_mode & 0o170000 == 0o040000))
+    CBuf::new(path).is_ok_and(|p| {
+        rustix::fs::stat(p.as_cstr()).is_ok_and(|st| st.st_mode & 0o170000 == 0o040000)
+    })
 }
 
 /// `mkdir -p` for paths of the initramfs itself (`/run/...`), not for the sysroot.
 pub fn mkdir_p(path: &[u8], mode: u32) -> Result<()> {
     let mut end = 0;
     while end < path.len() {
-        end = path.iter().skip(end + 1).position(|&c| c == b'/').map_or(path.len(), |i| end + 1 + i);
+        end = path
+            .iter()
+            .skip(end + 1)
+            .position(|&c| c == b'/')
+            .map_or(path.len(), |i| end + 1 + i);
         let prefix = path.get(..end).unwrap_or(path);
         if prefix.is_empty() || prefix == b"/" {
             continue;
@@ -229,8 +254,16 @@ pub fn symlink(target: &[u8], link: &[u8]) -> Result<()> {
 }
 
 /// Calls `f(name, is_dir)` for each entry of the directory `dir` (skipping `.` and `..`).
-pub fn for_each_entry(dir: BorrowedFd<'_>, mut f: impl FnMut(&[u8], rustix::fs::FileType)) -> Result<()> {
-    let fd = rustix::fs::openat(dir, c".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+pub fn for_each_entry(
+    dir: BorrowedFd<'_>,
+    mut f: impl FnMut(&[u8], rustix::fs::FileType),
+) -> Result<()> {
+    let fd = rustix::fs::openat(
+        dir,
+        c".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     let mut buf = [core::mem::MaybeUninit::<u8>::uninit(); 2048];
     let mut it = rustix::fs::RawDir::new(fd, &mut buf);
     while let Some(entry) = it.next() {
@@ -252,12 +285,22 @@ pub fn open_dir(path: &[u8]) -> Result<OwnedFd> {
 
 pub use rustix::mount::MountFlags as Flags;
 
-pub fn mount(source: &[u8], target: &[u8], fstype: &[u8], flags: MountFlags, data: &[u8]) -> Result<()> {
+pub fn mount(
+    source: &[u8],
+    target: &[u8],
+    fstype: &[u8],
+    flags: MountFlags,
+    data: &[u8],
+) -> Result<()> {
     let s = CBuf::new(source)?;
     let t = CBuf::new(target)?;
     let f = CBuf::new(fstype)?;
     let d = CBuf::new(data)?;
-    let data = if data.is_empty() { None } else { Some(d.as_cstr()) };
+    let data = if data.is_empty() {
+        None
+    } else {
+        Some(d.as_cstr())
+    };
     rustix::mount::mount(s.as_cstr(), t.as_cstr(), f.as_cstr(), flags, data)
 }
 
@@ -290,8 +333,10 @@ pub fn make_root_private() -> Result<()> {
 pub fn is_mountpoint(dir: BorrowedFd<'_>, path: &[u8]) -> bool {
     let Ok(p) = CBuf::new(path) else { return false };
     let flags = AtFlags::SYMLINK_NOFOLLOW | AtFlags::EMPTY_PATH;
-    rustix::fs::statx(dir, p.as_cstr(), flags, rustix::fs::StatxFlags::empty())
-        .is_ok_and(|st| (st.stx_attributes & st.stx_attributes_mask).contains(rustix::fs::StatxAttributes::MOUNT_ROOT))
+    rustix::fs::statx(dir, p.as_cstr(), flags, rustix::fs::StatxFlags::empty()).is_ok_and(|st| {
+        (st.stx_attributes & st.stx_attributes_mask)
+            .contains(rustix::fs::StatxAttributes::MOUNT_ROOT)
+    })
 }
 
 pub fn is_mountpoint_path(path: &[u8]) -> bool {
@@ -335,7 +380,9 @@ pub fn run(argv: &[&CStr], envp: &[&CStr], chroot_to: Option<&[u8]>) -> Result<i
     }
     if pid == 0 {
         if let Some(r) = &root {
-            if rustix::process::chroot(r.as_cstr()).is_err() || rustix::process::chdir(c"/").is_err() {
+            if rustix::process::chroot(r.as_cstr()).is_err()
+                || rustix::process::chdir(c"/").is_err()
+            {
                 exit(127);
             }
         }
@@ -414,7 +461,9 @@ pub fn open_ro(path: &[u8]) -> Result<OwnedFd> {
 /// Device number of a block device node, to recognise the same disk under two names.
 pub fn rdev(path: &[u8]) -> Option<u64> {
     let p = CBuf::new(path).ok()?;
-    rustix::fs::stat(p.as_cstr()).ok().map(|st| st.st_rdev as u64)
+    rustix::fs::stat(p.as_cstr())
+        .ok()
+        .map(|st| st.st_rdev as u64)
 }
 
 pub fn cwd() -> BorrowedFd<'static> {
@@ -437,4 +486,22 @@ impl<T> Global<T> {
         // SAFETY: single thread and no re-entrant use, so this is the only live reference.
         f(unsafe { &mut *self.0.get() })
     }
+}
+
+/// Gives `path` the permission bits and owner of the object behind `from`.
+pub fn copy_owner_and_mode(from: BorrowedFd<'_>, path: &[u8]) -> Result<()> {
+    let st = rustix::fs::fstat(from)?;
+    let p = CBuf::new(path)?;
+    rustix::fs::chmod(p.as_cstr(), Mode::from_raw_mode(st.st_mode & 0o7777))?;
+    let owner = rustix::fs::Uid::from_raw(st.st_uid);
+    let group = rustix::fs::Gid::from_raw(st.st_gid);
+    rustix::fs::chown(p.as_cstr(), Some(owner), Some(group))
+}
+
+/// Detaches the mount at `path` (lazy unmount: the initramfs-stage chroot helpers).
+pub fn unmount_detach(path: &[u8]) -> Result<()> {
+    rustix::mount::unmount(
+        CBuf::new(path)?.as_cstr(),
+        rustix::mount::UnmountFlags::DETACH,
+    )
 }

@@ -68,5 +68,12 @@ pub fn fork() -> isize {
     // clone(SIGCHLD, 0, ...) is fork on every architecture; argument order past the second
     // differs per arch but those are zero here.
     // SAFETY: no new stack is given, so the child continues on a copy of ours.
-    unsafe { syscall3(nr::__NR_clone, linux_raw_sys::general::SIGCHLD as usize, 0, 0) }
+    unsafe {
+        syscall3(
+            nr::__NR_clone,
+            linux_raw_sys::general::SIGCHLD as usize,
+            0,
+            0,
+        )
+    }
 }

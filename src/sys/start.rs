@@ -136,3 +136,12 @@ unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 /// nothing ever unwinds here, so it is never called.
 #[no_mangle]
 extern "C" fn rust_eh_personality() {}
+
+#[no_mangle]
+unsafe extern "C" fn strlen(s: *const u8) -> usize {
+    let mut n = 0;
+    while unsafe { *s.add(n) } != 0 {
+        n += 1;
+    }
+    n
+}

@@ -24,7 +24,10 @@ impl<const N: usize> Default for Text<N> {
 
 impl<const N: usize> Text<N> {
     pub const fn new() -> Self {
-        Text { len: 0, buf: [0; N] }
+        Text {
+            len: 0,
+            buf: [0; N],
+        }
     }
 
     /// Builds from `s`, or `Full` when it does not fit.
@@ -120,7 +123,11 @@ impl<const B: usize, const I: usize> Default for List<B, I> {
 
 impl<const B: usize, const I: usize> List<B, I> {
     pub const fn new() -> Self {
-        List { bytes: Text::new(), ends: [0; I], count: 0 }
+        List {
+            bytes: Text::new(),
+            ends: [0; I],
+            count: 0,
+        }
     }
 
     pub fn push(&mut self, item: &[u8]) -> Result<(), Full> {
@@ -164,7 +171,11 @@ impl<const B: usize, const I: usize> List<B, I> {
         if i >= self.count {
             return None;
         }
-        let start = if i == 0 { 0 } else { *self.ends.get(i - 1)? as usize };
+        let start = if i == 0 {
+            0
+        } else {
+            *self.ends.get(i - 1)? as usize
+        };
         let end = *self.ends.get(i)? as usize;
         self.bytes.as_bytes().get(start..end)
     }
@@ -253,6 +264,9 @@ mod tests {
         assert_eq!(l.push(b"/a-very-long"), Err(Full));
         l.push(b"/x").unwrap();
         assert_eq!(l.push(b"/y"), Err(Full));
-        assert_eq!(l.iter_str().collect::<std::vec::Vec<_>>(), ["/etc", "/var", "/x"]);
+        assert_eq!(
+            l.iter_str().collect::<std::vec::Vec<_>>(),
+            ["/etc", "/var", "/x"]
+        );
     }
 }

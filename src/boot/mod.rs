@@ -1,0 +1,112 @@
+//! Init mode (PID 1 of a tiny initramfs): the API filesystems, kernel modules, the hand-over to
+//! the real init, and what happens when there is no root to hand over to.
+
+pub mod report;
+pub mod switch_root;
+
+use crate::config::state::Env;
+use crate::log;
+use crate::steps::{err_errno, Error};
+use crate::sys;
+use crate::util::fixed::Text;
+
+/// `base-mounts`: `/proc`, `/sys`, `/dev` (devtmpfs) and `/run` (tmpfs), unless mounted.
+pub fn base_mounts() -> Result<(), Error> {
+    use sys::Flags as F;
+    let table: [(&[u8], &[u8], F, &[u8]); 4] = [
+        (b"/proc", b"proc", F::NOSUID | F::NODEV | F::NOEXEC, b""),
+        (b"/sys", b"sysfs", F::NOSUID | F::NODEV | F::NOEXEC, b""),
+        (b"/dev", b"devtmpfs", F::NOSUID, b"mode=0755"),
+        (b"/run", b"tmpfs", F::NOSUID | F::NODEV, b"mode=0755"),
+    ];
+    for (path, fstype, flags, data) in table {
+        let _ = sys::mkdir_p(path, 0o755);
+        if sys::is_mountpoint_path(path) {
+            continue;
+        }
+        sys::mount(fstype, path, fstype, flags, data)
+            .map_err(|e| err_errno(&[b"cannot mount ", fstype, b" on ", path], e))?;
+    }
+    log::open_kmsg();
+    log::open_file();
+    log::info("base-mounts", &[b"mounted /proc /sys /dev /run"]);
+    Ok(())
+}
+
+/// `load-modules`: every module file listed in `<config>/modules` (relative to
+/// `/lib/modules/<release>/`), in order. A missing or failing module is logged, not fatal.
+pub fn load_modules(env: &Env) -> Result<(), Error> {
+    const STEP: &str = "load-modules";
+    let mut list_path = Text::<160>::new();
+    list_path.push_lossy(env.config_dir.as_bytes());
+    list_path.push_lossy(b"/modules");
+    let mut buf = [0u8; 8192];
+    let n = match sys::read_file(list_path.as_bytes(), &mut buf) {
+        Ok(n) => n,
+        Err(sys::Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(err_errno(&[b"cannot read ", list_path.as_bytes()], e)),
+    };
+    let mut release = Text::<65>::new();
+    sys::kernel_release(&mut release);
+    let (mut loaded, mut failed) = (0u64, 0u64);
+    for line in buf.get(..n).unwrap_or(&[]).split(|&c| c == b'\n') {
+        let line = line.trim_ascii();
+        if line.is_empty() || line.starts_with(b"#") {
+            continue;
+        }
+        let mut path = Text::<512>::new();
+        path.push_lossy(b"/lib/modules/");
+        path.push_lossy(release.as_bytes());
+        path.push_lossy(b"/");
+        path.push_lossy(line);
+        match sys::load_module(path.as_bytes()) {
+            Ok(()) | Err(sys::Errno::EXIST) => loaded += 1,
+            Err(e) => {
+                failed += 1;
+                log::warn(STEP, &[line, b": ", log::errno(e).as_bytes()]);
+            }
+        }
+    }
+    log::info(
+        STEP,
+        &[
+            b"loaded ",
+            log::num(loaded).as_bytes(),
+            b" modules, ",
+            log::num(failed).as_bytes(),
+            b" failed",
+        ],
+    );
+    Ok(())
+}
+
+/// Fatal failure in init mode: there is no root. PID 1 must never exit, so this ends in a
+/// reboot, a shell or an endless wait.
+pub fn fail(reboot_on_failure: bool, shell_allowed: bool) -> ! {
+    sys::sync();
+    if reboot_on_failure {
+        log::error("", &[b"rebooting in 10 s (rd.immucore.rebootonfailure)"]);
+        sys::sleep_ms(10_000);
+        sys::sync();
+        let _ = sys::reboot();
+    } else if shell_allowed && sys::is_executable(b"/bin/sh") {
+        log::error("", &[b"starting /bin/sh (rd.shell=0 prevents this)"]);
+        let argv: [*const u8; 2] = [c"/bin/sh".as_ptr() as *const u8, core::ptr::null()];
+        let envp: [*const u8; 2] = [
+            c"PATH=/usr/bin:/usr/sbin:/bin:/sbin".as_ptr() as *const u8,
+            core::ptr::null(),
+        ];
+        // SAFETY: both arrays are NULL-terminated and point at static NUL-terminated strings.
+        let e = unsafe { sys::exec(c"/bin/sh", argv.as_ptr(), envp.as_ptr()) };
+        log::error("", &[b"cannot start /bin/sh: ", log::errno(e).as_bytes()]);
+    } else {
+        log::error(
+            "",
+            &[b"waiting forever; reset the machine, or boot with rd.immucore.rebootonfailure"],
+        );
+    }
+    loop {
+        sys::sleep_ms(60_000);
+        sys::reap_children();
+    }
+}

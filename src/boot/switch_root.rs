@@ -1,0 +1,123 @@
+//! The hand-over from the initramfs to the new root (SPEC §2), in util-linux/systemd order:
+//! move the API filesystems into the new root, free the initramfs if it is a ramfs/tmpfs
+//! (without crossing mounts), make the new root `/`, and exec its init.
+
+use crate::log;
+use crate::sys::{self, CBuf, Errno};
+use crate::util::fixed::Text;
+use rustix::fd::AsFd;
+use rustix::fs::FileType;
+
+const API_FS: &[&[u8]] = &[b"/dev", b"/proc", b"/sys", b"/run"];
+const INIT_FALLBACKS: &[&[u8]] = &[b"/sbin/init", b"/etc/init", b"/bin/init", b"/bin/sh"];
+
+/// Moves everything and execs the new init; returns only with the reason it could not.
+///
+/// # Safety
+/// `argv` and `envp` must be the NULL-terminated arrays the process was started with.
+pub unsafe fn switch_root(
+    sysroot: &[u8],
+    init: &[u8],
+    argv: *const *const u8,
+    envp: *const *const u8,
+) -> Text<256> {
+    let mut why = Text::<256>::new();
+    log::info("switch-root", &[b"switching to ", sysroot]);
+    let _ = sys::make_root_private();
+    // MS_MOVE needs the new root to be a mount point (a live sysroot may be a plain dir).
+    if !sys::is_mountpoint_path(sysroot) {
+        let _ = sys::mount_bind(sysroot, sysroot);
+    }
+    for fs in API_FS {
+        let mut target = Text::<256>::new();
+        target.push_lossy(sysroot);
+        target.push_lossy(fs);
+        if let Err(e) = sys::mount_move(fs, target.as_bytes()) {
+            log::warn(
+                "switch-root",
+                &[
+                    b"cannot move ",
+                    fs,
+                    b" to ",
+                    target.as_bytes(),
+                    b": ",
+                    log::errno(e).as_bytes(),
+                ],
+            );
+        }
+    }
+    let free = matches!(
+        sys::fs_magic(b"/"),
+        Ok(sys::RAMFS_MAGIC) | Ok(sys::TMPFS_MAGIC)
+    );
+    if free {
+        if let Ok(root) = sys::open_dir(b"/") {
+            let dev = rustix::fs::fstat(&root).map(|s| s.st_dev).unwrap_or(0);
+            remove_children(root.as_fd(), dev, 0);
+        }
+    }
+    if let Err(e) = sys::chdir(sysroot) {
+        why.push_lossy(b"chdir to the new root failed: ");
+        why.push_lossy(log::errno(e).as_bytes());
+        return why;
+    }
+    if let Err(e) = sys::mount_move(b".", b"/") {
+        why.push_lossy(b"moving the new root onto / failed: ");
+        why.push_lossy(log::errno(e).as_bytes());
+        return why;
+    }
+    if let Err(e) = sys::chroot(b".").and_then(|_| sys::chdir(b"/")) {
+        why.push_lossy(b"chroot into the new root failed: ");
+        why.push_lossy(log::errno(e).as_bytes());
+        return why;
+    }
+    let mut tried = Text::<256>::new();
+    let candidates = core::iter::once(init)
+        .filter(|i| !i.is_empty())
+        .chain(INIT_FALLBACKS.iter().copied());
+    for path in candidates {
+        let Ok(c) = CBuf::new(path) else { continue };
+        log::info("switch-root", &[b"exec ", path]);
+        // SAFETY: forwarded from the caller's contract.
+        let e = unsafe { sys::exec(c.as_cstr(), argv, envp) };
+        if e != Errno::NOENT {
+            log::warn(
+                "switch-root",
+                &[b"cannot exec ", path, b": ", log::errno(e).as_bytes()],
+            );
+        }
+        tried.push_lossy(path);
+        tried.push_lossy(b" ");
+    }
+    why.push_lossy(b"no init could be started (tried ");
+    why.push_lossy(tried.as_bytes());
+    why.push_lossy(b")");
+    why
+}
+
+/// Deletes the contents of `dir`, staying on filesystem `dev` (so mounts below, the new root
+/// among them, are never touched). Depth is bounded; the initramfs is shallow.
+fn remove_children(dir: rustix::fd::BorrowedFd<'_>, dev: u64, depth: u32) {
+    if depth > 16 {
+        return;
+    }
+    let _ = sys::for_each_entry(dir, |name, ft| {
+        let Ok(c) = CBuf::new(name) else { return };
+        if ft == FileType::Directory {
+            let flags = rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::NOFOLLOW
+                | rustix::fs::OFlags::CLOEXEC;
+            if let Ok(sub) = rustix::fs::openat(dir, c.as_cstr(), flags, rustix::fs::Mode::empty())
+            {
+                let same = rustix::fs::fstat(&sub).is_ok_and(|s| s.st_dev as u64 == dev as u64);
+                if same && !sys::is_mountpoint(sub.as_fd(), b"") {
+                    remove_children(sub.as_fd(), dev, depth + 1);
+                    let _ = rustix::fs::unlinkat(dir, c.as_cstr(), rustix::fs::AtFlags::REMOVEDIR);
+                }
+            }
+        } else {
+            let _ = rustix::fs::unlinkat(dir, c.as_cstr(), rustix::fs::AtFlags::empty());
+        }
+    });
+}

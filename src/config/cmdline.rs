@@ -1,0 +1,1213 @@
+//! Kernel command line (SPEC §3).
+//!
+//! Unlike upstream, which matches by prefix and by substring of the whole line (reference §2.1),
+//! keys here match exactly: `rd.immucore.debugrw` does not turn on `rd.immucore.debug`, and a
+//! `netboot` inside some other token does not select live mode. Quoting follows the kernel: a
+//! double quote may wrap spaces, anywhere in the token; the quotes themselves are dropped.
+
+use crate::config::path::{check_path, normalize};
+use crate::util::fixed::{parse_u64, Full, List, Text};
+
+/// Longest command line accepted (the kernel's own limit on x86 is 2048, other arches 4096).
+pub const MAX_CMDLINE: usize = 4096;
+const MAX_MOUNTS: usize = 16;
+const DEFAULT_OVERLAY: &[u8] = b"tmpfs:20%";
+const DEFAULT_OEM_TIMEOUT_S: u32 = 5;
+const DEFAULT_SYSROOT_WAIT_S: u32 = 120;
+
+/// Which system the command line boots (reference §3.2/§3.3).
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(test, derive(Debug))]
+pub enum BootState {
+    Active,
+    Passive,
+    Recovery,
+    AutoReset,
+    Live,
+    Unknown,
+}
+
+impl BootState {
+    /// Name of the `/run/cos/<sentinel>` file announcing the state to the booted system.
+    pub fn sentinel(self) -> &'static str {
+        match self {
+            BootState::Active => "active_mode",
+            BootState::Passive => "passive_mode",
+            BootState::Recovery => "recovery_mode",
+            BootState::AutoReset => "autoreset_mode",
+            BootState::Live => "live_mode",
+            BootState::Unknown => "unknown",
+        }
+    }
+
+    /// Label of the partition holding the image files.
+    pub fn images_label(self) -> Option<&'static str> {
+        match self {
+            BootState::Active | BootState::Passive => Some("COS_STATE"),
+            BootState::Recovery | BootState::AutoReset => Some("COS_RECOVERY"),
+            BootState::Live | BootState::Unknown => None,
+        }
+    }
+
+    /// Filesystem label inside the root image.
+    pub fn root_label(self) -> Option<&'static str> {
+        match self {
+            BootState::Active => Some("COS_ACTIVE"),
+            BootState::Passive => Some("COS_PASSIVE"),
+            BootState::Recovery | BootState::AutoReset => Some("COS_SYSTEM"),
+            BootState::Live | BootState::Unknown => None,
+        }
+    }
+
+    /// Sub-directory of the sysext/confext stores used in this state.
+    pub fn extension_dir(self) -> Option<&'static str> {
+        match self {
+            BootState::Active => Some("active"),
+            BootState::Passive => Some("passive"),
+            BootState::Recovery | BootState::AutoReset => Some("recovery"),
+            BootState::Live | BootState::Unknown => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BootState::Active => "active",
+            BootState::Passive => "passive",
+            BootState::Recovery => "recovery",
+            BootState::AutoReset => "autoreset",
+            BootState::Live => "live",
+            BootState::Unknown => "unknown",
+        }
+    }
+}
+
+/// Normal boot from an image, or live/disabled (reference §7.3).
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(test, derive(Debug))]
+pub enum Mode {
+    Normal,
+    Live,
+}
+
+/// `fsck.mode=` as systemd-fsck reads it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(test, derive(Debug))]
+pub enum FsckMode {
+    Auto,
+    Skip,
+    Force,
+}
+
+/// `fsck.repair=`: `Preen` → `-a`, `Yes` → `-y`, `No` → `-n`, `None` → no flag.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(test, derive(Debug))]
+pub enum FsckRepair {
+    Preen,
+    Yes,
+    No,
+    None,
+}
+
+/// Everything the command line configures, with defaults applied.
+#[derive(Clone)]
+#[cfg_attr(test, derive(Debug))]
+pub struct Cmdline {
+    pub mode: Mode,
+    pub state: BootState,
+    /// `cos-img/filename=`, normalized; empty when absent.
+    pub image: Text<256>,
+    /// Empty: the caller looks for a `COS_OEM` filesystem.
+    pub oem_label: Text<64>,
+    pub oem_timeout_s: u32,
+    /// Backing of `/run/overlay`, always valid for [`overlay_backing`].
+    pub overlay: Text<128>,
+    /// Valid `<device>:<mountpoint>` specs as given: `rd.cos.mount=` ones, then `rd.immucore.mount=`.
+    pub mounts: List<2048, MAX_MOUNTS>,
+    pub debugrw: bool,
+    pub debug: bool,
+    pub reboot_on_failure: bool,
+    pub sysroot_wait_s: u32,
+    pub fsck_mode: FsckMode,
+    pub fsck_repair: FsckRepair,
+    /// `init=`; empty: the caller tries its fallbacks.
+    pub init: Text<256>,
+    pub shell_allowed: bool,
+    /// Upstream keys present on this command line that we do not implement (for a debug line).
+    pub ignored: List<1024, 16>,
+    /// Tolerated problems, as messages for the log.
+    pub warnings: List<1024, 8>,
+}
+
+/// A command line we refuse: `reason`, and the offending token (cut to 64 bytes).
+#[derive(Clone, PartialEq)]
+#[cfg_attr(test, derive(Debug))]
+pub struct CmdlineError {
+    pub reason: &'static str,
+    pub token: Text<64>,
+}
+
+fn error(reason: &'static str, token: &[u8]) -> CmdlineError {
+    let mut cut = Text::new();
+    cut.push_lossy(token);
+    CmdlineError { reason, token: cut }
+}
+
+fn is_space(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c')
+}
+
+/// Splits the command line into tokens the way the kernel does.
+struct Tokens<'a> {
+    text: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Tokens<'a> {
+    /// Writes the next token without its quotes into `out`; returns the raw token for messages.
+    fn next_into(&mut self, out: &mut Text<MAX_CMDLINE>) -> Option<Result<&'a [u8], CmdlineError>> {
+        let rest = self.text.get(self.pos..)?;
+        let skip = rest.iter().position(|&c| !is_space(c))?;
+        let start = self.pos + skip;
+        out.clear();
+        let mut in_quote = false;
+        let mut end = start;
+        for &c in self.text.get(start..).unwrap_or(&[]) {
+            if is_space(c) && !in_quote {
+                break;
+            }
+            end += 1;
+            if c == b'"' {
+                in_quote = !in_quote;
+            } else if out.push_byte(c).is_err() {
+                // Unreachable: the whole line is at most MAX_CMDLINE bytes.
+                return Some(Err(error(
+                    "command line too long",
+                    self.text.get(start..).unwrap_or(&[]),
+                )));
+            }
+        }
+        self.pos = end;
+        let raw = self.text.get(start..end).unwrap_or(&[]);
+        if in_quote {
+            return Some(Err(error("unterminated quote", raw)));
+        }
+        Some(Ok(raw))
+    }
+}
+
+/// A single-valued parameter: the first non-empty value of the highest-ranked spelling
+/// (`rd.immucore.*` = 2 beats `rd.cos.*` = 1).
+struct Choice<const N: usize> {
+    rank: u8,
+    key: &'static str,
+    value: Text<N>,
+    /// The winning value did not fit `N` bytes.
+    cut: bool,
+}
+
+impl<const N: usize> Choice<N> {
+    const fn new() -> Self {
+        Choice {
+            rank: 0,
+            key: "",
+            value: Text::new(),
+            cut: false,
+        }
+    }
+
+    fn offer(&mut self, rank: u8, key: &'static str, value: &[u8]) -> Result<(), Full> {
+        if value.is_empty() || rank <= self.rank {
+            return Ok(());
+        }
+        self.rank = rank;
+        self.key = key;
+        self.value.clear();
+        self.value.push_lossy(value);
+        self.cut = value.len() > N;
+        if self.cut {
+            return Err(Full);
+        }
+        Ok(())
+    }
+
+    fn get(&self) -> Option<&[u8]> {
+        if self.rank == 0 || self.cut {
+            return None;
+        }
+        Some(self.value.as_bytes())
+    }
+}
+
+/// Adds `key=value: <what>` to the warnings; a full warning list drops the message, since
+/// warnings only inform.
+fn warn(warnings: &mut List<1024, 8>, key: &str, value: &[u8], what: &[&[u8]]) {
+    let mut msg: Text<200> = Text::new();
+    msg.push_lossy(key.as_bytes());
+    msg.push_lossy(b"=");
+    msg.push_lossy(value);
+    msg.push_lossy(b": ");
+    for part in what {
+        msg.push_lossy(part);
+    }
+    let _ = warnings.push(msg.as_bytes());
+}
+
+/// The number chosen for `choice`, or `default` with a warning when it is not one (or is 0
+/// while `min` is 1).
+fn number(choice: &Choice<24>, min: u32, default: u32, warnings: &mut List<1024, 8>) -> u32 {
+    if choice.rank == 0 {
+        return default;
+    }
+    let parsed = parse_u64(choice.value.as_bytes()).and_then(|n| u32::try_from(n).ok());
+    match parsed {
+        Some(n) if !choice.cut && n >= min => n,
+        _ => {
+            let mut digits = [0u8; 20];
+            let what: &[u8] = if min > 0 {
+                b"not a positive number"
+            } else {
+                b"not a number"
+            };
+            let default_text = crate::util::fixed::fmt_u64(default as u64, &mut digits);
+            warn(
+                warnings,
+                choice.key,
+                choice.value.as_bytes(),
+                &[what, b", using ", default_text],
+            );
+            default
+        }
+    }
+}
+
+/// Boot state and live flag named by a `root=` value: `[live:]LABEL=<l>`, `[live:]CDLABEL=<l>`
+/// or `[live:]/dev/disk/by-label/<l>`.
+fn root_state(value: &[u8]) -> (bool, Option<BootState>) {
+    let (live, rest) = match value.strip_prefix(b"live:") {
+        Some(rest) => (true, rest),
+        None => (false, value),
+    };
+    let label = rest
+        .strip_prefix(b"LABEL=")
+        .or_else(|| rest.strip_prefix(b"CDLABEL="))
+        .or_else(|| rest.strip_prefix(b"/dev/disk/by-label/"));
+    let state = match label {
+        Some(b"COS_ACTIVE") => Some(BootState::Active),
+        Some(b"COS_PASSIVE") => Some(BootState::Passive),
+        Some(b"COS_RECOVERY") | Some(b"COS_SYSTEM") => Some(BootState::Recovery),
+        _ => None,
+    };
+    (live, state)
+}
+
+/// Keeps a valid mount spec, or warns and skips an invalid one.
+fn add_mount(
+    mounts: &mut List<2048, MAX_MOUNTS>,
+    warnings: &mut List<1024, 8>,
+    key: &'static str,
+    value: &[u8],
+) -> Result<(), CmdlineError> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    if let Err(reason) = volume_spec(value) {
+        warn(warnings, key, value, &[reason.as_bytes(), b", ignored"]);
+        return Ok(());
+    }
+    mounts.push(value).map_err(|_| {
+        let reason = if mounts.len() >= MAX_MOUNTS {
+            "more than 16 mounts"
+        } else {
+            "mount specs too long in total"
+        };
+        error(reason, value)
+    })
+}
+
+/// Parses the command line (`/proc/cmdline` contents, trailing newline allowed).
+pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
+    let body = text.strip_suffix(b"\n").unwrap_or(text);
+    if body.len() > MAX_CMDLINE {
+        return Err(error("command line too long", body));
+    }
+
+    let mut image: Choice<256> = Choice::new();
+    let mut oem_label: Choice<64> = Choice::new();
+    let mut oem_timeout: Choice<24> = Choice::new();
+    let mut overlay: Choice<128> = Choice::new();
+    let mut sysroot_wait: Choice<24> = Choice::new();
+    let mut fsck_mode: Choice<8> = Choice::new();
+    let mut fsck_repair: Choice<8> = Choice::new();
+    let mut init: Choice<256> = Choice::new();
+    let mut shell: Choice<8> = Choice::new();
+    let mut root_seen = false;
+    let (mut root_live, mut root_boot_state) = (false, None);
+    let (mut disabled, mut reset, mut recovery_mode) = (false, false, false);
+    let (mut debugrw, mut debug, mut reboot_on_failure) = (false, false, false);
+    let mut mounts = List::new();
+    // rd.immucore.mount= values go after all rd.cos.mount= ones, as upstream merges them.
+    let mut late_mounts: List<2048, MAX_MOUNTS> = List::new();
+    let mut ignored: List<1024, 16> = List::new();
+    let mut warnings = List::new();
+
+    let mut token: Text<MAX_CMDLINE> = Text::new();
+    let mut tokens = Tokens { text: body, pos: 0 };
+    while let Some(next) = tokens.next_into(&mut token) {
+        let raw = next?;
+        let bytes = token.as_bytes();
+        let (key, value) = match bytes.iter().position(|&c| c == b'=') {
+            Some(eq) => (
+                bytes.get(..eq).unwrap_or(&[]),
+                bytes.get(eq + 1..).unwrap_or(&[]),
+            ),
+            None => (bytes, &[][..]),
+        };
+        let too_long = |_| error("value too long", raw);
+        match key {
+            b"root" if !root_seen && !value.is_empty() => {
+                root_seen = true;
+                (root_live, root_boot_state) = root_state(value);
+            }
+            b"cos-img/filename" => image
+                .offer(1, "cos-img/filename", value)
+                .map_err(too_long)?,
+            b"rd.immucore.oemlabel" => oem_label
+                .offer(2, "rd.immucore.oemlabel", value)
+                .map_err(too_long)?,
+            b"rd.cos.oemlabel" => oem_label
+                .offer(1, "rd.cos.oemlabel", value)
+                .map_err(too_long)?,
+            // Numbers that do not fit are reported as bad numbers, not refused.
+            b"rd.immucore.oemtimeout" => {
+                drop(oem_timeout.offer(2, "rd.immucore.oemtimeout", value))
+            }
+            b"rd.cos.oemtimeout" => drop(oem_timeout.offer(1, "rd.cos.oemtimeout", value)),
+            b"rd.immucore.overlay" => overlay
+                .offer(2, "rd.immucore.overlay", value)
+                .map_err(too_long)?,
+            b"rd.cos.overlay" => overlay
+                .offer(1, "rd.cos.overlay", value)
+                .map_err(too_long)?,
+            b"rd.immucore.sysrootwait" => {
+                drop(sysroot_wait.offer(1, "rd.immucore.sysrootwait", value))
+            }
+            // Unknown words just mean "default", so an overlong one needs no error.
+            b"fsck.mode" => drop(fsck_mode.offer(1, "fsck.mode", value)),
+            b"fsck.repair" => drop(fsck_repair.offer(1, "fsck.repair", value)),
+            b"rd.shell" => drop(shell.offer(1, "rd.shell", value)),
+            b"init" => init.offer(1, "init", value).map_err(too_long)?,
+            b"rd.cos.mount" => add_mount(&mut mounts, &mut warnings, "rd.cos.mount", value)?,
+            b"rd.immucore.mount" => {
+                add_mount(&mut late_mounts, &mut warnings, "rd.immucore.mount", value)?
+            }
+            b"rd.cos.debugrw" | b"rd.immucore.debugrw" => debugrw = true,
+            b"rd.immucore.debug" => debug = true,
+            b"rd.immucore.rebootonfailure" => reboot_on_failure = true,
+            b"rd.cos.disable" | b"rd.immucore.disable" | b"netboot" => disabled = true,
+            b"kairos.reset" => reset = true,
+            b"recovery-mode" => recovery_mode = true,
+            // Upstream features out of scope (UKI, in-RAM, remote config): named for a debug line.
+            b"rd.immucore.uki"
+            | b"rd.immucore.securebootdisabled"
+            | b"kairos.config_url"
+            | b"cos.setup"
+            | b"kairos.ram" => drop(ignored.push_unique(key)),
+            _ if key.starts_with(b"kairos.ram.") => drop(ignored.push_unique(key)),
+            _ => {}
+        }
+    }
+    for spec in late_mounts.iter() {
+        mounts
+            .push(spec)
+            .map_err(|_| error("more than 16 mounts", spec))?;
+    }
+
+    let mut image_path = Text::new();
+    if let Some(value) = image.get() {
+        normalize(value, &mut image_path).map_err(|reason| error(reason, value))?;
+    }
+
+    let mut oem = Text::new();
+    if let Some(value) = oem_label.get() {
+        match check_tag(value) {
+            Ok(()) => oem.push_lossy(value),
+            Err(reason) => warn(
+                &mut warnings,
+                oem_label.key,
+                value,
+                &[reason.as_bytes(), b", looking for COS_OEM"],
+            ),
+        }
+    }
+
+    let mut overlay_spec = Text::new();
+    if let Some(value) = overlay.get() {
+        match overlay_backing(value) {
+            Ok(_) => overlay_spec.push_lossy(value),
+            Err(reason) => warn(
+                &mut warnings,
+                overlay.key,
+                value,
+                &[reason.as_bytes(), b", using tmpfs:20%"],
+            ),
+        }
+    }
+    if overlay_spec.is_empty() {
+        overlay_spec.push_lossy(DEFAULT_OVERLAY);
+    }
+
+    let mut init_path = Text::new();
+    if let Some(value) = init.get() {
+        match check_path(value) {
+            Ok(()) => init_path.push_lossy(value),
+            Err(reason) => warn(
+                &mut warnings,
+                "init",
+                value,
+                &[reason.as_bytes(), b", using the default"],
+            ),
+        }
+    }
+
+    let mode = if disabled || root_live {
+        Mode::Live
+    } else {
+        Mode::Normal
+    };
+    // Same order as upstream §3.2, with exact tokens instead of substrings: kairos.reset, then the
+    // label in root=, then recovery-mode, then live mode.
+    let state = if reset {
+        BootState::AutoReset
+    } else if let Some(state) = root_boot_state {
+        state
+    } else if recovery_mode {
+        BootState::Recovery
+    } else if mode == Mode::Live {
+        BootState::Live
+    } else {
+        BootState::Unknown
+    };
+
+    let oem_timeout_s = number(&oem_timeout, 0, DEFAULT_OEM_TIMEOUT_S, &mut warnings);
+    let sysroot_wait_s = number(&sysroot_wait, 1, DEFAULT_SYSROOT_WAIT_S, &mut warnings);
+    Ok(Cmdline {
+        mode,
+        state,
+        image: image_path,
+        oem_label: oem,
+        oem_timeout_s,
+        overlay: overlay_spec,
+        mounts,
+        debugrw,
+        debug,
+        reboot_on_failure,
+        sysroot_wait_s,
+        fsck_mode: match fsck_mode.get() {
+            Some(b"skip") => FsckMode::Skip,
+            Some(b"force") => FsckMode::Force,
+            _ => FsckMode::Auto,
+        },
+        fsck_repair: match (fsck_repair.rank, fsck_repair.get()) {
+            (0, _) | (_, Some(b"preen")) => FsckRepair::Preen,
+            (_, Some(b"yes")) => FsckRepair::Yes,
+            (_, Some(b"no")) => FsckRepair::No,
+            _ => FsckRepair::None,
+        },
+        init: init_path,
+        // dracut's boolean words for "off".
+        shell_allowed: !matches!(shell.get(), Some(b"0" | b"no" | b"off")),
+        ignored,
+        warnings,
+    })
+}
+
+/// How a device is named.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(test, derive(Debug))]
+pub enum DeviceKind {
+    Label,
+    Uuid,
+    PartLabel,
+    PartUuid,
+    Path,
+}
+
+/// A block device as configured: `LABEL=x`, `UUID=x`, `PARTLABEL=x`, `PARTUUID=x` or `/dev/...`.
+#[derive(Clone, PartialEq)]
+#[cfg_attr(test, derive(Debug))]
+pub struct Device {
+    pub kind: DeviceKind,
+    /// The tag value, or the normalized `/dev/...` path.
+    pub value: Text<128>,
+}
+
+/// Longest `/dev/disk/by-*/` directory prefix (`/dev/disk/by-partlabel/`).
+const BY_DIR_MAX: usize = 23;
+
+/// Bytes udev keeps as they are in `/dev/disk/by-*` names; every other byte is written `\xNN`
+/// (blkid's `blkid_encode_string`; bytes of multibyte UTF-8 characters stay as they are).
+fn is_plain_in_by_name(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"#+-.:=@_".contains(&c) || c >= 0x80
+}
+
+/// A tag value names a file under `/dev/disk/by-*`: it must not name the directory itself or
+/// its parent, and must fit a `Text<192>` once encoded the udev way.
+fn check_tag(value: &[u8]) -> Result<(), &'static str> {
+    if value.is_empty() {
+        return Err("empty label or id");
+    }
+    if value == b"." || value == b".." {
+        return Err("label or id is . or ..");
+    }
+    if value
+        .iter()
+        .any(|&c| c < b' ' || c == 0x7f || c == b'\\' || c == b'"')
+    {
+        return Err("label or id contains a control character, quote or backslash");
+    }
+    if core::str::from_utf8(value).is_err() {
+        return Err("label or id is not UTF-8");
+    }
+    let encoded: usize = value
+        .iter()
+        .map(|&c| if is_plain_in_by_name(c) { 1 } else { 4 })
+        .sum();
+    if encoded + BY_DIR_MAX > 192 || value.len() > 128 {
+        return Err("label or id too long");
+    }
+    Ok(())
+}
+
+impl Device {
+    pub fn parse(spec: &[u8]) -> Result<Device, &'static str> {
+        const TAGS: [(&[u8], DeviceKind); 4] = [
+            (b"LABEL=", DeviceKind::Label),
+            (b"UUID=", DeviceKind::Uuid),
+            (b"PARTLABEL=", DeviceKind::PartLabel),
+            (b"PARTUUID=", DeviceKind::PartUuid),
+        ];
+        for (prefix, kind) in TAGS {
+            if let Some(value) = spec.strip_prefix(prefix) {
+                check_tag(value)?;
+                let value = Text::from(value).map_err(|_| "label or id too long")?;
+                return Ok(Device { kind, value });
+            }
+        }
+        if spec.starts_with(b"/dev/") {
+            let mut path = Text::new();
+            normalize(spec, &mut path)?;
+            let value = Text::from(path.as_bytes()).map_err(|_| "device path too long")?;
+            return Ok(Device {
+                kind: DeviceKind::Path,
+                value,
+            });
+        }
+        Err("unknown device (use LABEL=, UUID=, PARTLABEL=, PARTUUID= or /dev/...)")
+    }
+
+    /// The device node path as udev names it (`LABEL=my data` → `/dev/disk/by-label/my\x20data`);
+    /// also the fstab spec. `value` keeps the raw label for superblock comparisons.
+    pub fn by_path(&self, out: &mut Text<192>) {
+        out.clear();
+        let dir: &[u8] = match self.kind {
+            DeviceKind::Label => b"/dev/disk/by-label/",
+            DeviceKind::Uuid => b"/dev/disk/by-uuid/",
+            DeviceKind::PartLabel => b"/dev/disk/by-partlabel/",
+            DeviceKind::PartUuid => b"/dev/disk/by-partuuid/",
+            DeviceKind::Path => {
+                out.push_lossy(self.value.as_bytes());
+                return;
+            }
+        };
+        // Always fits: check_tag bounds the encoded length.
+        out.push_lossy(dir);
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for &c in self.value.as_bytes() {
+            if is_plain_in_by_name(c) {
+                out.push_lossy(&[c]);
+            } else {
+                let high = HEX.get((c >> 4) as usize).copied().unwrap_or(b'0');
+                let low = HEX.get((c & 15) as usize).copied().unwrap_or(b'0');
+                out.push_lossy(&[b'\\', b'x', high, low]);
+            }
+        }
+    }
+}
+
+/// Splits `<device>:<mountpoint>` (cmdline mounts and layout `VOLUMES`) at the last `:` that is
+/// followed by `/`; the mount point comes back normalized.
+pub fn volume_spec(raw: &[u8]) -> Result<(Device, Text<256>), &'static str> {
+    let colon = raw
+        .windows(2)
+        .rposition(|pair| pair == b":/")
+        .ok_or("no mount point")?;
+    let device = Device::parse(raw.get(..colon).unwrap_or(&[]))?;
+    let mut mount_point = Text::new();
+    normalize(raw.get(colon + 1..).unwrap_or(&[]), &mut mount_point)?;
+    Ok((device, mount_point))
+}
+
+/// Backing store of `/run/overlay`.
+#[cfg_attr(test, derive(Debug, PartialEq))]
+pub enum Backing<'a> {
+    /// `tmpfs:<size>`, size as tmpfs `size=` takes it (`20%`, `512m`, `2G`).
+    Tmpfs(&'a [u8]),
+    Device(Device),
+}
+
+/// Parses `tmpfs:<size>` or a device spec (upstream knows `LABEL=` and `UUID=`; the other
+/// device forms work as well).
+pub fn overlay_backing(spec: &[u8]) -> Result<Backing<'_>, &'static str> {
+    if let Some(size) = spec.strip_prefix(b"tmpfs:") {
+        let digits = size.iter().take_while(|c| c.is_ascii_digit()).count();
+        let unit = size.get(digits..).unwrap_or(&[]);
+        let unit_ok = matches!(
+            unit,
+            [] | [b'k' | b'K' | b'm' | b'M' | b'g' | b'G' | b't' | b'T' | b'%']
+        );
+        if digits == 0 || !unit_ok {
+            return Err("tmpfs size must be a number with an optional k, m, g, t or % suffix");
+        }
+        return Ok(Backing::Tmpfs(size));
+    }
+    Device::parse(spec).map(Backing::Device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    fn ok(line: &str) -> Cmdline {
+        parse(line.as_bytes()).unwrap()
+    }
+
+    fn items<const B: usize, const I: usize>(list: &List<B, I>) -> Vec<&str> {
+        list.iter_str().collect()
+    }
+
+    #[test]
+    fn kairos_active_line() {
+        let c = ok(
+            "console=tty1 net.ifnames=1 rd.cos.oemlabel=COS_OEM rd.cos.oemtimeout=10 panic=5 \
+                    rd.emergency=reboot rd.shell=0 systemd.crash_reboot=yes root=LABEL=COS_ACTIVE \
+                    cos-img/filename=/cOS/active.img\n",
+        );
+        assert_eq!(c.mode, Mode::Normal);
+        assert_eq!(c.state, BootState::Active);
+        assert_eq!(c.image.as_str(), "/cOS/active.img");
+        assert_eq!(c.oem_label.as_str(), "COS_OEM");
+        assert_eq!(c.oem_timeout_s, 10);
+        assert!(!c.shell_allowed);
+        assert!(c.warnings.is_empty() && c.ignored.is_empty() && c.mounts.is_empty());
+    }
+
+    #[test]
+    fn defaults() {
+        let c = ok("");
+        assert_eq!(c.mode, Mode::Normal);
+        assert_eq!(c.state, BootState::Unknown);
+        assert!(c.image.is_empty() && c.oem_label.is_empty() && c.init.is_empty());
+        assert_eq!(c.oem_timeout_s, 5);
+        assert_eq!(c.overlay.as_str(), "tmpfs:20%");
+        assert_eq!(c.sysroot_wait_s, 120);
+        assert_eq!(c.fsck_mode, FsckMode::Auto);
+        assert_eq!(c.fsck_repair, FsckRepair::Preen);
+        assert!(!c.debugrw && !c.debug && !c.reboot_on_failure);
+        assert!(c.shell_allowed);
+        assert!(c.mounts.is_empty() && c.ignored.is_empty() && c.warnings.is_empty());
+        assert_eq!(ok(" \t\n").state, BootState::Unknown);
+    }
+
+    #[test]
+    fn quotes_may_wrap_spaces_anywhere_in_a_token() {
+        let c = ok(r#"rd.cos.oemlabel="my oem" "init=/sbin/my init" rd.cos.overlay=tmpfs:"30%""#);
+        assert_eq!(c.oem_label.as_str(), "my oem");
+        assert_eq!(c.init.as_str(), ""); // spaces are refused in paths...
+        assert_eq!(
+            items(&c.warnings),
+            ["init=/sbin/my init: contains a space, quote or backslash, using the default"]
+        );
+        assert_eq!(c.overlay.as_str(), "tmpfs:30%");
+        let c = ok(r#""cos-img/filename=/cOS/a.img" x="a b c""#);
+        assert_eq!(c.image.as_str(), "/cOS/a.img");
+    }
+
+    #[test]
+    fn unterminated_quote_names_the_token() {
+        let e = parse(br#"root=LABEL=COS_ACTIVE rd.cos.oemlabel="abc def"#).unwrap_err();
+        assert_eq!(e.reason, "unterminated quote");
+        assert_eq!(e.token.as_str(), r#"rd.cos.oemlabel="abc def"#);
+        assert_eq!(parse(b"\"").unwrap_err().reason, "unterminated quote");
+    }
+
+    #[test]
+    fn keys_match_exactly() {
+        let c = ok("rd.immucore.debugrw rd.cos.oemlabelx=FOO rd.immucore.disabled xnetboot rd.cos.mountx=LABEL=a:/a \
+                    kairos.resetx recovery-modes kairos.ram_experimental");
+        assert!(c.debugrw);
+        assert!(!c.debug);
+        assert!(c.oem_label.is_empty());
+        assert_eq!(c.mode, Mode::Normal);
+        assert_eq!(c.state, BootState::Unknown);
+        assert!(c.mounts.is_empty() && c.ignored.is_empty());
+        let c = ok("rd.immucore.debug rd.cos.debugrw=1 rd.immucore.rebootonfailure");
+        assert!(c.debug && c.debugrw && c.reboot_on_failure);
+    }
+
+    #[test]
+    fn immucore_spelling_wins_and_first_non_empty_wins() {
+        let c = ok("rd.cos.oemlabel=A rd.immucore.oemlabel= rd.immucore.oemlabel=B rd.cos.oemlabel=C rd.immucore.oemlabel=D");
+        assert_eq!(c.oem_label.as_str(), "B");
+        let c = ok("rd.cos.oemlabel= rd.cos.oemlabel rd.cos.oemlabel=A rd.cos.oemlabel=B");
+        assert_eq!(c.oem_label.as_str(), "A");
+        let c = ok("rd.immucore.overlay=tmpfs:1G rd.cos.overlay=tmpfs:2G rd.cos.oemtimeout=7 rd.immucore.oemtimeout=9");
+        assert_eq!(c.overlay.as_str(), "tmpfs:1G");
+        assert_eq!(c.oem_timeout_s, 9);
+        let c = ok(
+            "cos-img/filename= cos-img/filename=/cOS/passive.img cos-img/filename=/cOS/active.img",
+        );
+        assert_eq!(c.image.as_str(), "/cOS/passive.img");
+        let c =
+            ok("fsck.mode=skip fsck.mode=force fsck.repair= fsck.repair=no rd.shell=1 rd.shell=0");
+        assert_eq!(
+            (c.fsck_mode, c.fsck_repair, c.shell_allowed),
+            (FsckMode::Skip, FsckRepair::No, true)
+        );
+    }
+
+    #[test]
+    fn mounts_keep_order_cos_first() {
+        let c = ok(
+            "rd.immucore.mount=LABEL=i1:/i1 rd.cos.mount=LABEL=c1:/c1 rd.cos.mount= \
+                    rd.immucore.mount=UUID=i2:/i2 rd.cos.mount=/dev/sdb1:/data",
+        );
+        assert_eq!(
+            items(&c.mounts),
+            [
+                "LABEL=c1:/c1",
+                "/dev/sdb1:/data",
+                "LABEL=i1:/i1",
+                "UUID=i2:/i2"
+            ]
+        );
+    }
+
+    #[test]
+    fn invalid_mounts_are_warned_and_skipped() {
+        let c = ok(
+            "rd.immucore.mount=LABEL=x rd.cos.mount=LABEL:x:/mnt rd.cos.mount=LABEL=y:/a/../b \
+                    rd.cos.mount=LABEL=..:/mnt rd.cos.mount=LABEL=ok:/ok",
+        );
+        assert_eq!(items(&c.mounts), ["LABEL=ok:/ok"]);
+        assert_eq!(
+            items(&c.warnings),
+            [
+                "rd.immucore.mount=LABEL=x: no mount point, ignored",
+                "rd.cos.mount=LABEL:x:/mnt: unknown device (use LABEL=, UUID=, PARTLABEL=, PARTUUID= or /dev/...), ignored",
+                "rd.cos.mount=LABEL=y:/a/../b: contains .., ignored",
+                "rd.cos.mount=LABEL=..:/mnt: label or id is . or .., ignored",
+            ]
+        );
+    }
+
+    #[test]
+    fn more_than_16_mounts_is_an_error() {
+        let mut line = std::string::String::new();
+        for i in 0..16 {
+            line += &std::format!("rd.cos.mount=LABEL=d{i}:/m{i} ");
+        }
+        assert_eq!(ok(&line).mounts.len(), 16);
+        let e = parse(std::format!("{line} rd.immucore.mount=LABEL=x:/x").as_bytes()).unwrap_err();
+        assert_eq!(
+            (e.reason, e.token.as_str()),
+            ("more than 16 mounts", "LABEL=x:/x")
+        );
+        let e = parse(std::format!("{line} rd.cos.mount=LABEL=x:/x").as_bytes()).unwrap_err();
+        assert_eq!(e.reason, "more than 16 mounts");
+    }
+
+    #[test]
+    fn boot_states_and_modes() {
+        let cases = [
+            ("root=LABEL=COS_ACTIVE", BootState::Active, Mode::Normal),
+            ("root=LABEL=COS_PASSIVE", BootState::Passive, Mode::Normal),
+            ("root=LABEL=COS_SYSTEM cos-img/filename=/cOS/recovery.img", BootState::Recovery, Mode::Normal),
+            ("root=LABEL=COS_RECOVERY", BootState::Recovery, Mode::Normal),
+            ("root=/dev/disk/by-label/COS_ACTIVE", BootState::Active, Mode::Normal),
+            ("root=live:LABEL=COS_RECOVERY rd.live.dir=/ rd.live.squashimg=/cOS/recovery.squashfs", BootState::Recovery, Mode::Live),
+            ("root=live:LABEL=COS_RECOVERY vga=795 nomodeset kairos.reset", BootState::AutoReset, Mode::Live),
+            ("root=LABEL=COS_SYSTEM kairos.reset", BootState::AutoReset, Mode::Normal),
+            ("cdroot root=live:CDLABEL=COS_LIVE rd.live.dir=/ rd.cos.disable", BootState::Live, Mode::Live),
+            ("root=live:CDLABEL=COS_LIVE", BootState::Live, Mode::Live),
+            ("netboot", BootState::Live, Mode::Live),
+            ("rd.immucore.disable", BootState::Live, Mode::Live),
+            ("rd.cos.disable root=LABEL=COS_ACTIVE", BootState::Active, Mode::Live),
+            ("recovery-mode", BootState::Recovery, Mode::Normal),
+            ("recovery-mode root=LABEL=COS_ACTIVE", BootState::Active, Mode::Normal),
+            ("recovery-mode netboot", BootState::Recovery, Mode::Live),
+            ("root=LABEL=COS_OTHER", BootState::Unknown, Mode::Normal),
+            ("root=UUID=1234", BootState::Unknown, Mode::Normal),
+            ("COS_ACTIVE foo=COS_PASSIVE", BootState::Unknown, Mode::Normal),
+            ("root= root=LABEL=COS_PASSIVE root=LABEL=COS_ACTIVE", BootState::Passive, Mode::Normal),
+        ];
+        for (line, state, mode) in cases {
+            let c = ok(line);
+            assert_eq!((c.state, c.mode), (state, mode), "{line}");
+        }
+    }
+
+    #[test]
+    fn state_tables() {
+        use BootState::*;
+        let all = [Active, Passive, Recovery, AutoReset, Live, Unknown];
+        let sentinels: Vec<_> = all.iter().map(|s| s.sentinel()).collect();
+        assert_eq!(
+            sentinels,
+            [
+                "active_mode",
+                "passive_mode",
+                "recovery_mode",
+                "autoreset_mode",
+                "live_mode",
+                "unknown"
+            ]
+        );
+        let names: Vec<_> = all.iter().map(|s| s.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "active",
+                "passive",
+                "recovery",
+                "autoreset",
+                "live",
+                "unknown"
+            ]
+        );
+        let images: Vec<_> = all.iter().map(|s| s.images_label()).collect();
+        assert_eq!(
+            images,
+            [
+                Some("COS_STATE"),
+                Some("COS_STATE"),
+                Some("COS_RECOVERY"),
+                Some("COS_RECOVERY"),
+                None,
+                None
+            ]
+        );
+        let roots: Vec<_> = all.iter().map(|s| s.root_label()).collect();
+        assert_eq!(
+            roots,
+            [
+                Some("COS_ACTIVE"),
+                Some("COS_PASSIVE"),
+                Some("COS_SYSTEM"),
+                Some("COS_SYSTEM"),
+                None,
+                None
+            ]
+        );
+        let ext: Vec<_> = all.iter().map(|s| s.extension_dir()).collect();
+        assert_eq!(
+            ext,
+            [
+                Some("active"),
+                Some("passive"),
+                Some("recovery"),
+                Some("recovery"),
+                None,
+                None
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_numbers_warn_and_use_defaults() {
+        let c = ok("rd.cos.oemtimeout=abc rd.immucore.sysrootwait=0");
+        assert_eq!((c.oem_timeout_s, c.sysroot_wait_s), (5, 120));
+        assert_eq!(
+            items(&c.warnings),
+            [
+                "rd.cos.oemtimeout=abc: not a number, using 5",
+                "rd.immucore.sysrootwait=0: not a positive number, using 120"
+            ]
+        );
+        let c =
+            ok("rd.immucore.oemtimeout=99999999999999999999999999999 rd.immucore.sysrootwait=-1");
+        assert_eq!((c.oem_timeout_s, c.sysroot_wait_s), (5, 120));
+        assert_eq!(c.warnings.len(), 2);
+        let c = ok("rd.cos.oemtimeout=0 rd.immucore.sysrootwait=30");
+        assert_eq!((c.oem_timeout_s, c.sysroot_wait_s), (0, 30));
+        assert!(c.warnings.is_empty());
+        // The winning spelling is used even when bad; the other is not a fallback.
+        let c = ok("rd.cos.oemtimeout=7 rd.immucore.oemtimeout=x");
+        assert_eq!(c.oem_timeout_s, 5);
+    }
+
+    #[test]
+    fn fsck_words() {
+        let mode = |l: &str| ok(l).fsck_mode;
+        let repair = |l: &str| ok(l).fsck_repair;
+        assert_eq!(mode("fsck.mode=force"), FsckMode::Force);
+        assert_eq!(mode("fsck.mode=auto"), FsckMode::Auto);
+        assert_eq!(mode("fsck.mode=skipping"), FsckMode::Auto);
+        assert_eq!(repair("fsck.repair=preen"), FsckRepair::Preen);
+        assert_eq!(repair("fsck.repair=yes"), FsckRepair::Yes);
+        assert_eq!(repair("fsck.repair=no"), FsckRepair::No);
+        assert_eq!(repair("fsck.repair=maybe"), FsckRepair::None);
+        assert_eq!(
+            repair("fsck.repair=averyveryverylongword"),
+            FsckRepair::None
+        );
+    }
+
+    #[test]
+    fn init_and_shell() {
+        let c = ok("init=/usr/lib/systemd/systemd rd.shell=no");
+        assert_eq!(c.init.as_str(), "/usr/lib/systemd/systemd");
+        assert!(!c.shell_allowed);
+        assert!(!ok("rd.shell=off").shell_allowed);
+        assert!(ok("rd.shell").shell_allowed);
+        let c = ok("init=sbin/init");
+        assert!(c.init.is_empty());
+        assert_eq!(
+            items(&c.warnings),
+            ["init=sbin/init: not absolute, using the default"]
+        );
+    }
+
+    #[test]
+    fn out_of_scope_keys_are_listed_once() {
+        let c = ok("rd.immucore.uki kairos.ram kairos.ram.wipe kairos.ram.oem=64 rd.immucore.securebootdisabled \
+                    kairos.config_url=http://x cos.setup=http://y rd.immucore.uki");
+        assert_eq!(
+            items(&c.ignored),
+            [
+                "rd.immucore.uki",
+                "kairos.ram",
+                "kairos.ram.wipe",
+                "kairos.ram.oem",
+                "rd.immucore.securebootdisabled",
+                "kairos.config_url",
+                "cos.setup"
+            ]
+        );
+    }
+
+    #[test]
+    fn image_must_be_a_clean_absolute_path() {
+        let e = parse(b"cos-img/filename=/cOS/../etc/shadow").unwrap_err();
+        assert_eq!(
+            (e.reason, e.token.as_str()),
+            ("contains ..", "/cOS/../etc/shadow")
+        );
+        assert_eq!(
+            parse(b"cos-img/filename=cOS/active.img")
+                .unwrap_err()
+                .reason,
+            "not absolute"
+        );
+        assert_eq!(
+            ok("cos-img/filename=//cOS/./active.img").image.as_str(),
+            "/cOS/active.img"
+        );
+    }
+
+    #[test]
+    fn overlong_values_are_errors() {
+        let long = "x".repeat(65);
+        let e = parse(std::format!("rd.cos.oemlabel={long}").as_bytes()).unwrap_err();
+        assert_eq!(e.reason, "value too long");
+        assert_eq!(
+            e.token.as_str(),
+            &std::format!("rd.cos.oemlabel={long}")[..64]
+        );
+        let e =
+            parse(std::format!("rd.cos.overlay=tmpfs:{}", "1".repeat(200)).as_bytes()).unwrap_err();
+        assert_eq!(e.reason, "value too long");
+        let e =
+            parse(std::format!("cos-img/filename=/{}", "a".repeat(300)).as_bytes()).unwrap_err();
+        assert_eq!(e.reason, "value too long");
+        let e =
+            parse(std::format!("cos-img/filename=/{}", "a".repeat(250)).as_bytes()).unwrap_err();
+        assert_eq!(e.reason, "too long");
+        // Values of keys we do not keep may be anything.
+        assert!(parse(std::format!("other={}", "y".repeat(4000)).as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn overlong_command_line() {
+        let line = "a".repeat(4096);
+        assert!(parse(line.as_bytes()).is_ok());
+        assert!(parse((line.clone() + "\n").as_bytes()).is_ok());
+        let e = parse((line + "b").as_bytes()).unwrap_err();
+        assert_eq!(e.reason, "command line too long");
+        assert_eq!(e.token.len(), 64);
+    }
+
+    #[test]
+    fn invalid_overlay_and_oem_label_fall_back() {
+        let c = ok("rd.cos.overlay=tmpfs:size=1G rd.cos.oemlabel=..");
+        assert_eq!(c.overlay.as_str(), "tmpfs:20%");
+        assert!(c.oem_label.is_empty());
+        assert_eq!(
+            items(&c.warnings),
+            [
+                "rd.cos.oemlabel=..: label or id is . or .., looking for COS_OEM",
+                "rd.cos.overlay=tmpfs:size=1G: tmpfs size must be a number with an optional k, m, g, t or % suffix, using tmpfs:20%",
+            ]
+        );
+        assert_eq!(
+            ok("rd.immucore.overlay=LABEL=OVL").overlay.as_str(),
+            "LABEL=OVL"
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut seed = 12345u32;
+        for _ in 0..300 {
+            let len = (seed % 300) as usize;
+            let line: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1103515245).wrapping_add(12345);
+                    b" =\"\t:/aLABEL.rd.cos.mount\x00\xff"[(seed >> 16) as usize % 24]
+                })
+                .collect();
+            let _ = parse(&line);
+        }
+    }
+
+    #[test]
+    fn devices_and_by_paths() {
+        let mut out = Text::new();
+        let cases = [
+            (
+                "LABEL=COS_PERSISTENT",
+                DeviceKind::Label,
+                "/dev/disk/by-label/COS_PERSISTENT",
+            ),
+            (
+                "UUID=1234-abcd",
+                DeviceKind::Uuid,
+                "/dev/disk/by-uuid/1234-abcd",
+            ),
+            (
+                "PARTLABEL=data",
+                DeviceKind::PartLabel,
+                "/dev/disk/by-partlabel/data",
+            ),
+            (
+                "PARTUUID=0f-01",
+                DeviceKind::PartUuid,
+                "/dev/disk/by-partuuid/0f-01",
+            ),
+            ("/dev/vdb1", DeviceKind::Path, "/dev/vdb1"),
+            ("/dev//mapper/./x", DeviceKind::Path, "/dev/mapper/x"),
+            (
+                "LABEL=my data/x",
+                DeviceKind::Label,
+                "/dev/disk/by-label/my\\x20data\\x2fx",
+            ),
+            (
+                "LABEL=../../sda",
+                DeviceKind::Label,
+                "/dev/disk/by-label/..\\x2f..\\x2fsda",
+            ),
+            (
+                "PARTLABEL=dätä#1",
+                DeviceKind::PartLabel,
+                "/dev/disk/by-partlabel/dätä#1",
+            ),
+        ];
+        for (spec, kind, path) in cases {
+            let d = Device::parse(spec.as_bytes()).unwrap();
+            assert_eq!(d.kind, kind);
+            d.by_path(&mut out);
+            assert_eq!(out.as_str(), path);
+        }
+        assert_eq!(Device::parse(b"LABEL=").unwrap_err(), "empty label or id");
+        assert_eq!(
+            Device::parse(b"LABEL=..").unwrap_err(),
+            "label or id is . or .."
+        );
+        assert_eq!(
+            Device::parse(b"UUID=.").unwrap_err(),
+            "label or id is . or .."
+        );
+        assert_eq!(
+            Device::parse(b"LABEL=a\tb").unwrap_err(),
+            "label or id contains a control character, quote or backslash"
+        );
+        assert_eq!(
+            Device::parse(b"LABEL=a\"b").unwrap_err(),
+            "label or id contains a control character, quote or backslash"
+        );
+        assert_eq!(
+            Device::parse(b"LABEL=\xff").unwrap_err(),
+            "label or id is not UTF-8"
+        );
+        assert!(Device::parse(std::format!("LABEL={}", "x".repeat(128)).as_bytes()).is_ok());
+        assert_eq!(
+            Device::parse(std::format!("LABEL={}", "x".repeat(129)).as_bytes()).unwrap_err(),
+            "label or id too long"
+        );
+        assert_eq!(
+            Device::parse(std::format!("LABEL={}", " ".repeat(43)).as_bytes()).unwrap_err(),
+            "label or id too long"
+        );
+        let mut longest = Text::new();
+        Device::parse(std::format!("PARTLABEL={}", " ".repeat(42)).as_bytes())
+            .unwrap()
+            .by_path(&mut longest);
+        assert_eq!(longest.len(), 23 + 42 * 4);
+        assert_eq!(Device::parse(b"/dev/../etc/x").unwrap_err(), "contains ..");
+        assert!(Device::parse(b"/etc/x").is_err());
+        assert!(Device::parse(b"sda1").is_err());
+        assert!(Device::parse(b"label=x").is_err());
+    }
+
+    #[test]
+    fn volume_specs_split_at_last_colon_slash() {
+        let (d, mp) = volume_spec(b"LABEL=COS_PERSISTENT:/usr/local").unwrap();
+        assert_eq!(
+            (d.kind, d.value.as_str(), mp.as_str()),
+            (DeviceKind::Label, "COS_PERSISTENT", "/usr/local")
+        );
+        let (d, mp) = volume_spec(b"LABEL=a:b:/mnt/x/").unwrap();
+        assert_eq!((d.value.as_str(), mp.as_str()), ("a:b", "/mnt/x"));
+        let (d, mp) = volume_spec(b"/dev/sdb1:/data").unwrap();
+        assert_eq!(
+            (d.kind, d.value.as_str(), mp.as_str()),
+            (DeviceKind::Path, "/dev/sdb1", "/data")
+        );
+        assert_eq!(volume_spec(b"LABEL=x").unwrap_err(), "no mount point");
+        assert_eq!(volume_spec(b"LABEL=x:mnt").unwrap_err(), "no mount point");
+        assert_eq!(
+            volume_spec(b":/mnt").unwrap_err(),
+            "unknown device (use LABEL=, UUID=, PARTLABEL=, PARTUUID= or /dev/...)"
+        );
+        assert_eq!(volume_spec(b"LABEL=x:/a,b").unwrap_err(), "contains , or :");
+    }
+
+    #[test]
+    fn overlay_backings() {
+        assert_eq!(overlay_backing(b"tmpfs:20%"), Ok(Backing::Tmpfs(b"20%")));
+        assert_eq!(overlay_backing(b"tmpfs:512m"), Ok(Backing::Tmpfs(b"512m")));
+        assert_eq!(overlay_backing(b"tmpfs:1024"), Ok(Backing::Tmpfs(b"1024")));
+        assert!(matches!(
+            overlay_backing(b"UUID=abcd"),
+            Ok(Backing::Device(Device {
+                kind: DeviceKind::Uuid,
+                ..
+            }))
+        ));
+        assert!(overlay_backing(b"tmpfs:").is_err());
+        assert!(overlay_backing(b"tmpfs:20%%").is_err());
+        assert!(overlay_backing(b"tmpfs:size=1G").is_err());
+        assert!(overlay_backing(b"tmpfs").is_err());
+        assert!(overlay_backing(b"ramfs:1G").is_err());
+    }
+}

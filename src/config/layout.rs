@@ -1,0 +1,1162 @@
+//! The layout file `/run/cos/cos-layout.env` (SPEC §4, reference §4.2/§4.4).
+//!
+//! The file is written by yip through godotenv and read upstream with godotenv v1.5.1, so the
+//! parser follows godotenv's rules, quirks included where a real file could depend on them
+//! (the last ` #` of an unquoted line starts the comment, only `[A-Z0-9_]` names expand, a quote
+//! right after `\` never closes a value). It is stricter where godotenv silently produces garbage
+//! keys (a line without `=`, spaces inside a key).
+
+use crate::config::cmdline::{overlay_backing, volume_spec, BootState};
+use crate::config::path::{is_within, normalize};
+use crate::util::fixed::{Full, List, Text};
+
+pub const MAX_VARS: usize = 64;
+pub const MAX_KEY: usize = 64;
+pub const MAX_VALUE: usize = 8192;
+const VALUE_STORE: usize = 16384;
+
+/// Variables of one layout file: a fixed table, later assignments of a key replace earlier ones.
+pub struct EnvVars {
+    keys: [Text<MAX_KEY>; MAX_VARS],
+    /// (start, length) of each value in `store`.
+    spans: [(u16, u16); MAX_VARS],
+    count: usize,
+    store: [u8; VALUE_STORE],
+    used: usize,
+}
+
+impl Default for EnvVars {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EnvVars {
+    pub const fn new() -> Self {
+        const NO_KEY: Text<MAX_KEY> = Text::new();
+        EnvVars {
+            keys: [NO_KEY; MAX_VARS],
+            spans: [(0, 0); MAX_VARS],
+            count: 0,
+            store: [0; VALUE_STORE],
+            used: 0,
+        }
+    }
+
+    fn index(&self, key: &[u8]) -> Option<usize> {
+        self.keys
+            .iter()
+            .take(self.count)
+            .position(|k| k.as_bytes() == key)
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        let &(start, len) = self.spans.get(self.index(key)?)?;
+        self.store
+            .get(start as usize..start as usize + len as usize)
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Sets `key`, replacing an earlier value (its bytes are reclaimed, so repeated keys do not
+    /// eat the store).
+    pub fn set(&mut self, key: &[u8], value: &[u8]) -> Result<(), &'static str> {
+        if key.len() > MAX_KEY {
+            return Err("key too long");
+        }
+        if value.len() > MAX_VALUE {
+            return Err("value too long");
+        }
+        let existing = self.index(key);
+        let old = existing.and_then(|i| self.spans.get(i).copied());
+        let old_len = old.map_or(0, |(_, len)| len as usize);
+        if self.used - old_len + value.len() > VALUE_STORE {
+            return Err("values too large in total");
+        }
+        let slot = match existing {
+            Some(i) => i,
+            None if self.count < MAX_VARS => {
+                let i = self.count;
+                if let Some(k) = self.keys.get_mut(i) {
+                    k.clear();
+                    k.push_lossy(key);
+                }
+                self.count += 1;
+                i
+            }
+            None => return Err("too many keys"),
+        };
+        if let Some((old_start, old_len)) = old {
+            let (old_start, old_len) = (old_start as usize, old_len as usize);
+            if let Some(tail) = self.store.get_mut(old_start..self.used) {
+                if old_len <= tail.len() {
+                    tail.copy_within(old_len.., 0);
+                }
+            }
+            self.used -= old_len;
+            for span in self.spans.iter_mut().take(self.count) {
+                if span.0 as usize > old_start {
+                    span.0 -= old_len as u16;
+                }
+            }
+        }
+        let start = self.used;
+        let dst = self
+            .store
+            .get_mut(start..start + value.len())
+            .ok_or("values too large in total")?;
+        dst.copy_from_slice(value);
+        self.used += value.len();
+        if let Some(span) = self.spans.get_mut(slot) {
+            *span = (start as u16, value.len() as u16);
+        }
+        Ok(())
+    }
+}
+
+/// Why a layout file was refused, and on which line (1-based).
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(test, derive(Debug))]
+pub struct EnvError {
+    pub line: u32,
+    pub reason: &'static str,
+}
+
+/// Reads bytes with `\r\n` seen as `\n`, as godotenv normalizes the file first.
+struct Cursor<'a> {
+    text: &'a [u8],
+    pos: usize,
+    line: u32,
+}
+
+impl Cursor<'_> {
+    fn peek(&self) -> Option<u8> {
+        match self.text.get(self.pos) {
+            Some(b'\r') if self.text.get(self.pos + 1) == Some(&b'\n') => Some(b'\n'),
+            other => other.copied(),
+        }
+    }
+
+    fn bump(&mut self) -> Option<u8> {
+        let c = self.peek()?;
+        let crlf = c == b'\n' && self.text.get(self.pos) == Some(&b'\r');
+        self.pos += if crlf { 2 } else { 1 };
+        if c == b'\n' {
+            self.line += 1;
+        }
+        Some(c)
+    }
+
+    fn rest(&self) -> &[u8] {
+        self.text.get(self.pos..).unwrap_or(&[])
+    }
+
+    /// Skips spaces on the current line (godotenv's `isSpace`, which excludes `\n`).
+    fn skip_blank(&mut self) {
+        while self.peek().is_some_and(is_blank) {
+            self.bump();
+        }
+    }
+}
+
+fn is_blank(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\r' | b'\x0b' | b'\x0c')
+}
+
+fn is_key_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'.'
+}
+
+fn line_of(text: &[u8], pos: usize) -> u32 {
+    let before = text.get(..pos).unwrap_or(text);
+    1 + before.iter().filter(|&&c| c == b'\n').count() as u32
+}
+
+/// Double-quote escapes: `\n` `\r` become newline and CR, `\$` stays for [`expand`] to protect
+/// the `$`, any other `\x` becomes `x`.
+fn unescape(s: &[u8], out: &mut Text<MAX_VALUE>) -> Result<(), Full> {
+    out.clear();
+    let mut bytes = s.iter();
+    while let Some(&c) = bytes.next() {
+        if c != b'\\' {
+            out.push_byte(c)?;
+            continue;
+        }
+        match bytes.next() {
+            Some(b'n') => out.push_byte(b'\n')?,
+            Some(b'r') => out.push_byte(b'\r')?,
+            Some(b'$') => out.push(b"\\$")?,
+            Some(&other) => out.push_byte(other)?,
+            None => out.push_byte(b'\\')?,
+        }
+    }
+    Ok(())
+}
+
+/// godotenv's variable expansion: `$NAME`, `${NAME}` with NAME of `[A-Z0-9_]` replaced by the
+/// value of a key set earlier in this file (empty if none); `\$` yields `$`; `$(` loses its `$`.
+fn expand(s: &[u8], vars: &EnvVars, out: &mut Text<MAX_VALUE>) -> Result<(), Full> {
+    out.clear();
+    let mut i = 0;
+    while let Some(&c) = s.get(i) {
+        if c == b'\\' && s.get(i + 1) == Some(&b'$') {
+            out.push_byte(b'$')?;
+            i += 2;
+            continue;
+        }
+        if c != b'$' {
+            out.push_byte(c)?;
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        if s.get(j) == Some(&b'(') {
+            i = j;
+            continue;
+        }
+        if s.get(j) == Some(&b'{') {
+            j += 1;
+        }
+        let name_start = j;
+        while s
+            .get(j)
+            .is_some_and(|&c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_')
+        {
+            j += 1;
+        }
+        let name = s.get(name_start..j).unwrap_or(&[]);
+        if name.is_empty() {
+            out.push_byte(b'$')?;
+            i += 1;
+            continue;
+        }
+        if s.get(j) == Some(&b'}') {
+            j += 1;
+        }
+        out.push(vars.get(name).unwrap_or(&[]))?;
+        i = j;
+    }
+    Ok(())
+}
+
+/// Parses a layout file into `vars` (godotenv v1.5.1 syntax, see the module comment).
+pub fn parse_env(text: &[u8], vars: &mut EnvVars) -> Result<(), EnvError> {
+    if let Some(nul) = text.iter().position(|&c| c == 0) {
+        return Err(EnvError {
+            line: line_of(text, nul),
+            reason: "binary data",
+        });
+    }
+    if let Err(e) = core::str::from_utf8(text) {
+        return Err(EnvError {
+            line: line_of(text, e.valid_up_to()),
+            reason: "binary data",
+        });
+    }
+    let mut cur = Cursor {
+        text,
+        pos: 0,
+        line: 1,
+    };
+    let mut raw: Text<MAX_VALUE> = Text::new();
+    let mut unescaped: Text<MAX_VALUE> = Text::new();
+    let mut value: Text<MAX_VALUE> = Text::new();
+    loop {
+        while cur.peek().is_some_and(|c| c == b'\n' || is_blank(c)) {
+            cur.bump();
+        }
+        let Some(first) = cur.peek() else { break };
+        if first == b'#' {
+            while cur.bump().is_some_and(|c| c != b'\n') {}
+            continue;
+        }
+        let line = cur.line;
+        let fail = |reason| EnvError { line, reason };
+
+        if cur.rest().starts_with(b"export") && matches!(cur.rest().get(6), Some(b' ' | b'\t')) {
+            cur.pos += 6;
+            cur.skip_blank();
+        }
+        let key_start = cur.pos;
+        while cur.peek().is_some_and(is_key_char) {
+            cur.bump();
+        }
+        let key = text.get(key_start..cur.pos).unwrap_or(&[]);
+        cur.skip_blank();
+        match cur.bump() {
+            Some(b'=' | b':') if !key.is_empty() => {}
+            Some(b'\n') | None if !key.is_empty() => return Err(fail("missing = after key")),
+            _ => return Err(fail("invalid character in key")),
+        }
+        if key.len() > MAX_KEY {
+            return Err(fail("key too long"));
+        }
+        cur.skip_blank();
+
+        match cur.peek() {
+            Some(quote @ (b'"' | b'\'')) => {
+                cur.bump();
+                raw.clear();
+                let mut prev = quote;
+                let mut closed = false;
+                while let Some(c) = cur.bump() {
+                    if c == quote && prev != b'\\' {
+                        closed = true;
+                        break;
+                    }
+                    raw.push_byte(c).map_err(|_| fail("value too long"))?;
+                    prev = c;
+                }
+                if !closed {
+                    return Err(fail("unterminated quoted value"));
+                }
+                // godotenv trims every quote character at the end (so `"a\""` reads `a\`).
+                let mut content = raw.as_bytes();
+                while let Some(shorter) = content.strip_suffix(&[quote]) {
+                    content = shorter;
+                }
+                if quote == b'"' {
+                    unescape(content, &mut unescaped).map_err(|_| fail("value too long"))?;
+                    expand(unescaped.as_bytes(), vars, &mut value)
+                        .map_err(|_| fail("value too long"))?;
+                } else {
+                    value.clear();
+                    value.push(content).map_err(|_| fail("value too long"))?;
+                }
+            }
+            _ => {
+                let start = cur.pos;
+                let len = cur
+                    .rest()
+                    .iter()
+                    .position(|&c| c == b'\n' || c == b'\r')
+                    .unwrap_or(cur.rest().len());
+                cur.pos += len;
+                let mut line_text = text.get(start..cur.pos).unwrap_or(&[]);
+                // The last `#` preceded by a blank starts the comment (scanned from the end, as
+                // godotenv does).
+                let comment = line_text
+                    .windows(2)
+                    .rposition(|pair| matches!(pair, [b, b'#'] if is_blank(*b)))
+                    .map(|i| i + 1);
+                if let Some(hash) = comment {
+                    line_text = line_text.get(..hash).unwrap_or(&[]);
+                }
+                let trimmed = trim_blank(line_text);
+                expand(trimmed, vars, &mut value).map_err(|_| fail("value too long"))?;
+            }
+        }
+        vars.set(key, value.as_bytes()).map_err(fail)?;
+    }
+    Ok(())
+}
+
+fn trim_blank(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|&c| !is_blank(c)).unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|&c| !is_blank(c))
+        .map_or(start, |i| i + 1);
+    s.get(start..end).unwrap_or(&[])
+}
+
+/// Paths of one list key, normalized, in order, without duplicates.
+pub type PathList = List<4096, 96>;
+
+const DEFAULT_RW_PATHS: &[u8] = b"/etc /root /home /opt /srv /usr/local /var";
+const DEFAULT_STATE_TARGET: &[u8] = b"/usr/local/.state";
+const DEFAULT_OVERLAY: &[u8] = b"tmpfs:20%";
+
+/// The layout to apply.
+#[derive(Clone, Default)]
+#[cfg_attr(test, derive(Debug))]
+pub struct Layout {
+    /// Ephemeral overlay mount points.
+    pub rw_paths: PathList,
+    /// Paths bind-mounted from `<state_target>/<dash>.bind`.
+    pub binds: PathList,
+    /// Backing of `/run/overlay`, valid for [`overlay_backing`].
+    pub overlay: Text<128>,
+    pub state_target: Text<256>,
+    /// `<device>:<mountpoint>` specs as written, each valid for [`volume_spec`].
+    pub volumes: List<2048, 16>,
+}
+
+/// A layout we refuse: which key, which item of it, why.
+#[derive(Clone, PartialEq)]
+#[cfg_attr(test, derive(Debug))]
+pub struct LayoutError {
+    pub key: &'static str,
+    pub item: Text<64>,
+    pub reason: &'static str,
+}
+
+fn layout_error(key: &'static str, item: &[u8], reason: &'static str) -> LayoutError {
+    let mut cut = Text::new();
+    cut.push_lossy(item);
+    LayoutError {
+        key,
+        item: cut,
+        reason,
+    }
+}
+
+/// Items of a list value: upstream splits on single spaces; any whitespace separates here, so a
+/// tab or a newline inside a quoted value cannot end up inside a path.
+fn items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|c| c.is_ascii_whitespace())
+        .filter(|item| !item.is_empty())
+}
+
+fn add_paths(list: &mut PathList, key: &'static str, value: &[u8]) -> Result<(), LayoutError> {
+    let mut path = Text::new();
+    for item in items(value) {
+        normalize(item, &mut path).map_err(|reason| layout_error(key, item, reason))?;
+        list.push_unique(path.as_bytes())
+            .map_err(|_| layout_error(key, item, "too many items"))?;
+    }
+    Ok(())
+}
+
+/// Sort key of upstream's bind order: number of `/`-separated parts, then the last part.
+fn bind_key(path: &[u8]) -> (usize, &[u8]) {
+    let parts = path.split(|&c| c == b'/').count();
+    (parts, path.rsplit(|&c| c == b'/').next().unwrap_or(path))
+}
+
+/// The built-in Kairos persistent paths (reference §4.5, current `00_rootfs.yaml`).
+const KAIROS_PERSISTENT_STATE_PATHS: &[u8] = b"/etc/cni /etc/init.d /etc/iscsi /etc/k0s /etc/kubernetes \
+/etc/modprobe.d /etc/pwx /etc/rancher /etc/runlevels /etc/ssh /etc/ssl/certs /etc/sysconfig /etc/systemd \
+/etc/zfs /home /opt /root /usr/libexec /var/cores /var/lib/ca-certificates /var/lib/cni /var/lib/containerd \
+/var/lib/calico /var/lib/dbus /var/lib/etcd /var/lib/extensions /var/lib/confexts /var/lib/k0s /var/lib/kubelet \
+/var/lib/longhorn /var/lib/osd /var/lib/rancher /var/lib/rook /var/lib/tailscale /var/lib/wicked /var/lib/kairos \
+/var/log";
+
+impl Layout {
+    fn empty() -> Layout {
+        Layout {
+            rw_paths: List::new(),
+            binds: List::new(),
+            overlay: Text::new(),
+            state_target: Text::new(),
+            volumes: List::new(),
+        }
+    }
+
+    /// The layout described by `main` (`cos-layout.env`) and `extra` (`extra-layout.env`, only
+    /// its `PERSISTENT_STATE_PATHS`), with upstream's defaults for absent keys.
+    pub fn from_env(
+        main: &EnvVars,
+        extra: Option<&EnvVars>,
+        cmdline_overlay: &[u8],
+    ) -> Result<Layout, LayoutError> {
+        let mut layout = Layout::empty();
+        let get = |key: &[u8]| main.get(key).unwrap_or(&[]);
+
+        add_paths(&mut layout.rw_paths, "RW_PATHS", get(b"RW_PATHS"))?;
+        if layout.rw_paths.is_empty() {
+            // Upstream also uses the defaults when RW_PATHS is present but empty [Q-6].
+            add_paths(&mut layout.rw_paths, "RW_PATHS", DEFAULT_RW_PATHS)?;
+        }
+        add_paths(
+            &mut layout.binds,
+            "PERSISTENT_STATE_PATHS",
+            get(b"PERSISTENT_STATE_PATHS"),
+        )?;
+        add_paths(
+            &mut layout.binds,
+            "CUSTOM_BIND_MOUNTS",
+            get(b"CUSTOM_BIND_MOUNTS"),
+        )?;
+        if let Some(extra) = extra {
+            let paths = extra.get(b"PERSISTENT_STATE_PATHS").unwrap_or(&[]);
+            add_paths(
+                &mut layout.binds,
+                "PERSISTENT_STATE_PATHS (extra-layout.env)",
+                paths,
+            )?;
+        }
+
+        let (overlay_key, overlay) = match get(b"OVERLAY") {
+            [] if cmdline_overlay.is_empty() => ("rd.cos.overlay", DEFAULT_OVERLAY),
+            [] => ("rd.cos.overlay", cmdline_overlay),
+            from_file => ("OVERLAY", from_file),
+        };
+        overlay_backing(overlay).map_err(|reason| layout_error(overlay_key, overlay, reason))?;
+        layout
+            .overlay
+            .push(overlay)
+            .map_err(|_| layout_error(overlay_key, overlay, "too long"))?;
+
+        for item in items(get(b"VOLUMES")) {
+            volume_spec(item).map_err(|reason| layout_error("VOLUMES", item, reason))?;
+            layout
+                .volumes
+                .push_unique(item)
+                .map_err(|_| layout_error("VOLUMES", item, "too many items"))?;
+        }
+
+        let target = match get(b"PERSISTENT_STATE_TARGET") {
+            [] => DEFAULT_STATE_TARGET,
+            from_file => from_file,
+        };
+        let target_error = |reason| layout_error("PERSISTENT_STATE_TARGET", target, reason);
+        normalize(target, &mut layout.state_target).map_err(target_error)?;
+        let state_target = layout.state_target.as_bytes();
+        if state_target == b"/" {
+            return Err(target_error("is / (the read-only root image)"));
+        }
+        // Volumes are mounted after the overlays, so one covering the target hides the overlay.
+        let on_volume = layout
+            .volumes
+            .iter()
+            .filter_map(|spec| volume_spec(spec).ok())
+            .any(|(_, mount_point)| is_within(state_target, mount_point.as_bytes()));
+        let in_overlay = layout.rw_paths.iter().any(|rw| is_within(state_target, rw));
+        if !layout.binds.is_empty() && in_overlay && !on_volume {
+            return Err(target_error(
+                "lies inside an RW_PATHS overlay: persistent data would be lost",
+            ));
+        }
+        Ok(layout)
+    }
+
+    /// Kairos' own layout for `state` (reference §4.5), for systems that ship no layout file.
+    pub fn builtin(state: BootState, cmdline_overlay: &[u8]) -> Result<Layout, LayoutError> {
+        let mut vars = EnvVars::new();
+        let mut pairs: [(&[u8], &[u8]); 4] = [
+            (b"OVERLAY", b"tmpfs:25%"),
+            (b"", b""),
+            (b"", b""),
+            (b"", b""),
+        ];
+        if matches!(state, BootState::Active | BootState::Passive) {
+            pairs = [
+                (b"OVERLAY", b"tmpfs:25%"),
+                (b"VOLUMES", b"LABEL=COS_PERSISTENT:/usr/local"),
+                (b"RW_PATHS", b"/var /etc /srv"),
+                (b"PERSISTENT_STATE_PATHS", KAIROS_PERSISTENT_STATE_PATHS),
+            ];
+        }
+        for (key, value) in pairs.iter().filter(|(key, _)| !key.is_empty()) {
+            vars.set(key, value)
+                .map_err(|reason| layout_error("built-in layout", key, reason))?;
+        }
+        Layout::from_env(&vars, None, cmdline_overlay)
+    }
+
+    /// Writes into `order` the indices of `binds` in upstream's mount order (§6.12): fewer path
+    /// parts first, equal counts by the last part only; equal keys keep their order. Returns
+    /// the number of indices written.
+    pub fn bind_order(&self, order: &mut [u8; 96]) -> usize {
+        let n = self.binds.len().min(order.len());
+        for (i, slot) in order.iter_mut().enumerate().take(n) {
+            *slot = i as u8;
+        }
+        let key = |i: u8| bind_key(self.binds.get(i as usize).unwrap_or(&[]));
+        // Insertion sort: stable, no allocation, and 96 items at most.
+        for i in 1..n {
+            let mut j = i;
+            while j > 0 {
+                let Some(pair) = order.get_mut(j - 1..=j) else {
+                    break;
+                };
+                let [before, after] = pair else { break };
+                if key(*after) >= key(*before) {
+                    break;
+                }
+                core::mem::swap(before, after);
+                j -= 1;
+            }
+        }
+        n
+    }
+
+    /// The layout in the file format yip writes (sorted `KEY="value"` lines); reading it back
+    /// with [`parse_env`] and [`Layout::from_env`] gives this layout again.
+    pub fn render_env(&self, out: &mut Text<16384>) -> Result<(), Full> {
+        out.clear();
+        render_line(out, "OVERLAY", core::iter::once(self.overlay.as_bytes()))?;
+        render_line(out, "PERSISTENT_STATE_PATHS", self.binds.iter())?;
+        render_line(
+            out,
+            "PERSISTENT_STATE_TARGET",
+            core::iter::once(self.state_target.as_bytes()),
+        )?;
+        render_line(out, "RW_PATHS", self.rw_paths.iter())?;
+        render_line(out, "VOLUMES", self.volumes.iter())
+    }
+}
+
+/// `KEY="a b c"` with godotenv's double-quote escaping.
+fn render_line<'a>(
+    out: &mut Text<16384>,
+    key: &str,
+    values: impl Iterator<Item = &'a [u8]>,
+) -> Result<(), Full> {
+    out.push_str(key)?;
+    out.push(b"=\"")?;
+    for (n, value) in values.enumerate() {
+        if n > 0 {
+            out.push_byte(b' ')?;
+        }
+        for &c in value {
+            match c {
+                b'\n' => out.push(b"\\n")?,
+                b'\r' => out.push(b"\\r")?,
+                b'\\' | b'"' | b'!' | b'$' | b'`' => {
+                    out.push_byte(b'\\')?;
+                    out.push_byte(c)?;
+                }
+                _ => out.push_byte(c)?,
+            }
+        }
+    }
+    out.push(b"\"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::string::String;
+    use std::vec::Vec;
+
+    fn env(text: &str) -> EnvVars {
+        let mut vars = EnvVars::new();
+        parse_env(text.as_bytes(), &mut vars).unwrap();
+        vars
+    }
+
+    fn env_err(text: &[u8]) -> EnvError {
+        let mut vars = EnvVars::new();
+        parse_env(text, &mut vars).unwrap_err()
+    }
+
+    fn get<'a>(vars: &'a EnvVars, key: &str) -> Option<&'a str> {
+        vars.get(key.as_bytes())
+            .map(|v| core::str::from_utf8(v).unwrap())
+    }
+
+    fn list<const B: usize, const I: usize>(l: &List<B, I>) -> Vec<&str> {
+        l.iter_str().collect()
+    }
+
+    fn layout(main: &str) -> Result<Layout, LayoutError> {
+        Layout::from_env(&env(main), None, b"tmpfs:20%")
+    }
+
+    #[test]
+    fn yip_output_reads_back() {
+        let v = env("OVERLAY=\"tmpfs:25%\"\nPERSISTENT_STATE_PATHS=\"/etc/ssh /home \"\nRW_PATHS=\"/var /etc /srv\"\n\
+                     VOLUMES=\"LABEL=COS_PERSISTENT:/usr/local\"\nNUM=123\n");
+        assert_eq!(v.len(), 5);
+        assert_eq!(get(&v, "OVERLAY"), Some("tmpfs:25%"));
+        assert_eq!(get(&v, "PERSISTENT_STATE_PATHS"), Some("/etc/ssh /home "));
+        assert_eq!(get(&v, "NUM"), Some("123"));
+        assert_eq!(get(&v, "MISSING"), None);
+    }
+
+    #[test]
+    fn comments_blank_lines_and_export() {
+        let v = env("# comment\n\n   # indented comment\nexport A=1\n  export\tB = 2 \nexportC=3\nD.x_y=4\nE: 5\n#F=6");
+        assert_eq!(
+            (get(&v, "A"), get(&v, "B"), get(&v, "exportC")),
+            (Some("1"), Some("2"), Some("3"))
+        );
+        assert_eq!(
+            (get(&v, "D.x_y"), get(&v, "E"), get(&v, "F")),
+            (Some("4"), Some("5"), None)
+        );
+    }
+
+    #[test]
+    fn unquoted_values_and_inline_comments() {
+        let v = env("A=  a b  # note\nB=x#y\nC=#z\nD=p # q # r\nE=\nF=   \nG=tab\t#c\n");
+        assert_eq!(get(&v, "A"), Some("a b"));
+        assert_eq!(get(&v, "B"), Some("x#y"));
+        assert_eq!(get(&v, "C"), Some("#z"));
+        assert_eq!(get(&v, "D"), Some("p # q"));
+        assert_eq!((get(&v, "E"), get(&v, "F")), (Some(""), Some("")));
+        assert_eq!(get(&v, "G"), Some("tab"));
+    }
+
+    #[test]
+    fn quotes_and_escapes() {
+        let v = env(r#"S='a "b" \n $A # c'
+D="x\ny\rz \"q\" \\ \$A \a"
+A=1
+E="$A ${A} \$A $a ${a} $(A) $"
+T="a\""
+Q="one" # trailing comment
+"#);
+        assert_eq!(get(&v, "S"), Some(r#"a "b" \n $A # c"#));
+        assert_eq!(get(&v, "D"), Some("x\ny\rz \"q\" \\ $A a"));
+        assert_eq!(get(&v, "E"), Some("1 1 $A $a ${a} (A) $"));
+        assert_eq!(get(&v, "T"), Some("a\\"));
+        assert_eq!(get(&v, "Q"), Some("one"));
+    }
+
+    #[test]
+    fn double_quotes_span_lines() {
+        let v = env("A=\"first\nsecond\r\nthird\"\nB=after\n");
+        assert_eq!(get(&v, "A"), Some("first\nsecond\nthird"));
+        assert_eq!(get(&v, "B"), Some("after"));
+        let e = env_err(b"A=1\nB=\"open\nstill open\nC=3\n");
+        assert_eq!(
+            e,
+            EnvError {
+                line: 2,
+                reason: "unterminated quoted value"
+            }
+        );
+        let e = env_err(b"A=1\r\n\r\nB='x\r\n");
+        assert_eq!(
+            e,
+            EnvError {
+                line: 3,
+                reason: "unterminated quoted value"
+            }
+        );
+    }
+
+    #[test]
+    fn expansion_sees_only_earlier_keys() {
+        let v = env("B=$A-x\nA=base\nC=${A}/c\nD=$A$C\nE=\"${UNDEFINED}z\"\nF='$A'\nPATHX=$PATH\n");
+        assert_eq!(get(&v, "B"), Some("-x"));
+        assert_eq!(get(&v, "C"), Some("base/c"));
+        assert_eq!(get(&v, "D"), Some("basebase/c"));
+        assert_eq!(get(&v, "E"), Some("z"));
+        assert_eq!(get(&v, "F"), Some("$A"));
+        assert_eq!(get(&v, "PATHX"), Some(""));
+    }
+
+    #[test]
+    fn crlf_files() {
+        let v = env("# c\r\nA=1\r\nB=\"x y\"\r\nC=two words # c\r\n");
+        assert_eq!(
+            (get(&v, "A"), get(&v, "B"), get(&v, "C")),
+            (Some("1"), Some("x y"), Some("two words"))
+        );
+    }
+
+    #[test]
+    fn repeated_keys_last_wins_and_store_is_reused() {
+        let mut text = String::new();
+        for i in 0..200 {
+            text += &std::format!("A=\"{}\"\nB={i}\n", "x".repeat(4000));
+        }
+        text += "A=last\n";
+        let v = env(&text);
+        assert_eq!(v.len(), 2);
+        assert_eq!(get(&v, "A"), Some("last"));
+        assert_eq!(get(&v, "B"), Some("199"));
+    }
+
+    #[test]
+    fn malformed_files() {
+        assert_eq!(
+            env_err(b"A=1\nB C=2\n"),
+            EnvError {
+                line: 2,
+                reason: "invalid character in key"
+            }
+        );
+        assert_eq!(
+            env_err(b"A=1\nNOVALUE\nB=2\n"),
+            EnvError {
+                line: 2,
+                reason: "missing = after key"
+            }
+        );
+        assert_eq!(
+            env_err(b"JUSTKEY"),
+            EnvError {
+                line: 1,
+                reason: "missing = after key"
+            }
+        );
+        assert_eq!(
+            env_err(b"=value\n"),
+            EnvError {
+                line: 1,
+                reason: "invalid character in key"
+            }
+        );
+        assert_eq!(
+            env_err(b"A-B=1\n"),
+            EnvError {
+                line: 1,
+                reason: "invalid character in key"
+            }
+        );
+        assert_eq!(
+            env_err(b"\n\nA=\"x\"junk\n"),
+            EnvError {
+                line: 3,
+                reason: "missing = after key"
+            }
+        );
+        assert_eq!(
+            env_err(&[b'K'; 65].iter().chain(b"=1").copied().collect::<Vec<_>>()).reason,
+            "key too long"
+        );
+        assert_eq!(
+            env_err(b"A=1\nB=\x00\x01\x02"),
+            EnvError {
+                line: 2,
+                reason: "binary data"
+            }
+        );
+        assert_eq!(
+            env_err(b"A=1\n\nB=\xff\xfe"),
+            EnvError {
+                line: 3,
+                reason: "binary data"
+            }
+        );
+    }
+
+    #[test]
+    fn limits() {
+        let big = "v".repeat(1 << 20);
+        assert_eq!(
+            env_err(std::format!("A=\"{big}\"").as_bytes()),
+            EnvError {
+                line: 1,
+                reason: "value too long"
+            }
+        );
+        assert_eq!(
+            env_err(std::format!("X=1\nA={big}").as_bytes()),
+            EnvError {
+                line: 2,
+                reason: "value too long"
+            }
+        );
+        assert_eq!(
+            env_err(std::format!("A='{big}'").as_bytes()).reason,
+            "value too long"
+        );
+        let ok_max = "v".repeat(MAX_VALUE);
+        assert_eq!(
+            get(&env(&std::format!("A={ok_max}")), "A").map(str::len),
+            Some(MAX_VALUE)
+        );
+        let total = std::format!("A={ok_max}\nB={ok_max}\nC=x\n");
+        assert_eq!(
+            env_err(total.as_bytes()),
+            EnvError {
+                line: 3,
+                reason: "values too large in total"
+            }
+        );
+        let many: String = (0..65).map(|i| std::format!("K{i}=1\n")).collect();
+        assert_eq!(
+            env_err(many.as_bytes()),
+            EnvError {
+                line: 65,
+                reason: "too many keys"
+            }
+        );
+        // Expansion may not grow a value past the limit either.
+        let grow = std::format!("A={}\nB=$A$A\n", "v".repeat(5000));
+        assert_eq!(
+            env_err(grow.as_bytes()),
+            EnvError {
+                line: 2,
+                reason: "value too long"
+            }
+        );
+    }
+
+    #[test]
+    fn layout_defaults() {
+        let l = layout("").unwrap();
+        assert_eq!(
+            list(&l.rw_paths),
+            [
+                "/etc",
+                "/root",
+                "/home",
+                "/opt",
+                "/srv",
+                "/usr/local",
+                "/var"
+            ]
+        );
+        assert!(l.binds.is_empty() && l.volumes.is_empty());
+        assert_eq!(l.overlay.as_str(), "tmpfs:20%");
+        assert_eq!(l.state_target.as_str(), "/usr/local/.state");
+        let l = layout("RW_PATHS=\"\"\nOVERLAY=").unwrap();
+        assert_eq!(l.rw_paths.len(), 7);
+        let l = layout("RW_PATHS=\"  \"").unwrap();
+        assert_eq!(l.rw_paths.len(), 7);
+        let l = Layout::from_env(&env(""), None, b"").unwrap();
+        assert_eq!(l.overlay.as_str(), "tmpfs:20%");
+    }
+
+    #[test]
+    fn layout_lists_are_split_normalized_and_deduplicated() {
+        let main = env("RW_PATHS=\"/var  /etc/ /var\t/srv\n/etc\"\nPERSISTENT_STATE_PATHS=\"/etc/ssh /home\"\n\
+                        CUSTOM_BIND_MOUNTS=\"/home /data//x/\"\nVOLUMES=\"LABEL=COS_PERSISTENT:/usr/local UUID=ab:/data  LABEL=COS_PERSISTENT:/usr/local\"\n\
+                        OVERLAY=\"tmpfs:25%\"\nPERSISTENT_STATE_TARGET=/usr/local/.state/\n");
+        let extra = env("PERSISTENT_STATE_PATHS=\"/snap /etc/ssh /var/snap\"\nRW_PATHS=/ignored\n");
+        let l = Layout::from_env(&main, Some(&extra), b"tmpfs:20%").unwrap();
+        assert_eq!(list(&l.rw_paths), ["/var", "/etc", "/srv"]);
+        assert_eq!(
+            list(&l.binds),
+            ["/etc/ssh", "/home", "/data/x", "/snap", "/var/snap"]
+        );
+        assert_eq!(
+            list(&l.volumes),
+            ["LABEL=COS_PERSISTENT:/usr/local", "UUID=ab:/data"]
+        );
+        assert_eq!(l.overlay.as_str(), "tmpfs:25%");
+        assert_eq!(l.state_target.as_str(), "/usr/local/.state");
+    }
+
+    #[test]
+    fn overlay_precedence() {
+        assert_eq!(
+            Layout::from_env(&env(""), None, b"LABEL=OVL")
+                .unwrap()
+                .overlay
+                .as_str(),
+            "LABEL=OVL"
+        );
+        assert_eq!(
+            Layout::from_env(&env("OVERLAY=UUID=1"), None, b"LABEL=OVL")
+                .unwrap()
+                .overlay
+                .as_str(),
+            "UUID=1"
+        );
+        let e = layout("OVERLAY=tmpfs:size=1G").unwrap_err();
+        assert_eq!((e.key, e.item.as_str()), ("OVERLAY", "tmpfs:size=1G"));
+        let e = Layout::from_env(&env(""), None, b"junk").unwrap_err();
+        assert_eq!(e.key, "rd.cos.overlay");
+    }
+
+    #[test]
+    fn invalid_items_name_key_and_item() {
+        let e = layout("RW_PATHS=\"/var etc\"").unwrap_err();
+        assert_eq!(e, layout_error("RW_PATHS", b"etc", "not absolute"));
+        let e = layout("PERSISTENT_STATE_PATHS=\"/etc/../root\"").unwrap_err();
+        assert_eq!(
+            e,
+            layout_error("PERSISTENT_STATE_PATHS", b"/etc/../root", "contains ..")
+        );
+        let e = layout("CUSTOM_BIND_MOUNTS=\"/a,b\"").unwrap_err();
+        assert_eq!(
+            e,
+            layout_error("CUSTOM_BIND_MOUNTS", b"/a,b", "contains , or :")
+        );
+        let e = layout(&std::format!("RW_PATHS=/{}", "a".repeat(300))).unwrap_err();
+        assert_eq!(
+            (e.key, e.reason, e.item.len()),
+            ("RW_PATHS", "too long", 64)
+        );
+        let e = layout("RW_PATHS=\"/a\x01b\"").unwrap_err();
+        assert_eq!(
+            e,
+            layout_error("RW_PATHS", b"/a\x01b", "contains a control character")
+        );
+        let e = layout("VOLUMES=\"LABEL=x\"").unwrap_err();
+        assert_eq!(e, layout_error("VOLUMES", b"LABEL=x", "no mount point"));
+        let e = layout("PERSISTENT_STATE_TARGET=relative").unwrap_err();
+        assert_eq!(
+            e,
+            layout_error("PERSISTENT_STATE_TARGET", b"relative", "not absolute")
+        );
+        let extra = env("PERSISTENT_STATE_PATHS=x");
+        let e = Layout::from_env(&env(""), Some(&extra), b"").unwrap_err();
+        assert_eq!(e.key, "PERSISTENT_STATE_PATHS (extra-layout.env)");
+    }
+
+    #[test]
+    fn too_many_items() {
+        let many: String = (0..97).map(|i| std::format!("/p{i} ")).collect();
+        let e = layout(&std::format!("PERSISTENT_STATE_PATHS=\"{many}\"")).unwrap_err();
+        assert_eq!(
+            e,
+            layout_error("PERSISTENT_STATE_PATHS", b"/p96", "too many items")
+        );
+        let vols: String = (0..17).map(|i| std::format!("LABEL=v{i}:/v{i} ")).collect();
+        let e = layout(&std::format!("VOLUMES=\"{vols}\"")).unwrap_err();
+        assert_eq!(
+            e,
+            layout_error("VOLUMES", b"LABEL=v16:/v16", "too many items")
+        );
+    }
+
+    #[test]
+    fn state_target_must_not_be_ephemeral() {
+        let e = layout("PERSISTENT_STATE_TARGET=/\nPERSISTENT_STATE_PATHS=/etc/ssh").unwrap_err();
+        assert_eq!(
+            (e.key, e.reason),
+            ("PERSISTENT_STATE_TARGET", "is / (the read-only root image)")
+        );
+        let e = layout("RW_PATHS=\"/var /etc\"\nPERSISTENT_STATE_TARGET=/var/state\nPERSISTENT_STATE_PATHS=/etc/ssh").unwrap_err();
+        assert_eq!(
+            e,
+            layout_error(
+                "PERSISTENT_STATE_TARGET",
+                b"/var/state",
+                "lies inside an RW_PATHS overlay: persistent data would be lost"
+            )
+        );
+        // Default RW_PATHS contain /usr/local: an error only when there is something to persist...
+        assert!(layout("").is_ok());
+        assert!(layout("PERSISTENT_STATE_PATHS=/etc/ssh").is_err());
+        // ...and no volume mounted over the overlay holds the target.
+        assert!(
+            layout("PERSISTENT_STATE_PATHS=/etc/ssh\nVOLUMES=LABEL=COS_PERSISTENT:/usr/local")
+                .is_ok()
+        );
+        assert!(layout("RW_PATHS=/var\nPERSISTENT_STATE_TARGET=/var/s\nPERSISTENT_STATE_PATHS=/a\nVOLUMES=LABEL=P:/var/s").is_ok());
+        assert!(
+            layout("RW_PATHS=/var\nPERSISTENT_STATE_TARGET=/varx\nPERSISTENT_STATE_PATHS=/a")
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn builtin_layouts() {
+        for state in [BootState::Active, BootState::Passive] {
+            let l = Layout::builtin(state, b"tmpfs:20%").unwrap();
+            assert_eq!(list(&l.rw_paths), ["/var", "/etc", "/srv"]);
+            assert_eq!(list(&l.volumes), ["LABEL=COS_PERSISTENT:/usr/local"]);
+            assert_eq!(l.overlay.as_str(), "tmpfs:25%");
+            assert_eq!(l.state_target.as_str(), "/usr/local/.state");
+            assert_eq!(l.binds.len(), 37);
+            assert_eq!(l.binds.get(0), Some(&b"/etc/cni"[..]));
+            assert_eq!(l.binds.get(36), Some(&b"/var/log"[..]));
+            assert!(l.binds.contains(b"/var/lib/kairos") && l.binds.contains(b"/etc/ssl/certs"));
+        }
+        for state in [
+            BootState::Recovery,
+            BootState::AutoReset,
+            BootState::Live,
+            BootState::Unknown,
+        ] {
+            let l = Layout::builtin(state, b"tmpfs:20%").unwrap();
+            assert_eq!(
+                list(&l.rw_paths),
+                [
+                    "/etc",
+                    "/root",
+                    "/home",
+                    "/opt",
+                    "/srv",
+                    "/usr/local",
+                    "/var"
+                ]
+            );
+            assert!(l.volumes.is_empty() && l.binds.is_empty());
+            assert_eq!(l.overlay.as_str(), "tmpfs:25%");
+        }
+    }
+
+    #[test]
+    fn bind_order_follows_upstream() {
+        let l = layout("PERSISTENT_STATE_PATHS=\"/var/lib/rancher /etc/ssh /var/log /home /etc/rancher /var/lib/cni /opt /usr/libexec\"\n\
+                        VOLUMES=LABEL=COS_PERSISTENT:/usr/local").unwrap();
+        let mut order = [0u8; 96];
+        let n = l.bind_order(&mut order);
+        let sorted: Vec<&str> = order[..n]
+            .iter()
+            .map(|&i| l.binds.iter_str().nth(i as usize).unwrap())
+            .collect();
+        // Two parts: home, opt; three: by last part (libexec, log, rancher, ssh) with the two
+        // "rancher" entries keeping their order; four: cni before rancher.
+        assert_eq!(
+            sorted,
+            [
+                "/home",
+                "/opt",
+                "/usr/libexec",
+                "/var/log",
+                "/etc/rancher",
+                "/etc/ssh",
+                "/var/lib/cni",
+                "/var/lib/rancher"
+            ]
+        );
+        let builtin = Layout::builtin(BootState::Active, b"").unwrap();
+        let n = builtin.bind_order(&mut order);
+        assert_eq!(n, 37);
+        let first: Vec<&str> = order[..3]
+            .iter()
+            .map(|&i| builtin.binds.iter_str().nth(i as usize).unwrap())
+            .collect();
+        assert_eq!(first, ["/home", "/opt", "/root"]);
+        assert_eq!(layout("").unwrap().bind_order(&mut order), 0);
+    }
+
+    fn assert_same(a: &Layout, b: &Layout) {
+        assert_eq!(list(&a.rw_paths), list(&b.rw_paths));
+        assert_eq!(list(&a.binds), list(&b.binds));
+        assert_eq!(list(&a.volumes), list(&b.volumes));
+        assert_eq!(a.overlay, b.overlay);
+        assert_eq!(a.state_target, b.state_target);
+    }
+
+    #[test]
+    fn render_round_trips() {
+        let extra = env("PERSISTENT_STATE_PATHS=/snap");
+        let odd = env("RW_PATHS=\"/var /we!rd$x /back`tick\"\nPERSISTENT_STATE_PATHS=/a#b\nCUSTOM_BIND_MOUNTS=/c\n\
+                       VOLUMES='LABEL=$L!:/m UUID=x:/n'\nPERSISTENT_STATE_TARGET=/state\n");
+        let layouts = [
+            Layout::builtin(BootState::Active, b"").unwrap(),
+            Layout::builtin(BootState::Recovery, b"tmpfs:1G").unwrap(),
+            Layout::from_env(&odd, Some(&extra), b"UUID=1234").unwrap(),
+        ];
+        for l in &layouts {
+            let mut out = Text::new();
+            l.render_env(&mut out).unwrap();
+            let mut vars = EnvVars::new();
+            parse_env(out.as_bytes(), &mut vars).unwrap();
+            let again = Layout::from_env(&vars, None, b"tmpfs:99%").unwrap();
+            assert_same(l, &again);
+        }
+        let mut out = Text::new();
+        layouts[1].render_env(&mut out).unwrap();
+        assert_eq!(
+            out.as_str(),
+            "OVERLAY=\"tmpfs:25%\"\nPERSISTENT_STATE_PATHS=\"\"\nPERSISTENT_STATE_TARGET=\"/usr/local/.state\"\n\
+             RW_PATHS=\"/etc /root /home /opt /srv /usr/local /var\"\nVOLUMES=\"\"\n"
+        );
+        layouts[2].render_env(&mut out).unwrap();
+        assert!(
+            out.as_str()
+                .contains(r#"RW_PATHS="/var /we\!rd\$x /back\`tick""#),
+            "{}",
+            out.as_str()
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut seed = 777u32;
+        for _ in 0..500 {
+            let len = (seed % 200) as usize;
+            let text: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1103515245).wrapping_add(12345);
+                    b"A=\"'\\$#{}\n\r \texport:B_"[(seed >> 16) as usize % 20]
+                })
+                .collect();
+            let mut vars = EnvVars::new();
+            if parse_env(&text, &mut vars).is_ok() {
+                let _ = Layout::from_env(&vars, Some(&vars), b"tmpfs:1%");
+            }
+        }
+    }
+}

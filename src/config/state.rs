@@ -1,0 +1,128 @@
+//! How this run was started: mode of operation, the paths it works on (with the test seams of
+//! SPEC §2) and the command line it read.
+
+use crate::util::fixed::Text;
+
+pub const DEFAULT_SYSROOT: &[u8] = b"/sysroot";
+pub const DEFAULT_CONFIG_DIR: &[u8] = b"/etc/immucore";
+pub const PROC_CMDLINE: &[u8] = b"/proc/cmdline";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(test, derive(Debug))]
+pub enum Action {
+    Boot,
+    DryRun,
+    Help,
+    Version,
+}
+
+pub struct Env {
+    pub action: Action,
+    /// PID 1 of a tiny initramfs: base mounts, modules and switch_root are ours.
+    pub init_mode: bool,
+    /// Where the new root is assembled (`IMMUCORE_SYSROOT`, default `/sysroot`).
+    pub sysroot: Text<128>,
+    /// The initramfs' own configuration (`IMMUCORE_CONFIG_DIR`, default `/etc/immucore`).
+    pub config_dir: Text<128>,
+    /// The file the command line is read from (`HOST_PROC_CMDLINE`, default `/proc/cmdline`).
+    pub cmdline_path: Text<256>,
+    /// A word on the command line we do not know, reported by `main`.
+    pub bad_arg: Option<Text<64>>,
+}
+
+impl Env {
+    /// Builds the run's settings from program arguments (without argv[0]) and `KEY=value`
+    /// environment strings.
+    pub fn new<'a>(
+        args: impl Iterator<Item = &'a [u8]>,
+        env: impl Iterator<Item = &'a [u8]>,
+        pid1: bool,
+    ) -> Env {
+        let mut e = Env {
+            action: Action::Boot,
+            init_mode: pid1,
+            sysroot: Text::from(DEFAULT_SYSROOT).unwrap_or_default(),
+            config_dir: Text::from(DEFAULT_CONFIG_DIR).unwrap_or_default(),
+            cmdline_path: Text::from(PROC_CMDLINE).unwrap_or_default(),
+            bad_arg: None,
+        };
+        for a in args {
+            match a {
+                b"--dry-run" => e.action = Action::DryRun,
+                b"--help" | b"-h" | b"help" => e.action = Action::Help,
+                b"--version" | b"-v" | b"version" => e.action = Action::Version,
+                // The kernel passes unknown boot words (`single`, runlevels) to init: they are
+                // for the real init, which gets the same argv after switch_root.
+                _ if pid1 => {}
+                _ => {
+                    e.bad_arg = Some(
+                        Text::from(a.get(..a.len().min(64)).unwrap_or(&[])).unwrap_or_default(),
+                    )
+                }
+            }
+        }
+        for kv in env {
+            let Some(eq) = kv.iter().position(|&c| c == b'=') else {
+                continue;
+            };
+            let (key, val) = (kv.get(..eq).unwrap_or(&[]), kv.get(eq + 1..).unwrap_or(&[]));
+            if val.is_empty() {
+                continue;
+            }
+            let slot: Option<&mut Text<_>> = match key {
+                b"IMMUCORE_SYSROOT" => Some(&mut e.sysroot),
+                b"IMMUCORE_CONFIG_DIR" => Some(&mut e.config_dir),
+                _ => None,
+            };
+            if let Some(slot) = slot {
+                if let Ok(t) = Text::from(val) {
+                    *slot = t;
+                }
+            } else if key == b"HOST_PROC_CMDLINE" {
+                if let Ok(t) = Text::from(val) {
+                    e.cmdline_path = t;
+                }
+            }
+        }
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(args: &[&str], vars: &[&str], pid1: bool) -> Env {
+        Env::new(
+            args.iter().map(|s| s.as_bytes()),
+            vars.iter().map(|s| s.as_bytes()),
+            pid1,
+        )
+    }
+
+    #[test]
+    fn defaults_and_seams() {
+        let e = env(&[], &["PATH=/bin"], false);
+        assert_eq!(e.action, Action::Boot);
+        assert_eq!(e.sysroot.as_str(), "/sysroot");
+        assert_eq!(e.cmdline_path.as_str(), "/proc/cmdline");
+        let e = env(
+            &["--dry-run"],
+            &["HOST_PROC_CMDLINE=/tmp/c", "IMMUCORE_SYSROOT=/tmp/root"],
+            false,
+        );
+        assert_eq!(e.action, Action::DryRun);
+        assert_eq!(e.cmdline_path.as_str(), "/tmp/c");
+        assert_eq!(e.sysroot.as_str(), "/tmp/root");
+    }
+
+    #[test]
+    fn unknown_words_are_errors_except_as_init() {
+        assert!(env(&["--frobnicate"], &[], false).bad_arg.is_some());
+        let e = env(&["single"], &[], true);
+        assert!(e.bad_arg.is_none());
+        assert!(e.init_mode);
+        assert_eq!(env(&["version"], &[], false).action, Action::Version);
+        assert_eq!(env(&["--help"], &[], false).action, Action::Help);
+    }
+}

@@ -1,0 +1,748 @@
+//! Persistent-bind copy-up: fills the state directory with what the read-only image has at the
+//! same place, like `rsync -aqAX` limited to missing entries. Whatever already exists in the
+//! store is user data and is never modified, replaced or deleted; existing directories are only
+//! descended into so that their missing children get copied.
+//!
+//! Safety rules, because the image may be hostile and power may fail at any time:
+//! - every entry is opened relative to its parent's fd by one name with `O_NOFOLLOW`, so no
+//!   symlink (in the image or in the store) is ever followed;
+//! - non-directories are built under `.immucore-tmp.<name>`, completed (data, owner, mode,
+//!   xattrs, times, fsync) and only then renamed into place without replacing anything, so a
+//!   half-made entry never carries a real name. Leftover temporaries are removed on the next
+//!   run, and names with that prefix in the image are reserved and not copied.
+//! - depth, buffers and names are bounded; nothing allocates.
+
+use crate::sys::Errno;
+use crate::util::fixed::Text;
+use core::ffi::CStr;
+use core::mem::MaybeUninit;
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RenameFlags, Stat, Timestamps};
+
+/// Deepest directory level copied; the image's trees are shallow, a deeper one is an attack or
+/// a loop and is reported instead of exhausting the stack.
+pub const MAX_DEPTH: u32 = 32;
+
+const TMP_PREFIX: &[u8] = b".immucore-tmp.";
+
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(test, derive(Debug))]
+pub struct CopyStats {
+    /// Regular files and special files (fifos, devices) created.
+    pub files: u32,
+    pub dirs: u32,
+    /// Symlinks created.
+    pub links: u32,
+    /// Data bytes copied.
+    pub bytes: u64,
+    /// Entries left alone because the store already had that name (directories present on both
+    /// sides are descended into and not counted).
+    pub skipped_existing: u32,
+}
+
+#[derive(Clone)]
+#[cfg_attr(test, derive(Debug))]
+pub struct CopyError {
+    pub errno: Errno,
+    /// Path relative to the copied directory where it failed (cut if longer).
+    pub path: Text<256>,
+    /// The operation that failed: "open", "mkdir", "write", "chown", ...
+    pub what: &'static str,
+}
+
+/// An error before the path is attached.
+type R<T> = core::result::Result<T, (Errno, &'static str)>;
+type Result<T, E = Errno> = core::result::Result<T, E>;
+
+trait Ctx<T> {
+    fn ctx(self, what: &'static str) -> R<T>;
+}
+
+impl<T> Ctx<T> for Result<T> {
+    fn ctx(self, what: &'static str) -> R<T> {
+        self.map_err(|e| (e, what))
+    }
+}
+
+/// Copies every entry of directory `src` that is missing in directory `dst` (both may be
+/// `O_PATH` handles), then syncs the store's filesystem. Stops at the first error; what was
+/// completed before it stays (every entry is whole or absent).
+// The error is returned once, at the top; without a heap there is nothing to box it into.
+#[allow(clippy::result_large_err)]
+pub fn copy_missing(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    stats: &mut CopyStats,
+) -> Result<(), CopyError> {
+    // The recursion keeps the failing entry's path in `path` (it is only shortened again on
+    // success), so errors travel up small and get their path attached once, here.
+    let mut path = Text::<256>::new();
+    let run = |path: &mut Text<256>, stats: &mut CopyStats| -> R<()> {
+        let s = open_dir(src, c".")?;
+        let d = open_dir(dst, c".")?;
+        copy_dir(s.as_fd(), d.as_fd(), path, 0, stats)?;
+        // One syncfs makes every rename and new directory durable (files were fsync'd already).
+        rfs::syncfs(&d).ctx("sync")
+    };
+    run(&mut path, stats).map_err(|(errno, what)| CopyError { errno, path, what })
+}
+
+fn open_dir(parent: BorrowedFd<'_>, name: &CStr) -> R<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    rfs::openat(parent, name, flags, Mode::empty()).ctx("open")
+}
+
+fn copy_dir(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    path: &mut Text<256>,
+    depth: u32,
+    stats: &mut CopyStats,
+) -> R<()> {
+    remove_stale(dst);
+    let mut buf = [MaybeUninit::<u8>::uninit(); 1024];
+    let mut it = rfs::RawDir::new(src, &mut buf);
+    while let Some(ent) = it.next() {
+        let ent = ent.ctx("readdir")?;
+        let name = ent.file_name();
+        let nb = name.to_bytes();
+        if nb == b"." || nb == b".." || nb.starts_with(TMP_PREFIX) {
+            continue;
+        }
+        let mark = path.len();
+        if mark > 0 {
+            path.push_lossy(b"/");
+        }
+        path.push_lossy(nb);
+        copy_entry(src, dst, name, path, depth, stats)?;
+        path.truncate(mark);
+    }
+    Ok(())
+}
+
+/// Removes temporaries an interrupted earlier run left in `dst` (read through `dst` itself: it
+/// is a fresh fd that is never read as a directory otherwise).
+fn remove_stale(dst: BorrowedFd<'_>) {
+    let mut buf = [MaybeUninit::<u8>::uninit(); 1024];
+    let mut it = rfs::RawDir::new(dst, &mut buf);
+    while let Some(Ok(ent)) = it.next() {
+        if ent.file_name().to_bytes().starts_with(TMP_PREFIX) {
+            let _ = rfs::unlinkat(dst, ent.file_name(), AtFlags::empty());
+        }
+    }
+}
+
+fn copy_entry(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    name: &CStr,
+    path: &mut Text<256>,
+    depth: u32,
+    stats: &mut CopyStats,
+) -> R<()> {
+    let st = rfs::statat(src, name, AtFlags::SYMLINK_NOFOLLOW).ctx("stat")?;
+    let ft = FileType::from_raw_mode(st.st_mode as _);
+    let is_dir = ft == FileType::Directory;
+    if is_dir && depth >= MAX_DEPTH {
+        return Err((Errno::LOOP, "depth"));
+    }
+    match rfs::statat(dst, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(d) => {
+            // Same name on both sides: only a directory pair is entered; anything else in the
+            // store (newer, older, other type) is kept as it is.
+            if is_dir && FileType::from_raw_mode(d.st_mode as _) == FileType::Directory {
+                let s = open_dir(src, name)?;
+                let d = open_dir(dst, name)?;
+                return copy_dir(s.as_fd(), d.as_fd(), path, depth + 1, stats);
+            }
+            stats.skipped_existing = stats.skipped_existing.saturating_add(1);
+            return Ok(());
+        }
+        Err(Errno::NOENT) => {}
+        Err(e) => return Err((e, "stat")),
+    }
+    if is_dir {
+        // Created under its final name: a partial directory is completed by the next run,
+        // which descends into it.
+        rfs::mkdirat(dst, name, Mode::from_raw_mode(0o700)).ctx("mkdir")?;
+        let s = open_dir(src, name)?;
+        let d = open_dir(dst, name)?;
+        set_owner_mode(d.as_fd(), &st).and_then(|_| copy_xattrs(s.as_fd(), d.as_fd()))?;
+        copy_dir(s.as_fd(), d.as_fd(), path, depth + 1, stats)?;
+        // Times last: creating the children changed them.
+        rfs::futimens(&d, &times(&st)).ctx("utimes")?;
+        stats.dirs = stats.dirs.saturating_add(1);
+        return Ok(());
+    }
+    let mut tbuf = [0u8; 256];
+    let tmp = tmp_name(name.to_bytes(), &mut tbuf);
+    let made = match ft {
+        FileType::RegularFile => new_file(src, dst, name, tmp, &st, stats),
+        FileType::Symlink => new_link(src, dst, name, tmp, &st),
+        FileType::Fifo | FileType::CharacterDevice | FileType::BlockDevice => {
+            new_node(dst, tmp, ft, &st)
+        }
+        // Sockets belong to a running service and mean nothing in a copy.
+        _ => return Ok(()),
+    };
+    let placed = made.and_then(|()| publish(dst, tmp, name));
+    if !matches!(placed, Ok(true)) {
+        let _ = rfs::unlinkat(dst, tmp, AtFlags::empty());
+    }
+    match placed? {
+        false => stats.skipped_existing = stats.skipped_existing.saturating_add(1),
+        true if ft == FileType::Symlink => stats.links = stats.links.saturating_add(1),
+        true => stats.files = stats.files.saturating_add(1),
+    }
+    Ok(())
+}
+
+/// `.immucore-tmp.<name>`, the name cut so the whole stays within NAME_MAX. Two long names
+/// sharing a cut prefix are harmless: entries are built one after the other and each temporary
+/// is made fresh (`O_EXCL` after unlinking).
+fn tmp_name<'a>(name: &[u8], buf: &'a mut [u8; 256]) -> &'a CStr {
+    let room = 255 - TMP_PREFIX.len();
+    let name = name.get(..name.len().min(room)).unwrap_or(name);
+    let end = TMP_PREFIX.len() + name.len();
+    for (d, s) in buf.iter_mut().zip(TMP_PREFIX.iter().chain(name)) {
+        *d = *s;
+    }
+    if let Some(nul) = buf.get_mut(end) {
+        *nul = 0;
+    }
+    // The buffer starts zeroed and at most 255 bytes are written, so a NUL follows.
+    CStr::from_bytes_until_nul(&buf[..]).unwrap_or(c".immucore-tmp.")
+}
+
+fn new_file(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    name: &CStr,
+    tmp: &CStr,
+    st: &Stat,
+    stats: &mut CopyStats,
+) -> R<()> {
+    // NONBLOCK: should the entry have turned into a fifo since the stat, open must not hang.
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let s = rfs::openat(src, name, flags, Mode::empty()).ctx("open")?;
+    if FileType::from_raw_mode(rfs::fstat(&s).ctx("stat")?.st_mode as _) != FileType::RegularFile {
+        return Err((Errno::STALE, "open"));
+    }
+    let _ = rfs::unlinkat(dst, tmp, AtFlags::empty());
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let d = rfs::openat(dst, tmp, flags, Mode::from_raw_mode(0o600)).ctx("create")?;
+    copy_data(s.as_fd(), d.as_fd(), stats)?;
+    // Data first (writing clears setuid and capabilities), then owner (chown clears setuid
+    // too), mode, xattrs (security.capability survives from here on), times.
+    set_owner_mode(d.as_fd(), st)?;
+    copy_xattrs(s.as_fd(), d.as_fd())?;
+    rfs::futimens(&d, &times(st)).ctx("utimes")?;
+    rfs::fsync(&d).ctx("fsync")
+}
+
+#[inline(never)] // keeps its buffer out of the recursive frames
+fn copy_data(s: BorrowedFd<'_>, d: BorrowedFd<'_>, stats: &mut CopyStats) -> R<()> {
+    loop {
+        match rfs::copy_file_range(s, None, d, None, 1 << 30) {
+            Ok(0) => break,
+            Ok(n) => stats.bytes = stats.bytes.saturating_add(n as u64),
+            Err(Errno::INTR) => {}
+            Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => break,
+            Err(e) => return Err((e, "write")),
+        }
+    }
+    // Fallback, and a check that copy_file_range really reached the end: both fds share the
+    // file positions it advanced, so this continues where it stopped.
+    let mut buf = [0u8; 16384];
+    loop {
+        let n = match rustix::io::read(s, &mut buf[..]) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err((e, "read")),
+        };
+        crate::sys::write_all(d, buf.get(..n).unwrap_or(&[])).ctx("write")?;
+        stats.bytes = stats.bytes.saturating_add(n as u64);
+    }
+}
+
+#[inline(never)] // keeps its buffer out of the recursive frames
+fn new_link(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, name: &CStr, tmp: &CStr, st: &Stat) -> R<()> {
+    // Targets are at most PATH_MAX - 1 bytes, so a zeroed PATH_MAX buffer keeps a terminator;
+    // a full buffer could only mean a cut target.
+    let mut buf = [0u8; 4096];
+    let len = rfs::readlinkat_raw(src, name, &mut buf[..]).ctx("readlink")?;
+    if len >= buf.len() {
+        return Err((Errno::NAMETOOLONG, "readlink"));
+    }
+    let target = CStr::from_bytes_until_nul(&buf[..]).map_err(|_| (Errno::INVAL, "readlink"))?;
+    let _ = rfs::unlinkat(dst, tmp, AtFlags::empty());
+    rfs::symlinkat(target, dst, tmp).ctx("symlink")?;
+    let nofollow = AtFlags::SYMLINK_NOFOLLOW;
+    rfs::chownat(dst, tmp, Some(uid(st)), Some(gid(st)), nofollow).ctx("chown")?;
+    rfs::utimensat(dst, tmp, &times(st), nofollow).ctx("utimes")
+}
+
+/// Fifos and device nodes (xattrs are not copied: getting them would mean opening the node).
+fn new_node(dst: BorrowedFd<'_>, tmp: &CStr, ft: FileType, st: &Stat) -> R<()> {
+    let _ = rfs::unlinkat(dst, tmp, AtFlags::empty());
+    rfs::mknodat(dst, tmp, ft, Mode::from_raw_mode(0o600), st.st_rdev as _).ctx("mknod")?;
+    let nofollow = AtFlags::SYMLINK_NOFOLLOW;
+    rfs::chownat(dst, tmp, Some(uid(st)), Some(gid(st)), nofollow).ctx("chown")?;
+    // fchmodat cannot refuse symlinks, but `tmp` is the node just made in the store.
+    rfs::chmodat(dst, tmp, mode(st), AtFlags::empty()).ctx("chmod")?;
+    rfs::utimensat(dst, tmp, &times(st), nofollow).ctx("utimes")
+}
+
+/// Renames `tmp` to `name` unless `name` exists; `Ok(false)` when it does (left as it is).
+fn publish(dst: BorrowedFd<'_>, tmp: &CStr, name: &CStr) -> R<bool> {
+    match rfs::renameat_with(dst, tmp, dst, name, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(true),
+        Err(Errno::EXIST) => Ok(false),
+        // Filesystems without RENAME_NOREPLACE: check first; nothing else writes the store now.
+        Err(Errno::INVAL | Errno::NOSYS) => match rfs::statat(dst, name, AtFlags::SYMLINK_NOFOLLOW)
+        {
+            Ok(_) => Ok(false),
+            Err(Errno::NOENT) => rfs::renameat(dst, tmp, dst, name)
+                .ctx("rename")
+                .map(|()| true),
+            Err(e) => Err((e, "stat")),
+        },
+        Err(e) => Err((e, "rename")),
+    }
+}
+
+fn set_owner_mode(d: BorrowedFd<'_>, st: &Stat) -> R<()> {
+    rfs::fchown(d, Some(uid(st)), Some(gid(st))).ctx("chown")?;
+    rfs::fchmod(d, mode(st)).ctx("chmod")
+}
+
+/// Copies all extended attributes; a side without xattr support means there is nothing to copy
+/// or nowhere to put it, which is not an error.
+#[inline(never)] // keeps its buffer out of the recursive frames
+fn copy_xattrs(s: BorrowedFd<'_>, d: BorrowedFd<'_>) -> R<()> {
+    let mut list = [0u8; 4096];
+    let n = match rfs::flistxattr(s, &mut list[..]) {
+        Ok(n) => n,
+        Err(Errno::NOTSUP) => return Ok(()),
+        Err(e) => return Err((e, "xattr")),
+    };
+    let mut rest = list.get(..n).unwrap_or(&[]);
+    let mut val = [0u8; 8192];
+    while let Ok(key) = CStr::from_bytes_until_nul(rest) {
+        rest = rest.get(key.to_bytes().len() + 1..).unwrap_or(&[]);
+        if key.is_empty() {
+            continue;
+        }
+        let len = match rfs::fgetxattr(s, key, &mut val[..]) {
+            Ok(len) => len,
+            Err(Errno::NODATA) => continue,
+            Err(e) => return Err((e, "xattr")),
+        };
+        match rfs::fsetxattr(
+            d,
+            key,
+            val.get(..len).unwrap_or(&[]),
+            rfs::XattrFlags::empty(),
+        ) {
+            Ok(()) | Err(Errno::NOTSUP) => {}
+            Err(e) => return Err((e, "xattr")),
+        }
+    }
+    Ok(())
+}
+
+fn uid(st: &Stat) -> rfs::Uid {
+    rfs::Uid::from_raw(st.st_uid)
+}
+
+fn gid(st: &Stat) -> rfs::Gid {
+    rfs::Gid::from_raw(st.st_gid)
+}
+
+fn mode(st: &Stat) -> Mode {
+    Mode::from_raw_mode((st.st_mode & 0o7777) as _)
+}
+
+fn times(st: &Stat) -> Timestamps {
+    Timestamps {
+        last_access: rfs::Timespec {
+            tv_sec: st.st_atime as _,
+            tv_nsec: st.st_atime_nsec as _,
+        },
+        last_modification: rfs::Timespec {
+            tv_sec: st.st_mtime as _,
+            tv_nsec: st.st_mtime_nsec as _,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CString;
+    use std::fs;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::{Path, PathBuf};
+    use std::vec::Vec;
+    use std::{format, vec};
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("immucore-copy-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn c(p: &Path) -> CString {
+        CString::new(p.as_os_str().as_bytes()).unwrap()
+    }
+
+    /// Sets times without following symlinks. The access time lies in the future so that
+    /// `relatime` never updates it while the tests read the tree.
+    fn set_times(p: &Path, mtime: i64, nsec: i64) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let t = Timestamps {
+            last_access: rfs::Timespec {
+                tv_sec: now + 3600,
+                tv_nsec: 123,
+            },
+            last_modification: rfs::Timespec {
+                tv_sec: mtime,
+                tv_nsec: nsec,
+            },
+        };
+        rfs::utimensat(rfs::CWD, c(p).as_c_str(), &t, AtFlags::SYMLINK_NOFOLLOW).unwrap();
+    }
+
+    fn open(p: &Path) -> OwnedFd {
+        rfs::open(
+            c(p).as_c_str(),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap()
+    }
+
+    fn run(src: &Path, dst: &Path) -> (Result<(), CopyError>, CopyStats) {
+        let (s, d) = (open(src), open(dst));
+        let mut stats = CopyStats::default();
+        (copy_missing(s.as_fd(), d.as_fd(), &mut stats), stats)
+    }
+
+    /// Path, [mode uid gid mtime ns atime ns rdev size], content digest or link text, xattrs.
+    type Entry = (PathBuf, [i64; 9], Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>);
+
+    /// Everything `rsync -aAX` keeps, per relative path, sorted.
+    fn snapshot(root: &Path) -> Vec<Entry> {
+        let mut out = Vec::new();
+        let mut todo = vec![root.to_path_buf()];
+        while let Some(dir) = todo.pop() {
+            for e in fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                let m = fs::symlink_metadata(&p).unwrap();
+                let meta = [
+                    m.mode() as i64,
+                    m.uid() as i64,
+                    m.gid() as i64,
+                    m.mtime(),
+                    m.mtime_nsec(),
+                    m.atime(),
+                    m.atime_nsec(),
+                    m.rdev() as i64,
+                    m.size() as i64,
+                ];
+                let ft = m.file_type();
+                let content = if ft.is_symlink() {
+                    fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec()
+                } else if ft.is_file() {
+                    // A digest keeps failure messages readable for the 1 MiB file.
+                    let h = fs::read(&p)
+                        .unwrap()
+                        .iter()
+                        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+                            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+                        });
+                    h.to_le_bytes().to_vec()
+                } else {
+                    Vec::new()
+                };
+                let mut xattrs = Vec::new();
+                if ft.is_file() || ft.is_dir() {
+                    let mut list = [0u8; 4096];
+                    let n = rfs::llistxattr(c(&p).as_c_str(), &mut list[..]).unwrap();
+                    for k in list[..n].split(|&b| b == 0).filter(|k| !k.is_empty()) {
+                        let mut v = [0u8; 4096];
+                        let key = CString::new(k).unwrap();
+                        let l =
+                            rfs::lgetxattr(c(&p).as_c_str(), key.as_c_str(), &mut v[..]).unwrap();
+                        xattrs.push((k.to_vec(), v[..l].to_vec()));
+                    }
+                    xattrs.sort();
+                }
+                if ft.is_dir() {
+                    todo.push(p.clone());
+                }
+                out.push((
+                    p.strip_prefix(root).unwrap().to_path_buf(),
+                    meta,
+                    content,
+                    xattrs,
+                ));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn write(p: &Path, data: &[u8], mode: u32, mtime: i64) {
+        fs::write(p, data).unwrap();
+        fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+        set_times(p, mtime, 0);
+    }
+
+    #[test]
+    fn copies_a_whole_tree_with_metadata() {
+        let base = tmpdir("full");
+        let (src, dst) = (base.join("src"), base.join("dst"));
+        fs::create_dir_all(src.join("a/b/c")).unwrap();
+        fs::create_dir_all(src.join("empty")).unwrap();
+        fs::create_dir(&dst).unwrap();
+        fs::write(src.join("a/b/c/deep.txt"), b"deep").unwrap();
+        fs::write(src.join("suid"), b"#!/bin/sh\n").unwrap();
+        fs::set_permissions(src.join("suid"), fs::Permissions::from_mode(0o4755)).unwrap();
+        fs::write(src.join("owned"), b"x").unwrap();
+        std::os::unix::fs::lchown(src.join("owned"), Some(1234), Some(5678)).unwrap();
+        std::os::unix::fs::symlink("/../../etc/passwd", src.join("abs")).unwrap();
+        std::os::unix::fs::symlink("a/b", src.join("rel")).unwrap();
+        std::os::unix::fs::lchown(src.join("rel"), Some(1234), Some(5678)).unwrap();
+        rfs::mknodat(
+            rfs::CWD,
+            c(&src.join("fifo")).as_c_str(),
+            FileType::Fifo,
+            Mode::from_raw_mode(0o620),
+            0,
+        )
+        .unwrap();
+        fs::write(src.join("xfile"), b"attrs").unwrap();
+        let big: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7 + i / 4096) as u8).collect();
+        fs::write(src.join("big"), &big).unwrap();
+        fs::set_permissions(src.join("empty"), fs::Permissions::from_mode(0o1750)).unwrap();
+        let user = rfs::XattrFlags::empty();
+        rfs::fsetxattr(open(&src.join("xfile")), c"user.test", b"hello", user).unwrap();
+        rfs::fsetxattr(open(&src.join("a")), c"user.dir", b"d", user).unwrap();
+        let long = "L".repeat(250);
+        fs::write(src.join(&long), b"long name").unwrap();
+        set_times(&src.join(&long), 1_600_000_000, 0);
+        // Times last and deepest first, so creating entries does not change them again.
+        for (i, p) in [
+            "a/b/c/deep.txt",
+            "a/b/c",
+            "a/b",
+            "a",
+            "suid",
+            "owned",
+            "abs",
+            "rel",
+            "fifo",
+            "xfile",
+            "big",
+            "empty",
+        ]
+        .iter()
+        .enumerate()
+        {
+            set_times(
+                &src.join(p),
+                1_600_000_000 + i as i64 * 1000,
+                100_000 + i as i64,
+            );
+        }
+        let before = snapshot(&src);
+
+        let (r, stats) = run(&src, &dst);
+        r.unwrap();
+        assert_eq!(snapshot(&dst), before);
+        assert_eq!(snapshot(&src), before, "the source is left as it was");
+        let want = CopyStats {
+            files: 7,
+            dirs: 4,
+            links: 2,
+            bytes: (1 << 20) + 4 + 10 + 1 + 5 + 9,
+            skipped_existing: 0,
+        };
+        assert_eq!(stats, want);
+
+        // A second run finds everything present and changes nothing.
+        let (r, stats) = run(&src, &dst);
+        r.unwrap();
+        assert_eq!(
+            stats,
+            CopyStats {
+                skipped_existing: 9,
+                ..CopyStats::default()
+            }
+        );
+        assert_eq!(snapshot(&dst), before);
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn existing_entries_are_never_touched() {
+        let base = tmpdir("exist");
+        let (src, dst) = (base.join("src"), base.join("dst"));
+        fs::create_dir_all(src.join("d")).unwrap();
+        fs::create_dir_all(dst.join("d")).unwrap();
+        write(&src.join("newer"), b"image", 0o644, 1_600_000_000);
+        write(&src.join("older"), b"image", 0o644, 1_600_000_000);
+        write(&src.join("missing"), b"image", 0o600, 1_600_000_000);
+        write(&src.join("d/child"), b"child", 0o644, 1_600_000_000);
+        write(&src.join("d/kept"), b"image", 0o644, 1_600_000_000);
+        write(&dst.join("newer"), b"store, newer", 0o600, 1_700_000_000);
+        write(&dst.join("older"), b"store, older", 0o640, 1_500_000_000);
+        write(&dst.join("extra"), b"only in store", 0o644, 1_500_000_000);
+        write(&dst.join("d/kept"), b"store", 0o644, 1_500_000_000);
+        let kept = snapshot(&dst);
+
+        let (r, stats) = run(&src, &dst);
+        r.unwrap();
+        assert_eq!(
+            stats,
+            CopyStats {
+                files: 2,
+                bytes: 10,
+                skipped_existing: 3,
+                ..CopyStats::default()
+            }
+        );
+        let after = snapshot(&dst);
+        for entry in &kept {
+            // Directory times change when children are added; everything else is identical.
+            if entry.0 != Path::new("d") {
+                assert!(after.contains(entry), "{:?} changed", entry.0);
+            }
+        }
+        assert_eq!(fs::read(dst.join("missing")).unwrap(), b"image");
+        assert_eq!(fs::read(dst.join("d/child")).unwrap(), b"child");
+        assert_eq!(after.len(), kept.len() + 2);
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn leftover_temporaries_are_removed_and_never_copied() {
+        let base = tmpdir("stale");
+        let (src, dst) = (base.join("src"), base.join("dst"));
+        fs::create_dir_all(src.join("sub")).unwrap();
+        fs::create_dir_all(dst.join("sub")).unwrap();
+        fs::write(src.join("x"), b"new").unwrap();
+        fs::write(src.join(".immucore-tmp.y"), b"reserved").unwrap();
+        fs::write(dst.join(".immucore-tmp.x"), b"half written").unwrap();
+        fs::write(dst.join(".immucore-tmp.gone"), b"from an old image").unwrap();
+        fs::write(dst.join("sub/.immucore-tmp.z"), b"").unwrap();
+
+        let (r, stats) = run(&src, &dst);
+        r.unwrap();
+        assert_eq!(stats.files, 1);
+        let mut names: Vec<_> = fs::read_dir(&dst)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["sub", "x"]);
+        assert_eq!(fs::read_dir(dst.join("sub")).unwrap().count(), 0);
+        assert_eq!(fs::read(dst.join("x")).unwrap(), b"new");
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn type_mismatch_keeps_the_store_entry_and_follows_no_symlink() {
+        let base = tmpdir("mismatch");
+        let (src, dst, outside) = (base.join("src"), base.join("dst"), base.join("outside"));
+        fs::create_dir_all(src.join("data")).unwrap();
+        fs::create_dir_all(dst.join("conf")).unwrap();
+        fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, src.join("conf")).unwrap();
+        fs::write(src.join("data/secret"), b"image").unwrap();
+        fs::write(dst.join("conf/user.cfg"), b"mine").unwrap();
+        // The store's `data` is a symlink out of it: copying into it would write outside.
+        std::os::unix::fs::symlink(&outside, dst.join("data")).unwrap();
+
+        let (r, stats) = run(&src, &dst);
+        r.unwrap();
+        assert_eq!(
+            stats,
+            CopyStats {
+                skipped_existing: 2,
+                ..CopyStats::default()
+            }
+        );
+        assert!(fs::symlink_metadata(dst.join("conf")).unwrap().is_dir());
+        assert_eq!(fs::read(dst.join("conf/user.cfg")).unwrap(), b"mine");
+        assert_eq!(fs::read_link(dst.join("data")).unwrap(), outside);
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn too_deep_trees_are_refused_with_the_path() {
+        let base = tmpdir("deep");
+        let (src, dst) = (base.join("src"), base.join("dst"));
+        let rel = vec!["d"; MAX_DEPTH as usize + 1].join("/");
+        fs::create_dir_all(src.join(&rel)).unwrap();
+        fs::create_dir(&dst).unwrap();
+        let e = run(&src, &dst).0.unwrap_err();
+        assert_eq!(
+            (e.errno, e.what, e.path.as_str()),
+            (Errno::LOOP, "depth", rel.as_str())
+        );
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn a_full_store_keeps_no_partial_file() {
+        if !rustix::process::geteuid().is_root() {
+            std::eprintln!("skipped: mounting a tmpfs needs root");
+            return;
+        }
+        let base = tmpdir("enospc");
+        let (src, dst) = (base.join("src"), base.join("dst"));
+        fs::create_dir_all(&src).unwrap();
+        fs::create_dir(&dst).unwrap();
+        fs::write(src.join("big"), vec![7u8; 1 << 20]).unwrap();
+        let target = c(&dst);
+        rustix::mount::mount(
+            c"tmpfs",
+            target.as_c_str(),
+            c"tmpfs",
+            rustix::mount::MountFlags::empty(),
+            Some(c"size=64k"),
+        )
+        .unwrap();
+        struct Unmount(CString);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ =
+                    rustix::mount::unmount(self.0.as_c_str(), rustix::mount::UnmountFlags::DETACH);
+            }
+        }
+        let guard = Unmount(target);
+
+        let (r, _) = run(&src, &dst);
+        let e = r.unwrap_err();
+        assert_eq!(
+            (e.errno, e.what, e.path.as_str()),
+            (Errno::NOSPC, "write", "big")
+        );
+        assert_eq!(
+            fs::read_dir(&dst).unwrap().count(),
+            0,
+            "neither `big` nor its temporary is left"
+        );
+        drop(guard);
+        fs::remove_dir_all(&base).unwrap();
+    }
+}

@@ -1,0 +1,306 @@
+//! Finding block devices by `LABEL=`, `UUID=`, `PARTLABEL=`, `PARTUUID=` or path, without
+//! udev: `/sys/class/block` is listed, each new device's superblock probed once and remembered,
+//! so waiting for several devices costs one scan per poll, not one per label. When udev made
+//! `/dev/disk/by-*` links they are used directly.
+
+use super::gpt::{gpt_partitions, GptPart};
+use super::probe::{probe_fs, BlockRead, FsInfo};
+use crate::config::cmdline::{Device, DeviceKind};
+use crate::sys;
+use crate::util::fixed::Text;
+use rustix::fd::{AsFd, BorrowedFd};
+
+/// Devices we never open: slow or unsafe to probe, or never a Kairos partition.
+const SKIP_PREFIXES: &[&[u8]] = &[b"ram", b"zram", b"fd", b"nbd", b"sr", b"mtd"];
+pub const MAX_DEVICES: usize = 64;
+/// Poll period while waiting for a device to appear.
+const POLL_MS: u64 = 50;
+
+pub struct Entry {
+    pub name: Text<32>,
+    pub size: u64,
+    pub fs: Option<FsInfo>,
+    pub partlabel: Text<144>,
+    pub partuuid: Text<40>,
+}
+
+impl Entry {
+    pub fn node(&self) -> Text<48> {
+        let mut t = Text::new();
+        t.push_lossy(b"/dev/");
+        t.push_lossy(self.name.as_bytes());
+        t
+    }
+}
+
+pub enum Found<'a> {
+    None,
+    One(&'a Entry),
+    /// Two devices carry the same identifier: mounting either could be the wrong disk.
+    Duplicate(&'a Entry, &'a Entry),
+}
+
+pub struct Table {
+    entries: [Option<Entry>; MAX_DEVICES],
+}
+
+struct FdRead<'a>(BorrowedFd<'a>);
+
+impl BlockRead for FdRead<'_> {
+    fn read_at(&mut self, off: u64, buf: &mut [u8]) -> bool {
+        sys::pread_exact(self.0, off, buf)
+    }
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+const NO_ENTRY: Option<Entry> = None;
+
+impl Table {
+    pub const fn new() -> Table {
+        Table {
+            entries: [NO_ENTRY; MAX_DEVICES],
+        }
+    }
+
+    /// Lists `/sys/class/block`; probes devices not seen before (or whose size changed, such
+    /// as a loop device that got a backing file); forgets devices that went away.
+    pub fn refresh(&mut self) {
+        let Ok(dir) = sys::open_dir(b"/sys/class/block") else {
+            return;
+        };
+        let mut present = [false; MAX_DEVICES];
+        let _ = sys::for_each_entry(dir.as_fd(), |name, _| {
+            if SKIP_PREFIXES.iter().any(|p| name.starts_with(p))
+                || (name.starts_with(b"mmcblk") && name.ends_with(b"rpmb"))
+            {
+                return;
+            }
+            let size = read_sys_u64(name, b"size");
+            if let Some(i) = self.position(name) {
+                if self
+                    .entries
+                    .get(i)
+                    .and_then(|e| e.as_ref())
+                    .is_some_and(|e| e.size == size)
+                {
+                    if let Some(p) = present.get_mut(i) {
+                        *p = true;
+                    }
+                    return;
+                }
+                if let Some(slot) = self.entries.get_mut(i) {
+                    *slot = None;
+                }
+            }
+            // An unattached loop device has size 0; nothing to probe.
+            if size == 0 {
+                return;
+            }
+            let Some(free) = self.entries.iter().position(|e| e.is_none()) else {
+                return;
+            };
+            let entry = probe_entry(name, size);
+            if let Some(slot) = self.entries.get_mut(free) {
+                *slot = Some(entry);
+            }
+            if let Some(p) = present.get_mut(free) {
+                *p = true;
+            }
+        });
+        for (slot, seen) in self.entries.iter_mut().zip(present) {
+            if !seen {
+                *slot = None;
+            }
+        }
+    }
+
+    fn position(&self, name: &[u8]) -> Option<usize> {
+        self.entries
+            .iter()
+            .position(|e| e.as_ref().is_some_and(|e| e.name.as_bytes() == name))
+    }
+
+    pub fn find(&self, dev: &Device) -> Found<'_> {
+        let mut first: Option<&Entry> = None;
+        for e in self.entries.iter().flatten() {
+            if !matches(e, dev) {
+                continue;
+            }
+            match first {
+                None => first = Some(e),
+                Some(f) => return Found::Duplicate(f, e),
+            }
+        }
+        first.map_or(Found::None, Found::One)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter().flatten()
+    }
+}
+
+fn matches(e: &Entry, dev: &Device) -> bool {
+    let want = dev.value.as_bytes();
+    match dev.kind {
+        DeviceKind::Label => e.fs.as_ref().is_some_and(|f| f.label.as_bytes() == want),
+        DeviceKind::Uuid => {
+            e.fs.as_ref()
+                .is_some_and(|f| f.uuid.as_bytes().eq_ignore_ascii_case(want))
+        }
+        DeviceKind::PartLabel => e.partlabel.as_bytes() == want,
+        DeviceKind::PartUuid => e.partuuid.as_bytes().eq_ignore_ascii_case(want),
+        DeviceKind::Path => false,
+    }
+}
+
+fn sys_path(name: &[u8], file: &[u8]) -> Text<128> {
+    let mut p = Text::new();
+    p.push_lossy(b"/sys/class/block/");
+    p.push_lossy(name);
+    p.push_lossy(b"/");
+    p.push_lossy(file);
+    p
+}
+
+fn read_sys_u64(name: &[u8], file: &[u8]) -> u64 {
+    let mut buf = [0u8; 32];
+    let n = sys::read_file(sys_path(name, file).as_bytes(), &mut buf).unwrap_or(0);
+    let text = buf.get(..n).unwrap_or(&[]);
+    let end = text
+        .iter()
+        .position(|c| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    crate::util::fixed::parse_u64(text.get(..end).unwrap_or(&[])).unwrap_or(0)
+}
+
+fn probe_entry(name: &[u8], size: u64) -> Entry {
+    let mut e = Entry {
+        name: Text::new(),
+        size,
+        fs: None,
+        partlabel: Text::new(),
+        partuuid: Text::new(),
+    };
+    e.name.push_lossy(name);
+    if let Ok(fd) = sys::open_ro(e.node().as_bytes()) {
+        e.fs = probe_fs(&mut FdRead(fd.as_fd()));
+    }
+    // A partition: its number says which GPT entry of the parent disk describes it.
+    let partn = read_sys_u64(name, b"partition");
+    if partn != 0 {
+        if let Some(disk) = parent_disk(name) {
+            if let Ok(fd) = sys::open_ro(disk.as_bytes()) {
+                gpt_partitions(&mut FdRead(fd.as_fd()), 0, &mut |p: &GptPart| {
+                    if p.number as u64 == partn {
+                        e.partlabel.push_lossy(p.name.as_bytes());
+                        e.partuuid.push_lossy(p.uuid.as_bytes());
+                    }
+                });
+            }
+        }
+    }
+    e
+}
+
+/// `/dev/<disk>` of a partition, from the sysfs link `.../block/<disk>/<part>`.
+fn parent_disk(part: &[u8]) -> Option<Text<48>> {
+    let mut link = Text::<512>::new();
+    let p = sys_path(part, b"");
+    let fd = sys::open(
+        p.as_bytes(),
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
+        0,
+    )
+    .ok()?;
+    sys::inroot::real_path(fd.as_fd(), &mut link).ok()?;
+    let path = link.as_bytes();
+    let mut comps = path.rsplit(|&c| c == b'/');
+    comps.next()?;
+    let disk = comps.next()?;
+    let mut t = Text::new();
+    t.push(b"/dev/").ok()?;
+    t.push(disk).ok()?;
+    Some(t)
+}
+
+/// The udev link for `dev` (`/dev/disk/by-label/X`...) if udev made it.
+fn udev_link(dev: &Device) -> Option<Text<192>> {
+    if dev.kind == DeviceKind::Path {
+        return None;
+    }
+    let mut p = Text::new();
+    dev.by_path(&mut p);
+    if sys::exists(p.as_bytes()) {
+        Some(p)
+    } else {
+        None
+    }
+}
+
+/// Waits until `dev` exists, up to `timeout_ms`, and returns the device node to mount. Two
+/// devices with the same identifier fail at once, naming both.
+pub fn wait_for(
+    table: &mut Table,
+    dev: &Device,
+    timeout_ms: u64,
+    err: &mut Text<256>,
+) -> Option<Text<192>> {
+    let deadline = sys::now_ms().saturating_add(timeout_ms);
+    loop {
+        if dev.kind == DeviceKind::Path {
+            if sys::exists(dev.value.as_bytes()) {
+                return Text::from(dev.value.as_bytes()).ok();
+            }
+        } else {
+            table.refresh();
+            match table.find(dev) {
+                Found::One(e) => return Text::from(e.node().as_bytes()).ok(),
+                Found::Duplicate(a, b) => {
+                    describe(dev, err);
+                    err.push_lossy(b" is carried by two devices, ");
+                    err.push_lossy(a.node().as_bytes());
+                    err.push_lossy(b" and ");
+                    err.push_lossy(b.node().as_bytes());
+                    err.push_lossy(b": refusing to guess which one to mount");
+                    return None;
+                }
+                Found::None => {
+                    if let Some(link) = udev_link(dev) {
+                        return Some(link);
+                    }
+                }
+            }
+        }
+        if sys::now_ms() >= deadline {
+            describe(dev, err);
+            err.push_lossy(b" did not appear within ");
+            err.push_lossy(crate::log::num(timeout_ms / 1000).as_bytes());
+            err.push_lossy(b" s");
+            return None;
+        }
+        sys::sleep_ms(POLL_MS);
+    }
+}
+
+/// `LABEL=X` style text of a device spec, for messages.
+pub fn describe(dev: &Device, out: &mut Text<256>) {
+    out.push_lossy(match dev.kind {
+        DeviceKind::Label => b"LABEL=",
+        DeviceKind::Uuid => b"UUID=",
+        DeviceKind::PartLabel => b"PARTLABEL=",
+        DeviceKind::PartUuid => b"PARTUUID=",
+        DeviceKind::Path => b"",
+    });
+    out.push_lossy(dev.value.as_bytes());
+}
+
+/// Probes one device node (the loop device over the root image, a `/dev/...` path).
+pub fn probe_node(node: &[u8]) -> Option<FsInfo> {
+    let fd = sys::open_ro(node).ok()?;
+    probe_fs(&mut FdRead(fd.as_fd()))
+}

@@ -1,0 +1,169 @@
+//! `mount-bind`: persistent paths. Each path gets a store directory
+//! `<PERSISTENT_STATE_TARGET>/<dash>.bind` on the persistent volume; missing content is copied
+//! up from the image, then the store is bind-mounted over the path (reference §6.12).
+
+use super::{err, err_errno, Ctx, Error};
+use crate::config::path::{dash_name, is_within};
+use crate::copy::{copy_missing, CopyStats};
+use crate::log;
+use crate::sys::{self, inroot::fd_path};
+use crate::util::fixed::Text;
+use rustix::fd::AsFd;
+use rustix::fs::OFlags;
+
+const STEP: &str = "mount-bind";
+
+/// Index of the volume whose mount point holds `target` (the longest matching mount point).
+pub fn holder_of(target: &[u8], mountpoints: &[Option<&[u8]>]) -> Option<usize> {
+    let mut best: Option<(usize, usize)> = None;
+    for (i, mp) in mountpoints.iter().enumerate() {
+        let Some(mp) = mp else { continue };
+        if is_within(target, mp) && best.is_none_or(|(_, len)| mp.len() > len) {
+            best = Some((i, mp.len()));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
+    if ctx.layout.binds.is_empty() {
+        return Ok(());
+    }
+    let target = ctx.layout.state_target.clone();
+    // Binding onto the image or an overlay would look like persistence and lose every write at
+    // reboot: refuse loudly when the store's own volume did not mount.
+    let mut mps: [Option<&[u8]>; super::MAX_VOLUMES] = [None; super::MAX_VOLUMES];
+    for (slot, v) in mps.iter_mut().zip(ctx.volumes.iter()) {
+        *slot = v.as_ref().map(|v| v.mountpoint.as_bytes());
+    }
+    if let Some(i) = holder_of(target.as_bytes(), &mps) {
+        if let Some(Some(v)) = ctx.volumes.get(i) {
+            if !v.mounted {
+                return Err(err(&[
+                    b"persistent binds skipped: ",
+                    v.device.as_bytes(),
+                    b" (",
+                    v.mountpoint.as_bytes(),
+                    b"), which holds ",
+                    target.as_bytes(),
+                    b", is not mounted; binding now would put persistent data in a place that is lost at reboot",
+                ]));
+            }
+        }
+    }
+    let mut order = [0u8; 96];
+    let n = ctx.layout.bind_order(&mut order);
+    let binds = ctx.layout.binds.clone();
+    let mut failed = Error::new();
+    for &i in order.iter().take(n) {
+        let Some(path) = binds.get(i as usize) else {
+            continue;
+        };
+        if let Err(e) = bind_one(ctx, path, target.as_bytes()) {
+            log::error(STEP, &[e.as_bytes()]);
+            failed.push_lossy(if failed.is_empty() {
+                b"bind failed for"
+            } else {
+                b","
+            });
+            failed.push_lossy(b" ");
+            failed.push_lossy(path);
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed)
+    }
+}
+
+fn bind_one(ctx: &mut Ctx, path: &[u8], state_target: &[u8]) -> Result<(), Error> {
+    let root = ctx.root()?;
+    let mut dash = Text::<256>::new();
+    dash_name(path, &mut dash).map_err(|_| err(&[path, b": name too long"]))?;
+    let mut store = Text::<512>::new();
+    store.push_lossy(state_target);
+    store.push_lossy(b"/");
+    store.push_lossy(dash.as_bytes());
+    store.push_lossy(b".bind");
+    let target = root
+        .mkdir_p(path, 0o755)
+        .map_err(|e| err_errno(&[b"cannot create ", path, b" in the new root"], e))?;
+    if sys::is_mountpoint(target.as_fd(), b"") {
+        log::info(STEP, &[path, b" is already mounted"]);
+        return Ok(());
+    }
+    root.mkdir_p(store.as_bytes(), 0o755)
+        .map_err(|e| err_errno(&[b"cannot create ", store.as_bytes()], e))?;
+    // Directories opened for reading (the copy lists them) through the same confined lookup.
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY;
+    let src = root
+        .open_at(path, dir_flags, 0)
+        .map_err(|e| err_errno(&[b"cannot open ", path], e))?;
+    let dst = root
+        .open_at(store.as_bytes(), dir_flags, 0)
+        .map_err(|e| err_errno(&[b"cannot open ", store.as_bytes()], e))?;
+    let mut stats = CopyStats::default();
+    copy_missing(src.as_fd(), dst.as_fd(), &mut stats).map_err(|e| {
+        err_errno(
+            &[
+                b"copying ",
+                path,
+                b" into ",
+                store.as_bytes(),
+                b" failed at '",
+                e.path.as_bytes(),
+                b"' (",
+                e.what.as_bytes(),
+                b")",
+            ],
+            e.errno,
+        )
+    })?;
+    let from = fd_path(dst.as_fd());
+    let to = fd_path(target.as_fd());
+    sys::mount_bind(from.as_bytes(), to.as_bytes()).map_err(|e| {
+        err_errno(
+            &[
+                b"bind mount of ",
+                store.as_bytes(),
+                b" on ",
+                path,
+                b" failed",
+            ],
+            e,
+        )
+    })?;
+    log::info(
+        STEP,
+        &[
+            store.as_bytes(),
+            b" on ",
+            path,
+            b" (copied ",
+            log::num(stats.files as u64).as_bytes(),
+            b" files, ",
+            log::num(stats.dirs as u64).as_bytes(),
+            b" dirs, ",
+            log::num(stats.links as u64).as_bytes(),
+            b" links)",
+        ],
+    );
+    ctx.fstab.add(store.as_bytes(), path, b"none", b"bind");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_holder_is_the_deepest_volume() {
+        let mps: [Option<&[u8]>; 3] =
+            [Some(b"/usr/local"), Some(b"/usr/local/data"), Some(b"/oem")];
+        assert_eq!(holder_of(b"/usr/local/.state", &mps), Some(0));
+        assert_eq!(holder_of(b"/usr/local/data/x", &mps), Some(1));
+        assert_eq!(holder_of(b"/var/state", &mps), None);
+        assert_eq!(holder_of(b"/usr/localx/.state", &mps), None);
+    }
+}

@@ -1,0 +1,134 @@
+//! The fstab of the booted system: one line per mount in step order, so systemd's
+//! fstab-generator turns what is already mounted into active units instead of mounting again.
+
+use super::{err, err_errno, Ctx, Error};
+use crate::log;
+use crate::sys;
+use crate::util::fixed::Text;
+use rustix::fd::AsFd;
+
+pub const MAX_FSTAB: usize = 16 * 1024;
+
+pub struct Fstab {
+    text: Text<MAX_FSTAB>,
+    lines: usize,
+    /// A line did not fit: writing a partial fstab would hide mounts from systemd.
+    overflow: bool,
+}
+
+impl Default for Fstab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Fstab {
+    pub const fn new() -> Fstab {
+        Fstab {
+            text: Text::new(),
+            lines: 0,
+            overflow: false,
+        }
+    }
+
+    /// Records `<spec> <file> <type> <opts> 0 0`, escaping blanks the way fstab(5) wants.
+    pub fn add(&mut self, spec: &[u8], file: &[u8], fstype: &[u8], opts: &[u8]) {
+        let mut line = Text::<2048>::new();
+        for (i, field) in [
+            spec,
+            file,
+            fstype,
+            if opts.is_empty() { b"defaults" } else { opts },
+        ]
+        .iter()
+        .enumerate()
+        {
+            if i > 0 {
+                line.push_lossy(b" ");
+            }
+            for &c in field.iter() {
+                match c {
+                    b' ' => line.push_lossy(b"\\040"),
+                    b'\t' => line.push_lossy(b"\\011"),
+                    b'\n' => line.push_lossy(b"\\012"),
+                    b'\\' => line.push_lossy(b"\\134"),
+                    _ => line.push_lossy(&[c]),
+                }
+            }
+        }
+        line.push_lossy(b" 0 0\n");
+        if line.len() == 2048 || self.text.push(line.as_bytes()).is_err() {
+            self.overflow = true;
+            return;
+        }
+        self.lines += 1;
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.text.as_bytes()
+    }
+}
+
+/// `write-fstab`: `<sysroot>/etc/fstab`, written to a temporary file and renamed.
+pub fn write_fstab(ctx: &mut Ctx) -> Result<(), Error> {
+    if ctx.fstab.overflow {
+        return Err(err(&[
+            b"more mounts than fit in 16 KiB of fstab; not writing a partial one",
+        ]));
+    }
+    let root = ctx.root()?;
+    let etc = root
+        .mkdir_p(b"/etc", 0o755)
+        .map_err(|e| err_errno(&[b"cannot open /etc in the new root"], e))?;
+    sys::write_file_atomic(etc.as_fd(), b"fstab", ctx.fstab.as_bytes(), 0o644)
+        .map_err(|e| err_errno(&[b"cannot write /etc/fstab in the new root"], e))?;
+    log::info(
+        "write-fstab",
+        &[
+            b"wrote /etc/fstab with ",
+            log::num(ctx.fstab.lines as u64).as_bytes(),
+            b" entries",
+        ],
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_keep_order_and_options_and_escape_blanks() {
+        let mut f = Fstab::new();
+        f.add(b"tmpfs", b"/tmp", b"tmpfs", b"rw");
+        f.add(b"/dev/disk/by-label/COS_ACTIVE", b"/", b"ext4", b"ro");
+        f.add(b"overlay", b"/etc", b"overlay", b"lowerdir=/sysroot/etc,upperdir=/run/overlay/etc/.overlay/upper,workdir=/run/overlay/etc/.overlay/work");
+        f.add(
+            b"/usr/local/.state/my dir.bind",
+            b"/my dir",
+            b"none",
+            b"bind",
+        );
+        f.add(b"/dev/disk/by-label/X", b"/x", b"ext4", b"");
+        assert_eq!(
+            core::str::from_utf8(f.as_bytes()).unwrap(),
+            "tmpfs /tmp tmpfs rw 0 0\n\
+             /dev/disk/by-label/COS_ACTIVE / ext4 ro 0 0\n\
+             overlay /etc overlay lowerdir=/sysroot/etc,upperdir=/run/overlay/etc/.overlay/upper,workdir=/run/overlay/etc/.overlay/work 0 0\n\
+             /usr/local/.state/my\\040dir.bind /my\\040dir none bind 0 0\n\
+             /dev/disk/by-label/X /x ext4 defaults 0 0\n"
+        );
+        assert!(!f.overflow);
+    }
+
+    #[test]
+    fn overflow_is_remembered_not_truncated_silently() {
+        let mut f = Fstab::new();
+        let long = [b'a'; 1000];
+        for _ in 0..20 {
+            f.add(&long, b"/x", b"ext4", b"rw");
+        }
+        assert!(f.overflow);
+        assert!(f.as_bytes().ends_with(b"0 0\n"));
+    }
+}

@@ -1,0 +1,356 @@
+//! What each step of the plan does to the system. `Ctx` carries what steps hand to each other
+//! (the mounted root, the layout, the fstab lines, which volumes mounted); `run` dispatches a
+//! step id to its action. Helpers shared by several steps (the mount primitive, fsck, option
+//! strings) live here too.
+
+pub mod binds;
+pub mod fstab;
+pub mod hooks;
+pub mod overlay;
+pub mod root;
+pub mod volumes;
+
+use crate::boot;
+use crate::config::cmdline::{Cmdline, Device, FsckMode, FsckRepair};
+use crate::config::layout::Layout;
+use crate::config::state::Env;
+use crate::dev::scan::{self, Table};
+use crate::log;
+use crate::plan::StepId;
+use crate::sys::inroot::{fd_path, Root};
+use crate::sys::{self, Flags};
+use crate::util::fixed::Text;
+use rustix::fd::AsFd;
+
+pub type Error = Text<256>;
+
+/// A step error built from parts.
+pub fn err(parts: &[&[u8]]) -> Error {
+    let mut t = Error::new();
+    for p in parts {
+        t.push_lossy(p);
+    }
+    t
+}
+
+/// A step error naming what failed and the errno.
+pub fn err_errno(what: &[&[u8]], e: sys::Errno) -> Error {
+    let mut t = err(what);
+    t.push_lossy(b": ");
+    t.push_lossy(log::errno(e).as_bytes());
+    t
+}
+
+/// One volume from `VOLUMES` / `rd.*.mount` and whether it got mounted.
+pub struct Volume {
+    pub mountpoint: Text<256>,
+    /// The fstab spec (`/dev/disk/by-label/X`), also the identity of the volume.
+    pub device: Text<192>,
+    pub dev: Device,
+    pub mounted: bool,
+}
+
+pub const MAX_VOLUMES: usize = 16;
+
+pub struct Ctx<'a> {
+    pub env: &'a Env,
+    pub cmd: &'a Cmdline,
+    pub layout: Layout,
+    pub fstab: fstab::Fstab,
+    pub volumes: [Option<Volume>; MAX_VOLUMES],
+    pub devices: Table,
+    /// The assembled root, once `mount-root` (or `wait-for-sysroot`) succeeded.
+    pub root: Option<Root>,
+    /// The loop device over the image, held open until the root mount holds it.
+    pub root_loop: Option<sys::loopdev::Loop>,
+}
+
+const NO_VOLUME: Option<Volume> = None;
+
+impl<'a> Ctx<'a> {
+    pub fn new(env: &'a Env, cmd: &'a Cmdline) -> Self {
+        Ctx {
+            env,
+            cmd,
+            layout: Layout::default(),
+            fstab: fstab::Fstab::new(),
+            volumes: [NO_VOLUME; MAX_VOLUMES],
+            devices: Table::new(),
+            root: None,
+            root_loop: None,
+        }
+    }
+
+    pub fn root(&self) -> Result<&Root, Error> {
+        self.root
+            .as_ref()
+            .ok_or_else(|| err(&[b"the root is not mounted"]))
+    }
+
+    pub fn sysroot(&self) -> &[u8] {
+        self.env.sysroot.as_bytes()
+    }
+}
+
+/// Runs the action of step `id`.
+pub fn run(id: StepId, ctx: &mut Ctx) -> Result<(), Error> {
+    match id {
+        StepId::BaseMounts => boot::base_mounts(),
+        StepId::LoadModules => boot::load_modules(ctx.env),
+        StepId::CreateSentinel => root::create_sentinel(ctx),
+        StepId::MountTmpfs => root::mount_tmpfs(ctx),
+        StepId::LvmActivation => volumes::lvm_activation(),
+        StepId::MountState => root::mount_state(ctx),
+        StepId::DiscoverState => root::discover_state(ctx),
+        StepId::MountRoot => root::mount_root(ctx),
+        StepId::WaitForSysroot => root::wait_for_sysroot(ctx),
+        StepId::MountOem => volumes::mount_oem(ctx),
+        StepId::RootfsHook => hooks::run_stage(ctx, "rootfs"),
+        StepId::LoadConfig => overlay::load_config(ctx),
+        StepId::MountBaseOverlay => overlay::mount_base_overlay(ctx),
+        StepId::OverlayMount => overlay::overlay_mount(ctx),
+        StepId::CustomMount => volumes::custom_mount(ctx),
+        StepId::MountBind => binds::mount_bind(ctx),
+        StepId::EnableSysextConfext => hooks::enable_sysext_confext(ctx),
+        StepId::WriteFstab => fstab::write_fstab(ctx),
+        StepId::InitramfsHook => hooks::run_stage(ctx, "initramfs"),
+        // The hand-over happens after the plan ran (main), so the summary can be printed first.
+        StepId::SwitchRoot => Ok(()),
+    }
+}
+
+/// Mount flags and data string for an fstab-style option list (reference §6.3): flag words
+/// become flags, everything else joins the data string in order.
+pub fn mount_options(opts: &[u8], data: &mut Text<1024>) -> Flags {
+    let mut flags = Flags::empty();
+    for o in opts.split(|&c| c == b',').filter(|o| !o.is_empty()) {
+        match o {
+            b"ro" => flags |= Flags::RDONLY,
+            b"rw" => flags.remove(Flags::RDONLY),
+            b"nosuid" => flags |= Flags::NOSUID,
+            b"nodev" => flags |= Flags::NODEV,
+            b"noexec" => flags |= Flags::NOEXEC,
+            b"noatime" => flags |= Flags::NOATIME,
+            b"relatime" => flags |= Flags::RELATIME,
+            b"sync" => flags |= Flags::SYNCHRONOUS,
+            b"bind" => flags |= Flags::BIND,
+            b"suid" | b"dev" | b"exec" | b"async" | b"defaults" | b"auto" => {}
+            _ => {
+                if !data.is_empty() {
+                    data.push_lossy(b",");
+                }
+                data.push_lossy(o);
+            }
+        }
+    }
+    flags
+}
+
+/// Where a mount goes: a path of the initramfs itself, or a path inside the sysroot (resolved
+/// with `RESOLVE_IN_ROOT`, created if missing).
+pub enum Target<'p> {
+    Host(&'p [u8]),
+    InRoot(&'p [u8]),
+}
+
+/// The outcome of `mount_at`.
+#[derive(PartialEq, Eq)]
+pub enum Mounted {
+    Now,
+    Already,
+}
+
+/// Mounts `source` on `target`; an existing mount there counts as done (upstream behaviour).
+pub fn mount_at(
+    ctx: &Ctx,
+    source: &[u8],
+    target: Target,
+    fstype: &[u8],
+    opts: &[u8],
+) -> Result<Mounted, Error> {
+    let mut data = Text::<1024>::new();
+    let flags = mount_options(opts, &mut data);
+    match target {
+        Target::Host(path) => {
+            sys::mkdir_p(path, 0o755).map_err(|e| err_errno(&[b"cannot create ", path], e))?;
+            if sys::is_mountpoint_path(path) {
+                return Ok(Mounted::Already);
+            }
+            sys::mount(source, path, fstype, flags, data.as_bytes())
+                .map_err(|e| mount_error(source, path, e))?;
+        }
+        Target::InRoot(path) => {
+            let root = ctx.root()?;
+            let dir = root
+                .mkdir_p(path, 0o755)
+                .map_err(|e| err_errno(&[b"cannot create ", path, b" in the new root"], e))?;
+            if sys::is_mountpoint(dir.as_fd(), b"") {
+                return Ok(Mounted::Already);
+            }
+            let at = fd_path(dir.as_fd());
+            sys::mount(source, at.as_bytes(), fstype, flags, data.as_bytes())
+                .map_err(|e| mount_error(source, path, e))?;
+        }
+    }
+    Ok(Mounted::Now)
+}
+
+fn mount_error(source: &[u8], target: &[u8], e: sys::Errno) -> Error {
+    err_errno(&[b"mounting ", source, b" on ", target, b" failed"], e)
+}
+
+/// Finds `dev` (waiting up to `timeout_ms`), checks it with fsck when one is installed and
+/// mounts it with the filesystem type its superblock names. Returns the fstab spec and type.
+pub fn mount_device(
+    ctx: &mut Ctx,
+    step: &str,
+    dev: &Device,
+    target: Target,
+    opts: &[u8],
+    timeout_ms: u64,
+) -> Result<(Text<192>, &'static str, Mounted), Error> {
+    let mut why = Error::new();
+    let Some(node) = scan::wait_for(&mut ctx.devices, dev, timeout_ms, &mut why) else {
+        return Err(why);
+    };
+    let Some(fs) = scan::probe_node(node.as_bytes()) else {
+        return Err(err(&[
+            node.as_bytes(),
+            b" has no filesystem that immucore recognises",
+        ]));
+    };
+    let fstype = fs.fs.name();
+    let mut spec = Text::<192>::new();
+    dev.by_path(&mut spec);
+    let target_name = match &target {
+        Target::Host(p) | Target::InRoot(p) => *p,
+    };
+    log::debug(
+        step,
+        &[
+            b"found ",
+            spec.as_bytes(),
+            b" at ",
+            node.as_bytes(),
+            b" (",
+            fstype.as_bytes(),
+            b")",
+        ],
+    );
+    let already = match &target {
+        Target::Host(p) => sys::is_mountpoint_path(p),
+        Target::InRoot(p) => ctx
+            .root
+            .as_ref()
+            .and_then(|r| r.dir(p).ok())
+            .is_some_and(|d| sys::is_mountpoint(d.as_fd(), b"")),
+    };
+    if !already {
+        fsck(ctx.cmd, step, node.as_bytes());
+    }
+    let how = mount_at(ctx, node.as_bytes(), target, fstype.as_bytes(), opts)?;
+    let verb: &[u8] = if how == Mounted::Already {
+        b"already mounted: "
+    } else {
+        b"mounted "
+    };
+    log::info(
+        step,
+        &[
+            verb,
+            spec.as_bytes(),
+            b" (",
+            node.as_bytes(),
+            b") on ",
+            target_name,
+        ],
+    );
+    Ok((spec, fstype, how))
+}
+
+const FSCK_PATHS: &[&[u8]] = &[
+    b"/usr/sbin/fsck\0",
+    b"/sbin/fsck\0",
+    b"/usr/bin/fsck\0",
+    b"/bin/fsck\0",
+];
+
+/// Runs `fsck <dev> [-f] -a|-y|-n` before the first mount, as systemd-fsck would, when an
+/// fsck binary exists. Its result is logged, never fatal: the mount decides.
+pub fn fsck(cmd: &Cmdline, step: &str, node: &[u8]) {
+    if cmd.fsck_mode == FsckMode::Skip {
+        return;
+    }
+    let Some(bin) = FSCK_PATHS
+        .iter()
+        .find(|p| sys::is_executable(p.get(..p.len() - 1).unwrap_or(&[])))
+    else {
+        return;
+    };
+    let Ok(dev) = sys::CBuf::new(node) else {
+        return;
+    };
+    let mut argv: [&core::ffi::CStr; 4] = [c"fsck", dev.as_cstr(), c"-a", c""];
+    let mut argc = 2;
+    if cmd.fsck_mode == FsckMode::Force {
+        argv[argc] = c"-f";
+        argc += 1;
+    }
+    let repair = match cmd.fsck_repair {
+        FsckRepair::Preen => Some(c"-a"),
+        FsckRepair::Yes => Some(c"-y"),
+        FsckRepair::No => Some(c"-n"),
+        FsckRepair::None => None,
+    };
+    if let Some(r) = repair {
+        argv[argc] = r;
+        argc += 1;
+    }
+    let Some(path) = core::ffi::CStr::from_bytes_with_nul(bin).ok() else {
+        return;
+    };
+    argv[0] = path;
+    match sys::run(
+        argv.get(..argc).unwrap_or(&[]),
+        &[c"PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+        None,
+    ) {
+        Ok(0) => log::debug(step, &[b"fsck ", node, b": clean"]),
+        Ok(1) => log::info(step, &[b"fsck ", node, b": errors corrected"]),
+        Ok(code) => log::warn(
+            step,
+            &[
+                b"fsck ",
+                node,
+                b" exited with status ",
+                log::num(code as u64).as_bytes(),
+            ],
+        ),
+        Err(e) => log::warn(
+            step,
+            &[
+                b"fsck ",
+                node,
+                b" could not run: ",
+                log::errno(e).as_bytes(),
+            ],
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_split_into_flags_and_data_in_order() {
+        let mut data = Text::new();
+        let f = mount_options(b"ro,nosuid,size=25%,mode=0755", &mut data);
+        assert_eq!(f, Flags::RDONLY | Flags::NOSUID);
+        assert_eq!(data.as_str(), "size=25%,mode=0755");
+        let mut data = Text::new();
+        let f = mount_options(b"rw,suid,dev,exec,async", &mut data);
+        assert_eq!(f, Flags::empty());
+        assert!(data.is_empty());
+    }
+}

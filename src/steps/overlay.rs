@@ -1,0 +1,271 @@
+//! The layout (where it comes from) and the ephemeral side of it: the `/run/overlay` backing
+//! store and one overlayfs per `RW_PATHS` entry, whose upper layer vanishes at reboot.
+
+use super::{err, err_errno, mount_at, mount_device, Ctx, Error, Mounted, Target};
+use crate::config::cmdline::{overlay_backing, Backing};
+use crate::config::layout::{parse_env, EnvVars, Layout};
+use crate::config::path::dash_name;
+use crate::log;
+use crate::sys::{self, inroot::real_path};
+use crate::util::fixed::Text;
+use rustix::fd::AsFd;
+
+pub const LAYOUT_FILE: &[u8] = b"/run/cos/cos-layout.env";
+pub const EXTRA_LAYOUT_FILE: &[u8] = b"/run/cos/extra-layout.env";
+pub const OVERLAY_DIR: &[u8] = b"/run/overlay";
+const MAX_LAYOUT_FILE: usize = 64 * 1024;
+const BACKING_TIMEOUT_MS: u64 = 10_000;
+
+/// Reads and parses one env file; `Ok(false)` when it does not exist.
+fn read_env(path: &[u8], vars: &mut EnvVars) -> Result<bool, Error> {
+    let mut buf = [0u8; MAX_LAYOUT_FILE];
+    let n = match sys::read_file(path, &mut buf) {
+        Ok(n) => n,
+        Err(sys::Errno::NOENT) => return Ok(false),
+        Err(sys::Errno::FBIG) => return Err(err(&[path, b": larger than 64 KiB"])),
+        Err(e) => return Err(err_errno(&[b"cannot read ", path], e)),
+    };
+    parse_env(buf.get(..n).unwrap_or(&[]), vars).map_err(|e| {
+        err(&[
+            path,
+            b" line ",
+            log::num(e.line as u64).as_bytes(),
+            b": ",
+            e.reason.as_bytes(),
+        ])
+    })?;
+    Ok(true)
+}
+
+/// `load-config`: the layout from `/run/cos/cos-layout.env`, else the initramfs'
+/// `layout.env`, else the built-in Kairos defaults for the boot state (SPEC §4). In the last
+/// two cases the applied layout is written to `/run/cos/cos-layout.env` for the booted system.
+pub fn load_config(ctx: &mut Ctx) -> Result<(), Error> {
+    let overlay = ctx.cmd.overlay.clone();
+    let mut initramfs_layout = Text::<160>::new();
+    initramfs_layout.push_lossy(ctx.env.config_dir.as_bytes());
+    initramfs_layout.push_lossy(b"/layout.env");
+    let mut main = EnvVars::new();
+    let source: &[u8] = if read_env(LAYOUT_FILE, &mut main)? {
+        LAYOUT_FILE
+    } else if read_env(initramfs_layout.as_bytes(), &mut main)? {
+        initramfs_layout.as_bytes()
+    } else {
+        b"built-in defaults"
+    };
+    let layout = if source == b"built-in defaults" {
+        Layout::builtin(ctx.cmd.state, overlay.as_bytes())
+            .map_err(|e| err(&[b"built-in layout: ", e.reason.as_bytes()]))?
+    } else {
+        let mut extra = EnvVars::new();
+        let has_extra = read_env(EXTRA_LAYOUT_FILE, &mut extra)?;
+        Layout::from_env(
+            &main,
+            if has_extra { Some(&extra) } else { None },
+            overlay.as_bytes(),
+        )
+        .map_err(|e| {
+            err(&[
+                source,
+                b": ",
+                e.key.as_bytes(),
+                b" '",
+                e.item.as_bytes(),
+                b"': ",
+                e.reason.as_bytes(),
+            ])
+        })?
+    };
+    if source != LAYOUT_FILE {
+        let mut text = Text::<16384>::new();
+        layout
+            .render_env(&mut text)
+            .map_err(|_| err(&[b"the layout is too large to write"]))?;
+        let _ = sys::mkdir_p(b"/run/cos", 0o755);
+        sys::write_path_atomic(LAYOUT_FILE, text.as_bytes(), 0o644)
+            .map_err(|e| err_errno(&[b"cannot write ", LAYOUT_FILE], e))?;
+    }
+    log::info(
+        "load-config",
+        &[
+            b"layout from ",
+            source,
+            b": ",
+            log::num(layout.rw_paths.len() as u64).as_bytes(),
+            b" overlay paths, ",
+            log::num(layout.binds.len() as u64).as_bytes(),
+            b" persistent paths, ",
+            log::num(layout.volumes.len() as u64).as_bytes(),
+            b" volumes, overlay ",
+            layout.overlay.as_bytes(),
+        ],
+    );
+    ctx.layout = layout;
+    Ok(())
+}
+
+/// `mount-base-overlay`: the store under every overlay's upper and work directory.
+pub fn mount_base_overlay(ctx: &mut Ctx) -> Result<(), Error> {
+    const STEP: &str = "mount-base-overlay";
+    let spec = ctx.layout.overlay.clone();
+    let backing = overlay_backing(spec.as_bytes()).map_err(|why| {
+        err(&[
+            b"overlay backing '",
+            spec.as_bytes(),
+            b"': ",
+            why.as_bytes(),
+        ])
+    })?;
+    sys::mkdir_p(OVERLAY_DIR, 0o700).map_err(|e| err_errno(&[b"cannot create /run/overlay"], e))?;
+    match backing {
+        Backing::Tmpfs(size) => {
+            let mut opts = Text::<64>::new();
+            opts.push_lossy(b"size=");
+            opts.push_lossy(size);
+            let how = mount_at(
+                ctx,
+                b"tmpfs",
+                Target::Host(OVERLAY_DIR),
+                b"tmpfs",
+                opts.as_bytes(),
+            )?;
+            if how == Mounted::Now {
+                log::info(
+                    STEP,
+                    &[b"mounted tmpfs (", opts.as_bytes(), b") on /run/overlay"],
+                );
+                ctx.fstab
+                    .add(b"tmpfs", OVERLAY_DIR, b"tmpfs", opts.as_bytes());
+            }
+        }
+        Backing::Device(dev) => {
+            let (spec, fstype, how) = mount_device(
+                ctx,
+                STEP,
+                &dev,
+                Target::Host(OVERLAY_DIR),
+                b"",
+                BACKING_TIMEOUT_MS,
+            )?;
+            if how == Mounted::Now {
+                ctx.fstab
+                    .add(spec.as_bytes(), OVERLAY_DIR, fstype.as_bytes(), b"defaults");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `overlay-mount`: an overlay on every RW path. A path that is missing from the image and
+/// cannot be created is skipped with a warning (upstream); other failures fail the step after
+/// every path was tried.
+pub fn overlay_mount(ctx: &mut Ctx) -> Result<(), Error> {
+    const STEP: &str = "overlay-mount";
+    let paths = ctx.layout.rw_paths.clone();
+    let mut failed = Error::new();
+    for path in paths.iter() {
+        if let Err(e) = overlay_one(ctx, path) {
+            log::error(STEP, &[e.as_bytes()]);
+            if failed.is_empty() {
+                failed.push_lossy(b"overlay failed for");
+            }
+            failed.push_lossy(b" ");
+            failed.push_lossy(path);
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed)
+    }
+}
+
+fn overlay_one(ctx: &mut Ctx, path: &[u8]) -> Result<(), Error> {
+    const STEP: &str = "overlay-mount";
+    let root = ctx.root()?;
+    let lower = match root.mkdir_p(path, 0o755) {
+        Ok(fd) => fd,
+        Err(e) => {
+            log::warn(
+                STEP,
+                &[
+                    path,
+                    b" is missing in the image and cannot be created (",
+                    log::errno(e).as_bytes(),
+                    b"): skipped",
+                ],
+            );
+            return Ok(());
+        }
+    };
+    let mut lower_path = Text::<512>::new();
+    real_path(lower.as_fd(), &mut lower_path)
+        .map_err(|e| err_errno(&[b"cannot name ", path], e))?;
+    let mut dash = Text::<256>::new();
+    dash_name(path, &mut dash).map_err(|_| err(&[path, b": name too long"]))?;
+    let mut upper = Text::<512>::new();
+    let mut work = Text::<512>::new();
+    for (t, leaf) in [(&mut upper, &b"upper"[..]), (&mut work, b"work")] {
+        t.push_lossy(OVERLAY_DIR);
+        t.push_lossy(b"/");
+        t.push_lossy(dash.as_bytes());
+        t.push_lossy(b"/.overlay/");
+        t.push_lossy(leaf);
+    }
+    let mut opts = Text::<1024>::new();
+    for (k, v) in [
+        (&b"lowerdir="[..], lower_path.as_bytes()),
+        (b",upperdir=", upper.as_bytes()),
+        (b",workdir=", work.as_bytes()),
+    ] {
+        opts.push(k)
+            .and_then(|_| opts.push(v))
+            .map_err(|_| err(&[path, b": overlay options too long"]))?;
+    }
+    let mut fstab_file = Text::<256>::new();
+    fstab_file.push_lossy(path);
+    if sys::is_mountpoint(lower.as_fd(), b"") {
+        log::info(STEP, &[path, b" is already mounted"]);
+        ctx.fstab.add(
+            b"overlay",
+            fstab_file.as_bytes(),
+            b"overlay",
+            opts.as_bytes(),
+        );
+        return Ok(());
+    }
+    sys::mkdir_p(upper.as_bytes(), 0o755)
+        .map_err(|e| err_errno(&[b"cannot create ", upper.as_bytes()], e))?;
+    sys::mkdir_p(work.as_bytes(), 0o755)
+        .map_err(|e| err_errno(&[b"cannot create ", work.as_bytes()], e))?;
+    // The merged directory takes mode and owner from the upper root: copy them from the lower
+    // directory, or e.g. /root (0700) would become 0755.
+    sys::copy_owner_and_mode(lower.as_fd(), upper.as_bytes())
+        .map_err(|e| err_errno(&[b"cannot set mode of ", upper.as_bytes()], e))?;
+    let at = sys::inroot::fd_path(lower.as_fd());
+    sys::mount(
+        b"overlay",
+        at.as_bytes(),
+        b"overlay",
+        sys::Flags::empty(),
+        opts.as_bytes(),
+    )
+    .map_err(|e| err_errno(&[b"overlay on ", path, b" failed"], e))?;
+    log::info(
+        STEP,
+        &[
+            b"mounted overlay on ",
+            path,
+            b" (upper ",
+            upper.as_bytes(),
+            b")",
+        ],
+    );
+    ctx.fstab.add(
+        b"overlay",
+        fstab_file.as_bytes(),
+        b"overlay",
+        opts.as_bytes(),
+    );
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! The root chain: sentinel, `/tmp`, the images partition, the loop device over the image and
+//! the read-only root on the sysroot (or, in live mode, waiting for someone else's sysroot).
+
+use super::{err, err_errno, mount_at, mount_device, Ctx, Error, Mounted, Target};
+use crate::config::cmdline::{Device, DeviceKind};
+use crate::log;
+use crate::sys::{self, inroot::Root, loopdev};
+use crate::util::fixed::Text;
+use rustix::fd::AsFd;
+use rustix::fs::OFlags;
+
+pub const SENTINEL_DIR: &[u8] = b"/run/cos";
+/// The images partition stays here: under `/run`, it moves with `/run` into the booted system.
+pub const STATE_DIR: &[u8] = b"/run/initramfs/cos-state";
+
+const STATE_TIMEOUT_MS: u64 = 60_000;
+
+pub fn create_sentinel(ctx: &mut Ctx) -> Result<(), Error> {
+    let name = ctx.cmd.state.sentinel();
+    sys::mkdir_p(SENTINEL_DIR, 0o755).map_err(|e| err_errno(&[b"cannot create /run/cos"], e))?;
+    let mut path = Text::<64>::new();
+    path.push_lossy(SENTINEL_DIR);
+    path.push_lossy(b"/");
+    path.push_lossy(name.as_bytes());
+    sys::write_path_atomic(path.as_bytes(), b"1", 0o644)
+        .map_err(|e| err_errno(&[b"cannot write ", path.as_bytes()], e))?;
+    log::info(
+        "create-sentinel",
+        &[
+            b"boot state ",
+            ctx.cmd.state.name().as_bytes(),
+            b": wrote ",
+            path.as_bytes(),
+        ],
+    );
+    Ok(())
+}
+
+pub fn mount_tmpfs(ctx: &mut Ctx) -> Result<(), Error> {
+    let how = mount_at(ctx, b"tmpfs", Target::Host(b"/tmp"), b"tmpfs", b"rw")?;
+    ctx.fstab.add(b"tmpfs", b"/tmp", b"tmpfs", b"rw");
+    if how == Mounted::Now {
+        log::info("mount-tmpfs", &[b"mounted tmpfs on /tmp"]);
+    }
+    Ok(())
+}
+
+fn label_device(label: &str) -> Device {
+    Device {
+        kind: DeviceKind::Label,
+        value: Text::from(label.as_bytes()).unwrap_or_default(),
+    }
+}
+
+/// Mounts `COS_STATE` (or `COS_RECOVERY`) read-only on `/run/initramfs/cos-state`.
+pub fn mount_state(ctx: &mut Ctx) -> Result<(), Error> {
+    let state = ctx.cmd.state;
+    let Some(label) = state.images_label() else {
+        return Err(err(&[
+            b"boot state unknown: root= names none of COS_ACTIVE, COS_PASSIVE, COS_RECOVERY, COS_SYSTEM ",
+            b"(and no kairos.reset or recovery-mode)",
+        ]));
+    };
+    if ctx.cmd.image.is_empty() {
+        return Err(err(&[b"could not get the image name from the command line (i.e. cos-img/filename=/cOS/active.img)"]));
+    }
+    let opts: &[u8] = if ctx.cmd.debugrw { b"rw" } else { b"ro" };
+    let dev = label_device(label);
+    let (spec, fstype, _) = mount_device(
+        ctx,
+        "mount-state",
+        &dev,
+        Target::Host(STATE_DIR),
+        opts,
+        STATE_TIMEOUT_MS,
+    )?;
+    ctx.fstab
+        .add(spec.as_bytes(), STATE_DIR, fstype.as_bytes(), opts);
+    Ok(())
+}
+
+/// Attaches the image file to a loop device and checks it carries the expected filesystem.
+pub fn discover_state(ctx: &mut Ctx) -> Result<(), Error> {
+    if sys::is_mountpoint_path(ctx.sysroot()) {
+        log::info(
+            "discover-state",
+            &[ctx.sysroot(), b" is already mounted; no loop device needed"],
+        );
+        return Ok(());
+    }
+    let image = ctx.cmd.image.as_bytes();
+    // The image path is resolved inside the images partition: a symlink there cannot point
+    // the loop device at some other file.
+    let state = Root::open(STATE_DIR).map_err(|e| err_errno(&[b"cannot open ", STATE_DIR], e))?;
+    let flags = if ctx.cmd.debugrw {
+        OFlags::RDWR
+    } else {
+        OFlags::RDONLY
+    };
+    let file = state.open_at(image, flags, 0).map_err(|e| {
+        err_errno(
+            &[b"cannot open image ", image, b" on the images partition"],
+            e,
+        )
+    })?;
+    let lp = loopdev::attach(file.as_fd(), !ctx.cmd.debugrw, image)
+        .map_err(|e| err_errno(&[b"cannot attach ", image, b" to a loop device"], e))?;
+    let want = ctx.cmd.state.root_label().unwrap_or("");
+    let Some(fs) = crate::dev::scan::probe_node(lp.path.as_bytes()) else {
+        return Err(err(&[
+            image,
+            b" is not a filesystem image (no known superblock on ",
+            lp.path.as_bytes(),
+            b")",
+        ]));
+    };
+    if fs.label.as_bytes() != want.as_bytes() {
+        return Err(err(&[
+            image,
+            b" carries the label '",
+            fs.label.as_bytes(),
+            b"', expected '",
+            want.as_bytes(),
+            b"': refusing to boot the wrong image",
+        ]));
+    }
+    log::info(
+        "discover-state",
+        &[
+            image,
+            b" attached to ",
+            lp.path.as_bytes(),
+            b" (",
+            fs.fs.name().as_bytes(),
+            b", label ",
+            want.as_bytes(),
+            b")",
+        ],
+    );
+    ctx.root_loop = Some(lp);
+    Ok(())
+}
+
+/// Mounts the image's filesystem on the sysroot, read-only unless `rd.*.debugrw`.
+pub fn mount_root(ctx: &mut Ctx) -> Result<(), Error> {
+    let sysroot = ctx.env.sysroot.clone();
+    let want = ctx.cmd.state.root_label().unwrap_or("");
+    let mut spec = Text::<192>::new();
+    label_device(want).by_path(&mut spec);
+    let opts: &[u8] = if ctx.cmd.debugrw { b"rw" } else { b"ro" };
+    let fstype = match ctx.root_loop.take() {
+        Some(lp) => {
+            let fs = crate::dev::scan::probe_node(lp.path.as_bytes())
+                .map(|f| f.fs.name())
+                .unwrap_or("ext4");
+            let how = mount_at(
+                ctx,
+                lp.path.as_bytes(),
+                Target::Host(sysroot.as_bytes()),
+                fs.as_bytes(),
+                opts,
+            )?;
+            if how == Mounted::Now {
+                log::info(
+                    "mount-root",
+                    &[
+                        b"mounted ",
+                        lp.path.as_bytes(),
+                        b" (",
+                        want.as_bytes(),
+                        b") on ",
+                        sysroot.as_bytes(),
+                        b" ",
+                        opts,
+                    ],
+                );
+            }
+            // The mount holds the loop device now; closing our fd lets autoclear work later.
+            drop(lp);
+            fs
+        }
+        None if sys::is_mountpoint_path(sysroot.as_bytes()) => {
+            log::info("mount-root", &[sysroot.as_bytes(), b" is already mounted"]);
+            "auto"
+        }
+        None => return Err(err(&[b"no loop device for the root image"])),
+    };
+    ctx.root = Some(
+        Root::open(sysroot.as_bytes())
+            .map_err(|e| err_errno(&[b"cannot open ", sysroot.as_bytes()], e))?,
+    );
+    ctx.fstab
+        .add(spec.as_bytes(), b"/", fstype.as_bytes(), opts);
+    Ok(())
+}
+
+/// Live mode: someone else (dracut's dmsquash-live, an initramfs script) assembles the sysroot;
+/// wait until it holds a system (`/system` as upstream checks, or an init).
+pub fn wait_for_sysroot(ctx: &mut Ctx) -> Result<(), Error> {
+    let timeout_ms = ctx.cmd.sysroot_wait_s as u64 * 1000;
+    let deadline = sys::now_ms().saturating_add(timeout_ms);
+    let sysroot = ctx.env.sysroot.clone();
+    let mut probe = Text::<192>::new();
+    loop {
+        for marker in [&b"/system"[..], b"/sbin/init", b"/usr/lib/systemd/systemd"] {
+            probe.clear();
+            probe.push_lossy(sysroot.as_bytes());
+            probe.push_lossy(marker);
+            if sys::exists(probe.as_bytes()) {
+                ctx.root = Some(
+                    Root::open(sysroot.as_bytes())
+                        .map_err(|e| err_errno(&[b"cannot open ", sysroot.as_bytes()], e))?,
+                );
+                log::info(
+                    "wait-for-sysroot",
+                    &[sysroot.as_bytes(), b" is ready (", marker, b" exists)"],
+                );
+                return Ok(());
+            }
+        }
+        if sys::now_ms() >= deadline {
+            return Err(err(&[
+                sysroot.as_bytes(),
+                b" held no system after ",
+                log::num(timeout_ms / 1000).as_bytes(),
+                b" s (rd.immucore.sysrootwait)",
+            ]));
+        }
+        sys::sleep_ms(100);
+    }
+}

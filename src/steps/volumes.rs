@@ -1,0 +1,165 @@
+//! Partitions other than the root chain: OEM, `VOLUMES` and `rd.*.mount` extra volumes, and
+//! LVM activation where an `lvm` binary exists.
+
+use super::{err, mount_device, Ctx, Error, Target, Volume, MAX_VOLUMES};
+use crate::config::cmdline::{volume_spec, BootState, Device, DeviceKind};
+use crate::dev::scan::Found;
+use crate::log;
+use crate::sys;
+use crate::util::fixed::{List, Text};
+
+const VOLUME_TIMEOUT_MS: u64 = 3_000;
+pub const LVM_PATHS: &[&[u8]] = &[b"/usr/sbin/lvm", b"/sbin/lvm"];
+
+/// `mount-oem`: `COS_OEM` (or `rd.*.oemlabel=`) on `<sysroot>/oem`. Without an explicit label
+/// a missing OEM partition is fine; with one, it is awaited `oemtimeout` seconds.
+pub fn mount_oem(ctx: &mut Ctx) -> Result<(), Error> {
+    const STEP: &str = "mount-oem";
+    if ctx.cmd.state == BootState::Live {
+        log::info(STEP, &[b"live boot: no OEM partition to mount"]);
+        return Ok(());
+    }
+    let explicit = !ctx.cmd.oem_label.is_empty();
+    let label = Text::from(if explicit {
+        ctx.cmd.oem_label.as_bytes()
+    } else {
+        b"COS_OEM"
+    })
+    .unwrap_or_default();
+    let dev = Device {
+        kind: DeviceKind::Label,
+        value: label,
+    };
+    if !explicit {
+        ctx.devices.refresh();
+        if matches!(ctx.devices.find(&dev), Found::None) {
+            log::info(STEP, &[b"no COS_OEM partition: OEM not mounted"]);
+            return Ok(());
+        }
+    }
+    let timeout = ctx.cmd.oem_timeout_s as u64 * 1000;
+    let (spec, fstype, _) = mount_device(ctx, STEP, &dev, Target::InRoot(b"/oem"), b"rw", timeout)?;
+    ctx.fstab
+        .add(spec.as_bytes(), b"/oem", fstype.as_bytes(), b"rw");
+    Ok(())
+}
+
+/// The extra volumes in order: `rd.cos.mount=`, `rd.immucore.mount=`, then `VOLUMES`. As
+/// upstream, a device named twice keeps its last mount point.
+fn collect_volumes(ctx: &mut Ctx) -> Result<usize, Error> {
+    let mut raw: List<4096, 32> = List::new();
+    for v in ctx.cmd.mounts.iter().chain(ctx.layout.volumes.iter()) {
+        raw.push(v).map_err(|_| err(&[b"too many volumes"]))?;
+    }
+    let mut count = 0;
+    for v in raw.iter() {
+        let (dev, mountpoint) =
+            volume_spec(v).map_err(|why| err(&[b"volume '", v, b"': ", why.as_bytes()]))?;
+        let mut spec = Text::<192>::new();
+        dev.by_path(&mut spec);
+        let existing = ctx
+            .volumes
+            .iter()
+            .take(count)
+            .position(|s| s.as_ref().is_some_and(|s| s.device == spec));
+        let slot = match existing {
+            Some(i) => i,
+            None if count < MAX_VOLUMES => {
+                count += 1;
+                count - 1
+            }
+            None => return Err(err(&[b"more than 16 volumes"])),
+        };
+        if let Some(s) = ctx.volumes.get_mut(slot) {
+            *s = Some(Volume {
+                mountpoint,
+                device: spec,
+                dev,
+                mounted: false,
+            });
+        }
+    }
+    Ok(count)
+}
+
+/// `custom-mount`: every extra volume, read-write. A failed volume fails the step (after all
+/// were tried) but is remembered per volume, so `mount-bind` can tell whether the persistent
+/// store's own filesystem is missing. OEM volumes may fail (upstream tolerates them).
+pub fn custom_mount(ctx: &mut Ctx) -> Result<(), Error> {
+    const STEP: &str = "custom-mount";
+    let count = collect_volumes(ctx)?;
+    let mut failed = Error::new();
+    for i in 0..count {
+        let Some(Some(vol)) = ctx.volumes.get(i) else {
+            continue;
+        };
+        let (device, mountpoint, dev) =
+            (vol.device.clone(), vol.mountpoint.clone(), vol.dev.clone());
+        match mount_device(
+            ctx,
+            STEP,
+            &dev,
+            Target::InRoot(mountpoint.as_bytes()),
+            b"rw",
+            VOLUME_TIMEOUT_MS,
+        ) {
+            Ok((spec, fstype, _)) => {
+                ctx.fstab.add(
+                    spec.as_bytes(),
+                    mountpoint.as_bytes(),
+                    fstype.as_bytes(),
+                    b"rw",
+                );
+                if let Some(Some(v)) = ctx.volumes.get_mut(i) {
+                    v.mounted = true;
+                }
+            }
+            Err(e) if device.as_bytes().ends_with(b"/COS_OEM") => {
+                log::warn(STEP, &[e.as_bytes(), b" (OEM volume, tolerated)"]);
+            }
+            Err(e) => {
+                log::error(STEP, &[e.as_bytes()]);
+                failed.push_lossy(if failed.is_empty() {
+                    b"not mounted:"
+                } else {
+                    b","
+                });
+                failed.push_lossy(b" ");
+                failed.push_lossy(device.as_bytes());
+                failed.push_lossy(b" on ");
+                failed.push_lossy(mountpoint.as_bytes());
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed)
+    }
+}
+
+/// `lvm-activation`: activate volume groups so labels on logical volumes can be found.
+pub fn lvm_activation() -> Result<(), Error> {
+    let Some(lvm) = LVM_PATHS.iter().find(|p| sys::is_executable(p)) else {
+        return Ok(());
+    };
+    let bin = sys::CBuf::new(lvm).map_err(|_| err(&[b"bad lvm path"]))?;
+    let argv = [
+        bin.as_cstr(),
+        c"vgchange",
+        c"--activate",
+        c"y",
+        c"--sysinit",
+    ];
+    match sys::run(&argv, &[c"PATH=/usr/sbin:/usr/bin:/sbin:/bin"], None) {
+        Ok(0) => {
+            log::info("lvm-activation", &[b"volume groups activated"]);
+            Ok(())
+        }
+        Ok(code) => Err(err(&[
+            b"lvm vgchange exited with status ",
+            log::num(code as u64).as_bytes(),
+        ])),
+        Err(e) => Err(super::err_errno(&[b"cannot run lvm"], e)),
+    }
+}
