@@ -230,12 +230,22 @@ impl<const N: usize> Choice<N> {
         Ok(())
     }
 
+    /// As `offer`, for values whose overlong form is judged later (`cut`) rather than refused.
+    fn offer_tolerant(&mut self, rank: u8, key: &'static str, value: &[u8]) {
+        let _ = self.offer(rank, key, value);
+    }
+
     fn get(&self) -> Option<&[u8]> {
         if self.rank == 0 || self.cut {
             return None;
         }
         Some(self.value.as_bytes())
     }
+}
+
+/// Records an out-of-scope key once; the list only feeds a debug line, so a full one drops it.
+fn note_ignored(ignored: &mut List<1024, 16>, key: &[u8]) {
+    let _ = ignored.push_unique(key);
 }
 
 /// Adds `key=value: <what>` to the warnings; a full warning list drops the message, since
@@ -379,9 +389,9 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
                 .map_err(too_long)?,
             // Numbers that do not fit are reported as bad numbers, not refused.
             b"rd.immucore.oemtimeout" => {
-                drop(oem_timeout.offer(2, "rd.immucore.oemtimeout", value))
+                oem_timeout.offer_tolerant(2, "rd.immucore.oemtimeout", value)
             }
-            b"rd.cos.oemtimeout" => drop(oem_timeout.offer(1, "rd.cos.oemtimeout", value)),
+            b"rd.cos.oemtimeout" => oem_timeout.offer_tolerant(1, "rd.cos.oemtimeout", value),
             b"rd.immucore.overlay" => overlay
                 .offer(2, "rd.immucore.overlay", value)
                 .map_err(too_long)?,
@@ -389,12 +399,12 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
                 .offer(1, "rd.cos.overlay", value)
                 .map_err(too_long)?,
             b"rd.immucore.sysrootwait" => {
-                drop(sysroot_wait.offer(1, "rd.immucore.sysrootwait", value))
+                sysroot_wait.offer_tolerant(1, "rd.immucore.sysrootwait", value)
             }
             // Unknown words just mean "default", so an overlong one needs no error.
-            b"fsck.mode" => drop(fsck_mode.offer(1, "fsck.mode", value)),
-            b"fsck.repair" => drop(fsck_repair.offer(1, "fsck.repair", value)),
-            b"rd.shell" => drop(shell.offer(1, "rd.shell", value)),
+            b"fsck.mode" => fsck_mode.offer_tolerant(1, "fsck.mode", value),
+            b"fsck.repair" => fsck_repair.offer_tolerant(1, "fsck.repair", value),
+            b"rd.shell" => shell.offer_tolerant(1, "rd.shell", value),
             b"init" => init.offer(1, "init", value).map_err(too_long)?,
             b"rd.cos.mount" => add_mount(&mut mounts, &mut warnings, "rd.cos.mount", value)?,
             b"rd.immucore.mount" => {
@@ -411,8 +421,8 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
             | b"rd.immucore.securebootdisabled"
             | b"kairos.config_url"
             | b"cos.setup"
-            | b"kairos.ram" => drop(ignored.push_unique(key)),
-            _ if key.starts_with(b"kairos.ram.") => drop(ignored.push_unique(key)),
+            | b"kairos.ram" => note_ignored(&mut ignored, key),
+            _ if key.starts_with(b"kairos.ram.") => note_ignored(&mut ignored, key),
             _ => {}
         }
     }

@@ -531,21 +531,19 @@ impl Layout {
     /// Kairos' own layout for `state` (reference §4.5), for systems that ship no layout file.
     pub fn builtin(state: BootState, cmdline_overlay: &[u8]) -> Result<Layout, LayoutError> {
         let mut vars = EnvVars::new();
-        let mut pairs: [(&[u8], &[u8]); 4] = [
-            (b"OVERLAY", b"tmpfs:25%"),
-            (b"", b""),
-            (b"", b""),
-            (b"", b""),
+        let persistent: [(&[u8], &[u8]); 3] = [
+            (b"VOLUMES", b"LABEL=COS_PERSISTENT:/usr/local"),
+            (b"RW_PATHS", b"/var /etc /srv"),
+            (b"PERSISTENT_STATE_PATHS", KAIROS_PERSISTENT_STATE_PATHS),
         ];
-        if matches!(state, BootState::Active | BootState::Passive) {
-            pairs = [
-                (b"OVERLAY", b"tmpfs:25%"),
-                (b"VOLUMES", b"LABEL=COS_PERSISTENT:/usr/local"),
-                (b"RW_PATHS", b"/var /etc /srv"),
-                (b"PERSISTENT_STATE_PATHS", KAIROS_PERSISTENT_STATE_PATHS),
-            ];
-        }
-        for (key, value) in pairs.iter().filter(|(key, _)| !key.is_empty()) {
+        // Recovery and reset boots keep everything ephemeral: only the overlay size is set.
+        let keep = if matches!(state, BootState::Active | BootState::Passive) {
+            persistent.len()
+        } else {
+            0
+        };
+        let overlay: (&[u8], &[u8]) = (b"OVERLAY", b"tmpfs:25%");
+        for (key, value) in core::iter::once(&overlay).chain(persistent.iter().take(keep)) {
             vars.set(key, value)
                 .map_err(|reason| layout_error("built-in layout", key, reason))?;
         }
@@ -1066,7 +1064,7 @@ Q="one" # trailing comment
 
     #[test]
     fn bind_order_follows_upstream() {
-        let l = layout("PERSISTENT_STATE_PATHS=\"/var/lib/rancher /etc/ssh /var/log /home /etc/rancher /var/lib/cni /opt /usr/libexec\"\n\
+        let l = layout("PERSISTENT_STATE_PATHS=\"/var/lib/rancher /srv/ssh /etc/ssh /var/log /home /etc/rancher /var/lib/cni /opt /usr/libexec\"\n\
                         VOLUMES=LABEL=COS_PERSISTENT:/usr/local").unwrap();
         let mut order = [0u8; 96];
         let n = l.bind_order(&mut order);
@@ -1074,8 +1072,8 @@ Q="one" # trailing comment
             .iter()
             .map(|&i| l.binds.iter_str().nth(i as usize).unwrap())
             .collect();
-        // Two parts: home, opt; three: by last part (libexec, log, rancher, ssh) with the two
-        // "rancher" entries keeping their order; four: cni before rancher.
+        // Two parts: home, opt; three: by last part only (libexec, log, rancher, ssh), the two
+        // "ssh" entries keeping their given order; four: cni before rancher.
         assert_eq!(
             sorted,
             [
@@ -1084,6 +1082,7 @@ Q="one" # trailing comment
                 "/usr/libexec",
                 "/var/log",
                 "/etc/rancher",
+                "/srv/ssh",
                 "/etc/ssh",
                 "/var/lib/cni",
                 "/var/lib/rancher"
