@@ -24,8 +24,9 @@ struct Logger {
     file: Option<OwnedFd>,
     /// What was logged before the file could be opened; flushed into it on open.
     early: Text<8192>,
-    /// Whether the console gets the lines (off for `--dry-run`, whose output is the plan).
-    console: bool,
+    /// Keeps lines off the console (`--dry-run`, whose output is the plan). All-zero initial
+    /// state keeps the logger in .bss, out of the binary.
+    quiet: bool,
 }
 
 static LOGGER: Global<Logger> = Global::new(Logger {
@@ -33,7 +34,7 @@ static LOGGER: Global<Logger> = Global::new(Logger {
     kmsg: None,
     file: None,
     early: Text::new(),
-    console: true,
+    quiet: false,
 });
 
 pub fn set_debug(on: bool) {
@@ -41,7 +42,7 @@ pub fn set_debug(on: bool) {
 }
 
 pub fn set_console(on: bool) {
-    LOGGER.with(|l| l.console = on);
+    LOGGER.with(|l| l.quiet = !on);
 }
 
 pub fn debug_enabled() -> bool {
@@ -95,7 +96,7 @@ pub fn log(level: Level, step: &str, parts: &[&[u8]]) {
             line.push_lossy(b"...");
         }
         line.push_lossy(b"\n");
-        if l.console {
+        if !l.quiet {
             let _ = sys::write_all(sys::stderr(), line.as_bytes());
         }
         if let Some(k) = &l.kmsg {
