@@ -79,9 +79,9 @@ pub const NORMAL: &[Step] = &[
     step(BaseMounts, "base-mounts", &[], &[]),
     step(LoadModules, "load-modules", &[], &[BaseMounts]),
     step(LvmActivation, "lvm-activation", &[], &[LoadModules]),
-    step(CreateSentinel, "create-sentinel", &[], &[BaseMounts]),
-    step(MountTmpfs, "mount-tmpfs", &[], &[BaseMounts]),
-    critical(MountState, "mount-state", &[]),
+    step(CreateSentinel, "create-sentinel", &[], &[LoadModules]),
+    step(MountTmpfs, "mount-tmpfs", &[], &[LoadModules]),
+    Step { id: MountState, name: "mount-state", deps: &[], after: &[LoadModules], critical: true },
     critical(DiscoverState, "discover-state", &[MountState]),
     critical(MountRoot, "mount-root", &[DiscoverState]),
     step(MountOem, "mount-oem", &[MountRoot], &[LvmActivation]),
@@ -131,8 +131,8 @@ pub const NORMAL: &[Step] = &[
 pub const LIVE: &[Step] = &[
     step(BaseMounts, "base-mounts", &[], &[]),
     step(LoadModules, "load-modules", &[], &[BaseMounts]),
-    step(CreateSentinel, "create-sentinel", &[], &[BaseMounts]),
-    critical(WaitForSysroot, "wait-for-sysroot", &[]),
+    step(CreateSentinel, "create-sentinel", &[], &[LoadModules]),
+    Step { id: WaitForSysroot, name: "wait-for-sysroot", deps: &[], after: &[LoadModules], critical: true },
     step(MountOem, "mount-oem", &[WaitForSysroot], &[]),
     step(
         RootfsHook,
@@ -429,6 +429,8 @@ mod tests {
     fn init_mode_adds_base_mounts_first_and_switch_root_last() {
         let p = Plan::new(NORMAL, |id| id != LvmActivation);
         assert_eq!(p.step(0).unwrap().id, BaseMounts);
+        // Devices need their drivers: nothing that touches a disk runs before the modules.
+        assert_eq!(p.step(1).unwrap().id, LoadModules);
         assert_eq!(p.step(p.len() - 1).unwrap().id, SwitchRoot);
         let lvm = Plan::new(NORMAL, |_| true);
         assert!(lvm.contains(LvmActivation));
