@@ -65,6 +65,12 @@ unsafe extern "C" fn start_rust(sp: *const usize) -> ! {
     let argc = unsafe { *sp };
     let argv = unsafe { sp.add(1) } as *const *const u8;
     let envp = unsafe { argv.add(argc + 1) };
+    // The auxiliary vector follows envp's NULL; keep it for `getauxval`.
+    let mut p = envp;
+    while !unsafe { *p }.is_null() {
+        p = unsafe { p.add(1) };
+    }
+    AUXV.store(unsafe { p.add(1) } as *mut usize, core::sync::atomic::Ordering::Relaxed);
     let code = unsafe { immucore::main(argc, argv, envp) };
     immucore::sys::exit(code)
 }
@@ -144,4 +150,26 @@ unsafe extern "C" fn strlen(s: *const u8) -> usize {
         n += 1;
     }
     n
+}
+
+static AUXV: core::sync::atomic::AtomicPtr<usize> = core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+
+/// compiler_builtins asks which CPU features exist (aarch64 LSE atomics) through libc's
+/// `getauxval`; answer from the auxiliary vector the kernel gave us.
+#[no_mangle]
+unsafe extern "C" fn getauxval(key: usize) -> usize {
+    let mut p = AUXV.load(core::sync::atomic::Ordering::Relaxed) as *const usize;
+    if p.is_null() {
+        return 0;
+    }
+    loop {
+        let (k, v) = unsafe { (*p, *p.add(1)) };
+        if k == 0 {
+            return 0;
+        }
+        if k == key {
+            return v;
+        }
+        p = unsafe { p.add(2) };
+    }
 }
