@@ -1,0 +1,963 @@
+//! Real-mount integration tests: immucore boots GPT disks on loop devices into a scratch sysroot,
+//! each run in its own mount namespace with a fresh tmpfs on /run. Needs root; runs serially.
+//! See tests/common/mod.rs for the machinery.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const ACTIVE: &str =
+    "root=LABEL=COS_ACTIVE cos-img/filename=/cOS/active.img rd.cos.oemlabel=COS_OEM";
+
+fn dash(p: &str) -> String {
+    p.trim_start_matches('/').replace('/', "-")
+}
+
+/// `/etc` → an overlay with lower `<sysroot>/etc` and upper in `/run/overlay/etc/.overlay`.
+#[track_caller]
+fn assert_overlays(o: &Outcome, paths: &[&str]) {
+    for p in paths {
+        let m = o.root_mount(p);
+        let opts = format!(
+            "lowerdir={},upperdir=/run/overlay/{d}/.overlay/upper,workdir=/run/overlay/{d}/.overlay/work",
+            o.in_root(p),
+            d = dash(p)
+        );
+        assert!(
+            m.fstype == "overlay" && m.super_opts.contains(&opts) && m.has_opt("rw"),
+            "{p}: not the expected overlay ({opts}): {m:?}\n{}",
+            o.dump()
+        );
+    }
+}
+
+/// `/etc/ssh` → bind of `/.state/etc-ssh.bind` of the persistent partition.
+#[track_caller]
+fn assert_binds(o: &Outcome, disk: &Disk, paths: &[&str]) {
+    for p in paths {
+        let m = o.root_mount(p);
+        assert!(
+            m.source == disk.part("persistent") && m.root == format!("/.state/{}.bind", dash(p)),
+            "{p}: not a bind of the persistent store: {m:?}\n{}",
+            o.dump()
+        );
+    }
+}
+
+#[track_caller]
+fn assert_no_binds(o: &Outcome) {
+    let binds: Vec<_> = o
+        .mounts
+        .iter()
+        .filter(|m| m.root.contains(".bind"))
+        .collect();
+    assert!(
+        binds.is_empty(),
+        "unexpected bind mounts {binds:?}\n{}",
+        o.dump()
+    );
+}
+
+/// `/dev/loopN` (a whole loop device, as the root image gets; partitions are `/dev/loopNpK`).
+fn is_image_loop(dev: &str) -> bool {
+    dev.strip_prefix("/dev/loop")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
+}
+
+/// The root: a read-only loop device (not a partition), holding the image named `name`.
+#[track_caller]
+fn assert_root(o: &Outcome, name: &str, image_name_check: &str) {
+    let m = o.root_mount("/");
+    assert!(
+        is_image_loop(&m.source) && m.has_opt("ro"),
+        "root is not a read-only loop device: {m:?}\n{}",
+        o.dump()
+    );
+    assert_eq!(
+        image_name_check,
+        format!("{name}\n"),
+        "wrong image on the root\n{}",
+        o.dump()
+    );
+}
+
+/// `duration_ms` of a boot-timeline.json line.
+fn duration_ms(line: &str) -> Option<u64> {
+    line.split("\"duration_ms\": ")
+        .nth(1)?
+        .split([',', '}'])
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Loop devices still attached to an image file of the state partition (leaked by a failed
+/// boot: the partition's label/image would then exist twice for the next boot).
+fn leaked_image_loops() -> Vec<String> {
+    let end = Instant::now() + Duration::from_secs(3);
+    loop {
+        let leaked: Vec<String> = std::fs::read_dir("/sys/block")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| {
+                let b = std::fs::read_to_string(e.path().join("loop/backing_file")).ok()?;
+                b.contains("/cOS/")
+                    .then(|| format!("{} -> {}", e.file_name().to_string_lossy(), b.trim()))
+            })
+            .collect();
+        if leaked.is_empty() || Instant::now() > end {
+            return leaked;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Active boot
+
+#[test]
+fn active_boot_mounts_the_whole_layout() {
+    let t = Bench::new("active");
+    let disk = t.attach(&standard_disk());
+    let o = t.boot(&Boot {
+        cmdline: ACTIVE,
+        checks: &[
+            "touch $S/x",
+            "for d in etc var srv; do echo w > $S/$d/written && cat $S/$d/written \
+             && test -f /run/overlay/$d/.overlay/upper/written; done",
+            "cat /run/cos/active_mode",
+            "cat $S/etc/fstab",
+            "cat $S/etc/image-name",
+            "echo w > $S/usr/local/written && cat $S/usr/local/written",
+            "cat $S/oem/oem-marker",
+            "stat -c %a $S/srv /run/overlay/srv/.overlay/upper",
+        ],
+        ..Default::default()
+    });
+    o.expect_code(0);
+    assert_root(&o, "active", o.ok(4));
+    assert!(o.fails(0).contains("Read-only file system"), "{}", o.dump());
+    assert_eq!(o.ok(1), "w\nw\nw\n");
+    assert_overlays(&o, &["/etc", "/var", "/srv"]);
+    let local = o.root_mount("/usr/local");
+    assert!(
+        local.source == disk.part("persistent") && local.has_opt("rw") && local.root == "/",
+        "{local:?}"
+    );
+    assert_eq!(o.ok(5), "w\n");
+    assert_eq!(o.root_mount("/oem").source, disk.part("oem"));
+    assert_eq!(o.ok(6), "oem\n");
+    assert_eq!(
+        o.ok(7),
+        "750\n750\n",
+        "the overlay upper did not take the mode of the lower /srv"
+    );
+    let state = o
+        .mount_at("/run/initramfs/cos-state")
+        .expect("images partition not mounted");
+    assert!(
+        state.source == disk.part("state") && state.has_opt("ro"),
+        "{state:?}"
+    );
+    assert_binds(
+        &o,
+        &disk,
+        &[
+            "/etc/ssh",
+            "/var/log",
+            "/home",
+            "/usr/libexec",
+            "/var/lib/kairos",
+        ],
+    );
+    assert_eq!(o.ok(2), "1", "sentinel content");
+    for s in ["passive_mode", "recovery_mode", "autoreset_mode"] {
+        assert!(
+            !o.run_files.contains(&format!("/run/cos/{s}")),
+            "stray sentinel {s}"
+        );
+    }
+
+    // fstab: the first entries in step order, exactly; then every overlay and every bind.
+    let fstab = o.ok(3);
+    let lines: Vec<&str> = fstab.lines().collect();
+    let s = &o.sysroot;
+    assert_eq!(
+        lines[..6],
+        [
+            "tmpfs /tmp tmpfs rw 0 0",
+            "/dev/disk/by-label/COS_STATE /run/initramfs/cos-state ext4 ro 0 0",
+            "/dev/disk/by-label/COS_ACTIVE / ext4 ro 0 0",
+            "/dev/disk/by-label/COS_OEM /oem ext4 rw 0 0",
+            "tmpfs /run/overlay tmpfs size=25% 0 0",
+            "/dev/disk/by-label/COS_PERSISTENT /usr/local ext4 rw 0 0",
+        ],
+        "fstab:\n{fstab}"
+    );
+    for p in ["var", "etc", "srv"] {
+        let l = format!(
+            "overlay /{p} overlay lowerdir={s}/{p},upperdir=/run/overlay/{p}/.overlay/upper,\
+             workdir=/run/overlay/{p}/.overlay/work 0 0"
+        );
+        assert!(lines.contains(&l.as_str()), "fstab lacks {l}:\n{fstab}");
+    }
+    assert!(
+        lines.contains(&"/usr/local/.state/etc-ssh.bind /etc/ssh none bind 0 0"),
+        "{fstab}"
+    );
+    let binds: Vec<_> = o
+        .mounts
+        .iter()
+        .filter(|m| m.root.starts_with("/.state/"))
+        .collect();
+    for m in &binds {
+        let l = format!(
+            "/usr/local{} {} none bind 0 0",
+            m.root,
+            &m.target[s.len()..]
+        );
+        assert!(lines.contains(&l.as_str()), "fstab lacks {l}:\n{fstab}");
+    }
+    assert_eq!(
+        lines.len(),
+        9 + binds.len(),
+        "fstab has extra lines:\n{fstab}"
+    );
+
+    assert!(o.log.contains("mount-root"), "immucore.log: {}", o.log);
+    assert!(
+        o.timeline.trim_start().starts_with('[') && o.timeline.contains("\"name\": \"mount-root\"")
+    );
+    assert!(
+        !o.timeline.contains("\"error\""),
+        "a step failed\n{}",
+        o.dump()
+    );
+    let ms: Vec<u64> = o.timeline.lines().filter_map(duration_ms).collect();
+    assert!(
+        ms.len() >= 10 && ms.windows(2).all(|w| w[0] >= w[1]),
+        "timeline not slowest first:\n{}",
+        o.timeline
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Persistent binds
+
+#[test]
+fn persistent_binds_keep_data_across_boots() {
+    let t = Bench::new("persist");
+    let disk = t.attach(&standard_disk());
+    let first = t.boot(&Boot {
+        cmdline: ACTIVE,
+        checks: &[
+            "cat $S/etc/ssh/sshd_config",
+            "cat $S/usr/local/.state/etc-ssh.bind/sshd_config $S/usr/local/.state/var-log.bind/boot.log",
+            "echo changed > $S/etc/ssh/sshd_config && echo new > $S/var/log/new.log \
+             && echo eph > $S/etc/ephemeral && sync",
+            "cd $S/usr/local/.state/etc-ssh.bind && stat -c '%n %a %F' ssh_host_key ssh_link sub \
+             && readlink ssh_link && cat sub/f",
+        ],
+        ..Default::default()
+    });
+    first.expect_code(0);
+    assert_eq!(first.ok(0), "hi\n");
+    assert_eq!(first.ok(1), "hi\nlog1\n");
+    assert_binds(&first, &disk, &["/etc/ssh", "/var/log"]);
+    first.ok(2);
+    assert_eq!(
+        first.ok(3),
+        "ssh_host_key 600 regular file\nssh_link 777 symbolic link\nsub 755 directory\nsshd_config\nsub\n",
+        "copy-up lost modes, a symlink or a subdirectory"
+    );
+    // On the partition itself, read without mounting it.
+    assert_eq!(
+        disk.read("persistent", "/.state/etc-ssh.bind/sshd_config"),
+        "changed\n"
+    );
+    assert_eq!(
+        disk.read("persistent", "/.state/var-log.bind/new.log"),
+        "new\n"
+    );
+    assert_eq!(
+        disk.read("persistent", "/.state/var-log.bind/boot.log"),
+        "log1\n"
+    );
+
+    let second = t.boot(&Boot {
+        cmdline: ACTIVE,
+        checks: &[
+            "cat $S/etc/ssh/sshd_config",
+            "cat $S/var/log/new.log $S/var/log/boot.log",
+            "test -e $S/etc/ephemeral",
+        ],
+        ..Default::default()
+    });
+    second.expect_code(0);
+    assert_eq!(
+        second.ok(0),
+        "changed\n",
+        "the image's older file overwrote the store's newer one"
+    );
+    assert_eq!(second.ok(1), "new\nlog1\n");
+    second.fails(2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Boot states
+
+fn boot_state(
+    name: &str,
+    cmdline: &str,
+    sentinel: &str,
+    image: &str,
+    images_part: &str,
+    persistent: bool,
+) {
+    let t = Bench::new(name);
+    let disk = t.attach(&standard_disk());
+    let o = t.boot(&Boot {
+        cmdline,
+        checks: &[&format!("cat /run/cos/{sentinel}"), "cat $S/etc/image-name"],
+        ..Default::default()
+    });
+    o.expect_code(0);
+    assert_eq!(o.ok(0), "1", "sentinel content");
+    assert_root(&o, image, o.ok(1));
+    assert_eq!(
+        o.mount_at("/run/initramfs/cos-state")
+            .map(|m| m.source.clone()),
+        Some(disk.part(images_part))
+    );
+    let on_persistent: Vec<_> = o
+        .mounts
+        .iter()
+        .filter(|m| m.source == disk.part("persistent"))
+        .collect();
+    if persistent {
+        assert_overlays(&o, &["/etc", "/var", "/srv"]);
+        assert_eq!(o.root_mount("/usr/local").source, disk.part("persistent"));
+        assert_binds(&o, &disk, &["/etc/ssh", "/var/log"]);
+    } else {
+        // Recovery layout: only OVERLAY is set, so RW_PATHS takes upstream's default.
+        assert!(
+            on_persistent.is_empty(),
+            "COS_PERSISTENT mounted in {name}: {on_persistent:?}"
+        );
+        assert_overlays(
+            &o,
+            &[
+                "/etc",
+                "/root",
+                "/home",
+                "/opt",
+                "/srv",
+                "/usr/local",
+                "/var",
+            ],
+        );
+        assert_no_binds(&o);
+    }
+    let others = [
+        "active_mode",
+        "passive_mode",
+        "recovery_mode",
+        "autoreset_mode",
+    ];
+    for s in others.iter().filter(|s| **s != sentinel) {
+        assert!(
+            !o.run_files.contains(&format!("/run/cos/{s}")),
+            "stray sentinel {s}"
+        );
+    }
+}
+
+#[test]
+fn passive_boot() {
+    boot_state(
+        "passive",
+        "root=LABEL=COS_PASSIVE cos-img/filename=/cOS/passive.img",
+        "passive_mode",
+        "passive",
+        "state",
+        true,
+    );
+}
+
+#[test]
+fn recovery_boot() {
+    let c = "root=LABEL=COS_SYSTEM cos-img/filename=/cOS/recovery.img";
+    boot_state(
+        "recovery",
+        c,
+        "recovery_mode",
+        "recovery",
+        "recovery",
+        false,
+    );
+}
+
+#[test]
+fn autoreset_boot() {
+    let c = "root=LABEL=COS_SYSTEM cos-img/filename=/cOS/recovery.img kairos.reset";
+    boot_state(
+        "autoreset",
+        c,
+        "autoreset_mode",
+        "recovery",
+        "recovery",
+        false,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Custom layout and extra volumes
+
+fn data_disk() -> Vec<Part> {
+    let mut d = standard_disk();
+    d.push(part(
+        "data",
+        Fs {
+            label: "DATA",
+            mb: 8,
+            nodes: vec![Node::File("/data-marker", "data")],
+        },
+    ));
+    d
+}
+
+#[test]
+fn custom_layout_from_config_dir() {
+    let t = Bench::new("layout");
+    let disk = t.attach(&data_disk());
+    let o = t.boot(&Boot {
+        cmdline: ACTIVE,
+        layout: Some(
+            "# custom\nRW_PATHS=\"/var /etc /srv /home\"\nexport PERSISTENT_STATE_PATHS='/opt /var/lib/data'\n\
+             VOLUMES=\"LABEL=COS_PERSISTENT:/usr/local LABEL=DATA:/data\"\n",
+        ),
+        checks: &["cat /run/cos/cos-layout.env", "cat $S/data/data-marker", "cat $S/etc/fstab"],
+        ..Default::default()
+    });
+    o.expect_code(0);
+    assert_overlays(&o, &["/var", "/etc", "/srv", "/home"]);
+    assert_binds(&o, &disk, &["/opt", "/var/lib/data"]);
+    assert!(
+        o.mount_at(&o.in_root("/etc/ssh")).is_none(),
+        "default binds applied despite the layout"
+    );
+    assert_eq!(o.root_mount("/data").source, disk.part("data"));
+    assert_eq!(o.root_mount("/usr/local").source, disk.part("persistent"));
+    assert_eq!(o.ok(1), "data\n");
+    let env = o.ok(0);
+    for l in [
+        "RW_PATHS=\"/var /etc /srv /home\"",
+        "PERSISTENT_STATE_PATHS=\"/opt /var/lib/data\"",
+        "VOLUMES=\"LABEL=COS_PERSISTENT:/usr/local LABEL=DATA:/data\"",
+    ] {
+        assert!(
+            env.lines().any(|x| x == l),
+            "cos-layout.env lacks {l}:\n{env}"
+        );
+    }
+    assert!(
+        o.ok(2)
+            .lines()
+            .any(|l| l == "/dev/disk/by-label/DATA /data ext4 rw 0 0"),
+        "{}",
+        o.ok(2)
+    );
+}
+
+#[test]
+fn extra_volume_from_cmdline() {
+    let t = Bench::new("cmdline-mount");
+    let disk = t.attach(&data_disk());
+    let o = t.boot(&Boot {
+        cmdline: &format!("{ACTIVE} rd.immucore.mount=LABEL=DATA:/data"),
+        checks: &["cat $S/data/data-marker", "cat $S/etc/fstab"],
+        ..Default::default()
+    });
+    o.expect_code(0);
+    assert_eq!(o.root_mount("/data").source, disk.part("data"));
+    assert_eq!(o.ok(0), "data\n");
+    assert_binds(&o, &disk, &["/etc/ssh"]);
+    assert!(
+        o.ok(1)
+            .lines()
+            .any(|l| l == "/dev/disk/by-label/DATA /data ext4 rw 0 0"),
+        "{}",
+        o.ok(1)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. OEM
+
+#[test]
+fn no_oem_partition_and_no_label_is_fine() {
+    let t = Bench::new("no-oem");
+    let disk = t.attach(&without(standard_disk(), &["oem"]));
+    let o = t.boot(&Boot {
+        cmdline: "root=LABEL=COS_ACTIVE cos-img/filename=/cOS/active.img",
+        ..Default::default()
+    });
+    o.expect_code(0);
+    assert!(o.mount_at(&o.in_root("/oem")).is_none());
+    assert_overlays(&o, &["/etc", "/var", "/srv"]);
+    assert_binds(&o, &disk, &["/etc/ssh", "/var/log", "/home"]);
+    assert!(
+        !o.timeline.contains("\"error\""),
+        "a step failed\n{}",
+        o.dump()
+    );
+}
+
+#[test]
+fn missing_explicit_oem_fails_only_mount_oem() {
+    let t = Bench::new("oem-timeout");
+    let disk = t.attach(&without(standard_disk(), &["oem"]));
+    let o = t.boot(&Boot {
+        cmdline: &format!("{ACTIVE} rd.cos.oemtimeout=1"),
+        checks: &["cat $S/etc/fstab"],
+        ..Default::default()
+    });
+    o.expect_code(0);
+    assert!(
+        o.step_error("mount-oem").is_some(),
+        "mount-oem not reported failed\n{}",
+        o.dump()
+    );
+    assert!(
+        o.log
+            .lines()
+            .any(|l| l.contains("mount-oem") && l.contains("failed")),
+        "log: {}",
+        o.log
+    );
+    let ms = o
+        .timeline
+        .lines()
+        .find(|l| l.contains("\"mount-oem\""))
+        .and_then(duration_ms)
+        .unwrap();
+    assert!(
+        (900..4000).contains(&ms),
+        "mount-oem waited {ms} ms with rd.cos.oemtimeout=1"
+    );
+    assert_overlays(&o, &["/etc", "/var", "/srv"]);
+    assert_binds(&o, &disk, &["/etc/ssh", "/var/log"]);
+    assert!(
+        o.ok(0)
+            .contains("/dev/disk/by-label/COS_PERSISTENT /usr/local"),
+        "fstab not written"
+    );
+    for s in ["load-config", "overlay-mount", "mount-bind", "write-fstab"] {
+        assert_eq!(o.step_error(s), None, "{s} failed or skipped\n{}", o.dump());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Failures
+
+/// Boots `parts` with `cmdline`, expects exit 1 with the failure summary and `needles` on stderr.
+fn fatal(name: &str, parts: &[Part], cmdline: &str, needles: &[&str]) -> Outcome {
+    let t = Bench::new(name);
+    let disk = t.attach(parts);
+    let o = t.boot(&Boot {
+        cmdline,
+        ..Default::default()
+    });
+    o.expect_code(1);
+    o.expect_stderr("IMMUCORE BOOT FAILED");
+    for n in needles {
+        o.expect_stderr(&n.replace("{disk}", &disk.dev));
+    }
+    assert!(
+        o.mount_at(&o.sysroot).is_none(),
+        "a root got mounted\n{}",
+        o.dump()
+    );
+    drop(disk);
+    let leaked = leaked_image_loops();
+    assert!(
+        leaked.is_empty(),
+        "loop devices left attached to images: {leaked:?}\n{}",
+        o.dump()
+    );
+    o
+}
+
+fn failed_steps(o: &Outcome) -> String {
+    o.stderr
+        .lines()
+        .find(|l| l.contains("Failed:"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn missing_image_name_is_fatal() {
+    let o = fatal(
+        "no-image",
+        &standard_disk(),
+        "root=LABEL=COS_ACTIVE rd.cos.oemlabel=COS_OEM",
+        &["cos-img/filename"],
+    );
+    assert!(failed_steps(&o).contains("mount-state"), "{}", o.dump());
+}
+
+#[test]
+fn unknown_state_is_fatal() {
+    fatal(
+        "unknown",
+        &standard_disk(),
+        "root=LABEL=FOO cos-img/filename=/cOS/active.img",
+        &["unknown", "root="],
+    );
+}
+
+#[test]
+fn image_that_is_not_a_filesystem_is_fatal() {
+    let state = Fs {
+        label: "COS_STATE",
+        mb: 16,
+        nodes: vec![Node::Noise("/cOS/active.img", 2 << 20)],
+    };
+    let o = fatal(
+        "noise",
+        &replace(standard_disk(), "state", state),
+        ACTIVE,
+        &["not a filesystem"],
+    );
+    assert!(failed_steps(&o).contains("discover-state"), "{}", o.dump());
+}
+
+#[test]
+fn image_with_the_wrong_label_is_fatal() {
+    let state = images_fs(
+        "COS_STATE",
+        vec![("/cOS/active.img", os_image("COS_PASSIVE", "active"))],
+    );
+    fatal(
+        "wrong-label",
+        &replace(standard_disk(), "state", state),
+        ACTIVE,
+        &["expected 'COS_ACTIVE'"],
+    );
+}
+
+#[test]
+fn duplicate_state_label_is_fatal_and_names_both() {
+    let mut parts = standard_disk();
+    parts.push(part("state2", standard_state()));
+    // Partitions 3 and 5 of the disk are both COS_STATE.
+    fatal(
+        "dup-state",
+        &parts,
+        ACTIVE,
+        &["{disk}p3", "{disk}p5", "COS_STATE"],
+    );
+}
+
+#[test]
+fn missing_persistent_skips_binds_loudly() {
+    let t = Bench::new("no-persistent");
+    let _disk = t.attach(&without(standard_disk(), &["persistent"]));
+    let o = t.boot(&Boot {
+        cmdline: ACTIVE,
+        checks: &[
+            "test -e $S/usr/local/.state",
+            "find /run/overlay $S/usr/local -name '.state' -o -name '*.bind'",
+            "cat $S/etc/fstab",
+        ],
+        ..Default::default()
+    });
+    o.expect_code(0);
+    let e = o.step_error("mount-bind").unwrap_or_default();
+    assert!(
+        e.contains("persistent binds skipped"),
+        "mount-bind error {e:?}\n{}",
+        o.dump()
+    );
+    assert!(o.log.contains("persistent binds skipped"), "log: {}", o.log);
+    assert!(
+        o.step_error("custom-mount").is_some(),
+        "custom-mount not reported failed\n{}",
+        o.dump()
+    );
+    assert_no_binds(&o);
+    o.fails(0);
+    assert_eq!(o.ok(1), "", "state dirs created in the image or overlay");
+    let fstab = o.ok(2);
+    assert!(
+        fstab.contains("/dev/disk/by-label/COS_ACTIVE / "),
+        "fstab not written: {fstab}"
+    );
+    assert!(
+        !fstab.contains("COS_PERSISTENT") && !fstab.contains(" bind "),
+        "fstab lists mounts not made: {fstab}"
+    );
+    assert_overlays(&o, &["/etc", "/var", "/srv"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Symlinks in the image never send anything outside the sysroot
+
+#[test]
+fn image_symlinks_never_escape_the_sysroot() {
+    let mut img = os_image("COS_ACTIVE", "active");
+    img.nodes.retain(|n| {
+        !["/home", "/etc/ssh", "/opt"]
+            .iter()
+            .any(|p| Path::new(n.path()).starts_with(p))
+    });
+    img.nodes.extend([
+        // Followed inside the image, the absolute links lead to these (existing) directories.
+        Node::Dir("/tmp/x"),
+        Node::File("/outside/marker", "in"),
+        Node::Link("/home", "/../../tmp/x"),
+        Node::Link("/etc/ssh", "/../../../outside"),
+        Node::Link("/opt", "../../../../outside"),
+        Node::Link("/var/lib/data", "../../../../outside"),
+    ]);
+    let state = images_fs("COS_STATE", vec![("/cOS/active.img", img)]);
+    let t = Bench::new("symlinks");
+    // Followed from the host, the links lead here: these must never appear...
+    let absent = ["/tmp/x", "/outside"];
+    for p in absent {
+        assert!(
+            !Path::new(p).exists(),
+            "{p} exists on the host before the test: remove it"
+        );
+    }
+    // ...and these decoys (where the relative links lead from the host) must stay empty.
+    let decoys: Vec<String> = [4, 2]
+        .iter()
+        .map(|n| {
+            t.sysroot
+                .ancestors()
+                .nth(*n)
+                .unwrap()
+                .join("outside")
+                .display()
+                .to_string()
+        })
+        .collect();
+    for d in &decoys {
+        let _ = std::fs::remove_dir_all(d);
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let disk = t.attach(&replace(standard_disk(), "state", state));
+    let mut checks: Vec<String> = absent.iter().map(|p| format!("ls -la {p}")).collect();
+    checks.extend(decoys.iter().map(|d| format!("ls -A {d}")));
+    let checks: Vec<&str> = checks.iter().map(String::as_str).collect();
+    let o = t.boot(&Boot {
+        cmdline: ACTIVE,
+        layout: Some(
+            "RW_PATHS=\"/var /etc /srv /home\"\n\
+             PERSISTENT_STATE_PATHS=\"/etc/ssh /opt /var/lib/data /home/user\"\n\
+             VOLUMES=\"LABEL=COS_PERSISTENT:/usr/local\"\n",
+        ),
+        checks: &checks,
+        ..Default::default()
+    });
+    o.expect_code(0);
+    for (i, p) in absent.iter().enumerate() {
+        o.fails(i);
+        assert!(
+            !Path::new(p).exists(),
+            "{p} created on the host\n{}",
+            o.dump()
+        );
+    }
+    for (i, d) in decoys.iter().enumerate() {
+        assert_eq!(
+            o.ok(absent.len() + i),
+            "",
+            "{d} written through a symlink\n{}",
+            o.dump()
+        );
+        assert_eq!(
+            std::fs::read_dir(d).unwrap().count(),
+            0,
+            "{d} written through a symlink"
+        );
+        std::fs::remove_dir(d).unwrap();
+    }
+    let allowed = |t: &str| {
+        t == "/tmp"
+            || t == "/run/overlay"
+            || t == "/run/initramfs/cos-state"
+            || Path::new(t).starts_with(&o.sysroot)
+    };
+    for m in &o.mounts {
+        assert!(
+            allowed(&m.target),
+            "mount outside the sysroot: {m:?}\n{}",
+            o.dump()
+        );
+        if m.fstype == "overlay" {
+            let lower = m
+                .super_opts
+                .split(',')
+                .find_map(|x| x.strip_prefix("lowerdir="))
+                .unwrap_or("");
+            assert!(
+                Path::new(lower).starts_with(&o.sysroot),
+                "overlay lower outside the sysroot: {m:?}"
+            );
+        }
+        if m.source == disk.part("persistent") {
+            assert!(
+                m.root == "/" || m.root.starts_with("/.state/"),
+                "bind of {} from the store",
+                m.root
+            );
+        }
+    }
+    // The regular parts of the layout still happened.
+    assert_overlays(&o, &["/etc", "/var", "/srv"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8, 9. Dry run; already-mounted sysroot
+
+#[test]
+fn dry_run_touches_nothing() {
+    let t = Bench::new("dry-run");
+    let o = t.boot(&Boot {
+        cmdline: ACTIVE,
+        args: &["--dry-run"],
+        ..Default::default()
+    });
+    o.expect_code(0);
+    assert!(
+        o.stdout.starts_with("1.\n init (background: false)"),
+        "stdout: {}",
+        o.stdout
+    );
+    assert!(o.stdout.contains("mount-root"), "stdout: {}", o.stdout);
+    assert_eq!(o.run_files, Vec::<String>::new(), "--dry-run wrote to /run");
+    assert!(o.mounts.is_empty(), "--dry-run mounted {:?}", o.mounts);
+}
+
+#[test]
+fn already_mounted_sysroot_counts_as_done() {
+    let t = Bench::new("premounted");
+    let disk = t.attach(&standard_disk());
+    let o = t.boot(&Boot {
+        cmdline: ACTIVE,
+        before: "cd $W && mkdir -p prepared/etc/ssh prepared/var/log prepared/srv prepared/usr/local \
+                 prepared/usr/libexec prepared/oem prepared/tmp prepared/home prepared/opt prepared/root\n\
+                 echo prepared > $W/prepared/etc/image-name\n\
+                 mount --bind $W/prepared $S\nmount -o remount,bind,ro $S",
+        checks: &["cat $S/etc/image-name"],
+        ..Default::default()
+    });
+    o.expect_code(0);
+    o.expect_stderr("already mounted");
+    assert_eq!(o.ok(0), "prepared\n", "the prepared root was replaced");
+    assert!(
+        o.mount_at(&o.sysroot).is_none(),
+        "immucore mounted over the existing root\n{}",
+        o.dump()
+    );
+    assert!(
+        !o.mounts.iter().any(|m| is_image_loop(&m.source)),
+        "an image got mounted\n{}",
+        o.dump()
+    );
+    assert_overlays(&o, &["/etc", "/var", "/srv"]);
+    assert_eq!(o.root_mount("/usr/local").source, disk.part("persistent"));
+    assert_binds(&o, &disk, &["/etc/ssh", "/home"]);
+    assert!(
+        !o.timeline.contains("\"error\""),
+        "a step failed\n{}",
+        o.dump()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Beyond the brief's list: layout from the rootfs stage, debugrw
+
+#[test]
+fn rootfs_hook_layout_wins_over_config_dir() {
+    let t = Bench::new("rootfs-hook");
+    let disk = t.attach(&standard_disk());
+    let layout = "VOLUMES=\"LABEL=COS_PERSISTENT:/usr/local\"\nRW_PATHS=\"/var /etc /srv\"\n\
+                  PERSISTENT_STATE_PATHS=\"/root\"\nCUSTOM_BIND_MOUNTS=\"/etc/ssh\"\n";
+    let hooks = t.dir.join("cfg/rootfs.d");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let hook = hooks.join("10-layout");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nmkdir -p /run/cos\ncat > /run/cos/cos-layout.env <<'X'\n{layout}X\n\
+             env | grep ^IMMUCORE_ | sort > /run/hook-env\n"
+        ),
+    )
+    .unwrap();
+    sh(&format!("chmod 755 '{}'", hook.display()));
+    let o = t.boot(&Boot {
+        cmdline: ACTIVE,
+        layout: Some("PERSISTENT_STATE_PATHS=\"/opt\"\n"),
+        checks: &["cat /run/hook-env", "cat /run/cos/cos-layout.env"],
+        ..Default::default()
+    });
+    o.expect_code(0);
+    let env = o.ok(0);
+    for l in [
+        "IMMUCORE_STAGE=rootfs".to_string(),
+        "IMMUCORE_STATE=active".to_string(),
+        format!("IMMUCORE_SYSROOT={}", o.sysroot),
+    ] {
+        assert!(
+            env.lines().any(|x| x == l),
+            "hook environment lacks {l}:\n{env}"
+        );
+    }
+    assert_binds(&o, &disk, &["/root", "/etc/ssh"]);
+    assert!(
+        o.mount_at(&o.in_root("/opt")).is_none(),
+        "layout.env used although the rootfs stage wrote one"
+    );
+    assert_overlays(&o, &["/var", "/etc", "/srv"]);
+    assert_eq!(
+        o.ok(1),
+        layout,
+        "the rootfs stage's cos-layout.env was rewritten"
+    );
+}
+
+#[test]
+fn debugrw_mounts_state_and_root_read_write() {
+    let t = Bench::new("debugrw");
+    let _disk = t.attach(&standard_disk());
+    let o = t.boot(&Boot {
+        cmdline: &format!("{ACTIVE} rd.cos.debugrw"),
+        checks: &[
+            "touch $S/x && touch /run/initramfs/cos-state/x",
+            "cat $S/etc/fstab",
+        ],
+        ..Default::default()
+    });
+    o.expect_code(0);
+    assert!(o.root_mount("/").has_opt("rw"), "root not rw\n{}", o.dump());
+    let state = o
+        .mount_at("/run/initramfs/cos-state")
+        .expect("state not mounted");
+    assert!(state.has_opt("rw"), "state not rw: {state:?}");
+    o.ok(0);
+    let fstab = o.ok(1);
+    assert!(
+        fstab.contains("/dev/disk/by-label/COS_ACTIVE / ext4 rw 0 0"),
+        "{fstab}"
+    );
+    assert!(
+        fstab.contains("/dev/disk/by-label/COS_STATE /run/initramfs/cos-state ext4 rw 0 0"),
+        "{fstab}"
+    );
+}
