@@ -99,7 +99,9 @@ pub const NORMAL: &[Step] = &[
         &[LoadConfig, MountBaseOverlay],
         &[],
     ),
-    step(CustomMount, "custom-mount", &[LoadConfig], &[]),
+    // After the overlays, unlike upstream: a volume under an RW path (`/srv/data`) needs the
+    // overlay to create its mount point, and an overlay mounted later would hide the volume.
+    step(CustomMount, "custom-mount", &[LoadConfig], &[OverlayMount]),
     step(
         MountBind,
         "mount-bind",
@@ -404,11 +406,12 @@ mod tests {
 5.\n mount-oem (background: false) (weak: false) (run: false)\n\
 6.\n rootfs-hook (background: false) (weak: false) (run: false)\n\
 7.\n load-config (background: false) (weak: false) (run: false)\n\
-8.\n mount-base-overlay (background: false) (weak: false) (run: false)\n custom-mount (background: false) (weak: false) (run: false)\n\
+8.\n mount-base-overlay (background: false) (weak: false) (run: false)\n\
 9.\n overlay-mount (background: false) (weak: false) (run: false)\n\
-10.\n mount-bind (background: false) (weak: false) (run: false)\n\
-11.\n enable-sysext-confext (background: false) (weak: false) (run: false)\n write-fstab (background: false) (weak: false) (run: false)\n\
-12.\n initramfs-hook (background: false) (weak: false) (run: false)\n";
+10.\n custom-mount (background: false) (weak: false) (run: false)\n\
+11.\n mount-bind (background: false) (weak: false) (run: false)\n\
+12.\n enable-sysext-confext (background: false) (weak: false) (run: false)\n write-fstab (background: false) (weak: false) (run: false)\n\
+13.\n initramfs-hook (background: false) (weak: false) (run: false)\n";
         assert_eq!(render(&normal_service()), expected);
     }
 

@@ -180,29 +180,32 @@ fn active_boot_mounts_the_whole_layout() {
         );
     }
 
-    // fstab: the first entries in step order, exactly; then every overlay and every bind.
+    // fstab: every entry in step order, exactly (volumes after the overlays), then the binds.
     let fstab = o.ok(3);
     let lines: Vec<&str> = fstab.lines().collect();
     let s = &o.sysroot;
+    let overlay = |p: &str| {
+        format!(
+            "overlay /{p} overlay lowerdir={s}/{p},upperdir=/run/overlay/{p}/.overlay/upper,\
+             workdir=/run/overlay/{p}/.overlay/work 0 0"
+        )
+    };
+    let (var, etc, srv) = (overlay("var"), overlay("etc"), overlay("srv"));
     assert_eq!(
-        lines[..6],
+        lines[..9],
         [
             "tmpfs /tmp tmpfs rw 0 0",
             "/dev/disk/by-label/COS_STATE /run/initramfs/cos-state ext4 ro 0 0",
             "/dev/disk/by-label/COS_ACTIVE / ext4 ro 0 0",
             "/dev/disk/by-label/COS_OEM /oem ext4 rw 0 0",
             "tmpfs /run/overlay tmpfs size=25% 0 0",
+            var.as_str(),
+            etc.as_str(),
+            srv.as_str(),
             "/dev/disk/by-label/COS_PERSISTENT /usr/local ext4 rw 0 0",
         ],
         "fstab:\n{fstab}"
     );
-    for p in ["var", "etc", "srv"] {
-        let l = format!(
-            "overlay /{p} overlay lowerdir={s}/{p},upperdir=/run/overlay/{p}/.overlay/upper,\
-             workdir=/run/overlay/{p}/.overlay/work 0 0"
-        );
-        assert!(lines.contains(&l.as_str()), "fstab lacks {l}:\n{fstab}");
-    }
     assert!(
         lines.contains(&"/usr/local/.state/etc-ssh.bind /etc/ssh none bind 0 0"),
         "{fstab}"

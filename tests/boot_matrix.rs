@@ -1,0 +1,325 @@
+//! The QEMU boot matrix: real Debian kernels boot a tiny initramfs whose only program is
+//! immucore (`/init`), against a Kairos-layout GPT disk, on x86_64, aarch64 and armv7. The test
+//! root's `/sbin/init` prints `REPORT: <key> <value>` lines about what it sees and powers off;
+//! every assertion is made on those lines (QEMU's exit status says nothing about the guest).
+//!
+//! Needs `qemu/setup` and the release binaries (`scripts/test` does both).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
+
+const ACTIVE: &str = "root=LABEL=COS_ACTIVE cos-img/filename=/cOS/active.img rd.cos.oemlabel=COS_OEM";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn triple(arch: &str) -> &'static str {
+    match arch {
+        "x86_64" => "x86_64-unknown-linux-musl",
+        "aarch64" => "aarch64-unknown-linux-musl",
+        "armv7" => "armv7-unknown-linux-gnueabihf",
+        _ => panic!("unknown arch {arch}"),
+    }
+}
+
+fn scratch() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = repo().join("target/boot-matrix");
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    })
+}
+
+fn kit(script: &str, args: &[&str]) {
+    let out = Command::new(repo().join("qemu").join(script)).args(args).output().expect("run qemu kit");
+    assert!(out.status.success(), "qemu/{script} {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Builds (once per variant) the tiny initramfs of `arch`: immucore as /init, modules, and
+/// optionally a layout file or a pre-populated /sysroot.
+fn initramfs(arch: &str, variant: &str, extra: &[&str]) -> PathBuf {
+    // Tests run in parallel: build each variant once, under a lock.
+    static BUILT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let out = scratch().join(format!("initrd-{arch}-{variant}.cpio.gz"));
+    if built.contains(&out) {
+        return out;
+    }
+    let bin = repo().join("target").join(triple(arch)).join("release/immucore");
+    assert!(bin.exists(), "{} missing: run scripts/test (or cargo build --release --target {})", bin.display(), triple(arch));
+    assert!(repo().join("qemu/cache").join(arch).join("kernel").exists(), "no kernel for {arch}: run qemu/setup");
+    let mut args = vec![arch, bin.to_str().unwrap(), out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    kit("mkinitramfs", &args);
+    built.push(out.clone());
+    out
+}
+
+fn disk(arch: &str, name: &str, opts: &[&str]) -> PathBuf {
+    let out = scratch().join(format!("disk-{arch}-{name}.img"));
+    let mut args = vec![arch, out.to_str().unwrap()];
+    args.extend_from_slice(opts);
+    kit("mkdisk", &args);
+    out
+}
+
+/// What the guest reported: every `REPORT:` line by key, and the whole console text.
+struct Boot {
+    reports: HashMap<String, Vec<String>>,
+    console: String,
+    wall_s: f64,
+}
+
+impl Boot {
+    fn all(&self, key: &str) -> &[String] {
+        self.reports.get(key).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    fn one(&self, key: &str) -> &str {
+        self.all(key).first().map(String::as_str).unwrap_or_else(|| panic!("no REPORT {key}; console:\n{}", self.console))
+    }
+
+    fn mount(&self, mountpoint: &str) -> Option<&str> {
+        self.all("mount").iter().find(|l| l.split(' ').next() == Some(mountpoint)).map(String::as_str)
+    }
+
+    fn assert_mount(&self, mountpoint: &str, needle: &str) {
+        let m = self.mount(mountpoint).unwrap_or_else(|| panic!("{mountpoint} not mounted; console:\n{}", self.console));
+        assert!(m.contains(needle), "{mountpoint}: expected '{needle}' in '{m}'");
+    }
+
+    fn writable(&self, path: &str) -> bool {
+        self.all("writable").iter().any(|l| l == &format!("{path} yes"))
+    }
+
+    fn completed(&self) {
+        assert!(self.reports.contains_key("end"), "the test root did not finish; console:\n{}", self.console);
+    }
+}
+
+fn boot(arch: &str, disk: &Path, initrd: &Path, cmdline: &str, extra: &[&str]) -> Boot {
+    static BOOTS: AtomicUsize = AtomicUsize::new(0);
+    let n = BOOTS.fetch_add(1, Ordering::Relaxed);
+    let serial = scratch().join(format!("serial-{arch}-{}-{n}.log", std::process::id()));
+    let start = Instant::now();
+    let mut args = vec![arch, disk.to_str().unwrap(), initrd.to_str().unwrap(), serial.to_str().unwrap(), "--append", cmdline, "--timeout", "150"];
+    args.extend_from_slice(extra);
+    let status = Command::new(repo().join("qemu/boot")).args(&args).status().expect("run qemu/boot");
+    let wall_s = start.elapsed().as_secs_f64();
+    // 124 is timeout's status: the guest neither powered off nor rebooted in time.
+    assert_ne!(status.code(), Some(124), "{arch}: the VM hung; console:\n{}", std::fs::read_to_string(&serial).unwrap_or_default());
+    let raw = std::fs::read(&serial).unwrap_or_default();
+    let _ = std::fs::remove_file(&serial);
+    let console = String::from_utf8_lossy(&raw).replace('\r', "");
+    let mut reports: HashMap<String, Vec<String>> = HashMap::new();
+    for line in console.lines() {
+        // SeaBIOS glues terminal escapes to the first line; look for the marker anywhere.
+        if let Some(i) = line.find("REPORT: ") {
+            let rest = &line[i + 8..];
+            let (k, v) = rest.split_once(' ').unwrap_or((rest, ""));
+            reports.entry(k.to_string()).or_default().push(v.to_string());
+        }
+    }
+    Boot { reports, console, wall_s }
+}
+
+/// Scenarios 1 and 2: the active boot's layout, then persistence across a second boot.
+fn active_and_persistence(arch: &str) {
+    let d = disk(arch, "persist", &[]);
+    let initrd = initramfs(arch, "plain", &[]);
+    let b = boot(arch, &d, &initrd, ACTIVE, &[]);
+    b.completed();
+    assert_eq!(b.one("image"), "active");
+    b.assert_mount("/", "ext4 ro");
+    assert!(!b.writable("/"), "/ must be read-only");
+    for p in ["/etc", "/var", "/srv"] {
+        b.assert_mount(p, "overlay");
+        assert!(b.writable(p), "{p} must be writable");
+    }
+    b.assert_mount("/usr/local", "/dev/vda4 ext4 rw");
+    b.assert_mount("/oem", "ext4 rw");
+    b.assert_mount("/run/initramfs/cos-state", "ext4 ro");
+    assert!(b.mount("/var/log").is_some(), "persistent bind /var/log missing");
+    assert_eq!(b.one("sentinel"), "active_mode 1");
+    assert_eq!(b.one("log-exists"), "/run/immucore/immucore.log yes");
+    let fstab = b.all("fstab");
+    for want in [
+        "tmpfs /tmp tmpfs rw 0 0",
+        "/dev/disk/by-label/COS_STATE /run/initramfs/cos-state ext4 ro 0 0",
+        "/dev/disk/by-label/COS_ACTIVE / ext4 ro 0 0",
+        "/dev/disk/by-label/COS_OEM /oem ext4 rw 0 0",
+        "tmpfs /run/overlay tmpfs size=25% 0 0",
+        "/dev/disk/by-label/COS_PERSISTENT /usr/local ext4 rw 0 0",
+        "overlay /etc overlay lowerdir=/sysroot/etc,upperdir=/run/overlay/etc/.overlay/upper,workdir=/run/overlay/etc/.overlay/work 0 0",
+        "/usr/local/.state/var-log.bind /var/log none bind 0 0",
+        "/usr/local/.state/etc-ssh.bind /etc/ssh none bind 0 0",
+    ] {
+        assert!(fstab.iter().any(|l| l == want), "{arch}: fstab lacks '{want}': {fstab:#?}");
+    }
+    // Every mount the guest sees under / (except the kernel's own) is in the fstab.
+    for m in b.all("mount") {
+        let mp = m.split(' ').next().unwrap();
+        if ["/proc", "/sys", "/dev", "/run"].contains(&mp) {
+            continue;
+        }
+        assert!(fstab.iter().any(|l| l.split(' ').nth(1) == Some(mp)), "{arch}: mount {mp} is not in fstab");
+    }
+    // The copy-up brought the image's file into the persistent store.
+    assert_eq!(b.one("imagefile"), "/etc/ssh/image-file present");
+    assert_eq!(b.one("bootcount"), "1");
+
+    let b2 = boot(arch, &d, &initrd, ACTIVE, &[]);
+    b2.completed();
+    assert_eq!(b2.one("bootcount"), "2");
+    let persist = b2.all("persist");
+    for (path, state) in [
+        ("/usr/local/marker", "present"),
+        ("/var/log/marker", "present"),
+        ("/etc/ssh/marker", "present"),
+        ("/home/marker", "present"),
+        ("/etc/marker", "absent"),
+        ("/var/marker", "absent"),
+        ("/srv/marker", "absent"),
+    ] {
+        assert!(persist.iter().any(|l| l == &format!("{path} {state}")), "{arch}: {path} should be {state}: {persist:#?}");
+    }
+    report_timing(arch, &b);
+}
+
+/// Prints the time from the kernel starting /init to immucore exec'ing the real init.
+fn report_timing(arch: &str, b: &Boot) {
+    let stamp = |needle: &str| {
+        b.all("kmsg").iter().find(|l| l.contains(needle)).and_then(|l| {
+            let l = l.trim_start_matches('[').trim_start();
+            l.split(']').next()?.trim().parse::<f64>().ok()
+        })
+    };
+    if let (Some(start), Some(exec)) = (stamp("Run /init"), stamp("switch-root: exec")) {
+        eprintln!("{arch}: /init start to exec of the real init: {:.0} ms (boot wall {:.1} s)", (exec - start) * 1000.0, b.wall_s);
+        assert!(exec >= start);
+    }
+}
+
+fn other_states(arch: &str) {
+    let initrd = initramfs(arch, "plain", &[]);
+    let d = disk(arch, "states", &[]);
+    let b = boot(arch, &d, &initrd, "root=LABEL=COS_PASSIVE cos-img/filename=/cOS/passive.img rd.cos.oemlabel=COS_OEM", &[]);
+    b.completed();
+    assert_eq!(b.one("image"), "passive");
+    assert_eq!(b.one("sentinel"), "passive_mode 1");
+    b.assert_mount("/usr/local", "ext4 rw");
+
+    let b = boot(arch, &d, &initrd, "root=LABEL=COS_SYSTEM cos-img/filename=/cOS/recovery.img rd.cos.oemlabel=COS_OEM", &[]);
+    b.completed();
+    assert_eq!(b.one("image"), "recovery");
+    assert_eq!(b.one("sentinel"), "recovery_mode 1");
+    b.assert_mount("/run/initramfs/cos-state", "ext4 ro");
+    // Recovery keeps everything ephemeral: COS_PERSISTENT is not mounted, /usr/local is an overlay.
+    b.assert_mount("/usr/local", "overlay");
+    assert!(!b.console.contains("COS_PERSISTENT ("), "recovery must not mount COS_PERSISTENT");
+
+    let b = boot(arch, &d, &initrd, "root=LABEL=COS_SYSTEM cos-img/filename=/cOS/recovery.img kairos.reset", &[]);
+    b.completed();
+    assert_eq!(b.one("sentinel"), "autoreset_mode 1");
+    assert_eq!(b.one("image"), "recovery");
+}
+
+fn live_mode(arch: &str) {
+    let initrd = initramfs(arch, "live", &["--sysroot", "live"]);
+    let d = disk(arch, "live", &[]);
+    let b = boot(arch, &d, &initrd, "rd.cos.disable rd.cos.oemlabel=COS_OEM", &[]);
+    b.completed();
+    assert_eq!(b.one("image"), "live");
+    assert_eq!(b.one("sentinel"), "live_mode 1");
+    // Only the sentinel and the OEM partition: no image, no overlays, no fstab.
+    assert!(b.mount("/run/initramfs/cos-state").is_none());
+    assert!(b.mount("/etc").is_none());
+    assert!(b.all("fstab").is_empty());
+    let kmsg = b.all("kmsg").join("\n");
+    assert!(kmsg.contains("wait-for-sysroot: /sysroot is ready"), "{kmsg}");
+}
+
+fn custom_layout(arch: &str) {
+    let layout = scratch().join("custom-layout.env");
+    std::fs::write(
+        &layout,
+        "# custom layout\nRW_PATHS=\"/var /etc /srv /home\"\nPERSISTENT_STATE_PATHS=\"/opt /root\"\nVOLUMES=\"LABEL=COS_PERSISTENT:/usr/local\"\n",
+    )
+    .unwrap();
+    let initrd = initramfs(arch, "custom", &["--layout", layout.to_str().unwrap()]);
+    let d = disk(arch, "custom", &["--extra-label", "DATA"]);
+    let b = boot(arch, &d, &initrd, &format!("{ACTIVE} rd.immucore.mount=LABEL=DATA:/srv/data"), &[]);
+    b.completed();
+    b.assert_mount("/home", "overlay");
+    b.assert_mount("/opt", "ext4");
+    b.assert_mount("/srv/data", "ext4 rw");
+    assert!(b.mount("/var/log").is_none(), "/var/log is not persistent in this layout");
+    let layout_lines = b.all("layout");
+    assert!(layout_lines.iter().any(|l| l == "cos-layout.env RW_PATHS=\"/var /etc /srv /home\""), "{layout_lines:#?}");
+    assert!(b.all("fstab").iter().any(|l| l == "/dev/disk/by-label/DATA /srv/data ext4 rw 0 0"));
+}
+
+fn no_oem(arch: &str) {
+    let initrd = initramfs(arch, "plain", &[]);
+    let d = disk(arch, "nooem", &["--no-oem"]);
+    let b = boot(arch, &d, &initrd, &format!("{ACTIVE} rd.cos.oemtimeout=1"), &[]);
+    b.completed();
+    assert!(b.mount("/oem").is_none());
+    b.assert_mount("/etc", "overlay");
+    b.assert_mount("/usr/local", "ext4 rw");
+    assert!(b.mount("/var/log").is_some(), "binds must not be skipped without OEM");
+    assert!(b.console.contains("immucore: mount-oem: error: failed: LABEL=COS_OEM did not appear within 1 s"), "{}", b.console);
+}
+
+/// A boot that must end in the failure summary and, with rebootonfailure, a reboot.
+fn expect_failure(arch: &str, d: &Path, cmdline: &str, reason: &str) -> Boot {
+    let initrd = initramfs(arch, "plain", &[]);
+    let b = boot(arch, d, &initrd, &format!("{cmdline} rd.immucore.rebootonfailure"), &[]);
+    assert!(!b.reports.contains_key("end"), "{arch}: must not boot");
+    assert!(b.console.contains("IMMUCORE BOOT FAILED"), "{arch}: no failure summary:\n{}", b.console);
+    assert!(b.console.contains(reason), "{arch}: summary lacks '{reason}':\n{}", b.console);
+    assert!(b.console.contains("rebooting in 10 s"), "{}", b.console);
+    assert!(!b.console.contains("Kernel panic"), "{arch}: PID 1 died:\n{}", b.console);
+    b
+}
+
+fn failures(arch: &str) {
+    let d = disk(arch, "fail", &[]);
+    expect_failure(arch, &d, "root=LABEL=COS_ACTIVE rd.cos.oemlabel=COS_OEM", "could not get the image name");
+    let bad = disk(arch, "bad", &["--bad-active"]);
+    expect_failure(arch, &bad, ACTIVE, "is not a filesystem image");
+    // No COS_STATE ever appears: the 60 s deadline of mount-state is honoured.
+    let b = expect_failure(arch, &d, "root=LABEL=COS_ACTIVE cos-img/filename=/cOS/active.img rd.immucore.debug", "LABEL=COS_STATE did not appear within 60 s");
+    assert!(b.wall_s >= 60.0 && b.wall_s < 140.0, "{arch}: deadline not honoured: {:.1} s", b.wall_s);
+}
+
+fn late_device(arch: &str) {
+    let initrd = initramfs(arch, "plain", &[]);
+    let d = disk(arch, "late", &[]);
+    let b = boot(arch, &d, &initrd, ACTIVE, &["--late-disk", "4"]);
+    b.completed();
+    assert_eq!(b.one("image"), "active");
+    b.assert_mount("/", "ext4 ro");
+}
+
+macro_rules! per_arch {
+    ($scenario:ident: $($arch:ident),*) => {
+        mod $scenario {
+            $(#[test] fn $arch() { super::$scenario(stringify!($arch)); })*
+        }
+    };
+}
+
+per_arch!(active_and_persistence: x86_64, aarch64, armv7);
+per_arch!(other_states: x86_64, aarch64, armv7);
+per_arch!(live_mode: x86_64, aarch64, armv7);
+per_arch!(custom_layout: x86_64, aarch64, armv7);
+per_arch!(no_oem: x86_64, aarch64, armv7);
+per_arch!(failures: x86_64, aarch64, armv7);
+per_arch!(late_device: x86_64, aarch64, armv7);
