@@ -113,6 +113,7 @@ pub unsafe fn main(_argc: usize, argv: *const *const u8, envp: *const *const u8)
     };
     if !dry_run && !env.init_mode {
         log::open_file();
+        sys::defer_stop_signals();
     }
     let mut raw = [0u8; 4200];
     let n = match sys::read_file(env.cmdline_path.as_bytes(), &mut raw) {
@@ -188,6 +189,12 @@ pub unsafe fn main(_argc: usize, argv: *const *const u8, envp: *const *const u8)
         },
     );
     boot::report::write_timeline(&plan);
+    if !init_mode && sys::stop_requested() {
+        log::warn(
+            "",
+            &[b"a stop was requested during the run; it waited for the steps to finish"],
+        );
+    }
     if let Some((step, status)) = plan.fatal() {
         let mut reason = Text::<320>::new();
         reason.push_lossy(step.name.as_bytes());

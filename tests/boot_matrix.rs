@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
-const ACTIVE: &str = "root=LABEL=COS_ACTIVE cos-img/filename=/cOS/active.img rd.cos.oemlabel=COS_OEM";
+const ACTIVE: &str =
+    "root=LABEL=COS_ACTIVE cos-img/filename=/cOS/active.img rd.cos.oemlabel=COS_OEM";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -37,8 +38,18 @@ fn scratch() -> &'static Path {
 }
 
 fn kit(script: &str, args: &[&str]) {
-    let out = Command::new(repo().join("qemu").join(script)).args(args).output().expect("run qemu kit");
-    assert!(out.status.success(), "qemu/{script} {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    // The kit caches pristine disks and kernels by content: one build at a time.
+    static KIT: Mutex<()> = Mutex::new(());
+    let _one = KIT.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new(repo().join("qemu").join(script))
+        .args(args)
+        .output()
+        .expect("run qemu kit");
+    assert!(
+        out.status.success(),
+        "qemu/{script} {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Builds (once per variant) the tiny initramfs of `arch`: immucore as /init, modules, and
@@ -51,9 +62,20 @@ fn initramfs(arch: &str, variant: &str, extra: &[&str]) -> PathBuf {
     if built.contains(&out) {
         return out;
     }
-    let bin = repo().join("target").join(triple(arch)).join("release/immucore");
-    assert!(bin.exists(), "{} missing: run scripts/test (or cargo build --release --target {})", bin.display(), triple(arch));
-    assert!(repo().join("qemu/cache").join(arch).join("kernel").exists(), "no kernel for {arch}: run qemu/setup");
+    let bin = repo()
+        .join("target")
+        .join(triple(arch))
+        .join("release/immucore");
+    assert!(
+        bin.exists(),
+        "{} missing: run scripts/test (or cargo build --release --target {})",
+        bin.display(),
+        triple(arch)
+    );
+    assert!(
+        repo().join("qemu/cache").join(arch).join("kernel").exists(),
+        "no kernel for {arch}: run qemu/setup"
+    );
     let mut args = vec![arch, bin.to_str().unwrap(), out.to_str().unwrap()];
     args.extend_from_slice(extra);
     kit("mkinitramfs", &args);
@@ -82,24 +104,41 @@ impl Boot {
     }
 
     fn one(&self, key: &str) -> &str {
-        self.all(key).first().map(String::as_str).unwrap_or_else(|| panic!("no REPORT {key}; console:\n{}", self.console))
+        self.all(key)
+            .first()
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("no REPORT {key}; console:\n{}", self.console))
     }
 
     fn mount(&self, mountpoint: &str) -> Option<&str> {
-        self.all("mount").iter().find(|l| l.split(' ').next() == Some(mountpoint)).map(String::as_str)
+        self.all("mount")
+            .iter()
+            .find(|l| l.split(' ').next() == Some(mountpoint))
+            .map(String::as_str)
     }
 
     fn assert_mount(&self, mountpoint: &str, needle: &str) {
-        let m = self.mount(mountpoint).unwrap_or_else(|| panic!("{mountpoint} not mounted; console:\n{}", self.console));
-        assert!(m.contains(needle), "{mountpoint}: expected '{needle}' in '{m}'");
+        let m = self
+            .mount(mountpoint)
+            .unwrap_or_else(|| panic!("{mountpoint} not mounted; console:\n{}", self.console));
+        assert!(
+            m.contains(needle),
+            "{mountpoint}: expected '{needle}' in '{m}'"
+        );
     }
 
     fn writable(&self, path: &str) -> bool {
-        self.all("writable").iter().any(|l| l == &format!("{path} yes"))
+        self.all("writable")
+            .iter()
+            .any(|l| l == &format!("{path} yes"))
     }
 
     fn completed(&self) {
-        assert!(self.reports.contains_key("end"), "the test root did not finish; console:\n{}", self.console);
+        assert!(
+            self.reports.contains_key("end"),
+            "the test root did not finish; console:\n{}",
+            self.console
+        );
     }
 }
 
@@ -108,12 +147,29 @@ fn boot(arch: &str, disk: &Path, initrd: &Path, cmdline: &str, extra: &[&str]) -
     let n = BOOTS.fetch_add(1, Ordering::Relaxed);
     let serial = scratch().join(format!("serial-{arch}-{}-{n}.log", std::process::id()));
     let start = Instant::now();
-    let mut args = vec![arch, disk.to_str().unwrap(), initrd.to_str().unwrap(), serial.to_str().unwrap(), "--append", cmdline, "--timeout", "150"];
+    let mut args = vec![
+        arch,
+        disk.to_str().unwrap(),
+        initrd.to_str().unwrap(),
+        serial.to_str().unwrap(),
+        "--append",
+        cmdline,
+        "--timeout",
+        "150",
+    ];
     args.extend_from_slice(extra);
-    let status = Command::new(repo().join("qemu/boot")).args(&args).status().expect("run qemu/boot");
+    let status = Command::new(repo().join("qemu/boot"))
+        .args(&args)
+        .status()
+        .expect("run qemu/boot");
     let wall_s = start.elapsed().as_secs_f64();
     // 124 is timeout's status: the guest neither powered off nor rebooted in time.
-    assert_ne!(status.code(), Some(124), "{arch}: the VM hung; console:\n{}", std::fs::read_to_string(&serial).unwrap_or_default());
+    assert_ne!(
+        status.code(),
+        Some(124),
+        "{arch}: the VM hung; console:\n{}",
+        std::fs::read_to_string(&serial).unwrap_or_default()
+    );
     let raw = std::fs::read(&serial).unwrap_or_default();
     let _ = std::fs::remove_file(&serial);
     let console = String::from_utf8_lossy(&raw).replace('\r', "");
@@ -123,10 +179,17 @@ fn boot(arch: &str, disk: &Path, initrd: &Path, cmdline: &str, extra: &[&str]) -
         if let Some(i) = line.find("REPORT: ") {
             let rest = &line[i + 8..];
             let (k, v) = rest.split_once(' ').unwrap_or((rest, ""));
-            reports.entry(k.to_string()).or_default().push(v.to_string());
+            reports
+                .entry(k.to_string())
+                .or_default()
+                .push(v.to_string());
         }
     }
-    Boot { reports, console, wall_s }
+    Boot {
+        reports,
+        console,
+        wall_s,
+    }
 }
 
 /// Scenarios 1 and 2: the active boot's layout, then persistence across a second boot.
@@ -145,7 +208,10 @@ fn active_and_persistence(arch: &str) {
     b.assert_mount("/usr/local", "/dev/vda4 ext4 rw");
     b.assert_mount("/oem", "ext4 rw");
     b.assert_mount("/run/initramfs/cos-state", "ext4 ro");
-    assert!(b.mount("/var/log").is_some(), "persistent bind /var/log missing");
+    assert!(
+        b.mount("/var/log").is_some(),
+        "persistent bind /var/log missing"
+    );
     assert_eq!(b.one("sentinel"), "active_mode 1");
     assert_eq!(b.one("log-exists"), "/run/immucore/immucore.log yes");
     let fstab = b.all("fstab");
@@ -168,7 +234,10 @@ fn active_and_persistence(arch: &str) {
         if ["/proc", "/sys", "/dev", "/run"].contains(&mp) {
             continue;
         }
-        assert!(fstab.iter().any(|l| l.split(' ').nth(1) == Some(mp)), "{arch}: mount {mp} is not in fstab");
+        assert!(
+            fstab.iter().any(|l| l.split(' ').nth(1) == Some(mp)),
+            "{arch}: mount {mp} is not in fstab"
+        );
     }
     // The copy-up brought the image's file into the persistent store.
     assert_eq!(b.one("imagefile"), "/etc/ssh/image-file present");
@@ -187,7 +256,10 @@ fn active_and_persistence(arch: &str) {
         ("/var/marker", "absent"),
         ("/srv/marker", "absent"),
     ] {
-        assert!(persist.iter().any(|l| l == &format!("{path} {state}")), "{arch}: {path} should be {state}: {persist:#?}");
+        assert!(
+            persist.iter().any(|l| l == &format!("{path} {state}")),
+            "{arch}: {path} should be {state}: {persist:#?}"
+        );
     }
     report_timing(arch, &b);
 }
@@ -195,13 +267,20 @@ fn active_and_persistence(arch: &str) {
 /// Prints the time from the kernel starting /init to immucore exec'ing the real init.
 fn report_timing(arch: &str, b: &Boot) {
     let stamp = |needle: &str| {
-        b.all("kmsg").iter().find(|l| l.contains(needle)).and_then(|l| {
-            let l = l.trim_start_matches('[').trim_start();
-            l.split(']').next()?.trim().parse::<f64>().ok()
-        })
+        b.all("kmsg")
+            .iter()
+            .find(|l| l.contains(needle))
+            .and_then(|l| {
+                let l = l.trim_start_matches('[').trim_start();
+                l.split(']').next()?.trim().parse::<f64>().ok()
+            })
     };
     if let (Some(start), Some(exec)) = (stamp("Run /init"), stamp("switch-root: exec")) {
-        eprintln!("{arch}: /init start to exec of the real init: {:.0} ms (boot wall {:.1} s)", (exec - start) * 1000.0, b.wall_s);
+        eprintln!(
+            "{arch}: /init start to exec of the real init: {:.0} ms (boot wall {:.1} s)",
+            (exec - start) * 1000.0,
+            b.wall_s
+        );
         assert!(exec >= start);
     }
 }
@@ -209,22 +288,43 @@ fn report_timing(arch: &str, b: &Boot) {
 fn other_states(arch: &str) {
     let initrd = initramfs(arch, "plain", &[]);
     let d = disk(arch, "states", &[]);
-    let b = boot(arch, &d, &initrd, "root=LABEL=COS_PASSIVE cos-img/filename=/cOS/passive.img rd.cos.oemlabel=COS_OEM", &[]);
+    let b = boot(
+        arch,
+        &d,
+        &initrd,
+        "root=LABEL=COS_PASSIVE cos-img/filename=/cOS/passive.img rd.cos.oemlabel=COS_OEM",
+        &[],
+    );
     b.completed();
     assert_eq!(b.one("image"), "passive");
     assert_eq!(b.one("sentinel"), "passive_mode 1");
     b.assert_mount("/usr/local", "ext4 rw");
 
-    let b = boot(arch, &d, &initrd, "root=LABEL=COS_SYSTEM cos-img/filename=/cOS/recovery.img rd.cos.oemlabel=COS_OEM", &[]);
+    let b = boot(
+        arch,
+        &d,
+        &initrd,
+        "root=LABEL=COS_SYSTEM cos-img/filename=/cOS/recovery.img rd.cos.oemlabel=COS_OEM",
+        &[],
+    );
     b.completed();
     assert_eq!(b.one("image"), "recovery");
     assert_eq!(b.one("sentinel"), "recovery_mode 1");
     b.assert_mount("/run/initramfs/cos-state", "ext4 ro");
     // Recovery keeps everything ephemeral: COS_PERSISTENT is not mounted, /usr/local is an overlay.
     b.assert_mount("/usr/local", "overlay");
-    assert!(!b.console.contains("COS_PERSISTENT ("), "recovery must not mount COS_PERSISTENT");
+    assert!(
+        !b.console.contains("COS_PERSISTENT ("),
+        "recovery must not mount COS_PERSISTENT"
+    );
 
-    let b = boot(arch, &d, &initrd, "root=LABEL=COS_SYSTEM cos-img/filename=/cOS/recovery.img kairos.reset", &[]);
+    let b = boot(
+        arch,
+        &d,
+        &initrd,
+        "root=LABEL=COS_SYSTEM cos-img/filename=/cOS/recovery.img kairos.reset",
+        &[],
+    );
     b.completed();
     assert_eq!(b.one("sentinel"), "autoreset_mode 1");
     assert_eq!(b.one("image"), "recovery");
@@ -233,7 +333,13 @@ fn other_states(arch: &str) {
 fn live_mode(arch: &str) {
     let initrd = initramfs(arch, "live", &["--sysroot", "live"]);
     let d = disk(arch, "live", &[]);
-    let b = boot(arch, &d, &initrd, "rd.cos.disable rd.cos.oemlabel=COS_OEM", &[]);
+    let b = boot(
+        arch,
+        &d,
+        &initrd,
+        "rd.cos.disable rd.cos.oemlabel=COS_OEM",
+        &[],
+    );
     b.completed();
     assert_eq!(b.one("image"), "live");
     assert_eq!(b.one("sentinel"), "live_mode 1");
@@ -242,7 +348,10 @@ fn live_mode(arch: &str) {
     assert!(b.mount("/etc").is_none());
     assert!(b.all("fstab").is_empty());
     let kmsg = b.all("kmsg").join("\n");
-    assert!(kmsg.contains("wait-for-sysroot: /sysroot is ready"), "{kmsg}");
+    assert!(
+        kmsg.contains("wait-for-sysroot: /sysroot is ready"),
+        "{kmsg}"
+    );
 }
 
 fn custom_layout(arch: &str) {
@@ -254,49 +363,113 @@ fn custom_layout(arch: &str) {
     .unwrap();
     let initrd = initramfs(arch, "custom", &["--layout", layout.to_str().unwrap()]);
     let d = disk(arch, "custom", &["--extra-label", "DATA"]);
-    let b = boot(arch, &d, &initrd, &format!("{ACTIVE} rd.immucore.mount=LABEL=DATA:/srv/data"), &[]);
+    let b = boot(
+        arch,
+        &d,
+        &initrd,
+        &format!("{ACTIVE} rd.immucore.mount=LABEL=DATA:/srv/data"),
+        &[],
+    );
     b.completed();
     b.assert_mount("/home", "overlay");
     b.assert_mount("/opt", "ext4");
     b.assert_mount("/srv/data", "ext4 rw");
-    assert!(b.mount("/var/log").is_none(), "/var/log is not persistent in this layout");
+    assert!(
+        b.mount("/var/log").is_none(),
+        "/var/log is not persistent in this layout"
+    );
     let layout_lines = b.all("layout");
-    assert!(layout_lines.iter().any(|l| l == "cos-layout.env RW_PATHS=\"/var /etc /srv /home\""), "{layout_lines:#?}");
-    assert!(b.all("fstab").iter().any(|l| l == "/dev/disk/by-label/DATA /srv/data ext4 rw 0 0"));
+    assert!(
+        layout_lines
+            .iter()
+            .any(|l| l == "cos-layout.env RW_PATHS=\"/var /etc /srv /home\""),
+        "{layout_lines:#?}"
+    );
+    assert!(b
+        .all("fstab")
+        .iter()
+        .any(|l| l == "/dev/disk/by-label/DATA /srv/data ext4 rw 0 0"));
 }
 
 fn no_oem(arch: &str) {
     let initrd = initramfs(arch, "plain", &[]);
     let d = disk(arch, "nooem", &["--no-oem"]);
-    let b = boot(arch, &d, &initrd, &format!("{ACTIVE} rd.cos.oemtimeout=1"), &[]);
+    let b = boot(
+        arch,
+        &d,
+        &initrd,
+        &format!("{ACTIVE} rd.cos.oemtimeout=1"),
+        &[],
+    );
     b.completed();
     assert!(b.mount("/oem").is_none());
     b.assert_mount("/etc", "overlay");
     b.assert_mount("/usr/local", "ext4 rw");
-    assert!(b.mount("/var/log").is_some(), "binds must not be skipped without OEM");
-    assert!(b.console.contains("immucore: mount-oem: error: failed: LABEL=COS_OEM did not appear within 1 s"), "{}", b.console);
+    assert!(
+        b.mount("/var/log").is_some(),
+        "binds must not be skipped without OEM"
+    );
+    assert!(
+        b.console.contains(
+            "immucore: mount-oem: error: failed: LABEL=COS_OEM did not appear within 1 s"
+        ),
+        "{}",
+        b.console
+    );
 }
 
 /// A boot that must end in the failure summary and, with rebootonfailure, a reboot.
 fn expect_failure(arch: &str, d: &Path, cmdline: &str, reason: &str) -> Boot {
     let initrd = initramfs(arch, "plain", &[]);
-    let b = boot(arch, d, &initrd, &format!("{cmdline} rd.immucore.rebootonfailure"), &[]);
+    let b = boot(
+        arch,
+        d,
+        &initrd,
+        &format!("{cmdline} rd.immucore.rebootonfailure"),
+        &[],
+    );
     assert!(!b.reports.contains_key("end"), "{arch}: must not boot");
-    assert!(b.console.contains("IMMUCORE BOOT FAILED"), "{arch}: no failure summary:\n{}", b.console);
-    assert!(b.console.contains(reason), "{arch}: summary lacks '{reason}':\n{}", b.console);
+    assert!(
+        b.console.contains("IMMUCORE BOOT FAILED"),
+        "{arch}: no failure summary:\n{}",
+        b.console
+    );
+    assert!(
+        b.console.contains(reason),
+        "{arch}: summary lacks '{reason}':\n{}",
+        b.console
+    );
     assert!(b.console.contains("rebooting in 10 s"), "{}", b.console);
-    assert!(!b.console.contains("Kernel panic"), "{arch}: PID 1 died:\n{}", b.console);
+    assert!(
+        !b.console.contains("Kernel panic"),
+        "{arch}: PID 1 died:\n{}",
+        b.console
+    );
     b
 }
 
 fn failures(arch: &str) {
     let d = disk(arch, "fail", &[]);
-    expect_failure(arch, &d, "root=LABEL=COS_ACTIVE rd.cos.oemlabel=COS_OEM", "could not get the image name");
+    expect_failure(
+        arch,
+        &d,
+        "root=LABEL=COS_ACTIVE rd.cos.oemlabel=COS_OEM",
+        "could not get the image name",
+    );
     let bad = disk(arch, "bad", &["--bad-active"]);
     expect_failure(arch, &bad, ACTIVE, "is not a filesystem image");
     // No COS_STATE ever appears: the 60 s deadline of mount-state is honoured.
-    let b = expect_failure(arch, &d, "root=LABEL=COS_ACTIVE cos-img/filename=/cOS/active.img rd.immucore.debug", "LABEL=COS_STATE did not appear within 60 s");
-    assert!(b.wall_s >= 60.0 && b.wall_s < 140.0, "{arch}: deadline not honoured: {:.1} s", b.wall_s);
+    let b = expect_failure(
+        arch,
+        &d,
+        "root=LABEL=COS_ACTIVE cos-img/filename=/cOS/active.img rd.immucore.debug",
+        "LABEL=COS_STATE did not appear within 60 s",
+    );
+    assert!(
+        b.wall_s >= 60.0 && b.wall_s < 140.0,
+        "{arch}: deadline not honoured: {:.1} s",
+        b.wall_s
+    );
 }
 
 fn late_device(arch: &str) {

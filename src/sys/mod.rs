@@ -379,6 +379,8 @@ pub fn run(argv: &[&CStr], envp: &[&CStr], chroot_to: Option<&[u8]>) -> Result<i
         return Err(Errno::from_raw_os_error(-pid as i32));
     }
     if pid == 0 {
+        // Children start with the default signal mask, whatever the service blocked.
+        raw::sigmask(false, STOP_SIGNALS);
         if let Some(r) = &root {
             if rustix::process::chroot(r.as_cstr()).is_err()
                 || rustix::process::chdir(c"/").is_err()
@@ -414,6 +416,20 @@ pub fn run(argv: &[&CStr], envp: &[&CStr], chroot_to: Option<&[u8]>) -> Result<i
 /// `argv` and `envp` must be NULL-terminated arrays of NUL-terminated strings.
 pub unsafe fn exec(path: &CStr, argv: *const *const u8, envp: *const *const u8) -> Errno {
     Errno::from_raw_os_error(unsafe { raw::execve(path.as_ptr() as *const u8, argv, envp) })
+}
+
+/// SIGHUP, SIGINT and SIGTERM: what a service manager sends to stop a unit.
+const STOP_SIGNALS: u64 = 1 << (1 - 1) | 1 << (2 - 1) | 1 << (15 - 1);
+
+/// Service mode: a stop request must not interrupt the boot half-way (a half-assembled root
+/// would boot silently degraded), so the signals wait until the run is over.
+pub fn defer_stop_signals() {
+    raw::sigmask(true, STOP_SIGNALS);
+}
+
+/// Whether a deferred stop signal arrived during the run.
+pub fn stop_requested() -> bool {
+    raw::sigmask(true, 0) & STOP_SIGNALS != 0
 }
 
 pub fn is_pid1() -> bool {

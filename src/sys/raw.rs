@@ -1,44 +1,44 @@
 //! Raw system calls that rustix does not offer publicly (its `runtime` module is unstable):
-//! `exit_group`, `execve` and a plain `fork`.
+//! `exit_group`, `execve`, a plain `fork` and the signal mask.
 
 use core::arch::asm;
 use linux_raw_sys::general as nr;
 
 #[cfg(target_arch = "x86_64")]
-unsafe fn syscall3(n: u32, a: usize, b: usize, c: usize) -> isize {
+unsafe fn syscall4(n: u32, a: usize, b: usize, c: usize, d: usize) -> isize {
     let ret: isize;
     unsafe {
-        asm!("syscall", inlateout("rax") n as isize => ret, in("rdi") a, in("rsi") b, in("rdx") c,
+        asm!("syscall", inlateout("rax") n as isize => ret, in("rdi") a, in("rsi") b, in("rdx") c, in("r10") d,
              lateout("rcx") _, lateout("r11") _, options(nostack));
     }
     ret
 }
 
 #[cfg(target_arch = "aarch64")]
-unsafe fn syscall3(n: u32, a: usize, b: usize, c: usize) -> isize {
+unsafe fn syscall4(n: u32, a: usize, b: usize, c: usize, d: usize) -> isize {
     let ret: isize;
     unsafe {
-        asm!("svc 0", in("x8") n as usize, inlateout("x0") a as isize => ret, in("x1") b, in("x2") c,
+        asm!("svc 0", in("x8") n as usize, inlateout("x0") a as isize => ret, in("x1") b, in("x2") c, in("x3") d,
              options(nostack));
     }
     ret
 }
 
 #[cfg(target_arch = "arm")]
-unsafe fn syscall3(n: u32, a: usize, b: usize, c: usize) -> isize {
+unsafe fn syscall4(n: u32, a: usize, b: usize, c: usize, d: usize) -> isize {
     let ret: isize;
     unsafe {
-        asm!("svc 0", in("r7") n as usize, inlateout("r0") a as isize => ret, in("r1") b, in("r2") c,
+        asm!("svc 0", in("r7") n as usize, inlateout("r0") a as isize => ret, in("r1") b, in("r2") c, in("r3") d,
              options(nostack));
     }
     ret
 }
 
 #[cfg(target_arch = "riscv64")]
-unsafe fn syscall3(n: u32, a: usize, b: usize, c: usize) -> isize {
+unsafe fn syscall4(n: u32, a: usize, b: usize, c: usize, d: usize) -> isize {
     let ret: isize;
     unsafe {
-        asm!("ecall", in("a7") n as usize, inlateout("a0") a as isize => ret, in("a1") b, in("a2") c,
+        asm!("ecall", in("a7") n as usize, inlateout("a0") a as isize => ret, in("a1") b, in("a2") c, in("a3") d,
              options(nostack));
     }
     ret
@@ -48,7 +48,7 @@ unsafe fn syscall3(n: u32, a: usize, b: usize, c: usize) -> isize {
 pub fn exit_group(code: i32) -> ! {
     loop {
         // SAFETY: exit_group takes an int and does not return.
-        unsafe { syscall3(nr::__NR_exit_group, code as usize, 0, 0) };
+        unsafe { syscall4(nr::__NR_exit_group, code as usize, 0, 0, 0) };
     }
 }
 
@@ -57,7 +57,15 @@ pub fn exit_group(code: i32) -> ! {
 /// # Safety
 /// `path` must be NUL-terminated; `argv` and `envp` NULL-terminated arrays of such strings.
 pub unsafe fn execve(path: *const u8, argv: *const *const u8, envp: *const *const u8) -> i32 {
-    let r = unsafe { syscall3(nr::__NR_execve, path as usize, argv as usize, envp as usize) };
+    let r = unsafe {
+        syscall4(
+            nr::__NR_execve,
+            path as usize,
+            argv as usize,
+            envp as usize,
+            0,
+        )
+    };
     -(r as i32)
 }
 
@@ -69,11 +77,45 @@ pub fn fork() -> isize {
     // differs per arch but those are zero here.
     // SAFETY: no new stack is given, so the child continues on a copy of ours.
     unsafe {
-        syscall3(
+        syscall4(
             nr::__NR_clone,
             linux_raw_sys::general::SIGCHLD as usize,
             0,
             0,
+            0,
         )
     }
+}
+
+/// Blocks (`block == true`) or unblocks the signals in `mask` (bit n-1 for signal n); returns
+/// the signals that are pending.
+pub fn sigmask(block: bool, mask: u64) -> u64 {
+    let how = if block {
+        nr::SIG_BLOCK
+    } else {
+        nr::SIG_UNBLOCK
+    };
+    let set: u64 = mask;
+    // SAFETY: the kernel reads 8 bytes of `set` and writes nothing (no old set).
+    unsafe {
+        syscall4(
+            nr::__NR_rt_sigprocmask,
+            how as usize,
+            &set as *const u64 as usize,
+            0,
+            8,
+        )
+    };
+    let mut pending: u64 = 0;
+    // SAFETY: the kernel writes 8 bytes into `pending`.
+    unsafe {
+        syscall4(
+            nr::__NR_rt_sigpending,
+            &mut pending as *mut u64 as usize,
+            8,
+            0,
+            0,
+        )
+    };
+    pending
 }

@@ -70,7 +70,10 @@ unsafe extern "C" fn start_rust(sp: *const usize) -> ! {
     while !unsafe { *p }.is_null() {
         p = unsafe { p.add(1) };
     }
-    AUXV.store(unsafe { p.add(1) } as *mut usize, core::sync::atomic::Ordering::Relaxed);
+    AUXV.store(
+        unsafe { p.add(1) } as *mut usize,
+        core::sync::atomic::Ordering::Relaxed,
+    );
     let code = unsafe { immucore::main(argc, argv, envp) };
     immucore::sys::exit(code)
 }
@@ -152,7 +155,8 @@ unsafe extern "C" fn strlen(s: *const u8) -> usize {
     n
 }
 
-static AUXV: core::sync::atomic::AtomicPtr<usize> = core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+static AUXV: core::sync::atomic::AtomicPtr<usize> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
 
 /// compiler_builtins asks which CPU features exist (aarch64 LSE atomics) through libc's
 /// `getauxval`; answer from the auxiliary vector the kernel gave us.
