@@ -92,10 +92,7 @@ pub fn on_panic() -> ! {
 /// Milliseconds of CLOCK_BOOTTIME: since boot, including suspend, so log times match the
 /// kernel's timestamps.
 pub fn now_ms() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
-    (t.tv_sec as u64)
-        .wrapping_mul(1000)
-        .wrapping_add(t.tv_nsec as u64 / 1_000_000)
+    raw::boottime_ms()
 }
 
 pub fn sleep_ms(ms: u64) {

@@ -119,3 +119,17 @@ pub fn sigmask(block: bool, mask: u64) -> u64 {
     };
     pending
 }
+
+/// CLOCK_BOOTTIME in milliseconds, straight from the kernel: rustix would go through the vDSO,
+/// whose ELF parser costs more bytes than the few syscalls a boot makes.
+pub fn boottime_ms() -> u64 {
+    // 64-bit seconds and nanoseconds on every arch (clock_gettime64 on 32-bit arm).
+    let mut ts = [0i64; 2];
+    #[cfg(target_arch = "arm")]
+    let n = nr::__NR_clock_gettime64;
+    #[cfg(not(target_arch = "arm"))]
+    let n = nr::__NR_clock_gettime;
+    // SAFETY: the kernel writes one struct __kernel_timespec (two 64-bit fields) into `ts`.
+    unsafe { syscall4(n, nr::CLOCK_BOOTTIME as usize, ts.as_mut_ptr() as usize, 0, 0) };
+    (ts[0] as u64).wrapping_mul(1000).wrapping_add(ts[1] as u64 / 1_000_000)
+}
