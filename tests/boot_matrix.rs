@@ -473,12 +473,13 @@ fn failures(arch: &str) {
 }
 
 fn late_device(arch: &str) {
-    let initrd = initramfs(arch, "plain", &[]);
+    let initrd = initramfs(arch, "hotplug", &["--hotplug"]);
     let d = disk(arch, "late", &[]);
     let b = boot(arch, &d, &initrd, ACTIVE, &["--late-disk", "4"]);
     b.completed();
     assert_eq!(b.one("image"), "active");
     b.assert_mount("/", "ext4 ro");
+    b.assert_mount("/usr/local", "/dev/sda4 ext4 rw");
 }
 
 macro_rules! per_arch {
