@@ -71,6 +71,7 @@ pub unsafe fn switch_root(
         why.push_lossy(log::errno(e).as_bytes());
         return why;
     }
+    log_peak_memory();
     let mut tried = Text::<256>::new();
     let candidates = core::iter::once(init)
         .filter(|i| !i.is_empty())
@@ -120,4 +121,14 @@ fn remove_children(dir: rustix::fd::BorrowedFd<'_>, dev: u64, depth: u32) {
             let _ = rustix::fs::unlinkat(dir, c.as_cstr(), rustix::fs::AtFlags::empty());
         }
     });
+}
+
+/// Logs PID 1's peak memory (`VmHWM`), for the boot-cost figures.
+fn log_peak_memory() {
+    let mut buf = [0u8; 4096];
+    let Ok(n) = sys::read_file(b"/proc/self/status", &mut buf) else { return };
+    if let Some(line) = buf.get(..n).unwrap_or(&[]).split(|&c| c == b'\n').find(|l| l.starts_with(b"VmHWM:")) {
+        let value = line.get(6..).unwrap_or(&[]).trim_ascii();
+        log::info("switch-root", &[b"peak memory: VmHWM ", value]);
+    }
 }
