@@ -458,10 +458,12 @@ fn failures(arch: &str) {
     );
     let bad = disk(arch, "bad", &["--bad-active"]);
     expect_failure(arch, &bad, ACTIVE, "is not a filesystem image");
-    // No COS_STATE ever appears: the 60 s deadline of mount-state is honoured.
+    // No COS_STATE ever appears (a blank disk): the 60 s deadline of mount-state is honoured.
+    let blank = scratch().join(format!("disk-{arch}-blank.img"));
+    std::fs::File::create(&blank).unwrap().set_len(64 << 20).unwrap();
     let b = expect_failure(
         arch,
-        &d,
+        &blank,
         "root=LABEL=COS_ACTIVE cos-img/filename=/cOS/active.img rd.immucore.debug",
         "LABEL=COS_STATE did not appear within 60 s",
     );
