@@ -297,17 +297,16 @@ fn root_state(value: &[u8]) -> (bool, Option<BootState>) {
         Some(rest) => (true, rest),
         None => (false, value),
     };
-    let label = rest
-        .strip_prefix(b"LABEL=")
-        .or_else(|| rest.strip_prefix(b"CDLABEL="))
-        .or_else(|| rest.strip_prefix(b"/dev/disk/by-label/"));
-    let state = match label {
-        Some(b"COS_ACTIVE") => Some(BootState::Active),
-        Some(b"COS_PASSIVE") => Some(BootState::Passive),
-        Some(b"COS_RECOVERY") | Some(b"COS_SYSTEM") => Some(BootState::Recovery),
-        _ => None,
-    };
-    (live, state)
+    const PREFIXES: [&[u8]; 3] = [b"LABEL=", b"CDLABEL=", b"/dev/disk/by-label/"];
+    const STATES: [(&[u8], BootState); 4] = [
+        (b"COS_ACTIVE", BootState::Active),
+        (b"COS_PASSIVE", BootState::Passive),
+        (b"COS_RECOVERY", BootState::Recovery),
+        (b"COS_SYSTEM", BootState::Recovery),
+    ];
+    let label = PREFIXES.iter().find_map(|p| rest.strip_prefix(*p));
+    let state = label.and_then(|l| STATES.iter().find(|(name, _)| *name == l));
+    (live, state.map(|&(_, state)| state))
 }
 
 /// Keeps a valid mount spec, or warns and skips an invalid one.
@@ -333,6 +332,66 @@ fn add_mount(
         error(reason, value)
     })
 }
+
+/// What a command line key sets.
+#[derive(Clone, Copy)]
+enum Key {
+    Root,
+    Image,
+    OemLabel,
+    OemTimeout,
+    Overlay,
+    SysrootWait,
+    FsckMode,
+    FsckRepair,
+    Shell,
+    Init,
+    CosMount,
+    ImmucoreMount,
+    DebugRw,
+    Debug,
+    RebootOnFailure,
+    Disable,
+    Reset,
+    RecoveryMode,
+    /// Upstream features out of scope (UKI, in-RAM, remote config): named for a debug line.
+    OutOfScope,
+}
+
+/// The keys `parse` knows, with the rank of each spelling (`rd.immucore.*` = 2 beats
+/// `rd.cos.*` = 1, see `Choice`). A table rather than a `match` on byte strings, which compiles
+/// to a long chain of inline comparisons (8 KB of code, see size-report.md).
+const KEYS: &[(&str, Key, u8)] = &[
+    ("root", Key::Root, 1),
+    ("cos-img/filename", Key::Image, 1),
+    ("rd.immucore.oemlabel", Key::OemLabel, 2),
+    ("rd.cos.oemlabel", Key::OemLabel, 1),
+    ("rd.immucore.oemtimeout", Key::OemTimeout, 2),
+    ("rd.cos.oemtimeout", Key::OemTimeout, 1),
+    ("rd.immucore.overlay", Key::Overlay, 2),
+    ("rd.cos.overlay", Key::Overlay, 1),
+    ("rd.immucore.sysrootwait", Key::SysrootWait, 1),
+    ("fsck.mode", Key::FsckMode, 1),
+    ("fsck.repair", Key::FsckRepair, 1),
+    ("rd.shell", Key::Shell, 1),
+    ("init", Key::Init, 1),
+    ("rd.cos.mount", Key::CosMount, 1),
+    ("rd.immucore.mount", Key::ImmucoreMount, 1),
+    ("rd.cos.debugrw", Key::DebugRw, 1),
+    ("rd.immucore.debugrw", Key::DebugRw, 1),
+    ("rd.immucore.debug", Key::Debug, 1),
+    ("rd.immucore.rebootonfailure", Key::RebootOnFailure, 1),
+    ("rd.cos.disable", Key::Disable, 1),
+    ("rd.immucore.disable", Key::Disable, 1),
+    ("netboot", Key::Disable, 1),
+    ("kairos.reset", Key::Reset, 1),
+    ("recovery-mode", Key::RecoveryMode, 1),
+    ("rd.immucore.uki", Key::OutOfScope, 1),
+    ("rd.immucore.securebootdisabled", Key::OutOfScope, 1),
+    ("kairos.config_url", Key::OutOfScope, 1),
+    ("cos.setup", Key::OutOfScope, 1),
+    ("kairos.ram", Key::OutOfScope, 1),
+];
 
 /// Parses the command line (`/proc/cmdline` contents, trailing newline allowed).
 pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
@@ -372,58 +431,41 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
             ),
             None => (bytes, &[][..]),
         };
+        let Some(&(name, what, rank)) = KEYS.iter().find(|(name, _, _)| name.as_bytes() == key)
+        else {
+            if key.starts_with(b"kairos.ram.") {
+                note_ignored(&mut ignored, key);
+            }
+            continue;
+        };
         let too_long = |_| error("value too long", raw);
-        match key {
-            b"root" if !root_seen && !value.is_empty() => {
-                root_seen = true;
-                (root_live, root_boot_state) = root_state(value);
+        match what {
+            Key::Root => {
+                if !root_seen && !value.is_empty() {
+                    root_seen = true;
+                    (root_live, root_boot_state) = root_state(value);
+                }
             }
-            b"cos-img/filename" => image
-                .offer(1, "cos-img/filename", value)
-                .map_err(too_long)?,
-            b"rd.immucore.oemlabel" => oem_label
-                .offer(2, "rd.immucore.oemlabel", value)
-                .map_err(too_long)?,
-            b"rd.cos.oemlabel" => oem_label
-                .offer(1, "rd.cos.oemlabel", value)
-                .map_err(too_long)?,
+            Key::Image => image.offer(rank, name, value).map_err(too_long)?,
+            Key::OemLabel => oem_label.offer(rank, name, value).map_err(too_long)?,
             // Numbers that do not fit are reported as bad numbers, not refused.
-            b"rd.immucore.oemtimeout" => {
-                oem_timeout.offer_tolerant(2, "rd.immucore.oemtimeout", value)
-            }
-            b"rd.cos.oemtimeout" => oem_timeout.offer_tolerant(1, "rd.cos.oemtimeout", value),
-            b"rd.immucore.overlay" => overlay
-                .offer(2, "rd.immucore.overlay", value)
-                .map_err(too_long)?,
-            b"rd.cos.overlay" => overlay
-                .offer(1, "rd.cos.overlay", value)
-                .map_err(too_long)?,
-            b"rd.immucore.sysrootwait" => {
-                sysroot_wait.offer_tolerant(1, "rd.immucore.sysrootwait", value)
-            }
+            Key::OemTimeout => oem_timeout.offer_tolerant(rank, name, value),
+            Key::Overlay => overlay.offer(rank, name, value).map_err(too_long)?,
+            Key::SysrootWait => sysroot_wait.offer_tolerant(rank, name, value),
             // Unknown words just mean "default", so an overlong one needs no error.
-            b"fsck.mode" => fsck_mode.offer_tolerant(1, "fsck.mode", value),
-            b"fsck.repair" => fsck_repair.offer_tolerant(1, "fsck.repair", value),
-            b"rd.shell" => shell.offer_tolerant(1, "rd.shell", value),
-            b"init" => init.offer(1, "init", value).map_err(too_long)?,
-            b"rd.cos.mount" => add_mount(&mut mounts, &mut warnings, "rd.cos.mount", value)?,
-            b"rd.immucore.mount" => {
-                add_mount(&mut late_mounts, &mut warnings, "rd.immucore.mount", value)?
-            }
-            b"rd.cos.debugrw" | b"rd.immucore.debugrw" => debugrw = true,
-            b"rd.immucore.debug" => debug = true,
-            b"rd.immucore.rebootonfailure" => reboot_on_failure = true,
-            b"rd.cos.disable" | b"rd.immucore.disable" | b"netboot" => disabled = true,
-            b"kairos.reset" => reset = true,
-            b"recovery-mode" => recovery_mode = true,
-            // Upstream features out of scope (UKI, in-RAM, remote config): named for a debug line.
-            b"rd.immucore.uki"
-            | b"rd.immucore.securebootdisabled"
-            | b"kairos.config_url"
-            | b"cos.setup"
-            | b"kairos.ram" => note_ignored(&mut ignored, key),
-            _ if key.starts_with(b"kairos.ram.") => note_ignored(&mut ignored, key),
-            _ => {}
+            Key::FsckMode => fsck_mode.offer_tolerant(rank, name, value),
+            Key::FsckRepair => fsck_repair.offer_tolerant(rank, name, value),
+            Key::Shell => shell.offer_tolerant(rank, name, value),
+            Key::Init => init.offer(rank, name, value).map_err(too_long)?,
+            Key::CosMount => add_mount(&mut mounts, &mut warnings, name, value)?,
+            Key::ImmucoreMount => add_mount(&mut late_mounts, &mut warnings, name, value)?,
+            Key::DebugRw => debugrw = true,
+            Key::Debug => debug = true,
+            Key::RebootOnFailure => reboot_on_failure = true,
+            Key::Disable => disabled = true,
+            Key::Reset => reset = true,
+            Key::RecoveryMode => recovery_mode = true,
+            Key::OutOfScope => note_ignored(&mut ignored, key),
         }
     }
     for spec in late_mounts.iter() {
@@ -606,6 +648,10 @@ impl Device {
         if spec.starts_with(b"/dev/") {
             let mut path = Text::new();
             normalize(spec, &mut path)?;
+            // `/dev/`, `/dev/.` normalize to `/dev` itself: a directory, not a device node.
+            if !path.as_bytes().starts_with(b"/dev/") {
+                return Err("no device name after /dev/");
+            }
             let value = Text::from(path.as_bytes()).map_err(|_| "device path too long")?;
             return Ok(Device {
                 kind: DeviceKind::Path,

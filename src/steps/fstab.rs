@@ -46,12 +46,21 @@ impl Fstab {
             if i > 0 {
                 line.push_lossy(b" ");
             }
-            for &c in field.iter() {
+            for (j, &c) in field.iter().enumerate() {
                 match c {
                     b' ' => line.push_lossy(b"\\040"),
                     b'\t' => line.push_lossy(b"\\011"),
                     b'\n' => line.push_lossy(b"\\012"),
                     b'\\' => line.push_lossy(b"\\134"),
+                    // Other control bytes (musl's getmntent also splits at \r \v \f) and a `#`
+                    // that would turn the line into a comment: octal as well.
+                    _ if c < 0x20 || c == 0x7f || (i == 0 && j == 0 && c == b'#') => line
+                        .push_lossy(&[
+                            b'\\',
+                            b'0' + (c >> 6),
+                            b'0' + ((c >> 3) & 7),
+                            b'0' + (c & 7),
+                        ]),
                     _ => line.push_lossy(&[c]),
                 }
             }
