@@ -50,16 +50,65 @@ pub struct CopyError {
     pub what: &'static str,
 }
 
+/// The operation that failed, as a small code: results carry it in registers, where a `&str`
+/// would make every `Result` a memory copy (see size-report.md).
+#[derive(Clone, Copy)]
+enum Op {
+    Chmod,
+    Chown,
+    Create,
+    Depth,
+    Fsync,
+    Mkdir,
+    Mknod,
+    Open,
+    Read,
+    Readdir,
+    Readlink,
+    Rename,
+    Stat,
+    Symlink,
+    Sync,
+    Utimes,
+    Write,
+    Xattr,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Chmod => "chmod",
+            Op::Chown => "chown",
+            Op::Create => "create",
+            Op::Depth => "depth",
+            Op::Fsync => "fsync",
+            Op::Mkdir => "mkdir",
+            Op::Mknod => "mknod",
+            Op::Open => "open",
+            Op::Read => "read",
+            Op::Readdir => "readdir",
+            Op::Readlink => "readlink",
+            Op::Rename => "rename",
+            Op::Stat => "stat",
+            Op::Symlink => "symlink",
+            Op::Sync => "sync",
+            Op::Utimes => "utimes",
+            Op::Write => "write",
+            Op::Xattr => "xattr",
+        }
+    }
+}
+
 /// An error before the path is attached.
-type R<T> = core::result::Result<T, (Errno, &'static str)>;
+type R<T> = core::result::Result<T, (Errno, Op)>;
 type Result<T, E = Errno> = core::result::Result<T, E>;
 
 trait Ctx<T> {
-    fn ctx(self, what: &'static str) -> R<T>;
+    fn ctx(self, what: Op) -> R<T>;
 }
 
 impl<T> Ctx<T> for Result<T> {
-    fn ctx(self, what: &'static str) -> R<T> {
+    fn ctx(self, what: Op) -> R<T> {
         self.map_err(|e| (e, what))
     }
 }
@@ -82,14 +131,18 @@ pub fn copy_missing(
         let d = open_dir(dst, c".")?;
         copy_dir(s.as_fd(), d.as_fd(), path, 0, stats)?;
         // One syncfs makes every rename and new directory durable (files were fsync'd already).
-        rfs::syncfs(&d).ctx("sync")
+        rfs::syncfs(&d).ctx(Op::Sync)
     };
-    run(&mut path, stats).map_err(|(errno, what)| CopyError { errno, path, what })
+    run(&mut path, stats).map_err(|(errno, what)| CopyError {
+        errno,
+        path,
+        what: what.name(),
+    })
 }
 
 fn open_dir(parent: BorrowedFd<'_>, name: &CStr) -> R<OwnedFd> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    rfs::openat(parent, name, flags, Mode::empty()).ctx("open")
+    rfs::openat(parent, name, flags, Mode::empty()).ctx(Op::Open)
 }
 
 fn copy_dir(
@@ -103,7 +156,7 @@ fn copy_dir(
     let mut buf = [MaybeUninit::<u8>::uninit(); 1024];
     let mut it = rfs::RawDir::new(src, &mut buf);
     while let Some(ent) = it.next() {
-        let ent = ent.ctx("readdir")?;
+        let ent = ent.ctx(Op::Readdir)?;
         let name = ent.file_name();
         let nb = name.to_bytes();
         if nb == b"." || nb == b".." || nb.starts_with(TMP_PREFIX) {
@@ -140,11 +193,11 @@ fn copy_entry(
     depth: u32,
     stats: &mut CopyStats,
 ) -> R<()> {
-    let st = rfs::statat(src, name, AtFlags::SYMLINK_NOFOLLOW).ctx("stat")?;
+    let st = rfs::statat(src, name, AtFlags::SYMLINK_NOFOLLOW).ctx(Op::Stat)?;
     let ft = FileType::from_raw_mode(st.st_mode as _);
     let is_dir = ft == FileType::Directory;
     if is_dir && depth >= MAX_DEPTH {
-        return Err((Errno::LOOP, "depth"));
+        return Err((Errno::LOOP, Op::Depth));
     }
     match rfs::statat(dst, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(d) => {
@@ -159,18 +212,18 @@ fn copy_entry(
             return Ok(());
         }
         Err(Errno::NOENT) => {}
-        Err(e) => return Err((e, "stat")),
+        Err(e) => return Err((e, Op::Stat)),
     }
     if is_dir {
         // Created under its final name: a partial directory is completed by the next run,
         // which descends into it.
-        rfs::mkdirat(dst, name, Mode::from_raw_mode(0o700)).ctx("mkdir")?;
+        rfs::mkdirat(dst, name, Mode::from_raw_mode(0o700)).ctx(Op::Mkdir)?;
         let s = open_dir(src, name)?;
         let d = open_dir(dst, name)?;
         set_owner_mode(d.as_fd(), &st).and_then(|_| copy_xattrs(s.as_fd(), d.as_fd()))?;
         copy_dir(s.as_fd(), d.as_fd(), path, depth + 1, stats)?;
         // Times last: creating the children changed them.
-        rfs::futimens(&d, &times(&st)).ctx("utimes")?;
+        rfs::futimens(&d, &times(&st)).ctx(Op::Utimes)?;
         stats.dirs = stats.dirs.saturating_add(1);
         return Ok(());
     }
@@ -224,20 +277,21 @@ fn new_file(
 ) -> R<()> {
     // NONBLOCK: should the entry have turned into a fifo since the stat, open must not hang.
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    let s = rfs::openat(src, name, flags, Mode::empty()).ctx("open")?;
-    if FileType::from_raw_mode(rfs::fstat(&s).ctx("stat")?.st_mode as _) != FileType::RegularFile {
-        return Err((Errno::STALE, "open"));
+    let s = rfs::openat(src, name, flags, Mode::empty()).ctx(Op::Open)?;
+    if FileType::from_raw_mode(rfs::fstat(&s).ctx(Op::Stat)?.st_mode as _) != FileType::RegularFile
+    {
+        return Err((Errno::STALE, Op::Open));
     }
     let _ = rfs::unlinkat(dst, tmp, AtFlags::empty());
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let d = rfs::openat(dst, tmp, flags, Mode::from_raw_mode(0o600)).ctx("create")?;
+    let d = rfs::openat(dst, tmp, flags, Mode::from_raw_mode(0o600)).ctx(Op::Create)?;
     copy_data(s.as_fd(), d.as_fd(), stats)?;
     // Data first (writing clears setuid and capabilities), then owner (chown clears setuid
     // too), mode, xattrs (security.capability survives from here on), times.
     set_owner_mode(d.as_fd(), st)?;
     copy_xattrs(s.as_fd(), d.as_fd())?;
-    rfs::futimens(&d, &times(st)).ctx("utimes")?;
-    rfs::fsync(&d).ctx("fsync")
+    rfs::futimens(&d, &times(st)).ctx(Op::Utimes)?;
+    rfs::fsync(&d).ctx(Op::Fsync)
 }
 
 #[inline(never)] // keeps its buffer out of the recursive frames
@@ -248,7 +302,7 @@ fn copy_data(s: BorrowedFd<'_>, d: BorrowedFd<'_>, stats: &mut CopyStats) -> R<(
             Ok(n) => stats.bytes = stats.bytes.saturating_add(n as u64),
             Err(Errno::INTR) => {}
             Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => break,
-            Err(e) => return Err((e, "write")),
+            Err(e) => return Err((e, Op::Write)),
         }
     }
     // Fallback, and a check that copy_file_range really reached the end: both fds share the
@@ -259,9 +313,9 @@ fn copy_data(s: BorrowedFd<'_>, d: BorrowedFd<'_>, stats: &mut CopyStats) -> R<(
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(Errno::INTR) => continue,
-            Err(e) => return Err((e, "read")),
+            Err(e) => return Err((e, Op::Read)),
         };
-        crate::sys::write_all(d, buf.get(..n).unwrap_or(&[])).ctx("write")?;
+        crate::sys::write_all(d, buf.get(..n).unwrap_or(&[])).ctx(Op::Write)?;
         stats.bytes = stats.bytes.saturating_add(n as u64);
     }
 }
@@ -271,27 +325,27 @@ fn new_link(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, name: &CStr, tmp: &CStr, s
     // Targets are at most PATH_MAX - 1 bytes, so a zeroed PATH_MAX buffer keeps a terminator;
     // a full buffer could only mean a cut target.
     let mut buf = [0u8; 4096];
-    let len = rfs::readlinkat_raw(src, name, &mut buf[..]).ctx("readlink")?;
+    let len = rfs::readlinkat_raw(src, name, &mut buf[..]).ctx(Op::Readlink)?;
     if len >= buf.len() {
-        return Err((Errno::NAMETOOLONG, "readlink"));
+        return Err((Errno::NAMETOOLONG, Op::Readlink));
     }
-    let target = CStr::from_bytes_until_nul(&buf[..]).map_err(|_| (Errno::INVAL, "readlink"))?;
+    let target = CStr::from_bytes_until_nul(&buf[..]).map_err(|_| (Errno::INVAL, Op::Readlink))?;
     let _ = rfs::unlinkat(dst, tmp, AtFlags::empty());
-    rfs::symlinkat(target, dst, tmp).ctx("symlink")?;
+    rfs::symlinkat(target, dst, tmp).ctx(Op::Symlink)?;
     let nofollow = AtFlags::SYMLINK_NOFOLLOW;
-    rfs::chownat(dst, tmp, Some(uid(st)), Some(gid(st)), nofollow).ctx("chown")?;
-    rfs::utimensat(dst, tmp, &times(st), nofollow).ctx("utimes")
+    rfs::chownat(dst, tmp, Some(uid(st)), Some(gid(st)), nofollow).ctx(Op::Chown)?;
+    rfs::utimensat(dst, tmp, &times(st), nofollow).ctx(Op::Utimes)
 }
 
 /// Fifos and device nodes (xattrs are not copied: getting them would mean opening the node).
 fn new_node(dst: BorrowedFd<'_>, tmp: &CStr, ft: FileType, st: &Stat) -> R<()> {
     let _ = rfs::unlinkat(dst, tmp, AtFlags::empty());
-    rfs::mknodat(dst, tmp, ft, Mode::from_raw_mode(0o600), st.st_rdev as _).ctx("mknod")?;
+    rfs::mknodat(dst, tmp, ft, Mode::from_raw_mode(0o600), st.st_rdev as _).ctx(Op::Mknod)?;
     let nofollow = AtFlags::SYMLINK_NOFOLLOW;
-    rfs::chownat(dst, tmp, Some(uid(st)), Some(gid(st)), nofollow).ctx("chown")?;
+    rfs::chownat(dst, tmp, Some(uid(st)), Some(gid(st)), nofollow).ctx(Op::Chown)?;
     // fchmodat cannot refuse symlinks, but `tmp` is the node just made in the store.
-    rfs::chmodat(dst, tmp, mode(st), AtFlags::empty()).ctx("chmod")?;
-    rfs::utimensat(dst, tmp, &times(st), nofollow).ctx("utimes")
+    rfs::chmodat(dst, tmp, mode(st), AtFlags::empty()).ctx(Op::Chmod)?;
+    rfs::utimensat(dst, tmp, &times(st), nofollow).ctx(Op::Utimes)
 }
 
 /// Renames `tmp` to `name` unless `name` exists; `Ok(false)` when it does (left as it is).
@@ -304,17 +358,17 @@ fn publish(dst: BorrowedFd<'_>, tmp: &CStr, name: &CStr) -> R<bool> {
         {
             Ok(_) => Ok(false),
             Err(Errno::NOENT) => rfs::renameat(dst, tmp, dst, name)
-                .ctx("rename")
+                .ctx(Op::Rename)
                 .map(|()| true),
-            Err(e) => Err((e, "stat")),
+            Err(e) => Err((e, Op::Stat)),
         },
-        Err(e) => Err((e, "rename")),
+        Err(e) => Err((e, Op::Rename)),
     }
 }
 
 fn set_owner_mode(d: BorrowedFd<'_>, st: &Stat) -> R<()> {
-    rfs::fchown(d, Some(uid(st)), Some(gid(st))).ctx("chown")?;
-    rfs::fchmod(d, mode(st)).ctx("chmod")
+    rfs::fchown(d, Some(uid(st)), Some(gid(st))).ctx(Op::Chown)?;
+    rfs::fchmod(d, mode(st)).ctx(Op::Chmod)
 }
 
 /// Copies all extended attributes; a side without xattr support means there is nothing to copy
@@ -325,7 +379,7 @@ fn copy_xattrs(s: BorrowedFd<'_>, d: BorrowedFd<'_>) -> R<()> {
     let n = match rfs::flistxattr(s, &mut list[..]) {
         Ok(n) => n,
         Err(Errno::NOTSUP) => return Ok(()),
-        Err(e) => return Err((e, "xattr")),
+        Err(e) => return Err((e, Op::Xattr)),
     };
     let mut rest = list.get(..n).unwrap_or(&[]);
     let mut val = [0u8; 8192];
@@ -337,7 +391,7 @@ fn copy_xattrs(s: BorrowedFd<'_>, d: BorrowedFd<'_>) -> R<()> {
         let len = match rfs::fgetxattr(s, key, &mut val[..]) {
             Ok(len) => len,
             Err(Errno::NODATA) => continue,
-            Err(e) => return Err((e, "xattr")),
+            Err(e) => return Err((e, Op::Xattr)),
         };
         match rfs::fsetxattr(
             d,
@@ -346,7 +400,7 @@ fn copy_xattrs(s: BorrowedFd<'_>, d: BorrowedFd<'_>) -> R<()> {
             rfs::XattrFlags::empty(),
         ) {
             Ok(()) | Err(Errno::NOTSUP) => {}
-            Err(e) => return Err((e, "xattr")),
+            Err(e) => return Err((e, Op::Xattr)),
         }
     }
     Ok(())

@@ -179,6 +179,10 @@ pub unsafe fn main(_argc: usize, argv: *const *const u8, envp: *const *const u8)
     plan.run(
         |id| match (id, &base) {
             (StepId::BaseMounts, Some(r)) => r.clone(),
+            // A service manager's stop: stop between steps (never inside a mount), say so.
+            _ if sys::stop_requested() => Err(steps::err(&[
+                b"not run: a stop signal (SIGTERM) arrived before this step",
+            ])),
             _ => steps::run(id, &mut ctx),
         },
         sys::now_ms,
@@ -189,11 +193,9 @@ pub unsafe fn main(_argc: usize, argv: *const *const u8, envp: *const *const u8)
         },
     );
     boot::report::write_timeline(&plan);
-    if !init_mode && sys::stop_requested() {
-        log::warn(
-            "",
-            &[b"a stop was requested during the run; it waited for the steps to finish"],
-        );
+    if sys::stop_requested() {
+        boot::report::failure_summary(&plan, b"stopped by a signal before all steps ran", text);
+        return 1;
     }
     if let Some((step, status)) = plan.fatal() {
         let mut reason = Text::<320>::new();

@@ -88,8 +88,15 @@ pub fn log(level: Level, step: &str, parts: &[&[u8]]) {
             Level::Error => line.push_lossy(b"error: "),
             _ => {}
         }
-        for p in parts {
-            line.push_lossy(p);
+        // Values from the command line, layout files and disks end up in messages: a control
+        // character in one must not start a forged line on the console or in the log.
+        for &c in parts.iter().flat_map(|p| p.iter()) {
+            if c < 0x20 || c == 0x7f {
+                line.push_lossy(b"\\x");
+                line.push_lossy(&[HEX[(c >> 4) as usize & 15], HEX[c as usize & 15]]);
+            } else {
+                line.push_lossy(&[c]);
+            }
         }
         if line.len() == 1024 {
             line.truncate(1020);
@@ -142,6 +149,8 @@ fn push_stamp(out: &mut Text<1100>, ms: u64) {
     out.push_lossy(b"] ");
 }
 
+const HEX: [u8; 16] = *b"0123456789abcdef";
+
 pub fn info(step: &str, parts: &[&[u8]]) {
     log(Level::Info, step, parts);
 }
@@ -187,6 +196,7 @@ pub fn errno(e: sys::Errno) -> Text<48> {
         sys::Errno::FBIG => b"file too large",
         sys::Errno::NOEXEC => b"exec format error",
         sys::Errno::AGAIN => b"resource temporarily unavailable",
+        sys::Errno::NOTTY => b"inappropriate ioctl for device",
         sys::Errno::UCLEAN => b"structure needs cleaning (filesystem corrupted)",
         _ => b"errno ",
     };

@@ -24,6 +24,7 @@ kver=$(uname -r)
 while read -r m; do
     insmod "/lib/modules/$kver/$m" || say "insmod $m failed"
 done < /etc/immucore/modules
+echo "bench: shell-init: modules loaded" > /dev/kmsg  # phase mark for qemu/bench/run
 
 # wait_label LABEL SECONDS: print the device holding LABEL, polling every 20 ms until the deadline
 now() { read -r t _ < /proc/uptime; echo "${t%.*}"; }
@@ -93,5 +94,7 @@ mkdir -p /run/cos
 echo 1 > /run/cos/active_mode
 printf '%s' "$FSTAB" > /sysroot/etc/fstab.tmp && mv /sysroot/etc/fstab.tmp /sysroot/etc/fstab
 
+# peak memory of this shell (PID 1) only: the busybox applets it ran were processes of their own
+while read -r k v; do [ "$k" = VmHWM: ] && echo "REPORT: shell-vmhwm $v"; done < /proc/$$/status
 for d in /dev /proc /sys /run; do mount --move "$d" "/sysroot$d"; done
 exec switch_root /sysroot /sbin/init

@@ -126,8 +126,15 @@ fn remove_children(dir: rustix::fd::BorrowedFd<'_>, dev: u64, depth: u32) {
 /// Logs PID 1's peak memory (`VmHWM`), for the boot-cost figures.
 fn log_peak_memory() {
     let mut buf = [0u8; 4096];
-    let Ok(n) = sys::read_file(b"/proc/self/status", &mut buf) else { return };
-    if let Some(line) = buf.get(..n).unwrap_or(&[]).split(|&c| c == b'\n').find(|l| l.starts_with(b"VmHWM:")) {
+    let Ok(n) = sys::read_file(b"/proc/self/status", &mut buf) else {
+        return;
+    };
+    if let Some(line) = buf
+        .get(..n)
+        .unwrap_or(&[])
+        .split(|&c| c == b'\n')
+        .find(|l| l.starts_with(b"VmHWM:"))
+    {
         let value = line.get(6..).unwrap_or(&[]).trim_ascii();
         log::info("switch-root", &[b"peak memory: VmHWM ", value]);
     }

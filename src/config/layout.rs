@@ -8,7 +8,7 @@
 
 use crate::config::cmdline::{overlay_backing, volume_spec, BootState};
 use crate::config::path::{is_within, normalize};
-use crate::util::fixed::{Full, List, Text};
+use crate::util::fixed::{copy_bytes, Full, List, Text};
 
 pub const MAX_VARS: usize = 64;
 pub const MAX_KEY: usize = 64;
@@ -111,7 +111,7 @@ impl EnvVars {
             .store
             .get_mut(start..start + value.len())
             .ok_or("values too large in total")?;
-        dst.copy_from_slice(value);
+        copy_bytes(dst, value);
         self.used += value.len();
         if let Some(span) = self.spans.get_mut(slot) {
             *span = (start as u16, value.len() as u16);

@@ -16,6 +16,17 @@ pub enum Action {
     Version,
 }
 
+/// The words `Env::new` knows (a table: a `match` on byte strings compiles to far more code).
+const ACTIONS: &[(&[u8], Action)] = &[
+    (b"--dry-run", Action::DryRun),
+    (b"--help", Action::Help),
+    (b"-h", Action::Help),
+    (b"help", Action::Help),
+    (b"--version", Action::Version),
+    (b"-v", Action::Version),
+    (b"version", Action::Version),
+];
+
 pub struct Env {
     pub action: Action,
     /// PID 1 of a tiny initramfs: base mounts, modules and switch_root are ours.
@@ -47,14 +58,12 @@ impl Env {
             bad_arg: None,
         };
         for a in args {
-            match a {
-                b"--dry-run" => e.action = Action::DryRun,
-                b"--help" | b"-h" | b"help" => e.action = Action::Help,
-                b"--version" | b"-v" | b"version" => e.action = Action::Version,
+            match ACTIONS.iter().find(|(word, _)| *word == a) {
+                Some(&(_, action)) => e.action = action,
                 // The kernel passes unknown boot words (`single`, runlevels) to init: they are
                 // for the real init, which gets the same argv after switch_root.
-                _ if pid1 => {}
-                _ => {
+                None if pid1 => {}
+                None => {
                     e.bad_arg = Some(
                         Text::from(a.get(..a.len().min(64)).unwrap_or(&[])).unwrap_or_default(),
                     )

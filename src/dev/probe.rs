@@ -181,6 +181,23 @@ fn ext(s: &[u8]) -> Option<FsInfo> {
     info(fs, field(s, 0x78, 16), uuid_text(field(s, 0x68, 16)))
 }
 
+/// Size in bytes an ext2/3/4 filesystem claims (blocks × block size), to tell a truncated image
+/// from a whole one before mounting it; `None` for other filesystems.
+pub fn ext_size(dev: &mut impl BlockRead) -> Option<u64> {
+    let mut sb = [0u8; 0x160];
+    if !dev.read_at(1024, &mut sb) || le16(&sb, 0x38) != 0xEF53 {
+        return None;
+    }
+    let hi = if le32(&sb, 0x60) & 0x80 != 0 {
+        le32(&sb, 0x150) as u64
+    } else {
+        0
+    };
+    let blocks = (hi << 32) | le32(&sb, 0x04) as u64;
+    let block_size = 1024u64.checked_shl(le32(&sb, 0x18))?;
+    blocks.checked_mul(block_size)
+}
+
 fn btrfs(s: &[u8]) -> Option<FsInfo> {
     if field(s, 0x40, 8) != b"_BHRfS_M" {
         return None;
@@ -531,6 +548,11 @@ pub(crate) mod tests {
             &["-q", "-F", "-O", "^has_journal", "-L", "nj", &img],
         );
         check(&img, FsType::Ext4, "nj", 1024 + 0x38);
+        // The size an ext filesystem claims is what mkfs made, whatever the file holds.
+        let data = std::fs::read(&img).unwrap();
+        assert_eq!(ext_size(&mut &data[..]), Some(16 << 20));
+        assert_eq!(ext_size(&mut &data[..4096]), Some(16 << 20));
+        assert_eq!(ext_size(&mut &data[..1300]), None);
         std::fs::remove_dir_all(d).unwrap();
     }
 

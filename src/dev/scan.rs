@@ -276,6 +276,11 @@ pub fn wait_for(
                 }
             }
         }
+        if sys::stop_requested() {
+            describe(dev, err);
+            err.push_lossy(b": stopped waiting, a stop signal (SIGTERM) arrived");
+            return None;
+        }
         if sys::now_ms() >= deadline {
             describe(dev, err);
             err.push_lossy(b" did not appear within ");
@@ -297,6 +302,11 @@ pub fn describe(dev: &Device, out: &mut Text<256>) {
         DeviceKind::Path => b"",
     });
     out.push_lossy(dev.value.as_bytes());
+}
+
+/// `probe::ext_size` of an open file or device.
+pub fn ext_size_of(fd: BorrowedFd<'_>) -> Option<u64> {
+    super::probe::ext_size(&mut FdRead(fd))
 }
 
 /// Probes one device node (the loop device over the root image, a `/dev/...` path).

@@ -103,6 +103,22 @@ pub fn discover_state(ctx: &mut Ctx) -> Result<(), Error> {
             e,
         )
     })?;
+    // A truncated image (an interrupted upgrade) mounts with a bare EINVAL: say what it is.
+    let file_size = rustix::fs::fstat(&file)
+        .map(|st| st.st_size as u64)
+        .unwrap_or(0);
+    if let Some(fs_size) = crate::dev::scan::ext_size_of(file.as_fd()) {
+        if fs_size > file_size {
+            return Err(err(&[
+                image,
+                b" is truncated (the filesystem needs ",
+                log::num(fs_size).as_bytes(),
+                b" bytes, the file has ",
+                log::num(file_size).as_bytes(),
+                b")",
+            ]));
+        }
+    }
     let lp = loopdev::attach(file.as_fd(), !ctx.cmd.debugrw, image)
         .map_err(|e| err_errno(&[b"cannot attach ", image, b" to a loop device"], e))?;
     let want = ctx.cmd.state.root_label().unwrap_or("");
@@ -217,6 +233,13 @@ pub fn wait_for_sysroot(ctx: &mut Ctx) -> Result<(), Error> {
                 );
                 return Ok(());
             }
+        }
+        if sys::stop_requested() {
+            return Err(err(&[
+                b"stopped waiting for ",
+                sysroot.as_bytes(),
+                b": a stop signal (SIGTERM) arrived",
+            ]));
         }
         if sys::now_ms() >= deadline {
             return Err(err(&[

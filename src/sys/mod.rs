@@ -418,8 +418,9 @@ pub unsafe fn exec(path: &CStr, argv: *const *const u8, envp: *const *const u8) 
 /// SIGHUP, SIGINT and SIGTERM: what a service manager sends to stop a unit.
 const STOP_SIGNALS: u64 = 1 << (1 - 1) | 1 << (2 - 1) | 1 << (15 - 1);
 
-/// Service mode: a stop request must not interrupt the boot half-way (a half-assembled root
-/// would boot silently degraded), so the signals wait until the run is over.
+/// Service mode: a stop request must not kill the process in the middle of a mount and leave a
+/// half-assembled root unreported; the signals are held and checked between steps and while
+/// waiting for devices (`stop_requested`). In init mode nothing is held, so nothing is pending.
 pub fn defer_stop_signals() {
     raw::sigmask(true, STOP_SIGNALS);
 }

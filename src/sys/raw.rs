@@ -130,6 +130,16 @@ pub fn boottime_ms() -> u64 {
     #[cfg(not(target_arch = "arm"))]
     let n = nr::__NR_clock_gettime;
     // SAFETY: the kernel writes one struct __kernel_timespec (two 64-bit fields) into `ts`.
-    unsafe { syscall4(n, nr::CLOCK_BOOTTIME as usize, ts.as_mut_ptr() as usize, 0, 0) };
-    (ts[0] as u64).wrapping_mul(1000).wrapping_add(ts[1] as u64 / 1_000_000)
+    unsafe {
+        syscall4(
+            n,
+            nr::CLOCK_BOOTTIME as usize,
+            ts.as_mut_ptr() as usize,
+            0,
+            0,
+        )
+    };
+    (ts[0] as u64)
+        .wrapping_mul(1000)
+        .wrapping_add(ts[1] as u64 / 1_000_000)
 }

@@ -3,6 +3,10 @@
 //! `Text<N>` is a byte string with a compile-time capacity; `List<B, I>` keeps up to `I` items
 //! in one `B`-byte buffer. Pushing past a limit returns `Full` instead of allocating or
 //! panicking, so every limit surfaces as a clear error at the caller.
+//!
+//! The generic types are thin shells: every method hands its buffer over as a slice to one
+//! non-generic function, so the code exists once however many capacities the program uses
+//! (see size-report.md).
 
 /// A limit of a fixed buffer was reached.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -23,6 +27,7 @@ impl<const N: usize> Default for Text<N> {
 }
 
 impl<const N: usize> Text<N> {
+    #[inline(never)]
     pub const fn new() -> Self {
         Text {
             len: 0,
@@ -38,11 +43,7 @@ impl<const N: usize> Text<N> {
     }
 
     pub fn push(&mut self, s: &[u8]) -> Result<(), Full> {
-        let end = self.len + s.len();
-        let dst = self.buf.get_mut(self.len..end).ok_or(Full)?;
-        dst.copy_from_slice(s);
-        self.len = end;
-        Ok(())
+        push(&mut self.buf, &mut self.len, s)
     }
 
     pub fn push_str(&mut self, s: &str) -> Result<(), Full> {
@@ -55,15 +56,12 @@ impl<const N: usize> Text<N> {
 
     /// Appends the decimal form of `n`.
     pub fn push_num(&mut self, n: u64) -> Result<(), Full> {
-        let mut digits = [0u8; 20];
-        self.push(fmt_u64(n, &mut digits))
+        push_num(&mut self.buf, &mut self.len, n)
     }
 
     /// Appends `s`, cutting it to what fits (for messages, where a shortened text beats none).
     pub fn push_lossy(&mut self, s: &[u8]) {
-        let room = N - self.len;
-        let take = if s.len() < room { s.len() } else { room };
-        let _ = self.push(s.get(..take).unwrap_or(&[]));
+        push_lossy(&mut self.buf, &mut self.len, s)
     }
 
     pub fn truncate(&mut self, len: usize) {
@@ -85,13 +83,43 @@ impl<const N: usize> Text<N> {
     }
 
     pub fn as_bytes(&self) -> &[u8] {
-        self.buf.get(..self.len).unwrap_or(&[])
+        filled(&self.buf, self.len)
     }
 
     /// The contents as `&str`; invalid UTF-8 yields `"?"` (only reachable from raw disk bytes).
     pub fn as_str(&self) -> &str {
-        core::str::from_utf8(self.as_bytes()).unwrap_or("?")
+        as_str(self.as_bytes())
     }
+}
+
+/// The first `len` bytes of `buf` (all of it if `len` is out of range, which never happens).
+#[inline(never)]
+fn filled(buf: &[u8], len: usize) -> &[u8] {
+    buf.get(..len).unwrap_or(buf)
+}
+
+#[inline(never)]
+fn push(buf: &mut [u8], len: &mut usize, s: &[u8]) -> Result<(), Full> {
+    let end = len.checked_add(s.len()).ok_or(Full)?;
+    copy_bytes(buf.get_mut(*len..end).ok_or(Full)?, s);
+    *len = end;
+    Ok(())
+}
+
+#[inline(never)]
+fn push_lossy(buf: &mut [u8], len: &mut usize, s: &[u8]) {
+    let room = buf.len().saturating_sub(*len);
+    let _ = push(buf, len, s.get(..room).unwrap_or(s));
+}
+
+fn push_num(buf: &mut [u8], len: &mut usize, n: u64) -> Result<(), Full> {
+    let mut digits = [0u8; 20];
+    push(buf, len, fmt_u64(n, &mut digits))
+}
+
+#[inline(never)]
+fn as_str(bytes: &[u8]) -> &str {
+    core::str::from_utf8(bytes).unwrap_or("?")
 }
 
 impl<const N: usize> PartialEq for Text<N> {
@@ -131,15 +159,13 @@ impl<const B: usize, const I: usize> List<B, I> {
     }
 
     pub fn push(&mut self, item: &[u8]) -> Result<(), Full> {
-        if self.count >= I || self.bytes.len() + item.len() > u16::MAX as usize {
-            return Err(Full);
-        }
-        self.bytes.push(item)?;
-        if let Some(slot) = self.ends.get_mut(self.count) {
-            *slot = self.bytes.len() as u16;
-        }
-        self.count += 1;
-        Ok(())
+        let mut items = Items {
+            buf: &mut self.bytes.buf,
+            len: &mut self.bytes.len,
+            ends: &mut self.ends,
+            count: &mut self.count,
+        };
+        items.push(item)
     }
 
     /// Pushes `item` unless an equal item is already there (first occurrence wins).
@@ -168,25 +194,70 @@ impl<const B: usize, const I: usize> List<B, I> {
     }
 
     pub fn get(&self, i: usize) -> Option<&[u8]> {
-        if i >= self.count {
-            return None;
-        }
-        let start = if i == 0 {
-            0
-        } else {
-            *self.ends.get(i - 1)? as usize
-        };
-        let end = *self.ends.get(i)? as usize;
-        self.bytes.as_bytes().get(start..end)
+        self.iter().nth(i)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        (0..self.count).filter_map(move |i| self.get(i))
+    /// The items in order (one iterator type for every capacity).
+    pub fn iter(&self) -> Iter<'_> {
+        Iter::new(self.bytes.as_bytes(), &self.ends, self.count)
     }
 
     /// Iterates as `&str` (items that are not UTF-8 read as `"?"`).
     pub fn iter_str(&self) -> impl Iterator<Item = &str> + '_ {
-        self.iter().map(|b| core::str::from_utf8(b).unwrap_or("?"))
+        self.iter().map(as_str)
+    }
+}
+
+/// A `List`'s fields as slices, for its non-generic operations.
+struct Items<'a> {
+    buf: &'a mut [u8],
+    len: &'a mut usize,
+    ends: &'a mut [u16],
+    count: &'a mut usize,
+}
+
+impl Items<'_> {
+    #[inline(never)]
+    fn push(&mut self, item: &[u8]) -> Result<(), Full> {
+        let slot = self.ends.get_mut(*self.count).ok_or(Full)?;
+        let end = u16::try_from(*self.len + item.len()).map_err(|_| Full)?;
+        push(self.buf, self.len, item)?;
+        *slot = end;
+        *self.count += 1;
+        Ok(())
+    }
+}
+
+/// Iterator over the items of a `List`.
+#[derive(Clone)]
+pub struct Iter<'a> {
+    bytes: &'a [u8],
+    ends: &'a [u16],
+    start: usize,
+}
+
+impl<'a> Iter<'a> {
+    fn new(bytes: &'a [u8], ends: &'a [u16], count: usize) -> Self {
+        let ends = ends.get(..count).unwrap_or(ends);
+        Iter {
+            bytes,
+            ends,
+            start: 0,
+        }
+    }
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = &'a [u8];
+
+    #[inline(never)]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let (&end, rest) = self.ends.split_first()?;
+        self.ends = rest;
+        let end = end as usize;
+        let item = self.bytes.get(self.start..end).unwrap_or(&[]);
+        self.start = end;
+        Some(item)
     }
 }
 
@@ -194,6 +265,14 @@ impl<const B: usize, const I: usize> List<B, I> {
 impl<const B: usize, const I: usize> core::fmt::Debug for List<B, I> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_list().entries(self.iter_str()).finish()
+    }
+}
+
+/// Copies `src` to the start of `dst`, as much as fits: `copy_from_slice` without its panic on
+/// a length mismatch, which stays in the binary when the compiler cannot prove the lengths equal.
+pub fn copy_bytes(dst: &mut [u8], src: &[u8]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = *s;
     }
 }
 
