@@ -460,7 +460,10 @@ fn failures(arch: &str) {
     expect_failure(arch, &bad, ACTIVE, "is not a filesystem image");
     // No COS_STATE ever appears (a blank disk): the 60 s deadline of mount-state is honoured.
     let blank = scratch().join(format!("disk-{arch}-blank.img"));
-    std::fs::File::create(&blank).unwrap().set_len(64 << 20).unwrap();
+    std::fs::File::create(&blank)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
     let b = expect_failure(
         arch,
         &blank,
