@@ -106,8 +106,9 @@ pub unsafe fn main(_argc: usize, argv: *const *const u8, envp: *const *const u8)
     }
     let dry_run = env.action == Action::DryRun;
     // As PID 1 nothing is mounted yet, not even /proc with the command line.
+    let started = sys::now_ms();
     let base = if env.init_mode && !dry_run {
-        Some(boot::base_mounts())
+        Some((boot::base_mounts(), sys::now_ms().saturating_sub(started)))
     } else {
         None
     };
@@ -178,7 +179,7 @@ pub unsafe fn main(_argc: usize, argv: *const *const u8, envp: *const *const u8)
     let mut ctx = steps::Ctx::new(&env, &cmd);
     plan.run(
         |id| match (id, &base) {
-            (StepId::BaseMounts, Some(r)) => r.clone(),
+            (StepId::BaseMounts, Some((r, _))) => r.clone(),
             // A service manager's stop: stop between steps (never inside a mount), say so.
             _ if sys::stop_requested() => Err(steps::err(&[
                 b"not run: a stop signal (SIGTERM) arrived before this step",
@@ -192,6 +193,10 @@ pub unsafe fn main(_argc: usize, argv: *const *const u8, envp: *const *const u8)
             _ => log::debug(step.name, &[b"done"]),
         },
     );
+    if let Some((_, ms)) = base {
+        // Done before the plan existed; its real duration, not the 0 ms of handing over the result.
+        plan.set_duration(StepId::BaseMounts, ms);
+    }
     boot::report::write_timeline(&plan);
     if sys::stop_requested() {
         boot::report::failure_summary(&plan, b"stopped by a signal before all steps ran", text);

@@ -21,6 +21,8 @@ pub enum Level {
 struct Logger {
     debug: bool,
     kmsg: Option<OwnedFd>,
+    /// We turned off the kernel's rate limit of `/dev/kmsg` writers and must restore it.
+    kmsg_limit_lifted: bool,
     file: Option<OwnedFd>,
     /// What was logged before the file could be opened; flushed into it on open.
     early: Text<8192>,
@@ -32,6 +34,7 @@ struct Logger {
 static LOGGER: Global<Logger> = Global::new(Logger {
     debug: false,
     kmsg: None,
+    kmsg_limit_lifted: false,
     file: None,
     early: Text::new(),
     quiet: false,
@@ -50,9 +53,29 @@ pub fn debug_enabled() -> bool {
 }
 
 /// Also send lines to the kernel log (init mode: the console may be invisible, kmsg is not).
+///
+/// The kernel lets a `/dev/kmsg` writer log 10 lines per 5 s by default, which would drop most
+/// of a boot's lines: the limit is lifted (`printk_devkmsg=on`) until `restore_kmsg_limit`, as
+/// the initramfs is the only writer then.
 pub fn open_kmsg() {
     let fd = sys::open(b"/dev/kmsg", rustix::fs::OFlags::WRONLY, 0).ok();
-    LOGGER.with(|l| l.kmsg = fd);
+    let mut mode = [0u8; 16];
+    let lifted = sys::read_file(DEVKMSG, &mut mode)
+        .is_ok_and(|n| mode.get(..n) == Some(b"ratelimit\n"))
+        && sys::write_existing(DEVKMSG, b"on\n").is_ok();
+    LOGGER.with(|l| {
+        l.kmsg = fd;
+        l.kmsg_limit_lifted = lifted;
+    });
+}
+
+const DEVKMSG: &[u8] = b"/proc/sys/kernel/printk_devkmsg";
+
+/// Puts the kernel's `/dev/kmsg` rate limit back before the real init takes over.
+pub fn restore_kmsg_limit() {
+    if LOGGER.with(|l| core::mem::take(&mut l.kmsg_limit_lifted)) {
+        let _ = sys::write_existing(DEVKMSG, b"ratelimit\n");
+    }
 }
 
 /// Opens `/run/immucore/immucore.log` (appending) and writes the lines kept so far.

@@ -258,6 +258,12 @@ impl Plan {
         (0..self.len).find(|&i| self.step(i).is_some_and(|s| s.id == id))
     }
 
+    pub fn set_duration(&mut self, id: StepId, ms: u64) {
+        if let Some(d) = self.index(id).and_then(|i| self.duration_ms.get_mut(i)) {
+            *d = ms;
+        }
+    }
+
     pub fn status_of(&self, id: StepId) -> Option<&Status> {
         self.index(id).and_then(|i| self.status.get(i))
     }

@@ -496,6 +496,28 @@ fn extra_volume_from_cmdline() {
     );
 }
 
+/// PARTLABEL= (the GPT partition name) finds the partition without any filesystem label.
+#[test]
+fn extra_volume_by_gpt_partition_name() {
+    let t = Bench::new("partlabel-mount");
+    let disk = t.attach(&data_disk());
+    let o = t.boot(&Boot {
+        cmdline: &format!("{ACTIVE} rd.immucore.mount=PARTLABEL=data:/data"),
+        checks: &["cat $S/data/data-marker", "cat $S/etc/fstab"],
+        ..Default::default()
+    });
+    o.expect_code(0);
+    assert_eq!(o.root_mount("/data").source, disk.part("data"));
+    assert_eq!(o.ok(0), "data\n");
+    assert!(
+        o.ok(1)
+            .lines()
+            .any(|l| l == "/dev/disk/by-partlabel/data /data ext4 rw 0 0"),
+        "{}",
+        o.ok(1)
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. OEM
 

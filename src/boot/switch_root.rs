@@ -79,6 +79,7 @@ pub unsafe fn switch_root(
     for path in candidates {
         let Ok(c) = CBuf::new(path) else { continue };
         log::info("switch-root", &[b"exec ", path]);
+        log::restore_kmsg_limit();
         // SAFETY: forwarded from the caller's contract.
         let e = unsafe { sys::exec(c.as_cstr(), argv, envp) };
         if e != Errno::NOENT {

@@ -22,6 +22,9 @@ pub struct Entry {
     pub fs: Option<FsInfo>,
     pub partlabel: Text<144>,
     pub partuuid: Text<40>,
+    /// Partition number (0: a whole disk), and whether its GPT entry was read.
+    partn: u64,
+    gpt_done: bool,
 }
 
 impl Entry {
@@ -125,7 +128,46 @@ impl Table {
             .position(|e| e.as_ref().is_some_and(|e| e.name.as_bytes() == name))
     }
 
-    pub fn find(&self, dev: &Device) -> Found<'_> {
+    /// Reads the GPT names and ids of the partitions that do not have them yet, one read of
+    /// each parent disk's table.
+    fn load_gpt(&mut self) {
+        for i in 0..MAX_DEVICES {
+            let Some(Some(e)) = self.entries.get(i) else {
+                continue;
+            };
+            if e.partn == 0 || e.gpt_done {
+                continue;
+            }
+            let Some(disk) = parent_disk(e.name.as_bytes()) else {
+                continue;
+            };
+            let Ok(fd) = sys::open_ro(disk.as_bytes()) else {
+                continue;
+            };
+            let entries = &mut self.entries;
+            gpt_partitions(&mut FdRead(fd.as_fd()), 0, &mut |p: &GptPart| {
+                // Every partition of this disk gets its entry from this one read.
+                for e in entries.iter_mut().flatten() {
+                    if !e.gpt_done
+                        && e.partn == p.number as u64
+                        && parent_disk(e.name.as_bytes()).as_ref() == Some(&disk)
+                    {
+                        e.partlabel.push_lossy(p.name.as_bytes());
+                        e.partuuid.push_lossy(p.uuid.as_bytes());
+                        e.gpt_done = true;
+                    }
+                }
+            });
+            if let Some(Some(e)) = self.entries.get_mut(i) {
+                e.gpt_done = true;
+            }
+        }
+    }
+
+    pub fn find(&mut self, dev: &Device) -> Found<'_> {
+        if matches!(dev.kind, DeviceKind::PartLabel | DeviceKind::PartUuid) {
+            self.load_gpt();
+        }
         let mut first: Option<&Entry> = None;
         for e in self.entries.iter().flatten() {
             if !matches(e, dev) {
@@ -185,25 +227,16 @@ fn probe_entry(name: &[u8], size: u64) -> Entry {
         fs: None,
         partlabel: Text::new(),
         partuuid: Text::new(),
+        partn: 0,
+        gpt_done: false,
     };
     e.name.push_lossy(name);
     if let Ok(fd) = sys::open_ro(e.node().as_bytes()) {
         e.fs = probe_fs(&mut FdRead(fd.as_fd()));
     }
-    // A partition: its number says which GPT entry of the parent disk describes it.
-    let partn = read_sys_u64(name, b"partition");
-    if partn != 0 {
-        if let Some(disk) = parent_disk(name) {
-            if let Ok(fd) = sys::open_ro(disk.as_bytes()) {
-                gpt_partitions(&mut FdRead(fd.as_fd()), 0, &mut |p: &GptPart| {
-                    if p.number as u64 == partn {
-                        e.partlabel.push_lossy(p.name.as_bytes());
-                        e.partuuid.push_lossy(p.uuid.as_bytes());
-                    }
-                });
-            }
-        }
-    }
+    // A partition: its number says which GPT entry of the parent disk describes it. The GPT
+    // itself is read only if a PARTLABEL=/PARTUUID= lookup needs it (`load_gpt`).
+    e.partn = read_sys_u64(name, b"partition");
     e
 }
 

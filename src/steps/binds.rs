@@ -55,21 +55,57 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
     let n = ctx.layout.bind_order(&mut order);
     let binds = ctx.layout.binds.clone();
     let mut failed = Error::new();
+    let mut stats = CopyStats::default();
+    let mut bound = 0u64;
     for &i in order.iter().take(n) {
         let Some(path) = binds.get(i as usize) else {
             continue;
         };
-        if let Err(e) = bind_one(ctx, path, target.as_bytes()) {
-            log::error(STEP, &[e.as_bytes()]);
-            failed.push_lossy(if failed.is_empty() {
-                b"bind failed for"
-            } else {
-                b","
-            });
-            failed.push_lossy(b" ");
-            failed.push_lossy(path);
+        match bind_one(ctx, path, target.as_bytes(), &mut stats) {
+            Ok(()) => bound += 1,
+            Err(e) => {
+                log::error(STEP, &[e.as_bytes()]);
+                failed.push_lossy(if failed.is_empty() {
+                    b"bind failed for"
+                } else {
+                    b","
+                });
+                failed.push_lossy(b" ");
+                failed.push_lossy(path);
+            }
         }
     }
+    // One flush for all the copies: the renames of copied files become durable together.
+    if stats.files + stats.dirs + stats.links > 0 {
+        if let Ok(store) = ctx.root()?.dir(target.as_bytes()) {
+            if let Err(e) = sys::syncfs(store.as_fd()) {
+                log::warn(
+                    STEP,
+                    &[
+                        b"cannot flush ",
+                        target.as_bytes(),
+                        b": ",
+                        log::errno(e).as_bytes(),
+                    ],
+                );
+            }
+        }
+    }
+    log::info(
+        STEP,
+        &[
+            log::num(bound).as_bytes(),
+            b" persistent paths bound from ",
+            target.as_bytes(),
+            b" (copied up ",
+            log::num(stats.files as u64).as_bytes(),
+            b" files, ",
+            log::num(stats.dirs as u64).as_bytes(),
+            b" dirs, ",
+            log::num(stats.links as u64).as_bytes(),
+            b" links)",
+        ],
+    );
     if failed.is_empty() {
         Ok(())
     } else {
@@ -77,7 +113,12 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
     }
 }
 
-fn bind_one(ctx: &mut Ctx, path: &[u8], state_target: &[u8]) -> Result<(), Error> {
+fn bind_one(
+    ctx: &mut Ctx,
+    path: &[u8],
+    state_target: &[u8],
+    stats: &mut CopyStats,
+) -> Result<(), Error> {
     let root = ctx.root()?;
     let mut dash = Text::<256>::new();
     dash_name(path, &mut dash).map_err(|_| err(&[path, b": name too long"]))?;
@@ -103,8 +144,8 @@ fn bind_one(ctx: &mut Ctx, path: &[u8], state_target: &[u8]) -> Result<(), Error
     let dst = root
         .open_at(store.as_bytes(), dir_flags, 0)
         .map_err(|e| err_errno(&[b"cannot open ", store.as_bytes()], e))?;
-    let mut stats = CopyStats::default();
-    copy_missing(src.as_fd(), dst.as_fd(), &mut stats).map_err(|e| {
+    let before = (stats.files, stats.dirs, stats.links);
+    copy_missing(src.as_fd(), dst.as_fd(), stats).map_err(|e| {
         err_errno(
             &[
                 b"copying ",
@@ -134,18 +175,30 @@ fn bind_one(ctx: &mut Ctx, path: &[u8], state_target: &[u8]) -> Result<(), Error
             e,
         )
     })?;
-    log::info(
+    // Only a copy-up is news (a first boot, new paths in an upgraded image).
+    let copied = (
+        stats.files - before.0,
+        stats.dirs - before.1,
+        stats.links - before.2,
+    );
+    let level = if copied == (0, 0, 0) {
+        log::Level::Debug
+    } else {
+        log::Level::Info
+    };
+    log::log(
+        level,
         STEP,
         &[
             store.as_bytes(),
             b" on ",
             path,
             b" (copied ",
-            log::num(stats.files as u64).as_bytes(),
+            log::num(copied.0 as u64).as_bytes(),
             b" files, ",
-            log::num(stats.dirs as u64).as_bytes(),
+            log::num(copied.1 as u64).as_bytes(),
             b" dirs, ",
-            log::num(stats.links as u64).as_bytes(),
+            log::num(copied.2 as u64).as_bytes(),
             b" links)",
         ],
     );

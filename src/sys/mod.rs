@@ -180,6 +180,12 @@ pub fn write_path_atomic(path: &[u8], data: &[u8], mode: u32) -> Result<()> {
     write_file_atomic(dir_fd.as_fd(), name, data, mode)
 }
 
+/// Writes `data` into the existing file `path` (sysctls in /proc/sys cannot be renamed over).
+pub fn write_existing(path: &[u8], data: &[u8]) -> Result<()> {
+    let fd = open(path, OFlags::WRONLY | OFlags::TRUNC, 0)?;
+    write_all(fd.as_fd(), data)
+}
+
 /// Appends `data` to `path`, creating it.
 pub fn append_file(path: &[u8], data: &[u8]) -> Result<()> {
     let fd = open(
@@ -445,6 +451,11 @@ pub fn chdir(path: &[u8]) -> Result<()> {
 
 pub fn chroot(path: &[u8]) -> Result<()> {
     rustix::process::chroot(CBuf::new(path)?.as_cstr())
+}
+
+/// Flushes the filesystem holding `fd` (makes renames and new directories durable).
+pub fn syncfs(fd: BorrowedFd<'_>) -> Result<()> {
+    rustix::fs::syncfs(fd)
 }
 
 pub fn sync() {
