@@ -728,6 +728,39 @@ fn missing_persistent_skips_binds_loudly() {
     assert_overlays(&o, &["/etc", "/var", "/srv"]);
 }
 
+/// System and configuration extensions of the boot state and `common/` are linked into
+/// `/run/extensions` and `/run/confexts`, with targets valid after switch_root.
+#[test]
+fn sysext_and_confext_images_are_linked_for_the_boot_state() {
+    let mut img = os_image("COS_ACTIVE", "active");
+    img.nodes.extend([
+        Node::File("/var/lib/kairos/extensions/active/tools.raw", "x"),
+        Node::File("/var/lib/kairos/extensions/passive/old.raw", "x"),
+        Node::File("/var/lib/kairos/extensions/common/base.raw", "x"),
+        Node::File("/var/lib/kairos/extensions/common/notes.txt", "x"),
+        Node::File("/var/lib/kairos/confexts/common/conf.raw", "x"),
+    ]);
+    let state = images_fs("COS_STATE", vec![("/cOS/active.img", img)]);
+    let t = Bench::new("sysext");
+    let _disk = t.attach(&replace(standard_disk(), "state", state));
+    let o = t.boot(&Boot {
+        cmdline: ACTIVE,
+        checks: &[
+            "for l in /run/extensions/* /run/confexts/*; do echo \"$l -> $(readlink $l)\"; done",
+        ],
+        ..Default::default()
+    });
+    o.expect_code(0);
+    assert_eq!(
+        o.ok(0),
+        "/run/extensions/base.raw -> /var/lib/kairos/extensions/common/base.raw\n\
+         /run/extensions/tools.raw -> /var/lib/kairos/extensions/active/tools.raw\n\
+         /run/confexts/conf.raw -> /var/lib/kairos/confexts/common/conf.raw\n",
+        "{}",
+        o.dump()
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 7. Symlinks in the image never send anything outside the sysroot
 
