@@ -214,6 +214,8 @@ fn active_and_persistence(arch: &str) {
     );
     assert_eq!(b.one("sentinel"), "active_mode 1");
     assert_eq!(b.one("log-exists"), "/run/immucore/immucore.log yes");
+    // The image's initramfs-stage hook ran chrooted into the new root, before switch_root.
+    assert_eq!(b.one("hook"), "stage=initramfs state=active image=active");
     let fstab = b.all("fstab");
     for want in [
         "tmpfs /tmp tmpfs rw 0 0",
