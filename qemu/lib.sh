@@ -17,7 +17,7 @@ arch_vars() {
     aarch64) DEB_ARCH=arm64 KFLAVOUR=arm64 QEMU_BIN=qemu-system-aarch64
              QEMU_MACHINE="-M virt -cpu cortex-a57" CONSOLE=ttyAMA0 RUST_TRIPLE=aarch64-unknown-linux-musl ;;
     armv7)   DEB_ARCH=armhf KFLAVOUR=armmp QEMU_BIN=qemu-system-arm
-             QEMU_MACHINE="-M virt,highmem=off -cpu cortex-a15" CONSOLE=ttyAMA0 RUST_TRIPLE=armv7-unknown-linux-gnueabihf ;;
+             QEMU_MACHINE="-M virt,highmem=off -cpu cortex-a15" CONSOLE=ttyAMA0 RUST_TRIPLE=thumbv7neon-unknown-linux-gnueabihf ;;
     *) die "unknown arch '$1' (x86_64, aarch64, armv7)" ;;
     esac
     ARCH=$1

@@ -108,7 +108,10 @@ pub unsafe fn main(_argc: usize, argv: *const *const u8, envp: *const *const u8)
     // As PID 1 nothing is mounted yet, not even /proc with the command line.
     let started = sys::now_ms();
     let base = if env.init_mode && !dry_run {
-        Some((boot::base_mounts(), sys::now_ms().saturating_sub(started)))
+        Some((
+            boot::base_mounts().map_err(steps::Error::message),
+            sys::now_ms().saturating_sub(started),
+        ))
     } else {
         None
     };
@@ -181,10 +184,13 @@ pub unsafe fn main(_argc: usize, argv: *const *const u8, envp: *const *const u8)
         |id| match (id, &base) {
             (StepId::BaseMounts, Some((r, _))) => r.clone(),
             // A service manager's stop: stop between steps (never inside a mount), say so.
-            _ if sys::stop_requested() => Err(steps::err(&[
-                b"not run: a stop signal (SIGTERM) arrived before this step",
-            ])),
-            _ => steps::run(id, &mut ctx),
+            _ if sys::stop_requested() => {
+                Err(
+                    steps::err(&[b"not run: a stop signal (SIGTERM) arrived before this step"])
+                        .message(),
+                )
+            }
+            _ => steps::run(id, &mut ctx).map_err(steps::Error::message),
         },
         sys::now_ms,
         |step, status| match status {

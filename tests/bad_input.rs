@@ -415,7 +415,13 @@ fn refused_layout(t: &Bench, layout: &[u8], in_run: bool, error: &str) -> Outcom
     // The console and the log show them as `\xNN`, so they cannot start a line of their own.
     let shown: String = full
         .chars()
-        .map(|c| if c < ' ' { format!("\\x{:02x}", c as u32) } else { c.to_string() })
+        .map(|c| {
+            if c < ' ' {
+                format!("\\x{:02x}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
         .collect();
     let line = format!("immucore: load-config: error: failed: {shown}\n");
     assert!(

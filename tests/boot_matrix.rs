@@ -23,7 +23,7 @@ fn triple(arch: &str) -> &'static str {
     match arch {
         "x86_64" => "x86_64-unknown-linux-musl",
         "aarch64" => "aarch64-unknown-linux-musl",
-        "armv7" => "armv7-unknown-linux-gnueabihf",
+        "armv7" => "thumbv7neon-unknown-linux-gnueabihf",
         _ => panic!("unknown arch {arch}"),
     }
 }

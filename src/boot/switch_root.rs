@@ -77,11 +77,12 @@ pub unsafe fn switch_root(
         .filter(|i| !i.is_empty())
         .chain(INIT_FALLBACKS.iter().copied());
     for path in candidates {
-        let Ok(c) = CBuf::new(path) else { continue };
+        let mut c = CBuf::new();
+        let Ok(c) = c.c_str(path) else { continue };
         log::info("switch-root", &[b"exec ", path]);
         log::restore_kmsg_limit();
         // SAFETY: forwarded from the caller's contract.
-        let e = unsafe { sys::exec(c.as_cstr(), argv, envp) };
+        let e = unsafe { sys::exec(c, argv, envp) };
         if e != Errno::NOENT {
             log::warn(
                 "switch-root",
@@ -104,22 +105,22 @@ fn remove_children(dir: rustix::fd::BorrowedFd<'_>, dev: u64, depth: u32) {
         return;
     }
     let _ = sys::for_each_entry(dir, |name, ft| {
-        let Ok(c) = CBuf::new(name) else { return };
+        let mut c = CBuf::new();
+        let Ok(c) = c.c_str(name) else { return };
         if ft == FileType::Directory {
             let flags = rustix::fs::OFlags::RDONLY
                 | rustix::fs::OFlags::DIRECTORY
                 | rustix::fs::OFlags::NOFOLLOW
                 | rustix::fs::OFlags::CLOEXEC;
-            if let Ok(sub) = rustix::fs::openat(dir, c.as_cstr(), flags, rustix::fs::Mode::empty())
-            {
+            if let Ok(sub) = rustix::fs::openat(dir, c, flags, rustix::fs::Mode::empty()) {
                 let same = rustix::fs::fstat(&sub).is_ok_and(|s| s.st_dev as u64 == dev as u64);
                 if same && !sys::is_mountpoint(sub.as_fd(), b"") {
                     remove_children(sub.as_fd(), dev, depth + 1);
-                    let _ = rustix::fs::unlinkat(dir, c.as_cstr(), rustix::fs::AtFlags::REMOVEDIR);
+                    let _ = rustix::fs::unlinkat(dir, c, rustix::fs::AtFlags::REMOVEDIR);
                 }
             }
         } else {
-            let _ = rustix::fs::unlinkat(dir, c.as_cstr(), rustix::fs::AtFlags::empty());
+            let _ = rustix::fs::unlinkat(dir, c, rustix::fs::AtFlags::empty());
         }
     });
 }

@@ -54,7 +54,7 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
     let mut order = [0u8; 96];
     let n = ctx.layout.bind_order(&mut order);
     let binds = ctx.layout.binds.clone();
-    let mut failed = Error::new();
+    let mut failed = Text::<256>::new();
     let mut stats = CopyStats::default();
     let mut bound = 0u64;
     for &i in order.iter().take(n) {
@@ -64,7 +64,7 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
         match bind_one(ctx, path, target.as_bytes(), &mut stats) {
             Ok(()) => bound += 1,
             Err(e) => {
-                log::error(STEP, &[e.as_bytes()]);
+                log::error(STEP, &[e.message().as_bytes()]);
                 failed.push_lossy(if failed.is_empty() {
                     b"bind failed for"
                 } else {
@@ -77,7 +77,9 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
     }
     // One flush for all the copies: the renames of copied files become durable together.
     if stats.files + stats.dirs + stats.links > 0 {
-        if let Ok(store) = ctx.root()?.dir(target.as_bytes()) {
+        // syncfs needs a real open (an O_PATH descriptor gets EBADF).
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY;
+        if let Ok(store) = ctx.root()?.open_at(target.as_bytes(), flags, 0) {
             if let Err(e) = sys::syncfs(store.as_fd()) {
                 log::warn(
                     STEP,
@@ -109,7 +111,7 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
     if failed.is_empty() {
         Ok(())
     } else {
-        Err(failed)
+        Err(err(&[failed.as_bytes()]))
     }
 }
 

@@ -77,20 +77,21 @@ impl StageEnv {
 
 /// Runs `path` (a path inside `chroot_to` when given) with `args`, logging the outcome.
 fn run_one(step: &str, path: &[u8], args: &[&CStr], env: &StageEnv, chroot_to: Option<&[u8]>) {
+    let (mut p, mut a, mut b, mut c) = (CBuf::new(), CBuf::new(), CBuf::new(), CBuf::new());
     let (Ok(p), Ok(a), Ok(b), Ok(c)) = (
-        CBuf::new(path),
-        CBuf::new(env.stage.as_bytes()),
-        CBuf::new(env.state.as_bytes()),
-        CBuf::new(env.sysroot.as_bytes()),
+        p.c_str(path),
+        a.c_str(env.stage.as_bytes()),
+        b.c_str(env.state.as_bytes()),
+        c.c_str(env.sysroot.as_bytes()),
     ) else {
         return;
     };
-    let mut argv: [&CStr; 6] = [p.as_cstr(); 6];
+    let mut argv: [&CStr; 6] = [p; 6];
     let n = 1 + args.len().min(5);
     for (slot, a) in argv.iter_mut().skip(1).zip(args) {
         *slot = a;
     }
-    let envp = [a.as_cstr(), b.as_cstr(), c.as_cstr(), PATH_ENV];
+    let envp = [a, b, c, PATH_ENV];
     match sys::run(argv.get(..n).unwrap_or(&[]), &envp, chroot_to) {
         Ok(0) => log::info(step, &[b"ran ", path]),
         Ok(code) => log::warn(
@@ -181,7 +182,8 @@ pub fn run_stage(ctx: &mut Ctx, stage: &str) -> Result<(), Error> {
     }
     if let Some((path, words)) = agent {
         let mut args: [&CStr; 3] = [c""; 3];
-        let stage_c = CBuf::new(stage.as_bytes()).ok();
+        let mut stage_c = CBuf::new();
+        let stage_c = stage_c.c_str(stage.as_bytes()).ok();
         let mut n = 0;
         for w in words.iter() {
             if let Some(slot) = args.get_mut(n) {
@@ -189,8 +191,8 @@ pub fn run_stage(ctx: &mut Ctx, stage: &str) -> Result<(), Error> {
                 n += 1;
             }
         }
-        if let (Some(s), Some(slot)) = (&stage_c, args.get_mut(n)) {
-            *slot = s.as_cstr();
+        if let (Some(s), Some(slot)) = (stage_c, args.get_mut(n)) {
+            *slot = s;
             n += 1;
         }
         run_one(

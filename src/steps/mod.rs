@@ -18,27 +18,46 @@ use crate::dev::scan::{self, Table};
 use crate::log;
 use crate::plan::StepId;
 use crate::sys::inroot::{fd_path, Root};
-use crate::sys::{self, Flags};
+use crate::sys::{self, Flags, Global};
 use crate::util::fixed::Text;
 use rustix::fd::AsFd;
 
-pub type Error = Text<256>;
+/// A step failed; `message` says why. The text is kept aside rather than in the error, so the
+/// results of all step code stay small instead of carrying 256 bytes through every `?`.
+#[derive(Clone, Copy)]
+#[cfg_attr(test, derive(Debug))]
+pub struct Error(());
+
+/// The text of the last step error (the program is single-threaded).
+static MESSAGE: Global<Text<256>> = Global::new(Text::new());
 
 /// A step error built from parts.
 pub fn err(parts: &[&[u8]]) -> Error {
-    let mut t = Error::new();
-    for p in parts {
-        t.push_lossy(p);
-    }
-    t
+    MESSAGE.with(|m| {
+        m.clear();
+        for p in parts {
+            m.push_lossy(p);
+        }
+    });
+    Error(())
 }
 
 /// A step error naming what failed and the errno.
 pub fn err_errno(what: &[&[u8]], e: sys::Errno) -> Error {
-    let mut t = err(what);
-    t.push_lossy(b": ");
-    t.push_lossy(log::errno(e).as_bytes());
-    t
+    let errno = log::errno(e);
+    err(what);
+    MESSAGE.with(|m| {
+        m.push_lossy(b": ");
+        m.push_lossy(errno.as_bytes());
+    });
+    Error(())
+}
+
+impl Error {
+    /// Why the step failed: the text of the last step error.
+    pub fn message(self) -> Text<256> {
+        MESSAGE.with(|m| m.clone())
+    }
 }
 
 /// One volume from `VOLUMES` / `rd.*.mount` and whether it got mounted.
@@ -119,23 +138,35 @@ pub fn run(id: StepId, ctx: &mut Ctx) -> Result<(), Error> {
     }
 }
 
+/// The option words that are mount flags: each sets its flag, `rw` clears `ro`'s, and an empty
+/// flag marks a word that only restates a default.
+const FLAG_WORDS: &[(&[u8], Flags)] = &[
+    (b"ro", Flags::RDONLY),
+    (b"rw", Flags::RDONLY),
+    (b"nosuid", Flags::NOSUID),
+    (b"nodev", Flags::NODEV),
+    (b"noexec", Flags::NOEXEC),
+    (b"noatime", Flags::NOATIME),
+    (b"relatime", Flags::RELATIME),
+    (b"sync", Flags::SYNCHRONOUS),
+    (b"bind", Flags::BIND),
+    (b"suid", Flags::empty()),
+    (b"dev", Flags::empty()),
+    (b"exec", Flags::empty()),
+    (b"async", Flags::empty()),
+    (b"defaults", Flags::empty()),
+    (b"auto", Flags::empty()),
+];
+
 /// Mount flags and data string for an fstab-style option list (reference §6.3): flag words
 /// become flags, everything else joins the data string in order.
 pub fn mount_options(opts: &[u8], data: &mut Text<1024>) -> Flags {
     let mut flags = Flags::empty();
     for o in opts.split(|&c| c == b',').filter(|o| !o.is_empty()) {
-        match o {
-            b"ro" => flags |= Flags::RDONLY,
-            b"rw" => flags.remove(Flags::RDONLY),
-            b"nosuid" => flags |= Flags::NOSUID,
-            b"nodev" => flags |= Flags::NODEV,
-            b"noexec" => flags |= Flags::NOEXEC,
-            b"noatime" => flags |= Flags::NOATIME,
-            b"relatime" => flags |= Flags::RELATIME,
-            b"sync" => flags |= Flags::SYNCHRONOUS,
-            b"bind" => flags |= Flags::BIND,
-            b"suid" | b"dev" | b"exec" | b"async" | b"defaults" | b"auto" => {}
-            _ => {
+        match FLAG_WORDS.iter().find(|(w, _)| *w == o) {
+            Some((b"rw", _)) => flags.remove(Flags::RDONLY),
+            Some((_, f)) => flags |= *f,
+            None => {
                 if !data.is_empty() {
                     data.push_lossy(b",");
                 }
@@ -209,9 +240,9 @@ pub fn mount_device(
     opts: &[u8],
     timeout_ms: u64,
 ) -> Result<(Text<192>, &'static str, Mounted), Error> {
-    let mut why = Error::new();
+    let mut why = Text::<256>::new();
     let Some(node) = scan::wait_for(&mut ctx.devices, dev, timeout_ms, &mut why) else {
-        return Err(why);
+        return Err(err(&[why.as_bytes()]));
     };
     let Some(fs) = scan::probe_node(node.as_bytes()) else {
         return Err(err(&[
@@ -287,10 +318,11 @@ pub fn fsck(cmd: &Cmdline, step: &str, node: &[u8]) {
     else {
         return;
     };
-    let Ok(dev) = sys::CBuf::new(node) else {
+    let mut dev = sys::CBuf::new();
+    let Ok(dev) = dev.c_str(node) else {
         return;
     };
-    let mut argv: [&core::ffi::CStr; 4] = [c"fsck", dev.as_cstr(), c"-a", c""];
+    let mut argv: [&core::ffi::CStr; 4] = [c"fsck", dev, c"-a", c""];
     let mut argc = 2;
     if cmd.fsck_mode == FsckMode::Force {
         argv[argc] = c"-f";

@@ -162,10 +162,10 @@ pub fn mount_base_overlay(ctx: &mut Ctx) -> Result<(), Error> {
 pub fn overlay_mount(ctx: &mut Ctx) -> Result<(), Error> {
     const STEP: &str = "overlay-mount";
     let paths = ctx.layout.rw_paths.clone();
-    let mut failed = Error::new();
+    let mut failed = Text::<256>::new();
     for path in paths.iter() {
         if let Err(e) = overlay_one(ctx, path) {
-            log::error(STEP, &[e.as_bytes()]);
+            log::error(STEP, &[e.message().as_bytes()]);
             if failed.is_empty() {
                 failed.push_lossy(b"overlay failed for");
             }
@@ -176,7 +176,7 @@ pub fn overlay_mount(ctx: &mut Ctx) -> Result<(), Error> {
     if failed.is_empty() {
         Ok(())
     } else {
-        Err(failed)
+        Err(err(&[failed.as_bytes()]))
     }
 }
 

@@ -88,7 +88,7 @@ fn collect_volumes(ctx: &mut Ctx) -> Result<usize, Error> {
 pub fn custom_mount(ctx: &mut Ctx) -> Result<(), Error> {
     const STEP: &str = "custom-mount";
     let count = collect_volumes(ctx)?;
-    let mut failed = Error::new();
+    let mut failed = Text::<256>::new();
     for i in 0..count {
         let Some(Some(vol)) = ctx.volumes.get(i) else {
             continue;
@@ -115,10 +115,10 @@ pub fn custom_mount(ctx: &mut Ctx) -> Result<(), Error> {
                 }
             }
             Err(e) if device.as_bytes().ends_with(b"/COS_OEM") => {
-                log::warn(STEP, &[e.as_bytes(), b" (OEM volume, tolerated)"]);
+                log::warn(STEP, &[e.message().as_bytes(), b" (OEM volume, tolerated)"]);
             }
             Err(e) => {
-                log::error(STEP, &[e.as_bytes()]);
+                log::error(STEP, &[e.message().as_bytes()]);
                 failed.push_lossy(if failed.is_empty() {
                     b"not mounted:"
                 } else {
@@ -134,7 +134,7 @@ pub fn custom_mount(ctx: &mut Ctx) -> Result<(), Error> {
     if failed.is_empty() {
         Ok(())
     } else {
-        Err(failed)
+        Err(err(&[failed.as_bytes()]))
     }
 }
 
@@ -143,14 +143,9 @@ pub fn lvm_activation() -> Result<(), Error> {
     let Some(lvm) = LVM_PATHS.iter().find(|p| sys::is_executable(p)) else {
         return Ok(());
     };
-    let bin = sys::CBuf::new(lvm).map_err(|_| err(&[b"bad lvm path"]))?;
-    let argv = [
-        bin.as_cstr(),
-        c"vgchange",
-        c"--activate",
-        c"y",
-        c"--sysinit",
-    ];
+    let mut bin = sys::CBuf::new();
+    let bin = bin.c_str(lvm).map_err(|_| err(&[b"bad lvm path"]))?;
+    let argv = [bin, c"vgchange", c"--activate", c"y", c"--sysinit"];
     match sys::run(&argv, &[c"PATH=/usr/sbin:/usr/bin:/sbin:/bin"], None) {
         Ok(0) => {
             log::info("lvm-activation", &[b"volume groups activated"]);

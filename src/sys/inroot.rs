@@ -29,10 +29,9 @@ impl Root {
     pub fn open_at(&self, path: &[u8], flags: OFlags, mode: u32) -> Result<OwnedFd> {
         let rel = strip_slashes(path);
         let rel = if rel.is_empty() { &b"."[..] } else { rel };
-        let p = CBuf::new(rel)?;
         rustix::fs::openat2(
             &self.fd,
-            p.as_cstr(),
+            CBuf::new().c_str(rel)?,
             flags | OFlags::CLOEXEC,
             Mode::from_raw_mode(mode),
             RESOLVE,
@@ -60,8 +59,8 @@ impl Root {
             parent = match self.dir(prefix) {
                 Ok(fd) => fd,
                 Err(Errno::NOENT) => {
-                    let c = CBuf::new(comp)?;
-                    match rustix::fs::mkdirat(&parent, c.as_cstr(), Mode::from_raw_mode(mode)) {
+                    let mut c = CBuf::new();
+                    match rustix::fs::mkdirat(&parent, c.c_str(comp)?, Mode::from_raw_mode(mode)) {
                         Ok(()) => {}
                         // EEXIST here means a dangling symlink: refuse rather than guess.
                         Err(Errno::EXIST) => return Err(Errno::LOOP),
@@ -94,9 +93,10 @@ pub fn fd_path(fd: BorrowedFd<'_>) -> Text<32> {
 /// The absolute path of the object behind `fd`, as the kernel names it.
 pub fn real_path(fd: BorrowedFd<'_>, out: &mut Text<512>) -> Result<()> {
     let link = fd_path(fd);
-    let p = CBuf::new(link.as_bytes())?;
+    let mut p = CBuf::new();
+    let p = p.c_str(link.as_bytes())?;
     let mut buf = [0u8; 512];
-    let len = rustix::fs::readlinkat_raw(rustix::fs::CWD, p.as_cstr(), &mut buf[..])?;
+    let len = rustix::fs::readlinkat_raw(rustix::fs::CWD, p, &mut buf[..])?;
     let name = buf.get(..len).unwrap_or(&[]);
     if len >= 512 {
         return Err(Errno::NAMETOOLONG);

@@ -17,29 +17,29 @@ pub type Result<T> = core::result::Result<T, Errno>;
 /// Longest path or mount data string accepted (one page is the kernel's limit for data).
 pub const MAX_C: usize = 1024;
 
-/// A NUL-terminated copy of a byte string, on the stack.
+/// Room for a NUL-terminated copy of a byte string, on the stack: `CBuf::new().c_str(s)?`.
+/// The copy is made in place, never moved: a buffer is a kilobyte.
 pub struct CBuf {
     buf: [u8; MAX_C],
 }
 
 impl CBuf {
-    pub fn new(s: &[u8]) -> Result<CBuf> {
-        if s.contains(&0) {
-            return Err(Errno::INVAL);
-        }
-        let mut buf = [0u8; MAX_C];
-        buf.get_mut(..s.len())
-            .ok_or(Errno::NAMETOOLONG)?
-            .copy_from_slice(s);
-        if s.len() >= MAX_C {
-            return Err(Errno::NAMETOOLONG);
-        }
-        Ok(CBuf { buf })
+    #[inline(never)]
+    pub const fn new() -> CBuf {
+        CBuf { buf: [0; MAX_C] }
     }
 
-    pub fn as_cstr(&self) -> &CStr {
-        // The constructor guarantees a NUL inside the buffer.
-        CStr::from_bytes_until_nul(&self.buf).unwrap_or(c"")
+    /// `s` with a NUL appended, in this buffer; `EINVAL` if `s` holds a NUL, `ENAMETOOLONG`
+    /// if it does not fit.
+    #[inline(never)]
+    pub fn c_str(&mut self, s: &[u8]) -> Result<&CStr> {
+        let dst = self.buf.get_mut(..=s.len()).ok_or(Errno::NAMETOOLONG)?;
+        let Some((nul, text)) = dst.split_last_mut() else {
+            return Err(Errno::NAMETOOLONG);
+        };
+        crate::util::fixed::copy_bytes(text, s);
+        *nul = 0;
+        CStr::from_bytes_with_nul(dst).map_err(|_| Errno::INVAL)
     }
 }
 
@@ -106,9 +106,8 @@ pub fn sleep_ms(ms: u64) {
 // ---- files ----
 
 pub fn open(path: &[u8], flags: OFlags, mode: u32) -> Result<OwnedFd> {
-    let p = CBuf::new(path)?;
     rustix::fs::open(
-        p.as_cstr(),
+        CBuf::new().c_str(path)?,
         flags | OFlags::CLOEXEC,
         Mode::from_raw_mode(mode),
     )
@@ -162,15 +161,15 @@ pub fn write_file_atomic(dir: BorrowedFd<'_>, name: &[u8], data: &[u8], mode: u3
     tmp.push(name)
         .and_then(|_| tmp.push(b".tmp"))
         .map_err(|_| Errno::NAMETOOLONG)?;
-    let tmp_c = CBuf::new(tmp.as_bytes())?;
-    let name_c = CBuf::new(name)?;
+    let (mut tmp_c, mut name_c) = (CBuf::new(), CBuf::new());
+    let (tmp_c, name_c) = (tmp_c.c_str(tmp.as_bytes())?, name_c.c_str(name)?);
     let flags =
         OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-    let fd = rustix::fs::openat(dir, tmp_c.as_cstr(), flags, Mode::from_raw_mode(mode))?;
+    let fd = rustix::fs::openat(dir, tmp_c, flags, Mode::from_raw_mode(mode))?;
     write_all(fd.as_fd(), data)?;
     rustix::fs::fsync(&fd)?;
     drop(fd);
-    rustix::fs::renameat(dir, tmp_c.as_cstr(), dir, name_c.as_cstr())
+    rustix::fs::renameat(dir, tmp_c, dir, name_c)
 }
 
 /// `write_file_atomic` for an absolute path outside the sysroot (files in `/run`).
@@ -209,23 +208,24 @@ pub fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
 }
 
 pub fn exists(path: &[u8]) -> bool {
-    CBuf::new(path)
-        .is_ok_and(|p| rustix::fs::access(p.as_cstr(), rustix::fs::Access::EXISTS).is_ok())
+    CBuf::new()
+        .c_str(path)
+        .is_ok_and(|p| rustix::fs::access(p, rustix::fs::Access::EXISTS).is_ok())
 }
 
 pub fn is_executable(path: &[u8]) -> bool {
-    CBuf::new(path).is_ok_and(|p| {
-        rustix::fs::stat(p.as_cstr()).is_ok_and(|st| {
+    CBuf::new().c_str(path).is_ok_and(|p| {
+        rustix::fs::stat(p).is_ok_and(|st| {
             st.st_mode & 0o170000 == 0o100000
-                && rustix::fs::access(p.as_cstr(), rustix::fs::Access::EXEC_OK).is_ok()
+                && rustix::fs::access(p, rustix::fs::Access::EXEC_OK).is_ok()
         })
     })
 }
 
 pub fn is_dir(path: &[u8]) -> bool {
-    CBuf::new(path).is_ok_and(|p| {
-        rustix::fs::stat(p.as_cstr()).is_ok_and(|st| st.st_mode & 0o170000 == 0o040000)
-    })
+    CBuf::new()
+        .c_str(path)
+        .is_ok_and(|p| rustix::fs::stat(p).is_ok_and(|st| st.st_mode & 0o170000 == 0o040000))
 }
 
 /// `mkdir -p` for paths of the initramfs itself (`/run/...`), not for the sysroot.
@@ -241,8 +241,7 @@ pub fn mkdir_p(path: &[u8], mode: u32) -> Result<()> {
         if prefix.is_empty() || prefix == b"/" {
             continue;
         }
-        let p = CBuf::new(prefix)?;
-        match rustix::fs::mkdir(p.as_cstr(), Mode::from_raw_mode(mode)) {
+        match rustix::fs::mkdir(CBuf::new().c_str(prefix)?, Mode::from_raw_mode(mode)) {
             Ok(()) | Err(Errno::EXIST) => {}
             Err(e) => return Err(e),
         }
@@ -251,9 +250,8 @@ pub fn mkdir_p(path: &[u8], mode: u32) -> Result<()> {
 }
 
 pub fn symlink(target: &[u8], link: &[u8]) -> Result<()> {
-    let t = CBuf::new(target)?;
-    let l = CBuf::new(link)?;
-    rustix::fs::symlink(t.as_cstr(), l.as_cstr())
+    let (mut t, mut l) = (CBuf::new(), CBuf::new());
+    rustix::fs::symlink(t.c_str(target)?, l.c_str(link)?)
 }
 
 /// Calls `f(name, is_dir)` for each entry of the directory `dir` (skipping `.` and `..`).
@@ -295,35 +293,31 @@ pub fn mount(
     flags: MountFlags,
     data: &[u8],
 ) -> Result<()> {
-    let s = CBuf::new(source)?;
-    let t = CBuf::new(target)?;
-    let f = CBuf::new(fstype)?;
-    let d = CBuf::new(data)?;
-    let data = if data.is_empty() {
-        None
-    } else {
-        Some(d.as_cstr())
-    };
-    rustix::mount::mount(s.as_cstr(), t.as_cstr(), f.as_cstr(), flags, data)
+    let (mut s, mut t, mut f, mut d) = (CBuf::new(), CBuf::new(), CBuf::new(), CBuf::new());
+    let (s, t, f, d) = (
+        s.c_str(source)?,
+        t.c_str(target)?,
+        f.c_str(fstype)?,
+        d.c_str(data)?,
+    );
+    let data = if data.is_empty() { None } else { Some(d) };
+    rustix::mount::mount(s, t, f, flags, data)
 }
 
 pub fn mount_bind(source: &[u8], target: &[u8]) -> Result<()> {
-    let s = CBuf::new(source)?;
-    let t = CBuf::new(target)?;
-    rustix::mount::mount_bind(s.as_cstr(), t.as_cstr())
+    let (mut s, mut t) = (CBuf::new(), CBuf::new());
+    rustix::mount::mount_bind(s.c_str(source)?, t.c_str(target)?)
 }
 
 /// Makes an existing bind mount read-only (a bind ignores MS_RDONLY on creation).
 pub fn remount_bind_ro(target: &[u8]) -> Result<()> {
-    let t = CBuf::new(target)?;
     let flags = MountFlags::BIND | MountFlags::RDONLY;
-    rustix::mount::mount_remount(t.as_cstr(), flags, c"")
+    rustix::mount::mount_remount(CBuf::new().c_str(target)?, flags, c"")
 }
 
 pub fn mount_move(source: &[u8], target: &[u8]) -> Result<()> {
-    let s = CBuf::new(source)?;
-    let t = CBuf::new(target)?;
-    rustix::mount::mount_move(s.as_cstr(), t.as_cstr())
+    let (mut s, mut t) = (CBuf::new(), CBuf::new());
+    rustix::mount::mount_move(s.c_str(source)?, t.c_str(target)?)
 }
 
 /// Makes every mount under `/` private, so MS_MOVE works (it refuses shared parents).
@@ -334,9 +328,10 @@ pub fn make_root_private() -> Result<()> {
 
 /// True when `path` is the root of a mount (statx `STATX_ATTR_MOUNT_ROOT`, Linux ≥ 5.8).
 pub fn is_mountpoint(dir: BorrowedFd<'_>, path: &[u8]) -> bool {
-    let Ok(p) = CBuf::new(path) else { return false };
+    let mut p = CBuf::new();
+    let Ok(p) = p.c_str(path) else { return false };
     let flags = AtFlags::SYMLINK_NOFOLLOW | AtFlags::EMPTY_PATH;
-    rustix::fs::statx(dir, p.as_cstr(), flags, rustix::fs::StatxFlags::empty()).is_ok_and(|st| {
+    rustix::fs::statx(dir, p, flags, rustix::fs::StatxFlags::empty()).is_ok_and(|st| {
         (st.stx_attributes & st.stx_attributes_mask)
             .contains(rustix::fs::StatxAttributes::MOUNT_ROOT)
     })
@@ -349,8 +344,7 @@ pub fn is_mountpoint_path(path: &[u8]) -> bool {
 /// Filesystem magic of the filesystem holding `path` (ramfs/tmpfs detection before freeing
 /// the initramfs).
 pub fn fs_magic(path: &[u8]) -> Result<u64> {
-    let p = CBuf::new(path)?;
-    Ok(rustix::fs::statfs(p.as_cstr())?.f_type as u64)
+    Ok(rustix::fs::statfs(CBuf::new().c_str(path)?)?.f_type as u64)
 }
 
 pub const RAMFS_MAGIC: u64 = 0x8584_58f6;
@@ -373,8 +367,9 @@ pub fn run(argv: &[&CStr], envp: &[&CStr], chroot_to: Option<&[u8]>) -> Result<i
     for (slot, e) in ev.iter_mut().zip(envp) {
         *slot = e.as_ptr() as *const u8;
     }
+    let mut root_c = CBuf::new();
     let root = match chroot_to {
-        Some(r) => Some(CBuf::new(r)?),
+        Some(r) => Some(root_c.c_str(r)?),
         None => None,
     };
     let pid = raw::fork();
@@ -384,10 +379,8 @@ pub fn run(argv: &[&CStr], envp: &[&CStr], chroot_to: Option<&[u8]>) -> Result<i
     if pid == 0 {
         // Children start with the default signal mask, whatever the service blocked.
         raw::sigmask(false, STOP_SIGNALS);
-        if let Some(r) = &root {
-            if rustix::process::chroot(r.as_cstr()).is_err()
-                || rustix::process::chdir(c"/").is_err()
-            {
+        if let Some(r) = root {
+            if rustix::process::chroot(r).is_err() || rustix::process::chdir(c"/").is_err() {
                 exit(127);
             }
         }
@@ -446,11 +439,11 @@ pub fn reap_children() {
 }
 
 pub fn chdir(path: &[u8]) -> Result<()> {
-    rustix::process::chdir(CBuf::new(path)?.as_cstr())
+    rustix::process::chdir(CBuf::new().c_str(path)?)
 }
 
 pub fn chroot(path: &[u8]) -> Result<()> {
-    rustix::process::chroot(CBuf::new(path)?.as_cstr())
+    rustix::process::chroot(CBuf::new().c_str(path)?)
 }
 
 /// Flushes the filesystem holding `fd` (makes renames and new directories durable).
@@ -485,8 +478,7 @@ pub fn open_ro(path: &[u8]) -> Result<OwnedFd> {
 
 /// Device number of a block device node, to recognise the same disk under two names.
 pub fn rdev(path: &[u8]) -> Option<u64> {
-    let p = CBuf::new(path).ok()?;
-    rustix::fs::stat(p.as_cstr())
+    rustix::fs::stat(CBuf::new().c_str(path).ok()?)
         .ok()
         .map(|st| st.st_rdev as u64)
 }
@@ -516,17 +508,18 @@ impl<T> Global<T> {
 /// Gives `path` the permission bits and owner of the object behind `from`.
 pub fn copy_owner_and_mode(from: BorrowedFd<'_>, path: &[u8]) -> Result<()> {
     let st = rustix::fs::fstat(from)?;
-    let p = CBuf::new(path)?;
-    rustix::fs::chmod(p.as_cstr(), Mode::from_raw_mode(st.st_mode & 0o7777))?;
+    let mut p = CBuf::new();
+    let p = p.c_str(path)?;
+    rustix::fs::chmod(p, Mode::from_raw_mode(st.st_mode & 0o7777))?;
     let owner = rustix::fs::Uid::from_raw(st.st_uid);
     let group = rustix::fs::Gid::from_raw(st.st_gid);
-    rustix::fs::chown(p.as_cstr(), Some(owner), Some(group))
+    rustix::fs::chown(p, Some(owner), Some(group))
 }
 
 /// Detaches the mount at `path` (lazy unmount: the initramfs-stage chroot helpers).
 pub fn unmount_detach(path: &[u8]) -> Result<()> {
     rustix::mount::unmount(
-        CBuf::new(path)?.as_cstr(),
+        CBuf::new().c_str(path)?,
         rustix::mount::UnmountFlags::DETACH,
     )
 }

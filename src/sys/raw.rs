@@ -24,12 +24,14 @@ unsafe fn syscall4(n: u32, a: usize, b: usize, c: usize, d: usize) -> isize {
     ret
 }
 
+// The binary is Thumb-2 code, where r7 is the frame pointer and cannot be an asm operand: the
+// syscall number is swapped into it around the `svc`.
 #[cfg(target_arch = "arm")]
 unsafe fn syscall4(n: u32, a: usize, b: usize, c: usize, d: usize) -> isize {
     let ret: isize;
     unsafe {
-        asm!("svc 0", in("r7") n as usize, inlateout("r0") a as isize => ret, in("r1") b, in("r2") c, in("r3") d,
-             options(nostack));
+        asm!("mov {tmp}, r7", "mov r7, {n}", "svc 0", "mov r7, {tmp}", n = in(reg) n as usize, tmp = out(reg) _,
+             inlateout("r0") a as isize => ret, in("r1") b, in("r2") c, in("r3") d, options(nostack));
     }
     ret
 }

@@ -31,8 +31,10 @@ global_asm!(
     entry = sym start_rust,
 );
 
+// In ARM state: the rest of the binary is Thumb-2 code, which has no `bic sp, sp, #15`.
 #[cfg(target_arch = "arm")]
 global_asm!(
+    ".arm",
     ".globl _start",
     "_start:",
     "mov fp, #0",
