@@ -180,16 +180,9 @@ pub unsafe fn main(_argc: usize, argv: *const *const u8, envp: *const *const u8)
         return 0;
     }
     let mut ctx = steps::Ctx::new(&env, &cmd);
-    plan.run(
+    plan.run_until(
         |id| match (id, &base) {
             (StepId::BaseMounts, Some((r, _))) => r.clone(),
-            // A service manager's stop: stop between steps (never inside a mount), say so.
-            _ if sys::stop_requested() => {
-                Err(
-                    steps::err(&[b"not run: a stop signal (SIGTERM) arrived before this step"])
-                        .message(),
-                )
-            }
             _ => steps::run(id, &mut ctx).map_err(steps::Error::message),
         },
         sys::now_ms,
@@ -198,6 +191,8 @@ pub unsafe fn main(_argc: usize, argv: *const *const u8, envp: *const *const u8)
             Status::Skipped(e) => log::warn(step.name, &[e.as_bytes()]),
             _ => log::debug(step.name, &[b"done"]),
         },
+        // A service manager's stop: the remaining steps are skipped, none is cut half-way.
+        sys::stop_requested,
     );
     if let Some((_, ms)) = base {
         // Done before the plan existed; its real duration, not the 0 ms of handing over the result.

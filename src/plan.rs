@@ -284,13 +284,30 @@ impl Plan {
     /// `now` (a millisecond clock); `report` hears about each outcome as it happens.
     pub fn run(
         &mut self,
+        action: impl FnMut(StepId) -> Result<(), Text<256>>,
+        now: impl Fn() -> u64,
+        report: impl FnMut(&Step, &Status),
+    ) {
+        self.run_until(action, now, report, || false)
+    }
+
+    /// `run`, but once `stop` says so (a service manager's SIGTERM) the remaining steps are
+    /// skipped, never interrupted half-way.
+    pub fn run_until(
+        &mut self,
         mut action: impl FnMut(StepId) -> Result<(), Text<256>>,
         now: impl Fn() -> u64,
         mut report: impl FnMut(&Step, &Status),
+        stop: impl Fn() -> bool,
     ) {
         for i in 0..self.len {
             let Some(step) = self.step(i) else { continue };
             let status = match self.blocked_by(i) {
+                _ if stop() => {
+                    let mut why = Text::new();
+                    why.push_lossy(b"not run: a stop signal (SIGTERM) arrived before this step");
+                    Status::Skipped(why)
+                }
                 Some(dep) => {
                     let mut why = Text::new();
                     why.push_lossy(b"skipped because ");
@@ -536,6 +553,31 @@ mod tests {
         let ran = run_failing(&mut p, &[WaitForSysroot]);
         assert!(!ran.contains(&SwitchRoot));
         assert_eq!(p.fatal().unwrap().0.id, WaitForSysroot);
+    }
+
+    #[test]
+    fn a_stop_skips_the_remaining_steps_without_cutting_one() {
+        let mut p = normal_service();
+        let ran = std::cell::RefCell::new(Vec::new());
+        p.run_until(
+            |id| {
+                ran.borrow_mut().push(id);
+                Ok(())
+            },
+            || 0,
+            |_, _| {},
+            || ran.borrow().contains(&MountRoot),
+        );
+        assert_eq!(*ran.borrow().last().unwrap(), MountRoot);
+        assert_eq!(p.status_of(MountRoot), Some(&Status::Ok));
+        assert!(skipped(&p, MountOem) && skipped(&p, WriteFstab));
+        let s = render(&p);
+        assert!(
+            s.contains(
+                " mount-oem (error: not run: a stop signal (SIGTERM) arrived before this step)"
+            ),
+            "{s}"
+        );
     }
 
     #[test]

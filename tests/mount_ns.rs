@@ -518,6 +518,43 @@ fn extra_volume_by_gpt_partition_name() {
     );
 }
 
+/// A service manager's stop (SIGTERM) while immucore waits for a device: it stops between
+/// steps, never inside a mount, says so, and exits 1 with the summary, well before the deadline.
+#[test]
+fn sigterm_stops_between_steps_and_reports() {
+    let t = Bench::new("sigterm");
+    let _disk = t.attach(&standard_disk());
+    let start = std::time::Instant::now();
+    let o = t.boot(&Boot {
+        cmdline: &format!("{ACTIVE} rd.immucore.oemlabel=NO_SUCH_OEM rd.immucore.oemtimeout=30"),
+        sigterm_after: Some("1"),
+        ..Default::default()
+    });
+    assert!(start.elapsed().as_secs() < 20, "did not stop promptly");
+    o.expect_code(1);
+    assert!(
+        o.stderr
+            .contains("LABEL=NO_SUCH_OEM: stopped waiting, a stop signal (SIGTERM) arrived"),
+        "{}",
+        o.dump()
+    );
+    assert!(
+        o.stderr
+            .contains("not run: a stop signal (SIGTERM) arrived before this step"),
+        "{}",
+        o.dump()
+    );
+    assert!(o.stderr.contains("IMMUCORE BOOT FAILED"), "{}", o.dump());
+    assert!(
+        o.stderr
+            .contains("Reason: stopped by a signal before all steps ran"),
+        "{}",
+        o.dump()
+    );
+    // What ran before the stop is complete: the root is mounted, read-only.
+    assert!(o.root_mount("/").has_opt("ro"), "{}", o.dump());
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. OEM
 

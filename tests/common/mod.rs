@@ -1,5 +1,5 @@
 //! Shared machinery of the real-mount tests: GPT disk images built from declarative specs
-//! (cached under `target/tmp`), loop devices with guaranteed detach, one global lock, and
+//! (cached under `/var/tmp/immucore-mount`), loop devices with guaranteed detach, one global lock, and
 //! `Bench::boot`, which runs `immucore` in a private mount namespace and collects what it left.
 //!
 //! Needs root, a kernel with loop devices and overlayfs, and the tools in `TOOLS`.
@@ -183,8 +183,10 @@ pub fn replace(mut disk: Vec<Part>, name: &str, fs: Fs) -> Vec<Part> {
 // ---------------------------------------------------------------------------------------------
 // Building (cached)
 
+/// Outside `/tmp` and `/run` on purpose: immucore mounts tmpfs there inside the namespace,
+/// which would hide a scratch dir (and a checkout) below them.
 pub fn scratch() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("immucore-mount")
+    PathBuf::from("/var/tmp/immucore-mount")
 }
 
 /// Bump when the way images are built changes, so cached images are rebuilt.
@@ -448,6 +450,8 @@ pub struct Boot<'a> {
     pub checks: &'a [&'a str],
     /// Do not mount a fresh tmpfs on /run (for `--dry-run`, which must not need one).
     pub no_run_tmpfs: bool,
+    /// Send SIGTERM to immucore this long after it started (a service manager's stop).
+    pub sigterm_after: Option<&'a str>,
 }
 
 impl Bench {
@@ -525,8 +529,10 @@ impl Bench {
              ( set -e\n{before}\n) || exit 91\n\
              cat /proc/self/mountinfo > $O/mounts.before\n\
              HOST_PROC_CMDLINE=$W/cmdline IMMUCORE_SYSROOT=$S IMMUCORE_CONFIG_DIR=$W/cfg {bin} {args} \
-             >$O/stdout 2>$O/stderr\n\
-             echo $? > $O/rc\n\
+             >$O/stdout 2>$O/stderr &\n\
+             pid=$!\n\
+             {stop}\
+             wait $pid; echo $? > $O/rc\n\
              cat /proc/self/mountinfo > $O/mounts.after\n\
              find /run -mindepth 1 > $O/run.list\n\
              cat /run/immucore/immucore.log > $O/log 2>/dev/null\n\
@@ -538,6 +544,7 @@ impl Bench {
             before = b.before,
             bin = BIN,
             args = b.args.join(" "),
+            stop = b.sigterm_after.map(|d| format!("sleep {d}; kill -TERM $pid\n")).unwrap_or_default(),
         );
         for (i, c) in b.checks.iter().enumerate() {
             script += &format!("( {c}\n) > $O/check{i} 2>&1; echo $? > $O/check{i}.rc\n");
