@@ -4,6 +4,8 @@
 //! every assertion is made on those lines (QEMU's exit status says nothing about the guest).
 //!
 //! Needs `qemu/setup` and the release binaries (`scripts/test` does both).
+//! `IMMUCORE_MATRIX_APPEND="rd.immucore.debug"` runs the same matrix, same assertions, with
+//! extra command-line words.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -147,13 +149,19 @@ fn boot(arch: &str, disk: &Path, initrd: &Path, cmdline: &str, extra: &[&str]) -
     let n = BOOTS.fetch_add(1, Ordering::Relaxed);
     let serial = scratch().join(format!("serial-{arch}-{}-{n}.log", std::process::id()));
     let start = Instant::now();
+    // IMMUCORE_MATRIX_APPEND adds words to every command line: the whole matrix with
+    // `rd.immucore.debug` must assert exactly the same mounts.
+    let cmdline = match std::env::var("IMMUCORE_MATRIX_APPEND") {
+        Ok(extra) => format!("{cmdline} {extra}"),
+        Err(_) => cmdline.to_string(),
+    };
     let mut args = vec![
         arch,
         disk.to_str().unwrap(),
         initrd.to_str().unwrap(),
         serial.to_str().unwrap(),
         "--append",
-        cmdline,
+        &cmdline,
         "--timeout",
         "150",
     ];
