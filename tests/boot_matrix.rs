@@ -7,7 +7,9 @@
 //! `IMMUCORE_MATRIX_APPEND="rd.immucore.debug"` runs the same matrix, same assertions, with
 //! extra command-line words.
 
-use std::collections::HashMap;
+mod serial;
+
+use serial::Console;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -95,23 +97,18 @@ fn disk(arch: &str, name: &str, opts: &[&str]) -> PathBuf {
 
 /// What the guest reported: every `REPORT:` line by key, and the whole console text.
 struct Boot {
-    reports: HashMap<String, Vec<String>>,
-    console: String,
+    out: Console,
     wall_s: f64,
 }
 
+impl std::ops::Deref for Boot {
+    type Target = Console;
+    fn deref(&self) -> &Console {
+        &self.out
+    }
+}
+
 impl Boot {
-    fn all(&self, key: &str) -> &[String] {
-        self.reports.get(key).map(Vec::as_slice).unwrap_or(&[])
-    }
-
-    fn one(&self, key: &str) -> &str {
-        self.all(key)
-            .first()
-            .map(String::as_str)
-            .unwrap_or_else(|| panic!("no REPORT {key}; console:\n{}", self.console))
-    }
-
     fn mount(&self, mountpoint: &str) -> Option<&str> {
         self.all("mount")
             .iter()
@@ -180,22 +177,8 @@ fn boot(arch: &str, disk: &Path, initrd: &Path, cmdline: &str, extra: &[&str]) -
     );
     let raw = std::fs::read(&serial).unwrap_or_default();
     let _ = std::fs::remove_file(&serial);
-    let console = String::from_utf8_lossy(&raw).replace('\r', "");
-    let mut reports: HashMap<String, Vec<String>> = HashMap::new();
-    for line in console.lines() {
-        // SeaBIOS glues terminal escapes to the first line; look for the marker anywhere.
-        if let Some(i) = line.find("REPORT: ") {
-            let rest = &line[i + 8..];
-            let (k, v) = rest.split_once(' ').unwrap_or((rest, ""));
-            reports
-                .entry(k.to_string())
-                .or_default()
-                .push(v.to_string());
-        }
-    }
     Boot {
-        reports,
-        console,
+        out: Console::parse(&raw),
         wall_s,
     }
 }

@@ -13,6 +13,9 @@
 //! Needs `qemu/setup x86_64` and the x86_64 musl release binary (`scripts/test` does both); the
 //! scripts install dracut and debootstrap themselves and cache their results under qemu/cache/.
 
+mod serial;
+
+use serial::Console;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -98,25 +101,20 @@ fn kairos_disk(name: &str) -> PathBuf {
 
 /// What the guest printed: `REPORT:` lines by key, `DRACUT-TEST:` lines, the whole console.
 struct Boot {
-    reports: HashMap<String, Vec<String>>,
+    out: Console,
     /// "unit Property" → value, from the initrd's test unit
     units: HashMap<String, String>,
-    console: String,
     wall_s: f64,
 }
 
+impl std::ops::Deref for Boot {
+    type Target = Console;
+    fn deref(&self) -> &Console {
+        &self.out
+    }
+}
+
 impl Boot {
-    fn all(&self, key: &str) -> &[String] {
-        self.reports.get(key).map(Vec::as_slice).unwrap_or(&[])
-    }
-
-    fn one(&self, key: &str) -> &str {
-        self.all(key)
-            .first()
-            .map(String::as_str)
-            .unwrap_or_else(|| panic!("no REPORT {key}; console:\n{}", self.console))
-    }
-
     fn mount(&self, mountpoint: &str) -> &str {
         self.all("mount")
             .iter()
@@ -172,26 +170,18 @@ fn boot(disk: &Path, cmdline: &str, timeout_s: u32) -> Boot {
         .status()
         .expect("run qemu/boot");
     let wall_s = start.elapsed().as_secs_f64();
-    let raw = std::fs::read(&serial).unwrap_or_default();
-    let console = String::from_utf8_lossy(&raw).replace('\r', "");
+    let out = Console::parse(&std::fs::read(&serial).unwrap_or_default());
     // 124 is timeout's status: the guest neither powered off nor rebooted in time.
     assert_ne!(
         status.code(),
         Some(124),
-        "the VM hung ({timeout_s} s); console:\n{console}"
+        "the VM hung ({timeout_s} s); console:\n{}",
+        out.console
     );
-    let mut reports: HashMap<String, Vec<String>> = HashMap::new();
     let mut units = HashMap::new();
-    for line in console.lines() {
-        // Markers may follow a kernel timestamp and "unit[pid]: ", or SeaBIOS escapes.
-        if let Some(i) = line.find("REPORT: ") {
-            let rest = &line[i + 8..];
-            let (k, v) = rest.split_once(' ').unwrap_or((rest, ""));
-            reports
-                .entry(k.to_string())
-                .or_default()
-                .push(v.to_string());
-        } else if let Some(i) = line.find("DRACUT-TEST: ") {
+    for line in out.console.lines() {
+        // Markers may follow a kernel timestamp and "unit[pid]: ".
+        if let Some(i) = line.find("DRACUT-TEST: ") {
             let rest = &line[i + 13..];
             if let Some((unit, kv)) = rest.split_once(' ') {
                 if let Some((k, v)) = kv.split_once('=') {
@@ -202,12 +192,7 @@ fn boot(disk: &Path, cmdline: &str, timeout_s: u32) -> Boot {
             }
         }
     }
-    Boot {
-        reports,
-        units,
-        console,
-        wall_s,
-    }
+    Boot { out, units, wall_s }
 }
 
 /// The systemd side of a successful initrd: immucore.service succeeded, and finished before

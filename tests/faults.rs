@@ -9,12 +9,15 @@
 //! `IMMUCORE_FAULT_SEED=<n>` replays the power-loss test's random kill points.
 
 mod common;
+mod serial;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Instant;
+
+use serial::Console;
 
 const ARCH: &str = "x86_64";
 const ACTIVE: &str =
@@ -75,23 +78,18 @@ fn initramfs() -> PathBuf {
 /// guest reported.
 struct Run {
     host: Vec<String>,
-    reports: HashMap<String, Vec<String>>,
-    console: String,
+    out: Console,
     wall_s: f64,
 }
 
+impl std::ops::Deref for Run {
+    type Target = Console;
+    fn deref(&self) -> &Console {
+        &self.out
+    }
+}
+
 impl Run {
-    fn all(&self, key: &str) -> &[String] {
-        self.reports.get(key).map(Vec::as_slice).unwrap_or(&[])
-    }
-
-    fn one(&self, key: &str) -> &str {
-        self.all(key)
-            .first()
-            .map(String::as_str)
-            .unwrap_or_else(|| panic!("no REPORT {key}; console:\n{}", self.console))
-    }
-
     fn completed(&self) -> bool {
         self.reports.contains_key("end")
     }
@@ -132,32 +130,20 @@ fn run(disk: &Path, serial_name: &str, cmdline: &str, extra: &[&str]) -> Run {
         .output()
         .expect("run qemu/faults/run");
     let wall_s = start.elapsed().as_secs_f64();
-    let console =
-        String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).replace('\r', "");
+    let console = Console::parse(&std::fs::read(&serial).unwrap_or_default());
     assert!(
         out.status.success(),
-        "qemu/faults/run failed or timed out ({}):\n{}\nconsole:\n{console}",
+        "qemu/faults/run failed or timed out ({}):\n{}\nconsole:\n{}",
         out.status,
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&out.stderr),
+        console.console
     );
-    let mut reports: HashMap<String, Vec<String>> = HashMap::new();
-    for line in console.lines() {
-        if let Some(i) = line.find("REPORT: ") {
-            let rest = &line[i + 8..];
-            let (k, v) = rest.split_once(' ').unwrap_or((rest, ""));
-            reports
-                .entry(k.to_string())
-                .or_default()
-                .push(v.to_string());
-        }
-    }
     Run {
         host: String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(str::to_string)
             .collect(),
-        reports,
-        console,
+        out: console,
         wall_s,
     }
 }

@@ -113,7 +113,7 @@ fn remove_children(dir: rustix::fd::BorrowedFd<'_>, dev: u64, depth: u32) {
                 | rustix::fs::OFlags::NOFOLLOW
                 | rustix::fs::OFlags::CLOEXEC;
             if let Ok(sub) = rustix::fs::openat(dir, c, flags, rustix::fs::Mode::empty()) {
-                let same = rustix::fs::fstat(&sub).is_ok_and(|s| s.st_dev as u64 == dev as u64);
+                let same = rustix::fs::fstat(&sub).is_ok_and(|s| s.st_dev == dev);
                 if same && !sys::is_mountpoint(sub.as_fd(), b"") {
                     remove_children(sub.as_fd(), dev, depth + 1);
                     let _ = rustix::fs::unlinkat(dir, c, rustix::fs::AtFlags::REMOVEDIR);

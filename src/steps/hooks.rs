@@ -159,7 +159,9 @@ pub fn run_stage(ctx: &mut Ctx, stage: &str) -> Result<(), Error> {
         log::debug(step, &[b"no hooks for stage ", stage.as_bytes()]);
         return Ok(());
     }
-    let mounted = chrooted && bind_api_filesystems(sysroot.as_bytes());
+    if chrooted {
+        bind_api_filesystems(sysroot.as_bytes());
+    }
     for name in names.iter() {
         let mut p = Text::<256>::new();
         if !chrooted {
@@ -207,7 +209,7 @@ pub fn run_stage(ctx: &mut Ctx, stage: &str) -> Result<(), Error> {
             },
         );
     }
-    if mounted {
+    if chrooted {
         unbind_api_filesystems(sysroot.as_bytes());
     }
     Ok(())
@@ -216,7 +218,7 @@ pub fn run_stage(ctx: &mut Ctx, stage: &str) -> Result<(), Error> {
 const API_FS: &[&[u8]] = &[b"/dev", b"/proc", b"/sys", b"/run"];
 
 /// Makes `/dev`, `/proc`, `/sys` and `/run` visible inside the new root for chrooted hooks.
-fn bind_api_filesystems(sysroot: &[u8]) -> bool {
+fn bind_api_filesystems(sysroot: &[u8]) {
     for fs in API_FS {
         let mut target = Text::<256>::new();
         target.push_lossy(sysroot);
@@ -225,7 +227,6 @@ fn bind_api_filesystems(sysroot: &[u8]) -> bool {
             let _ = sys::mount_bind(fs, target.as_bytes());
         }
     }
-    true
 }
 
 fn unbind_api_filesystems(sysroot: &[u8]) {

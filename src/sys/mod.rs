@@ -415,7 +415,10 @@ pub unsafe fn exec(path: &CStr, argv: *const *const u8, envp: *const *const u8) 
 }
 
 /// SIGHUP, SIGINT and SIGTERM: what a service manager sends to stop a unit.
-const STOP_SIGNALS: u64 = 1 << (1 - 1) | 1 << (2 - 1) | 1 << (15 - 1);
+const STOP_SIGNALS: u64 = {
+    use linux_raw_sys::general::{SIGHUP, SIGINT, SIGTERM};
+    1 << (SIGHUP - 1) | 1 << (SIGINT - 1) | 1 << (SIGTERM - 1)
+};
 
 /// Service mode: a stop request must not kill the process in the middle of a mount and leave a
 /// half-assembled root unreported; the signals are held and checked between steps and while
@@ -474,13 +477,6 @@ pub fn kernel_release(out: &mut crate::util::fixed::Text<65>) {
 /// Opens a device node read-only for probing.
 pub fn open_ro(path: &[u8]) -> Result<OwnedFd> {
     open(path, OFlags::RDONLY | OFlags::NONBLOCK, 0)
-}
-
-/// Device number of a block device node, to recognise the same disk under two names.
-pub fn rdev(path: &[u8]) -> Option<u64> {
-    rustix::fs::stat(CBuf::new().c_str(path).ok()?)
-        .ok()
-        .map(|st| st.st_rdev as u64)
 }
 
 pub fn cwd() -> BorrowedFd<'static> {
