@@ -692,14 +692,7 @@ fn broken_image(name: &str, edit: &str, step: &str, reason: &str) {
         .collect();
     assert!(images.is_empty(), "extra mounts {images:?}\n{}", o.dump());
     drop(disk);
-    let leaked: Vec<String> = std::fs::read_dir("/sys/block")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let b = std::fs::read_to_string(e.path().join("loop/backing_file")).ok()?;
-            b.contains("/cOS/").then(|| b.trim().to_string())
-        })
-        .collect();
+    let leaked = loop_devices_on_images();
     assert!(leaked.is_empty(), "loop devices left: {leaked:?}");
 }
 

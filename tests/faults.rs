@@ -520,14 +520,7 @@ fn all_loop_devices_busy_fails_fast_and_clearly() {
         .collect();
     assert!(mounted.is_empty(), "mounted {mounted:?}\n{}", o.dump());
     drop(disk);
-    let leaked: Vec<String> = std::fs::read_dir("/sys/block")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let b = std::fs::read_to_string(e.path().join("loop/backing_file")).ok()?;
-            b.contains("/cOS/").then(|| b.trim().to_string())
-        })
-        .collect();
+    let leaked = loop_devices_on_images();
     assert!(leaked.is_empty(), "loop devices left: {leaked:?}");
 }
 

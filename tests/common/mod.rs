@@ -766,3 +766,16 @@ impl Outcome {
         );
     }
 }
+
+/// Backing files of the loop devices attached to an OS image (`.../cOS/*.img`): after a failed
+/// boot none may be left behind.
+pub fn loop_devices_on_images() -> Vec<String> {
+    fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let b = fs::read_to_string(e.path().join("loop/backing_file")).ok()?;
+            b.contains("/cOS/").then(|| b.trim().to_string())
+        })
+        .collect()
+}
