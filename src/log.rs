@@ -220,6 +220,7 @@ pub fn errno(e: sys::Errno) -> Text<48> {
         sys::Errno::NOEXEC => b"exec format error",
         sys::Errno::AGAIN => b"resource temporarily unavailable",
         sys::Errno::NOTTY => b"inappropriate ioctl for device",
+        sys::Errno::TIMEDOUT => b"timed out (killed)",
         sys::Errno::UCLEAN => b"structure needs cleaning (filesystem corrupted)",
         _ => b"errno ",
     };

@@ -4,7 +4,7 @@
 //! `/dev/disk/by-*` links they are used directly.
 
 use super::gpt::{gpt_partitions, GptPart};
-use super::probe::{probe_fs, BlockRead, FsInfo};
+use super::probe::{probe_fs, BlockRead, FsInfo, FsType};
 use crate::config::cmdline::{Device, DeviceKind};
 use crate::sys;
 use crate::util::fixed::Text;
@@ -275,24 +275,29 @@ fn udev_link(dev: &Device) -> Option<Text<192>> {
     }
 }
 
-/// Waits until `dev` exists, up to `timeout_ms`, and returns the device node to mount. Two
+/// Waits until `dev` exists, up to `timeout_ms`, and returns the device node to mount and, when
+/// the scan probed it already, its filesystem type. Two
 /// devices with the same identifier fail at once, naming both.
 pub fn wait_for(
     table: &mut Table,
     dev: &Device,
     timeout_ms: u64,
     err: &mut Text<256>,
-) -> Option<Text<192>> {
+) -> Option<(Text<192>, Option<FsType>)> {
     let deadline = sys::now_ms().saturating_add(timeout_ms);
     loop {
         if dev.kind == DeviceKind::Path {
             if sys::exists(dev.value.as_bytes()) {
-                return Text::from(dev.value.as_bytes()).ok();
+                return Text::from(dev.value.as_bytes()).ok().map(|n| (n, None));
             }
         } else {
             table.refresh();
             match table.find(dev) {
-                Found::One(e) => return Text::from(e.node().as_bytes()).ok(),
+                Found::One(e) => {
+                    return Text::from(e.node().as_bytes())
+                        .ok()
+                        .map(|n| (n, e.fs.as_ref().map(|f| f.fs)))
+                }
                 Found::Duplicate(a, b) => {
                     describe(dev, err);
                     err.push_lossy(b" is carried by two devices, ");
@@ -304,7 +309,7 @@ pub fn wait_for(
                 }
                 Found::None => {
                     if let Some(link) = udev_link(dev) {
-                        return Some(link);
+                        return Some((link, None));
                     }
                 }
             }

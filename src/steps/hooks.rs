@@ -10,6 +10,8 @@ use core::ffi::CStr;
 use rustix::fd::AsFd;
 use rustix::fs::{FileType, OFlags};
 
+/// A hook that runs longer than this is killed; the boot goes on.
+const HOOK_TIMEOUT_MS: u64 = 300_000;
 const PATH_ENV: &CStr = c"PATH=/usr/bin:/usr/sbin:/bin:/sbin";
 /// Stage engines, first found wins: program and the words before the stage name.
 const AGENTS: &[(&[u8], &[&CStr])] = &[
@@ -92,7 +94,12 @@ fn run_one(step: &str, path: &[u8], args: &[&CStr], env: &StageEnv, chroot_to: O
         *slot = a;
     }
     let envp = [a, b, c, PATH_ENV];
-    match sys::run(argv.get(..n).unwrap_or(&[]), &envp, chroot_to) {
+    match sys::run(
+        argv.get(..n).unwrap_or(&[]),
+        &envp,
+        chroot_to,
+        HOOK_TIMEOUT_MS,
+    ) {
         Ok(0) => log::info(step, &[b"ran ", path]),
         Ok(code) => log::warn(
             step,

@@ -80,8 +80,9 @@ pub struct Ctx<'a> {
     pub devices: Table,
     /// The assembled root, once `mount-root` (or `wait-for-sysroot`) succeeded.
     pub root: Option<Root>,
-    /// The loop device over the image, held open until the root mount holds it.
-    pub root_loop: Option<sys::loopdev::Loop>,
+    /// The loop device over the image (held open until the root mount holds it) and the
+    /// filesystem type `discover-state` found on it.
+    pub root_loop: Option<(sys::loopdev::Loop, &'static str)>,
 }
 
 const NO_VOLUME: Option<Volume> = None;
@@ -241,16 +242,17 @@ pub fn mount_device(
     timeout_ms: u64,
 ) -> Result<(Text<192>, &'static str, Mounted), Error> {
     let mut why = Text::<256>::new();
-    let Some(node) = scan::wait_for(&mut ctx.devices, dev, timeout_ms, &mut why) else {
+    let Some((node, known)) = scan::wait_for(&mut ctx.devices, dev, timeout_ms, &mut why) else {
         return Err(err(&[why.as_bytes()]));
     };
-    let Some(fs) = scan::probe_node(node.as_bytes()) else {
+    // The scan probed the superblock already; only a /dev path or a udev link is new here.
+    let Some(fs) = known.or_else(|| scan::probe_node(node.as_bytes()).map(|f| f.fs)) else {
         return Err(err(&[
             node.as_bytes(),
             b" has no filesystem that immucore recognises",
         ]));
     };
-    let fstype = fs.fs.name();
+    let fstype = fs.name();
     let mut spec = Text::<192>::new();
     dev.by_path(&mut spec);
     let target_name = match &target {
@@ -299,6 +301,9 @@ pub fn mount_device(
     Ok((spec, fstype, how))
 }
 
+/// fsck of a large, damaged filesystem can take minutes; a hung one must not hold the boot.
+const FSCK_TIMEOUT_MS: u64 = 600_000;
+
 const FSCK_PATHS: &[&[u8]] = &[
     b"/usr/sbin/fsck\0",
     b"/sbin/fsck\0",
@@ -346,6 +351,7 @@ pub fn fsck(cmd: &Cmdline, step: &str, node: &[u8]) {
         argv.get(..argc).unwrap_or(&[]),
         &[c"PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
         None,
+        FSCK_TIMEOUT_MS,
     ) {
         Ok(0) => log::debug(step, &[b"fsck ", node, b": clean"]),
         Ok(1) => log::info(step, &[b"fsck ", node, b": errors corrected"]),

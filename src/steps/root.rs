@@ -153,7 +153,7 @@ pub fn discover_state(ctx: &mut Ctx) -> Result<(), Error> {
             b")",
         ],
     );
-    ctx.root_loop = Some(lp);
+    ctx.root_loop = Some((lp, fs.fs.name()));
     Ok(())
 }
 
@@ -165,10 +165,7 @@ pub fn mount_root(ctx: &mut Ctx) -> Result<(), Error> {
     label_device(want).by_path(&mut spec);
     let opts: &[u8] = if ctx.cmd.debugrw { b"rw" } else { b"ro" };
     let fstype = match ctx.root_loop.take() {
-        Some(lp) => {
-            let fs = crate::dev::scan::probe_node(lp.path.as_bytes())
-                .map(|f| f.fs.name())
-                .unwrap_or("ext4");
+        Some((lp, fs)) => {
             let how = mount_at(
                 ctx,
                 lp.path.as_bytes(),

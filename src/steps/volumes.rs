@@ -9,6 +9,7 @@ use crate::sys;
 use crate::util::fixed::{List, Text};
 
 const VOLUME_TIMEOUT_MS: u64 = 3_000;
+const LVM_TIMEOUT_MS: u64 = 120_000;
 pub const LVM_PATHS: &[&[u8]] = &[b"/usr/sbin/lvm", b"/sbin/lvm"];
 
 /// `mount-oem`: `COS_OEM` (or `rd.*.oemlabel=`) on `<sysroot>/oem`. Without an explicit label
@@ -146,7 +147,12 @@ pub fn lvm_activation() -> Result<(), Error> {
     let mut bin = sys::CBuf::new();
     let bin = bin.c_str(lvm).map_err(|_| err(&[b"bad lvm path"]))?;
     let argv = [bin, c"vgchange", c"--activate", c"y", c"--sysinit"];
-    match sys::run(&argv, &[c"PATH=/usr/sbin:/usr/bin:/sbin:/bin"], None) {
+    match sys::run(
+        &argv,
+        &[c"PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+        None,
+        LVM_TIMEOUT_MS,
+    ) {
         Ok(0) => {
             log::info("lvm-activation", &[b"volume groups activated"]);
             Ok(())

@@ -353,8 +353,14 @@ pub const TMPFS_MAGIC: u64 = 0x0102_1994;
 // ---- processes ----
 
 /// Runs `argv[0]` with `argv` and `envp` (each NUL-terminated strings), optionally chrooted into
-/// `chroot_to` in the child, and waits for it. Returns the exit status (128+signal if killed).
-pub fn run(argv: &[&CStr], envp: &[&CStr], chroot_to: Option<&[u8]>) -> Result<i32> {
+/// `chroot_to` in the child, and waits for it, at most `timeout_ms` (then it is killed and the
+/// result is `ETIMEDOUT`). Returns the exit status (128+signal if killed by a signal).
+pub fn run(
+    argv: &[&CStr],
+    envp: &[&CStr],
+    chroot_to: Option<&[u8]>,
+    timeout_ms: u64,
+) -> Result<i32> {
     const MAX_ARGS: usize = 16;
     let mut av: [*const u8; MAX_ARGS + 1] = [core::ptr::null(); MAX_ARGS + 1];
     let mut ev: [*const u8; MAX_ARGS + 1] = [core::ptr::null(); MAX_ARGS + 1];
@@ -390,8 +396,11 @@ pub fn run(argv: &[&CStr], envp: &[&CStr], chroot_to: Option<&[u8]>) -> Result<i
         exit(127);
     }
     let pid = rustix::process::Pid::from_raw(pid as i32);
+    // A hung child must not hang the boot (PID 1 least of all): poll until the deadline, then
+    // kill it and say so.
+    let deadline = now_ms().saturating_add(timeout_ms);
     loop {
-        match rustix::process::waitpid(pid, rustix::process::WaitOptions::empty()) {
+        match rustix::process::waitpid(pid, rustix::process::WaitOptions::NOHANG) {
             Ok(Some((_, status))) => {
                 if let Some(code) = status.exit_status() {
                     return Ok(code);
@@ -400,7 +409,16 @@ pub fn run(argv: &[&CStr], envp: &[&CStr], chroot_to: Option<&[u8]>) -> Result<i
                     return Ok(128 + sig);
                 }
             }
-            Ok(None) | Err(Errno::INTR) => {}
+            Ok(None) | Err(Errno::INTR) => {
+                if now_ms() >= deadline {
+                    if let Some(p) = pid {
+                        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+                    }
+                    let _ = rustix::process::waitpid(pid, rustix::process::WaitOptions::empty());
+                    return Err(Errno::TIMEDOUT);
+                }
+                sleep_ms(20);
+            }
             Err(e) => return Err(e),
         }
     }
@@ -518,4 +536,21 @@ pub fn unmount_detach(path: &[u8]) -> Result<()> {
         CBuf::new().c_str(path)?,
         rustix::mount::UnmountFlags::DETACH,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_past_its_deadline_is_killed_and_reported() {
+        let start = now_ms();
+        let r = run(&[c"/bin/sleep", c"30"], &[], None, 200);
+        assert_eq!(r, Err(Errno::TIMEDOUT));
+        assert!(now_ms() - start < 5_000, "the deadline was not honoured");
+        assert_eq!(
+            run(&[c"/bin/sh", c"-c", c"exit 3"], &[], None, 5_000),
+            Ok(3)
+        );
+    }
 }
