@@ -98,10 +98,7 @@ pub unsafe fn main(_argc: usize, argv: *const *const u8, envp: *const *const u8)
         Action::Boot | Action::DryRun => {}
     }
     if let Some(bad) = &env.bad_arg {
-        log::error(
-            "",
-            &[b"unknown argument '", bad.as_bytes(), b"' (see --help)"],
-        );
+        log::error("", b"unknown argument '{}' (see --help)", &[bad.as_bytes()]);
         return 2;
     }
     let dry_run = env.action == Action::DryRun;
@@ -125,12 +122,8 @@ pub unsafe fn main(_argc: usize, argv: *const *const u8, envp: *const *const u8)
         Err(e) => {
             log::error(
                 "",
-                &[
-                    b"cannot read the command line from ",
-                    env.cmdline_path.as_bytes(),
-                    b": ",
-                    log::errno(e).as_bytes(),
-                ],
+                b"cannot read the command line from {}: {}",
+                &[env.cmdline_path.as_bytes(), log::errno(e).as_bytes()],
             );
             return fatal_without_plan(&env, &[b"cannot read the kernel command line"], b"");
         }
@@ -141,13 +134,8 @@ pub unsafe fn main(_argc: usize, argv: *const *const u8, envp: *const *const u8)
         Err(e) => {
             log::error(
                 "",
-                &[
-                    b"kernel command line: ",
-                    e.reason.as_bytes(),
-                    b" (at '",
-                    e.token.as_bytes(),
-                    b"')",
-                ],
+                b"kernel command line: {} (at '{}')",
+                &[e.reason.as_bytes(), e.token.as_bytes()],
             );
             return fatal_without_plan(
                 &env,
@@ -187,9 +175,9 @@ pub unsafe fn main(_argc: usize, argv: *const *const u8, envp: *const *const u8)
         },
         sys::now_ms,
         |step, status| match status {
-            Status::Failed(e) => log::error(step.name, &[b"failed: ", e.as_bytes()]),
-            Status::Skipped(e) => log::warn(step.name, &[e.as_bytes()]),
-            _ => log::debug(step.name, &[b"done"]),
+            Status::Failed(e) => log::error(step.name, b"failed: {}", &[e.as_bytes()]),
+            Status::Skipped(e) => log::warn(step.name, b"{}", &[e.as_bytes()]),
+            _ => log::debug(step.name, b"done", &[]),
         },
         // A service manager's stop: the remaining steps are skipped, none is cut half-way.
         sys::stop_requested,
@@ -216,7 +204,7 @@ pub unsafe fn main(_argc: usize, argv: *const *const u8, envp: *const *const u8)
         }
         return 1;
     }
-    log::info("", &[b"root assembled on ", env.sysroot.as_bytes()]);
+    log::info("", b"root assembled on {}", &[env.sysroot.as_bytes()]);
     if !init_mode {
         return 0;
     }
@@ -249,7 +237,7 @@ fn fatal_without_plan(env: &Env, reason: &[&[u8]], cmdline: &[u8]) -> i32 {
 }
 
 fn report_cmdline(cmd: &Cmdline, text: &[u8]) {
-    log::debug("", &[b"command line: ", text.trim_ascii()]);
+    log::debug("", b"command line: {}", &[text.trim_ascii()]);
     let mode: &[u8] = if cmd.mode == Mode::Live {
         b"live"
     } else {
@@ -257,19 +245,13 @@ fn report_cmdline(cmd: &Cmdline, text: &[u8]) {
     };
     log::info(
         "",
-        &[
-            b"boot state ",
-            cmd.state.name().as_bytes(),
-            b", mode ",
-            mode,
-            b", image ",
-            cmd.image.as_bytes(),
-        ],
+        b"boot state {}, mode {}, image {}",
+        &[cmd.state.name().as_bytes(), mode, cmd.image.as_bytes()],
     );
     for w in cmd.warnings.iter() {
-        log::warn("", &[w]);
+        log::warn("", b"{}", &[w]);
     }
     for k in cmd.ignored.iter() {
-        log::debug("", &[b"ignored (not supported yet): ", k]);
+        log::debug("", b"ignored (not supported yet): {}", &[k]);
     }
 }

@@ -1,4 +1,5 @@
-//! Logging without `core::fmt`: a message is a list of byte slices. Lines go to the console
+//! Logging without `core::fmt`: a message is a template whose `{}` marks are replaced by the
+//! arguments in order (one static string per call site instead of a list of parts). Lines go to the console
 //! (`immucore: <step>: <message>`), in init mode also to `/dev/kmsg`, and to
 //! `/run/immucore/immucore.log` with boot-time stamps. Lines logged before `/run` is usable are
 //! kept in memory and written when the file is opened.
@@ -95,7 +96,7 @@ pub fn open_file() {
     });
 }
 
-pub fn log(level: Level, step: &str, parts: &[&[u8]]) {
+pub fn log(level: Level, step: &str, template: &[u8], args: &[&[u8]]) {
     LOGGER.with(|l| {
         if level == Level::Debug && !l.debug {
             return;
@@ -113,14 +114,14 @@ pub fn log(level: Level, step: &str, parts: &[&[u8]]) {
         }
         // Values from the command line, layout files and disks end up in messages: a control
         // character in one must not start a forged line on the console or in the log.
-        for &c in parts.iter().flat_map(|p| p.iter()) {
+        expand(template, args, &mut |c| {
             if c < 0x20 || c == 0x7f {
                 line.push_lossy(b"\\x");
                 line.push_lossy(&[HEX[(c >> 4) as usize & 15], HEX[c as usize & 15]]);
             } else {
                 line.push_lossy(&[c]);
             }
-        }
+        });
         if line.len() == 1024 {
             line.truncate(1020);
             line.push_lossy(b"...");
@@ -174,20 +175,38 @@ fn push_stamp(out: &mut Text<1100>, ms: u64) {
 
 const HEX: [u8; 16] = *b"0123456789abcdef";
 
-pub fn info(step: &str, parts: &[&[u8]]) {
-    log(Level::Info, step, parts);
+/// Feeds `template` to `out` byte by byte with each `{}` replaced by the next of `args` (a `{}`
+/// without an argument left stays as it is).
+pub fn expand(template: &[u8], args: &[&[u8]], out: &mut dyn FnMut(u8)) {
+    let mut args = args.iter();
+    let mut i = 0;
+    while let Some(&c) = template.get(i) {
+        if c == b'{' && template.get(i + 1) == Some(&b'}') {
+            if let Some(arg) = args.next() {
+                arg.iter().for_each(|&b| out(b));
+                i += 2;
+                continue;
+            }
+        }
+        out(c);
+        i += 1;
+    }
 }
 
-pub fn warn(step: &str, parts: &[&[u8]]) {
-    log(Level::Warn, step, parts);
+pub fn info(step: &str, template: &[u8], args: &[&[u8]]) {
+    log(Level::Info, step, template, args);
 }
 
-pub fn error(step: &str, parts: &[&[u8]]) {
-    log(Level::Error, step, parts);
+pub fn warn(step: &str, template: &[u8], args: &[&[u8]]) {
+    log(Level::Warn, step, template, args);
 }
 
-pub fn debug(step: &str, parts: &[&[u8]]) {
-    log(Level::Debug, step, parts);
+pub fn error(step: &str, template: &[u8], args: &[&[u8]]) {
+    log(Level::Error, step, template, args);
+}
+
+pub fn debug(step: &str, template: &[u8], args: &[&[u8]]) {
+    log(Level::Debug, step, template, args);
 }
 
 /// Decimal text of `n`, for building messages.
@@ -229,4 +248,23 @@ pub fn errno(e: sys::Errno) -> Text<48> {
         t.push_lossy(num(e.raw_os_error() as u64).as_bytes());
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expanded(template: &[u8], args: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        expand(template, args, &mut |c| out.push(c));
+        out
+    }
+
+    #[test]
+    fn expand_fills_marks_in_order_and_keeps_extra_marks() {
+        assert_eq!(expanded(b"{} on {}", &[b"/a", b"/b"]), b"/a on /b");
+        assert_eq!(expanded(b"x {} {}", &[b"1"]), b"x 1 {}");
+        assert_eq!(expanded(b"{", &[b"1"]), b"{");
+        assert_eq!(expanded(b"", &[b"1"]), b"");
+    }
 }

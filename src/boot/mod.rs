@@ -25,11 +25,11 @@ pub fn base_mounts() -> Result<(), Error> {
             continue;
         }
         sys::mount(fstype, path, fstype, flags, data)
-            .map_err(|e| err_errno(&[b"cannot mount ", fstype, b" on ", path], e))?;
+            .map_err(|e| err_errno(b"cannot mount {} on {}", &[fstype, path], e))?;
     }
     log::open_kmsg();
     log::open_file();
-    log::info("base-mounts", &[b"mounted /proc /sys /dev /run"]);
+    log::info("base-mounts", b"mounted /proc /sys /dev /run", &[]);
     Ok(())
 }
 
@@ -44,7 +44,7 @@ pub fn load_modules(env: &Env) -> Result<(), Error> {
     let n = match sys::read_file(list_path.as_bytes(), &mut buf) {
         Ok(n) => n,
         Err(sys::Errno::NOENT) => return Ok(()),
-        Err(e) => return Err(err_errno(&[b"cannot read ", list_path.as_bytes()], e)),
+        Err(e) => return Err(err_errno(b"cannot read {}", &[list_path.as_bytes()], e)),
     };
     let mut release = Text::<65>::new();
     sys::kernel_release(&mut release);
@@ -63,19 +63,14 @@ pub fn load_modules(env: &Env) -> Result<(), Error> {
             Ok(()) | Err(sys::Errno::EXIST) => loaded += 1,
             Err(e) => {
                 failed += 1;
-                log::warn(STEP, &[line, b": ", log::errno(e).as_bytes()]);
+                log::warn(STEP, b"{}: {}", &[line, log::errno(e).as_bytes()]);
             }
         }
     }
     log::info(
         STEP,
-        &[
-            b"loaded ",
-            log::num(loaded).as_bytes(),
-            b" modules, ",
-            log::num(failed).as_bytes(),
-            b" failed",
-        ],
+        b"loaded {} modules, {} failed",
+        &[log::num(loaded).as_bytes(), log::num(failed).as_bytes()],
     );
     Ok(())
 }
@@ -85,12 +80,12 @@ pub fn load_modules(env: &Env) -> Result<(), Error> {
 pub fn fail(reboot_on_failure: bool, shell_allowed: bool) -> ! {
     sys::sync();
     if reboot_on_failure {
-        log::error("", &[b"rebooting in 10 s (rd.immucore.rebootonfailure)"]);
+        log::error("", b"rebooting in 10 s (rd.immucore.rebootonfailure)", &[]);
         sys::sleep_ms(10_000);
         sys::sync();
         let _ = sys::reboot();
     } else if shell_allowed && sys::is_executable(b"/bin/sh") {
-        log::error("", &[b"starting /bin/sh (rd.shell=0 prevents this)"]);
+        log::error("", b"starting /bin/sh (rd.shell=0 prevents this)", &[]);
         let argv: [*const u8; 2] = [c"/bin/sh".as_ptr() as *const u8, core::ptr::null()];
         let envp: [*const u8; 2] = [
             c"PATH=/usr/bin:/usr/sbin:/bin:/sbin".as_ptr() as *const u8,
@@ -98,11 +93,12 @@ pub fn fail(reboot_on_failure: bool, shell_allowed: bool) -> ! {
         ];
         // SAFETY: both arrays are NULL-terminated and point at static NUL-terminated strings.
         let e = unsafe { sys::exec(c"/bin/sh", argv.as_ptr(), envp.as_ptr()) };
-        log::error("", &[b"cannot start /bin/sh: ", log::errno(e).as_bytes()]);
+        log::error("", b"cannot start /bin/sh: {}", &[log::errno(e).as_bytes()]);
     } else {
         log::error(
             "",
-            &[b"waiting forever; reset the machine, or boot with rd.immucore.rebootonfailure"],
+            b"waiting forever; reset the machine, or boot with rd.immucore.rebootonfailure",
+            &[],
         );
     }
     loop {

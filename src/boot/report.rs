@@ -76,10 +76,8 @@ pub fn write_timeline(plan: &Plan) {
     if let Err(e) = sys::write_path_atomic(TIMELINE_FILE, text.as_bytes(), 0o644) {
         log::warn(
             "",
-            &[
-                b"cannot write the boot timeline: ",
-                log::errno(e).as_bytes(),
-            ],
+            b"cannot write the boot timeline: {}",
+            &[log::errno(e).as_bytes()],
         );
     }
 }
@@ -99,19 +97,19 @@ pub fn failure_summary(plan: &Plan, reason: &[u8], cmdline: &[u8]) {
         list.push_lossy(b" ");
         list.push_lossy(step.name.as_bytes());
     }
-    let lines: [&[&[u8]]; 9] = [
-        &[rule],
-        &[b"        IMMUCORE BOOT FAILED"],
-        &[rule],
-        &[b"Reason: ", reason],
-        &[b"Failed: ", failed.as_bytes()],
-        &[b"Skipped:", skipped.as_bytes()],
-        &[b"Cmdline: ", cmdline.trim_ascii()],
-        &[b"Logs:    ", log::LOG_FILE, b" and ", TIMELINE_FILE],
-        &[rule],
+    let lines: [(&[u8], &[&[u8]]); 9] = [
+        (b"{}", &[rule]),
+        (b"        IMMUCORE BOOT FAILED", &[]),
+        (b"{}", &[rule]),
+        (b"Reason: {}", &[reason]),
+        (b"Failed: {}", &[failed.as_bytes()]),
+        (b"Skipped:{}", &[skipped.as_bytes()]),
+        (b"Cmdline: {}", &[cmdline.trim_ascii()]),
+        (b"Logs:    {} and {}", &[log::LOG_FILE, TIMELINE_FILE]),
+        (b"{}", &[rule]),
     ];
-    for parts in lines {
-        log::error("", parts);
+    for (template, args) in lines {
+        log::error("", template, args);
     }
 }
 

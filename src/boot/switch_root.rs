@@ -22,7 +22,7 @@ pub unsafe fn switch_root(
     envp: *const *const u8,
 ) -> Text<256> {
     let mut why = Text::<256>::new();
-    log::info("switch-root", &[b"switching to ", sysroot]);
+    log::info("switch-root", b"switching to {}", &[sysroot]);
     let _ = sys::make_root_private();
     // MS_MOVE needs the new root to be a mount point (a live sysroot may be a plain dir).
     if !sys::is_mountpoint_path(sysroot) {
@@ -35,14 +35,8 @@ pub unsafe fn switch_root(
         if let Err(e) = sys::mount_move(fs, target.as_bytes()) {
             log::warn(
                 "switch-root",
-                &[
-                    b"cannot move ",
-                    fs,
-                    b" to ",
-                    target.as_bytes(),
-                    b": ",
-                    log::errno(e).as_bytes(),
-                ],
+                b"cannot move {} to {}: {}",
+                &[fs, target.as_bytes(), log::errno(e).as_bytes()],
             );
         }
     }
@@ -79,14 +73,15 @@ pub unsafe fn switch_root(
     for path in candidates {
         let mut c = CBuf::new();
         let Ok(c) = c.c_str(path) else { continue };
-        log::info("switch-root", &[b"exec ", path]);
+        log::info("switch-root", b"exec {}", &[path]);
         log::restore_kmsg_limit();
         // SAFETY: forwarded from the caller's contract.
         let e = unsafe { sys::exec(c, argv, envp) };
         if e != Errno::NOENT {
             log::warn(
                 "switch-root",
-                &[b"cannot exec ", path, b": ", log::errno(e).as_bytes()],
+                b"cannot exec {}: {}",
+                &[path, log::errno(e).as_bytes()],
             );
         }
         tried.push_lossy(path);
@@ -138,6 +133,6 @@ fn log_peak_memory() {
         .find(|l| l.starts_with(b"VmHWM:"))
     {
         let value = line.get(6..).unwrap_or(&[]).trim_ascii();
-        log::info("switch-root", &[b"peak memory: VmHWM ", value]);
+        log::info("switch-root", b"peak memory: VmHWM {}", &[value]);
     }
 }

@@ -39,15 +39,7 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
     if let Some(i) = holder_of(target.as_bytes(), &mps) {
         if let Some(Some(v)) = ctx.volumes.get(i) {
             if !v.mounted {
-                return Err(err(&[
-                    b"persistent binds skipped: ",
-                    v.device.as_bytes(),
-                    b" (",
-                    v.mountpoint.as_bytes(),
-                    b"), which holds ",
-                    target.as_bytes(),
-                    b", is not mounted; binding now would put persistent data in a place that is lost at reboot",
-                ]));
+                return Err(err(b"persistent binds skipped: {} ({}), which holds {}, is not mounted; binding now would put persistent data in a place that is lost at reboot", &[v.device.as_bytes(), v.mountpoint.as_bytes(), target.as_bytes()]));
             }
         }
     }
@@ -64,7 +56,7 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
         match bind_one(ctx, path, target.as_bytes(), &mut stats) {
             Ok(()) => bound += 1,
             Err(e) => {
-                log::error(STEP, &[e.message().as_bytes()]);
+                log::error(STEP, b"{}", &[e.message().as_bytes()]);
                 failed.push_lossy(if failed.is_empty() {
                     b"bind failed for"
                 } else {
@@ -83,35 +75,27 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
             if let Err(e) = sys::syncfs(store.as_fd()) {
                 log::warn(
                     STEP,
-                    &[
-                        b"cannot flush ",
-                        target.as_bytes(),
-                        b": ",
-                        log::errno(e).as_bytes(),
-                    ],
+                    b"cannot flush {}: {}",
+                    &[target.as_bytes(), log::errno(e).as_bytes()],
                 );
             }
         }
     }
     log::info(
         STEP,
+        b"{} persistent paths bound from {} (copied up {} files, {} dirs, {} links)",
         &[
             log::num(bound).as_bytes(),
-            b" persistent paths bound from ",
             target.as_bytes(),
-            b" (copied up ",
             log::num(stats.files as u64).as_bytes(),
-            b" files, ",
             log::num(stats.dirs as u64).as_bytes(),
-            b" dirs, ",
             log::num(stats.links as u64).as_bytes(),
-            b" links)",
         ],
     );
     if failed.is_empty() {
         Ok(())
     } else {
-        Err(err(&[failed.as_bytes()]))
+        Err(err(b"{}", &[failed.as_bytes()]))
     }
 }
 
@@ -123,7 +107,7 @@ fn bind_one(
 ) -> Result<(), Error> {
     let root = ctx.root()?;
     let mut dash = Text::<256>::new();
-    dash_name(path, &mut dash).map_err(|_| err(&[path, b": name too long"]))?;
+    dash_name(path, &mut dash).map_err(|_| err(b"{}: name too long", &[path]))?;
     let mut store = Text::<512>::new();
     store.push_lossy(state_target);
     store.push_lossy(b"/");
@@ -131,35 +115,26 @@ fn bind_one(
     store.push_lossy(b".bind");
     let target = root
         .mkdir_p(path, 0o755)
-        .map_err(|e| err_errno(&[b"cannot create ", path, b" in the new root"], e))?;
+        .map_err(|e| err_errno(b"cannot create {} in the new root", &[path], e))?;
     if sys::is_mountpoint(target.as_fd(), b"") {
-        log::info(STEP, &[path, b" is already mounted"]);
+        log::info(STEP, b"{} is already mounted", &[path]);
         return Ok(());
     }
     root.mkdir_p(store.as_bytes(), 0o755)
-        .map_err(|e| err_errno(&[b"cannot create ", store.as_bytes()], e))?;
+        .map_err(|e| err_errno(b"cannot create {}", &[store.as_bytes()], e))?;
     // Directories opened for reading (the copy lists them) through the same confined lookup.
     let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY;
     let src = root
         .open_at(path, dir_flags, 0)
-        .map_err(|e| err_errno(&[b"cannot open ", path], e))?;
+        .map_err(|e| err_errno(b"cannot open {}", &[path], e))?;
     let dst = root
         .open_at(store.as_bytes(), dir_flags, 0)
-        .map_err(|e| err_errno(&[b"cannot open ", store.as_bytes()], e))?;
+        .map_err(|e| err_errno(b"cannot open {}", &[store.as_bytes()], e))?;
     let before = (stats.files, stats.dirs, stats.links);
     copy_missing(src.as_fd(), dst.as_fd(), stats).map_err(|e| {
         err_errno(
-            &[
-                b"copying ",
-                path,
-                b" into ",
-                store.as_bytes(),
-                b" failed at '",
-                e.path.as_bytes(),
-                b"' (",
-                e.what.as_bytes(),
-                b")",
-            ],
+            b"copying {} into {} failed at '{}' ({})",
+            &[path, store.as_bytes(), e.path.as_bytes(), e.what.as_bytes()],
             e.errno,
         )
     })?;
@@ -167,13 +142,8 @@ fn bind_one(
     let to = fd_path(target.as_fd());
     sys::mount_bind(from.as_bytes(), to.as_bytes()).map_err(|e| {
         err_errno(
-            &[
-                b"bind mount of ",
-                store.as_bytes(),
-                b" on ",
-                path,
-                b" failed",
-            ],
+            b"bind mount of {} on {} failed",
+            &[store.as_bytes(), path],
             e,
         )
     })?;
@@ -191,17 +161,13 @@ fn bind_one(
     log::log(
         level,
         STEP,
+        b"{} on {} (copied {} files, {} dirs, {} links)",
         &[
             store.as_bytes(),
-            b" on ",
             path,
-            b" (copied ",
             log::num(copied.0 as u64).as_bytes(),
-            b" files, ",
             log::num(copied.1 as u64).as_bytes(),
-            b" dirs, ",
             log::num(copied.2 as u64).as_bytes(),
-            b" links)",
         ],
     );
     ctx.fstab.add(store.as_bytes(), path, b"none", b"bind");

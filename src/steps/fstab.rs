@@ -81,23 +81,21 @@ impl Fstab {
 /// `write-fstab`: `<sysroot>/etc/fstab`, written to a temporary file and renamed.
 pub fn write_fstab(ctx: &mut Ctx) -> Result<(), Error> {
     if ctx.fstab.overflow {
-        return Err(err(&[
+        return Err(err(
             b"more mounts than fit in 16 KiB of fstab; not writing a partial one",
-        ]));
+            &[],
+        ));
     }
     let root = ctx.root()?;
     let etc = root
         .mkdir_p(b"/etc", 0o755)
-        .map_err(|e| err_errno(&[b"cannot open /etc in the new root"], e))?;
+        .map_err(|e| err_errno(b"cannot open /etc in the new root", &[], e))?;
     sys::write_file_atomic(etc.as_fd(), b"fstab", ctx.fstab.as_bytes(), 0o644)
-        .map_err(|e| err_errno(&[b"cannot write /etc/fstab in the new root"], e))?;
+        .map_err(|e| err_errno(b"cannot write /etc/fstab in the new root", &[], e))?;
     log::info(
         "write-fstab",
-        &[
-            b"wrote /etc/fstab with ",
-            log::num(ctx.fstab.lines as u64).as_bytes(),
-            b" entries",
-        ],
+        b"wrote /etc/fstab with {} entries",
+        &[log::num(ctx.fstab.lines as u64).as_bytes()],
     );
     Ok(())
 }

@@ -100,18 +100,16 @@ fn run_one(step: &str, path: &[u8], args: &[&CStr], env: &StageEnv, chroot_to: O
         chroot_to,
         HOOK_TIMEOUT_MS,
     ) {
-        Ok(0) => log::info(step, &[b"ran ", path]),
+        Ok(0) => log::info(step, b"ran {}", &[path]),
         Ok(code) => log::warn(
             step,
-            &[
-                path,
-                b" exited with status ",
-                log::num(code as u64).as_bytes(),
-            ],
+            b"{} exited with status {}",
+            &[path, log::num(code as u64).as_bytes()],
         ),
         Err(e) => log::warn(
             step,
-            &[b"cannot run ", path, b": ", log::errno(e).as_bytes()],
+            b"cannot run {}: {}",
+            &[path, log::errno(e).as_bytes()],
         ),
     }
 }
@@ -163,7 +161,7 @@ pub fn run_stage(ctx: &mut Ctx, stage: &str) -> Result<(), Error> {
         }
     });
     if names.is_empty() && agent.is_none() {
-        log::debug(step, &[b"no hooks for stage ", stage.as_bytes()]);
+        log::debug(step, b"no hooks for stage {}", &[stage.as_bytes()]);
         return Ok(());
     }
     if chrooted {
@@ -280,24 +278,17 @@ pub fn enable_sysext_confext(ctx: &mut Ctx) -> Result<(), Error> {
                 if sys::exists(link.as_bytes()) {
                     log::warn(
                         STEP,
-                        &[
-                            link.as_bytes(),
-                            b" already exists; not linking ",
-                            to.as_bytes(),
-                        ],
+                        b"{} already exists; not linking {}",
+                        &[link.as_bytes(), to.as_bytes()],
                     );
                     return;
                 }
                 match sys::symlink(to.as_bytes(), link.as_bytes()) {
-                    Ok(()) => log::info(STEP, &[b"enabled ", to.as_bytes()]),
+                    Ok(()) => log::info(STEP, b"enabled {}", &[to.as_bytes()]),
                     Err(e) => log::warn(
                         STEP,
-                        &[
-                            b"cannot link ",
-                            to.as_bytes(),
-                            b": ",
-                            log::errno(e).as_bytes(),
-                        ],
+                        b"cannot link {}: {}",
+                        &[to.as_bytes(), log::errno(e).as_bytes()],
                     ),
                 }
             });

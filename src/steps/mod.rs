@@ -31,21 +31,19 @@ pub struct Error(());
 /// The text of the last step error (the program is single-threaded).
 static MESSAGE: Global<Text<256>> = Global::new(Text::new());
 
-/// A step error built from parts.
-pub fn err(parts: &[&[u8]]) -> Error {
+/// A step error: `template` with its `{}` marks replaced by `args` (see `log::expand`).
+pub fn err(template: &[u8], args: &[&[u8]]) -> Error {
     MESSAGE.with(|m| {
         m.clear();
-        for p in parts {
-            m.push_lossy(p);
-        }
+        log::expand(template, args, &mut |c| m.push_lossy(&[c]));
     });
     Error(())
 }
 
 /// A step error naming what failed and the errno.
-pub fn err_errno(what: &[&[u8]], e: sys::Errno) -> Error {
+pub fn err_errno(template: &[u8], args: &[&[u8]], e: sys::Errno) -> Error {
     let errno = log::errno(e);
-    err(what);
+    err(template, args);
     MESSAGE.with(|m| {
         m.push_lossy(b": ");
         m.push_lossy(errno.as_bytes());
@@ -104,7 +102,7 @@ impl<'a> Ctx<'a> {
     pub fn root(&self) -> Result<&Root, Error> {
         self.root
             .as_ref()
-            .ok_or_else(|| err(&[b"the root is not mounted"]))
+            .ok_or_else(|| err(b"the root is not mounted", &[]))
     }
 
     pub fn sysroot(&self) -> &[u8] {
@@ -204,7 +202,7 @@ pub fn mount_at(
     let flags = mount_options(opts, &mut data);
     match target {
         Target::Host(path) => {
-            sys::mkdir_p(path, 0o755).map_err(|e| err_errno(&[b"cannot create ", path], e))?;
+            sys::mkdir_p(path, 0o755).map_err(|e| err_errno(b"cannot create {}", &[path], e))?;
             if sys::is_mountpoint_path(path) {
                 return Ok(Mounted::Already);
             }
@@ -215,7 +213,7 @@ pub fn mount_at(
             let root = ctx.root()?;
             let dir = root
                 .mkdir_p(path, 0o755)
-                .map_err(|e| err_errno(&[b"cannot create ", path, b" in the new root"], e))?;
+                .map_err(|e| err_errno(b"cannot create {} in the new root", &[path], e))?;
             if sys::is_mountpoint(dir.as_fd(), b"") {
                 return Ok(Mounted::Already);
             }
@@ -228,7 +226,7 @@ pub fn mount_at(
 }
 
 fn mount_error(source: &[u8], target: &[u8], e: sys::Errno) -> Error {
-    err_errno(&[b"mounting ", source, b" on ", target, b" failed"], e)
+    err_errno(b"mounting {} on {} failed", &[source, target], e)
 }
 
 /// Finds `dev` (waiting up to `timeout_ms`), checks it with fsck when one is installed and
@@ -243,14 +241,14 @@ pub fn mount_device(
 ) -> Result<(Text<192>, &'static str, Mounted), Error> {
     let mut why = Text::<256>::new();
     let Some((node, known)) = scan::wait_for(&mut ctx.devices, dev, timeout_ms, &mut why) else {
-        return Err(err(&[why.as_bytes()]));
+        return Err(err(b"{}", &[why.as_bytes()]));
     };
     // The scan probed the superblock already; only a /dev path or a udev link is new here.
     let Some(fs) = known.or_else(|| scan::probe_node(node.as_bytes()).map(|f| f.fs)) else {
-        return Err(err(&[
-            node.as_bytes(),
-            b" has no filesystem that immucore recognises",
-        ]));
+        return Err(err(
+            b"{} has no filesystem that immucore recognises",
+            &[node.as_bytes()],
+        ));
     };
     let fstype = fs.name();
     let mut spec = Text::<192>::new();
@@ -260,15 +258,8 @@ pub fn mount_device(
     };
     log::debug(
         step,
-        &[
-            b"found ",
-            spec.as_bytes(),
-            b" at ",
-            node.as_bytes(),
-            b" (",
-            fstype.as_bytes(),
-            b")",
-        ],
+        b"found {} at {} ({})",
+        &[spec.as_bytes(), node.as_bytes(), fstype.as_bytes()],
     );
     let already = match &target {
         Target::Host(p) => sys::is_mountpoint_path(p),
@@ -289,14 +280,8 @@ pub fn mount_device(
     };
     log::info(
         step,
-        &[
-            verb,
-            spec.as_bytes(),
-            b" (",
-            node.as_bytes(),
-            b") on ",
-            target_name,
-        ],
+        b"{}{} ({}) on {}",
+        &[verb, spec.as_bytes(), node.as_bytes(), target_name],
     );
     Ok((spec, fstype, how))
 }
@@ -353,25 +338,17 @@ pub fn fsck(cmd: &Cmdline, step: &str, node: &[u8]) {
         None,
         FSCK_TIMEOUT_MS,
     ) {
-        Ok(0) => log::debug(step, &[b"fsck ", node, b": clean"]),
-        Ok(1) => log::info(step, &[b"fsck ", node, b": errors corrected"]),
+        Ok(0) => log::debug(step, b"fsck {}: clean", &[node]),
+        Ok(1) => log::info(step, b"fsck {}: errors corrected", &[node]),
         Ok(code) => log::warn(
             step,
-            &[
-                b"fsck ",
-                node,
-                b" exited with status ",
-                log::num(code as u64).as_bytes(),
-            ],
+            b"fsck {} exited with status {}",
+            &[node, log::num(code as u64).as_bytes()],
         ),
         Err(e) => log::warn(
             step,
-            &[
-                b"fsck ",
-                node,
-                b" could not run: ",
-                log::errno(e).as_bytes(),
-            ],
+            b"fsck {} could not run: {}",
+            &[node, log::errno(e).as_bytes()],
         ),
     }
 }

@@ -22,17 +22,18 @@ fn read_env(path: &[u8], vars: &mut EnvVars) -> Result<bool, Error> {
     let n = match sys::read_file(path, &mut buf) {
         Ok(n) => n,
         Err(sys::Errno::NOENT) => return Ok(false),
-        Err(sys::Errno::FBIG) => return Err(err(&[path, b": larger than 64 KiB"])),
-        Err(e) => return Err(err_errno(&[b"cannot read ", path], e)),
+        Err(sys::Errno::FBIG) => return Err(err(b"{}: larger than 64 KiB", &[path])),
+        Err(e) => return Err(err_errno(b"cannot read {}", &[path], e)),
     };
     parse_env(buf.get(..n).unwrap_or(&[]), vars).map_err(|e| {
-        err(&[
-            path,
-            b" line ",
-            log::num(e.line as u64).as_bytes(),
-            b": ",
-            e.reason.as_bytes(),
-        ])
+        err(
+            b"{} line {}: {}",
+            &[
+                path,
+                log::num(e.line as u64).as_bytes(),
+                e.reason.as_bytes(),
+            ],
+        )
     })?;
     Ok(true)
 }
@@ -55,7 +56,7 @@ pub fn load_config(ctx: &mut Ctx) -> Result<(), Error> {
     };
     let layout = if source == b"built-in defaults" {
         Layout::builtin(ctx.cmd.state, overlay.as_bytes())
-            .map_err(|e| err(&[b"built-in layout: ", e.reason.as_bytes()]))?
+            .map_err(|e| err(b"built-in layout: {}", &[e.reason.as_bytes()]))?
     } else {
         let mut extra = EnvVars::new();
         let has_extra = read_env(EXTRA_LAYOUT_FILE, &mut extra)?;
@@ -65,38 +66,34 @@ pub fn load_config(ctx: &mut Ctx) -> Result<(), Error> {
             overlay.as_bytes(),
         )
         .map_err(|e| {
-            err(&[
-                source,
-                b": ",
-                e.key.as_bytes(),
-                b" '",
-                e.item.as_bytes(),
-                b"': ",
-                e.reason.as_bytes(),
-            ])
+            err(
+                b"{}: {} '{}': {}",
+                &[
+                    source,
+                    e.key.as_bytes(),
+                    e.item.as_bytes(),
+                    e.reason.as_bytes(),
+                ],
+            )
         })?
     };
     if source != LAYOUT_FILE {
         let mut text = Text::<16384>::new();
         layout
             .render_env(&mut text)
-            .map_err(|_| err(&[b"the layout is too large to write"]))?;
+            .map_err(|_| err(b"the layout is too large to write", &[]))?;
         let _ = sys::mkdir_p(b"/run/cos", 0o755);
         sys::write_path_atomic(LAYOUT_FILE, text.as_bytes(), 0o644)
-            .map_err(|e| err_errno(&[b"cannot write ", LAYOUT_FILE], e))?;
+            .map_err(|e| err_errno(b"cannot write {}", &[LAYOUT_FILE], e))?;
     }
     log::info(
         "load-config",
+        b"layout from {}: {} overlay paths, {} persistent paths, {} volumes, overlay {}",
         &[
-            b"layout from ",
             source,
-            b": ",
             log::num(layout.rw_paths.len() as u64).as_bytes(),
-            b" overlay paths, ",
             log::num(layout.binds.len() as u64).as_bytes(),
-            b" persistent paths, ",
             log::num(layout.volumes.len() as u64).as_bytes(),
-            b" volumes, overlay ",
             layout.overlay.as_bytes(),
         ],
     );
@@ -109,14 +106,13 @@ pub fn mount_base_overlay(ctx: &mut Ctx) -> Result<(), Error> {
     const STEP: &str = "mount-base-overlay";
     let spec = ctx.layout.overlay.clone();
     let backing = overlay_backing(spec.as_bytes()).map_err(|why| {
-        err(&[
-            b"overlay backing '",
-            spec.as_bytes(),
-            b"': ",
-            why.as_bytes(),
-        ])
+        err(
+            b"overlay backing '{}': {}",
+            &[spec.as_bytes(), why.as_bytes()],
+        )
     })?;
-    sys::mkdir_p(OVERLAY_DIR, 0o700).map_err(|e| err_errno(&[b"cannot create /run/overlay"], e))?;
+    sys::mkdir_p(OVERLAY_DIR, 0o700)
+        .map_err(|e| err_errno(b"cannot create /run/overlay", &[], e))?;
     match backing {
         Backing::Tmpfs(size) => {
             let mut opts = Text::<64>::new();
@@ -132,7 +128,8 @@ pub fn mount_base_overlay(ctx: &mut Ctx) -> Result<(), Error> {
             if how == Mounted::Now {
                 log::info(
                     STEP,
-                    &[b"mounted tmpfs (", opts.as_bytes(), b") on /run/overlay"],
+                    b"mounted tmpfs ({}) on /run/overlay",
+                    &[opts.as_bytes()],
                 );
                 ctx.fstab
                     .add(b"tmpfs", OVERLAY_DIR, b"tmpfs", opts.as_bytes());
@@ -165,7 +162,7 @@ pub fn overlay_mount(ctx: &mut Ctx) -> Result<(), Error> {
     let mut failed = Text::<256>::new();
     for path in paths.iter() {
         if let Err(e) = overlay_one(ctx, path) {
-            log::error(STEP, &[e.message().as_bytes()]);
+            log::error(STEP, b"{}", &[e.message().as_bytes()]);
             if failed.is_empty() {
                 failed.push_lossy(b"overlay failed for");
             }
@@ -176,7 +173,7 @@ pub fn overlay_mount(ctx: &mut Ctx) -> Result<(), Error> {
     if failed.is_empty() {
         Ok(())
     } else {
-        Err(err(&[failed.as_bytes()]))
+        Err(err(b"{}", &[failed.as_bytes()]))
     }
 }
 
@@ -188,21 +185,17 @@ fn overlay_one(ctx: &mut Ctx, path: &[u8]) -> Result<(), Error> {
         Err(e) => {
             log::warn(
                 STEP,
-                &[
-                    path,
-                    b" is missing in the image and cannot be created (",
-                    log::errno(e).as_bytes(),
-                    b"): skipped",
-                ],
+                b"{} is missing in the image and cannot be created ({}): skipped",
+                &[path, log::errno(e).as_bytes()],
             );
             return Ok(());
         }
     };
     let mut lower_path = Text::<512>::new();
     real_path(lower.as_fd(), &mut lower_path)
-        .map_err(|e| err_errno(&[b"cannot name ", path], e))?;
+        .map_err(|e| err_errno(b"cannot name {}", &[path], e))?;
     let mut dash = Text::<256>::new();
-    dash_name(path, &mut dash).map_err(|_| err(&[path, b": name too long"]))?;
+    dash_name(path, &mut dash).map_err(|_| err(b"{}: name too long", &[path]))?;
     let mut upper = Text::<512>::new();
     let mut work = Text::<512>::new();
     for (t, leaf) in [(&mut upper, &b"upper"[..]), (&mut work, b"work")] {
@@ -220,12 +213,12 @@ fn overlay_one(ctx: &mut Ctx, path: &[u8]) -> Result<(), Error> {
     ] {
         opts.push(k)
             .and_then(|_| opts.push(v))
-            .map_err(|_| err(&[path, b": overlay options too long"]))?;
+            .map_err(|_| err(b"{}: overlay options too long", &[path]))?;
     }
     let mut fstab_file = Text::<256>::new();
     fstab_file.push_lossy(path);
     if sys::is_mountpoint(lower.as_fd(), b"") {
-        log::info(STEP, &[path, b" is already mounted"]);
+        log::info(STEP, b"{} is already mounted", &[path]);
         ctx.fstab.add(
             b"overlay",
             fstab_file.as_bytes(),
@@ -235,13 +228,13 @@ fn overlay_one(ctx: &mut Ctx, path: &[u8]) -> Result<(), Error> {
         return Ok(());
     }
     sys::mkdir_p(upper.as_bytes(), 0o755)
-        .map_err(|e| err_errno(&[b"cannot create ", upper.as_bytes()], e))?;
+        .map_err(|e| err_errno(b"cannot create {}", &[upper.as_bytes()], e))?;
     sys::mkdir_p(work.as_bytes(), 0o755)
-        .map_err(|e| err_errno(&[b"cannot create ", work.as_bytes()], e))?;
+        .map_err(|e| err_errno(b"cannot create {}", &[work.as_bytes()], e))?;
     // The merged directory takes mode and owner from the upper root: copy them from the lower
     // directory, or e.g. /root (0700) would become 0755.
     sys::copy_owner_and_mode(lower.as_fd(), upper.as_bytes())
-        .map_err(|e| err_errno(&[b"cannot set mode of ", upper.as_bytes()], e))?;
+        .map_err(|e| err_errno(b"cannot set mode of {}", &[upper.as_bytes()], e))?;
     let at = sys::inroot::fd_path(lower.as_fd());
     sys::mount(
         b"overlay",
@@ -250,16 +243,11 @@ fn overlay_one(ctx: &mut Ctx, path: &[u8]) -> Result<(), Error> {
         sys::Flags::empty(),
         opts.as_bytes(),
     )
-    .map_err(|e| err_errno(&[b"overlay on ", path, b" failed"], e))?;
+    .map_err(|e| err_errno(b"overlay on {} failed", &[path], e))?;
     log::info(
         STEP,
-        &[
-            b"mounted overlay on ",
-            path,
-            b" (upper ",
-            upper.as_bytes(),
-            b")",
-        ],
+        b"mounted overlay on {} (upper {})",
+        &[path, upper.as_bytes()],
     );
     ctx.fstab.add(
         b"overlay",

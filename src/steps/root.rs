@@ -17,21 +17,17 @@ const STATE_TIMEOUT_MS: u64 = 60_000;
 
 pub fn create_sentinel(ctx: &mut Ctx) -> Result<(), Error> {
     let name = ctx.cmd.state.sentinel();
-    sys::mkdir_p(SENTINEL_DIR, 0o755).map_err(|e| err_errno(&[b"cannot create /run/cos"], e))?;
+    sys::mkdir_p(SENTINEL_DIR, 0o755).map_err(|e| err_errno(b"cannot create /run/cos", &[], e))?;
     let mut path = Text::<64>::new();
     path.push_lossy(SENTINEL_DIR);
     path.push_lossy(b"/");
     path.push_lossy(name.as_bytes());
     sys::write_path_atomic(path.as_bytes(), b"1", 0o644)
-        .map_err(|e| err_errno(&[b"cannot write ", path.as_bytes()], e))?;
+        .map_err(|e| err_errno(b"cannot write {}", &[path.as_bytes()], e))?;
     log::info(
         "create-sentinel",
-        &[
-            b"boot state ",
-            ctx.cmd.state.name().as_bytes(),
-            b": wrote ",
-            path.as_bytes(),
-        ],
+        b"boot state {}: wrote {}",
+        &[ctx.cmd.state.name().as_bytes(), path.as_bytes()],
     );
     Ok(())
 }
@@ -40,7 +36,7 @@ pub fn mount_tmpfs(ctx: &mut Ctx) -> Result<(), Error> {
     let how = mount_at(ctx, b"tmpfs", Target::Host(b"/tmp"), b"tmpfs", b"rw")?;
     ctx.fstab.add(b"tmpfs", b"/tmp", b"tmpfs", b"rw");
     if how == Mounted::Now {
-        log::info("mount-tmpfs", &[b"mounted tmpfs on /tmp"]);
+        log::info("mount-tmpfs", b"mounted tmpfs on /tmp", &[]);
     }
     Ok(())
 }
@@ -56,13 +52,10 @@ fn label_device(label: &str) -> Device {
 pub fn mount_state(ctx: &mut Ctx) -> Result<(), Error> {
     let state = ctx.cmd.state;
     let Some(label) = state.images_label() else {
-        return Err(err(&[
-            b"boot state unknown: root= names none of COS_ACTIVE, COS_PASSIVE, COS_RECOVERY, COS_SYSTEM ",
-            b"(and no kairos.reset or recovery-mode)",
-        ]));
+        return Err(err(b"boot state unknown: root= names none of COS_ACTIVE, COS_PASSIVE, COS_RECOVERY, COS_SYSTEM (and no kairos.reset or recovery-mode)", &[]));
     };
     if ctx.cmd.image.is_empty() {
-        return Err(err(&[b"could not get the image name from the command line (i.e. cos-img/filename=/cOS/active.img)"]));
+        return Err(err(b"could not get the image name from the command line (i.e. cos-img/filename=/cOS/active.img)", &[]));
     }
     let opts: &[u8] = if ctx.cmd.debugrw { b"rw" } else { b"ro" };
     let dev = label_device(label);
@@ -84,73 +77,62 @@ pub fn discover_state(ctx: &mut Ctx) -> Result<(), Error> {
     if sys::is_mountpoint_path(ctx.sysroot()) {
         log::info(
             "discover-state",
-            &[ctx.sysroot(), b" is already mounted; no loop device needed"],
+            b"{} is already mounted; no loop device needed",
+            &[ctx.sysroot()],
         );
         return Ok(());
     }
     let image = ctx.cmd.image.as_bytes();
     // The image path is resolved inside the images partition: a symlink there cannot point
     // the loop device at some other file.
-    let state = Root::open(STATE_DIR).map_err(|e| err_errno(&[b"cannot open ", STATE_DIR], e))?;
+    let state = Root::open(STATE_DIR).map_err(|e| err_errno(b"cannot open {}", &[STATE_DIR], e))?;
     let flags = if ctx.cmd.debugrw {
         OFlags::RDWR
     } else {
         OFlags::RDONLY
     };
-    let file = state.open_at(image, flags, 0).map_err(|e| {
-        err_errno(
-            &[b"cannot open image ", image, b" on the images partition"],
-            e,
-        )
-    })?;
+    let file = state
+        .open_at(image, flags, 0)
+        .map_err(|e| err_errno(b"cannot open image {} on the images partition", &[image], e))?;
     // A truncated image (an interrupted upgrade) mounts with a bare EINVAL: say what it is.
     let file_size = rustix::fs::fstat(&file)
         .map(|st| st.st_size as u64)
         .unwrap_or(0);
     if let Some(fs_size) = crate::dev::scan::ext_size_of(file.as_fd()) {
         if fs_size > file_size {
-            return Err(err(&[
-                image,
-                b" is truncated (the filesystem needs ",
-                log::num(fs_size).as_bytes(),
-                b" bytes, the file has ",
-                log::num(file_size).as_bytes(),
-                b")",
-            ]));
+            return Err(err(
+                b"{} is truncated (the filesystem needs {} bytes, the file has {})",
+                &[
+                    image,
+                    log::num(fs_size).as_bytes(),
+                    log::num(file_size).as_bytes(),
+                ],
+            ));
         }
     }
     let lp = loopdev::attach(file.as_fd(), !ctx.cmd.debugrw, image)
-        .map_err(|e| err_errno(&[b"cannot attach ", image, b" to a loop device"], e))?;
+        .map_err(|e| err_errno(b"cannot attach {} to a loop device", &[image], e))?;
     let want = ctx.cmd.state.root_label().unwrap_or("");
     let Some(fs) = crate::dev::scan::probe_node(lp.path.as_bytes()) else {
-        return Err(err(&[
-            image,
-            b" is not a filesystem image (no known superblock on ",
-            lp.path.as_bytes(),
-            b")",
-        ]));
+        return Err(err(
+            b"{} is not a filesystem image (no known superblock on {})",
+            &[image, lp.path.as_bytes()],
+        ));
     };
     if fs.label.as_bytes() != want.as_bytes() {
-        return Err(err(&[
-            image,
-            b" carries the label '",
-            fs.label.as_bytes(),
-            b"', expected '",
-            want.as_bytes(),
-            b"': refusing to boot the wrong image",
-        ]));
+        return Err(err(
+            b"{} carries the label '{}', expected '{}': refusing to boot the wrong image",
+            &[image, fs.label.as_bytes(), want.as_bytes()],
+        ));
     }
     log::info(
         "discover-state",
+        b"{} attached to {} ({}, label {})",
         &[
             image,
-            b" attached to ",
             lp.path.as_bytes(),
-            b" (",
             fs.fs.name().as_bytes(),
-            b", label ",
             want.as_bytes(),
-            b")",
         ],
     );
     ctx.root_loop = Some((lp, fs.fs.name()));
@@ -176,14 +158,11 @@ pub fn mount_root(ctx: &mut Ctx) -> Result<(), Error> {
             if how == Mounted::Now {
                 log::info(
                     "mount-root",
+                    b"mounted {} ({}) on {} {}",
                     &[
-                        b"mounted ",
                         lp.path.as_bytes(),
-                        b" (",
                         want.as_bytes(),
-                        b") on ",
                         sysroot.as_bytes(),
-                        b" ",
                         opts,
                     ],
                 );
@@ -193,14 +172,18 @@ pub fn mount_root(ctx: &mut Ctx) -> Result<(), Error> {
             fs
         }
         None if sys::is_mountpoint_path(sysroot.as_bytes()) => {
-            log::info("mount-root", &[sysroot.as_bytes(), b" is already mounted"]);
+            log::info(
+                "mount-root",
+                b"{} is already mounted",
+                &[sysroot.as_bytes()],
+            );
             "auto"
         }
-        None => return Err(err(&[b"no loop device for the root image"])),
+        None => return Err(err(b"no loop device for the root image", &[])),
     };
     ctx.root = Some(
         Root::open(sysroot.as_bytes())
-            .map_err(|e| err_errno(&[b"cannot open ", sysroot.as_bytes()], e))?,
+            .map_err(|e| err_errno(b"cannot open {}", &[sysroot.as_bytes()], e))?,
     );
     ctx.fstab
         .add(spec.as_bytes(), b"/", fstype.as_bytes(), opts);
@@ -222,29 +205,27 @@ pub fn wait_for_sysroot(ctx: &mut Ctx) -> Result<(), Error> {
             if sys::exists(probe.as_bytes()) {
                 ctx.root = Some(
                     Root::open(sysroot.as_bytes())
-                        .map_err(|e| err_errno(&[b"cannot open ", sysroot.as_bytes()], e))?,
+                        .map_err(|e| err_errno(b"cannot open {}", &[sysroot.as_bytes()], e))?,
                 );
                 log::info(
                     "wait-for-sysroot",
-                    &[sysroot.as_bytes(), b" is ready (", marker, b" exists)"],
+                    b"{} is ready ({} exists)",
+                    &[sysroot.as_bytes(), marker],
                 );
                 return Ok(());
             }
         }
         if sys::stop_requested() {
-            return Err(err(&[
-                b"stopped waiting for ",
-                sysroot.as_bytes(),
-                b": a stop signal (SIGTERM) arrived",
-            ]));
+            return Err(err(
+                b"stopped waiting for {}: a stop signal (SIGTERM) arrived",
+                &[sysroot.as_bytes()],
+            ));
         }
         if sys::now_ms() >= deadline {
-            return Err(err(&[
-                sysroot.as_bytes(),
-                b" held no system after ",
-                log::num(timeout_ms / 1000).as_bytes(),
-                b" s (rd.immucore.sysrootwait)",
-            ]));
+            return Err(err(
+                b"{} held no system after {} s (rd.immucore.sysrootwait)",
+                &[sysroot.as_bytes(), log::num(timeout_ms / 1000).as_bytes()],
+            ));
         }
         sys::sleep_ms(100);
     }

@@ -17,7 +17,7 @@ pub const LVM_PATHS: &[&[u8]] = &[b"/usr/sbin/lvm", b"/sbin/lvm"];
 pub fn mount_oem(ctx: &mut Ctx) -> Result<(), Error> {
     const STEP: &str = "mount-oem";
     if ctx.cmd.state == BootState::Live {
-        log::info(STEP, &[b"live boot: no OEM partition to mount"]);
+        log::info(STEP, b"live boot: no OEM partition to mount", &[]);
         return Ok(());
     }
     let explicit = !ctx.cmd.oem_label.is_empty();
@@ -34,7 +34,7 @@ pub fn mount_oem(ctx: &mut Ctx) -> Result<(), Error> {
     if !explicit {
         ctx.devices.refresh();
         if matches!(ctx.devices.find(&dev), Found::None) {
-            log::info(STEP, &[b"no COS_OEM partition: OEM not mounted"]);
+            log::info(STEP, b"no COS_OEM partition: OEM not mounted", &[]);
             return Ok(());
         }
     }
@@ -50,12 +50,12 @@ pub fn mount_oem(ctx: &mut Ctx) -> Result<(), Error> {
 fn collect_volumes(ctx: &mut Ctx) -> Result<usize, Error> {
     let mut raw: List<4096, 32> = List::new();
     for v in ctx.cmd.mounts.iter().chain(ctx.layout.volumes.iter()) {
-        raw.push(v).map_err(|_| err(&[b"too many volumes"]))?;
+        raw.push(v).map_err(|_| err(b"too many volumes", &[]))?;
     }
     let mut count = 0;
     for v in raw.iter() {
         let (dev, mountpoint) =
-            volume_spec(v).map_err(|why| err(&[b"volume '", v, b"': ", why.as_bytes()]))?;
+            volume_spec(v).map_err(|why| err(b"volume '{}': {}", &[v, why.as_bytes()]))?;
         let mut spec = Text::<192>::new();
         dev.by_path(&mut spec);
         let existing = ctx
@@ -69,7 +69,7 @@ fn collect_volumes(ctx: &mut Ctx) -> Result<usize, Error> {
                 count += 1;
                 count - 1
             }
-            None => return Err(err(&[b"more than 16 volumes"])),
+            None => return Err(err(b"more than 16 volumes", &[])),
         };
         if let Some(s) = ctx.volumes.get_mut(slot) {
             *s = Some(Volume {
@@ -116,10 +116,14 @@ pub fn custom_mount(ctx: &mut Ctx) -> Result<(), Error> {
                 }
             }
             Err(e) if device.as_bytes().ends_with(b"/COS_OEM") => {
-                log::warn(STEP, &[e.message().as_bytes(), b" (OEM volume, tolerated)"]);
+                log::warn(
+                    STEP,
+                    b"{} (OEM volume, tolerated)",
+                    &[e.message().as_bytes()],
+                );
             }
             Err(e) => {
-                log::error(STEP, &[e.message().as_bytes()]);
+                log::error(STEP, b"{}", &[e.message().as_bytes()]);
                 failed.push_lossy(if failed.is_empty() {
                     b"not mounted:"
                 } else {
@@ -135,7 +139,7 @@ pub fn custom_mount(ctx: &mut Ctx) -> Result<(), Error> {
     if failed.is_empty() {
         Ok(())
     } else {
-        Err(err(&[failed.as_bytes()]))
+        Err(err(b"{}", &[failed.as_bytes()]))
     }
 }
 
@@ -145,7 +149,7 @@ pub fn lvm_activation() -> Result<(), Error> {
         return Ok(());
     };
     let mut bin = sys::CBuf::new();
-    let bin = bin.c_str(lvm).map_err(|_| err(&[b"bad lvm path"]))?;
+    let bin = bin.c_str(lvm).map_err(|_| err(b"bad lvm path", &[]))?;
     let argv = [bin, c"vgchange", c"--activate", c"y", c"--sysinit"];
     match sys::run(
         &argv,
@@ -154,13 +158,13 @@ pub fn lvm_activation() -> Result<(), Error> {
         LVM_TIMEOUT_MS,
     ) {
         Ok(0) => {
-            log::info("lvm-activation", &[b"volume groups activated"]);
+            log::info("lvm-activation", b"volume groups activated", &[]);
             Ok(())
         }
-        Ok(code) => Err(err(&[
-            b"lvm vgchange exited with status ",
-            log::num(code as u64).as_bytes(),
-        ])),
-        Err(e) => Err(super::err_errno(&[b"cannot run lvm"], e)),
+        Ok(code) => Err(err(
+            b"lvm vgchange exited with status {}",
+            &[log::num(code as u64).as_bytes()],
+        )),
+        Err(e) => Err(super::err_errno(b"cannot run lvm", &[], e)),
     }
 }
