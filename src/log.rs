@@ -253,6 +253,7 @@ pub fn errno(e: sys::Errno) -> Text<48> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::vec::Vec;
 
     fn expanded(template: &[u8], args: &[&[u8]]) -> Vec<u8> {
         let mut out = Vec::new();
