@@ -1,5 +1,7 @@
 #!/bin/sh
-# qemu/bench/init.sh — busybox shell /init that does what immucore does for an ACTIVE boot:
+# qemu/bench/init.sh — busybox shell /init that does what immucore does for an ACTIVE boot
+# (modules, state, loop, root, OEM, overlays, persistent volume and binds, the image's
+# initramfs-stage hooks, sentinel, fstab, switch_root):
 # the benchmark baseline and the kit's self-test.  Kairos default layout (upstream §4.5).
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc
@@ -88,6 +90,19 @@ if pers=$(wait_label COS_PERSISTENT 3) && mount "$pers" /sysroot/usr/local; then
     done
 else
     say "no COS_PERSISTENT: persistent binds skipped"
+fi
+
+# the image's initramfs-stage hooks, chrooted into the new root with the API filesystems bound
+# in (what immucore's initramfs-hook step does, so both variants do the same work)
+hooks=$(ls /sysroot/usr/lib/immucore/initramfs.d/ 2>/dev/null)
+if [ -n "$hooks" ]; then
+    for d in /dev /proc /sys /run; do mount --bind "$d" "/sysroot$d"; done
+    for h in $hooks; do
+        [ -x "/sysroot/usr/lib/immucore/initramfs.d/$h" ] || continue
+        IMMUCORE_STAGE=initramfs IMMUCORE_STATE=active \
+            chroot /sysroot "/usr/lib/immucore/initramfs.d/$h" || say "hook $h failed"
+    done
+    for d in /run /sys /proc /dev; do umount "/sysroot$d"; done
 fi
 
 mkdir -p /run/cos
