@@ -57,19 +57,25 @@ pub fn mount_state(ctx: &mut Ctx) -> Result<(), Error> {
     if ctx.cmd.image.is_empty() {
         return Err(err(b"could not get the image name from the command line (i.e. cos-img/filename=/cOS/active.img)", &[]));
     }
-    let opts: &[u8] = if ctx.cmd.debugrw { b"rw" } else { b"ro" };
-    let dev = label_device(label);
-    let (spec, fstype, _) = mount_device(
+    let opts = root_opts(ctx);
+    mount_device(
         ctx,
         "mount-state",
-        &dev,
+        &label_device(label),
         Target::Host(STATE_DIR),
         opts,
         STATE_TIMEOUT_MS,
-    )?;
-    ctx.fstab
-        .add(spec.as_bytes(), STATE_DIR, fstype.as_bytes(), opts);
-    Ok(())
+        true,
+    )
+}
+
+/// The images partition and the root are read-only unless `rd.*.debugrw`.
+fn root_opts(ctx: &Ctx) -> &'static [u8] {
+    if ctx.cmd.debugrw {
+        b"rw"
+    } else {
+        b"ro"
+    }
 }
 
 /// Attaches the image file to a loop device and checks it carries the expected filesystem.
@@ -86,11 +92,8 @@ pub fn discover_state(ctx: &mut Ctx) -> Result<(), Error> {
     // The image path is resolved inside the images partition: a symlink there cannot point
     // the loop device at some other file.
     let state = Root::open(STATE_DIR).map_err(|e| err_errno(b"cannot open {}", &[STATE_DIR], e))?;
-    let flags = if ctx.cmd.debugrw {
-        OFlags::RDWR
-    } else {
-        OFlags::RDONLY
-    };
+    let rw = ctx.cmd.debugrw;
+    let flags = if rw { OFlags::RDWR } else { OFlags::RDONLY };
     let file = state
         .open_at(image, flags, 0)
         .map_err(|e| err_errno(b"cannot open image {} on the images partition", &[image], e))?;
@@ -110,7 +113,7 @@ pub fn discover_state(ctx: &mut Ctx) -> Result<(), Error> {
             ));
         }
     }
-    let lp = loopdev::attach(file.as_fd(), !ctx.cmd.debugrw, image)
+    let lp = loopdev::attach(file.as_fd(), !rw, image)
         .map_err(|e| err_errno(b"cannot attach {} to a loop device", &[image], e))?;
     let want = ctx.cmd.state.root_label().unwrap_or("");
     let Some(fs) = crate::dev::scan::probe_node(lp.path.as_bytes()) else {
@@ -141,52 +144,43 @@ pub fn discover_state(ctx: &mut Ctx) -> Result<(), Error> {
 
 /// Mounts the image's filesystem on the sysroot, read-only unless `rd.*.debugrw`.
 pub fn mount_root(ctx: &mut Ctx) -> Result<(), Error> {
-    let sysroot = ctx.env.sysroot.clone();
+    const STEP: &str = "mount-root";
+    let sysroot = ctx.env.sysroot.as_bytes();
     let want = ctx.cmd.state.root_label().unwrap_or("");
-    let mut spec = Text::<192>::new();
-    label_device(want).by_path(&mut spec);
-    let opts: &[u8] = if ctx.cmd.debugrw { b"rw" } else { b"ro" };
+    let opts = root_opts(ctx);
     let fstype = match ctx.root_loop.take() {
         Some((lp, fs)) => {
-            let how = mount_at(
-                ctx,
-                lp.path.as_bytes(),
-                Target::Host(sysroot.as_bytes()),
-                fs.as_bytes(),
-                opts,
-            )?;
-            if how == Mounted::Now {
+            let dev = lp.path.as_bytes();
+            if mount_at(ctx, dev, Target::Host(sysroot), fs.as_bytes(), opts)? == Mounted::Now {
                 log::info(
-                    "mount-root",
+                    STEP,
                     b"mounted {} ({}) on {} {}",
-                    &[
-                        lp.path.as_bytes(),
-                        want.as_bytes(),
-                        sysroot.as_bytes(),
-                        opts,
-                    ],
+                    &[dev, want.as_bytes(), sysroot, opts],
                 );
             }
-            // The mount holds the loop device now; closing our fd lets autoclear work later.
-            drop(lp);
+            // The mount holds the loop device now; closing our fd lets autoclear work later
+            // (at the end of this arm).
             fs
         }
-        None if sys::is_mountpoint_path(sysroot.as_bytes()) => {
-            log::info(
-                "mount-root",
-                b"{} is already mounted",
-                &[sysroot.as_bytes()],
-            );
+        None if sys::is_mountpoint_path(sysroot) => {
+            log::info(STEP, b"{} is already mounted", &[sysroot]);
             "auto"
         }
         None => return Err(err(b"no loop device for the root image", &[])),
     };
-    ctx.root = Some(
-        Root::open(sysroot.as_bytes())
-            .map_err(|e| err_errno(b"cannot open {}", &[sysroot.as_bytes()], e))?,
-    );
+    open_root(ctx)?;
+    let mut spec = Text::<192>::new();
+    label_device(want).by_path(&mut spec);
     ctx.fstab
         .add(spec.as_bytes(), b"/", fstype.as_bytes(), opts);
+    Ok(())
+}
+
+/// Opens the assembled sysroot as the root later steps work in.
+fn open_root(ctx: &mut Ctx) -> Result<(), Error> {
+    let sysroot = ctx.env.sysroot.as_bytes();
+    let root = Root::open(sysroot).map_err(|e| err_errno(b"cannot open {}", &[sysroot], e))?;
+    ctx.root = Some(root);
     Ok(())
 }
 
@@ -195,22 +189,19 @@ pub fn mount_root(ctx: &mut Ctx) -> Result<(), Error> {
 pub fn wait_for_sysroot(ctx: &mut Ctx) -> Result<(), Error> {
     let timeout_ms = ctx.cmd.sysroot_wait_s as u64 * 1000;
     let deadline = sys::now_ms().saturating_add(timeout_ms);
-    let sysroot = ctx.env.sysroot.clone();
+    let sysroot = ctx.env.sysroot.as_bytes();
     let mut probe = Text::<192>::new();
     loop {
         for marker in [&b"/system"[..], b"/sbin/init", b"/usr/lib/systemd/systemd"] {
             probe.clear();
-            probe.push_lossy(sysroot.as_bytes());
+            probe.push_lossy(sysroot);
             probe.push_lossy(marker);
             if sys::exists(probe.as_bytes()) {
-                ctx.root = Some(
-                    Root::open(sysroot.as_bytes())
-                        .map_err(|e| err_errno(b"cannot open {}", &[sysroot.as_bytes()], e))?,
-                );
+                open_root(ctx)?;
                 log::info(
                     "wait-for-sysroot",
                     b"{} is ready ({} exists)",
-                    &[sysroot.as_bytes(), marker],
+                    &[sysroot, marker],
                 );
                 return Ok(());
             }
@@ -218,13 +209,13 @@ pub fn wait_for_sysroot(ctx: &mut Ctx) -> Result<(), Error> {
         if sys::stop_requested() {
             return Err(err(
                 b"stopped waiting for {}: a stop signal (SIGTERM) arrived",
-                &[sysroot.as_bytes()],
+                &[sysroot],
             ));
         }
         if sys::now_ms() >= deadline {
             return Err(err(
                 b"{} held no system after {} s (rd.immucore.sysrootwait)",
-                &[sysroot.as_bytes(), log::num(timeout_ms / 1000).as_bytes()],
+                &[sysroot, log::num(timeout_ms / 1000).as_bytes()],
             ));
         }
         sys::sleep_ms(100);

@@ -1,10 +1,10 @@
 //! Partitions other than the root chain: OEM, `VOLUMES` and `rd.*.mount` extra volumes, and
 //! LVM activation where an `lvm` binary exists.
 
-use super::{err, mount_device, Ctx, Error, Target, Volume, MAX_VOLUMES};
+use super::{err, log_error, mount_device, Ctx, Error, Target, Volume, MAX_VOLUMES};
 use crate::config::cmdline::{volume_spec, BootState, Device, DeviceKind};
 use crate::dev::scan::Found;
-use crate::log;
+use crate::log::{self, Level};
 use crate::sys;
 use crate::util::fixed::{List, Text};
 
@@ -39,10 +39,15 @@ pub fn mount_oem(ctx: &mut Ctx) -> Result<(), Error> {
         }
     }
     let timeout = ctx.cmd.oem_timeout_s as u64 * 1000;
-    let (spec, fstype, _) = mount_device(ctx, STEP, &dev, Target::InRoot(b"/oem"), b"rw", timeout)?;
-    ctx.fstab
-        .add(spec.as_bytes(), b"/oem", fstype.as_bytes(), b"rw");
-    Ok(())
+    mount_device(
+        ctx,
+        STEP,
+        &dev,
+        Target::InRoot(b"/oem"),
+        b"rw",
+        timeout,
+        true,
+    )
 }
 
 /// The extra volumes in order: `rd.cos.mount=`, `rd.immucore.mount=`, then `VOLUMES`. As
@@ -90,50 +95,32 @@ pub fn custom_mount(ctx: &mut Ctx) -> Result<(), Error> {
     const STEP: &str = "custom-mount";
     let count = collect_volumes(ctx)?;
     let mut failed = Text::<256>::new();
-    for i in 0..count {
-        let Some(Some(vol)) = ctx.volumes.get(i) else {
+    for slot in 0..count {
+        // Out of the table while mounting (`mount_device` needs the whole context), back after.
+        let Some(mut vol) = ctx.volumes.get_mut(slot).and_then(Option::take) else {
             continue;
         };
-        let (device, mountpoint, dev) =
-            (vol.device.clone(), vol.mountpoint.clone(), vol.dev.clone());
-        match mount_device(
-            ctx,
-            STEP,
-            &dev,
-            Target::InRoot(mountpoint.as_bytes()),
-            b"rw",
-            VOLUME_TIMEOUT_MS,
-        ) {
-            Ok((spec, fstype, _)) => {
-                ctx.fstab.add(
-                    spec.as_bytes(),
-                    mountpoint.as_bytes(),
-                    fstype.as_bytes(),
-                    b"rw",
-                );
-                if let Some(Some(v)) = ctx.volumes.get_mut(i) {
-                    v.mounted = true;
-                }
+        let (device, mountpoint) = (vol.device.as_bytes(), vol.mountpoint.as_bytes());
+        let target = Target::InRoot(mountpoint);
+        match mount_device(ctx, STEP, &vol.dev, target, b"rw", VOLUME_TIMEOUT_MS, true) {
+            Ok(()) => vol.mounted = true,
+            Err(_) if device.ends_with(b"/COS_OEM") => {
+                log_error(Level::Warn, STEP, b"{} (OEM volume, tolerated)");
             }
-            Err(e) if device.as_bytes().ends_with(b"/COS_OEM") => {
-                log::warn(
-                    STEP,
-                    b"{} (OEM volume, tolerated)",
-                    &[e.message().as_bytes()],
-                );
-            }
-            Err(e) => {
-                log::error(STEP, b"{}", &[e.message().as_bytes()]);
+            Err(_) => {
+                log_error(Level::Error, STEP, b"{}");
                 failed.push_lossy(if failed.is_empty() {
                     b"not mounted:"
                 } else {
                     b","
                 });
-                failed.push_lossy(b" ");
-                failed.push_lossy(device.as_bytes());
-                failed.push_lossy(b" on ");
-                failed.push_lossy(mountpoint.as_bytes());
+                for part in [b" ", device, b" on ", mountpoint] {
+                    failed.push_lossy(part);
+                }
             }
+        }
+        if let Some(s) = ctx.volumes.get_mut(slot) {
+            *s = Some(vol);
         }
     }
     if failed.is_empty() {
