@@ -34,7 +34,7 @@ impl Fstab {
     /// Records `<spec> <file> <type> <opts> 0 0`, escaping blanks the way fstab(5) wants.
     pub fn add(&mut self, spec: &[u8], file: &[u8], fstype: &[u8], opts: &[u8]) {
         let mut line = Text::<2048>::new();
-        for field in [
+        for &field in &[
             spec,
             file,
             fstype,

@@ -212,6 +212,19 @@ pub fn mount_at(
     fstype: &[u8],
     opts: &[u8],
 ) -> Result<Mounted, Error> {
+    mount_checked(ctx, source, target, fstype, opts, None)
+}
+
+/// `mount_at`, checking the device `source` with fsck first (logged under `fsck_step`) unless
+/// the target is mounted already.
+fn mount_checked(
+    ctx: &Ctx,
+    source: &[u8],
+    target: Target,
+    fstype: &[u8],
+    opts: &[u8],
+    fsck_step: Option<&str>,
+) -> Result<Mounted, Error> {
     let mut data = Text::<1024>::new();
     let flags = mount_options(opts, &mut data);
     let path = target.path();
@@ -237,6 +250,9 @@ pub fn mount_at(
             at.as_bytes()
         }
     };
+    if let Some(step) = fsck_step {
+        fsck(ctx.cmd, step, source);
+    }
     sys::mount(source, on, fstype, flags, data.as_bytes())
         .map_err(|e| err_errno(b"mounting {} on {} failed", &[source, path], e))?;
     Ok(Mounted::Now)
@@ -273,18 +289,7 @@ pub fn mount_device(
     let spec = spec.as_bytes();
     let path = target.path();
     log::debug(step, b"found {} at {} ({})", &[spec, node, fstype]);
-    let already = match &target {
-        Target::Host(p) => sys::is_mountpoint_path(p),
-        Target::InRoot(p) => ctx
-            .root
-            .as_ref()
-            .and_then(|r| r.dir(p).ok())
-            .is_some_and(|d| sys::is_mountpoint(d.as_fd(), b"")),
-    };
-    if !already {
-        fsck(ctx.cmd, step, node);
-    }
-    let now = mount_at(ctx, node, target, fstype, opts)? == Mounted::Now;
+    let now = mount_checked(ctx, node, target, fstype, opts, Some(step))? == Mounted::Now;
     let template: &[u8] = if now {
         b"mounted {} ({}) on {}"
     } else {

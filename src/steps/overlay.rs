@@ -179,15 +179,15 @@ fn overlay_one(ctx: &mut Ctx, path: &[u8]) -> Result<(), Error> {
     // `<store>/<dash>/.overlay/upper` and `.../work`, made as `...upper` and cut to the
     // shared prefix for `work`.
     let mut upper = Text::<512>::new();
-    for part in [OVERLAY_DIR, b"/", dash.as_bytes(), b"/.overlay/"] {
+    for &part in &[OVERLAY_DIR, b"/", dash.as_bytes(), b"/.overlay/"] {
         upper.push_lossy(part);
     }
     let mut work = upper.clone();
     upper.push_lossy(b"upper");
     work.push_lossy(b"work");
     let mut opts = Text::<1024>::new();
-    for part in [
-        b"lowerdir=",
+    for &part in &[
+        &b"lowerdir="[..],
         lower_path.as_bytes(),
         b",upperdir=",
         upper.as_bytes(),
@@ -202,7 +202,7 @@ fn overlay_one(ctx: &mut Ctx, path: &[u8]) -> Result<(), Error> {
     if sys::is_mountpoint(lower.as_fd(), b"") {
         log::info(STEP, b"{} is already mounted", &[path]);
     } else {
-        for dir in [upper, work.as_bytes()] {
+        for &dir in &[upper, work.as_bytes()] {
             sys::mkdir_p(dir, 0o755).map_err(|e| err_errno(b"cannot create {}", &[dir], e))?;
         }
         // The merged directory takes mode and owner from the upper root: copy them from the

@@ -192,7 +192,7 @@ pub fn wait_for_sysroot(ctx: &mut Ctx) -> Result<(), Error> {
     let sysroot = ctx.env.sysroot.as_bytes();
     let mut probe = Text::<192>::new();
     loop {
-        for marker in [&b"/system"[..], b"/sbin/init", b"/usr/lib/systemd/systemd"] {
+        for &marker in &[&b"/system"[..], b"/sbin/init", b"/usr/lib/systemd/systemd"] {
             probe.clear();
             probe.push_lossy(sysroot);
             probe.push_lossy(marker);

@@ -114,7 +114,7 @@ pub fn custom_mount(ctx: &mut Ctx) -> Result<(), Error> {
                 } else {
                     b","
                 });
-                for part in [b" ", device, b" on ", mountpoint] {
+                for &part in &[&b" "[..], device, b" on ", mountpoint] {
                     failed.push_lossy(part);
                 }
             }
