@@ -290,12 +290,8 @@ pub fn mount_device(
     let path = target.path();
     log::debug(step, b"found {} at {} ({})", &[spec, node, fstype]);
     let now = mount_checked(ctx, node, target, fstype, opts, Some(step))? == Mounted::Now;
-    let template: &[u8] = if now {
-        b"mounted {} ({}) on {}"
-    } else {
-        b"already mounted: {} ({}) on {}"
-    };
-    log::info(step, template, &[spec, node, path]);
+    const TEMPLATES: [&[u8]; 2] = [b"already mounted: {} ({}) on {}", b"mounted {} ({}) on {}"];
+    log::info(step, TEMPLATES[now as usize], &[spec, node, path]);
     if now || record_already {
         ctx.fstab.add(spec, path, fstype, opts);
     }

@@ -6,7 +6,7 @@ use crate::config::cmdline::{volume_spec, BootState, Device, DeviceKind};
 use crate::dev::scan::Found;
 use crate::log::{self, Level};
 use crate::sys;
-use crate::util::fixed::{List, Text};
+use crate::util::fixed::Text;
 
 const VOLUME_TIMEOUT_MS: u64 = 3_000;
 const LVM_TIMEOUT_MS: u64 = 120_000;
@@ -53,12 +53,9 @@ pub fn mount_oem(ctx: &mut Ctx) -> Result<(), Error> {
 /// The extra volumes in order: `rd.cos.mount=`, `rd.immucore.mount=`, then `VOLUMES`. As
 /// upstream, a device named twice keeps its last mount point.
 fn collect_volumes(ctx: &mut Ctx) -> Result<usize, Error> {
-    let mut raw: List<4096, 32> = List::new();
-    for v in ctx.cmd.mounts.iter().chain(ctx.layout.volumes.iter()) {
-        raw.push(v).map_err(|_| err(b"too many volumes", &[]))?;
-    }
     let mut count = 0;
-    for v in raw.iter() {
+    // At most 16 + 16 specs: the command line and the layout each keep no more.
+    for v in ctx.cmd.mounts.iter().chain(ctx.layout.volumes.iter()) {
         let (dev, mountpoint) =
             volume_spec(v).map_err(|why| err(b"volume '{}': {}", &[v, why.as_bytes()]))?;
         let mut spec = Text::<192>::new();
