@@ -158,6 +158,7 @@ pub fn overlay_mount(ctx: &mut Ctx) -> Result<(), Error> {
 
 const STEP: &str = "overlay-mount";
 
+#[inline(never)]
 fn overlay_one(ctx: &mut Ctx, path: &[u8]) -> Result<(), Error> {
     let root = ctx.root()?;
     let lower = match root.mkdir_p(path, 0o755) {
