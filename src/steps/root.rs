@@ -80,11 +80,12 @@ fn root_opts(ctx: &Ctx) -> &'static [u8] {
 
 /// Attaches the image file to a loop device and checks it carries the expected filesystem.
 pub fn discover_state(ctx: &mut Ctx) -> Result<(), Error> {
-    if sys::is_mountpoint_path(ctx.sysroot()) {
+    let sysroot = ctx.env.sysroot.as_bytes();
+    if sys::is_mountpoint_path(sysroot) {
         log::info(
             "discover-state",
             b"{} is already mounted; no loop device needed",
-            &[ctx.sysroot()],
+            &[sysroot],
         );
         return Ok(());
     }
@@ -115,28 +116,25 @@ pub fn discover_state(ctx: &mut Ctx) -> Result<(), Error> {
     }
     let lp = loopdev::attach(file.as_fd(), !rw, image)
         .map_err(|e| err_errno(b"cannot attach {} to a loop device", &[image], e))?;
-    let want = ctx.cmd.state.root_label().unwrap_or("");
-    let Some(fs) = crate::dev::scan::probe_node(lp.path.as_bytes()) else {
+    let want = ctx.cmd.state.root_label().unwrap_or("").as_bytes();
+    let dev = lp.path.as_bytes();
+    let Some(fs) = crate::dev::scan::probe_node(dev) else {
         return Err(err(
             b"{} is not a filesystem image (no known superblock on {})",
-            &[image, lp.path.as_bytes()],
+            &[image, dev],
         ));
     };
-    if fs.label.as_bytes() != want.as_bytes() {
+    let label = fs.label.as_bytes();
+    if label != want {
         return Err(err(
             b"{} carries the label '{}', expected '{}': refusing to boot the wrong image",
-            &[image, fs.label.as_bytes(), want.as_bytes()],
+            &[image, label, want],
         ));
     }
     log::info(
         "discover-state",
         b"{} attached to {} ({}, label {})",
-        &[
-            image,
-            lp.path.as_bytes(),
-            fs.fs.name().as_bytes(),
-            want.as_bytes(),
-        ],
+        &[image, dev, fs.fs.name().as_bytes(), want],
     );
     ctx.root_loop = Some((lp, fs.fs.name()));
     Ok(())
