@@ -1,12 +1,16 @@
 //! The layout (where it comes from) and the ephemeral side of it: the `/run/overlay` backing
 //! store and one overlayfs per `RW_PATHS` entry, whose upper layer vanishes at reboot.
 
+use super::fstab::Fstab;
 use super::{err, err_errno, log_error, mount_at, mount_device, Ctx, Error, Mounted, Target};
 use crate::config::cmdline::{overlay_backing, Backing};
 use crate::config::layout::{parse_env, EnvVars, Layout};
 use crate::config::path::dash_name;
 use crate::log::{self, Level};
-use crate::sys::{self, inroot::real_path};
+use crate::sys::{
+    self,
+    inroot::{real_path, Root},
+};
 use crate::util::fixed::Text;
 use rustix::fd::AsFd;
 
@@ -100,36 +104,30 @@ pub fn load_config(ctx: &mut Ctx) -> Result<(), Error> {
 /// `mount-base-overlay`: the store under every overlay's upper and work directory.
 pub fn mount_base_overlay(ctx: &mut Ctx) -> Result<(), Error> {
     const STEP: &str = "mount-base-overlay";
-    let spec = ctx.layout.overlay.clone();
-    let backing = overlay_backing(spec.as_bytes()).map_err(|why| {
-        err(
-            b"overlay backing '{}': {}",
-            &[spec.as_bytes(), why.as_bytes()],
-        )
-    })?;
-    sys::mkdir_p(OVERLAY_DIR, 0o700)
-        .map_err(|e| err_errno(b"cannot create /run/overlay", &[], e))?;
-    match backing {
-        Backing::Tmpfs(size) => {
-            let mut opts = Text::<64>::new();
+    let spec = ctx.layout.overlay.as_bytes();
+    let mut opts = Text::<64>::new();
+    let dev = match overlay_backing(spec) {
+        Ok(Backing::Tmpfs(size)) => {
             opts.push_lossy(b"size=");
             opts.push_lossy(size);
+            None
+        }
+        Ok(Backing::Device(dev)) => Some(dev),
+        Err(why) => return Err(err(b"overlay backing '{}': {}", &[spec, why.as_bytes()])),
+    };
+    sys::mkdir_p(OVERLAY_DIR, 0o700)
+        .map_err(|e| err_errno(b"cannot create /run/overlay", &[], e))?;
+    let target = Target::Host(OVERLAY_DIR);
+    match dev {
+        None => {
             let opts = opts.as_bytes();
-            if mount_at(ctx, b"tmpfs", Target::Host(OVERLAY_DIR), b"tmpfs", opts)? == Mounted::Now {
+            if mount_at(ctx, b"tmpfs", target, b"tmpfs", opts)? == Mounted::Now {
                 log::info(STEP, b"mounted tmpfs ({}) on /run/overlay", &[opts]);
                 ctx.fstab.add(b"tmpfs", OVERLAY_DIR, b"tmpfs", opts);
             }
             Ok(())
         }
-        Backing::Device(dev) => mount_device(
-            ctx,
-            STEP,
-            &dev,
-            Target::Host(OVERLAY_DIR),
-            b"",
-            BACKING_TIMEOUT_MS,
-            false,
-        ),
+        Some(dev) => mount_device(ctx, STEP, &dev, target, b"", BACKING_TIMEOUT_MS, false),
     }
 }
 
@@ -137,10 +135,9 @@ pub fn mount_base_overlay(ctx: &mut Ctx) -> Result<(), Error> {
 /// cannot be created is skipped with a warning (upstream); other failures fail the step after
 /// every path was tried.
 pub fn overlay_mount(ctx: &mut Ctx) -> Result<(), Error> {
-    let paths = ctx.layout.rw_paths.clone();
     let mut failed = Text::<256>::new();
-    for path in paths.iter() {
-        if overlay_one(ctx, path).is_err() {
+    for path in ctx.layout.rw_paths.iter() {
+        if overlay_one(ctx.root.as_ref(), &mut ctx.fstab, path).is_err() {
             log_error(Level::Error, STEP, b"{}");
             if failed.is_empty() {
                 failed.push_lossy(b"overlay failed for");
@@ -159,8 +156,8 @@ pub fn overlay_mount(ctx: &mut Ctx) -> Result<(), Error> {
 const STEP: &str = "overlay-mount";
 
 #[inline(never)]
-fn overlay_one(ctx: &mut Ctx, path: &[u8]) -> Result<(), Error> {
-    let root = ctx.root()?;
+fn overlay_one(root: Option<&Root>, fstab: &mut Fstab, path: &[u8]) -> Result<(), Error> {
+    let root = root.ok_or_else(|| err(b"the root is not mounted", &[]))?;
     let lower = match root.mkdir_p(path, 0o755) {
         Ok(fd) => fd,
         Err(e) => {
@@ -221,6 +218,6 @@ fn overlay_one(ctx: &mut Ctx, path: &[u8]) -> Result<(), Error> {
         .map_err(|e| err_errno(b"overlay on {} failed", &[path], e))?;
         log::info(STEP, b"mounted overlay on {} (upper {})", &[path, upper]);
     }
-    ctx.fstab.add(b"overlay", path, b"overlay", opts);
+    fstab.add(b"overlay", path, b"overlay", opts);
     Ok(())
 }
