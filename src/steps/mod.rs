@@ -142,11 +142,11 @@ pub fn run(id: StepId, ctx: &mut Ctx) -> Result<(), Error> {
     }
 }
 
-/// The option words that are mount flags: each sets its flag, `rw` clears `ro`'s, and an empty
-/// flag marks a word that only restates a default.
+/// The option words that are mount flags: each sets its flag, `rw` (first) clears `ro`'s, and
+/// an empty flag marks a word that only restates a default.
 const FLAG_WORDS: &[(&[u8], Flags)] = &[
-    (b"ro", Flags::RDONLY),
     (b"rw", Flags::RDONLY),
+    (b"ro", Flags::RDONLY),
     (b"nosuid", Flags::NOSUID),
     (b"nodev", Flags::NODEV),
     (b"noexec", Flags::NOEXEC),
@@ -167,9 +167,9 @@ const FLAG_WORDS: &[(&[u8], Flags)] = &[
 pub fn mount_options(opts: &[u8], data: &mut Text<1024>) -> Flags {
     let mut flags = Flags::empty();
     for o in opts.split(|&c| c == b',').filter(|o| !o.is_empty()) {
-        match FLAG_WORDS.iter().find(|(w, _)| *w == o) {
-            Some((b"rw", _)) => flags.remove(Flags::RDONLY),
-            Some((_, f)) => flags |= *f,
+        match FLAG_WORDS.iter().enumerate().find(|(_, (w, _))| *w == o) {
+            Some((0, _)) => flags.remove(Flags::RDONLY),
+            Some((_, (_, f))) => flags |= *f,
             None => {
                 if !data.is_empty() {
                     data.push_lossy(b",");
