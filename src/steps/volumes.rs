@@ -88,6 +88,7 @@ fn collect_volumes(ctx: &mut Ctx) -> Result<usize, Error> {
 /// `custom-mount`: every extra volume, read-write. A failed volume fails the step (after all
 /// were tried) but is remembered per volume, so `mount-bind` can tell whether the persistent
 /// store's own filesystem is missing. OEM volumes may fail (upstream tolerates them).
+#[inline(never)]
 pub fn custom_mount(ctx: &mut Ctx) -> Result<(), Error> {
     const STEP: &str = "custom-mount";
     let count = collect_volumes(ctx)?;
