@@ -174,12 +174,11 @@ fn overlay_one(root: Option<&Root>, fstab: &mut Fstab, path: &[u8]) -> Result<()
         .map_err(|e| err_errno(b"cannot name {}", &[path], e))?;
     let mut dash = Text::<256>::new();
     dash_name(path, &mut dash).map_err(|_| err(b"{}: name too long", &[path]))?;
-    // `<store>/<dash>/.overlay/upper` and `.../work`, made as `...upper` and cut to the
-    // shared prefix for `work`.
+    // `<OVERLAY_DIR>/<dash>/.overlay/upper` and `.../work`.
     let mut upper = Text::<512>::new();
-    for &part in &[OVERLAY_DIR, b"/", dash.as_bytes(), b"/.overlay/"] {
-        upper.push_lossy(part);
-    }
+    upper.push_lossy(b"/run/overlay/");
+    upper.push_lossy(dash.as_bytes());
+    upper.push_lossy(b"/.overlay/");
     let mut work = upper.clone();
     upper.push_lossy(b"upper");
     work.push_lossy(b"work");
