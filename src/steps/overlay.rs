@@ -11,7 +11,7 @@ use crate::sys::{
     self,
     inroot::{real_path, Root},
 };
-use crate::util::fixed::Text;
+use crate::util::fixed::{Full, Text};
 use rustix::fd::AsFd;
 
 pub const LAYOUT_FILE: &[u8] = b"/run/cos/cos-layout.env";
@@ -183,17 +183,8 @@ fn overlay_one(root: Option<&Root>, fstab: &mut Fstab, path: &[u8]) -> Result<()
     upper.push_lossy(b"upper");
     work.push_lossy(b"work");
     let mut opts = Text::<1024>::new();
-    for &part in &[
-        &b"lowerdir="[..],
-        lower_path.as_bytes(),
-        b",upperdir=",
-        upper.as_bytes(),
-        b",workdir=",
-        work.as_bytes(),
-    ] {
-        opts.push(part)
-            .map_err(|_| err(b"{}: overlay options too long", &[path]))?;
-    }
+    overlay_opts(&mut opts, &lower_path, &upper, &work)
+        .map_err(|_| err(b"{}: overlay options too long", &[path]))?;
     let upper = upper.as_bytes();
     let opts = opts.as_bytes();
     if sys::is_mountpoint(lower.as_fd(), b"") {
@@ -219,4 +210,19 @@ fn overlay_one(root: Option<&Root>, fstab: &mut Fstab, path: &[u8]) -> Result<()
     }
     fstab.add(b"overlay", path, b"overlay", opts);
     Ok(())
+}
+
+/// `lowerdir=<lower>,upperdir=<upper>,workdir=<work>`.
+fn overlay_opts(
+    opts: &mut Text<1024>,
+    lower: &Text<512>,
+    upper: &Text<512>,
+    work: &Text<512>,
+) -> Result<(), Full> {
+    opts.push(b"lowerdir=")?;
+    opts.push(lower.as_bytes())?;
+    opts.push(b",upperdir=")?;
+    opts.push(upper.as_bytes())?;
+    opts.push(b",workdir=")?;
+    opts.push(work.as_bytes())
 }
