@@ -112,9 +112,10 @@ pub fn custom_mount(ctx: &mut Ctx) -> Result<(), Error> {
                 } else {
                     b","
                 });
-                for &part in &[&b" "[..], device, b" on ", mountpoint] {
-                    failed.push_lossy(part);
-                }
+                failed.push_lossy(b" ");
+                failed.push_lossy(device);
+                failed.push_lossy(b" on ");
+                failed.push_lossy(mountpoint);
             }
         }
         if let Some(s) = ctx.volumes.get_mut(slot) {
