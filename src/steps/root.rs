@@ -182,6 +182,9 @@ fn open_root(ctx: &mut Ctx) -> Result<(), Error> {
     Ok(())
 }
 
+/// What shows that a sysroot holds a system: `/system` as upstream checks, or an init.
+static SYSROOT_MARKERS: &[&[u8]] = &[b"/system", b"/sbin/init", b"/usr/lib/systemd/systemd"];
+
 /// Live mode: someone else (dracut's dmsquash-live, an initramfs script) assembles the sysroot;
 /// wait until it holds a system (`/system` as upstream checks, or an init).
 pub fn wait_for_sysroot(ctx: &mut Ctx) -> Result<(), Error> {
@@ -190,7 +193,7 @@ pub fn wait_for_sysroot(ctx: &mut Ctx) -> Result<(), Error> {
     let sysroot = ctx.env.sysroot.as_bytes();
     let mut probe = Text::<192>::new();
     loop {
-        for &marker in &[&b"/system"[..], b"/sbin/init", b"/usr/lib/systemd/systemd"] {
+        for &marker in SYSROOT_MARKERS {
             probe.clear();
             probe.push_lossy(sysroot);
             probe.push_lossy(marker);
