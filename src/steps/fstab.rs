@@ -34,38 +34,30 @@ impl Fstab {
     /// Records `<spec> <file> <type> <opts> 0 0`, escaping blanks the way fstab(5) wants.
     pub fn add(&mut self, spec: &[u8], file: &[u8], fstype: &[u8], opts: &[u8]) {
         let mut line = Text::<2048>::new();
-        for (i, field) in [
+        for &field in &[
             spec,
             file,
             fstype,
             if opts.is_empty() { b"defaults" } else { opts },
-        ]
-        .iter()
-        .enumerate()
-        {
-            if i > 0 {
-                line.push_lossy(b" ");
-            }
-            for (j, &c) in field.iter().enumerate() {
-                match c {
-                    b' ' => line.push_lossy(b"\\040"),
-                    b'\t' => line.push_lossy(b"\\011"),
-                    b'\n' => line.push_lossy(b"\\012"),
-                    b'\\' => line.push_lossy(b"\\134"),
-                    // Other control bytes (musl's getmntent also splits at \r \v \f) and a `#`
-                    // that would turn the line into a comment: octal as well.
-                    _ if c < 0x20 || c == 0x7f || (i == 0 && j == 0 && c == b'#') => line
-                        .push_lossy(&[
-                            b'\\',
-                            b'0' + (c >> 6),
-                            b'0' + ((c >> 3) & 7),
-                            b'0' + (c & 7),
-                        ]),
-                    _ => line.push_lossy(&[c]),
+        ] {
+            for &c in field {
+                // Blanks and `\` as fstab(5) wants (`\040` for a space), other control bytes
+                // (musl's getmntent also splits at \r \v \f) and a `#` that would turn the
+                // line into a comment (as the line's first byte): all as octal escapes.
+                if c <= b' ' || c == b'\\' || c == 0x7f || (line.is_empty() && c == b'#') {
+                    line.push_lossy(&[
+                        b'\\',
+                        b'0' + (c >> 6),
+                        b'0' + ((c >> 3) & 7),
+                        b'0' + (c & 7),
+                    ]);
+                } else {
+                    line.push_lossy(&[c]);
                 }
             }
+            line.push_lossy(b" ");
         }
-        line.push_lossy(b" 0 0\n");
+        line.push_lossy(b"0 0\n");
         if line.len() == 2048 || self.text.push(line.as_bytes()).is_err() {
             self.overflow = true;
             return;

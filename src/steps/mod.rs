@@ -20,6 +20,7 @@ use crate::plan::StepId;
 use crate::sys::inroot::{fd_path, Root};
 use crate::sys::{self, Flags, Global};
 use crate::util::fixed::Text;
+use core::ffi::CStr;
 use rustix::fd::AsFd;
 
 /// A step failed; `message` says why. The text is kept aside rather than in the error, so the
@@ -49,6 +50,12 @@ pub fn err_errno(template: &[u8], args: &[&[u8]], e: sys::Errno) -> Error {
         m.push_lossy(errno.as_bytes());
     });
     Error(())
+}
+
+/// Logs the text of the last step error (of one of several things a step tries) into
+/// `template`'s `{}`.
+fn log_error(level: log::Level, step: &str, template: &[u8]) {
+    MESSAGE.with(|m| log::log(level, step, template, &[m.as_bytes()]));
 }
 
 impl Error {
@@ -83,8 +90,6 @@ pub struct Ctx<'a> {
     pub root_loop: Option<(sys::loopdev::Loop, &'static str)>,
 }
 
-const NO_VOLUME: Option<Volume> = None;
-
 impl<'a> Ctx<'a> {
     pub fn new(env: &'a Env, cmd: &'a Cmdline) -> Self {
         Ctx {
@@ -92,7 +97,7 @@ impl<'a> Ctx<'a> {
             cmd,
             layout: Layout::default(),
             fstab: fstab::Fstab::new(),
-            volumes: [NO_VOLUME; MAX_VOLUMES],
+            volumes: core::array::from_fn(|_| None),
             devices: Table::new(),
             root: None,
             root_loop: None,
@@ -137,11 +142,11 @@ pub fn run(id: StepId, ctx: &mut Ctx) -> Result<(), Error> {
     }
 }
 
-/// The option words that are mount flags: each sets its flag, `rw` clears `ro`'s, and an empty
-/// flag marks a word that only restates a default.
+/// The option words that are mount flags: each sets its flag, `rw` (first) clears `ro`'s, and
+/// an empty flag marks a word that only restates a default.
 const FLAG_WORDS: &[(&[u8], Flags)] = &[
-    (b"ro", Flags::RDONLY),
     (b"rw", Flags::RDONLY),
+    (b"ro", Flags::RDONLY),
     (b"nosuid", Flags::NOSUID),
     (b"nodev", Flags::NODEV),
     (b"noexec", Flags::NOEXEC),
@@ -162,9 +167,9 @@ const FLAG_WORDS: &[(&[u8], Flags)] = &[
 pub fn mount_options(opts: &[u8], data: &mut Text<1024>) -> Flags {
     let mut flags = Flags::empty();
     for o in opts.split(|&c| c == b',').filter(|o| !o.is_empty()) {
-        match FLAG_WORDS.iter().find(|(w, _)| *w == o) {
-            Some((b"rw", _)) => flags.remove(Flags::RDONLY),
-            Some((_, f)) => flags |= *f,
+        match FLAG_WORDS.iter().enumerate().find(|(_, (w, _))| *w == o) {
+            Some((0, _)) => flags.remove(Flags::RDONLY),
+            Some((_, (_, f))) => flags |= *f,
             None => {
                 if !data.is_empty() {
                     data.push_lossy(b",");
@@ -183,6 +188,15 @@ pub enum Target<'p> {
     InRoot(&'p [u8]),
 }
 
+impl<'p> Target<'p> {
+    /// The path as configured (also the mount point the fstab names).
+    fn path(&self) -> &'p [u8] {
+        match *self {
+            Target::Host(p) | Target::InRoot(p) => p,
+        }
+    }
+}
+
 /// The outcome of `mount_at`.
 #[derive(PartialEq, Eq)]
 pub enum Mounted {
@@ -198,39 +212,56 @@ pub fn mount_at(
     fstype: &[u8],
     opts: &[u8],
 ) -> Result<Mounted, Error> {
+    mount_checked(ctx, source, target, fstype, opts, None)
+}
+
+/// `mount_at`, checking the device `source` with fsck first (logged under `fsck_step`) unless
+/// the target is mounted already.
+fn mount_checked(
+    ctx: &Ctx,
+    source: &[u8],
+    target: Target,
+    fstype: &[u8],
+    opts: &[u8],
+    fsck_step: Option<&str>,
+) -> Result<Mounted, Error> {
     let mut data = Text::<1024>::new();
     let flags = mount_options(opts, &mut data);
-    match target {
-        Target::Host(path) => {
+    let path = target.path();
+    // In the new root the directory is resolved once and mounted on through its fd.
+    let (dir, at);
+    let on: &[u8] = match target {
+        Target::Host(_) => {
             sys::mkdir_p(path, 0o755).map_err(|e| err_errno(b"cannot create {}", &[path], e))?;
             if sys::is_mountpoint_path(path) {
                 return Ok(Mounted::Already);
             }
-            sys::mount(source, path, fstype, flags, data.as_bytes())
-                .map_err(|e| mount_error(source, path, e))?;
+            path
         }
-        Target::InRoot(path) => {
-            let root = ctx.root()?;
-            let dir = root
+        Target::InRoot(_) => {
+            dir = ctx
+                .root()?
                 .mkdir_p(path, 0o755)
                 .map_err(|e| err_errno(b"cannot create {} in the new root", &[path], e))?;
             if sys::is_mountpoint(dir.as_fd(), b"") {
                 return Ok(Mounted::Already);
             }
-            let at = fd_path(dir.as_fd());
-            sys::mount(source, at.as_bytes(), fstype, flags, data.as_bytes())
-                .map_err(|e| mount_error(source, path, e))?;
+            at = fd_path(dir.as_fd());
+            at.as_bytes()
         }
+    };
+    if let Some(step) = fsck_step {
+        fsck(ctx.cmd, step, source);
     }
+    sys::mount(source, on, fstype, flags, data.as_bytes())
+        .map_err(|e| err_errno(b"mounting {} on {} failed", &[source, path], e))?;
     Ok(Mounted::Now)
 }
 
-fn mount_error(source: &[u8], target: &[u8], e: sys::Errno) -> Error {
-    err_errno(b"mounting {} on {} failed", &[source, target], e)
-}
-
-/// Finds `dev` (waiting up to `timeout_ms`), checks it with fsck when one is installed and
-/// mounts it with the filesystem type its superblock names. Returns the fstab spec and type.
+/// Finds `dev` (waiting up to `timeout_ms`), checks it with fsck when one is installed, mounts
+/// it with the filesystem type its superblock names and records it in the fstab (with `opts`,
+/// under the target path) when it mounted it now, or also when it was mounted already if
+/// `record_already`.
 pub fn mount_device(
     ctx: &mut Ctx,
     step: &str,
@@ -238,62 +269,43 @@ pub fn mount_device(
     target: Target,
     opts: &[u8],
     timeout_ms: u64,
-) -> Result<(Text<192>, &'static str, Mounted), Error> {
+    record_already: bool,
+) -> Result<(), Error> {
     let mut why = Text::<256>::new();
     let Some((node, known)) = scan::wait_for(&mut ctx.devices, dev, timeout_ms, &mut why) else {
         return Err(err(b"{}", &[why.as_bytes()]));
     };
+    let node = node.as_bytes();
     // The scan probed the superblock already; only a /dev path or a udev link is new here.
-    let Some(fs) = known.or_else(|| scan::probe_node(node.as_bytes()).map(|f| f.fs)) else {
+    let Some(fs) = known.or_else(|| scan::probe_node(node).map(|f| f.fs)) else {
         return Err(err(
             b"{} has no filesystem that immucore recognises",
-            &[node.as_bytes()],
+            &[node],
         ));
     };
-    let fstype = fs.name();
+    let fstype = fs.name().as_bytes();
     let mut spec = Text::<192>::new();
     dev.by_path(&mut spec);
-    let target_name = match &target {
-        Target::Host(p) | Target::InRoot(p) => *p,
-    };
-    log::debug(
-        step,
-        b"found {} at {} ({})",
-        &[spec.as_bytes(), node.as_bytes(), fstype.as_bytes()],
-    );
-    let already = match &target {
-        Target::Host(p) => sys::is_mountpoint_path(p),
-        Target::InRoot(p) => ctx
-            .root
-            .as_ref()
-            .and_then(|r| r.dir(p).ok())
-            .is_some_and(|d| sys::is_mountpoint(d.as_fd(), b"")),
-    };
-    if !already {
-        fsck(ctx.cmd, step, node.as_bytes());
+    let spec = spec.as_bytes();
+    let path = target.path();
+    log::debug(step, b"found {} at {} ({})", &[spec, node, fstype]);
+    let now = mount_checked(ctx, node, target, fstype, opts, Some(step))? == Mounted::Now;
+    const TEMPLATES: [&[u8]; 2] = [b"already mounted: {} ({}) on {}", b"mounted {} ({}) on {}"];
+    log::info(step, TEMPLATES[now as usize], &[spec, node, path]);
+    if now || record_already {
+        ctx.fstab.add(spec, path, fstype, opts);
     }
-    let how = mount_at(ctx, node.as_bytes(), target, fstype.as_bytes(), opts)?;
-    let verb: &[u8] = if how == Mounted::Already {
-        b"already mounted: "
-    } else {
-        b"mounted "
-    };
-    log::info(
-        step,
-        b"{}{} ({}) on {}",
-        &[verb, spec.as_bytes(), node.as_bytes(), target_name],
-    );
-    Ok((spec, fstype, how))
+    Ok(())
 }
 
 /// fsck of a large, damaged filesystem can take minutes; a hung one must not hold the boot.
 const FSCK_TIMEOUT_MS: u64 = 600_000;
 
-const FSCK_PATHS: &[&[u8]] = &[
-    b"/usr/sbin/fsck\0",
-    b"/sbin/fsck\0",
-    b"/usr/bin/fsck\0",
-    b"/bin/fsck\0",
+const FSCK_PATHS: &[&CStr] = &[
+    c"/usr/sbin/fsck",
+    c"/sbin/fsck",
+    c"/usr/bin/fsck",
+    c"/bin/fsck",
 ];
 
 /// Runs `fsck <dev> [-f] -a|-y|-n` before the first mount, as systemd-fsck would, when an
@@ -302,55 +314,54 @@ pub fn fsck(cmd: &Cmdline, step: &str, node: &[u8]) {
     if cmd.fsck_mode == FsckMode::Skip {
         return;
     }
-    let Some(bin) = FSCK_PATHS
-        .iter()
-        .find(|p| sys::is_executable(p.get(..p.len() - 1).unwrap_or(&[])))
-    else {
+    let Some(bin) = FSCK_PATHS.iter().find(|p| sys::is_executable(p.to_bytes())) else {
         return;
     };
     let mut dev = sys::CBuf::new();
     let Ok(dev) = dev.c_str(node) else {
         return;
     };
-    let mut argv: [&core::ffi::CStr; 4] = [c"fsck", dev, c"-a", c""];
-    let mut argc = 2;
-    if cmd.fsck_mode == FsckMode::Force {
-        argv[argc] = c"-f";
-        argc += 1;
-    }
+    // `-f` when forced, then the repair mode's flag (none for `none`).
+    let force = cmd.fsck_mode == FsckMode::Force;
     let repair = match cmd.fsck_repair {
-        FsckRepair::Preen => Some(c"-a"),
-        FsckRepair::Yes => Some(c"-y"),
-        FsckRepair::No => Some(c"-n"),
-        FsckRepair::None => None,
+        FsckRepair::Preen => c"-a",
+        FsckRepair::Yes => c"-y",
+        FsckRepair::No => c"-n",
+        FsckRepair::None => c"",
     };
-    if let Some(r) = repair {
-        argv[argc] = r;
-        argc += 1;
+    let mut argv = [bin, dev, c"-f", repair];
+    if !force {
+        argv[2] = repair;
     }
-    let Some(path) = core::ffi::CStr::from_bytes_with_nul(bin).ok() else {
-        return;
-    };
-    argv[0] = path;
-    match sys::run(
+    let argc = 2 + force as usize + !repair.is_empty() as usize;
+    let r = sys::run(
         argv.get(..argc).unwrap_or(&[]),
         &[c"PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
         None,
         FSCK_TIMEOUT_MS,
-    ) {
-        Ok(0) => log::debug(step, b"fsck {}: clean", &[node]),
-        Ok(1) => log::info(step, b"fsck {}: errors corrected", &[node]),
-        Ok(code) => log::warn(
-            step,
-            b"fsck {} exited with status {}",
-            &[node, log::num(code as u64).as_bytes()],
-        ),
-        Err(e) => log::warn(
-            step,
-            b"fsck {} could not run: {}",
-            &[node, log::errno(e).as_bytes()],
-        ),
-    }
+    );
+    let (code, errno);
+    let (level, template, detail): (_, &[u8], &[u8]) = match r {
+        Ok(0) => (log::Level::Debug, b"fsck {}: clean", b""),
+        Ok(1) => (log::Level::Info, b"fsck {}: errors corrected", b""),
+        Ok(c) => {
+            code = log::num(c as u64);
+            (
+                log::Level::Warn,
+                b"fsck {} exited with status {}",
+                code.as_bytes(),
+            )
+        }
+        Err(e) => {
+            errno = log::errno(e);
+            (
+                log::Level::Warn,
+                b"fsck {} could not run: {}",
+                errno.as_bytes(),
+            )
+        }
+    };
+    log::log(level, step, template, &[node, detail]);
 }
 
 #[cfg(test)]

@@ -1,13 +1,17 @@
 //! The layout (where it comes from) and the ephemeral side of it: the `/run/overlay` backing
 //! store and one overlayfs per `RW_PATHS` entry, whose upper layer vanishes at reboot.
 
-use super::{err, err_errno, mount_at, mount_device, Ctx, Error, Mounted, Target};
+use super::fstab::Fstab;
+use super::{err, err_errno, log_error, mount_at, mount_device, Ctx, Error, Mounted, Target};
 use crate::config::cmdline::{overlay_backing, Backing};
 use crate::config::layout::{parse_env, EnvVars, Layout};
 use crate::config::path::dash_name;
-use crate::log;
-use crate::sys::{self, inroot::real_path};
-use crate::util::fixed::Text;
+use crate::log::{self, Level};
+use crate::sys::{
+    self,
+    inroot::{real_path, Root},
+};
+use crate::util::fixed::{Full, Text};
 use rustix::fd::AsFd;
 
 pub const LAYOUT_FILE: &[u8] = b"/run/cos/cos-layout.env";
@@ -42,30 +46,22 @@ fn read_env(path: &[u8], vars: &mut EnvVars) -> Result<bool, Error> {
 /// `layout.env`, else the built-in Kairos defaults for the boot state (SPEC §4). In the last
 /// two cases the applied layout is written to `/run/cos/cos-layout.env` for the booted system.
 pub fn load_config(ctx: &mut Ctx) -> Result<(), Error> {
-    let overlay = ctx.cmd.overlay.clone();
+    let cmd = ctx.cmd;
+    let overlay = cmd.overlay.as_bytes();
     let mut initramfs_layout = Text::<160>::new();
     initramfs_layout.push_lossy(ctx.env.config_dir.as_bytes());
     initramfs_layout.push_lossy(b"/layout.env");
     let mut main = EnvVars::new();
-    let source: &[u8] = if read_env(LAYOUT_FILE, &mut main)? {
-        LAYOUT_FILE
-    } else if read_env(initramfs_layout.as_bytes(), &mut main)? {
-        initramfs_layout.as_bytes()
-    } else {
-        b"built-in defaults"
-    };
-    let layout = if source == b"built-in defaults" {
-        Layout::builtin(ctx.cmd.state, overlay.as_bytes())
-            .map_err(|e| err(b"built-in layout: {}", &[e.reason.as_bytes()]))?
-    } else {
+    let mut source: &[u8] = LAYOUT_FILE;
+    let mut found = read_env(source, &mut main)?;
+    if !found {
+        source = initramfs_layout.as_bytes();
+        found = read_env(source, &mut main)?;
+    }
+    let layout = if found {
         let mut extra = EnvVars::new();
         let has_extra = read_env(EXTRA_LAYOUT_FILE, &mut extra)?;
-        Layout::from_env(
-            &main,
-            if has_extra { Some(&extra) } else { None },
-            overlay.as_bytes(),
-        )
-        .map_err(|e| {
+        Layout::from_env(&main, has_extra.then_some(&extra), overlay).map_err(|e| {
             err(
                 b"{}: {} '{}': {}",
                 &[
@@ -76,6 +72,10 @@ pub fn load_config(ctx: &mut Ctx) -> Result<(), Error> {
                 ],
             )
         })?
+    } else {
+        source = b"built-in defaults";
+        Layout::builtin(cmd.state, overlay)
+            .map_err(|e| err(b"built-in layout: {}", &[e.reason.as_bytes()]))?
     };
     if source != LAYOUT_FILE {
         let mut text = Text::<16384>::new();
@@ -104,65 +104,41 @@ pub fn load_config(ctx: &mut Ctx) -> Result<(), Error> {
 /// `mount-base-overlay`: the store under every overlay's upper and work directory.
 pub fn mount_base_overlay(ctx: &mut Ctx) -> Result<(), Error> {
     const STEP: &str = "mount-base-overlay";
-    let spec = ctx.layout.overlay.clone();
-    let backing = overlay_backing(spec.as_bytes()).map_err(|why| {
-        err(
-            b"overlay backing '{}': {}",
-            &[spec.as_bytes(), why.as_bytes()],
-        )
-    })?;
-    sys::mkdir_p(OVERLAY_DIR, 0o700)
-        .map_err(|e| err_errno(b"cannot create /run/overlay", &[], e))?;
-    match backing {
-        Backing::Tmpfs(size) => {
-            let mut opts = Text::<64>::new();
+    let spec = ctx.layout.overlay.as_bytes();
+    let mut opts = Text::<64>::new();
+    let dev = match overlay_backing(spec) {
+        Ok(Backing::Tmpfs(size)) => {
             opts.push_lossy(b"size=");
             opts.push_lossy(size);
-            let how = mount_at(
-                ctx,
-                b"tmpfs",
-                Target::Host(OVERLAY_DIR),
-                b"tmpfs",
-                opts.as_bytes(),
-            )?;
-            if how == Mounted::Now {
-                log::info(
-                    STEP,
-                    b"mounted tmpfs ({}) on /run/overlay",
-                    &[opts.as_bytes()],
-                );
-                ctx.fstab
-                    .add(b"tmpfs", OVERLAY_DIR, b"tmpfs", opts.as_bytes());
-            }
+            None
         }
-        Backing::Device(dev) => {
-            let (spec, fstype, how) = mount_device(
-                ctx,
-                STEP,
-                &dev,
-                Target::Host(OVERLAY_DIR),
-                b"",
-                BACKING_TIMEOUT_MS,
-            )?;
-            if how == Mounted::Now {
-                ctx.fstab
-                    .add(spec.as_bytes(), OVERLAY_DIR, fstype.as_bytes(), b"defaults");
+        Ok(Backing::Device(dev)) => Some(dev),
+        Err(why) => return Err(err(b"overlay backing '{}': {}", &[spec, why.as_bytes()])),
+    };
+    sys::mkdir_p(OVERLAY_DIR, 0o700)
+        .map_err(|e| err_errno(b"cannot create /run/overlay", &[], e))?;
+    let target = Target::Host(OVERLAY_DIR);
+    match dev {
+        None => {
+            let opts = opts.as_bytes();
+            if mount_at(ctx, b"tmpfs", target, b"tmpfs", opts)? == Mounted::Now {
+                log::info(STEP, b"mounted tmpfs ({}) on /run/overlay", &[opts]);
+                ctx.fstab.add(b"tmpfs", OVERLAY_DIR, b"tmpfs", opts);
             }
+            Ok(())
         }
+        Some(dev) => mount_device(ctx, STEP, &dev, target, b"", BACKING_TIMEOUT_MS, false),
     }
-    Ok(())
 }
 
 /// `overlay-mount`: an overlay on every RW path. A path that is missing from the image and
 /// cannot be created is skipped with a warning (upstream); other failures fail the step after
 /// every path was tried.
 pub fn overlay_mount(ctx: &mut Ctx) -> Result<(), Error> {
-    const STEP: &str = "overlay-mount";
-    let paths = ctx.layout.rw_paths.clone();
     let mut failed = Text::<256>::new();
-    for path in paths.iter() {
-        if let Err(e) = overlay_one(ctx, path) {
-            log::error(STEP, b"{}", &[e.message().as_bytes()]);
+    for path in ctx.layout.rw_paths.iter() {
+        if overlay_one(ctx.root.as_ref(), &mut ctx.fstab, path).is_err() {
+            log_error(Level::Error, STEP, b"{}");
             if failed.is_empty() {
                 failed.push_lossy(b"overlay failed for");
             }
@@ -177,9 +153,11 @@ pub fn overlay_mount(ctx: &mut Ctx) -> Result<(), Error> {
     }
 }
 
-fn overlay_one(ctx: &mut Ctx, path: &[u8]) -> Result<(), Error> {
-    const STEP: &str = "overlay-mount";
-    let root = ctx.root()?;
+const STEP: &str = "overlay-mount";
+
+#[inline(never)]
+fn overlay_one(root: Option<&Root>, fstab: &mut Fstab, path: &[u8]) -> Result<(), Error> {
+    let root = root.ok_or_else(|| err(b"the root is not mounted", &[]))?;
     let lower = match root.mkdir_p(path, 0o755) {
         Ok(fd) => fd,
         Err(e) => {
@@ -196,64 +174,55 @@ fn overlay_one(ctx: &mut Ctx, path: &[u8]) -> Result<(), Error> {
         .map_err(|e| err_errno(b"cannot name {}", &[path], e))?;
     let mut dash = Text::<256>::new();
     dash_name(path, &mut dash).map_err(|_| err(b"{}: name too long", &[path]))?;
+    // `<OVERLAY_DIR>/<dash>/.overlay/upper` and `.../work`.
     let mut upper = Text::<512>::new();
-    let mut work = Text::<512>::new();
-    for (t, leaf) in [(&mut upper, &b"upper"[..]), (&mut work, b"work")] {
-        t.push_lossy(OVERLAY_DIR);
-        t.push_lossy(b"/");
-        t.push_lossy(dash.as_bytes());
-        t.push_lossy(b"/.overlay/");
-        t.push_lossy(leaf);
-    }
+    upper.push_lossy(b"/run/overlay/");
+    upper.push_lossy(dash.as_bytes());
+    upper.push_lossy(b"/.overlay/");
+    let mut work = upper.clone();
+    upper.push_lossy(b"upper");
+    work.push_lossy(b"work");
     let mut opts = Text::<1024>::new();
-    for (k, v) in [
-        (&b"lowerdir="[..], lower_path.as_bytes()),
-        (b",upperdir=", upper.as_bytes()),
-        (b",workdir=", work.as_bytes()),
-    ] {
-        opts.push(k)
-            .and_then(|_| opts.push(v))
-            .map_err(|_| err(b"{}: overlay options too long", &[path]))?;
-    }
-    let mut fstab_file = Text::<256>::new();
-    fstab_file.push_lossy(path);
+    overlay_opts(&mut opts, &lower_path, &upper, &work)
+        .map_err(|_| err(b"{}: overlay options too long", &[path]))?;
+    let upper = upper.as_bytes();
+    let opts = opts.as_bytes();
     if sys::is_mountpoint(lower.as_fd(), b"") {
         log::info(STEP, b"{} is already mounted", &[path]);
-        ctx.fstab.add(
+    } else {
+        for &dir in &[upper, work.as_bytes()] {
+            sys::mkdir_p(dir, 0o755).map_err(|e| err_errno(b"cannot create {}", &[dir], e))?;
+        }
+        // The merged directory takes mode and owner from the upper root: copy them from the
+        // lower directory, or e.g. /root (0700) would become 0755.
+        sys::copy_owner_and_mode(lower.as_fd(), upper)
+            .map_err(|e| err_errno(b"cannot set mode of {}", &[upper], e))?;
+        let at = sys::inroot::fd_path(lower.as_fd());
+        sys::mount(
             b"overlay",
-            fstab_file.as_bytes(),
+            at.as_bytes(),
             b"overlay",
-            opts.as_bytes(),
-        );
-        return Ok(());
+            sys::Flags::empty(),
+            opts,
+        )
+        .map_err(|e| err_errno(b"overlay on {} failed", &[path], e))?;
+        log::info(STEP, b"mounted overlay on {} (upper {})", &[path, upper]);
     }
-    sys::mkdir_p(upper.as_bytes(), 0o755)
-        .map_err(|e| err_errno(b"cannot create {}", &[upper.as_bytes()], e))?;
-    sys::mkdir_p(work.as_bytes(), 0o755)
-        .map_err(|e| err_errno(b"cannot create {}", &[work.as_bytes()], e))?;
-    // The merged directory takes mode and owner from the upper root: copy them from the lower
-    // directory, or e.g. /root (0700) would become 0755.
-    sys::copy_owner_and_mode(lower.as_fd(), upper.as_bytes())
-        .map_err(|e| err_errno(b"cannot set mode of {}", &[upper.as_bytes()], e))?;
-    let at = sys::inroot::fd_path(lower.as_fd());
-    sys::mount(
-        b"overlay",
-        at.as_bytes(),
-        b"overlay",
-        sys::Flags::empty(),
-        opts.as_bytes(),
-    )
-    .map_err(|e| err_errno(b"overlay on {} failed", &[path], e))?;
-    log::info(
-        STEP,
-        b"mounted overlay on {} (upper {})",
-        &[path, upper.as_bytes()],
-    );
-    ctx.fstab.add(
-        b"overlay",
-        fstab_file.as_bytes(),
-        b"overlay",
-        opts.as_bytes(),
-    );
+    fstab.add(b"overlay", path, b"overlay", opts);
     Ok(())
+}
+
+/// `lowerdir=<lower>,upperdir=<upper>,workdir=<work>`.
+fn overlay_opts(
+    opts: &mut Text<1024>,
+    lower: &Text<512>,
+    upper: &Text<512>,
+    work: &Text<512>,
+) -> Result<(), Full> {
+    opts.push(b"lowerdir=")?;
+    opts.push(lower.as_bytes())?;
+    opts.push(b",upperdir=")?;
+    opts.push(upper.as_bytes())?;
+    opts.push(b",workdir=")?;
+    opts.push(work.as_bytes())
 }

@@ -57,28 +57,35 @@ pub fn mount_state(ctx: &mut Ctx) -> Result<(), Error> {
     if ctx.cmd.image.is_empty() {
         return Err(err(b"could not get the image name from the command line (i.e. cos-img/filename=/cOS/active.img)", &[]));
     }
-    let opts: &[u8] = if ctx.cmd.debugrw { b"rw" } else { b"ro" };
-    let dev = label_device(label);
-    let (spec, fstype, _) = mount_device(
+    let opts = root_opts(ctx);
+    mount_device(
         ctx,
         "mount-state",
-        &dev,
+        &label_device(label),
         Target::Host(STATE_DIR),
         opts,
         STATE_TIMEOUT_MS,
-    )?;
-    ctx.fstab
-        .add(spec.as_bytes(), STATE_DIR, fstype.as_bytes(), opts);
-    Ok(())
+        true,
+    )
+}
+
+/// The images partition and the root are read-only unless `rd.*.debugrw`.
+fn root_opts(ctx: &Ctx) -> &'static [u8] {
+    if ctx.cmd.debugrw {
+        b"rw"
+    } else {
+        b"ro"
+    }
 }
 
 /// Attaches the image file to a loop device and checks it carries the expected filesystem.
 pub fn discover_state(ctx: &mut Ctx) -> Result<(), Error> {
-    if sys::is_mountpoint_path(ctx.sysroot()) {
+    let sysroot = ctx.env.sysroot.as_bytes();
+    if sys::is_mountpoint_path(sysroot) {
         log::info(
             "discover-state",
             b"{} is already mounted; no loop device needed",
-            &[ctx.sysroot()],
+            &[sysroot],
         );
         return Ok(());
     }
@@ -86,11 +93,8 @@ pub fn discover_state(ctx: &mut Ctx) -> Result<(), Error> {
     // The image path is resolved inside the images partition: a symlink there cannot point
     // the loop device at some other file.
     let state = Root::open(STATE_DIR).map_err(|e| err_errno(b"cannot open {}", &[STATE_DIR], e))?;
-    let flags = if ctx.cmd.debugrw {
-        OFlags::RDWR
-    } else {
-        OFlags::RDONLY
-    };
+    let rw = ctx.cmd.debugrw;
+    let flags = if rw { OFlags::RDWR } else { OFlags::RDONLY };
     let file = state
         .open_at(image, flags, 0)
         .map_err(|e| err_errno(b"cannot open image {} on the images partition", &[image], e))?;
@@ -110,30 +114,27 @@ pub fn discover_state(ctx: &mut Ctx) -> Result<(), Error> {
             ));
         }
     }
-    let lp = loopdev::attach(file.as_fd(), !ctx.cmd.debugrw, image)
+    let lp = loopdev::attach(file.as_fd(), !rw, image)
         .map_err(|e| err_errno(b"cannot attach {} to a loop device", &[image], e))?;
-    let want = ctx.cmd.state.root_label().unwrap_or("");
-    let Some(fs) = crate::dev::scan::probe_node(lp.path.as_bytes()) else {
+    let want = ctx.cmd.state.root_label().unwrap_or("").as_bytes();
+    let dev = lp.path.as_bytes();
+    let Some(fs) = crate::dev::scan::probe_node(dev) else {
         return Err(err(
             b"{} is not a filesystem image (no known superblock on {})",
-            &[image, lp.path.as_bytes()],
+            &[image, dev],
         ));
     };
-    if fs.label.as_bytes() != want.as_bytes() {
+    let label = fs.label.as_bytes();
+    if label != want {
         return Err(err(
             b"{} carries the label '{}', expected '{}': refusing to boot the wrong image",
-            &[image, fs.label.as_bytes(), want.as_bytes()],
+            &[image, label, want],
         ));
     }
     log::info(
         "discover-state",
         b"{} attached to {} ({}, label {})",
-        &[
-            image,
-            lp.path.as_bytes(),
-            fs.fs.name().as_bytes(),
-            want.as_bytes(),
-        ],
+        &[image, dev, fs.fs.name().as_bytes(), want],
     );
     ctx.root_loop = Some((lp, fs.fs.name()));
     Ok(())
@@ -141,76 +142,67 @@ pub fn discover_state(ctx: &mut Ctx) -> Result<(), Error> {
 
 /// Mounts the image's filesystem on the sysroot, read-only unless `rd.*.debugrw`.
 pub fn mount_root(ctx: &mut Ctx) -> Result<(), Error> {
-    let sysroot = ctx.env.sysroot.clone();
+    const STEP: &str = "mount-root";
+    let sysroot = ctx.env.sysroot.as_bytes();
     let want = ctx.cmd.state.root_label().unwrap_or("");
-    let mut spec = Text::<192>::new();
-    label_device(want).by_path(&mut spec);
-    let opts: &[u8] = if ctx.cmd.debugrw { b"rw" } else { b"ro" };
+    let opts = root_opts(ctx);
     let fstype = match ctx.root_loop.take() {
         Some((lp, fs)) => {
-            let how = mount_at(
-                ctx,
-                lp.path.as_bytes(),
-                Target::Host(sysroot.as_bytes()),
-                fs.as_bytes(),
-                opts,
-            )?;
-            if how == Mounted::Now {
+            let dev = lp.path.as_bytes();
+            if mount_at(ctx, dev, Target::Host(sysroot), fs.as_bytes(), opts)? == Mounted::Now {
                 log::info(
-                    "mount-root",
+                    STEP,
                     b"mounted {} ({}) on {} {}",
-                    &[
-                        lp.path.as_bytes(),
-                        want.as_bytes(),
-                        sysroot.as_bytes(),
-                        opts,
-                    ],
+                    &[dev, want.as_bytes(), sysroot, opts],
                 );
             }
-            // The mount holds the loop device now; closing our fd lets autoclear work later.
-            drop(lp);
+            // The mount holds the loop device now; closing our fd lets autoclear work later
+            // (at the end of this arm).
             fs
         }
-        None if sys::is_mountpoint_path(sysroot.as_bytes()) => {
-            log::info(
-                "mount-root",
-                b"{} is already mounted",
-                &[sysroot.as_bytes()],
-            );
+        None if sys::is_mountpoint_path(sysroot) => {
+            log::info(STEP, b"{} is already mounted", &[sysroot]);
             "auto"
         }
         None => return Err(err(b"no loop device for the root image", &[])),
     };
-    ctx.root = Some(
-        Root::open(sysroot.as_bytes())
-            .map_err(|e| err_errno(b"cannot open {}", &[sysroot.as_bytes()], e))?,
-    );
+    open_root(ctx)?;
+    let mut spec = Text::<192>::new();
+    label_device(want).by_path(&mut spec);
     ctx.fstab
         .add(spec.as_bytes(), b"/", fstype.as_bytes(), opts);
     Ok(())
 }
+
+/// Opens the assembled sysroot as the root later steps work in.
+fn open_root(ctx: &mut Ctx) -> Result<(), Error> {
+    let sysroot = ctx.env.sysroot.as_bytes();
+    let root = Root::open(sysroot).map_err(|e| err_errno(b"cannot open {}", &[sysroot], e))?;
+    ctx.root = Some(root);
+    Ok(())
+}
+
+/// What shows that a sysroot holds a system: `/system` as upstream checks, or an init.
+static SYSROOT_MARKERS: &[&[u8]] = &[b"/system", b"/sbin/init", b"/usr/lib/systemd/systemd"];
 
 /// Live mode: someone else (dracut's dmsquash-live, an initramfs script) assembles the sysroot;
 /// wait until it holds a system (`/system` as upstream checks, or an init).
 pub fn wait_for_sysroot(ctx: &mut Ctx) -> Result<(), Error> {
     let timeout_ms = ctx.cmd.sysroot_wait_s as u64 * 1000;
     let deadline = sys::now_ms().saturating_add(timeout_ms);
-    let sysroot = ctx.env.sysroot.clone();
+    let sysroot = ctx.env.sysroot.as_bytes();
     let mut probe = Text::<192>::new();
     loop {
-        for marker in [&b"/system"[..], b"/sbin/init", b"/usr/lib/systemd/systemd"] {
+        for &marker in SYSROOT_MARKERS {
             probe.clear();
-            probe.push_lossy(sysroot.as_bytes());
+            probe.push_lossy(sysroot);
             probe.push_lossy(marker);
             if sys::exists(probe.as_bytes()) {
-                ctx.root = Some(
-                    Root::open(sysroot.as_bytes())
-                        .map_err(|e| err_errno(b"cannot open {}", &[sysroot.as_bytes()], e))?,
-                );
+                open_root(ctx)?;
                 log::info(
                     "wait-for-sysroot",
                     b"{} is ready ({} exists)",
-                    &[sysroot.as_bytes(), marker],
+                    &[sysroot, marker],
                 );
                 return Ok(());
             }
@@ -218,13 +210,13 @@ pub fn wait_for_sysroot(ctx: &mut Ctx) -> Result<(), Error> {
         if sys::stop_requested() {
             return Err(err(
                 b"stopped waiting for {}: a stop signal (SIGTERM) arrived",
-                &[sysroot.as_bytes()],
+                &[sysroot],
             ));
         }
         if sys::now_ms() >= deadline {
             return Err(err(
                 b"{} held no system after {} s (rd.immucore.sysrootwait)",
-                &[sysroot.as_bytes(), log::num(timeout_ms / 1000).as_bytes()],
+                &[sysroot, log::num(timeout_ms / 1000).as_bytes()],
             ));
         }
         sys::sleep_ms(100);

@@ -1,12 +1,12 @@
 //! Partitions other than the root chain: OEM, `VOLUMES` and `rd.*.mount` extra volumes, and
 //! LVM activation where an `lvm` binary exists.
 
-use super::{err, mount_device, Ctx, Error, Target, Volume, MAX_VOLUMES};
+use super::{err, log_error, mount_device, Ctx, Error, Target, Volume, MAX_VOLUMES};
 use crate::config::cmdline::{volume_spec, BootState, Device, DeviceKind};
 use crate::dev::scan::Found;
-use crate::log;
+use crate::log::{self, Level};
 use crate::sys;
-use crate::util::fixed::{List, Text};
+use crate::util::fixed::Text;
 
 const VOLUME_TIMEOUT_MS: u64 = 3_000;
 const LVM_TIMEOUT_MS: u64 = 120_000;
@@ -39,21 +39,23 @@ pub fn mount_oem(ctx: &mut Ctx) -> Result<(), Error> {
         }
     }
     let timeout = ctx.cmd.oem_timeout_s as u64 * 1000;
-    let (spec, fstype, _) = mount_device(ctx, STEP, &dev, Target::InRoot(b"/oem"), b"rw", timeout)?;
-    ctx.fstab
-        .add(spec.as_bytes(), b"/oem", fstype.as_bytes(), b"rw");
-    Ok(())
+    mount_device(
+        ctx,
+        STEP,
+        &dev,
+        Target::InRoot(b"/oem"),
+        b"rw",
+        timeout,
+        true,
+    )
 }
 
 /// The extra volumes in order: `rd.cos.mount=`, `rd.immucore.mount=`, then `VOLUMES`. As
 /// upstream, a device named twice keeps its last mount point.
 fn collect_volumes(ctx: &mut Ctx) -> Result<usize, Error> {
-    let mut raw: List<4096, 32> = List::new();
-    for v in ctx.cmd.mounts.iter().chain(ctx.layout.volumes.iter()) {
-        raw.push(v).map_err(|_| err(b"too many volumes", &[]))?;
-    }
     let mut count = 0;
-    for v in raw.iter() {
+    // At most 16 + 16 specs: the command line and the layout each keep no more.
+    for v in ctx.cmd.mounts.iter().chain(ctx.layout.volumes.iter()) {
         let (dev, mountpoint) =
             volume_spec(v).map_err(|why| err(b"volume '{}': {}", &[v, why.as_bytes()]))?;
         let mut spec = Text::<192>::new();
@@ -86,54 +88,38 @@ fn collect_volumes(ctx: &mut Ctx) -> Result<usize, Error> {
 /// `custom-mount`: every extra volume, read-write. A failed volume fails the step (after all
 /// were tried) but is remembered per volume, so `mount-bind` can tell whether the persistent
 /// store's own filesystem is missing. OEM volumes may fail (upstream tolerates them).
+#[inline(never)]
 pub fn custom_mount(ctx: &mut Ctx) -> Result<(), Error> {
     const STEP: &str = "custom-mount";
     let count = collect_volumes(ctx)?;
     let mut failed = Text::<256>::new();
-    for i in 0..count {
-        let Some(Some(vol)) = ctx.volumes.get(i) else {
+    for slot in 0..count {
+        // Out of the table while mounting (`mount_device` needs the whole context), back after.
+        let Some(mut vol) = ctx.volumes.get_mut(slot).and_then(Option::take) else {
             continue;
         };
-        let (device, mountpoint, dev) =
-            (vol.device.clone(), vol.mountpoint.clone(), vol.dev.clone());
-        match mount_device(
-            ctx,
-            STEP,
-            &dev,
-            Target::InRoot(mountpoint.as_bytes()),
-            b"rw",
-            VOLUME_TIMEOUT_MS,
-        ) {
-            Ok((spec, fstype, _)) => {
-                ctx.fstab.add(
-                    spec.as_bytes(),
-                    mountpoint.as_bytes(),
-                    fstype.as_bytes(),
-                    b"rw",
-                );
-                if let Some(Some(v)) = ctx.volumes.get_mut(i) {
-                    v.mounted = true;
-                }
+        let (device, mountpoint) = (vol.device.as_bytes(), vol.mountpoint.as_bytes());
+        let target = Target::InRoot(mountpoint);
+        match mount_device(ctx, STEP, &vol.dev, target, b"rw", VOLUME_TIMEOUT_MS, true) {
+            Ok(()) => vol.mounted = true,
+            Err(_) if device.ends_with(b"/COS_OEM") => {
+                log_error(Level::Warn, STEP, b"{} (OEM volume, tolerated)");
             }
-            Err(e) if device.as_bytes().ends_with(b"/COS_OEM") => {
-                log::warn(
-                    STEP,
-                    b"{} (OEM volume, tolerated)",
-                    &[e.message().as_bytes()],
-                );
-            }
-            Err(e) => {
-                log::error(STEP, b"{}", &[e.message().as_bytes()]);
+            Err(_) => {
+                log_error(Level::Error, STEP, b"{}");
                 failed.push_lossy(if failed.is_empty() {
                     b"not mounted:"
                 } else {
                     b","
                 });
                 failed.push_lossy(b" ");
-                failed.push_lossy(device.as_bytes());
+                failed.push_lossy(device);
                 failed.push_lossy(b" on ");
-                failed.push_lossy(mountpoint.as_bytes());
+                failed.push_lossy(mountpoint);
             }
+        }
+        if let Some(s) = ctx.volumes.get_mut(slot) {
+            *s = Some(vol);
         }
     }
     if failed.is_empty() {

@@ -13,18 +13,20 @@ use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use rustix::fs::OFlags;
 use rustix::ioctl::{ioctl, Ioctl, IoctlOutput, Opcode};
 
-/// An ioctl whose integer return value is the result (LOOP_CTL_GET_FREE returns the index).
-struct ReturnsInt<const OP: Opcode>(usize);
+/// An ioctl (opcode, argument) whose integer return value is the result (LOOP_CTL_GET_FREE
+/// returns the index). The opcode is a value, not a const parameter, so there is one copy of
+/// the call for all loop ioctls.
+struct ReturnsInt(Opcode, usize);
 
-// SAFETY: each use passes an opcode whose argument is the integer or pointer in `.0`.
-unsafe impl<const OP: Opcode> Ioctl for ReturnsInt<OP> {
+// SAFETY: each use passes an opcode whose argument is the integer or pointer in `.1`.
+unsafe impl Ioctl for ReturnsInt {
     type Output = IoctlOutput;
     const IS_MUTATING: bool = true;
     fn opcode(&self) -> Opcode {
-        OP
+        self.0
     }
     fn as_ptr(&mut self) -> *mut core::ffi::c_void {
-        self.0 as *mut core::ffi::c_void
+        self.1 as *mut core::ffi::c_void
     }
     unsafe fn output_from_ptr(
         out: IoctlOutput,
@@ -34,10 +36,11 @@ unsafe impl<const OP: Opcode> Ioctl for ReturnsInt<OP> {
     }
 }
 
-fn call<const OP: Opcode>(fd: BorrowedFd<'_>, arg: usize) -> Result<IoctlOutput> {
+#[inline(never)]
+fn call(fd: BorrowedFd<'_>, op: Opcode, arg: usize) -> Result<IoctlOutput> {
     // SAFETY: the loop ioctls used here take an integer or a pointer to a struct that lives for
     // the duration of the call.
-    unsafe { ioctl(fd, ReturnsInt::<OP>(arg)) }
+    unsafe { ioctl(fd, ReturnsInt(op, arg)) }
 }
 
 /// An attached loop device: the open device (keep it until the mount holds its own reference,
@@ -54,7 +57,7 @@ pub fn attach(image: BorrowedFd<'_>, read_only: bool, name: &[u8]) -> Result<Loo
     let mut last = Errno::BUSY;
     // Another process may take the device between GET_FREE and configuring it: ask again.
     for _ in 0..16 {
-        let index = call::<LOOP_CTL_GET_FREE>(ctl.as_fd(), 0)?;
+        let index = call(ctl.as_fd(), LOOP_CTL_GET_FREE, 0)?;
         let mut path = Text::<32>::new();
         let _ = path
             .push(b"/dev/loop")
@@ -113,7 +116,7 @@ fn configure(
     let mut cfg: loop_config = unsafe { core::mem::zeroed() };
     cfg.fd = image.as_raw_fd() as u32;
     cfg.info = info(read_only, name);
-    match call::<LOOP_CONFIGURE>(dev, &mut cfg as *mut loop_config as usize) {
+    match call(dev, LOOP_CONFIGURE, &mut cfg as *mut loop_config as usize) {
         Ok(_) => Ok(()),
         Err(Errno::INVAL) | Err(Errno::NOTTY) | Err(Errno::NOSYS) => {
             configure_legacy(dev, image, read_only, name)
@@ -130,20 +133,24 @@ fn configure_legacy(
     read_only: bool,
     name: &[u8],
 ) -> Result<()> {
-    call::<LOOP_SET_FD>(dev, image.as_raw_fd() as usize)?;
+    call(dev, LOOP_SET_FD, image.as_raw_fd() as usize)?;
     let mut info = info(read_only, name);
     info.lo_flags = LO_FLAGS_AUTOCLEAR as u32;
     for _ in 0..20 {
-        match call::<LOOP_SET_STATUS64>(dev, &mut info as *mut loop_info64 as usize) {
+        match call(
+            dev,
+            LOOP_SET_STATUS64,
+            &mut info as *mut loop_info64 as usize,
+        ) {
             Ok(_) => return Ok(()),
             // The kernel flushes the page cache and asks to retry if it was dirtied meanwhile.
             Err(Errno::AGAIN) => sleep_ms(10),
             Err(e) => {
-                let _ = call::<LOOP_CLR_FD>(dev, 0);
+                let _ = call(dev, LOOP_CLR_FD, 0);
                 return Err(e);
             }
         }
     }
-    let _ = call::<LOOP_CLR_FD>(dev, 0);
+    let _ = call(dev, LOOP_CLR_FD, 0);
     Err(Errno::AGAIN)
 }
