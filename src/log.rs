@@ -96,66 +96,66 @@ pub fn open_file() {
     });
 }
 
+/// Longest line (from `immucore: ` on, without the newline); longer ones end in `...`.
+const MAX_LINE: usize = 1024;
+
 pub fn log(level: Level, step: &str, template: &[u8], args: &[&[u8]]) {
     LOGGER.with(|l| {
         if level == Level::Debug && !l.debug {
             return;
         }
-        let mut line = Text::<1024>::new();
-        line.push_lossy(b"immucore: ");
+        // One buffer serves all outputs: `/dev/kmsg` gets it whole (the `<n>` priority first),
+        // the console and the file the line after the priority.
+        let mut kline = Text::<{ PRIO_LEN + MAX_LINE + 1 }>::new();
+        let at = level as usize * PRIO_LEN;
+        kline.push_lossy(PRIO.get(at..at + PRIO_LEN).unwrap_or(&[]));
+        kline.push_lossy(b"immucore: ");
         if !step.is_empty() {
-            line.push_lossy(step.as_bytes());
-            line.push_lossy(b": ");
+            kline.push_lossy(step.as_bytes());
+            kline.push_lossy(b": ");
         }
-        match level {
-            Level::Warn => line.push_lossy(b"warning: "),
-            Level::Error => line.push_lossy(b"error: "),
-            _ => {}
-        }
+        kline.push_lossy(LABEL.get(level as usize).copied().unwrap_or(&[]));
         // Values from the command line, layout files and disks end up in messages: a control
         // character in one must not start a forged line on the console or in the log.
         expand(template, args, &mut |c| {
             if c < 0x20 || c == 0x7f {
-                line.push_lossy(b"\\x");
-                line.push_lossy(&[HEX[(c >> 4) as usize & 15], HEX[c as usize & 15]]);
+                kline.push_lossy(&[b'\\', b'x', HEX[(c >> 4) as usize], HEX[c as usize & 15]]);
             } else {
-                line.push_lossy(&[c]);
+                kline.push_lossy(&[c]);
             }
         });
-        if line.len() == 1024 {
-            line.truncate(1020);
-            line.push_lossy(b"...");
+        if kline.len() >= PRIO_LEN + MAX_LINE {
+            kline.truncate(PRIO_LEN + MAX_LINE - 4);
+            kline.push_lossy(b"...");
         }
-        line.push_lossy(b"\n");
+        kline.push_lossy(b"\n");
+        let line = kline.as_bytes().get(PRIO_LEN..).unwrap_or(&[]);
         if !l.quiet {
-            let _ = sys::write_all(sys::stderr(), line.as_bytes());
+            let _ = sys::write_all(sys::stderr(), line);
         }
         if let Some(k) = &l.kmsg {
-            let prio: &[u8] = match level {
-                Level::Error => b"<3>",
-                Level::Warn => b"<4>",
-                Level::Info => b"<6>",
-                Level::Debug => b"<7>",
-            };
-            let mut kline = Text::<1100>::new();
-            kline.push_lossy(prio);
-            kline.push_lossy(line.as_bytes());
             let _ = sys::write_all(k.as_fd(), kline.as_bytes());
         }
-        let mut stamped = Text::<1100>::new();
-        push_stamp(&mut stamped, sys::now_ms());
-        stamped.push_lossy(line.as_bytes());
-        match &l.file {
-            Some(f) => {
-                let _ = sys::write_all(f.as_fd(), stamped.as_bytes());
+        let stamp = stamp(sys::now_ms());
+        for part in [stamp.as_bytes(), line] {
+            match &l.file {
+                Some(f) => {
+                    let _ = sys::write_all(f.as_fd(), part);
+                }
+                None => l.early.push_lossy(part),
             }
-            None => l.early.push_lossy(stamped.as_bytes()),
         }
     });
 }
 
+/// The kernel log priorities of the levels, in `Level` order.
+const PRIO: &[u8] = b"<7><6><4><3>";
+const PRIO_LEN: usize = 3;
+const LABEL: [&[u8]; 4] = [b"", b"", b"warning: ", b"error: "];
+
 /// `[   12.345] ` like the kernel's own timestamps, from milliseconds since boot.
-fn push_stamp(out: &mut Text<1100>, ms: u64) {
+fn stamp(ms: u64) -> Text<32> {
+    let mut out = Text::new();
     let mut digits = [0u8; 20];
     let secs = fmt_u64(ms / 1000, &mut digits);
     out.push_lossy(b"[");
@@ -164,13 +164,14 @@ fn push_stamp(out: &mut Text<1100>, ms: u64) {
     }
     out.push_lossy(secs);
     out.push_lossy(b".");
-    let frac = ms % 1000;
-    out.push_lossy(&[
-        b'0' + (frac / 100) as u8,
-        b'0' + (frac / 10 % 10) as u8,
-        b'0' + (frac % 10) as u8,
-    ]);
+    // Three digits with leading zeros: the last three of 1000 + the fraction.
+    out.push_lossy(
+        fmt_u64(1000 + ms % 1000, &mut digits)
+            .get(1..)
+            .unwrap_or(&[]),
+    );
     out.push_lossy(b"] ");
+    out
 }
 
 const HEX: [u8; 16] = *b"0123456789abcdef";
@@ -216,36 +217,53 @@ pub fn num(n: u64) -> Text<20> {
     t
 }
 
-/// The text of an errno (`ENOENT (No such file or directory)` style, short).
+/// The errnos `errno` names, in the order of their texts in `ERRNO_TEXTS`.
+const ERRNOS: [sys::Errno; 21] = {
+    use sys::Errno as E;
+    [
+        E::NOENT,
+        E::ACCESS,
+        E::PERM,
+        E::BUSY,
+        E::EXIST,
+        E::NOTDIR,
+        E::INVAL,
+        E::ROFS,
+        E::NOSPC,
+        E::NODEV,
+        E::NXIO,
+        E::LOOP,
+        E::XDEV,
+        E::NAMETOOLONG,
+        E::IO,
+        E::FBIG,
+        E::NOEXEC,
+        E::AGAIN,
+        E::NOTTY,
+        E::TIMEDOUT,
+        E::UCLEAN,
+    ]
+};
+
+/// One text per entry of `ERRNOS`, each ended by a NUL (one string instead of 21 slices).
+const ERRNO_TEXTS: &[u8] = b"no such file or directory\0permission denied\0\
+operation not permitted\0device or resource busy\0file exists\0not a directory\0\
+invalid argument\0read-only file system\0no space left on device\0\
+no such device (filesystem type not supported?)\0no such device or address\0\
+symbolic link loop or dangling symlink\0path leads outside the root\0name too long\0\
+input/output error\0file too large\0exec format error\0resource temporarily unavailable\0\
+inappropriate ioctl for device\0timed out (killed)\0\
+structure needs cleaning (filesystem corrupted)\0";
+
+/// The text of an errno (`no such file or directory`; `errno 95` for the ones not named).
 pub fn errno(e: sys::Errno) -> Text<48> {
     let mut t = Text::new();
-    let name: &[u8] = match e {
-        sys::Errno::NOENT => b"no such file or directory",
-        sys::Errno::ACCESS => b"permission denied",
-        sys::Errno::PERM => b"operation not permitted",
-        sys::Errno::BUSY => b"device or resource busy",
-        sys::Errno::EXIST => b"file exists",
-        sys::Errno::NOTDIR => b"not a directory",
-        sys::Errno::INVAL => b"invalid argument",
-        sys::Errno::ROFS => b"read-only file system",
-        sys::Errno::NOSPC => b"no space left on device",
-        sys::Errno::NODEV => b"no such device (filesystem type not supported?)",
-        sys::Errno::NXIO => b"no such device or address",
-        sys::Errno::LOOP => b"symbolic link loop or dangling symlink",
-        sys::Errno::XDEV => b"path leads outside the root",
-        sys::Errno::NAMETOOLONG => b"name too long",
-        sys::Errno::IO => b"input/output error",
-        sys::Errno::FBIG => b"file too large",
-        sys::Errno::NOEXEC => b"exec format error",
-        sys::Errno::AGAIN => b"resource temporarily unavailable",
-        sys::Errno::NOTTY => b"inappropriate ioctl for device",
-        sys::Errno::TIMEDOUT => b"timed out (killed)",
-        sys::Errno::UCLEAN => b"structure needs cleaning (filesystem corrupted)",
-        _ => b"errno ",
-    };
-    t.push_lossy(name);
-    if name == b"errno " {
-        t.push_lossy(num(e.raw_os_error() as u64).as_bytes());
+    match ERRNOS.iter().position(|&k| k == e) {
+        Some(i) => t.push_lossy(ERRNO_TEXTS.split(|&c| c == 0).nth(i).unwrap_or(&[])),
+        None => {
+            t.push_lossy(b"errno ");
+            let _ = t.push_num(e.raw_os_error() as u64);
+        }
     }
     t
 }
@@ -267,5 +285,26 @@ mod tests {
         assert_eq!(expanded(b"x {} {}", &[b"1"]), b"x 1 {}");
         assert_eq!(expanded(b"{", &[b"1"]), b"{");
         assert_eq!(expanded(b"", &[b"1"]), b"");
+    }
+
+    #[test]
+    fn every_named_errno_has_its_text() {
+        assert_eq!(ERRNO_TEXTS.split(|&c| c == 0).count(), ERRNOS.len() + 1);
+        assert_eq!(
+            errno(sys::Errno::NOENT).as_str(),
+            "no such file or directory"
+        );
+        assert_eq!(
+            errno(sys::Errno::UCLEAN).as_str(),
+            "structure needs cleaning (filesystem corrupted)"
+        );
+        assert_eq!(errno(sys::Errno::NOTSUP).as_str(), "errno 95");
+    }
+
+    #[test]
+    fn stamps_look_like_the_kernels() {
+        assert_eq!(stamp(12_345).as_str(), "[   12.345] ");
+        assert_eq!(stamp(7).as_str(), "[    0.007] ");
+        assert_eq!(stamp(1_234_567_890).as_str(), "[1234567.890] ");
     }
 }

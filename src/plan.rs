@@ -194,7 +194,7 @@ const NOT_RUN: Status = Status::NotRun;
 impl Plan {
     /// Selects the steps of `table` for which `include` is true and orders them by layer.
     /// Deps on steps that are not included are ignored.
-    pub fn new(table: &'static [Step], include: impl Fn(StepId) -> bool) -> Plan {
+    pub fn new(table: &'static [Step], include: &dyn Fn(StepId) -> bool) -> Plan {
         let mut plan = Plan {
             steps: [None; MAX_STEPS],
             layer: [0; MAX_STEPS],
@@ -202,35 +202,28 @@ impl Plan {
             duration_ms: [0; MAX_STEPS],
             len: 0,
         };
-        // Layer of a step: one more than its deepest dep (layer 1 is upstream's `init`).
+        // Layer of a step: one more than its deepest dep (layer 1 is upstream's `init`), by
+        // step id; 0 for steps not (yet) included, so deps on them are ignored.
         let mut layers = [0u8; MAX_STEPS];
-        for (i, s) in table.iter().enumerate().take(MAX_STEPS) {
-            if !include(s.id) {
-                continue;
-            }
-            let mut l = 2u8;
-            for d in s.deps.iter().chain(s.after) {
-                if let Some(j) = table.iter().take(i).position(|t| t.id == *d) {
-                    let dl = layers.get(j).copied().unwrap_or(0);
-                    if dl != 0 && dl + 1 > l {
-                        l = dl + 1;
-                    }
-                }
-            }
-            if let Some(slot) = layers.get_mut(i) {
-                *slot = l;
+        for s in table.iter().filter(|s| include(s.id)) {
+            let deepest = s.deps.iter().chain(s.after).fold(1, |l, &d| {
+                l.max(layers.get(d as usize).copied().unwrap_or(0))
+            });
+            if let Some(slot) = layers.get_mut(s.id as usize) {
+                *slot = deepest + 1;
             }
         }
         // Stable order: by layer, then table order.
         for l in 2..=MAX_STEPS as u8 + 1 {
-            for (i, s) in table.iter().enumerate().take(MAX_STEPS) {
-                if layers.get(i) == Some(&l) && plan.len < MAX_STEPS {
-                    if let Some(slot) = plan.steps.get_mut(plan.len) {
-                        *slot = Some(s);
-                    }
-                    if let Some(slot) = plan.layer.get_mut(plan.len) {
-                        *slot = l;
-                    }
+            for s in table
+                .iter()
+                .filter(|s| layers.get(s.id as usize) == Some(&l))
+            {
+                if let (Some(step), Some(layer)) =
+                    (plan.steps.get_mut(plan.len), plan.layer.get_mut(plan.len))
+                {
+                    *step = Some(s);
+                    *layer = l;
                     plan.len += 1;
                 }
             }
@@ -334,62 +327,47 @@ impl Plan {
         }
     }
 
-    /// The first critical step that failed or was skipped, if any: the boot has no root.
-    pub fn fatal(&self) -> Option<(&'static Step, &Status)> {
-        (0..self.len).find_map(|i| {
-            let s = self.step(i)?;
-            let st = self.status.get(i)?;
-            match st {
-                Status::Failed(_) | Status::Skipped(_) if s.critical => Some((s, st)),
-                _ => None,
-            }
+    /// The first critical step that failed or was skipped, and why: the boot has no root.
+    pub fn fatal(&self) -> Option<(&'static Step, &Text<256>)> {
+        (0..self.len).find_map(|i| match (self.step(i)?, self.status.get(i)?) {
+            (s, Status::Failed(e) | Status::Skipped(e)) if s.critical => Some((s, e)),
+            _ => None,
         })
     }
 
     /// Upstream's `--dry-run` format (reference §15): per layer a line `<n>.` and one line per
     /// step; layer 1 is the synthetic `init` node.
-    pub fn render(&self, out: &mut impl FnMut(&[u8])) {
+    pub fn render(&self, out: &mut dyn FnMut(&[u8])) {
         out(b"1.\n init (background: false) (weak: false) (run: false)\n");
+        // Layers are numbered densely: one whose steps were all left out leaves no gap.
+        let (mut number, mut prev) = (1, 0);
         for i in 0..self.len {
             let (Some(step), Some(&layer)) = (self.step(i), self.layer.get(i)) else {
                 continue;
             };
-            // Layers are numbered densely: one whose steps were all left out leaves no gap.
-            if i == 0 || self.layer.get(i - 1) != Some(&layer) {
-                let n = crate::log::num(self.layer_number(i) as u64);
-                out(n.as_bytes());
+            if layer != prev {
+                (number, prev) = (number + 1, layer);
+                out(crate::log::num(number).as_bytes());
                 out(b".\n");
             }
             out(b" ");
             out(step.name.as_bytes());
-            let (ran, err) = match self.status.get(i) {
-                Some(Status::Failed(e)) | Some(Status::Skipped(e)) => (true, Some(e)),
-                Some(Status::Ok) => (true, None),
-                _ => (false, None),
+            let ran = match self.status.get(i) {
+                Some(Status::Failed(e)) | Some(Status::Skipped(e)) => {
+                    out(b" (error: ");
+                    out(e.as_bytes());
+                    out(b")");
+                    true
+                }
+                Some(Status::Ok) => true,
+                _ => false,
             };
-            if let Some(e) = err {
-                out(b" (error: ");
-                out(e.as_bytes());
-                out(b")");
-            }
-            out(b" (background: false) (weak: false) (run: ");
-            out(if ran { b"true" } else { b"false" });
-            out(b")\n");
+            out(if ran {
+                b" (background: false) (weak: false) (run: true)\n"
+            } else {
+                b" (background: false) (weak: false) (run: false)\n"
+            });
         }
-    }
-
-    /// 1-based layer number of step `i` counting only layers that have steps, plus `init`.
-    fn layer_number(&self, i: usize) -> usize {
-        let mut n = 1;
-        let mut prev = 0u8;
-        for j in 0..=i {
-            let l = self.layer.get(j).copied().unwrap_or(0);
-            if l != prev {
-                n += 1;
-                prev = l;
-            }
-        }
-        n
     }
 }
 
@@ -400,7 +378,7 @@ mod tests {
     use std::vec::Vec;
 
     fn normal_service() -> Plan {
-        Plan::new(NORMAL, |id| {
+        Plan::new(NORMAL, &|id| {
             !matches!(id, BaseMounts | LoadModules | SwitchRoot | LvmActivation)
         })
     }
@@ -452,7 +430,7 @@ mod tests {
 
     #[test]
     fn live_layers_match_upstream() {
-        let p = Plan::new(LIVE, |id| {
+        let p = Plan::new(LIVE, &|id| {
             !matches!(id, BaseMounts | LoadModules | SwitchRoot)
         });
         let expected = "1.\n init (background: false) (weak: false) (run: false)\n\
@@ -465,12 +443,12 @@ mod tests {
 
     #[test]
     fn init_mode_adds_base_mounts_first_and_switch_root_last() {
-        let p = Plan::new(NORMAL, |id| id != LvmActivation);
+        let p = Plan::new(NORMAL, &|id| id != LvmActivation);
         assert_eq!(p.step(0).unwrap().id, BaseMounts);
         // Devices need their drivers: nothing that touches a disk runs before the modules.
         assert_eq!(p.step(1).unwrap().id, LoadModules);
         assert_eq!(p.step(p.len() - 1).unwrap().id, SwitchRoot);
-        let lvm = Plan::new(NORMAL, |_| true);
+        let lvm = Plan::new(NORMAL, &|_| true);
         assert!(lvm.contains(LvmActivation));
         assert!(!p.contains(LvmActivation));
     }
@@ -549,7 +527,7 @@ mod tests {
 
     #[test]
     fn live_wait_failure_is_fatal() {
-        let mut p = Plan::new(LIVE, |_| true);
+        let mut p = Plan::new(LIVE, &|_| true);
         let ran = run_failing(&mut p, &[WaitForSysroot]);
         assert!(!ran.contains(&SwitchRoot));
         assert_eq!(p.fatal().unwrap().0.id, WaitForSysroot);
