@@ -3,11 +3,13 @@
 //! (without crossing mounts), make the new root `/`, and exec its init.
 
 use crate::log;
+use crate::steps::err;
 use crate::sys::{self, CBuf, Errno};
 use crate::util::fixed::Text;
 use rustix::fd::AsFd;
 use rustix::fs::FileType;
 
+const STEP: &str = "switch-root";
 const API_FS: &[&[u8]] = &[b"/dev", b"/proc", b"/sys", b"/run"];
 const INIT_FALLBACKS: &[&[u8]] = &[b"/sbin/init", b"/etc/init", b"/bin/init", b"/bin/sh"];
 
@@ -21,8 +23,7 @@ pub unsafe fn switch_root(
     argv: *const *const u8,
     envp: *const *const u8,
 ) -> Text<256> {
-    let mut why = Text::<256>::new();
-    log::info("switch-root", b"switching to {}", &[sysroot]);
+    log::info(STEP, b"switching to {}", &[sysroot]);
     let _ = sys::make_root_private();
     // MS_MOVE needs the new root to be a mount point (a live sysroot may be a plain dir).
     if !sys::is_mountpoint_path(sysroot) {
@@ -34,7 +35,7 @@ pub unsafe fn switch_root(
         target.push_lossy(fs);
         if let Err(e) = sys::mount_move(fs, target.as_bytes()) {
             log::warn(
-                "switch-root",
+                STEP,
                 b"cannot move {} to {}: {}",
                 &[fs, target.as_bytes(), log::errno(e).as_bytes()],
             );
@@ -50,36 +51,35 @@ pub unsafe fn switch_root(
             remove_children(root.as_fd(), dev, 0);
         }
     }
-    if let Err(e) = sys::chdir(sysroot) {
-        why.push_lossy(b"chdir to the new root failed: ");
-        why.push_lossy(log::errno(e).as_bytes());
-        return why;
-    }
-    if let Err(e) = sys::mount_move(b".", b"/") {
-        why.push_lossy(b"moving the new root onto / failed: ");
-        why.push_lossy(log::errno(e).as_bytes());
-        return why;
-    }
-    if let Err(e) = sys::chroot(b".").and_then(|_| sys::chdir(b"/")) {
-        why.push_lossy(b"chroot into the new root failed: ");
-        why.push_lossy(log::errno(e).as_bytes());
-        return why;
+    let entered = sys::chdir(sysroot)
+        .map_err(|e| (&b"chdir to the new root failed: {}"[..], e))
+        .and_then(|()| {
+            sys::mount_move(b".", b"/")
+                .map_err(|e| (&b"moving the new root onto / failed: {}"[..], e))
+        })
+        .and_then(|()| {
+            sys::chroot(b".")
+                .and_then(|()| sys::chdir(b"/"))
+                .map_err(|e| (&b"chroot into the new root failed: {}"[..], e))
+        });
+    if let Err((template, e)) = entered {
+        return err(template, &[log::errno(e).as_bytes()]).message();
     }
     log_peak_memory();
     let mut tried = Text::<256>::new();
-    let candidates = core::iter::once(init)
-        .filter(|i| !i.is_empty())
-        .chain(INIT_FALLBACKS.iter().copied());
-    for path in candidates {
+    for path in core::iter::once(init).chain(INIT_FALLBACKS.iter().copied()) {
+        if path.is_empty() {
+            continue;
+        }
         let mut c = CBuf::new();
         let Ok(c) = c.c_str(path) else { continue };
-        log::info("switch-root", b"exec {}", &[path]);
+        log::info(STEP, b"exec {}", &[path]);
         log::restore_kmsg_limit();
         // SAFETY: forwarded from the caller's contract.
         let e = unsafe { sys::exec(c, argv, envp) };
         if e != Errno::NOENT {
             log::warn(
-                "switch-root",
+                STEP,
                 b"cannot exec {}: {}",
                 &[path, log::errno(e).as_bytes()],
             );
@@ -87,10 +87,7 @@ pub unsafe fn switch_root(
         tried.push_lossy(path);
         tried.push_lossy(b" ");
     }
-    why.push_lossy(b"no init could be started (tried ");
-    why.push_lossy(tried.as_bytes());
-    why.push_lossy(b")");
-    why
+    err(b"no init could be started (tried {})", &[tried.as_bytes()]).message()
 }
 
 /// Deletes the contents of `dir`, staying on filesystem `dev` (so mounts below, the new root
@@ -133,6 +130,6 @@ fn log_peak_memory() {
         .find(|l| l.starts_with(b"VmHWM:"))
     {
         let value = line.get(6..).unwrap_or(&[]).trim_ascii();
-        log::info("switch-root", b"peak memory: VmHWM {}", &[value]);
+        log::info(STEP, b"peak memory: VmHWM {}", &[value]);
     }
 }
