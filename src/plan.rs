@@ -192,8 +192,10 @@ pub struct Plan {
 const NOT_RUN: Status = Status::NotRun;
 
 impl Plan {
-    /// Selects the steps of `table` for which `include` is true and orders them by layer.
-    /// Deps on steps that are not included are ignored.
+    /// Selects the steps of `table` for which `include` is true, in table order. Deps on steps
+    /// that are not included are ignored. A table lists its steps in layer order whichever of
+    /// the init-mode and LVM steps are left out (tested), so this is also upstream's order: by
+    /// layer, then table order.
     pub fn new(table: &'static [Step], include: &dyn Fn(StepId) -> bool) -> Plan {
         let mut plan = Plan {
             steps: [None; MAX_STEPS],
@@ -202,31 +204,22 @@ impl Plan {
             duration_ms: [0; MAX_STEPS],
             len: 0,
         };
-        // Layer of a step: one more than its deepest dep (layer 1 is upstream's `init`), by
-        // step id; 0 for steps not (yet) included, so deps on them are ignored.
+        // Layers by step id: one more than the deepest dep (layer 1 is upstream's `init`); 0
+        // for steps not (yet) included, so deps on them are ignored.
         let mut layers = [0u8; MAX_STEPS];
         for s in table.iter().filter(|s| include(s.id)) {
             let deepest = s.deps.iter().chain(s.after).fold(1, |l, &d| {
                 l.max(layers.get(d as usize).copied().unwrap_or(0))
             });
-            if let Some(slot) = layers.get_mut(s.id as usize) {
-                *slot = deepest + 1;
-            }
-        }
-        // Stable order: by layer, then table order.
-        for l in 2..=MAX_STEPS as u8 + 1 {
-            for s in table
-                .iter()
-                .filter(|s| layers.get(s.id as usize) == Some(&l))
-            {
-                if let (Some(step), Some(layer)) =
-                    (plan.steps.get_mut(plan.len), plan.layer.get_mut(plan.len))
-                {
-                    *step = Some(s);
-                    *layer = l;
-                    plan.len += 1;
-                }
-            }
+            let (Some(by_id), Some(step), Some(layer)) = (
+                layers.get_mut(s.id as usize),
+                plan.steps.get_mut(plan.len),
+                plan.layer.get_mut(plan.len),
+            ) else {
+                continue;
+            };
+            (*by_id, *step, *layer) = (deepest + 1, Some(s), deepest + 1);
+            plan.len += 1;
         }
         plan
     }
@@ -426,6 +419,23 @@ mod tests {
 12.\n enable-sysext-confext (background: false) (weak: false) (run: false)\n write-fstab (background: false) (weak: false) (run: false)\n\
 13.\n initramfs-hook (background: false) (weak: false) (run: false)\n";
         assert_eq!(render(&normal_service()), expected);
+    }
+
+    /// `Plan::new` keeps table order: it must be layer order for every selection `main` makes
+    /// (any of the optional steps left out).
+    #[test]
+    fn tables_are_in_layer_order_for_the_selections_made() {
+        let optional = [BaseMounts, LoadModules, LvmActivation, SwitchRoot];
+        for table in [NORMAL, LIVE] {
+            for mask in 0..1 << optional.len() {
+                let p = Plan::new(table, &|id| {
+                    let i = optional.iter().position(|&o| o == id);
+                    i.is_none_or(|i| mask & (1 << i) != 0)
+                });
+                let layers = &p.layer[..p.len()];
+                assert!(layers.windows(2).all(|w| w[0] <= w[1]), "{layers:?}");
+            }
+        }
     }
 
     #[test]
