@@ -258,13 +258,18 @@ structure needs cleaning (filesystem corrupted)\0";
 /// The text of an errno (`no such file or directory`; `errno 95` for the ones not named).
 pub fn errno(e: sys::Errno) -> Text<48> {
     let mut t = Text::new();
-    match ERRNOS.iter().position(|&k| k == e) {
-        Some(i) => t.push_lossy(ERRNO_TEXTS.split(|&c| c == 0).nth(i).unwrap_or(&[])),
-        None => {
-            t.push_lossy(b"errno ");
-            let _ = t.push_num(e.raw_os_error() as u64);
+    let mut texts = ERRNO_TEXTS;
+    for &known in &ERRNOS {
+        let end = texts.iter().position(|&c| c == 0).unwrap_or(texts.len());
+        let (text, rest) = texts.split_at_checked(end).unwrap_or((texts, &[]));
+        if known == e {
+            t.push_lossy(text);
+            return t;
         }
+        texts = rest.get(1..).unwrap_or(&[]);
     }
+    t.push_lossy(b"errno ");
+    let _ = t.push_num(e.raw_os_error() as u64);
     t
 }
 
