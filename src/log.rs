@@ -100,6 +100,13 @@ pub fn open_file() {
 const MAX_LINE: usize = 1024;
 
 pub fn log(level: Level, step: &str, template: &[u8], args: &[&[u8]]) {
+    emit(step, template, args, level);
+}
+
+/// `log` with the level last: `info`, `warn`, `error` and `debug` pass their arguments on as
+/// they came and only add the level.
+#[inline(never)]
+fn emit(step: &str, template: &[u8], args: &[&[u8]], level: Level) {
     LOGGER.with(|l| {
         if level == Level::Debug && !l.debug {
             return;
@@ -195,19 +202,19 @@ pub fn expand(template: &[u8], args: &[&[u8]], out: &mut dyn FnMut(u8)) {
 }
 
 pub fn info(step: &str, template: &[u8], args: &[&[u8]]) {
-    log(Level::Info, step, template, args);
+    emit(step, template, args, Level::Info);
 }
 
 pub fn warn(step: &str, template: &[u8], args: &[&[u8]]) {
-    log(Level::Warn, step, template, args);
+    emit(step, template, args, Level::Warn);
 }
 
 pub fn error(step: &str, template: &[u8], args: &[&[u8]]) {
-    log(Level::Error, step, template, args);
+    emit(step, template, args, Level::Error);
 }
 
 pub fn debug(step: &str, template: &[u8], args: &[&[u8]]) {
-    log(Level::Debug, step, template, args);
+    emit(step, template, args, Level::Debug);
 }
 
 /// Decimal text of `n`, for building messages.
