@@ -6,8 +6,9 @@ use crate::log;
 use crate::steps::err;
 use crate::sys::{self, CBuf, Errno};
 use crate::util::fixed::Text;
-use rustix::fd::AsFd;
-use rustix::fs::FileType;
+use core::mem::MaybeUninit;
+use rustix::fd::{AsFd, BorrowedFd};
+use rustix::fs::{fstat, openat, unlinkat, AtFlags, FileType, Mode, OFlags, RawDir};
 
 const STEP: &str = "switch-root";
 const API_FS: &[&[u8]] = &[b"/dev", b"/proc", b"/sys", b"/run"];
@@ -47,7 +48,7 @@ pub unsafe fn switch_root(
     );
     if free {
         if let Ok(root) = sys::open_dir(b"/") {
-            let dev = rustix::fs::fstat(&root).map(|s| s.st_dev).unwrap_or(0);
+            let dev = fstat(&root).map(|s| s.st_dev).unwrap_or(0);
             remove_children(root.as_fd(), dev, 0);
         }
     }
@@ -92,29 +93,30 @@ pub unsafe fn switch_root(
 
 /// Deletes the contents of `dir`, staying on filesystem `dev` (so mounts below, the new root
 /// among them, are never touched). Depth is bounded; the initramfs is shallow.
-fn remove_children(dir: rustix::fd::BorrowedFd<'_>, dev: u64, depth: u32) {
+fn remove_children(dir: BorrowedFd<'_>, dev: u64, depth: u32) {
     if depth > 16 {
         return;
     }
-    let _ = sys::for_each_entry(dir, |name, ft| {
-        let mut c = CBuf::new();
-        let Ok(c) = c.c_str(name) else { return };
-        if ft == FileType::Directory {
-            let flags = rustix::fs::OFlags::RDONLY
-                | rustix::fs::OFlags::DIRECTORY
-                | rustix::fs::OFlags::NOFOLLOW
-                | rustix::fs::OFlags::CLOEXEC;
-            if let Ok(sub) = rustix::fs::openat(dir, c, flags, rustix::fs::Mode::empty()) {
-                let same = rustix::fs::fstat(&sub).is_ok_and(|s| s.st_dev == dev);
-                if same && !sys::is_mountpoint(sub.as_fd(), b"") {
-                    remove_children(sub.as_fd(), dev, depth + 1);
-                    let _ = rustix::fs::unlinkat(dir, c, rustix::fs::AtFlags::REMOVEDIR);
-                }
-            }
-        } else {
-            let _ = rustix::fs::unlinkat(dir, c, rustix::fs::AtFlags::empty());
+    let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
+    let mut entries = RawDir::new(dir, &mut buf);
+    while let Some(Ok(entry)) = entries.next() {
+        let name = entry.file_name();
+        if matches!(name.to_bytes(), b"." | b"..") {
+            continue;
         }
-    });
+        if entry.file_type() != FileType::Directory {
+            let _ = unlinkat(dir, name, AtFlags::empty());
+            continue;
+        }
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        if let Ok(sub) = openat(dir, name, flags, Mode::empty()) {
+            let same = fstat(&sub).is_ok_and(|s| s.st_dev == dev);
+            if same && !sys::is_mountpoint(sub.as_fd(), b"") {
+                remove_children(sub.as_fd(), dev, depth + 1);
+                let _ = unlinkat(dir, name, AtFlags::REMOVEDIR);
+            }
+        }
+    }
 }
 
 /// Logs PID 1's peak memory (`VmHWM`), for the boot-cost figures.
