@@ -182,9 +182,9 @@ pub unsafe fn main(_argc: usize, argv: *const *const u8, envp: *const *const u8)
             None => steps::run(id, &mut ctx).map_err(steps::Error::message),
         },
         sys::now_ms,
-        |step, status| match status {
-            Status::Failed(e) => log::error(step.name, b"failed: {}", &[e.as_bytes()]),
-            Status::Skipped(e) => log::warn(step.name, b"{}", &[e.as_bytes()]),
+        |step, status, why| match status {
+            Status::Failed => log::error(step.name, b"failed: {}", &[why]),
+            Status::Skipped => log::warn(step.name, b"{}", &[why]),
             _ => log::debug(step.name, b"done", &[]),
         },
         // A service manager's stop: the remaining steps are skipped, none is cut half-way.

@@ -170,14 +170,14 @@ pub const LIVE: &[Step] = &[
 
 pub const MAX_STEPS: usize = 24;
 
-/// What happened to a step.
-#[derive(Clone, PartialEq)]
+/// What happened to a step (why it failed or was skipped is `Plan::why`).
+#[derive(Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(test, derive(Debug))]
 pub enum Status {
     NotRun,
     Ok,
-    Failed(Text<256>),
-    Skipped(Text<256>),
+    Failed,
+    Skipped,
 }
 
 /// The steps selected for this boot, in execution order, with their outcomes.
@@ -185,11 +185,11 @@ pub struct Plan {
     steps: [Option<&'static Step>; MAX_STEPS],
     layer: [u8; MAX_STEPS],
     pub status: [Status; MAX_STEPS],
+    /// Why a step failed or was skipped.
+    pub why: [Text<256>; MAX_STEPS],
     pub duration_ms: [u64; MAX_STEPS],
     len: usize,
 }
-
-const NOT_RUN: Status = Status::NotRun;
 
 impl Plan {
     /// Selects the steps of `table` for which `include` is true, in table order. Deps on steps
@@ -200,7 +200,8 @@ impl Plan {
         let mut plan = Plan {
             steps: [None; MAX_STEPS],
             layer: [0; MAX_STEPS],
-            status: [NOT_RUN; MAX_STEPS],
+            status: [Status::NotRun; MAX_STEPS],
+            why: [const { Text::new() }; MAX_STEPS],
             duration_ms: [0; MAX_STEPS],
             len: 0,
         };
@@ -250,8 +251,8 @@ impl Plan {
         }
     }
 
-    pub fn status_of(&self, id: StepId) -> Option<&Status> {
-        self.index(id).and_then(|i| self.status.get(i))
+    pub fn status_of(&self, id: StepId) -> Option<Status> {
+        self.index(id).and_then(|i| self.status.get(i).copied())
     }
 
     /// Why step `i` must be skipped: the first of its strong deps that failed or was skipped.
@@ -260,19 +261,19 @@ impl Plan {
         s.deps.iter().find_map(|d| {
             let j = self.index(*d)?;
             match self.status.get(j) {
-                Some(Status::Failed(_)) | Some(Status::Skipped(_)) => self.step(j).map(|t| t.name),
+                Some(Status::Failed | Status::Skipped) => self.step(j).map(|t| t.name),
                 _ => None,
             }
         })
     }
 
     /// Runs every step in order through `action` (which returns the step's error text) and
-    /// `now` (a millisecond clock); `report` hears about each outcome as it happens.
+    /// `now` (a millisecond clock); `report` hears about each outcome (and why) as it happens.
     pub fn run(
         &mut self,
         action: impl FnMut(StepId) -> Result<(), Text<256>>,
         now: impl Fn() -> u64,
-        report: impl FnMut(&Step, &Status),
+        report: impl FnMut(&Step, Status, &[u8]),
     ) {
         self.run_until(action, now, report, || false)
     }
@@ -283,47 +284,45 @@ impl Plan {
         &mut self,
         mut action: impl FnMut(StepId) -> Result<(), Text<256>>,
         now: impl Fn() -> u64,
-        mut report: impl FnMut(&Step, &Status),
+        mut report: impl FnMut(&Step, Status, &[u8]),
         stop: impl Fn() -> bool,
     ) {
         for i in 0..self.len {
-            let Some(step) = self.step(i) else { continue };
-            let status = match self.blocked_by(i) {
-                _ if stop() => {
-                    let mut why = Text::new();
-                    why.push_lossy(b"not run: a stop signal (SIGTERM) arrived before this step");
-                    Status::Skipped(why)
-                }
-                Some(dep) => {
-                    let mut why = Text::new();
-                    why.push_lossy(b"skipped because ");
-                    why.push_lossy(dep.as_bytes());
-                    why.push_lossy(b" did not succeed");
-                    Status::Skipped(why)
-                }
-                None => {
-                    let start = now();
-                    let r = action(step.id);
-                    if let Some(d) = self.duration_ms.get_mut(i) {
-                        *d = now().saturating_sub(start);
-                    }
-                    match r {
-                        Ok(()) => Status::Ok,
-                        Err(e) => Status::Failed(e),
-                    }
-                }
+            let blocked = self.blocked_by(i);
+            let (Some(step), Some(status), Some(why), Some(ms)) = (
+                self.step(i),
+                self.status.get_mut(i),
+                self.why.get_mut(i),
+                self.duration_ms.get_mut(i),
+            ) else {
+                continue;
             };
-            report(step, &status);
-            if let Some(slot) = self.status.get_mut(i) {
-                *slot = status;
+            *status = Status::Skipped;
+            if stop() {
+                why.push_lossy(b"not run: a stop signal (SIGTERM) arrived before this step");
+            } else if let Some(dep) = blocked {
+                why.push_lossy(b"skipped because ");
+                why.push_lossy(dep.as_bytes());
+                why.push_lossy(b" did not succeed");
+            } else {
+                let start = now();
+                *status = match action(step.id) {
+                    Ok(()) => Status::Ok,
+                    Err(e) => {
+                        *why = e;
+                        Status::Failed
+                    }
+                };
+                *ms = now().saturating_sub(start);
             }
+            report(step, *status, why.as_bytes());
         }
     }
 
     /// The first critical step that failed or was skipped, and why: the boot has no root.
     pub fn fatal(&self) -> Option<(&'static Step, &Text<256>)> {
         (0..self.len).find_map(|i| match (self.step(i)?, self.status.get(i)?) {
-            (s, Status::Failed(e) | Status::Skipped(e)) if s.critical => Some((s, e)),
+            (s, Status::Failed | Status::Skipped) if s.critical => Some((s, self.why.get(i)?)),
             _ => None,
         })
     }
@@ -346,9 +345,9 @@ impl Plan {
             out(b" ");
             out(step.name.as_bytes());
             let ran = match self.status.get(i) {
-                Some(Status::Failed(e)) | Some(Status::Skipped(e)) => {
+                Some(Status::Failed | Status::Skipped) => {
                     out(b" (error: ");
-                    out(e.as_bytes());
+                    out(self.why.get(i).map_or(&[][..], |w| w.as_bytes()));
                     out(b")");
                     true
                 }
@@ -394,13 +393,13 @@ mod tests {
                 }
             },
             || 0,
-            |_, _| {},
+            |_, _, _| {},
         );
         ran
     }
 
     fn skipped(p: &Plan, id: StepId) -> bool {
-        matches!(p.status_of(id), Some(Status::Skipped(_)))
+        p.status_of(id) == Some(Status::Skipped)
     }
 
     #[test]
@@ -553,11 +552,11 @@ mod tests {
                 Ok(())
             },
             || 0,
-            |_, _| {},
+            |_, _, _| {},
             || ran.borrow().contains(&MountRoot),
         );
         assert_eq!(*ran.borrow().last().unwrap(), MountRoot);
-        assert_eq!(p.status_of(MountRoot), Some(&Status::Ok));
+        assert_eq!(p.status_of(MountRoot), Some(Status::Ok));
         assert!(skipped(&p, MountOem) && skipped(&p, WriteFstab));
         let s = render(&p);
         assert!(
@@ -578,7 +577,7 @@ mod tests {
                 t.set(t.get() + 5);
                 t.get()
             },
-            |_, _| {},
+            |_, _, _| {},
         );
         assert!(p.duration_ms.iter().take(p.len()).all(|&d| d == 5));
     }

@@ -47,9 +47,9 @@ pub fn timeline(plan: &Plan, out: &mut Text<8192>) {
         json_string(out, step.name.as_bytes());
         out.push_lossy(b", \"duration_ms\": ");
         out.push_lossy(log::num(plan.duration_ms.get(i).copied().unwrap_or(0)).as_bytes());
-        if let Status::Failed(e) | Status::Skipped(e) = status {
+        if let (Status::Failed | Status::Skipped, Some(why)) = (status, plan.why.get(i)) {
             out.push_lossy(b", \"error\": ");
-            json_string(out, e.as_bytes());
+            json_string(out, why.as_bytes());
         }
         out.push_lossy(b"}");
     }
@@ -88,8 +88,8 @@ pub fn failure_summary(plan: &Plan, reason: &[u8], cmdline: &[u8]) {
     for i in 0..plan.len() {
         let Some(step) = plan.step(i) else { continue };
         let list = match plan.status.get(i) {
-            Some(Status::Failed(_)) => &mut failed,
-            Some(Status::Skipped(_)) => &mut skipped,
+            Some(Status::Failed) => &mut failed,
+            Some(Status::Skipped) => &mut skipped,
             _ => continue,
         };
         list.push_lossy(b" ");
@@ -140,7 +140,7 @@ mod tests {
                 }
             },
             || clock.get(),
-            |_, _| {},
+            |_, _, _| {},
         );
         let mut out = Text::new();
         timeline(&p, &mut out);
