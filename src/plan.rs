@@ -192,19 +192,22 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// No steps (all zero bytes, so filling a plan is one memset).
+    const EMPTY: Plan = Plan {
+        steps: [None; MAX_STEPS],
+        layer: [0; MAX_STEPS],
+        status: [Status::NotRun; MAX_STEPS],
+        why: [const { Text::new() }; MAX_STEPS],
+        duration_ms: [0; MAX_STEPS],
+        len: 0,
+    };
+
     /// Selects the steps of `table` for which `include` is true, in table order. Deps on steps
     /// that are not included are ignored. A table lists its steps in layer order whichever of
     /// the init-mode and LVM steps are left out (tested), so this is also upstream's order: by
     /// layer, then table order.
     pub fn new(table: &'static [Step], include: &dyn Fn(StepId) -> bool) -> Plan {
-        let mut plan = Plan {
-            steps: [None; MAX_STEPS],
-            layer: [0; MAX_STEPS],
-            status: [Status::NotRun; MAX_STEPS],
-            why: [const { Text::new() }; MAX_STEPS],
-            duration_ms: [0; MAX_STEPS],
-            len: 0,
-        };
+        let mut plan = Plan::EMPTY;
         // Layers by step id: one more than the deepest dep (layer 1 is upstream's `init`); 0
         // for steps not (yet) included, so deps on them are ignored.
         let mut layers = [0u8; MAX_STEPS];
