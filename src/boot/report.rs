@@ -56,6 +56,7 @@ pub fn timeline(plan: &Plan, out: &mut Text<8192>) {
     out.push_lossy(b"\n]\n");
 }
 
+#[inline(never)]
 pub fn write_timeline(plan: &Plan) {
     let mut text = Text::<8192>::new();
     timeline(plan, &mut text);

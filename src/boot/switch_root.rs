@@ -18,6 +18,7 @@ const INIT_FALLBACKS: &[&[u8]] = &[b"/sbin/init", b"/etc/init", b"/bin/init", b"
 ///
 /// # Safety
 /// `argv` and `envp` must be the NULL-terminated arrays the process was started with.
+#[inline(never)]
 pub unsafe fn switch_root(
     sysroot: &[u8],
     init: &[u8],
