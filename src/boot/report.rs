@@ -11,12 +11,13 @@ pub const TIMELINE_FILE: &[u8] = b"/run/immucore/boot-timeline.json";
 fn json_string(out: &mut Text<8192>, s: &[u8]) {
     out.push_lossy(b"\"");
     for &c in s {
-        match c {
-            b'"' => out.push_lossy(b"\\\""),
-            b'\\' => out.push_lossy(b"\\\\"),
-            0..=0x1f => out.push_lossy(b"?"),
-            _ => out.push_lossy(&[c]),
-        }
+        let byte = [c];
+        out.push_lossy(match c {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0..=0x1f => b"?",
+            _ => &byte,
+        });
     }
     out.push_lossy(b"\"");
 }
