@@ -7,6 +7,7 @@
 use crate::sys::{self, Global};
 use crate::util::fixed::{fmt_u64, Text};
 use rustix::fd::{AsFd, OwnedFd};
+use rustix::io::IoSlice;
 
 pub const LOG_DIR: &[u8] = b"/run/immucore";
 pub const LOG_FILE: &[u8] = b"/run/immucore/immucore.log";
@@ -111,58 +112,60 @@ fn emit(step: &str, template: &[u8], args: &[&[u8]], level: Level) {
         if level == Level::Debug && !l.debug {
             return;
         }
-        // One buffer serves all outputs: `/dev/kmsg` gets it whole (the `<n>` priority first),
-        // the console and the file the line after the priority.
-        let mut kline = Text::<{ PRIO_LEN + MAX_LINE + 1 }>::new();
-        let at = level as usize * PRIO_LEN;
-        kline.push_lossy(PRIO.get(at..at + PRIO_LEN).unwrap_or(&[]));
-        kline.push_lossy(b"immucore: ");
+        // One buffer serves all outputs: the file gets it whole (the time stamp first), the
+        // console the line after the stamp, `/dev/kmsg` the priority and that line.
+        let mut buf = Line::new();
+        push_stamp(&mut buf, sys::now_ms());
+        let start = buf.len();
+        buf.push_lossy(b"immucore: ");
         if !step.is_empty() {
-            kline.push_lossy(step.as_bytes());
-            kline.push_lossy(b": ");
+            buf.push_lossy(step.as_bytes());
+            buf.push_lossy(b": ");
         }
-        kline.push_lossy(LABEL.get(level as usize).copied().unwrap_or(&[]));
+        buf.push_lossy(LABEL.get(level as usize).copied().unwrap_or(&[]));
         // Values from the command line, layout files and disks end up in messages: a control
         // character in one must not start a forged line on the console or in the log.
         expand(template, args, &mut |c| {
             if c < 0x20 || c == 0x7f {
-                kline.push_lossy(&[b'\\', b'x', HEX[(c >> 4) as usize], HEX[c as usize & 15]]);
+                buf.push_lossy(&[b'\\', b'x', HEX[(c >> 4) as usize], HEX[c as usize & 15]]);
             } else {
-                kline.push_lossy(&[c]);
+                buf.push_lossy(&[c]);
             }
         });
-        if kline.len() >= PRIO_LEN + MAX_LINE {
-            kline.truncate(PRIO_LEN + MAX_LINE - 4);
-            kline.push_lossy(b"...");
+        if buf.len() - start >= MAX_LINE {
+            buf.truncate(start + MAX_LINE - 4);
+            buf.push_lossy(b"...");
         }
-        kline.push_lossy(b"\n");
-        let line = kline.as_bytes().get(PRIO_LEN..).unwrap_or(&[]);
+        buf.push_lossy(b"\n");
+        let stamped = buf.as_bytes();
+        let line = stamped.get(start..).unwrap_or(&[]);
         if !l.quiet {
             let _ = sys::write_all(sys::stderr(), line);
         }
         if let Some(k) = &l.kmsg {
-            let _ = sys::write_all(k.as_fd(), kline.as_bytes());
+            let at = level as usize * 3;
+            let prio = PRIO.get(at..at + 3).unwrap_or(&[]);
+            // One write is one kernel log record.
+            let _ = rustix::io::writev(k, &[IoSlice::new(prio), IoSlice::new(line)]);
         }
-        let stamp = stamp(sys::now_ms());
-        for part in [stamp.as_bytes(), line] {
-            match &l.file {
-                Some(f) => {
-                    let _ = sys::write_all(f.as_fd(), part);
-                }
-                None => l.early.push_lossy(part),
+        match &l.file {
+            Some(f) => {
+                let _ = sys::write_all(f.as_fd(), stamped);
             }
+            None => l.early.push_lossy(stamped),
         }
     });
 }
 
+/// A log line with its time stamp (at most 24 bytes) and newline.
+type Line = Text<{ 24 + MAX_LINE + 1 }>;
+
 /// The kernel log priorities of the levels, in `Level` order.
 const PRIO: &[u8] = b"<7><6><4><3>";
-const PRIO_LEN: usize = 3;
 const LABEL: [&[u8]; 4] = [b"", b"", b"warning: ", b"error: "];
 
 /// `[   12.345] ` like the kernel's own timestamps, from milliseconds since boot.
-fn stamp(ms: u64) -> Text<32> {
-    let mut out = Text::new();
+fn push_stamp(out: &mut Line, ms: u64) {
     let mut digits = [0u8; 20];
     let secs = fmt_u64(ms / 1000, &mut digits);
     out.push_lossy(b"[");
@@ -178,7 +181,6 @@ fn stamp(ms: u64) -> Text<32> {
             .unwrap_or(&[]),
     );
     out.push_lossy(b"] ");
-    out
 }
 
 const HEX: [u8; 16] = *b"0123456789abcdef";
@@ -283,6 +285,7 @@ pub fn errno(e: sys::Errno) -> Text<48> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::string::String;
     use std::vec::Vec;
 
     fn expanded(template: &[u8], args: &[&[u8]]) -> Vec<u8> {
@@ -315,8 +318,14 @@ mod tests {
 
     #[test]
     fn stamps_look_like_the_kernels() {
-        assert_eq!(stamp(12_345).as_str(), "[   12.345] ");
-        assert_eq!(stamp(7).as_str(), "[    0.007] ");
-        assert_eq!(stamp(1_234_567_890).as_str(), "[1234567.890] ");
+        let stamp = |ms| {
+            let mut t = Line::new();
+            push_stamp(&mut t, ms);
+            String::from(t.as_str())
+        };
+        assert_eq!(stamp(12_345), "[   12.345] ");
+        assert_eq!(stamp(7), "[    0.007] ");
+        assert_eq!(stamp(1_234_567_890), "[1234567.890] ");
+        assert_eq!(stamp(u64::MAX).len(), 24);
     }
 }
