@@ -126,13 +126,12 @@ fn log_peak_memory() {
     let Ok(n) = sys::read_file(b"/proc/self/status", &mut buf) else {
         return;
     };
-    if let Some(line) = buf
-        .get(..n)
-        .unwrap_or(&[])
-        .split(|&c| c == b'\n')
-        .find(|l| l.starts_with(b"VmHWM:"))
-    {
-        let value = line.get(6..).unwrap_or(&[]).trim_ascii();
+    let status = buf.get(..n).unwrap_or(&[]);
+    // A line of its own, never the first (that is `Name:`).
+    if let Some(at) = status.windows(7).position(|w| w == b"\nVmHWM:") {
+        let rest = status.get(at + 7..).unwrap_or(&[]);
+        let end = rest.iter().position(|&c| c == b'\n').unwrap_or(rest.len());
+        let value = rest.get(..end).unwrap_or(rest).trim_ascii();
         log::info(STEP, b"peak memory: VmHWM {}", &[value]);
     }
 }
