@@ -79,7 +79,7 @@ pub unsafe fn main(_argc: usize, argv: *const *const u8, envp: *const *const u8)
         unsafe { c_strings(envp) },
         pid1,
     );
-    match env.action {
+    let dry_run = match env.action {
         Action::Help => {
             out(HELP);
             return 0;
@@ -95,54 +95,63 @@ pub unsafe fn main(_argc: usize, argv: *const *const u8, envp: *const *const u8)
             .as_bytes());
             return 0;
         }
-        Action::Boot | Action::DryRun => {}
-    }
+        Action::DryRun => true,
+        Action::Boot => false,
+    };
     if let Some(bad) = &env.bad_arg {
         log::error("", b"unknown argument '{}' (see --help)", &[bad.as_bytes()]);
         return 2;
     }
-    let dry_run = env.action == Action::DryRun;
-    // As PID 1 nothing is mounted yet, not even /proc with the command line.
-    let started = sys::now_ms();
-    let base = if env.init_mode && !dry_run {
-        Some((
-            boot::base_mounts().map_err(steps::Error::message),
-            sys::now_ms().saturating_sub(started),
-        ))
-    } else {
-        None
-    };
-    if !dry_run && !env.init_mode {
-        log::open_file();
-        sys::defer_stop_signals();
+    let init_mode = env.init_mode;
+    // The outcome and duration of base-mounts, run before the plan exists: as PID 1 nothing is
+    // mounted yet, not even /proc with the command line.
+    let mut base = None;
+    let mut base_ms = 0;
+    if !dry_run {
+        if init_mode {
+            let started = sys::now_ms();
+            base = Some(boot::base_mounts().map_err(steps::Error::message));
+            base_ms = sys::now_ms().saturating_sub(started);
+        } else {
+            log::open_file();
+            sys::defer_stop_signals();
+        }
     }
     let mut raw = [0u8; 4200];
-    let n = match sys::read_file(env.cmdline_path.as_bytes(), &mut raw) {
-        Ok(n) => n,
+    let read = sys::read_file(env.cmdline_path.as_bytes(), &mut raw);
+    let text = raw.get(..*read.as_ref().unwrap_or(&0)).unwrap_or(&[]);
+    let mut reason = Text::<320>::new();
+    let parsed = match read {
         Err(e) => {
             log::error(
                 "",
                 b"cannot read the command line from {}: {}",
                 &[env.cmdline_path.as_bytes(), log::errno(e).as_bytes()],
             );
-            return fatal_without_plan(&env, &[b"cannot read the kernel command line"], b"");
+            reason.push_lossy(b"cannot read the kernel command line");
+            None
         }
+        Ok(_) => match cmdline::parse(text) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                log::error(
+                    "",
+                    b"kernel command line: {} (at '{}')",
+                    &[e.reason.as_bytes(), e.token.as_bytes()],
+                );
+                reason.push_lossy(b"invalid kernel command line: ");
+                reason.push_lossy(e.reason.as_bytes());
+                None
+            }
+        },
     };
-    let text = raw.get(..n).unwrap_or(&[]);
-    let cmd = match cmdline::parse(text) {
-        Ok(c) => c,
-        Err(e) => {
-            log::error(
-                "",
-                b"kernel command line: {} (at '{}')",
-                &[e.reason.as_bytes(), e.token.as_bytes()],
-            );
-            return fatal_without_plan(
-                &env,
-                &[b"invalid kernel command line: ", e.reason.as_bytes()],
-                text,
-            );
-        }
+    let Some(cmd) = parsed else {
+        // No plan yet: the summary names no steps, and the command line was not understood, so
+        // only its raw text can ask for a reboot.
+        const REBOOT: &[u8] = b"rd.immucore.rebootonfailure";
+        let reboot = text.windows(REBOOT.len()).any(|w| w == REBOOT);
+        let fail = (init_mode && !dry_run).then_some((reboot, true));
+        return give_up(&Plan::new(&[], &|_| false), reason.as_bytes(), text, fail);
     };
     log::set_debug(cmd.debug);
     if dry_run {
@@ -157,8 +166,7 @@ pub unsafe fn main(_argc: usize, argv: *const *const u8, envp: *const *const u8)
     let has_lvm = steps::volumes::LVM_PATHS
         .iter()
         .any(|p| sys::is_executable(p));
-    let init_mode = env.init_mode;
-    let mut plan = Plan::new(plan_table, |id| match id {
+    let mut plan = Plan::new(plan_table, &|id| match id {
         StepId::BaseMounts | StepId::LoadModules | StepId::SwitchRoot => init_mode,
         StepId::LvmActivation => has_lvm,
         _ => true,
@@ -169,40 +177,34 @@ pub unsafe fn main(_argc: usize, argv: *const *const u8, envp: *const *const u8)
     }
     let mut ctx = steps::Ctx::new(&env, &cmd);
     plan.run_until(
-        |id| match (id, &base) {
-            (StepId::BaseMounts, Some((r, _))) => r.clone(),
-            _ => steps::run(id, &mut ctx).map_err(steps::Error::message),
+        |id| match base.take_if(|_| id == StepId::BaseMounts) {
+            Some(r) => r,
+            None => steps::run(id, &mut ctx).map_err(steps::Error::message),
         },
         sys::now_ms,
-        |step, status| match status {
-            Status::Failed(e) => log::error(step.name, b"failed: {}", &[e.as_bytes()]),
-            Status::Skipped(e) => log::warn(step.name, b"{}", &[e.as_bytes()]),
+        |step, status, why| match status {
+            Status::Failed => log::error(step.name, b"failed: {}", &[why]),
+            Status::Skipped => log::warn(step.name, b"{}", &[why]),
             _ => log::debug(step.name, b"done", &[]),
         },
         // A service manager's stop: the remaining steps are skipped, none is cut half-way.
         sys::stop_requested,
     );
-    if let Some((_, ms)) = base {
-        // Done before the plan existed; its real duration, not the 0 ms of handing over the result.
-        plan.set_duration(StepId::BaseMounts, ms);
+    // Done before the plan existed: its real duration, not the 0 ms of handing over the result.
+    if init_mode {
+        plan.set_duration(StepId::BaseMounts, base_ms);
     }
     boot::report::write_timeline(&plan);
+    let fail = init_mode.then_some((cmd.reboot_on_failure, cmd.shell_allowed));
     if sys::stop_requested() {
-        boot::report::failure_summary(&plan, b"stopped by a signal before all steps ran", text);
-        return 1;
+        let why = b"stopped by a signal before all steps ran";
+        return give_up(&plan, why, text, None);
     }
-    if let Some((step, status)) = plan.fatal() {
-        let mut reason = Text::<320>::new();
+    if let Some((step, e)) = plan.fatal() {
         reason.push_lossy(step.name.as_bytes());
         reason.push_lossy(b": ");
-        if let Status::Failed(e) | Status::Skipped(e) = status {
-            reason.push_lossy(e.as_bytes());
-        }
-        boot::report::failure_summary(&plan, reason.as_bytes(), text);
-        if init_mode {
-            boot::fail(cmd.reboot_on_failure, cmd.shell_allowed);
-        }
-        return 1;
+        reason.push_lossy(e.as_bytes());
+        return give_up(&plan, reason.as_bytes(), text, fail);
     }
     log::info("", b"root assembled on {}", &[env.sysroot.as_bytes()]);
     if !init_mode {
@@ -213,25 +215,15 @@ pub unsafe fn main(_argc: usize, argv: *const *const u8, envp: *const *const u8)
     let why = unsafe {
         boot::switch_root::switch_root(env.sysroot.as_bytes(), cmd.init.as_bytes(), argv, envp)
     };
-    boot::report::failure_summary(&plan, why.as_bytes(), text);
-    boot::fail(cmd.reboot_on_failure, cmd.shell_allowed)
+    give_up(&plan, why.as_bytes(), text, fail)
 }
 
-/// A failure before there is a plan (unreadable or invalid command line).
-fn fatal_without_plan(env: &Env, reason: &[&[u8]], cmdline: &[u8]) -> i32 {
-    let empty = Plan::new(plan::NORMAL, |_| false);
-    let mut r = Text::<320>::new();
-    for p in reason {
-        r.push_lossy(p);
-    }
-    boot::report::failure_summary(&empty, r.as_bytes(), cmdline);
-    if env.init_mode && env.action != Action::DryRun {
-        boot::fail(
-            cmdline
-                .windows(28)
-                .any(|w| w == b"rd.immucore.rebootonfailure"),
-            true,
-        );
+/// There is no root: the failure summary, then with `fail` (init mode: reboot on failure,
+/// shell allowed) the failure action, as PID 1 must never exit; else exit status 1.
+fn give_up(plan: &Plan, reason: &[u8], cmdline: &[u8], fail: Option<(bool, bool)>) -> i32 {
+    boot::report::failure_summary(plan, reason, cmdline);
+    if let Some((reboot, shell)) = fail {
+        boot::fail(reboot, shell);
     }
     1
 }

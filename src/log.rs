@@ -7,6 +7,7 @@
 use crate::sys::{self, Global};
 use crate::util::fixed::{fmt_u64, Text};
 use rustix::fd::{AsFd, OwnedFd};
+use rustix::io::IoSlice;
 
 pub const LOG_DIR: &[u8] = b"/run/immucore";
 pub const LOG_FILE: &[u8] = b"/run/immucore/immucore.log";
@@ -96,66 +97,75 @@ pub fn open_file() {
     });
 }
 
+/// Longest line (from `immucore: ` on, without the newline); longer ones end in `...`.
+const MAX_LINE: usize = 1024;
+
 pub fn log(level: Level, step: &str, template: &[u8], args: &[&[u8]]) {
+    emit(step, template, args, level);
+}
+
+/// `log` with the level last: `info`, `warn`, `error` and `debug` pass their arguments on as
+/// they came and only add the level.
+#[inline(never)]
+fn emit(step: &str, template: &[u8], args: &[&[u8]], level: Level) {
     LOGGER.with(|l| {
         if level == Level::Debug && !l.debug {
             return;
         }
-        let mut line = Text::<1024>::new();
-        line.push_lossy(b"immucore: ");
+        // One buffer serves all outputs: the file gets it whole (the time stamp first), the
+        // console the line after the stamp, `/dev/kmsg` the priority and that line.
+        let mut buf = Line::new();
+        push_stamp(&mut buf, sys::now_ms());
+        let start = buf.len();
+        buf.push_lossy(b"immucore: ");
         if !step.is_empty() {
-            line.push_lossy(step.as_bytes());
-            line.push_lossy(b": ");
+            buf.push_lossy(step.as_bytes());
+            buf.push_lossy(b": ");
         }
-        match level {
-            Level::Warn => line.push_lossy(b"warning: "),
-            Level::Error => line.push_lossy(b"error: "),
-            _ => {}
-        }
+        buf.push_lossy(LABEL.get(level as usize).copied().unwrap_or(&[]));
         // Values from the command line, layout files and disks end up in messages: a control
         // character in one must not start a forged line on the console or in the log.
         expand(template, args, &mut |c| {
             if c < 0x20 || c == 0x7f {
-                line.push_lossy(b"\\x");
-                line.push_lossy(&[HEX[(c >> 4) as usize & 15], HEX[c as usize & 15]]);
+                buf.push_lossy(&[b'\\', b'x', HEX[(c >> 4) as usize], HEX[c as usize & 15]]);
             } else {
-                line.push_lossy(&[c]);
+                buf.push_lossy(&[c]);
             }
         });
-        if line.len() == 1024 {
-            line.truncate(1020);
-            line.push_lossy(b"...");
+        if buf.len() - start >= MAX_LINE {
+            buf.truncate(start + MAX_LINE - 4);
+            buf.push_lossy(b"...");
         }
-        line.push_lossy(b"\n");
+        buf.push_lossy(b"\n");
+        let stamped = buf.as_bytes();
+        let line = stamped.get(start..).unwrap_or(&[]);
         if !l.quiet {
-            let _ = sys::write_all(sys::stderr(), line.as_bytes());
+            let _ = sys::write_all(sys::stderr(), line);
         }
         if let Some(k) = &l.kmsg {
-            let prio: &[u8] = match level {
-                Level::Error => b"<3>",
-                Level::Warn => b"<4>",
-                Level::Info => b"<6>",
-                Level::Debug => b"<7>",
-            };
-            let mut kline = Text::<1100>::new();
-            kline.push_lossy(prio);
-            kline.push_lossy(line.as_bytes());
-            let _ = sys::write_all(k.as_fd(), kline.as_bytes());
+            let at = level as usize * 3;
+            let prio = PRIO.get(at..at + 3).unwrap_or(&[]);
+            // One write is one kernel log record.
+            let _ = rustix::io::writev(k, &[IoSlice::new(prio), IoSlice::new(line)]);
         }
-        let mut stamped = Text::<1100>::new();
-        push_stamp(&mut stamped, sys::now_ms());
-        stamped.push_lossy(line.as_bytes());
         match &l.file {
             Some(f) => {
-                let _ = sys::write_all(f.as_fd(), stamped.as_bytes());
+                let _ = sys::write_all(f.as_fd(), stamped);
             }
-            None => l.early.push_lossy(stamped.as_bytes()),
+            None => l.early.push_lossy(stamped),
         }
     });
 }
 
+/// A log line with its time stamp (at most 24 bytes) and newline.
+type Line = Text<{ 24 + MAX_LINE + 1 }>;
+
+/// The kernel log priorities of the levels, in `Level` order.
+const PRIO: &[u8] = b"<7><6><4><3>";
+const LABEL: [&[u8]; 4] = [b"", b"", b"warning: ", b"error: "];
+
 /// `[   12.345] ` like the kernel's own timestamps, from milliseconds since boot.
-fn push_stamp(out: &mut Text<1100>, ms: u64) {
+fn push_stamp(out: &mut Line, ms: u64) {
     let mut digits = [0u8; 20];
     let secs = fmt_u64(ms / 1000, &mut digits);
     out.push_lossy(b"[");
@@ -164,12 +174,12 @@ fn push_stamp(out: &mut Text<1100>, ms: u64) {
     }
     out.push_lossy(secs);
     out.push_lossy(b".");
-    let frac = ms % 1000;
-    out.push_lossy(&[
-        b'0' + (frac / 100) as u8,
-        b'0' + (frac / 10 % 10) as u8,
-        b'0' + (frac % 10) as u8,
-    ]);
+    // Three digits with leading zeros: the last three of 1000 + the fraction.
+    out.push_lossy(
+        fmt_u64(1000 + ms % 1000, &mut digits)
+            .get(1..)
+            .unwrap_or(&[]),
+    );
     out.push_lossy(b"] ");
 }
 
@@ -194,19 +204,19 @@ pub fn expand(template: &[u8], args: &[&[u8]], out: &mut dyn FnMut(u8)) {
 }
 
 pub fn info(step: &str, template: &[u8], args: &[&[u8]]) {
-    log(Level::Info, step, template, args);
+    emit(step, template, args, Level::Info);
 }
 
 pub fn warn(step: &str, template: &[u8], args: &[&[u8]]) {
-    log(Level::Warn, step, template, args);
+    emit(step, template, args, Level::Warn);
 }
 
 pub fn error(step: &str, template: &[u8], args: &[&[u8]]) {
-    log(Level::Error, step, template, args);
+    emit(step, template, args, Level::Error);
 }
 
 pub fn debug(step: &str, template: &[u8], args: &[&[u8]]) {
-    log(Level::Debug, step, template, args);
+    emit(step, template, args, Level::Debug);
 }
 
 /// Decimal text of `n`, for building messages.
@@ -216,43 +226,66 @@ pub fn num(n: u64) -> Text<20> {
     t
 }
 
-/// The text of an errno (`ENOENT (No such file or directory)` style, short).
+/// The errnos `errno` names, in the order of their texts in `ERRNO_TEXTS`.
+const ERRNOS: [sys::Errno; 21] = {
+    use sys::Errno as E;
+    [
+        E::NOENT,
+        E::ACCESS,
+        E::PERM,
+        E::BUSY,
+        E::EXIST,
+        E::NOTDIR,
+        E::INVAL,
+        E::ROFS,
+        E::NOSPC,
+        E::NODEV,
+        E::NXIO,
+        E::LOOP,
+        E::XDEV,
+        E::NAMETOOLONG,
+        E::IO,
+        E::FBIG,
+        E::NOEXEC,
+        E::AGAIN,
+        E::NOTTY,
+        E::TIMEDOUT,
+        E::UCLEAN,
+    ]
+};
+
+/// One text per entry of `ERRNOS`, each ended by a NUL (one string instead of 21 slices).
+const ERRNO_TEXTS: &[u8] = b"no such file or directory\0permission denied\0\
+operation not permitted\0device or resource busy\0file exists\0not a directory\0\
+invalid argument\0read-only file system\0no space left on device\0\
+no such device (filesystem type not supported?)\0no such device or address\0\
+symbolic link loop or dangling symlink\0path leads outside the root\0name too long\0\
+input/output error\0file too large\0exec format error\0resource temporarily unavailable\0\
+inappropriate ioctl for device\0timed out (killed)\0\
+structure needs cleaning (filesystem corrupted)\0";
+
+/// The text of an errno (`no such file or directory`; `errno 95` for the ones not named).
 pub fn errno(e: sys::Errno) -> Text<48> {
     let mut t = Text::new();
-    let name: &[u8] = match e {
-        sys::Errno::NOENT => b"no such file or directory",
-        sys::Errno::ACCESS => b"permission denied",
-        sys::Errno::PERM => b"operation not permitted",
-        sys::Errno::BUSY => b"device or resource busy",
-        sys::Errno::EXIST => b"file exists",
-        sys::Errno::NOTDIR => b"not a directory",
-        sys::Errno::INVAL => b"invalid argument",
-        sys::Errno::ROFS => b"read-only file system",
-        sys::Errno::NOSPC => b"no space left on device",
-        sys::Errno::NODEV => b"no such device (filesystem type not supported?)",
-        sys::Errno::NXIO => b"no such device or address",
-        sys::Errno::LOOP => b"symbolic link loop or dangling symlink",
-        sys::Errno::XDEV => b"path leads outside the root",
-        sys::Errno::NAMETOOLONG => b"name too long",
-        sys::Errno::IO => b"input/output error",
-        sys::Errno::FBIG => b"file too large",
-        sys::Errno::NOEXEC => b"exec format error",
-        sys::Errno::AGAIN => b"resource temporarily unavailable",
-        sys::Errno::NOTTY => b"inappropriate ioctl for device",
-        sys::Errno::TIMEDOUT => b"timed out (killed)",
-        sys::Errno::UCLEAN => b"structure needs cleaning (filesystem corrupted)",
-        _ => b"errno ",
-    };
-    t.push_lossy(name);
-    if name == b"errno " {
-        t.push_lossy(num(e.raw_os_error() as u64).as_bytes());
+    let mut texts = ERRNO_TEXTS;
+    for &known in &ERRNOS {
+        let end = texts.iter().position(|&c| c == 0).unwrap_or(texts.len());
+        let (text, rest) = texts.split_at_checked(end).unwrap_or((texts, &[]));
+        if known == e {
+            t.push_lossy(text);
+            return t;
+        }
+        texts = rest.get(1..).unwrap_or(&[]);
     }
+    t.push_lossy(b"errno ");
+    let _ = t.push_num(e.raw_os_error() as u64);
     t
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::string::String;
     use std::vec::Vec;
 
     fn expanded(template: &[u8], args: &[&[u8]]) -> Vec<u8> {
@@ -267,5 +300,32 @@ mod tests {
         assert_eq!(expanded(b"x {} {}", &[b"1"]), b"x 1 {}");
         assert_eq!(expanded(b"{", &[b"1"]), b"{");
         assert_eq!(expanded(b"", &[b"1"]), b"");
+    }
+
+    #[test]
+    fn every_named_errno_has_its_text() {
+        assert_eq!(ERRNO_TEXTS.split(|&c| c == 0).count(), ERRNOS.len() + 1);
+        assert_eq!(
+            errno(sys::Errno::NOENT).as_str(),
+            "no such file or directory"
+        );
+        assert_eq!(
+            errno(sys::Errno::UCLEAN).as_str(),
+            "structure needs cleaning (filesystem corrupted)"
+        );
+        assert_eq!(errno(sys::Errno::NOTSUP).as_str(), "errno 95");
+    }
+
+    #[test]
+    fn stamps_look_like_the_kernels() {
+        let stamp = |ms| {
+            let mut t = Line::new();
+            push_stamp(&mut t, ms);
+            String::from(t.as_str())
+        };
+        assert_eq!(stamp(12_345), "[   12.345] ");
+        assert_eq!(stamp(7), "[    0.007] ");
+        assert_eq!(stamp(1_234_567_890), "[1234567.890] ");
+        assert_eq!(stamp(u64::MAX).len(), 24);
     }
 }

@@ -170,14 +170,14 @@ pub const LIVE: &[Step] = &[
 
 pub const MAX_STEPS: usize = 24;
 
-/// What happened to a step.
-#[derive(Clone, PartialEq)]
+/// What happened to a step (why it failed or was skipped is `Plan::why`).
+#[derive(Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(test, derive(Debug))]
 pub enum Status {
     NotRun,
     Ok,
-    Failed(Text<256>),
-    Skipped(Text<256>),
+    Failed,
+    Skipped,
 }
 
 /// The steps selected for this boot, in execution order, with their outcomes.
@@ -185,55 +185,45 @@ pub struct Plan {
     steps: [Option<&'static Step>; MAX_STEPS],
     layer: [u8; MAX_STEPS],
     pub status: [Status; MAX_STEPS],
+    /// Why a step failed or was skipped.
+    pub why: [Text<256>; MAX_STEPS],
     pub duration_ms: [u64; MAX_STEPS],
     len: usize,
 }
 
-const NOT_RUN: Status = Status::NotRun;
-
 impl Plan {
-    /// Selects the steps of `table` for which `include` is true and orders them by layer.
-    /// Deps on steps that are not included are ignored.
-    pub fn new(table: &'static [Step], include: impl Fn(StepId) -> bool) -> Plan {
-        let mut plan = Plan {
-            steps: [None; MAX_STEPS],
-            layer: [0; MAX_STEPS],
-            status: [NOT_RUN; MAX_STEPS],
-            duration_ms: [0; MAX_STEPS],
-            len: 0,
-        };
-        // Layer of a step: one more than its deepest dep (layer 1 is upstream's `init`).
+    /// No steps (all zero bytes, so filling a plan is one memset).
+    const EMPTY: Plan = Plan {
+        steps: [None; MAX_STEPS],
+        layer: [0; MAX_STEPS],
+        status: [Status::NotRun; MAX_STEPS],
+        why: [const { Text::new() }; MAX_STEPS],
+        duration_ms: [0; MAX_STEPS],
+        len: 0,
+    };
+
+    /// Selects the steps of `table` for which `include` is true, in table order. Deps on steps
+    /// that are not included are ignored. A table lists its steps in layer order whichever of
+    /// the init-mode and LVM steps are left out (tested), so this is also upstream's order: by
+    /// layer, then table order.
+    pub fn new(table: &'static [Step], include: &dyn Fn(StepId) -> bool) -> Plan {
+        let mut plan = Plan::EMPTY;
+        // Layers by step id: one more than the deepest dep (layer 1 is upstream's `init`); 0
+        // for steps not (yet) included, so deps on them are ignored.
         let mut layers = [0u8; MAX_STEPS];
-        for (i, s) in table.iter().enumerate().take(MAX_STEPS) {
-            if !include(s.id) {
+        for s in table.iter().filter(|s| include(s.id)) {
+            let deepest = s.deps.iter().chain(s.after).fold(1, |l, &d| {
+                l.max(layers.get(d as usize).copied().unwrap_or(0))
+            });
+            let (Some(by_id), Some(step), Some(layer)) = (
+                layers.get_mut(s.id as usize),
+                plan.steps.get_mut(plan.len),
+                plan.layer.get_mut(plan.len),
+            ) else {
                 continue;
-            }
-            let mut l = 2u8;
-            for d in s.deps.iter().chain(s.after) {
-                if let Some(j) = table.iter().take(i).position(|t| t.id == *d) {
-                    let dl = layers.get(j).copied().unwrap_or(0);
-                    if dl != 0 && dl + 1 > l {
-                        l = dl + 1;
-                    }
-                }
-            }
-            if let Some(slot) = layers.get_mut(i) {
-                *slot = l;
-            }
-        }
-        // Stable order: by layer, then table order.
-        for l in 2..=MAX_STEPS as u8 + 1 {
-            for (i, s) in table.iter().enumerate().take(MAX_STEPS) {
-                if layers.get(i) == Some(&l) && plan.len < MAX_STEPS {
-                    if let Some(slot) = plan.steps.get_mut(plan.len) {
-                        *slot = Some(s);
-                    }
-                    if let Some(slot) = plan.layer.get_mut(plan.len) {
-                        *slot = l;
-                    }
-                    plan.len += 1;
-                }
-            }
+            };
+            (*by_id, *step, *layer) = (deepest + 1, Some(s), deepest + 1);
+            plan.len += 1;
         }
         plan
     }
@@ -264,8 +254,8 @@ impl Plan {
         }
     }
 
-    pub fn status_of(&self, id: StepId) -> Option<&Status> {
-        self.index(id).and_then(|i| self.status.get(i))
+    pub fn status_of(&self, id: StepId) -> Option<Status> {
+        self.index(id).and_then(|i| self.status.get(i).copied())
     }
 
     /// Why step `i` must be skipped: the first of its strong deps that failed or was skipped.
@@ -274,19 +264,19 @@ impl Plan {
         s.deps.iter().find_map(|d| {
             let j = self.index(*d)?;
             match self.status.get(j) {
-                Some(Status::Failed(_)) | Some(Status::Skipped(_)) => self.step(j).map(|t| t.name),
+                Some(Status::Failed | Status::Skipped) => self.step(j).map(|t| t.name),
                 _ => None,
             }
         })
     }
 
     /// Runs every step in order through `action` (which returns the step's error text) and
-    /// `now` (a millisecond clock); `report` hears about each outcome as it happens.
+    /// `now` (a millisecond clock); `report` hears about each outcome (and why) as it happens.
     pub fn run(
         &mut self,
         action: impl FnMut(StepId) -> Result<(), Text<256>>,
         now: impl Fn() -> u64,
-        report: impl FnMut(&Step, &Status),
+        report: impl FnMut(&Step, Status, &[u8]),
     ) {
         self.run_until(action, now, report, || false)
     }
@@ -297,99 +287,82 @@ impl Plan {
         &mut self,
         mut action: impl FnMut(StepId) -> Result<(), Text<256>>,
         now: impl Fn() -> u64,
-        mut report: impl FnMut(&Step, &Status),
+        mut report: impl FnMut(&Step, Status, &[u8]),
         stop: impl Fn() -> bool,
     ) {
         for i in 0..self.len {
-            let Some(step) = self.step(i) else { continue };
-            let status = match self.blocked_by(i) {
-                _ if stop() => {
-                    let mut why = Text::new();
-                    why.push_lossy(b"not run: a stop signal (SIGTERM) arrived before this step");
-                    Status::Skipped(why)
-                }
-                Some(dep) => {
-                    let mut why = Text::new();
-                    why.push_lossy(b"skipped because ");
-                    why.push_lossy(dep.as_bytes());
-                    why.push_lossy(b" did not succeed");
-                    Status::Skipped(why)
-                }
-                None => {
-                    let start = now();
-                    let r = action(step.id);
-                    if let Some(d) = self.duration_ms.get_mut(i) {
-                        *d = now().saturating_sub(start);
-                    }
-                    match r {
-                        Ok(()) => Status::Ok,
-                        Err(e) => Status::Failed(e),
-                    }
-                }
+            let blocked = self.blocked_by(i);
+            let (Some(step), Some(status), Some(why), Some(ms)) = (
+                self.step(i),
+                self.status.get_mut(i),
+                self.why.get_mut(i),
+                self.duration_ms.get_mut(i),
+            ) else {
+                continue;
             };
-            report(step, &status);
-            if let Some(slot) = self.status.get_mut(i) {
-                *slot = status;
+            *status = Status::Skipped;
+            if stop() {
+                why.push_lossy(b"not run: a stop signal (SIGTERM) arrived before this step");
+            } else if let Some(dep) = blocked {
+                why.push_lossy(b"skipped because ");
+                why.push_lossy(dep.as_bytes());
+                why.push_lossy(b" did not succeed");
+            } else {
+                let start = now();
+                *status = match action(step.id) {
+                    Ok(()) => Status::Ok,
+                    Err(e) => {
+                        *why = e;
+                        Status::Failed
+                    }
+                };
+                *ms = now().saturating_sub(start);
             }
+            report(step, *status, why.as_bytes());
         }
     }
 
-    /// The first critical step that failed or was skipped, if any: the boot has no root.
-    pub fn fatal(&self) -> Option<(&'static Step, &Status)> {
-        (0..self.len).find_map(|i| {
-            let s = self.step(i)?;
-            let st = self.status.get(i)?;
-            match st {
-                Status::Failed(_) | Status::Skipped(_) if s.critical => Some((s, st)),
-                _ => None,
-            }
+    /// The first critical step that failed or was skipped, and why: the boot has no root.
+    pub fn fatal(&self) -> Option<(&'static Step, &Text<256>)> {
+        (0..self.len).find_map(|i| match (self.step(i)?, self.status.get(i)?) {
+            (s, Status::Failed | Status::Skipped) if s.critical => Some((s, self.why.get(i)?)),
+            _ => None,
         })
     }
 
     /// Upstream's `--dry-run` format (reference §15): per layer a line `<n>.` and one line per
     /// step; layer 1 is the synthetic `init` node.
-    pub fn render(&self, out: &mut impl FnMut(&[u8])) {
+    pub fn render(&self, out: &mut dyn FnMut(&[u8])) {
         out(b"1.\n init (background: false) (weak: false) (run: false)\n");
+        // Layers are numbered densely: one whose steps were all left out leaves no gap.
+        let (mut number, mut prev) = (1, 0);
         for i in 0..self.len {
             let (Some(step), Some(&layer)) = (self.step(i), self.layer.get(i)) else {
                 continue;
             };
-            // Layers are numbered densely: one whose steps were all left out leaves no gap.
-            if i == 0 || self.layer.get(i - 1) != Some(&layer) {
-                let n = crate::log::num(self.layer_number(i) as u64);
-                out(n.as_bytes());
+            if layer != prev {
+                (number, prev) = (number + 1, layer);
+                out(crate::log::num(number).as_bytes());
                 out(b".\n");
             }
             out(b" ");
             out(step.name.as_bytes());
-            let (ran, err) = match self.status.get(i) {
-                Some(Status::Failed(e)) | Some(Status::Skipped(e)) => (true, Some(e)),
-                Some(Status::Ok) => (true, None),
-                _ => (false, None),
+            let ran = match self.status.get(i) {
+                Some(Status::Failed | Status::Skipped) => {
+                    out(b" (error: ");
+                    out(self.why.get(i).map_or(&[][..], |w| w.as_bytes()));
+                    out(b")");
+                    true
+                }
+                Some(Status::Ok) => true,
+                _ => false,
             };
-            if let Some(e) = err {
-                out(b" (error: ");
-                out(e.as_bytes());
-                out(b")");
-            }
-            out(b" (background: false) (weak: false) (run: ");
-            out(if ran { b"true" } else { b"false" });
-            out(b")\n");
+            out(if ran {
+                b" (background: false) (weak: false) (run: true)\n"
+            } else {
+                b" (background: false) (weak: false) (run: false)\n"
+            });
         }
-    }
-
-    /// 1-based layer number of step `i` counting only layers that have steps, plus `init`.
-    fn layer_number(&self, i: usize) -> usize {
-        let mut n = 1;
-        let mut prev = 0u8;
-        for j in 0..=i {
-            let l = self.layer.get(j).copied().unwrap_or(0);
-            if l != prev {
-                n += 1;
-                prev = l;
-            }
-        }
-        n
     }
 }
 
@@ -400,7 +373,7 @@ mod tests {
     use std::vec::Vec;
 
     fn normal_service() -> Plan {
-        Plan::new(NORMAL, |id| {
+        Plan::new(NORMAL, &|id| {
             !matches!(id, BaseMounts | LoadModules | SwitchRoot | LvmActivation)
         })
     }
@@ -423,13 +396,13 @@ mod tests {
                 }
             },
             || 0,
-            |_, _| {},
+            |_, _, _| {},
         );
         ran
     }
 
     fn skipped(p: &Plan, id: StepId) -> bool {
-        matches!(p.status_of(id), Some(Status::Skipped(_)))
+        p.status_of(id) == Some(Status::Skipped)
     }
 
     #[test]
@@ -450,9 +423,26 @@ mod tests {
         assert_eq!(render(&normal_service()), expected);
     }
 
+    /// `Plan::new` keeps table order: it must be layer order for every selection `main` makes
+    /// (any of the optional steps left out).
+    #[test]
+    fn tables_are_in_layer_order_for_the_selections_made() {
+        let optional = [BaseMounts, LoadModules, LvmActivation, SwitchRoot];
+        for table in [NORMAL, LIVE] {
+            for mask in 0..1 << optional.len() {
+                let p = Plan::new(table, &|id| {
+                    let i = optional.iter().position(|&o| o == id);
+                    i.is_none_or(|i| mask & (1 << i) != 0)
+                });
+                let layers = &p.layer[..p.len()];
+                assert!(layers.windows(2).all(|w| w[0] <= w[1]), "{layers:?}");
+            }
+        }
+    }
+
     #[test]
     fn live_layers_match_upstream() {
-        let p = Plan::new(LIVE, |id| {
+        let p = Plan::new(LIVE, &|id| {
             !matches!(id, BaseMounts | LoadModules | SwitchRoot)
         });
         let expected = "1.\n init (background: false) (weak: false) (run: false)\n\
@@ -465,12 +455,12 @@ mod tests {
 
     #[test]
     fn init_mode_adds_base_mounts_first_and_switch_root_last() {
-        let p = Plan::new(NORMAL, |id| id != LvmActivation);
+        let p = Plan::new(NORMAL, &|id| id != LvmActivation);
         assert_eq!(p.step(0).unwrap().id, BaseMounts);
         // Devices need their drivers: nothing that touches a disk runs before the modules.
         assert_eq!(p.step(1).unwrap().id, LoadModules);
         assert_eq!(p.step(p.len() - 1).unwrap().id, SwitchRoot);
-        let lvm = Plan::new(NORMAL, |_| true);
+        let lvm = Plan::new(NORMAL, &|_| true);
         assert!(lvm.contains(LvmActivation));
         assert!(!p.contains(LvmActivation));
     }
@@ -549,7 +539,7 @@ mod tests {
 
     #[test]
     fn live_wait_failure_is_fatal() {
-        let mut p = Plan::new(LIVE, |_| true);
+        let mut p = Plan::new(LIVE, &|_| true);
         let ran = run_failing(&mut p, &[WaitForSysroot]);
         assert!(!ran.contains(&SwitchRoot));
         assert_eq!(p.fatal().unwrap().0.id, WaitForSysroot);
@@ -565,11 +555,11 @@ mod tests {
                 Ok(())
             },
             || 0,
-            |_, _| {},
+            |_, _, _| {},
             || ran.borrow().contains(&MountRoot),
         );
         assert_eq!(*ran.borrow().last().unwrap(), MountRoot);
-        assert_eq!(p.status_of(MountRoot), Some(&Status::Ok));
+        assert_eq!(p.status_of(MountRoot), Some(Status::Ok));
         assert!(skipped(&p, MountOem) && skipped(&p, WriteFstab));
         let s = render(&p);
         assert!(
@@ -590,7 +580,7 @@ mod tests {
                 t.set(t.get() + 5);
                 t.get()
             },
-            |_, _| {},
+            |_, _, _| {},
         );
         assert!(p.duration_ms.iter().take(p.len()).all(|&d| d == 5));
     }

@@ -11,64 +11,53 @@ pub const TIMELINE_FILE: &[u8] = b"/run/immucore/boot-timeline.json";
 fn json_string(out: &mut Text<8192>, s: &[u8]) {
     out.push_lossy(b"\"");
     for &c in s {
-        match c {
-            b'"' => out.push_lossy(b"\\\""),
-            b'\\' => out.push_lossy(b"\\\\"),
-            0..=0x1f => out.push_lossy(b"?"),
-            _ => out.push_lossy(&[c]),
-        }
+        let byte = [c];
+        out.push_lossy(match c {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0..=0x1f => b"?",
+            _ => &byte,
+        });
     }
     out.push_lossy(b"\"");
 }
 
 /// `[{"name": .., "duration_ms": .., "error": ..}]` of the steps that ran, slowest first.
 pub fn timeline(plan: &Plan, out: &mut Text<8192>) {
-    let mut order = [0usize; crate::plan::MAX_STEPS];
-    let n = plan.len().min(order.len());
-    for (i, o) in order.iter_mut().enumerate().take(n) {
-        *o = i;
-    }
-    // Insertion sort by duration, descending; stable for equal durations (plan order).
-    for i in 1..n {
-        let mut j = i;
-        while j > 0 {
-            let (a, b) = (
-                order.get(j - 1).copied().unwrap_or(0),
-                order.get(j).copied().unwrap_or(0),
-            );
-            if plan.duration_ms.get(a) >= plan.duration_ms.get(b) {
-                break;
-            }
-            order.swap(j - 1, j);
-            j -= 1;
-        }
-    }
     out.push_lossy(b"[\n");
-    let mut first = true;
-    for &i in order.iter().take(n) {
+    // Selection by duration, descending: the first of equal durations wins (plan order).
+    let mut done = 0u32;
+    let mut sep: &[u8] = b"";
+    loop {
+        let mut best = None;
+        for i in 0..plan.len() {
+            let d = plan.duration_ms.get(i);
+            let ran = plan.status.get(i).is_some_and(|s| *s != Status::NotRun);
+            if ran && done & (1 << i) == 0 && best.is_none_or(|b| d > plan.duration_ms.get(b)) {
+                best = Some(i);
+            }
+        }
+        let Some(i) = best else { break };
+        done |= 1 << i;
         let (Some(step), Some(status)) = (plan.step(i), plan.status.get(i)) else {
             continue;
         };
-        if *status == Status::NotRun {
-            continue;
-        }
-        if !first {
-            out.push_lossy(b",\n");
-        }
-        first = false;
+        out.push_lossy(sep);
+        sep = b",\n";
         out.push_lossy(b"  {\"name\": ");
         json_string(out, step.name.as_bytes());
         out.push_lossy(b", \"duration_ms\": ");
         out.push_lossy(log::num(plan.duration_ms.get(i).copied().unwrap_or(0)).as_bytes());
-        if let Status::Failed(e) | Status::Skipped(e) = status {
+        if let (Status::Failed | Status::Skipped, Some(why)) = (status, plan.why.get(i)) {
             out.push_lossy(b", \"error\": ");
-            json_string(out, e.as_bytes());
+            json_string(out, why.as_bytes());
         }
         out.push_lossy(b"}");
     }
     out.push_lossy(b"\n]\n");
 }
 
+#[inline(never)]
 pub fn write_timeline(plan: &Plan) {
     let mut text = Text::<8192>::new();
     timeline(plan, &mut text);
@@ -82,7 +71,18 @@ pub fn write_timeline(plan: &Plan) {
     }
 }
 
-/// The failure summary: what failed and why, what was skipped, the command line, the log.
+/// The failure summary, one logged line per line: what failed and why, what was skipped, the
+/// command line, the log.
+const SUMMARY: &[u8] = b"{}
+        IMMUCORE BOOT FAILED
+{}
+Reason: {}
+Failed: {}
+Skipped:{}
+Cmdline: {}
+Logs:    {} and {}
+{}";
+
 pub fn failure_summary(plan: &Plan, reason: &[u8], cmdline: &[u8]) {
     let rule = b"========================================";
     let mut failed = Text::<512>::new();
@@ -90,26 +90,29 @@ pub fn failure_summary(plan: &Plan, reason: &[u8], cmdline: &[u8]) {
     for i in 0..plan.len() {
         let Some(step) = plan.step(i) else { continue };
         let list = match plan.status.get(i) {
-            Some(Status::Failed(_)) => &mut failed,
-            Some(Status::Skipped(_)) => &mut skipped,
+            Some(Status::Failed) => &mut failed,
+            Some(Status::Skipped) => &mut skipped,
             _ => continue,
         };
         list.push_lossy(b" ");
         list.push_lossy(step.name.as_bytes());
     }
-    let lines: [(&[u8], &[&[u8]]); 9] = [
-        (b"{}", &[rule]),
-        (b"        IMMUCORE BOOT FAILED", &[]),
-        (b"{}", &[rule]),
-        (b"Reason: {}", &[reason]),
-        (b"Failed: {}", &[failed.as_bytes()]),
-        (b"Skipped:{}", &[skipped.as_bytes()]),
-        (b"Cmdline: {}", &[cmdline.trim_ascii()]),
-        (b"Logs:    {} and {}", &[log::LOG_FILE, TIMELINE_FILE]),
-        (b"{}", &[rule]),
+    // The `{}` marks of SUMMARY, in order.
+    let mut args: &[&[u8]] = &[
+        rule,
+        rule,
+        reason,
+        failed.as_bytes(),
+        skipped.as_bytes(),
+        cmdline.trim_ascii(),
+        log::LOG_FILE,
+        TIMELINE_FILE,
+        rule,
     ];
-    for (template, args) in lines {
-        log::error("", template, args);
+    for line in SUMMARY.split(|&c| c == b'\n') {
+        log::error("", line, args);
+        let marks = line.windows(2).filter(|w| w == b"{}").count();
+        args = args.get(marks..).unwrap_or(&[]);
     }
 }
 
@@ -120,7 +123,7 @@ mod tests {
 
     #[test]
     fn timeline_is_slowest_first_with_errors() {
-        let mut p = Plan::new(NORMAL, |id| {
+        let mut p = Plan::new(NORMAL, &|id| {
             matches!(
                 id,
                 StepId::CreateSentinel | StepId::MountState | StepId::MountTmpfs
@@ -139,7 +142,7 @@ mod tests {
                 }
             },
             || clock.get(),
-            |_, _| {},
+            |_, _, _| {},
         );
         let mut out = Text::new();
         timeline(&p, &mut out);

@@ -3,11 +3,14 @@
 //! (without crossing mounts), make the new root `/`, and exec its init.
 
 use crate::log;
+use crate::steps::err;
 use crate::sys::{self, CBuf, Errno};
 use crate::util::fixed::Text;
-use rustix::fd::AsFd;
-use rustix::fs::FileType;
+use core::mem::MaybeUninit;
+use rustix::fd::{AsFd, BorrowedFd};
+use rustix::fs::{fstat, openat, unlinkat, AtFlags, FileType, Mode, OFlags, RawDir};
 
+const STEP: &str = "switch-root";
 const API_FS: &[&[u8]] = &[b"/dev", b"/proc", b"/sys", b"/run"];
 const INIT_FALLBACKS: &[&[u8]] = &[b"/sbin/init", b"/etc/init", b"/bin/init", b"/bin/sh"];
 
@@ -15,14 +18,14 @@ const INIT_FALLBACKS: &[&[u8]] = &[b"/sbin/init", b"/etc/init", b"/bin/init", b"
 ///
 /// # Safety
 /// `argv` and `envp` must be the NULL-terminated arrays the process was started with.
+#[inline(never)]
 pub unsafe fn switch_root(
     sysroot: &[u8],
     init: &[u8],
     argv: *const *const u8,
     envp: *const *const u8,
 ) -> Text<256> {
-    let mut why = Text::<256>::new();
-    log::info("switch-root", b"switching to {}", &[sysroot]);
+    log::info(STEP, b"switching to {}", &[sysroot]);
     let _ = sys::make_root_private();
     // MS_MOVE needs the new root to be a mount point (a live sysroot may be a plain dir).
     if !sys::is_mountpoint_path(sysroot) {
@@ -34,7 +37,7 @@ pub unsafe fn switch_root(
         target.push_lossy(fs);
         if let Err(e) = sys::mount_move(fs, target.as_bytes()) {
             log::warn(
-                "switch-root",
+                STEP,
                 b"cannot move {} to {}: {}",
                 &[fs, target.as_bytes(), log::errno(e).as_bytes()],
             );
@@ -46,40 +49,39 @@ pub unsafe fn switch_root(
     );
     if free {
         if let Ok(root) = sys::open_dir(b"/") {
-            let dev = rustix::fs::fstat(&root).map(|s| s.st_dev).unwrap_or(0);
+            let dev = fstat(&root).map(|s| s.st_dev).unwrap_or(0);
             remove_children(root.as_fd(), dev, 0);
         }
     }
-    if let Err(e) = sys::chdir(sysroot) {
-        why.push_lossy(b"chdir to the new root failed: ");
-        why.push_lossy(log::errno(e).as_bytes());
-        return why;
-    }
-    if let Err(e) = sys::mount_move(b".", b"/") {
-        why.push_lossy(b"moving the new root onto / failed: ");
-        why.push_lossy(log::errno(e).as_bytes());
-        return why;
-    }
-    if let Err(e) = sys::chroot(b".").and_then(|_| sys::chdir(b"/")) {
-        why.push_lossy(b"chroot into the new root failed: ");
-        why.push_lossy(log::errno(e).as_bytes());
-        return why;
+    let entered = sys::chdir(sysroot)
+        .map_err(|e| (&b"chdir to the new root failed: {}"[..], e))
+        .and_then(|()| {
+            sys::mount_move(b".", b"/")
+                .map_err(|e| (&b"moving the new root onto / failed: {}"[..], e))
+        })
+        .and_then(|()| {
+            sys::chroot(b".")
+                .and_then(|()| sys::chdir(b"/"))
+                .map_err(|e| (&b"chroot into the new root failed: {}"[..], e))
+        });
+    if let Err((template, e)) = entered {
+        return err(template, &[log::errno(e).as_bytes()]).message();
     }
     log_peak_memory();
     let mut tried = Text::<256>::new();
-    let candidates = core::iter::once(init)
-        .filter(|i| !i.is_empty())
-        .chain(INIT_FALLBACKS.iter().copied());
-    for path in candidates {
+    for path in core::iter::once(init).chain(INIT_FALLBACKS.iter().copied()) {
+        if path.is_empty() {
+            continue;
+        }
         let mut c = CBuf::new();
         let Ok(c) = c.c_str(path) else { continue };
-        log::info("switch-root", b"exec {}", &[path]);
+        log::info(STEP, b"exec {}", &[path]);
         log::restore_kmsg_limit();
         // SAFETY: forwarded from the caller's contract.
         let e = unsafe { sys::exec(c, argv, envp) };
         if e != Errno::NOENT {
             log::warn(
-                "switch-root",
+                STEP,
                 b"cannot exec {}: {}",
                 &[path, log::errno(e).as_bytes()],
             );
@@ -87,37 +89,35 @@ pub unsafe fn switch_root(
         tried.push_lossy(path);
         tried.push_lossy(b" ");
     }
-    why.push_lossy(b"no init could be started (tried ");
-    why.push_lossy(tried.as_bytes());
-    why.push_lossy(b")");
-    why
+    err(b"no init could be started (tried {})", &[tried.as_bytes()]).message()
 }
 
 /// Deletes the contents of `dir`, staying on filesystem `dev` (so mounts below, the new root
 /// among them, are never touched). Depth is bounded; the initramfs is shallow.
-fn remove_children(dir: rustix::fd::BorrowedFd<'_>, dev: u64, depth: u32) {
+fn remove_children(dir: BorrowedFd<'_>, dev: u64, depth: u32) {
     if depth > 16 {
         return;
     }
-    let _ = sys::for_each_entry(dir, |name, ft| {
-        let mut c = CBuf::new();
-        let Ok(c) = c.c_str(name) else { return };
-        if ft == FileType::Directory {
-            let flags = rustix::fs::OFlags::RDONLY
-                | rustix::fs::OFlags::DIRECTORY
-                | rustix::fs::OFlags::NOFOLLOW
-                | rustix::fs::OFlags::CLOEXEC;
-            if let Ok(sub) = rustix::fs::openat(dir, c, flags, rustix::fs::Mode::empty()) {
-                let same = rustix::fs::fstat(&sub).is_ok_and(|s| s.st_dev == dev);
-                if same && !sys::is_mountpoint(sub.as_fd(), b"") {
-                    remove_children(sub.as_fd(), dev, depth + 1);
-                    let _ = rustix::fs::unlinkat(dir, c, rustix::fs::AtFlags::REMOVEDIR);
-                }
-            }
-        } else {
-            let _ = rustix::fs::unlinkat(dir, c, rustix::fs::AtFlags::empty());
+    let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
+    let mut entries = RawDir::new(dir, &mut buf);
+    while let Some(Ok(entry)) = entries.next() {
+        let name = entry.file_name();
+        if matches!(name.to_bytes(), b"." | b"..") {
+            continue;
         }
-    });
+        if entry.file_type() != FileType::Directory {
+            let _ = unlinkat(dir, name, AtFlags::empty());
+            continue;
+        }
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        if let Ok(sub) = openat(dir, name, flags, Mode::empty()) {
+            let same = fstat(&sub).is_ok_and(|s| s.st_dev == dev);
+            if same && !sys::is_mountpoint(sub.as_fd(), b"") {
+                remove_children(sub.as_fd(), dev, depth + 1);
+                let _ = unlinkat(dir, name, AtFlags::REMOVEDIR);
+            }
+        }
+    }
 }
 
 /// Logs PID 1's peak memory (`VmHWM`), for the boot-cost figures.
@@ -126,13 +126,12 @@ fn log_peak_memory() {
     let Ok(n) = sys::read_file(b"/proc/self/status", &mut buf) else {
         return;
     };
-    if let Some(line) = buf
-        .get(..n)
-        .unwrap_or(&[])
-        .split(|&c| c == b'\n')
-        .find(|l| l.starts_with(b"VmHWM:"))
-    {
-        let value = line.get(6..).unwrap_or(&[]).trim_ascii();
-        log::info("switch-root", b"peak memory: VmHWM {}", &[value]);
+    let status = buf.get(..n).unwrap_or(&[]);
+    // A line of its own, never the first (that is `Name:`).
+    if let Some(at) = status.windows(7).position(|w| w == b"\nVmHWM:") {
+        let rest = status.get(at + 7..).unwrap_or(&[]);
+        let end = rest.iter().position(|&c| c == b'\n').unwrap_or(rest.len());
+        let value = rest.get(..end).unwrap_or(rest).trim_ascii();
+        log::info(STEP, b"peak memory: VmHWM {}", &[value]);
     }
 }
