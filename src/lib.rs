@@ -44,41 +44,14 @@ IMMUCORE_SYSROOT=<dir> instead of /sysroot, IMMUCORE_CONFIG_DIR=<dir> instead of
 Logs: console, /run/immucore/immucore.log, /run/immucore/boot-timeline.json.
 ";
 
-/// Iterates a NULL-terminated C string array (argv/envp) as byte slices.
-///
-/// # Safety
-/// `p` must be NULL or a NULL-terminated array of NUL-terminated strings.
-unsafe fn c_strings(p: *const *const u8) -> impl Iterator<Item = &'static [u8]> {
-    let mut i = 0;
-    core::iter::from_fn(move || {
-        if p.is_null() {
-            return None;
-        }
-        // SAFETY: guaranteed by the caller; the strings live for the whole process.
-        let s = unsafe { *p.add(i) };
-        if s.is_null() {
-            return None;
-        }
-        i += 1;
-        Some(unsafe { core::ffi::CStr::from_ptr(s as *const core::ffi::c_char) }.to_bytes())
-    })
-}
-
 fn out(s: &[u8]) {
     let _ = sys::write_all(sys::stdout(), s);
 }
 
 /// Program entry after `_start`: returns the exit status (never returns in init mode).
-///
-/// # Safety
-/// `argv` and `envp` must be the NULL-terminated arrays the kernel passed to the process.
-pub unsafe fn main(_argc: usize, argv: *const *const u8, envp: *const *const u8) -> i32 {
+pub fn main(process: sys::args::ProcessArgs) -> i32 {
     let pid1 = sys::is_pid1();
-    let env = Env::new(
-        unsafe { c_strings(argv) }.skip(1),
-        unsafe { c_strings(envp) },
-        pid1,
-    );
+    let env = Env::new(process.args().skip(1), process.vars(), pid1);
     let dry_run = match env.action {
         Action::Help => {
             out(HELP);
@@ -211,10 +184,7 @@ pub unsafe fn main(_argc: usize, argv: *const *const u8, envp: *const *const u8)
         return 0;
     }
     drop(ctx);
-    // SAFETY: argv/envp are the process's own arrays, passed on to the new init.
-    let why = unsafe {
-        boot::switch_root::switch_root(env.sysroot.as_bytes(), cmd.init.as_bytes(), argv, envp)
-    };
+    let why = boot::switch_root::switch_root(env.sysroot.as_bytes(), cmd.init.as_bytes(), process);
     give_up(&plan, why.as_bytes(), text, fail)
 }
 

@@ -86,13 +86,7 @@ pub fn fail(reboot_on_failure: bool, shell_allowed: bool) -> ! {
         let _ = sys::reboot();
     } else if shell_allowed && sys::is_executable(b"/bin/sh") {
         log::error("", b"starting /bin/sh (rd.shell=0 prevents this)", &[]);
-        let argv: [*const u8; 2] = [c"/bin/sh".as_ptr() as *const u8, core::ptr::null()];
-        let envp: [*const u8; 2] = [
-            c"PATH=/usr/bin:/usr/sbin:/bin:/sbin".as_ptr() as *const u8,
-            core::ptr::null(),
-        ];
-        // SAFETY: both arrays are NULL-terminated and point at static NUL-terminated strings.
-        let e = unsafe { sys::exec(c"/bin/sh", argv.as_ptr(), envp.as_ptr()) };
+        let e = sys::args::exec_shell();
         log::error("", b"cannot start /bin/sh: {}", &[log::errno(e).as_bytes()]);
     } else {
         log::error(

@@ -14,17 +14,10 @@ const STEP: &str = "switch-root";
 const API_FS: &[&[u8]] = &[b"/dev", b"/proc", b"/sys", b"/run"];
 const INIT_FALLBACKS: &[&[u8]] = &[b"/sbin/init", b"/etc/init", b"/bin/init", b"/bin/sh"];
 
-/// Moves everything and execs the new init; returns only with the reason it could not.
-///
-/// # Safety
-/// `argv` and `envp` must be the NULL-terminated arrays the process was started with.
+/// Moves everything and execs the new init (with the arguments and environment we were started
+/// with); returns only with the reason it could not.
 #[inline(never)]
-pub unsafe fn switch_root(
-    sysroot: &[u8],
-    init: &[u8],
-    argv: *const *const u8,
-    envp: *const *const u8,
-) -> Text<256> {
+pub fn switch_root(sysroot: &[u8], init: &[u8], process: sys::args::ProcessArgs) -> Text<256> {
     log::info(STEP, b"switching to {}", &[sysroot]);
     let _ = sys::make_root_private();
     // MS_MOVE needs the new root to be a mount point (a live sysroot may be a plain dir).
@@ -77,8 +70,7 @@ pub unsafe fn switch_root(
         let Ok(c) = c.c_str(path) else { continue };
         log::info(STEP, b"exec {}", &[path]);
         log::restore_kmsg_limit();
-        // SAFETY: forwarded from the caller's contract.
-        let e = unsafe { sys::exec(c, argv, envp) };
+        let e = process.exec(c);
         if e != Errno::NOENT {
             log::warn(
                 STEP,

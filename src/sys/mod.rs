@@ -2,6 +2,7 @@
 //! of the program uses. Everything takes byte-string paths and copies them into a stack buffer
 //! with a terminating NUL, so no call allocates and overlong paths fail with `ENAMETOOLONG`.
 
+pub mod args;
 pub mod inroot;
 pub mod loopdev;
 mod raw;

@@ -76,7 +76,8 @@ unsafe extern "C" fn start_rust(sp: *const usize) -> ! {
         unsafe { p.add(1) } as *mut usize,
         core::sync::atomic::Ordering::Relaxed,
     );
-    let code = unsafe { immucore::main(argc, argv, envp) };
+    // SAFETY: argv and envp are the kernel's NULL-terminated arrays on the initial stack.
+    let code = immucore::main(unsafe { immucore::sys::args::ProcessArgs::from_raw(argv, envp) });
     immucore::sys::exit(code)
 }
 
