@@ -52,9 +52,9 @@ impl Env {
         let mut e = Env {
             action: Action::Boot,
             init_mode: pid1,
-            sysroot: Text::from(DEFAULT_SYSROOT).unwrap_or_default(),
-            config_dir: Text::from(DEFAULT_CONFIG_DIR).unwrap_or_default(),
-            cmdline_path: Text::from(PROC_CMDLINE).unwrap_or_default(),
+            sysroot: Text::new(),
+            config_dir: Text::new(),
+            cmdline_path: Text::new(),
             bad_arg: None,
         };
         for a in args {
@@ -64,9 +64,9 @@ impl Env {
                 // for the real init, which gets the same argv after switch_root.
                 None if pid1 => {}
                 None => {
-                    e.bad_arg = Some(
-                        Text::from(a.get(..a.len().min(64)).unwrap_or(&[])).unwrap_or_default(),
-                    )
+                    let mut word = Text::new();
+                    word.push_lossy(a);
+                    e.bad_arg = Some(word);
                 }
             }
         }
@@ -75,25 +75,40 @@ impl Env {
                 continue;
             };
             let (key, val) = (kv.get(..eq).unwrap_or(&[]), kv.get(eq + 1..).unwrap_or(&[]));
-            if val.is_empty() {
-                continue;
-            }
-            let slot: Option<&mut Text<_>> = match key {
-                b"IMMUCORE_SYSROOT" => Some(&mut e.sysroot),
-                b"IMMUCORE_CONFIG_DIR" => Some(&mut e.config_dir),
-                _ => None,
-            };
-            if let Some(slot) = slot {
-                if let Ok(t) = Text::from(val) {
-                    *slot = t;
-                }
-            } else if key == b"HOST_PROC_CMDLINE" {
-                if let Ok(t) = Text::from(val) {
-                    e.cmdline_path = t;
-                }
+            match SEAMS.iter().position(|seam| *seam == key) {
+                Some(0) => set(&mut e.sysroot, val),
+                Some(1) => set(&mut e.config_dir, val),
+                Some(_) => set(&mut e.cmdline_path, val),
+                None => {}
             }
         }
+        for (path, default) in [
+            (&mut e.sysroot, DEFAULT_SYSROOT),
+            (&mut e.config_dir, DEFAULT_CONFIG_DIR),
+        ] {
+            if path.is_empty() {
+                set(path, default);
+            }
+        }
+        if e.cmdline_path.is_empty() {
+            set(&mut e.cmdline_path, PROC_CMDLINE);
+        }
         e
+    }
+}
+
+/// The environment variables `Env::new` reads, in the order of its `match`.
+const SEAMS: [&[u8]; 3] = [
+    b"IMMUCORE_SYSROOT",
+    b"IMMUCORE_CONFIG_DIR",
+    b"HOST_PROC_CMDLINE",
+];
+
+/// Sets `path` to `value` when it fits; an empty or overlong value leaves it as it is.
+fn set<const N: usize>(path: &mut Text<N>, value: &[u8]) {
+    if !value.is_empty() && value.len() <= N {
+        path.clear();
+        path.push_lossy(value);
     }
 }
 
