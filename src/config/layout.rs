@@ -415,12 +415,15 @@ fn items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|item| !item.is_empty())
 }
 
-fn add_paths(list: &mut PathList, key: &'static str, value: &[u8]) -> Result<(), LayoutError> {
+/// A refused layout before it becomes a [`LayoutError`]: key, item, reason.
+type Bad<'a> = (&'static str, &'a [u8], &'static str);
+
+fn add_paths<'a>(list: &mut PathList, key: &'static str, value: &'a [u8]) -> Result<(), Bad<'a>> {
     let mut path = Text::new();
     for item in items(value) {
-        normalize(item, &mut path).map_err(|reason| layout_error(key, item, reason))?;
+        normalize(item, &mut path).map_err(|reason| (key, item, reason))?;
         list.push_unique(path.as_bytes())
-            .map_err(|_| layout_error(key, item, "too many items"))?;
+            .map_err(|_| (key, item, "too many items"))?;
     }
     Ok(())
 }
@@ -458,74 +461,77 @@ impl Layout {
         cmdline_overlay: &[u8],
     ) -> Result<Layout, LayoutError> {
         let mut layout = Layout::empty();
-        let get = |key: &[u8]| main.get(key).unwrap_or(&[]);
+        layout
+            .fill(main, extra, cmdline_overlay)
+            .map_err(|(key, item, reason)| layout_error(key, item, reason))?;
+        Ok(layout)
+    }
 
-        add_paths(&mut layout.rw_paths, "RW_PATHS", get(b"RW_PATHS"))?;
-        if layout.rw_paths.is_empty() {
+    /// `from_env` into an empty layout, with the error as (key, item, reason).
+    fn fill<'a>(
+        &mut self,
+        main: &'a EnvVars,
+        extra: Option<&'a EnvVars>,
+        cmdline_overlay: &'a [u8],
+    ) -> Result<(), Bad<'a>> {
+        let get = |key: &str| main.get(key.as_bytes()).unwrap_or(&[]);
+
+        add_paths(&mut self.rw_paths, "RW_PATHS", get("RW_PATHS"))?;
+        if self.rw_paths.is_empty() {
             // Upstream also uses the defaults when RW_PATHS is present but empty [Q-6].
-            add_paths(&mut layout.rw_paths, "RW_PATHS", DEFAULT_RW_PATHS)?;
+            add_paths(&mut self.rw_paths, "RW_PATHS", DEFAULT_RW_PATHS)?;
         }
-        add_paths(
-            &mut layout.binds,
-            "PERSISTENT_STATE_PATHS",
-            get(b"PERSISTENT_STATE_PATHS"),
-        )?;
-        add_paths(
-            &mut layout.binds,
-            "CUSTOM_BIND_MOUNTS",
-            get(b"CUSTOM_BIND_MOUNTS"),
-        )?;
+        for key in ["PERSISTENT_STATE_PATHS", "CUSTOM_BIND_MOUNTS"] {
+            add_paths(&mut self.binds, key, get(key))?;
+        }
         if let Some(extra) = extra {
             let paths = extra.get(b"PERSISTENT_STATE_PATHS").unwrap_or(&[]);
             add_paths(
-                &mut layout.binds,
+                &mut self.binds,
                 "PERSISTENT_STATE_PATHS (extra-layout.env)",
                 paths,
             )?;
         }
 
-        let (overlay_key, overlay) = match get(b"OVERLAY") {
+        let (overlay_key, overlay) = match get("OVERLAY") {
             [] if cmdline_overlay.is_empty() => ("rd.cos.overlay", DEFAULT_OVERLAY),
             [] => ("rd.cos.overlay", cmdline_overlay),
             from_file => ("OVERLAY", from_file),
         };
-        overlay_backing(overlay).map_err(|reason| layout_error(overlay_key, overlay, reason))?;
-        layout
-            .overlay
+        overlay_backing(overlay).map_err(|reason| (overlay_key, overlay, reason))?;
+        self.overlay
             .push(overlay)
-            .map_err(|_| layout_error(overlay_key, overlay, "too long"))?;
+            .map_err(|_| (overlay_key, overlay, "too long"))?;
 
-        for item in items(get(b"VOLUMES")) {
-            volume_spec(item).map_err(|reason| layout_error("VOLUMES", item, reason))?;
-            layout
-                .volumes
-                .push_unique(item)
-                .map_err(|_| layout_error("VOLUMES", item, "too many items"))?;
-        }
-
-        let target = match get(b"PERSISTENT_STATE_TARGET") {
+        let target = match get("PERSISTENT_STATE_TARGET") {
             [] => DEFAULT_STATE_TARGET,
             from_file => from_file,
         };
-        let target_error = |reason| layout_error("PERSISTENT_STATE_TARGET", target, reason);
-        normalize(target, &mut layout.state_target).map_err(target_error)?;
-        let state_target = layout.state_target.as_bytes();
+        // Checked after the volumes, whose errors come first.
+        let target_ok = normalize(target, &mut self.state_target);
+        let state_target = self.state_target.as_bytes();
+        // Volumes are mounted after the overlays, so one covering the target hides the overlay.
+        let mut on_volume = false;
+        for item in items(get("VOLUMES")) {
+            let (_, mount_point) = volume_spec(item).map_err(|reason| ("VOLUMES", item, reason))?;
+            on_volume |= is_within(state_target, mount_point.as_bytes());
+            self.volumes
+                .push_unique(item)
+                .map_err(|_| ("VOLUMES", item, "too many items"))?;
+        }
+
+        let target_error = |reason| ("PERSISTENT_STATE_TARGET", target, reason);
+        target_ok.map_err(target_error)?;
         if state_target == b"/" {
             return Err(target_error("is / (the read-only root image)"));
         }
-        // Volumes are mounted after the overlays, so one covering the target hides the overlay.
-        let on_volume = layout
-            .volumes
-            .iter()
-            .filter_map(|spec| volume_spec(spec).ok())
-            .any(|(_, mount_point)| is_within(state_target, mount_point.as_bytes()));
-        let in_overlay = layout.rw_paths.iter().any(|rw| is_within(state_target, rw));
-        if !layout.binds.is_empty() && in_overlay && !on_volume {
+        let in_overlay = self.rw_paths.iter().any(|rw| is_within(state_target, rw));
+        if !self.binds.is_empty() && in_overlay && !on_volume {
             return Err(target_error(
                 "lies inside an RW_PATHS overlay: persistent data would be lost",
             ));
         }
-        Ok(layout)
+        Ok(())
     }
 
     /// Kairos' own layout for `state` (reference §4.5), for systems that ship no layout file.
@@ -581,15 +587,19 @@ impl Layout {
     /// with [`parse_env`] and [`Layout::from_env`] gives this layout again.
     pub fn render_env(&self, out: &mut Text<16384>) -> Result<(), Full> {
         out.clear();
-        render_line(out, "OVERLAY", core::iter::once(self.overlay.as_bytes()))?;
-        render_line(out, "PERSISTENT_STATE_PATHS", self.binds.iter())?;
+        render_line(
+            out,
+            "OVERLAY",
+            &mut core::iter::once(self.overlay.as_bytes()),
+        )?;
+        render_line(out, "PERSISTENT_STATE_PATHS", &mut self.binds.iter())?;
         render_line(
             out,
             "PERSISTENT_STATE_TARGET",
-            core::iter::once(self.state_target.as_bytes()),
+            &mut core::iter::once(self.state_target.as_bytes()),
         )?;
-        render_line(out, "RW_PATHS", self.rw_paths.iter())?;
-        render_line(out, "VOLUMES", self.volumes.iter())
+        render_line(out, "RW_PATHS", &mut self.rw_paths.iter())?;
+        render_line(out, "VOLUMES", &mut self.volumes.iter())
     }
 }
 
@@ -597,7 +607,7 @@ impl Layout {
 fn render_line<'a>(
     out: &mut Text<16384>,
     key: &str,
-    values: impl Iterator<Item = &'a [u8]>,
+    values: &mut dyn Iterator<Item = &'a [u8]>,
 ) -> Result<(), Full> {
     out.push_str(key)?;
     out.push(b"=\"")?;
