@@ -17,10 +17,9 @@ const VALUE_STORE: usize = 16384;
 
 /// Variables of one layout file: a fixed table, later assignments of a key replace earlier ones.
 pub struct EnvVars {
-    keys: [Text<MAX_KEY>; MAX_VARS],
-    /// (start, length) of each value in `store`.
+    keys: List<{ MAX_KEY * MAX_VARS }, MAX_VARS>,
+    /// (start, length) of each key's value in `store`.
     spans: [(u16, u16); MAX_VARS],
-    count: usize,
     store: [u8; VALUE_STORE],
     used: usize,
 }
@@ -33,21 +32,16 @@ impl Default for EnvVars {
 
 impl EnvVars {
     pub const fn new() -> Self {
-        const NO_KEY: Text<MAX_KEY> = Text::new();
         EnvVars {
-            keys: [NO_KEY; MAX_VARS],
+            keys: List::new(),
             spans: [(0, 0); MAX_VARS],
-            count: 0,
             store: [0; VALUE_STORE],
             used: 0,
         }
     }
 
     fn index(&self, key: &[u8]) -> Option<usize> {
-        self.keys
-            .iter()
-            .take(self.count)
-            .position(|k| k.as_bytes() == key)
+        self.keys.iter().position(|k| k == key)
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
@@ -57,11 +51,11 @@ impl EnvVars {
     }
 
     pub fn len(&self) -> usize {
-        self.count
+        self.keys.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.keys.is_empty()
     }
 
     /// Sets `key`, replacing an earlier value (its bytes are reclaimed, so repeated keys do not
@@ -81,16 +75,11 @@ impl EnvVars {
         }
         let slot = match existing {
             Some(i) => i,
-            None if self.count < MAX_VARS => {
-                let i = self.count;
-                if let Some(k) = self.keys.get_mut(i) {
-                    k.clear();
-                    k.push_lossy(key);
-                }
-                self.count += 1;
-                i
+            None => {
+                // Keys are at most MAX_KEY bytes, so only the count can be full.
+                self.keys.push(key).map_err(|_| "too many keys")?;
+                self.keys.len() - 1
             }
-            None => return Err("too many keys"),
         };
         if let Some((old_start, old_len)) = old {
             let (old_start, old_len) = (old_start as usize, old_len as usize);
@@ -100,7 +89,7 @@ impl EnvVars {
                 }
             }
             self.used -= old_len;
-            for span in self.spans.iter_mut().take(self.count) {
+            for span in self.spans.iter_mut() {
                 if span.0 as usize > old_start {
                     span.0 -= old_len as u16;
                 }
@@ -434,6 +423,12 @@ fn bind_key(path: &[u8]) -> (usize, &[u8]) {
     (parts, path.rsplit(|&c| c == b'/').next().unwrap_or(path))
 }
 
+/// Whether bind `a` mounts before `b` in upstream's order.
+#[inline(never)]
+fn mounts_before(a: &[u8], b: &[u8]) -> bool {
+    bind_key(a) < bind_key(b)
+}
+
 /// The built-in Kairos persistent paths (reference §4.5, current `00_rootfs.yaml`).
 const KAIROS_PERSISTENT_STATE_PATHS: &[u8] = b"/etc/cni /etc/init.d /etc/iscsi /etc/k0s /etc/kubernetes \
 /etc/modprobe.d /etc/pwx /etc/rancher /etc/runlevels /etc/ssh /etc/ssl/certs /etc/sysconfig /etc/systemd \
@@ -536,20 +531,21 @@ impl Layout {
 
     /// Kairos' own layout for `state` (reference §4.5), for systems that ship no layout file.
     pub fn builtin(state: BootState, cmdline_overlay: &[u8]) -> Result<Layout, LayoutError> {
-        let mut vars = EnvVars::new();
-        let persistent: [(&[u8], &[u8]); 3] = [
+        // The overlay size, then what persists; recovery and reset boots keep everything
+        // ephemeral, so they only get the first.
+        const VARS: [(&[u8], &[u8]); 4] = [
+            (b"OVERLAY", b"tmpfs:25%"),
             (b"VOLUMES", b"LABEL=COS_PERSISTENT:/usr/local"),
             (b"RW_PATHS", b"/var /etc /srv"),
             (b"PERSISTENT_STATE_PATHS", KAIROS_PERSISTENT_STATE_PATHS),
         ];
-        // Recovery and reset boots keep everything ephemeral: only the overlay size is set.
         let keep = if matches!(state, BootState::Active | BootState::Passive) {
-            persistent.len()
+            VARS.len()
         } else {
-            0
+            1
         };
-        let overlay: (&[u8], &[u8]) = (b"OVERLAY", b"tmpfs:25%");
-        for (key, value) in core::iter::once(&overlay).chain(persistent.iter().take(keep)) {
+        let mut vars = EnvVars::new();
+        for (key, value) in VARS.iter().take(keep) {
             vars.set(key, value)
                 .map_err(|reason| layout_error("built-in layout", key, reason))?;
         }
@@ -564,7 +560,7 @@ impl Layout {
         for (i, slot) in order.iter_mut().enumerate().take(n) {
             *slot = i as u8;
         }
-        let key = |i: u8| bind_key(self.binds.get(i as usize).unwrap_or(&[]));
+        let path = |i: u8| self.binds.get(i as usize).unwrap_or(&[]);
         // Insertion sort: stable, no allocation, and 96 items at most.
         for i in 1..n {
             let mut j = i;
@@ -573,7 +569,7 @@ impl Layout {
                     break;
                 };
                 let [before, after] = pair else { break };
-                if key(*after) >= key(*before) {
+                if !mounts_before(path(*after), path(*before)) {
                     break;
                 }
                 core::mem::swap(before, after);
