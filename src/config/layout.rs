@@ -611,16 +611,18 @@ fn render_line<'a>(
         if n > 0 {
             out.push_byte(b' ')?;
         }
-        for &c in value {
-            match c {
-                b'\n' => out.push(b"\\n")?,
-                b'\r' => out.push(b"\\r")?,
-                b'\\' | b'"' | b'!' | b'$' | b'`' => {
-                    out.push_byte(b'\\')?;
-                    out.push_byte(c)?;
+        for c in value {
+            let pair;
+            let escaped: &[u8] = match *c {
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                special @ (b'\\' | b'"' | b'!' | b'$' | b'`') => {
+                    pair = [b'\\', special];
+                    &pair
                 }
-                _ => out.push_byte(c)?,
-            }
+                _ => core::slice::from_ref(c),
+            };
+            out.push(escaped)?;
         }
     }
     out.push(b"\"\n")
