@@ -217,19 +217,12 @@ fn chosen<'a>(choices: &[Choice; VALUES], unquoted: &'a [u8], slot: usize) -> Ch
     ))
 }
 
-/// The chosen value when there is one and it fits its limit.
-fn fitting(chosen: Chosen<'_>) -> Option<&[u8]> {
-    match chosen {
-        Some((_, value, false)) => Some(value),
-        _ => None,
-    }
-}
-
-/// Index of `value` in `words`, `words.len()` when absent or another word.
-fn word(value: Option<&[u8]>, words: &[&[u8]]) -> usize {
-    value
-        .and_then(|v| words.iter().position(|w| *w == v))
-        .unwrap_or(words.len())
+/// Index in `words` of the chosen word: `None` when absent, `words.len()` for any other
+/// value (including one cut to its limit).
+fn word(chosen: Chosen<'_>, words: &[&[u8]]) -> Option<usize> {
+    let (_, value, cut) = chosen?;
+    let known = words.iter().position(|w| *w == value).filter(|_| !cut);
+    Some(known.unwrap_or(words.len()))
 }
 
 /// Records an out-of-scope key once; the list only feeds a debug line, so a full one drops it.
@@ -502,7 +495,7 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
 
     let unquoted = unquoted.get(..used).unwrap_or(&[]);
     let pick = |slot| chosen(&choices, unquoted, slot);
-    if let Some(value) = fitting(pick(IMAGE)) {
+    if let Some((_, value, _)) = pick(IMAGE) {
         normalize(value, &mut c.image).map_err(|reason| error(reason, value))?;
     }
     let warnings = &mut c.warnings;
@@ -561,21 +554,19 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
         b"not a positive number, using 120",
         warnings,
     );
-    c.fsck_mode = match word(fitting(pick(FSCK_MODE)), &[b"skip", b"force"]) {
-        0 => FsckMode::Skip,
-        1 => FsckMode::Force,
+    c.fsck_mode = match word(pick(FSCK_MODE), &[b"skip", b"force"]) {
+        Some(0) => FsckMode::Skip,
+        Some(1) => FsckMode::Force,
         _ => FsckMode::Auto,
     };
-    if pick(FSCK_REPAIR).is_some() {
-        c.fsck_repair = match word(fitting(pick(FSCK_REPAIR)), &[b"preen", b"yes", b"no"]) {
-            0 => FsckRepair::Preen,
-            1 => FsckRepair::Yes,
-            2 => FsckRepair::No,
-            _ => FsckRepair::None,
-        };
-    }
+    c.fsck_repair = match word(pick(FSCK_REPAIR), &[b"preen", b"yes", b"no"]) {
+        None | Some(0) => FsckRepair::Preen,
+        Some(1) => FsckRepair::Yes,
+        Some(2) => FsckRepair::No,
+        _ => FsckRepair::None,
+    };
     // dracut's boolean words for "off".
-    c.shell_allowed = word(fitting(pick(SHELL)), &[b"0", b"no", b"off"]) == 3;
+    c.shell_allowed = !matches!(word(pick(SHELL), &[b"0", b"no", b"off"]), Some(0..=2));
     Ok(c)
 }
 

@@ -68,8 +68,9 @@ impl EnvVars {
             return Err("value too long");
         }
         let existing = self.index(key);
-        let old = existing.and_then(|i| self.spans.get(i).copied());
-        let old_len = old.map_or(0, |(_, len)| len as usize);
+        let (old_start, old_len) = existing
+            .and_then(|i| self.spans.get(i))
+            .map_or((0, 0), |&(start, len)| (start as usize, len as usize));
         if self.used - old_len + value.len() > VALUE_STORE {
             return Err("values too large in total");
         }
@@ -81,18 +82,16 @@ impl EnvVars {
                 self.keys.len() - 1
             }
         };
-        if let Some((old_start, old_len)) = old {
-            let (old_start, old_len) = (old_start as usize, old_len as usize);
-            if let Some(tail) = self.store.get_mut(old_start..self.used) {
-                if old_len <= tail.len() {
-                    tail.copy_within(old_len.., 0);
-                }
+        // Reclaim the old value (none for a new key): the values after it move down.
+        if let Some(tail) = self.store.get_mut(old_start..self.used) {
+            if old_len <= tail.len() {
+                tail.copy_within(old_len.., 0);
             }
-            self.used -= old_len;
-            for span in self.spans.iter_mut() {
-                if span.0 as usize > old_start {
-                    span.0 -= old_len as u16;
-                }
+        }
+        self.used -= old_len;
+        for span in self.spans.iter_mut() {
+            if span.0 as usize > old_start {
+                span.0 -= old_len as u16;
             }
         }
         let start = self.used;
