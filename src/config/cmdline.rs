@@ -635,27 +635,34 @@ impl Device {
             (b"PARTLABEL=", DeviceKind::PartLabel),
             (b"PARTUUID=", DeviceKind::PartUuid),
         ];
-        for (prefix, kind) in TAGS {
-            if let Some(value) = spec.strip_prefix(prefix) {
-                check_tag(value)?;
-                let value = Text::from(value).map_err(|_| "label or id too long")?;
-                return Ok(Device { kind, value });
-            }
+        let mut device = Device {
+            kind: DeviceKind::Path,
+            value: Text::new(),
+        };
+        if let Some((value, kind)) = TAGS
+            .iter()
+            .find_map(|&(prefix, kind)| Some((spec.strip_prefix(prefix)?, kind)))
+        {
+            check_tag(value)?;
+            device.kind = kind;
+            // Never cut: check_tag allows at most 128 bytes.
+            device.value.push_lossy(value);
+            return Ok(device);
         }
-        if spec.starts_with(b"/dev/") {
-            let mut path = Text::new();
-            normalize(spec, &mut path)?;
-            // `/dev/`, `/dev/.` normalize to `/dev` itself: a directory, not a device node.
-            if !path.as_bytes().starts_with(b"/dev/") {
-                return Err("no device name after /dev/");
-            }
-            let value = Text::from(path.as_bytes()).map_err(|_| "device path too long")?;
-            return Ok(Device {
-                kind: DeviceKind::Path,
-                value,
-            });
+        if !spec.starts_with(b"/dev/") {
+            return Err("unknown device (use LABEL=, UUID=, PARTLABEL=, PARTUUID= or /dev/...)");
         }
-        Err("unknown device (use LABEL=, UUID=, PARTLABEL=, PARTUUID= or /dev/...)")
+        let mut path = Text::new();
+        normalize(spec, &mut path)?;
+        // `/dev/`, `/dev/.` normalize to `/dev` itself: a directory, not a device node.
+        if !path.as_bytes().starts_with(b"/dev/") {
+            return Err("no device name after /dev/");
+        }
+        device
+            .value
+            .push(path.as_bytes())
+            .map_err(|_| "device path too long")?;
+        Ok(device)
     }
 
     /// The device node path as udev names it (`LABEL=my data` → `/dev/disk/by-label/my\x20data`);
