@@ -235,9 +235,8 @@ fn note_ignored(ignored: &mut List<1024, 16>, key: &[u8]) {
 #[inline(never)]
 fn warn(warnings: &mut List<1024, 8>, key: &[u8], value: &[u8], reason: &[u8], then: &[u8]) {
     let mut msg: Text<200> = Text::new();
-    for part in [key, b"=", value, b": ", reason, then] {
-        msg.push_lossy(part);
-    }
+    let parts = [key, value, reason, then];
+    crate::log::expand(b"{}={}: {}{}", &parts, &mut |b| msg.push_lossy(&[b]));
     let _ = warnings.push(msg.as_bytes());
 }
 
