@@ -416,10 +416,15 @@ fn add_paths<'a>(list: &mut PathList, key: &'static str, value: &'a [u8]) -> Res
     Ok(())
 }
 
-/// Sort key of upstream's bind order: number of `/`-separated parts, then the last part.
+/// Sort key of upstream's bind order: number of `/`-separated parts (as the number of `/`),
+/// then the last part.
 fn bind_key(path: &[u8]) -> (usize, &[u8]) {
-    let parts = path.split(|&c| c == b'/').count();
-    (parts, path.rsplit(|&c| c == b'/').next().unwrap_or(path))
+    let slashes = path.iter().filter(|&&c| c == b'/').count();
+    let last = match path.iter().rposition(|&c| c == b'/') {
+        Some(slash) => path.get(slash + 1..).unwrap_or(&[]),
+        None => path,
+    };
+    (slashes, last)
 }
 
 /// Whether bind `a` mounts before `b` in upstream's order.
