@@ -383,6 +383,35 @@ const KEYS: &[(&str, Key, u8)] = &[
     ("kairos.ram", Key::OutOfScope, 1),
 ];
 
+/// Splits the next token off `rest` the way the kernel does (a double quote may wrap spaces,
+/// anywhere in the token) and appends it without its quotes to `unquoted` at `used`. Returns the
+/// raw token and whether its quotes are closed; `None` at the end of the line.
+#[inline(never)]
+fn next_token<'a>(
+    rest: &mut &'a [u8],
+    unquoted: &mut [u8],
+    used: &mut usize,
+) -> Option<(&'a [u8], bool)> {
+    let skip = rest.iter().position(|&c| !is_space(c))?;
+    let mut in_quote = false;
+    let mut end = skip;
+    for &c in rest.get(skip..).unwrap_or(&[]) {
+        if is_space(c) && !in_quote {
+            break;
+        }
+        end += 1;
+        if c == b'"' {
+            in_quote = !in_quote;
+        } else if let Some(slot) = unquoted.get_mut(*used) {
+            *slot = c;
+            *used += 1;
+        }
+    }
+    let raw = rest.get(skip..end).unwrap_or(&[]);
+    *rest = rest.get(end..).unwrap_or(&[]);
+    Some((raw, !in_quote))
+}
+
 /// Parses the command line (`/proc/cmdline` contents, trailing newline allowed). Not inlined:
 /// its one caller, `main`, is so large that the inlined copy needs more code.
 #[inline(never)]
@@ -421,29 +450,16 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
     let mut late_mounts: List<2048, MAX_MOUNTS> = List::new();
 
     // Every token without its quotes, back to back (never longer than `body`), so the choices
-    // can point into it. Quoting follows the kernel: quotes may wrap spaces anywhere.
+    // can point into it.
     let mut unquoted = [0u8; MAX_CMDLINE];
     let mut used = 0;
     let mut rest = body;
-    while let Some(skip) = rest.iter().position(|&c| !is_space(c)) {
+    loop {
         let start = used;
-        let mut in_quote = false;
-        let mut end = skip;
-        for &c in rest.get(skip..).unwrap_or(&[]) {
-            if is_space(c) && !in_quote {
-                break;
-            }
-            end += 1;
-            if c == b'"' {
-                in_quote = !in_quote;
-            } else if let Some(slot) = unquoted.get_mut(used) {
-                *slot = c;
-                used += 1;
-            }
-        }
-        let raw = rest.get(skip..end).unwrap_or(&[]);
-        rest = rest.get(end..).unwrap_or(&[]);
-        if in_quote {
+        let Some((raw, closed)) = next_token(&mut rest, &mut unquoted, &mut used) else {
+            break;
+        };
+        if !closed {
             return Err(error("unterminated quote", raw));
         }
         let token = unquoted.get(start..used).unwrap_or(&[]);
