@@ -718,10 +718,9 @@ pub fn volume_spec(raw: &[u8]) -> Result<(Device, Text<256>), &'static str> {
         .windows(2)
         .rposition(|pair| pair == b":/")
         .ok_or("no mount point")?;
-    let device = Device::parse(raw.get(..colon).unwrap_or(&[]))?;
-    let mut mount_point = Text::new();
-    normalize(raw.get(colon + 1..).unwrap_or(&[]), &mut mount_point)?;
-    Ok((device, mount_point))
+    let mut spec = (Device::parse(raw.get(..colon).unwrap_or(&[]))?, Text::new());
+    normalize(raw.get(colon + 1..).unwrap_or(&[]), &mut spec.1)?;
+    Ok(spec)
 }
 
 /// Backing store of `/run/overlay`.
