@@ -699,14 +699,14 @@ impl Device {
         // Always fits: check_tag bounds the encoded length.
         out.push_lossy(dir);
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        for &c in self.value.as_bytes() {
-            if is_plain_in_by_name(c) {
-                out.push_lossy(&[c]);
+        let hex = |n: u8| HEX.get(usize::from(n & 15)).copied().unwrap_or(b'0');
+        for c in self.value.as_bytes() {
+            let escaped = [b'\\', b'x', hex(c >> 4), hex(*c)];
+            out.push_lossy(if is_plain_in_by_name(*c) {
+                core::slice::from_ref(c)
             } else {
-                let high = HEX.get((c >> 4) as usize).copied().unwrap_or(b'0');
-                let low = HEX.get((c & 15) as usize).copied().unwrap_or(b'0');
-                out.push_lossy(&[b'\\', b'x', high, low]);
-            }
+                &escaped
+            });
         }
     }
 }
