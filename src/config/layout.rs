@@ -442,16 +442,6 @@ const KAIROS_PERSISTENT_STATE_PATHS: &[u8] = b"/etc/cni /etc/init.d /etc/iscsi /
 /var/log";
 
 impl Layout {
-    fn empty() -> Layout {
-        Layout {
-            rw_paths: List::new(),
-            binds: List::new(),
-            overlay: Text::new(),
-            state_target: Text::new(),
-            volumes: List::new(),
-        }
-    }
-
     /// The layout described by `main` (`cos-layout.env`) and `extra` (`extra-layout.env`, only
     /// its `PERSISTENT_STATE_PATHS`), with upstream's defaults for absent keys.
     pub fn from_env(
@@ -459,7 +449,7 @@ impl Layout {
         extra: Option<&EnvVars>,
         cmdline_overlay: &[u8],
     ) -> Result<Layout, LayoutError> {
-        let mut layout = Layout::empty();
+        let mut layout = Layout::default();
         layout
             .fill(main, extra, cmdline_overlay)
             .map_err(|(key, item, reason)| layout_error(key, item, reason))?;
