@@ -14,6 +14,9 @@ const MAX_MOUNTS: usize = 16;
 const DEFAULT_OVERLAY: &[u8] = b"tmpfs:20%";
 const DEFAULT_OEM_TIMEOUT_S: u32 = 5;
 const DEFAULT_SYSROOT_WAIT_S: u32 = 120;
+/// Warnings for values that are not numbers, naming the defaults above.
+const BAD_OEM_TIMEOUT: &[u8] = b"not a number, using 5";
+const BAD_SYSROOT_WAIT: &[u8] = b"not a positive number, using 120";
 
 /// Which system the command line boots (reference §3.2/§3.3).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -556,19 +559,18 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
     c.debug = flags & DEBUG != 0;
     c.reboot_on_failure = flags & REBOOT_ON_FAILURE != 0;
 
-    // The defaults named in these warnings are DEFAULT_OEM_TIMEOUT_S and DEFAULT_SYSROOT_WAIT_S.
     c.oem_timeout_s = number(
         pick(OEM_TIMEOUT),
         0,
         DEFAULT_OEM_TIMEOUT_S,
-        b"not a number, using 5",
+        BAD_OEM_TIMEOUT,
         warnings,
     );
     c.sysroot_wait_s = number(
         pick(SYSROOT_WAIT),
         1,
         DEFAULT_SYSROOT_WAIT_S,
-        b"not a positive number, using 120",
+        BAD_SYSROOT_WAIT,
         warnings,
     );
     c.fsck_mode = match word(pick(FSCK_MODE), &[b"skip", b"force"]) {

@@ -594,10 +594,10 @@ impl Layout {
 }
 
 /// `KEY="a b c"` with godotenv's double-quote escaping.
-fn render_line<'a>(
+fn render_line(
     out: &mut Text<16384>,
     key: &str,
-    values: &mut dyn Iterator<Item = &'a [u8]>,
+    values: &mut dyn Iterator<Item = &[u8]>,
 ) -> Result<(), Full> {
     out.push_str(key)?;
     out.push(b"=\"")?;
