@@ -57,6 +57,9 @@ impl Env {
             cmdline_path: Text::new(),
             bad_arg: None,
         };
+        set(&mut e.sysroot, DEFAULT_SYSROOT);
+        set(&mut e.config_dir, DEFAULT_CONFIG_DIR);
+        set(&mut e.cmdline_path, PROC_CMDLINE);
         for a in args {
             match ACTIONS.iter().find(|(word, _)| *word == a) {
                 Some(&(_, action)) => e.action = action,
@@ -81,17 +84,6 @@ impl Env {
                 Some(_) => set(&mut e.cmdline_path, val),
                 None => {}
             }
-        }
-        for (path, default) in [
-            (&mut e.sysroot, DEFAULT_SYSROOT),
-            (&mut e.config_dir, DEFAULT_CONFIG_DIR),
-        ] {
-            if path.is_empty() {
-                set(path, default);
-            }
-        }
-        if e.cmdline_path.is_empty() {
-            set(&mut e.cmdline_path, PROC_CMDLINE);
         }
         e
     }
