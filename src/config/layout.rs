@@ -496,7 +496,8 @@ impl Layout {
             [] => DEFAULT_STATE_TARGET,
             from_file => from_file,
         };
-        // Checked after the volumes, whose errors come first.
+        // Normalized before the volumes, which are checked against it; a bad volume is still
+        // reported before a bad target.
         let target_ok = normalize(target, &mut self.state_target);
         let state_target = self.state_target.as_bytes();
         // Volumes are mounted after the overlays, so one covering the target hides the overlay.
