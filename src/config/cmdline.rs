@@ -12,11 +12,23 @@ use crate::util::fixed::{parse_u64, List, Text};
 pub const MAX_CMDLINE: usize = 4096;
 const MAX_MOUNTS: usize = 16;
 const DEFAULT_OVERLAY: &[u8] = b"tmpfs:20%";
-const DEFAULT_OEM_TIMEOUT_S: u32 = 5;
-const DEFAULT_SYSROOT_WAIT_S: u32 = 120;
-/// Warnings for values that are not numbers, naming the defaults above.
-const BAD_OEM_TIMEOUT: &[u8] = b"not a number, using 5";
-const BAD_SYSROOT_WAIT: &[u8] = b"not a positive number, using 120";
+/// Numeric keys: the smallest value accepted, the default, and the warning for anything else
+/// (which names the default).
+struct NumberRule {
+    min: u32,
+    default: u32,
+    bad: &'static [u8],
+}
+const OEM_TIMEOUT_S: NumberRule = NumberRule {
+    min: 0,
+    default: 5,
+    bad: b"not a number, using 5",
+};
+const SYSROOT_WAIT_S: NumberRule = NumberRule {
+    min: 1,
+    default: 120,
+    bad: b"not a positive number, using 120",
+};
 
 /// Which system the command line boots (reference §3.2/§3.3).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -262,23 +274,17 @@ fn checked<'a>(
     }
 }
 
-/// The number chosen, or `default` with the warning `bad` when it is not one (or is below
-/// `min`).
-fn number(
-    chosen: Chosen<'_>,
-    min: u32,
-    default: u32,
-    bad: &[u8],
-    warnings: &mut List<1024, 8>,
-) -> u32 {
+/// The number chosen, or the default of `rule` with its warning when it is not one (or is
+/// below its minimum).
+fn number(chosen: Chosen<'_>, rule: &NumberRule, warnings: &mut List<1024, 8>) -> u32 {
     let Some((key, value, cut)) = chosen else {
-        return default;
+        return rule.default;
     };
     match parse_u64(value).and_then(|n| u32::try_from(n).ok()) {
-        Some(n) if !cut && n >= min => n,
+        Some(n) if !cut && n >= rule.min => n,
         _ => {
-            warn(warnings, key.as_bytes(), value, bad, b"");
-            default
+            warn(warnings, key.as_bytes(), value, rule.bad, b"");
+            rule.default
         }
     }
 }
@@ -428,13 +434,13 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
         state: BootState::Unknown,
         image: Text::new(),
         oem_label: Text::new(),
-        oem_timeout_s: DEFAULT_OEM_TIMEOUT_S,
+        oem_timeout_s: OEM_TIMEOUT_S.default,
         overlay: Text::new(),
         mounts: List::new(),
         debugrw: false,
         debug: false,
         reboot_on_failure: false,
-        sysroot_wait_s: DEFAULT_SYSROOT_WAIT_S,
+        sysroot_wait_s: SYSROOT_WAIT_S.default,
         fsck_mode: FsckMode::Auto,
         fsck_repair: FsckRepair::Preen,
         init: Text::new(),
@@ -559,20 +565,8 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
     c.debug = flags & DEBUG != 0;
     c.reboot_on_failure = flags & REBOOT_ON_FAILURE != 0;
 
-    c.oem_timeout_s = number(
-        pick(OEM_TIMEOUT),
-        0,
-        DEFAULT_OEM_TIMEOUT_S,
-        BAD_OEM_TIMEOUT,
-        warnings,
-    );
-    c.sysroot_wait_s = number(
-        pick(SYSROOT_WAIT),
-        1,
-        DEFAULT_SYSROOT_WAIT_S,
-        BAD_SYSROOT_WAIT,
-        warnings,
-    );
+    c.oem_timeout_s = number(pick(OEM_TIMEOUT), &OEM_TIMEOUT_S, warnings);
+    c.sysroot_wait_s = number(pick(SYSROOT_WAIT), &SYSROOT_WAIT_S, warnings);
     c.fsck_mode = match word(pick(FSCK_MODE), &[b"skip", b"force"]) {
         Some(0) => FsckMode::Skip,
         Some(1) => FsckMode::Force,
