@@ -12,6 +12,7 @@ use crate::util::fixed::{parse_u64, List, Text};
 pub const MAX_CMDLINE: usize = 4096;
 const MAX_MOUNTS: usize = 16;
 const DEFAULT_OVERLAY: &[u8] = b"tmpfs:20%";
+
 /// Numeric keys: the smallest value accepted, the default, and the warning for anything else
 /// (which names the default).
 struct NumberRule {
