@@ -185,20 +185,21 @@ const SHELL: usize = 8;
 const INIT: usize = 9;
 const VALUES: usize = 10;
 
-/// Longest value of each parameter above, and whether a longer one is refused ("value too
-/// long"). Numbers that do not fit are reported as bad numbers instead, and unknown words just
-/// mean "default", so those are only judged at the end.
+/// Longest value of each parameter above (for kept values, the capacity of their `Cmdline`
+/// field), and whether a longer one is refused ("value too long"). Numbers that do not fit are
+/// reported as bad numbers instead, and unknown words just mean "default", so those are only
+/// judged at the end.
 const LIMITS: [(usize, bool); VALUES] = [
-    (MAX_CMDLINE, true),
-    (256, true),
-    (64, true),
-    (24, false),
-    (128, true),
-    (24, false),
-    (8, false),
-    (8, false),
-    (8, false),
-    (256, true),
+    (MAX_CMDLINE, true), // ROOT
+    (256, true),         // IMAGE
+    (64, true),          // OEM_LABEL
+    (24, false),         // OEM_TIMEOUT
+    (128, true),         // OVERLAY
+    (24, false),         // SYSROOT_WAIT
+    (8, false),          // FSCK_MODE
+    (8, false),          // FSCK_REPAIR
+    (8, false),          // SHELL
+    (256, true),         // INIT
 ];
 
 /// A single-valued parameter: the first non-empty value of the highest-ranked spelling
