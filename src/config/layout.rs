@@ -116,40 +116,10 @@ pub struct EnvError {
     pub reason: &'static str,
 }
 
-/// Reads bytes with `\r\n` seen as `\n`, as godotenv normalizes the file first.
-struct Cursor<'a> {
-    text: &'a [u8],
-    pos: usize,
-    line: u32,
-}
-
-impl Cursor<'_> {
-    fn peek(&self) -> Option<u8> {
-        match self.text.get(self.pos) {
-            Some(b'\r') if self.text.get(self.pos + 1) == Some(&b'\n') => Some(b'\n'),
-            other => other.copied(),
-        }
-    }
-
-    fn bump(&mut self) -> Option<u8> {
-        let c = self.peek()?;
-        let crlf = c == b'\n' && self.text.get(self.pos) == Some(&b'\r');
-        self.pos += if crlf { 2 } else { 1 };
-        if c == b'\n' {
-            self.line += 1;
-        }
-        Some(c)
-    }
-
-    fn rest(&self) -> &[u8] {
-        self.text.get(self.pos..).unwrap_or(&[])
-    }
-
-    /// Skips spaces on the current line (godotenv's `isSpace`, which excludes `\n`).
-    fn skip_blank(&mut self) {
-        while self.peek().is_some_and(is_blank) {
-            self.bump();
-        }
+/// Skips spaces on the current line (godotenv's `isSpace`, which excludes `\n`) from `pos`.
+fn skip_blank(text: &[u8], pos: &mut usize) {
+    while text.get(*pos).is_some_and(|&c| is_blank(c)) {
+        *pos += 1;
     }
 }
 
@@ -247,102 +217,135 @@ pub fn parse_env(text: &[u8], vars: &mut EnvVars) -> Result<(), EnvError> {
             reason: "binary data",
         });
     }
-    let mut cur = Cursor {
-        text,
-        pos: 0,
-        line: 1,
+    let mut scratch = Scratch {
+        raw: Text::new(),
+        unescaped: Text::new(),
+        value: Text::new(),
     };
-    let mut raw: Text<MAX_VALUE> = Text::new();
-    let mut unescaped: Text<MAX_VALUE> = Text::new();
-    let mut value: Text<MAX_VALUE> = Text::new();
+    let mut pos = 0;
     loop {
-        while cur.peek().is_some_and(|c| c == b'\n' || is_blank(c)) {
-            cur.bump();
+        // Blank lines and indentation, then a comment line or an entry.
+        while text.get(pos).is_some_and(|&c| c == b'\n' || is_blank(c)) {
+            pos += 1;
         }
-        let Some(first) = cur.peek() else { break };
+        let Some(&first) = text.get(pos) else { break };
         if first == b'#' {
-            while cur.bump().is_some_and(|c| c != b'\n') {}
+            pos += text
+                .get(pos..)
+                .unwrap_or(&[])
+                .iter()
+                .take_while(|&&c| c != b'\n')
+                .count();
             continue;
         }
-        let line = cur.line;
-        let fail = |reason| EnvError { line, reason };
-
-        if cur.rest().starts_with(b"export") && matches!(cur.rest().get(6), Some(b' ' | b'\t')) {
-            cur.pos += 6;
-            cur.skip_blank();
-        }
-        let key_start = cur.pos;
-        while cur.peek().is_some_and(is_key_char) {
-            cur.bump();
-        }
-        let key = text.get(key_start..cur.pos).unwrap_or(&[]);
-        cur.skip_blank();
-        match cur.bump() {
-            Some(b'=' | b':') if !key.is_empty() => {}
-            Some(b'\n') | None if !key.is_empty() => return Err(fail("missing = after key")),
-            _ => return Err(fail("invalid character in key")),
-        }
-        if key.len() > MAX_KEY {
-            return Err(fail("key too long"));
-        }
-        cur.skip_blank();
-
-        match cur.peek() {
-            Some(quote @ (b'"' | b'\'')) => {
-                cur.bump();
-                raw.clear();
-                let mut prev = quote;
-                let mut closed = false;
-                while let Some(c) = cur.bump() {
-                    if c == quote && prev != b'\\' {
-                        closed = true;
-                        break;
-                    }
-                    raw.push_byte(c).map_err(|_| fail("value too long"))?;
-                    prev = c;
-                }
-                if !closed {
-                    return Err(fail("unterminated quoted value"));
-                }
-                // godotenv trims every quote character at the end (so `"a\""` reads `a\`).
-                let mut content = raw.as_bytes();
-                while let Some(shorter) = content.strip_suffix(&[quote]) {
-                    content = shorter;
-                }
-                if quote == b'"' {
-                    unescape(content, &mut unescaped).map_err(|_| fail("value too long"))?;
-                    expand(unescaped.as_bytes(), vars, &mut value)
-                        .map_err(|_| fail("value too long"))?;
-                } else {
-                    value.clear();
-                    value.push(content).map_err(|_| fail("value too long"))?;
-                }
-            }
-            _ => {
-                let start = cur.pos;
-                let len = cur
-                    .rest()
-                    .iter()
-                    .position(|&c| c == b'\n' || c == b'\r')
-                    .unwrap_or(cur.rest().len());
-                cur.pos += len;
-                let mut line_text = text.get(start..cur.pos).unwrap_or(&[]);
-                // The last `#` preceded by a blank starts the comment (scanned from the end, as
-                // godotenv does).
-                let comment = line_text
-                    .windows(2)
-                    .rposition(|pair| matches!(pair, [b, b'#'] if is_blank(*b)))
-                    .map(|i| i + 1);
-                if let Some(hash) = comment {
-                    line_text = line_text.get(..hash).unwrap_or(&[]);
-                }
-                let trimmed = trim_blank(line_text);
-                expand(trimmed, vars, &mut value).map_err(|_| fail("value too long"))?;
-            }
-        }
-        vars.set(key, value.as_bytes()).map_err(fail)?;
+        let start = pos;
+        entry(text, &mut pos, vars, &mut scratch).map_err(|reason| EnvError {
+            line: line_of(text, start),
+            reason,
+        })?;
     }
     Ok(())
+}
+
+/// Value buffers of [`parse_env`].
+struct Scratch {
+    /// A quoted value as written.
+    raw: Text<MAX_VALUE>,
+    unescaped: Text<MAX_VALUE>,
+    value: Text<MAX_VALUE>,
+}
+
+/// Reads the `KEY=value` entry at `pos` into `vars`. A `\r\n` reads as `\n`, as godotenv
+/// normalizes the file first (elsewhere a `\r` is a blank or ends an unquoted value anyway).
+/// Not inlined into `parse_env`: on its own it needs less code.
+#[inline(never)]
+fn entry(
+    text: &[u8],
+    pos: &mut usize,
+    vars: &mut EnvVars,
+    scratch: &mut Scratch,
+) -> Result<(), &'static str> {
+    const TOO_LONG: &str = "value too long";
+    let rest = text.get(*pos..).unwrap_or(&[]);
+    if rest.starts_with(b"export") && matches!(rest.get(6), Some(b' ' | b'\t')) {
+        *pos += 6;
+        skip_blank(text, pos);
+    }
+    let key_start = *pos;
+    while text.get(*pos).is_some_and(|&c| is_key_char(c)) {
+        *pos += 1;
+    }
+    let key = text.get(key_start..*pos).unwrap_or(&[]);
+    skip_blank(text, pos);
+    let next = text.get(*pos).copied();
+    *pos += 1;
+    match next {
+        Some(b'=' | b':') if !key.is_empty() => {}
+        Some(b'\n') | None if !key.is_empty() => return Err("missing = after key"),
+        _ => return Err("invalid character in key"),
+    }
+    if key.len() > MAX_KEY {
+        return Err("key too long");
+    }
+    skip_blank(text, pos);
+
+    let value = &mut scratch.value;
+    match text.get(*pos) {
+        Some(&quote @ (b'"' | b'\'')) => {
+            *pos += 1;
+            let raw = &mut scratch.raw;
+            raw.clear();
+            let mut prev = quote;
+            let mut closed = false;
+            while let Some(&c) = text.get(*pos) {
+                *pos += 1;
+                if c == b'\r' && text.get(*pos) == Some(&b'\n') {
+                    continue;
+                }
+                if c == quote && prev != b'\\' {
+                    closed = true;
+                    break;
+                }
+                raw.push_byte(c).map_err(|_| TOO_LONG)?;
+                prev = c;
+            }
+            if !closed {
+                return Err("unterminated quoted value");
+            }
+            // godotenv trims every quote character at the end (so `"a\""` reads `a\`).
+            let mut content = raw.as_bytes();
+            while let Some(shorter) = content.strip_suffix(&[quote]) {
+                content = shorter;
+            }
+            if quote == b'"' {
+                unescape(content, &mut scratch.unescaped).map_err(|_| TOO_LONG)?;
+                expand(scratch.unescaped.as_bytes(), vars, value).map_err(|_| TOO_LONG)?;
+            } else {
+                value.clear();
+                value.push(content).map_err(|_| TOO_LONG)?;
+            }
+        }
+        _ => {
+            let rest = text.get(*pos..).unwrap_or(&[]);
+            let len = rest
+                .iter()
+                .position(|&c| c == b'\n' || c == b'\r')
+                .unwrap_or(rest.len());
+            *pos += len;
+            let mut line_text = rest.get(..len).unwrap_or(&[]);
+            // The last `#` preceded by a blank starts the comment (scanned from the end, as
+            // godotenv does).
+            let comment = line_text
+                .windows(2)
+                .rposition(|pair| matches!(pair, [b, b'#'] if is_blank(*b)))
+                .map(|i| i + 1);
+            if let Some(hash) = comment {
+                line_text = line_text.get(..hash).unwrap_or(&[]);
+            }
+            expand(trim_blank(line_text), vars, value).map_err(|_| TOO_LONG)?;
+        }
+    }
+    vars.set(key, value.as_bytes())
 }
 
 fn trim_blank(s: &[u8]) -> &[u8] {
