@@ -66,11 +66,7 @@ impl Env {
                 // The kernel passes unknown boot words (`single`, runlevels) to init: they are
                 // for the real init, which gets the same argv after switch_root.
                 None if pid1 => {}
-                None => {
-                    let mut word = Text::new();
-                    word.push_lossy(a);
-                    e.bad_arg = Some(word);
-                }
+                None => e.bad_arg.insert(Text::new()).push_lossy(a),
             }
         }
         for kv in env {
