@@ -163,9 +163,12 @@ pub struct CmdlineError {
 }
 
 fn error(reason: &'static str, token: &[u8]) -> CmdlineError {
-    let mut cut = Text::new();
-    cut.push_lossy(token);
-    CmdlineError { reason, token: cut }
+    let mut e = CmdlineError {
+        reason,
+        token: Text::new(),
+    };
+    e.token.push_lossy(token);
+    e
 }
 
 fn is_space(c: u8) -> bool {

@@ -389,13 +389,13 @@ pub struct LayoutError {
 }
 
 fn layout_error(key: &'static str, item: &[u8], reason: &'static str) -> LayoutError {
-    let mut cut = Text::new();
-    cut.push_lossy(item);
-    LayoutError {
+    let mut e = LayoutError {
         key,
-        item: cut,
+        item: Text::new(),
         reason,
-    }
+    };
+    e.item.push_lossy(item);
+    e
 }
 
 /// Items of a list value: upstream splits on single spaces; any whitespace separates here, so a
