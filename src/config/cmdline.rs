@@ -6,14 +6,30 @@
 //! double quote may wrap spaces, anywhere in the token; the quotes themselves are dropped.
 
 use crate::config::path::{check_path, normalize};
-use crate::util::fixed::{parse_u64, Full, List, Text};
+use crate::util::fixed::{parse_u64, List, Text};
 
 /// Longest command line accepted (the kernel's own limit on x86 is 2048, other arches 4096).
 pub const MAX_CMDLINE: usize = 4096;
 const MAX_MOUNTS: usize = 16;
 const DEFAULT_OVERLAY: &[u8] = b"tmpfs:20%";
-const DEFAULT_OEM_TIMEOUT_S: u32 = 5;
-const DEFAULT_SYSROOT_WAIT_S: u32 = 120;
+
+/// Numeric keys: the smallest value accepted, the default, and the warning for anything else
+/// (which names the default).
+struct NumberRule {
+    min: u32,
+    default: u32,
+    bad: &'static [u8],
+}
+const OEM_TIMEOUT_S: NumberRule = NumberRule {
+    min: 0,
+    default: 5,
+    bad: b"not a number, using 5",
+};
+const SYSROOT_WAIT_S: NumberRule = NumberRule {
+    min: 1,
+    default: 120,
+    bad: b"not a positive number, using 120",
+};
 
 /// Which system the command line boots (reference §3.2/§3.3).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -147,100 +163,86 @@ pub struct CmdlineError {
 }
 
 fn error(reason: &'static str, token: &[u8]) -> CmdlineError {
-    let mut cut = Text::new();
-    cut.push_lossy(token);
-    CmdlineError { reason, token: cut }
+    let mut e = CmdlineError {
+        reason,
+        token: Text::new(),
+    };
+    e.token.push_lossy(token);
+    e
 }
 
 fn is_space(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c')
 }
 
-/// Splits the command line into tokens the way the kernel does.
-struct Tokens<'a> {
-    text: &'a [u8],
-    pos: usize,
-}
+/// Where each single-valued parameter is kept in `parse`.
+const ROOT: usize = 0;
+const IMAGE: usize = 1;
+const OEM_LABEL: usize = 2;
+const OEM_TIMEOUT: usize = 3;
+const OVERLAY: usize = 4;
+const SYSROOT_WAIT: usize = 5;
+const FSCK_MODE: usize = 6;
+const FSCK_REPAIR: usize = 7;
+const SHELL: usize = 8;
+const INIT: usize = 9;
+const VALUES: usize = 10;
 
-impl<'a> Tokens<'a> {
-    /// Writes the next token without its quotes into `out`; returns the raw token for messages.
-    fn next_into(&mut self, out: &mut Text<MAX_CMDLINE>) -> Option<Result<&'a [u8], CmdlineError>> {
-        let rest = self.text.get(self.pos..)?;
-        let skip = rest.iter().position(|&c| !is_space(c))?;
-        let start = self.pos + skip;
-        out.clear();
-        let mut in_quote = false;
-        let mut end = start;
-        for &c in self.text.get(start..).unwrap_or(&[]) {
-            if is_space(c) && !in_quote {
-                break;
-            }
-            end += 1;
-            if c == b'"' {
-                in_quote = !in_quote;
-            } else if out.push_byte(c).is_err() {
-                // Unreachable: the whole line is at most MAX_CMDLINE bytes.
-                return Some(Err(error(
-                    "command line too long",
-                    self.text.get(start..).unwrap_or(&[]),
-                )));
-            }
-        }
-        self.pos = end;
-        let raw = self.text.get(start..end).unwrap_or(&[]);
-        if in_quote {
-            return Some(Err(error("unterminated quote", raw)));
-        }
-        Some(Ok(raw))
-    }
-}
+/// Longest value of each parameter above (for kept values, the capacity of their `Cmdline`
+/// field), and whether a longer one is refused ("value too long"). Numbers that do not fit are
+/// reported as bad numbers instead, and unknown words just mean "default", so those are only
+/// judged at the end.
+const LIMITS: [(usize, bool); VALUES] = [
+    (MAX_CMDLINE, true), // ROOT
+    (256, true),         // IMAGE
+    (64, true),          // OEM_LABEL
+    (24, false),         // OEM_TIMEOUT
+    (128, true),         // OVERLAY
+    (24, false),         // SYSROOT_WAIT
+    (8, false),          // FSCK_MODE
+    (8, false),          // FSCK_REPAIR
+    (8, false),          // SHELL
+    (256, true),         // INIT
+];
 
 /// A single-valued parameter: the first non-empty value of the highest-ranked spelling
-/// (`rd.immucore.*` = 2 beats `rd.cos.*` = 1).
-struct Choice<const N: usize> {
+/// (`rd.immucore.*` = 2 beats `rd.cos.*` = 1); `rank` 0 while absent.
+#[derive(Clone, Copy)]
+struct Choice {
     rank: u8,
-    key: &'static str,
-    value: Text<N>,
-    /// The winning value did not fit `N` bytes.
-    cut: bool,
+    /// Index of the spelling in `KEYS`.
+    key: usize,
+    /// Where the value lies in the unquoted tokens.
+    start: usize,
+    len: usize,
 }
 
-impl<const N: usize> Choice<N> {
-    const fn new() -> Self {
-        Choice {
-            rank: 0,
-            key: "",
-            value: Text::new(),
-            cut: false,
-        }
-    }
+/// What was chosen for a parameter: key, value (cut to the limit), and whether it was longer.
+type Chosen<'a> = Option<(&'static str, &'a [u8], bool)>;
 
-    fn offer(&mut self, rank: u8, key: &'static str, value: &[u8]) -> Result<(), Full> {
-        if value.is_empty() || rank <= self.rank {
-            return Ok(());
-        }
-        self.rank = rank;
-        self.key = key;
-        self.value.clear();
-        self.value.push_lossy(value);
-        self.cut = value.len() > N;
-        if self.cut {
-            return Err(Full);
-        }
-        Ok(())
+/// The choice in `slot`, resolved in `unquoted` (the tokens `parse` keeps).
+#[inline(never)]
+fn chosen<'a>(choices: &[Choice; VALUES], unquoted: &'a [u8], slot: usize) -> Chosen<'a> {
+    let choice = choices.get(slot)?;
+    if choice.rank == 0 {
+        return None;
     }
+    let value = unquoted.get(choice.start..choice.start + choice.len)?;
+    let &(limit, _) = LIMITS.get(slot)?;
+    let &(name, _, _) = KEYS.get(choice.key)?;
+    Some((
+        name,
+        value.get(..limit).unwrap_or(value),
+        value.len() > limit,
+    ))
+}
 
-    /// As `offer`, for values whose overlong form is judged later (`cut`) rather than refused.
-    fn offer_tolerant(&mut self, rank: u8, key: &'static str, value: &[u8]) {
-        let _ = self.offer(rank, key, value);
-    }
-
-    fn get(&self) -> Option<&[u8]> {
-        if self.rank == 0 || self.cut {
-            return None;
-        }
-        Some(self.value.as_bytes())
-    }
+/// Index in `words` of the chosen word: `None` when absent, `words.len()` for any other
+/// value (including one cut to its limit).
+fn word(chosen: Chosen<'_>, words: &[&[u8]]) -> Option<usize> {
+    let (_, value, cut) = chosen?;
+    let known = words.iter().position(|w| *w == value).filter(|_| !cut);
+    Some(known.unwrap_or(words.len()))
 }
 
 /// Records an out-of-scope key once; the list only feeds a debug line, so a full one drops it.
@@ -248,44 +250,46 @@ fn note_ignored(ignored: &mut List<1024, 16>, key: &[u8]) {
     let _ = ignored.push_unique(key);
 }
 
-/// Adds `key=value: <what>` to the warnings; a full warning list drops the message, since
-/// warnings only inform.
-fn warn(warnings: &mut List<1024, 8>, key: &str, value: &[u8], what: &[&[u8]]) {
+/// Adds `key=value: <reason><then>` to the warnings; a full warning list drops the message,
+/// since warnings only inform.
+#[inline(never)]
+fn warn(warnings: &mut List<1024, 8>, key: &[u8], value: &[u8], reason: &[u8], then: &[u8]) {
     let mut msg: Text<200> = Text::new();
-    msg.push_lossy(key.as_bytes());
-    msg.push_lossy(b"=");
-    msg.push_lossy(value);
-    msg.push_lossy(b": ");
-    for part in what {
-        msg.push_lossy(part);
-    }
+    let parts = [key, value, reason, then];
+    crate::log::expand(b"{}={}: {}{}", &parts, &mut |b| msg.push_lossy(&[b]));
     let _ = warnings.push(msg.as_bytes());
 }
 
-/// The number chosen for `choice`, or `default` with a warning when it is not one (or is 0
-/// while `min` is 1).
-fn number(choice: &Choice<24>, min: u32, default: u32, warnings: &mut List<1024, 8>) -> u32 {
-    if choice.rank == 0 {
-        return default;
+/// The chosen value if `check` accepts it; otherwise a warning ending in `then`, and nothing.
+fn checked<'a>(
+    chosen: Chosen<'a>,
+    check: fn(&[u8]) -> Result<(), &'static str>,
+    then: &[u8],
+    warnings: &mut List<1024, 8>,
+) -> &'a [u8] {
+    let Some((key, value, _)) = chosen else {
+        return &[];
+    };
+    match check(value) {
+        Ok(()) => value,
+        Err(reason) => {
+            warn(warnings, key.as_bytes(), value, reason.as_bytes(), then);
+            &[]
+        }
     }
-    let parsed = parse_u64(choice.value.as_bytes()).and_then(|n| u32::try_from(n).ok());
-    match parsed {
-        Some(n) if !choice.cut && n >= min => n,
+}
+
+/// The number chosen, or the default of `rule` with its warning when it is not one (or is
+/// below its minimum).
+fn number(chosen: Chosen<'_>, rule: &NumberRule, warnings: &mut List<1024, 8>) -> u32 {
+    let Some((key, value, cut)) = chosen else {
+        return rule.default;
+    };
+    match parse_u64(value).and_then(|n| u32::try_from(n).ok()) {
+        Some(n) if !cut && n >= rule.min => n,
         _ => {
-            let mut digits = [0u8; 20];
-            let what: &[u8] = if min > 0 {
-                b"not a positive number"
-            } else {
-                b"not a number"
-            };
-            let default_text = crate::util::fixed::fmt_u64(default as u64, &mut digits);
-            warn(
-                warnings,
-                choice.key,
-                choice.value.as_bytes(),
-                &[what, b", using ", default_text],
-            );
-            default
+            warn(warnings, key.as_bytes(), value, rule.bad, b"");
+            rule.default
         }
     }
 }
@@ -313,14 +317,14 @@ fn root_state(value: &[u8]) -> (bool, Option<BootState>) {
 fn add_mount(
     mounts: &mut List<2048, MAX_MOUNTS>,
     warnings: &mut List<1024, 8>,
-    key: &'static str,
+    key: &[u8],
     value: &[u8],
 ) -> Result<(), CmdlineError> {
     if value.is_empty() {
         return Ok(());
     }
     if let Err(reason) = volume_spec(value) {
-        warn(warnings, key, value, &[reason.as_bytes(), b", ignored"]);
+        warn(warnings, key, value, reason.as_bytes(), b", ignored");
         return Ok(());
     }
     mounts.push(value).map_err(|_| {
@@ -333,27 +337,23 @@ fn add_mount(
     })
 }
 
+/// Flags set by bare keys.
+const DEBUG_RW: u8 = 1;
+const DEBUG: u8 = 2;
+const REBOOT_ON_FAILURE: u8 = 4;
+const DISABLE: u8 = 8;
+const RESET: u8 = 16;
+const RECOVERY_MODE: u8 = 32;
+
 /// What a command line key sets.
 #[derive(Clone, Copy)]
 enum Key {
-    Root,
-    Image,
-    OemLabel,
-    OemTimeout,
-    Overlay,
-    SysrootWait,
-    FsckMode,
-    FsckRepair,
-    Shell,
-    Init,
+    /// The single-valued parameter kept in this slot (see `LIMITS`).
+    Value(usize),
     CosMount,
     ImmucoreMount,
-    DebugRw,
-    Debug,
-    RebootOnFailure,
-    Disable,
-    Reset,
-    RecoveryMode,
+    /// These flag bits.
+    Flag(u8),
     /// Upstream features out of scope (UKI, in-RAM, remote config): named for a debug line.
     OutOfScope,
 }
@@ -362,30 +362,34 @@ enum Key {
 /// `rd.cos.*` = 1, see `Choice`). A table rather than a `match` on byte strings, which compiles
 /// to a long chain of inline comparisons (8 KB of code, see size-report.md).
 const KEYS: &[(&str, Key, u8)] = &[
-    ("root", Key::Root, 1),
-    ("cos-img/filename", Key::Image, 1),
-    ("rd.immucore.oemlabel", Key::OemLabel, 2),
-    ("rd.cos.oemlabel", Key::OemLabel, 1),
-    ("rd.immucore.oemtimeout", Key::OemTimeout, 2),
-    ("rd.cos.oemtimeout", Key::OemTimeout, 1),
-    ("rd.immucore.overlay", Key::Overlay, 2),
-    ("rd.cos.overlay", Key::Overlay, 1),
-    ("rd.immucore.sysrootwait", Key::SysrootWait, 1),
-    ("fsck.mode", Key::FsckMode, 1),
-    ("fsck.repair", Key::FsckRepair, 1),
-    ("rd.shell", Key::Shell, 1),
-    ("init", Key::Init, 1),
+    ("root", Key::Value(ROOT), 1),
+    ("cos-img/filename", Key::Value(IMAGE), 1),
+    ("rd.immucore.oemlabel", Key::Value(OEM_LABEL), 2),
+    ("rd.cos.oemlabel", Key::Value(OEM_LABEL), 1),
+    ("rd.immucore.oemtimeout", Key::Value(OEM_TIMEOUT), 2),
+    ("rd.cos.oemtimeout", Key::Value(OEM_TIMEOUT), 1),
+    ("rd.immucore.overlay", Key::Value(OVERLAY), 2),
+    ("rd.cos.overlay", Key::Value(OVERLAY), 1),
+    ("rd.immucore.sysrootwait", Key::Value(SYSROOT_WAIT), 1),
+    ("fsck.mode", Key::Value(FSCK_MODE), 1),
+    ("fsck.repair", Key::Value(FSCK_REPAIR), 1),
+    ("rd.shell", Key::Value(SHELL), 1),
+    ("init", Key::Value(INIT), 1),
     ("rd.cos.mount", Key::CosMount, 1),
     ("rd.immucore.mount", Key::ImmucoreMount, 1),
-    ("rd.cos.debugrw", Key::DebugRw, 1),
-    ("rd.immucore.debugrw", Key::DebugRw, 1),
-    ("rd.immucore.debug", Key::Debug, 1),
-    ("rd.immucore.rebootonfailure", Key::RebootOnFailure, 1),
-    ("rd.cos.disable", Key::Disable, 1),
-    ("rd.immucore.disable", Key::Disable, 1),
-    ("netboot", Key::Disable, 1),
-    ("kairos.reset", Key::Reset, 1),
-    ("recovery-mode", Key::RecoveryMode, 1),
+    ("rd.cos.debugrw", Key::Flag(DEBUG_RW), 1),
+    ("rd.immucore.debugrw", Key::Flag(DEBUG_RW), 1),
+    ("rd.immucore.debug", Key::Flag(DEBUG), 1),
+    (
+        "rd.immucore.rebootonfailure",
+        Key::Flag(REBOOT_ON_FAILURE),
+        1,
+    ),
+    ("rd.cos.disable", Key::Flag(DISABLE), 1),
+    ("rd.immucore.disable", Key::Flag(DISABLE), 1),
+    ("netboot", Key::Flag(DISABLE), 1),
+    ("kairos.reset", Key::Flag(RESET), 1),
+    ("recovery-mode", Key::Flag(RECOVERY_MODE), 1),
     ("rd.immucore.uki", Key::OutOfScope, 1),
     ("rd.immucore.securebootdisabled", Key::OutOfScope, 1),
     ("kairos.config_url", Key::OutOfScope, 1),
@@ -393,184 +397,195 @@ const KEYS: &[(&str, Key, u8)] = &[
     ("kairos.ram", Key::OutOfScope, 1),
 ];
 
-/// Parses the command line (`/proc/cmdline` contents, trailing newline allowed).
+/// Splits the next token off `rest` the way the kernel does (a double quote may wrap spaces,
+/// anywhere in the token) and appends it without its quotes to `unquoted` at `used`. Returns the
+/// raw token and whether its quotes are closed; `None` at the end of the line.
+#[inline(never)]
+fn next_token<'a>(
+    rest: &mut &'a [u8],
+    unquoted: &mut [u8],
+    used: &mut usize,
+) -> Option<(&'a [u8], bool)> {
+    let skip = rest.iter().position(|&c| !is_space(c))?;
+    let mut in_quote = false;
+    let mut end = skip;
+    for &c in rest.get(skip..).unwrap_or(&[]) {
+        if is_space(c) && !in_quote {
+            break;
+        }
+        end += 1;
+        if c == b'"' {
+            in_quote = !in_quote;
+        } else if let Some(slot) = unquoted.get_mut(*used) {
+            *slot = c;
+            *used += 1;
+        }
+    }
+    let raw = rest.get(skip..end).unwrap_or(&[]);
+    *rest = rest.get(end..).unwrap_or(&[]);
+    Some((raw, !in_quote))
+}
+
+/// Parses the command line (`/proc/cmdline` contents, trailing newline allowed). Not inlined:
+/// its one caller, `main`, is so large that the inlined copy needs more code.
+#[inline(never)]
 pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
     let body = text.strip_suffix(b"\n").unwrap_or(text);
     if body.len() > MAX_CMDLINE {
         return Err(error("command line too long", body));
     }
-
-    let mut image: Choice<256> = Choice::new();
-    let mut oem_label: Choice<64> = Choice::new();
-    let mut oem_timeout: Choice<24> = Choice::new();
-    let mut overlay: Choice<128> = Choice::new();
-    let mut sysroot_wait: Choice<24> = Choice::new();
-    let mut fsck_mode: Choice<8> = Choice::new();
-    let mut fsck_repair: Choice<8> = Choice::new();
-    let mut init: Choice<256> = Choice::new();
-    let mut shell: Choice<8> = Choice::new();
-    let mut root_seen = false;
-    let (mut root_live, mut root_boot_state) = (false, None);
-    let (mut disabled, mut reset, mut recovery_mode) = (false, false, false);
-    let (mut debugrw, mut debug, mut reboot_on_failure) = (false, false, false);
-    let mut mounts = List::new();
+    let mut c = Cmdline {
+        mode: Mode::Normal,
+        state: BootState::Unknown,
+        image: Text::new(),
+        oem_label: Text::new(),
+        oem_timeout_s: OEM_TIMEOUT_S.default,
+        overlay: Text::new(),
+        mounts: List::new(),
+        debugrw: false,
+        debug: false,
+        reboot_on_failure: false,
+        sysroot_wait_s: SYSROOT_WAIT_S.default,
+        fsck_mode: FsckMode::Auto,
+        fsck_repair: FsckRepair::Preen,
+        init: Text::new(),
+        shell_allowed: true,
+        ignored: List::new(),
+        warnings: List::new(),
+    };
+    let mut choices = [Choice {
+        rank: 0,
+        key: 0,
+        start: 0,
+        len: 0,
+    }; VALUES];
+    let mut flags = 0;
     // rd.immucore.mount= values go after all rd.cos.mount= ones, as upstream merges them.
     let mut late_mounts: List<2048, MAX_MOUNTS> = List::new();
-    let mut ignored: List<1024, 16> = List::new();
-    let mut warnings = List::new();
 
-    let mut token: Text<MAX_CMDLINE> = Text::new();
-    let mut tokens = Tokens { text: body, pos: 0 };
-    while let Some(next) = tokens.next_into(&mut token) {
-        let raw = next?;
-        let bytes = token.as_bytes();
-        let (key, value) = match bytes.iter().position(|&c| c == b'=') {
-            Some(eq) => (
-                bytes.get(..eq).unwrap_or(&[]),
-                bytes.get(eq + 1..).unwrap_or(&[]),
-            ),
-            None => (bytes, &[][..]),
+    // Every token without its quotes, back to back (never longer than `body`), so the choices
+    // can point into it.
+    let mut unquoted = [0u8; MAX_CMDLINE];
+    let mut used = 0;
+    let mut rest = body;
+    loop {
+        let start = used;
+        let Some((raw, closed)) = next_token(&mut rest, &mut unquoted, &mut used) else {
+            break;
         };
-        let Some(&(name, what, rank)) = KEYS.iter().find(|(name, _, _)| name.as_bytes() == key)
-        else {
+        if !closed {
+            return Err(error("unterminated quote", raw));
+        }
+        let token = unquoted.get(start..used).unwrap_or(&[]);
+        let (key, value_start) = match token.iter().position(|&c| c == b'=') {
+            Some(eq) => (token.get(..eq).unwrap_or(&[]), start + eq + 1),
+            None => (token, used),
+        };
+        let value = unquoted.get(value_start..used).unwrap_or(&[]);
+        let found = KEYS
+            .iter()
+            .enumerate()
+            .find(|(_, (name, _, _))| name.as_bytes() == key);
+        let Some((index, &(_, what, rank))) = found else {
             if key.starts_with(b"kairos.ram.") {
-                note_ignored(&mut ignored, key);
+                note_ignored(&mut c.ignored, key);
             }
             continue;
         };
-        let too_long = |_| error("value too long", raw);
         match what {
-            Key::Root => {
-                if !root_seen && !value.is_empty() {
-                    root_seen = true;
-                    (root_live, root_boot_state) = root_state(value);
+            Key::Value(slot) => {
+                let (Some(choice), Some(&(limit, refuse))) =
+                    (choices.get_mut(slot), LIMITS.get(slot))
+                else {
+                    continue;
+                };
+                if value.is_empty() || rank <= choice.rank {
+                    continue;
+                }
+                *choice = Choice {
+                    rank,
+                    key: index,
+                    start: value_start,
+                    len: value.len(),
+                };
+                if refuse && value.len() > limit {
+                    return Err(error("value too long", raw));
                 }
             }
-            Key::Image => image.offer(rank, name, value).map_err(too_long)?,
-            Key::OemLabel => oem_label.offer(rank, name, value).map_err(too_long)?,
-            // Numbers that do not fit are reported as bad numbers, not refused.
-            Key::OemTimeout => oem_timeout.offer_tolerant(rank, name, value),
-            Key::Overlay => overlay.offer(rank, name, value).map_err(too_long)?,
-            Key::SysrootWait => sysroot_wait.offer_tolerant(rank, name, value),
-            // Unknown words just mean "default", so an overlong one needs no error.
-            Key::FsckMode => fsck_mode.offer_tolerant(rank, name, value),
-            Key::FsckRepair => fsck_repair.offer_tolerant(rank, name, value),
-            Key::Shell => shell.offer_tolerant(rank, name, value),
-            Key::Init => init.offer(rank, name, value).map_err(too_long)?,
-            Key::CosMount => add_mount(&mut mounts, &mut warnings, name, value)?,
-            Key::ImmucoreMount => add_mount(&mut late_mounts, &mut warnings, name, value)?,
-            Key::DebugRw => debugrw = true,
-            Key::Debug => debug = true,
-            Key::RebootOnFailure => reboot_on_failure = true,
-            Key::Disable => disabled = true,
-            Key::Reset => reset = true,
-            Key::RecoveryMode => recovery_mode = true,
-            Key::OutOfScope => note_ignored(&mut ignored, key),
+            Key::CosMount => add_mount(&mut c.mounts, &mut c.warnings, key, value)?,
+            Key::ImmucoreMount => add_mount(&mut late_mounts, &mut c.warnings, key, value)?,
+            Key::Flag(bit) => flags |= bit,
+            Key::OutOfScope => note_ignored(&mut c.ignored, key),
         }
     }
     for spec in late_mounts.iter() {
-        mounts
+        c.mounts
             .push(spec)
             .map_err(|_| error("more than 16 mounts", spec))?;
     }
 
-    let mut image_path = Text::new();
-    if let Some(value) = image.get() {
-        normalize(value, &mut image_path).map_err(|reason| error(reason, value))?;
+    let unquoted = unquoted.get(..used).unwrap_or(&[]);
+    let pick = |slot| chosen(&choices, unquoted, slot);
+    if let Some((_, value, _)) = pick(IMAGE) {
+        normalize(value, &mut c.image).map_err(|reason| error(reason, value))?;
     }
+    let warnings = &mut c.warnings;
+    let oem = checked(
+        pick(OEM_LABEL),
+        check_tag,
+        b", looking for COS_OEM",
+        warnings,
+    );
+    c.oem_label.push_lossy(oem);
+    let overlay_ok = |value: &[u8]| overlay_backing(value).map(drop);
+    let overlay = checked(pick(OVERLAY), overlay_ok, b", using tmpfs:20%", warnings);
+    c.overlay.push_lossy(match overlay {
+        [] => DEFAULT_OVERLAY,
+        spec => spec,
+    });
+    let init = checked(pick(INIT), check_path, b", using the default", warnings);
+    c.init.push_lossy(init);
 
-    let mut oem = Text::new();
-    if let Some(value) = oem_label.get() {
-        match check_tag(value) {
-            Ok(()) => oem.push_lossy(value),
-            Err(reason) => warn(
-                &mut warnings,
-                oem_label.key,
-                value,
-                &[reason.as_bytes(), b", looking for COS_OEM"],
-            ),
-        }
-    }
-
-    let mut overlay_spec = Text::new();
-    if let Some(value) = overlay.get() {
-        match overlay_backing(value) {
-            Ok(_) => overlay_spec.push_lossy(value),
-            Err(reason) => warn(
-                &mut warnings,
-                overlay.key,
-                value,
-                &[reason.as_bytes(), b", using tmpfs:20%"],
-            ),
-        }
-    }
-    if overlay_spec.is_empty() {
-        overlay_spec.push_lossy(DEFAULT_OVERLAY);
-    }
-
-    let mut init_path = Text::new();
-    if let Some(value) = init.get() {
-        match check_path(value) {
-            Ok(()) => init_path.push_lossy(value),
-            Err(reason) => warn(
-                &mut warnings,
-                "init",
-                value,
-                &[reason.as_bytes(), b", using the default"],
-            ),
-        }
-    }
-
-    let mode = if disabled || root_live {
-        Mode::Live
-    } else {
-        Mode::Normal
+    let (root_live, root_boot_state) = match pick(ROOT) {
+        Some((_, value, _)) => root_state(value),
+        None => (false, None),
     };
+    if flags & DISABLE != 0 || root_live {
+        c.mode = Mode::Live;
+    }
     // Same order as upstream §3.2, with exact tokens instead of substrings: kairos.reset, then the
     // label in root=, then recovery-mode, then live mode.
-    let state = if reset {
+    c.state = if flags & RESET != 0 {
         BootState::AutoReset
     } else if let Some(state) = root_boot_state {
         state
-    } else if recovery_mode {
+    } else if flags & RECOVERY_MODE != 0 {
         BootState::Recovery
-    } else if mode == Mode::Live {
+    } else if c.mode == Mode::Live {
         BootState::Live
     } else {
         BootState::Unknown
     };
+    c.debugrw = flags & DEBUG_RW != 0;
+    c.debug = flags & DEBUG != 0;
+    c.reboot_on_failure = flags & REBOOT_ON_FAILURE != 0;
 
-    let oem_timeout_s = number(&oem_timeout, 0, DEFAULT_OEM_TIMEOUT_S, &mut warnings);
-    let sysroot_wait_s = number(&sysroot_wait, 1, DEFAULT_SYSROOT_WAIT_S, &mut warnings);
-    Ok(Cmdline {
-        mode,
-        state,
-        image: image_path,
-        oem_label: oem,
-        oem_timeout_s,
-        overlay: overlay_spec,
-        mounts,
-        debugrw,
-        debug,
-        reboot_on_failure,
-        sysroot_wait_s,
-        fsck_mode: match fsck_mode.get() {
-            Some(b"skip") => FsckMode::Skip,
-            Some(b"force") => FsckMode::Force,
-            _ => FsckMode::Auto,
-        },
-        fsck_repair: match (fsck_repair.rank, fsck_repair.get()) {
-            (0, _) | (_, Some(b"preen")) => FsckRepair::Preen,
-            (_, Some(b"yes")) => FsckRepair::Yes,
-            (_, Some(b"no")) => FsckRepair::No,
-            _ => FsckRepair::None,
-        },
-        init: init_path,
-        // dracut's boolean words for "off".
-        shell_allowed: !matches!(shell.get(), Some(b"0" | b"no" | b"off")),
-        ignored,
-        warnings,
-    })
+    c.oem_timeout_s = number(pick(OEM_TIMEOUT), &OEM_TIMEOUT_S, warnings);
+    c.sysroot_wait_s = number(pick(SYSROOT_WAIT), &SYSROOT_WAIT_S, warnings);
+    c.fsck_mode = match word(pick(FSCK_MODE), &[b"skip", b"force"]) {
+        Some(0) => FsckMode::Skip,
+        Some(1) => FsckMode::Force,
+        _ => FsckMode::Auto,
+    };
+    c.fsck_repair = match word(pick(FSCK_REPAIR), &[b"preen", b"yes", b"no"]) {
+        None | Some(0) => FsckRepair::Preen,
+        Some(1) => FsckRepair::Yes,
+        Some(2) => FsckRepair::No,
+        _ => FsckRepair::None,
+    };
+    // dracut's boolean words for "off".
+    c.shell_allowed = !matches!(word(pick(SHELL), &[b"0", b"no", b"off"]), Some(0..=2));
+    Ok(c)
 }
 
 /// How a device is named.
@@ -638,27 +653,34 @@ impl Device {
             (b"PARTLABEL=", DeviceKind::PartLabel),
             (b"PARTUUID=", DeviceKind::PartUuid),
         ];
-        for (prefix, kind) in TAGS {
-            if let Some(value) = spec.strip_prefix(prefix) {
-                check_tag(value)?;
-                let value = Text::from(value).map_err(|_| "label or id too long")?;
-                return Ok(Device { kind, value });
-            }
+        let mut device = Device {
+            kind: DeviceKind::Path,
+            value: Text::new(),
+        };
+        if let Some((value, kind)) = TAGS
+            .iter()
+            .find_map(|&(prefix, kind)| Some((spec.strip_prefix(prefix)?, kind)))
+        {
+            check_tag(value)?;
+            device.kind = kind;
+            // Never cut: check_tag allows at most 128 bytes.
+            device.value.push_lossy(value);
+            return Ok(device);
         }
-        if spec.starts_with(b"/dev/") {
-            let mut path = Text::new();
-            normalize(spec, &mut path)?;
-            // `/dev/`, `/dev/.` normalize to `/dev` itself: a directory, not a device node.
-            if !path.as_bytes().starts_with(b"/dev/") {
-                return Err("no device name after /dev/");
-            }
-            let value = Text::from(path.as_bytes()).map_err(|_| "device path too long")?;
-            return Ok(Device {
-                kind: DeviceKind::Path,
-                value,
-            });
+        if !spec.starts_with(b"/dev/") {
+            return Err("unknown device (use LABEL=, UUID=, PARTLABEL=, PARTUUID= or /dev/...)");
         }
-        Err("unknown device (use LABEL=, UUID=, PARTLABEL=, PARTUUID= or /dev/...)")
+        let mut path = Text::new();
+        normalize(spec, &mut path)?;
+        // `/dev/`, `/dev/.` normalize to `/dev` itself: a directory, not a device node.
+        if !path.as_bytes().starts_with(b"/dev/") {
+            return Err("no device name after /dev/");
+        }
+        device
+            .value
+            .push(path.as_bytes())
+            .map_err(|_| "device path too long")?;
+        Ok(device)
     }
 
     /// The device node path as udev names it (`LABEL=my data` → `/dev/disk/by-label/my\x20data`);
@@ -678,14 +700,14 @@ impl Device {
         // Always fits: check_tag bounds the encoded length.
         out.push_lossy(dir);
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        for &c in self.value.as_bytes() {
-            if is_plain_in_by_name(c) {
-                out.push_lossy(&[c]);
+        let hex = |n: u8| HEX.get(usize::from(n & 15)).copied().unwrap_or(b'0');
+        for c in self.value.as_bytes() {
+            let escaped = [b'\\', b'x', hex(c >> 4), hex(*c)];
+            out.push_lossy(if is_plain_in_by_name(*c) {
+                core::slice::from_ref(c)
             } else {
-                let high = HEX.get((c >> 4) as usize).copied().unwrap_or(b'0');
-                let low = HEX.get((c & 15) as usize).copied().unwrap_or(b'0');
-                out.push_lossy(&[b'\\', b'x', high, low]);
-            }
+                &escaped
+            });
         }
     }
 }
@@ -697,10 +719,9 @@ pub fn volume_spec(raw: &[u8]) -> Result<(Device, Text<256>), &'static str> {
         .windows(2)
         .rposition(|pair| pair == b":/")
         .ok_or("no mount point")?;
-    let device = Device::parse(raw.get(..colon).unwrap_or(&[]))?;
-    let mut mount_point = Text::new();
-    normalize(raw.get(colon + 1..).unwrap_or(&[]), &mut mount_point)?;
-    Ok((device, mount_point))
+    let mut spec = (Device::parse(raw.get(..colon).unwrap_or(&[]))?, Text::new());
+    normalize(raw.get(colon + 1..).unwrap_or(&[]), &mut spec.1)?;
+    Ok(spec)
 }
 
 /// Backing store of `/run/overlay`.

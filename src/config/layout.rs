@@ -17,10 +17,9 @@ const VALUE_STORE: usize = 16384;
 
 /// Variables of one layout file: a fixed table, later assignments of a key replace earlier ones.
 pub struct EnvVars {
-    keys: [Text<MAX_KEY>; MAX_VARS],
-    /// (start, length) of each value in `store`.
+    keys: List<{ MAX_KEY * MAX_VARS }, MAX_VARS>,
+    /// (start, length) of each key's value in `store`.
     spans: [(u16, u16); MAX_VARS],
-    count: usize,
     store: [u8; VALUE_STORE],
     used: usize,
 }
@@ -33,21 +32,16 @@ impl Default for EnvVars {
 
 impl EnvVars {
     pub const fn new() -> Self {
-        const NO_KEY: Text<MAX_KEY> = Text::new();
         EnvVars {
-            keys: [NO_KEY; MAX_VARS],
+            keys: List::new(),
             spans: [(0, 0); MAX_VARS],
-            count: 0,
             store: [0; VALUE_STORE],
             used: 0,
         }
     }
 
     fn index(&self, key: &[u8]) -> Option<usize> {
-        self.keys
-            .iter()
-            .take(self.count)
-            .position(|k| k.as_bytes() == key)
+        self.keys.iter().position(|k| k == key)
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
@@ -57,11 +51,11 @@ impl EnvVars {
     }
 
     pub fn len(&self) -> usize {
-        self.count
+        self.keys.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.keys.is_empty()
     }
 
     /// Sets `key`, replacing an earlier value (its bytes are reclaimed, so repeated keys do not
@@ -74,36 +68,30 @@ impl EnvVars {
             return Err("value too long");
         }
         let existing = self.index(key);
-        let old = existing.and_then(|i| self.spans.get(i).copied());
-        let old_len = old.map_or(0, |(_, len)| len as usize);
+        let (old_start, old_len) = existing
+            .and_then(|i| self.spans.get(i))
+            .map_or((0, 0), |&(start, len)| (start as usize, len as usize));
         if self.used - old_len + value.len() > VALUE_STORE {
             return Err("values too large in total");
         }
         let slot = match existing {
             Some(i) => i,
-            None if self.count < MAX_VARS => {
-                let i = self.count;
-                if let Some(k) = self.keys.get_mut(i) {
-                    k.clear();
-                    k.push_lossy(key);
-                }
-                self.count += 1;
-                i
+            None => {
+                // Keys are at most MAX_KEY bytes, so only the count can be full.
+                self.keys.push(key).map_err(|_| "too many keys")?;
+                self.keys.len() - 1
             }
-            None => return Err("too many keys"),
         };
-        if let Some((old_start, old_len)) = old {
-            let (old_start, old_len) = (old_start as usize, old_len as usize);
-            if let Some(tail) = self.store.get_mut(old_start..self.used) {
-                if old_len <= tail.len() {
-                    tail.copy_within(old_len.., 0);
-                }
+        // Reclaim the old value (none for a new key): the values after it move down.
+        if let Some(tail) = self.store.get_mut(old_start..self.used) {
+            if old_len <= tail.len() {
+                tail.copy_within(old_len.., 0);
             }
-            self.used -= old_len;
-            for span in self.spans.iter_mut().take(self.count) {
-                if span.0 as usize > old_start {
-                    span.0 -= old_len as u16;
-                }
+        }
+        self.used -= old_len;
+        for span in self.spans.iter_mut() {
+            if span.0 as usize > old_start {
+                span.0 -= old_len as u16;
             }
         }
         let start = self.used;
@@ -128,40 +116,10 @@ pub struct EnvError {
     pub reason: &'static str,
 }
 
-/// Reads bytes with `\r\n` seen as `\n`, as godotenv normalizes the file first.
-struct Cursor<'a> {
-    text: &'a [u8],
-    pos: usize,
-    line: u32,
-}
-
-impl Cursor<'_> {
-    fn peek(&self) -> Option<u8> {
-        match self.text.get(self.pos) {
-            Some(b'\r') if self.text.get(self.pos + 1) == Some(&b'\n') => Some(b'\n'),
-            other => other.copied(),
-        }
-    }
-
-    fn bump(&mut self) -> Option<u8> {
-        let c = self.peek()?;
-        let crlf = c == b'\n' && self.text.get(self.pos) == Some(&b'\r');
-        self.pos += if crlf { 2 } else { 1 };
-        if c == b'\n' {
-            self.line += 1;
-        }
-        Some(c)
-    }
-
-    fn rest(&self) -> &[u8] {
-        self.text.get(self.pos..).unwrap_or(&[])
-    }
-
-    /// Skips spaces on the current line (godotenv's `isSpace`, which excludes `\n`).
-    fn skip_blank(&mut self) {
-        while self.peek().is_some_and(is_blank) {
-            self.bump();
-        }
+/// Skips spaces on the current line (godotenv's `isSpace`, which excludes `\n`) from `pos`.
+fn skip_blank(text: &[u8], pos: &mut usize) {
+    while text.get(*pos).is_some_and(|&c| is_blank(c)) {
+        *pos += 1;
     }
 }
 
@@ -259,102 +217,135 @@ pub fn parse_env(text: &[u8], vars: &mut EnvVars) -> Result<(), EnvError> {
             reason: "binary data",
         });
     }
-    let mut cur = Cursor {
-        text,
-        pos: 0,
-        line: 1,
+    let mut scratch = Scratch {
+        raw: Text::new(),
+        unescaped: Text::new(),
+        value: Text::new(),
     };
-    let mut raw: Text<MAX_VALUE> = Text::new();
-    let mut unescaped: Text<MAX_VALUE> = Text::new();
-    let mut value: Text<MAX_VALUE> = Text::new();
+    let mut pos = 0;
     loop {
-        while cur.peek().is_some_and(|c| c == b'\n' || is_blank(c)) {
-            cur.bump();
+        // Blank lines and indentation, then a comment line or an entry.
+        while text.get(pos).is_some_and(|&c| c == b'\n' || is_blank(c)) {
+            pos += 1;
         }
-        let Some(first) = cur.peek() else { break };
+        let Some(&first) = text.get(pos) else { break };
         if first == b'#' {
-            while cur.bump().is_some_and(|c| c != b'\n') {}
+            pos += text
+                .get(pos..)
+                .unwrap_or(&[])
+                .iter()
+                .take_while(|&&c| c != b'\n')
+                .count();
             continue;
         }
-        let line = cur.line;
-        let fail = |reason| EnvError { line, reason };
-
-        if cur.rest().starts_with(b"export") && matches!(cur.rest().get(6), Some(b' ' | b'\t')) {
-            cur.pos += 6;
-            cur.skip_blank();
-        }
-        let key_start = cur.pos;
-        while cur.peek().is_some_and(is_key_char) {
-            cur.bump();
-        }
-        let key = text.get(key_start..cur.pos).unwrap_or(&[]);
-        cur.skip_blank();
-        match cur.bump() {
-            Some(b'=' | b':') if !key.is_empty() => {}
-            Some(b'\n') | None if !key.is_empty() => return Err(fail("missing = after key")),
-            _ => return Err(fail("invalid character in key")),
-        }
-        if key.len() > MAX_KEY {
-            return Err(fail("key too long"));
-        }
-        cur.skip_blank();
-
-        match cur.peek() {
-            Some(quote @ (b'"' | b'\'')) => {
-                cur.bump();
-                raw.clear();
-                let mut prev = quote;
-                let mut closed = false;
-                while let Some(c) = cur.bump() {
-                    if c == quote && prev != b'\\' {
-                        closed = true;
-                        break;
-                    }
-                    raw.push_byte(c).map_err(|_| fail("value too long"))?;
-                    prev = c;
-                }
-                if !closed {
-                    return Err(fail("unterminated quoted value"));
-                }
-                // godotenv trims every quote character at the end (so `"a\""` reads `a\`).
-                let mut content = raw.as_bytes();
-                while let Some(shorter) = content.strip_suffix(&[quote]) {
-                    content = shorter;
-                }
-                if quote == b'"' {
-                    unescape(content, &mut unescaped).map_err(|_| fail("value too long"))?;
-                    expand(unescaped.as_bytes(), vars, &mut value)
-                        .map_err(|_| fail("value too long"))?;
-                } else {
-                    value.clear();
-                    value.push(content).map_err(|_| fail("value too long"))?;
-                }
-            }
-            _ => {
-                let start = cur.pos;
-                let len = cur
-                    .rest()
-                    .iter()
-                    .position(|&c| c == b'\n' || c == b'\r')
-                    .unwrap_or(cur.rest().len());
-                cur.pos += len;
-                let mut line_text = text.get(start..cur.pos).unwrap_or(&[]);
-                // The last `#` preceded by a blank starts the comment (scanned from the end, as
-                // godotenv does).
-                let comment = line_text
-                    .windows(2)
-                    .rposition(|pair| matches!(pair, [b, b'#'] if is_blank(*b)))
-                    .map(|i| i + 1);
-                if let Some(hash) = comment {
-                    line_text = line_text.get(..hash).unwrap_or(&[]);
-                }
-                let trimmed = trim_blank(line_text);
-                expand(trimmed, vars, &mut value).map_err(|_| fail("value too long"))?;
-            }
-        }
-        vars.set(key, value.as_bytes()).map_err(fail)?;
+        let start = pos;
+        entry(text, &mut pos, vars, &mut scratch).map_err(|reason| EnvError {
+            line: line_of(text, start),
+            reason,
+        })?;
     }
     Ok(())
+}
+
+/// Value buffers of [`parse_env`].
+struct Scratch {
+    /// A quoted value as written.
+    raw: Text<MAX_VALUE>,
+    unescaped: Text<MAX_VALUE>,
+    value: Text<MAX_VALUE>,
+}
+
+/// Reads the `KEY=value` entry at `pos` into `vars`. A `\r\n` reads as `\n`, as godotenv
+/// normalizes the file first (elsewhere a `\r` is a blank or ends an unquoted value anyway).
+/// Not inlined into `parse_env`: on its own it needs less code.
+#[inline(never)]
+fn entry(
+    text: &[u8],
+    pos: &mut usize,
+    vars: &mut EnvVars,
+    scratch: &mut Scratch,
+) -> Result<(), &'static str> {
+    const TOO_LONG: &str = "value too long";
+    let rest = text.get(*pos..).unwrap_or(&[]);
+    if rest.starts_with(b"export") && matches!(rest.get(6), Some(b' ' | b'\t')) {
+        *pos += 6;
+        skip_blank(text, pos);
+    }
+    let key_start = *pos;
+    while text.get(*pos).is_some_and(|&c| is_key_char(c)) {
+        *pos += 1;
+    }
+    let key = text.get(key_start..*pos).unwrap_or(&[]);
+    skip_blank(text, pos);
+    let next = text.get(*pos).copied();
+    *pos += 1;
+    match next {
+        Some(b'=' | b':') if !key.is_empty() => {}
+        Some(b'\n') | None if !key.is_empty() => return Err("missing = after key"),
+        _ => return Err("invalid character in key"),
+    }
+    if key.len() > MAX_KEY {
+        return Err("key too long");
+    }
+    skip_blank(text, pos);
+
+    let value = &mut scratch.value;
+    match text.get(*pos) {
+        Some(&quote @ (b'"' | b'\'')) => {
+            *pos += 1;
+            let raw = &mut scratch.raw;
+            raw.clear();
+            let mut prev = quote;
+            let mut closed = false;
+            while let Some(&c) = text.get(*pos) {
+                *pos += 1;
+                if c == b'\r' && text.get(*pos) == Some(&b'\n') {
+                    continue;
+                }
+                if c == quote && prev != b'\\' {
+                    closed = true;
+                    break;
+                }
+                raw.push_byte(c).map_err(|_| TOO_LONG)?;
+                prev = c;
+            }
+            if !closed {
+                return Err("unterminated quoted value");
+            }
+            // godotenv trims every quote character at the end (so `"a\""` reads `a\`).
+            let mut content = raw.as_bytes();
+            while let Some(shorter) = content.strip_suffix(&[quote]) {
+                content = shorter;
+            }
+            if quote == b'"' {
+                unescape(content, &mut scratch.unescaped).map_err(|_| TOO_LONG)?;
+                expand(scratch.unescaped.as_bytes(), vars, value).map_err(|_| TOO_LONG)?;
+            } else {
+                value.clear();
+                value.push(content).map_err(|_| TOO_LONG)?;
+            }
+        }
+        _ => {
+            let rest = text.get(*pos..).unwrap_or(&[]);
+            let len = rest
+                .iter()
+                .position(|&c| c == b'\n' || c == b'\r')
+                .unwrap_or(rest.len());
+            *pos += len;
+            let mut line_text = rest.get(..len).unwrap_or(&[]);
+            // The last `#` preceded by a blank starts the comment (scanned from the end, as
+            // godotenv does).
+            let comment = line_text
+                .windows(2)
+                .rposition(|pair| matches!(pair, [b, b'#'] if is_blank(*b)))
+                .map(|i| i + 1);
+            if let Some(hash) = comment {
+                line_text = line_text.get(..hash).unwrap_or(&[]);
+            }
+            expand(trim_blank(line_text), vars, value).map_err(|_| TOO_LONG)?;
+        }
+    }
+    vars.set(key, value.as_bytes())
 }
 
 fn trim_blank(s: &[u8]) -> &[u8] {
@@ -398,13 +389,13 @@ pub struct LayoutError {
 }
 
 fn layout_error(key: &'static str, item: &[u8], reason: &'static str) -> LayoutError {
-    let mut cut = Text::new();
-    cut.push_lossy(item);
-    LayoutError {
+    let mut e = LayoutError {
         key,
-        item: cut,
+        item: Text::new(),
         reason,
-    }
+    };
+    e.item.push_lossy(item);
+    e
 }
 
 /// Items of a list value: upstream splits on single spaces; any whitespace separates here, so a
@@ -415,20 +406,34 @@ fn items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|item| !item.is_empty())
 }
 
-fn add_paths(list: &mut PathList, key: &'static str, value: &[u8]) -> Result<(), LayoutError> {
+/// A refused layout before it becomes a [`LayoutError`]: key, item, reason.
+type Bad<'a> = (&'static str, &'a [u8], &'static str);
+
+fn add_paths<'a>(list: &mut PathList, key: &'static str, value: &'a [u8]) -> Result<(), Bad<'a>> {
     let mut path = Text::new();
     for item in items(value) {
-        normalize(item, &mut path).map_err(|reason| layout_error(key, item, reason))?;
+        normalize(item, &mut path).map_err(|reason| (key, item, reason))?;
         list.push_unique(path.as_bytes())
-            .map_err(|_| layout_error(key, item, "too many items"))?;
+            .map_err(|_| (key, item, "too many items"))?;
     }
     Ok(())
 }
 
-/// Sort key of upstream's bind order: number of `/`-separated parts, then the last part.
+/// Sort key of upstream's bind order: number of `/`-separated parts (as the number of `/`),
+/// then the last part.
 fn bind_key(path: &[u8]) -> (usize, &[u8]) {
-    let parts = path.split(|&c| c == b'/').count();
-    (parts, path.rsplit(|&c| c == b'/').next().unwrap_or(path))
+    let slashes = path.iter().filter(|&&c| c == b'/').count();
+    let last = match path.iter().rposition(|&c| c == b'/') {
+        Some(slash) => path.get(slash + 1..).unwrap_or(&[]),
+        None => path,
+    };
+    (slashes, last)
+}
+
+/// Whether bind `a` mounts before `b` in upstream's order.
+#[inline(never)]
+fn mounts_before(a: &[u8], b: &[u8]) -> bool {
+    bind_key(a) < bind_key(b)
 }
 
 /// The built-in Kairos persistent paths (reference §4.5, current `00_rootfs.yaml`).
@@ -440,16 +445,6 @@ const KAIROS_PERSISTENT_STATE_PATHS: &[u8] = b"/etc/cni /etc/init.d /etc/iscsi /
 /var/log";
 
 impl Layout {
-    fn empty() -> Layout {
-        Layout {
-            rw_paths: List::new(),
-            binds: List::new(),
-            overlay: Text::new(),
-            state_target: Text::new(),
-            volumes: List::new(),
-        }
-    }
-
     /// The layout described by `main` (`cos-layout.env`) and `extra` (`extra-layout.env`, only
     /// its `PERSISTENT_STATE_PATHS`), with upstream's defaults for absent keys.
     pub fn from_env(
@@ -457,93 +452,98 @@ impl Layout {
         extra: Option<&EnvVars>,
         cmdline_overlay: &[u8],
     ) -> Result<Layout, LayoutError> {
-        let mut layout = Layout::empty();
-        let get = |key: &[u8]| main.get(key).unwrap_or(&[]);
+        let mut layout = Layout::default();
+        layout
+            .fill(main, extra, cmdline_overlay)
+            .map_err(|(key, item, reason)| layout_error(key, item, reason))?;
+        Ok(layout)
+    }
 
-        add_paths(&mut layout.rw_paths, "RW_PATHS", get(b"RW_PATHS"))?;
-        if layout.rw_paths.is_empty() {
+    /// `from_env` into an empty layout, with the error as (key, item, reason).
+    fn fill<'a>(
+        &mut self,
+        main: &'a EnvVars,
+        extra: Option<&'a EnvVars>,
+        cmdline_overlay: &'a [u8],
+    ) -> Result<(), Bad<'a>> {
+        let get = |key: &str| main.get(key.as_bytes()).unwrap_or(&[]);
+
+        add_paths(&mut self.rw_paths, "RW_PATHS", get("RW_PATHS"))?;
+        if self.rw_paths.is_empty() {
             // Upstream also uses the defaults when RW_PATHS is present but empty [Q-6].
-            add_paths(&mut layout.rw_paths, "RW_PATHS", DEFAULT_RW_PATHS)?;
+            add_paths(&mut self.rw_paths, "RW_PATHS", DEFAULT_RW_PATHS)?;
         }
-        add_paths(
-            &mut layout.binds,
-            "PERSISTENT_STATE_PATHS",
-            get(b"PERSISTENT_STATE_PATHS"),
-        )?;
-        add_paths(
-            &mut layout.binds,
-            "CUSTOM_BIND_MOUNTS",
-            get(b"CUSTOM_BIND_MOUNTS"),
-        )?;
+        for key in ["PERSISTENT_STATE_PATHS", "CUSTOM_BIND_MOUNTS"] {
+            add_paths(&mut self.binds, key, get(key))?;
+        }
         if let Some(extra) = extra {
             let paths = extra.get(b"PERSISTENT_STATE_PATHS").unwrap_or(&[]);
             add_paths(
-                &mut layout.binds,
+                &mut self.binds,
                 "PERSISTENT_STATE_PATHS (extra-layout.env)",
                 paths,
             )?;
         }
 
-        let (overlay_key, overlay) = match get(b"OVERLAY") {
+        let (overlay_key, overlay) = match get("OVERLAY") {
             [] if cmdline_overlay.is_empty() => ("rd.cos.overlay", DEFAULT_OVERLAY),
             [] => ("rd.cos.overlay", cmdline_overlay),
             from_file => ("OVERLAY", from_file),
         };
-        overlay_backing(overlay).map_err(|reason| layout_error(overlay_key, overlay, reason))?;
-        layout
-            .overlay
+        overlay_backing(overlay).map_err(|reason| (overlay_key, overlay, reason))?;
+        self.overlay
             .push(overlay)
-            .map_err(|_| layout_error(overlay_key, overlay, "too long"))?;
+            .map_err(|_| (overlay_key, overlay, "too long"))?;
 
-        for item in items(get(b"VOLUMES")) {
-            volume_spec(item).map_err(|reason| layout_error("VOLUMES", item, reason))?;
-            layout
-                .volumes
-                .push_unique(item)
-                .map_err(|_| layout_error("VOLUMES", item, "too many items"))?;
-        }
-
-        let target = match get(b"PERSISTENT_STATE_TARGET") {
+        let target = match get("PERSISTENT_STATE_TARGET") {
             [] => DEFAULT_STATE_TARGET,
             from_file => from_file,
         };
-        let target_error = |reason| layout_error("PERSISTENT_STATE_TARGET", target, reason);
-        normalize(target, &mut layout.state_target).map_err(target_error)?;
-        let state_target = layout.state_target.as_bytes();
+        // Normalized before the volumes, which are checked against it; a bad volume is still
+        // reported before a bad target.
+        let target_ok = normalize(target, &mut self.state_target);
+        let state_target = self.state_target.as_bytes();
+        // Volumes are mounted after the overlays, so one covering the target hides the overlay.
+        let mut on_volume = false;
+        for item in items(get("VOLUMES")) {
+            let (_, mount_point) = volume_spec(item).map_err(|reason| ("VOLUMES", item, reason))?;
+            on_volume |= is_within(state_target, mount_point.as_bytes());
+            self.volumes
+                .push_unique(item)
+                .map_err(|_| ("VOLUMES", item, "too many items"))?;
+        }
+
+        let target_error = |reason| ("PERSISTENT_STATE_TARGET", target, reason);
+        target_ok.map_err(target_error)?;
         if state_target == b"/" {
             return Err(target_error("is / (the read-only root image)"));
         }
-        // Volumes are mounted after the overlays, so one covering the target hides the overlay.
-        let on_volume = layout
-            .volumes
-            .iter()
-            .filter_map(|spec| volume_spec(spec).ok())
-            .any(|(_, mount_point)| is_within(state_target, mount_point.as_bytes()));
-        let in_overlay = layout.rw_paths.iter().any(|rw| is_within(state_target, rw));
-        if !layout.binds.is_empty() && in_overlay && !on_volume {
+        let in_overlay = self.rw_paths.iter().any(|rw| is_within(state_target, rw));
+        if !self.binds.is_empty() && in_overlay && !on_volume {
             return Err(target_error(
                 "lies inside an RW_PATHS overlay: persistent data would be lost",
             ));
         }
-        Ok(layout)
+        Ok(())
     }
 
     /// Kairos' own layout for `state` (reference §4.5), for systems that ship no layout file.
     pub fn builtin(state: BootState, cmdline_overlay: &[u8]) -> Result<Layout, LayoutError> {
-        let mut vars = EnvVars::new();
-        let persistent: [(&[u8], &[u8]); 3] = [
+        // The overlay size, then what persists; recovery and reset boots keep everything
+        // ephemeral, so they only get the first.
+        const VARS: [(&[u8], &[u8]); 4] = [
+            (b"OVERLAY", b"tmpfs:25%"),
             (b"VOLUMES", b"LABEL=COS_PERSISTENT:/usr/local"),
             (b"RW_PATHS", b"/var /etc /srv"),
             (b"PERSISTENT_STATE_PATHS", KAIROS_PERSISTENT_STATE_PATHS),
         ];
-        // Recovery and reset boots keep everything ephemeral: only the overlay size is set.
         let keep = if matches!(state, BootState::Active | BootState::Passive) {
-            persistent.len()
+            VARS.len()
         } else {
-            0
+            1
         };
-        let overlay: (&[u8], &[u8]) = (b"OVERLAY", b"tmpfs:25%");
-        for (key, value) in core::iter::once(&overlay).chain(persistent.iter().take(keep)) {
+        let mut vars = EnvVars::new();
+        for (key, value) in VARS.iter().take(keep) {
             vars.set(key, value)
                 .map_err(|reason| layout_error("built-in layout", key, reason))?;
         }
@@ -558,7 +558,7 @@ impl Layout {
         for (i, slot) in order.iter_mut().enumerate().take(n) {
             *slot = i as u8;
         }
-        let key = |i: u8| bind_key(self.binds.get(i as usize).unwrap_or(&[]));
+        let path = |i: u8| self.binds.get(i as usize).unwrap_or(&[]);
         // Insertion sort: stable, no allocation, and 96 items at most.
         for i in 1..n {
             let mut j = i;
@@ -567,7 +567,7 @@ impl Layout {
                     break;
                 };
                 let [before, after] = pair else { break };
-                if key(*after) >= key(*before) {
+                if !mounts_before(path(*after), path(*before)) {
                     break;
                 }
                 core::mem::swap(before, after);
@@ -581,23 +581,27 @@ impl Layout {
     /// with [`parse_env`] and [`Layout::from_env`] gives this layout again.
     pub fn render_env(&self, out: &mut Text<16384>) -> Result<(), Full> {
         out.clear();
-        render_line(out, "OVERLAY", core::iter::once(self.overlay.as_bytes()))?;
-        render_line(out, "PERSISTENT_STATE_PATHS", self.binds.iter())?;
+        render_line(
+            out,
+            "OVERLAY",
+            &mut core::iter::once(self.overlay.as_bytes()),
+        )?;
+        render_line(out, "PERSISTENT_STATE_PATHS", &mut self.binds.iter())?;
         render_line(
             out,
             "PERSISTENT_STATE_TARGET",
-            core::iter::once(self.state_target.as_bytes()),
+            &mut core::iter::once(self.state_target.as_bytes()),
         )?;
-        render_line(out, "RW_PATHS", self.rw_paths.iter())?;
-        render_line(out, "VOLUMES", self.volumes.iter())
+        render_line(out, "RW_PATHS", &mut self.rw_paths.iter())?;
+        render_line(out, "VOLUMES", &mut self.volumes.iter())
     }
 }
 
 /// `KEY="a b c"` with godotenv's double-quote escaping.
-fn render_line<'a>(
+fn render_line(
     out: &mut Text<16384>,
     key: &str,
-    values: impl Iterator<Item = &'a [u8]>,
+    values: &mut dyn Iterator<Item = &[u8]>,
 ) -> Result<(), Full> {
     out.push_str(key)?;
     out.push(b"=\"")?;
@@ -605,16 +609,18 @@ fn render_line<'a>(
         if n > 0 {
             out.push_byte(b' ')?;
         }
-        for &c in value {
-            match c {
-                b'\n' => out.push(b"\\n")?,
-                b'\r' => out.push(b"\\r")?,
-                b'\\' | b'"' | b'!' | b'$' | b'`' => {
-                    out.push_byte(b'\\')?;
-                    out.push_byte(c)?;
+        for c in value {
+            let pair;
+            let escaped: &[u8] = match *c {
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                special @ (b'\\' | b'"' | b'!' | b'$' | b'`') => {
+                    pair = [b'\\', special];
+                    &pair
                 }
-                _ => out.push_byte(c)?,
-            }
+                _ => core::slice::from_ref(c),
+            };
+            out.push(escaped)?;
         }
     }
     out.push(b"\"\n")

@@ -46,12 +46,12 @@ pub fn normalize(p: &[u8], out: &mut Text<256>) -> Result<(), &'static str> {
         .split(|&c| c == b'/')
         .filter(|part| !part.is_empty() && *part != b".")
     {
-        // Cannot overflow: the result is never longer than the checked input (<= 240 bytes).
-        out.push_byte(b'/').map_err(|_| "too long")?;
-        out.push(part).map_err(|_| "too long")?;
+        // Never cut: the result is never longer than the checked input (<= 240 bytes).
+        out.push_lossy(b"/");
+        out.push_lossy(part);
     }
     if out.is_empty() {
-        out.push_byte(b'/').map_err(|_| "too long")?;
+        out.push_lossy(b"/");
     }
     Ok(())
 }

@@ -52,22 +52,21 @@ impl Env {
         let mut e = Env {
             action: Action::Boot,
             init_mode: pid1,
-            sysroot: Text::from(DEFAULT_SYSROOT).unwrap_or_default(),
-            config_dir: Text::from(DEFAULT_CONFIG_DIR).unwrap_or_default(),
-            cmdline_path: Text::from(PROC_CMDLINE).unwrap_or_default(),
+            sysroot: Text::new(),
+            config_dir: Text::new(),
+            cmdline_path: Text::new(),
             bad_arg: None,
         };
+        set(&mut e.sysroot, DEFAULT_SYSROOT);
+        set(&mut e.config_dir, DEFAULT_CONFIG_DIR);
+        set(&mut e.cmdline_path, PROC_CMDLINE);
         for a in args {
             match ACTIONS.iter().find(|(word, _)| *word == a) {
                 Some(&(_, action)) => e.action = action,
                 // The kernel passes unknown boot words (`single`, runlevels) to init: they are
                 // for the real init, which gets the same argv after switch_root.
                 None if pid1 => {}
-                None => {
-                    e.bad_arg = Some(
-                        Text::from(a.get(..a.len().min(64)).unwrap_or(&[])).unwrap_or_default(),
-                    )
-                }
+                None => e.bad_arg.insert(Text::new()).push_lossy(a),
             }
         }
         for kv in env {
@@ -75,25 +74,29 @@ impl Env {
                 continue;
             };
             let (key, val) = (kv.get(..eq).unwrap_or(&[]), kv.get(eq + 1..).unwrap_or(&[]));
-            if val.is_empty() {
-                continue;
-            }
-            let slot: Option<&mut Text<_>> = match key {
-                b"IMMUCORE_SYSROOT" => Some(&mut e.sysroot),
-                b"IMMUCORE_CONFIG_DIR" => Some(&mut e.config_dir),
-                _ => None,
-            };
-            if let Some(slot) = slot {
-                if let Ok(t) = Text::from(val) {
-                    *slot = t;
-                }
-            } else if key == b"HOST_PROC_CMDLINE" {
-                if let Ok(t) = Text::from(val) {
-                    e.cmdline_path = t;
-                }
+            match SEAMS.iter().position(|seam| *seam == key) {
+                Some(0) => set(&mut e.sysroot, val),
+                Some(1) => set(&mut e.config_dir, val),
+                Some(_) => set(&mut e.cmdline_path, val),
+                None => {}
             }
         }
         e
+    }
+}
+
+/// The environment variables `Env::new` reads, in the order of its `match`.
+const SEAMS: [&[u8]; 3] = [
+    b"IMMUCORE_SYSROOT",
+    b"IMMUCORE_CONFIG_DIR",
+    b"HOST_PROC_CMDLINE",
+];
+
+/// Sets `path` to `value` when it fits; an empty or overlong value leaves it as it is.
+fn set<const N: usize>(path: &mut Text<N>, value: &[u8]) {
+    if !value.is_empty() && value.len() <= N {
+        path.clear();
+        path.push_lossy(value);
     }
 }
 
