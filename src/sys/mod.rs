@@ -43,6 +43,19 @@ impl CBuf {
     }
 }
 
+/// `f(path)` with `path` as a C string: the conversion exists once for all one-path calls.
+#[inline(never)]
+fn with_path<T>(path: &[u8], f: fn(&CStr) -> Result<T>) -> Result<T> {
+    f(CBuf::new().c_str(path)?)
+}
+
+/// `f(a, b)` with both paths as C strings.
+#[inline(never)]
+fn with_paths(a: &[u8], b: &[u8], f: fn(&CStr, &CStr) -> Result<()>) -> Result<()> {
+    let (mut a_c, mut b_c) = (CBuf::new(), CBuf::new());
+    f(a_c.c_str(a)?, b_c.c_str(b)?)
+}
+
 fn fd_from_raw(n: i32) -> BorrowedFd<'static> {
     // SAFETY: used only for the standard descriptors 0..=2, which this program never closes.
     unsafe { BorrowedFd::borrow_raw(n) }
@@ -208,24 +221,22 @@ pub fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
 }
 
 pub fn exists(path: &[u8]) -> bool {
-    CBuf::new()
-        .c_str(path)
-        .is_ok_and(|p| rustix::fs::access(p, rustix::fs::Access::EXISTS).is_ok())
+    with_path(path, |p| rustix::fs::access(p, rustix::fs::Access::EXISTS)).is_ok()
 }
 
+/// A regular file this process may execute.
 pub fn is_executable(path: &[u8]) -> bool {
-    CBuf::new().c_str(path).is_ok_and(|p| {
-        rustix::fs::stat(p).is_ok_and(|st| {
-            st.st_mode & 0o170000 == 0o100000
-                && rustix::fs::access(p, rustix::fs::Access::EXEC_OK).is_ok()
-        })
+    with_path(path, |p| {
+        if rustix::fs::stat(p)?.st_mode & 0o170000 != 0o100000 {
+            return Err(Errno::ACCESS);
+        }
+        rustix::fs::access(p, rustix::fs::Access::EXEC_OK)
     })
+    .is_ok()
 }
 
 pub fn is_dir(path: &[u8]) -> bool {
-    CBuf::new()
-        .c_str(path)
-        .is_ok_and(|p| rustix::fs::stat(p).is_ok_and(|st| st.st_mode & 0o170000 == 0o040000))
+    with_path(path, |p| rustix::fs::stat(p)).is_ok_and(|st| st.st_mode & 0o170000 == 0o040000)
 }
 
 /// `mkdir -p` for paths of the initramfs itself (`/run/...`), not for the sysroot.
@@ -250,8 +261,7 @@ pub fn mkdir_p(path: &[u8], mode: u32) -> Result<()> {
 }
 
 pub fn symlink(target: &[u8], link: &[u8]) -> Result<()> {
-    let (mut t, mut l) = (CBuf::new(), CBuf::new());
-    rustix::fs::symlink(t.c_str(target)?, l.c_str(link)?)
+    with_paths(target, link, |t, l| rustix::fs::symlink(t, l))
 }
 
 /// Calls `f(name, is_dir)` for each entry of the directory `dir` (skipping `.` and `..`).
@@ -259,6 +269,12 @@ pub fn for_each_entry(
     dir: BorrowedFd<'_>,
     mut f: impl FnMut(&[u8], rustix::fs::FileType),
 ) -> Result<()> {
+    entries(dir, &mut f)
+}
+
+/// `for_each_entry` without the type parameter, so the directory reading exists once.
+#[inline(never)]
+fn entries(dir: BorrowedFd<'_>, f: &mut dyn FnMut(&[u8], rustix::fs::FileType)) -> Result<()> {
     let fd = rustix::fs::openat(
         dir,
         c".",
@@ -305,19 +321,18 @@ pub fn mount(
 }
 
 pub fn mount_bind(source: &[u8], target: &[u8]) -> Result<()> {
-    let (mut s, mut t) = (CBuf::new(), CBuf::new());
-    rustix::mount::mount_bind(s.c_str(source)?, t.c_str(target)?)
+    with_paths(source, target, |s, t| rustix::mount::mount_bind(s, t))
 }
 
 /// Makes an existing bind mount read-only (a bind ignores MS_RDONLY on creation).
 pub fn remount_bind_ro(target: &[u8]) -> Result<()> {
-    let flags = MountFlags::BIND | MountFlags::RDONLY;
-    rustix::mount::mount_remount(CBuf::new().c_str(target)?, flags, c"")
+    with_path(target, |t| {
+        rustix::mount::mount_remount(t, MountFlags::BIND | MountFlags::RDONLY, c"")
+    })
 }
 
 pub fn mount_move(source: &[u8], target: &[u8]) -> Result<()> {
-    let (mut s, mut t) = (CBuf::new(), CBuf::new());
-    rustix::mount::mount_move(s.c_str(source)?, t.c_str(target)?)
+    with_paths(source, target, |s, t| rustix::mount::mount_move(s, t))
 }
 
 /// Makes every mount under `/` private, so MS_MOVE works (it refuses shared parents).
@@ -344,7 +359,7 @@ pub fn is_mountpoint_path(path: &[u8]) -> bool {
 /// Filesystem magic of the filesystem holding `path` (ramfs/tmpfs detection before freeing
 /// the initramfs).
 pub fn fs_magic(path: &[u8]) -> Result<u64> {
-    Ok(rustix::fs::statfs(CBuf::new().c_str(path)?)?.f_type as u64)
+    with_path(path, |p| Ok(rustix::fs::statfs(p)?.f_type as u64))
 }
 
 pub const RAMFS_MAGIC: u64 = 0x8584_58f6;
@@ -460,11 +475,11 @@ pub fn reap_children() {
 }
 
 pub fn chdir(path: &[u8]) -> Result<()> {
-    rustix::process::chdir(CBuf::new().c_str(path)?)
+    with_path(path, |p| rustix::process::chdir(p))
 }
 
 pub fn chroot(path: &[u8]) -> Result<()> {
-    rustix::process::chroot(CBuf::new().c_str(path)?)
+    with_path(path, |p| rustix::process::chroot(p))
 }
 
 /// Flushes the filesystem holding `fd` (makes renames and new directories durable).
@@ -532,10 +547,9 @@ pub fn copy_owner_and_mode(from: BorrowedFd<'_>, path: &[u8]) -> Result<()> {
 
 /// Detaches the mount at `path` (lazy unmount: the initramfs-stage chroot helpers).
 pub fn unmount_detach(path: &[u8]) -> Result<()> {
-    rustix::mount::unmount(
-        CBuf::new().c_str(path)?,
-        rustix::mount::UnmountFlags::DETACH,
-    )
+    with_path(path, |p| {
+        rustix::mount::unmount(p, rustix::mount::UnmountFlags::DETACH)
+    })
 }
 
 #[cfg(test)]
