@@ -82,37 +82,21 @@ fn entry(number: u32, e: &[u8]) -> GptPart {
         if u == 0 {
             break;
         }
-        let u = if (0xD800..0xE000).contains(&u) {
-            u16::from(b'?')
-        } else {
-            u
-        };
-        let three = [
-            0xE0 | (u >> 12) as u8,
-            0x80 | (u >> 6 & 0x3F) as u8,
-            0x80 | (u & 0x3F) as u8,
-        ];
-        let two = [0xC0 | (u >> 6) as u8, 0x80 | (u & 0x3F) as u8];
-        let utf8 = match u {
-            0..=0x7F => &[u as u8][..],
-            0x80..=0x7FF => &two[..],
-            _ => &three[..],
-        };
-        let _ = name.push(utf8); // at most 36 * 3 bytes: always fits
+        // A lone UTF-16 surrogate is no character: '?'.
+        let c = char::from_u32(u32::from(u)).unwrap_or('?');
+        let _ = name.push_str(c.encode_utf8(&mut [0; 4])); // at most 36 * 3 bytes: always fits
     }
     // The first three GUID fields are stored little-endian.
-    let g: [u8; 16] = arr(e, 16);
-    let mut swapped = [0u8; 16];
-    for (d, &i) in swapped
-        .iter_mut()
-        .zip(&[3, 2, 1, 0, 5, 4, 7, 6, 8, 9, 10, 11, 12, 13, 14, 15])
-    {
-        *d = g.get(i).copied().unwrap_or(0);
+    let mut g: [u8; 16] = arr(e, 16);
+    for r in [0..4, 4..6, 6..8] {
+        if let Some(field) = g.get_mut(r) {
+            field.reverse();
+        }
     }
     GptPart {
         number,
         name,
-        uuid: uuid_text(&swapped),
+        uuid: uuid_text(&g),
         first_lba: le64(e, 32),
         last_lba: le64(e, 40),
     }
