@@ -5,7 +5,7 @@
 //! not consulted.
 
 use super::probe::{arr, field, le16, le32, le64, read, uuid_text, BlockRead};
-use crate::util::fixed::Text;
+use crate::util::fixed::{copy_bytes, Text};
 
 pub struct GptPart {
     /// 1-based index in the entry array (the kernel's partition number).
@@ -86,13 +86,11 @@ fn entry(number: u32, e: &[u8]) -> GptPart {
         let c = char::from_u32(u32::from(u)).unwrap_or('?');
         let _ = name.push_str(c.encode_utf8(&mut [0; 4])); // at most 36 * 3 bytes: always fits
     }
-    // The first three GUID fields are stored little-endian.
+    // The first three GUID fields are stored little-endian; the text form shows them
+    // big-endian.
     let mut g: [u8; 16] = arr(e, 16);
-    for r in [0..4, 4..6, 6..8] {
-        if let Some(field) = g.get_mut(r) {
-            field.reverse();
-        }
-    }
+    let head = u64::from(le32(e, 16)) << 32 | u64::from(le16(e, 20)) << 16 | u64::from(le16(e, 22));
+    copy_bytes(&mut g, &head.to_be_bytes());
     GptPart {
         number,
         name,

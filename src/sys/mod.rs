@@ -224,19 +224,21 @@ pub fn exists(path: &[u8]) -> bool {
     with_path(path, |p| rustix::fs::access(p, rustix::fs::Access::EXISTS)).is_ok()
 }
 
+/// The file type bits of `path`'s mode (`stat`, following symlinks).
+fn file_type(path: &[u8]) -> Result<u64> {
+    with_path(path, |p| {
+        Ok(u64::from(rustix::fs::stat(p)?.st_mode & 0o170000))
+    })
+}
+
 /// A regular file this process may execute.
 pub fn is_executable(path: &[u8]) -> bool {
-    with_path(path, |p| {
-        if rustix::fs::stat(p)?.st_mode & 0o170000 != 0o100000 {
-            return Err(Errno::ACCESS);
-        }
-        rustix::fs::access(p, rustix::fs::Access::EXEC_OK)
-    })
-    .is_ok()
+    file_type(path) == Ok(0o100000)
+        && with_path(path, |p| rustix::fs::access(p, rustix::fs::Access::EXEC_OK)).is_ok()
 }
 
 pub fn is_dir(path: &[u8]) -> bool {
-    with_path(path, |p| rustix::fs::stat(p)).is_ok_and(|st| st.st_mode & 0o170000 == 0o040000)
+    file_type(path) == Ok(0o040000)
 }
 
 /// `mkdir -p` for paths of the initramfs itself (`/run/...`), not for the sysroot.
