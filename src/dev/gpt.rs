@@ -4,7 +4,7 @@
 //! LBA 1 whose CRC32 matches, and a matching CRC32 over the entry array. The backup header is
 //! not consulted.
 
-use super::probe::{arr, field, le16, le32, le64, read, uuid_text, BlockRead};
+use super::probe::{arr, field, le16, le32, le64, push_uuid, read, BlockRead};
 use crate::util::fixed::{copy_bytes, Text};
 
 pub struct GptPart {
@@ -54,6 +54,13 @@ fn table(dev: &mut impl BlockRead, ss: u32, f: &mut impl FnMut(&GptPart)) -> Opt
         return None;
     }
     let start = lba.checked_mul(ss as u64)?;
+    let mut part = GptPart {
+        number: 0,
+        name: Text::new(),
+        uuid: Text::new(),
+        first_lba: 0,
+        last_lba: 0,
+    };
     // Pass 0 checks the entry array's CRC, pass 1 reports the entries.
     for pass in 0..2 {
         let mut crc = !0;
@@ -65,7 +72,8 @@ fn table(dev: &mut impl BlockRead, ss: u32, f: &mut impl FnMut(&GptPart)) -> Opt
             if pass == 0 {
                 crc = crc32(crc, e);
             } else if field(e, 0, 16).iter().any(|&b| b != 0) {
-                f(&entry(i + 1, e));
+                entry(&mut part, i + 1, e);
+                f(&part);
             }
         }
         if pass == 0 && !crc != entries_crc {
@@ -75,8 +83,10 @@ fn table(dev: &mut impl BlockRead, ss: u32, f: &mut impl FnMut(&GptPart)) -> Opt
     Some(())
 }
 
-fn entry(number: u32, e: &[u8]) -> GptPart {
-    let mut name = Text::new();
+/// Fills `p` from the entry `e`.
+fn entry(p: &mut GptPart, number: u32, e: &[u8]) {
+    let name = &mut p.name;
+    name.clear();
     for i in 0..36 {
         let u = le16(e, 56 + 2 * i);
         if u == 0 {
@@ -91,13 +101,11 @@ fn entry(number: u32, e: &[u8]) -> GptPart {
     let mut g: [u8; 16] = arr(e, 16);
     let head = u64::from(le32(e, 16)) << 32 | u64::from(le16(e, 20)) << 16 | u64::from(le16(e, 22));
     copy_bytes(&mut g, &head.to_be_bytes());
-    GptPart {
-        number,
-        name,
-        uuid: uuid_text(&g),
-        first_lba: le64(e, 32),
-        last_lba: le64(e, 40),
-    }
+    p.number = number;
+    p.uuid.clear();
+    push_uuid(&mut p.uuid, &g);
+    p.first_lba = le64(e, 32);
+    p.last_lba = le64(e, 40);
 }
 
 /// CRC-32 (IEEE, reflected) update, bit by bit: no table. Start with `!0`, finish with `!`.

@@ -109,16 +109,9 @@ fn push_hex(t: &mut Text<40>, b: u8, a: u8) {
     }
 }
 
-/// 16 bytes in stored order as `8-4-4-4-12` lower-case hex; empty when all zero (blkid omits
-/// those) or not 16 bytes.
-pub(crate) fn uuid_text(u: &[u8]) -> Text<40> {
-    let mut t = Text::new();
-    push_uuid(&mut t, u);
-    t
-}
-
-/// Appends `uuid_text(u)` to `t`.
-fn push_uuid(t: &mut Text<40>, u: &[u8]) {
+/// Appends 16 bytes in stored order as `8-4-4-4-12` lower-case hex; nothing when all zero
+/// (blkid omits those) or not 16 bytes.
+pub(crate) fn push_uuid(t: &mut Text<40>, u: &[u8]) {
     if u.len() == 16 && u.iter().any(|&b| b != 0) {
         for (i, &b) in u.iter().enumerate() {
             if matches!(i, 4 | 6 | 8 | 10) {
@@ -130,8 +123,7 @@ fn push_uuid(t: &mut Text<40>, u: &[u8]) {
 }
 
 /// Records a match: `raw_label` as blkid shows it (up to the first NUL, trailing whitespace
-/// removed; none when longer than the label room) and the UUID from 16 bytes (see
-/// `uuid_text`). Returns `Some(fs)` for the probe to pass on.
+/// removed; none when longer than the label room) and the UUID from 16 bytes (see `push_uuid`). Returns `Some(fs)` for the probe to pass on.
 fn found(out: &mut FsInfo, fs: FsType, raw_label: &[u8], uuid: &[u8]) -> Option<FsType> {
     let s = raw_label.split(|&c| c == 0).next().unwrap_or(&[]);
     let _ = out.label.push(s.trim_ascii_end());
@@ -695,6 +687,11 @@ pub(crate) mod tests {
 
     #[test]
     fn text_helpers() {
+        let uuid_text = |u: &[u8]| {
+            let mut t = Text::new();
+            push_uuid(&mut t, u);
+            t
+        };
         assert_eq!(uuid_text(&[0; 16]).as_str(), "");
         assert_eq!(
             uuid_text(&[0xAB, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 0xFF]).as_str(),
