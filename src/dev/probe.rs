@@ -123,7 +123,8 @@ pub(crate) fn push_uuid(t: &mut Text<40>, u: &[u8]) {
 }
 
 /// Records a match: `raw_label` as blkid shows it (up to the first NUL, trailing whitespace
-/// removed; none when longer than the label room) and the UUID from 16 bytes (see `push_uuid`). Returns `Some(fs)` for the probe to pass on.
+/// removed; none when longer than the label room) and the UUID from 16 bytes (see
+/// `push_uuid`). Returns `Some(fs)` for the probe to pass on.
 fn found(out: &mut FsInfo, fs: FsType, raw_label: &[u8], uuid: &[u8]) -> Option<FsType> {
     let s = raw_label.split(|&c| c == 0).next().unwrap_or(&[]);
     let _ = out.label.push(s.trim_ascii_end());
