@@ -7,6 +7,7 @@ pub mod loopdev;
 mod raw;
 
 use core::ffi::CStr;
+use core::mem::MaybeUninit;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{AtFlags, Mode, OFlags, CWD};
 pub use rustix::io::Errno;
@@ -18,15 +19,23 @@ pub type Result<T> = core::result::Result<T, Errno>;
 pub const MAX_C: usize = 1024;
 
 /// Room for a NUL-terminated copy of a byte string, on the stack: `CBuf::new().c_str(s)?`.
-/// The copy is made in place, never moved: a buffer is a kilobyte.
+/// The copy is made in place, never moved: a buffer is a kilobyte. It starts uninitialised
+/// (no kilobyte cleared per path); `c_str` writes every byte it hands out.
 pub struct CBuf {
-    buf: [u8; MAX_C],
+    buf: [MaybeUninit<u8>; MAX_C],
+}
+
+impl Default for CBuf {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl CBuf {
-    #[inline(never)]
     pub const fn new() -> CBuf {
-        CBuf { buf: [0; MAX_C] }
+        CBuf {
+            buf: [MaybeUninit::uninit(); MAX_C],
+        }
     }
 
     /// `s` with a NUL appended, in this buffer; `EINVAL` if `s` holds a NUL, `ENAMETOOLONG`
@@ -34,12 +43,14 @@ impl CBuf {
     #[inline(never)]
     pub fn c_str(&mut self, s: &[u8]) -> Result<&CStr> {
         let dst = self.buf.get_mut(..=s.len()).ok_or(Errno::NAMETOOLONG)?;
-        let Some((nul, text)) = dst.split_last_mut() else {
-            return Err(Errno::NAMETOOLONG);
-        };
-        crate::util::fixed::copy_bytes(text, s);
-        *nul = 0;
-        CStr::from_bytes_with_nul(dst).map_err(|_| Errno::INVAL)
+        if s.contains(&0) {
+            return Err(Errno::INVAL);
+        }
+        for (d, &c) in dst.iter_mut().zip(s.iter().chain(&[0])) {
+            d.write(c);
+        }
+        // SAFETY: every byte of `dst` was just written: `s`, which holds no NUL, then a NUL.
+        Ok(unsafe { CStr::from_bytes_with_nul_unchecked(&*(dst as *const _ as *const [u8])) })
     }
 }
 
