@@ -141,11 +141,13 @@ impl<const N: usize> core::fmt::Debug for Text<N> {
 }
 
 /// Up to `I` byte strings stored back to back in one `B`-byte buffer, in insertion order.
+/// (Field order as for `Text`: `count` is where `&mut self` points.)
 #[derive(Clone)]
+#[repr(C)]
 pub struct List<const B: usize, const I: usize> {
-    bytes: Text<B>,
-    ends: [u16; I],
     count: usize,
+    ends: [u16; I],
+    bytes: Text<B>,
 }
 
 impl<const B: usize, const I: usize> Default for List<B, I> {
@@ -164,13 +166,14 @@ impl<const B: usize, const I: usize> List<B, I> {
     }
 
     pub fn push(&mut self, item: &[u8]) -> Result<(), Full> {
-        let mut items = Items {
-            buf: &mut self.bytes.buf,
-            len: &mut self.bytes.len,
-            ends: &mut self.ends,
-            count: &mut self.count,
-        };
-        items.push(item)
+        let bytes = &mut self.bytes;
+        push_item(
+            &mut self.count,
+            item,
+            &mut self.ends,
+            &mut bytes.len,
+            &mut bytes.buf,
+        )
     }
 
     /// Pushes `item` unless an equal item is already there (first occurrence wins).
@@ -213,24 +216,21 @@ impl<const B: usize, const I: usize> List<B, I> {
     }
 }
 
-/// A `List`'s fields as slices, for its non-generic operations.
-struct Items<'a> {
-    buf: &'a mut [u8],
-    len: &'a mut usize,
-    ends: &'a mut [u16],
-    count: &'a mut usize,
-}
-
-impl Items<'_> {
-    #[inline(never)]
-    fn push(&mut self, item: &[u8]) -> Result<(), Full> {
-        let slot = self.ends.get_mut(*self.count).ok_or(Full)?;
-        let end = u16::try_from(*self.len + item.len()).map_err(|_| Full)?;
-        push(self.len, item, self.buf)?;
-        *slot = end;
-        *self.count += 1;
-        Ok(())
-    }
+/// `List::push` on the list's fields as slices (one copy for every capacity).
+#[inline(never)]
+fn push_item(
+    count: &mut usize,
+    item: &[u8],
+    ends: &mut [u16],
+    len: &mut usize,
+    buf: &mut [u8],
+) -> Result<(), Full> {
+    let slot = ends.get_mut(*count).ok_or(Full)?;
+    let end = u16::try_from(*len + item.len()).map_err(|_| Full)?;
+    push(len, item, buf)?;
+    *slot = end;
+    *count += 1;
+    Ok(())
 }
 
 /// Iterator over the items of a `List`.
