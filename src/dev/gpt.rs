@@ -38,19 +38,21 @@ fn table(dev: &mut impl BlockRead, ss: u32, f: &mut impl FnMut(&GptPart)) -> Opt
         return None;
     }
     let ss = ss as usize;
+    // Fields are read from the whole buffer (fixed size, so their bounds are known at compile
+    // time): they lie in the part just read, the first 92 bytes of a header or 128 of an entry.
     let mut buf = [0u8; 4096];
-    let h = buf.get_mut(..ss)?;
-    if !dev.read_at(ss as u64, h) {
+    if !dev.read_at(ss as u64, buf.get_mut(..ss)?) {
         return None;
     }
-    let hs = le32(h, 12) as usize;
-    let want = le32(h, 16);
-    let (lba, count, size, entries_crc) = (le64(h, 72), le32(h, 80), le32(h, 84), le32(h, 88));
-    if field(h, 0, 8) != b"EFI PART" || hs < 92 || hs > ss || le64(h, 24) != 1 {
+    let hs = le32(&buf, 12) as usize;
+    let want = le32(&buf, 16);
+    let (lba, count, size) = (le64(&buf, 72), le32(&buf, 80), le32(&buf, 84));
+    let entries_crc = le32(&buf, 88);
+    if field(&buf, 0, 8) != b"EFI PART" || hs < 92 || hs > ss || le64(&buf, 24) != 1 {
         return None;
     }
-    h.get_mut(16..20)?.fill(0);
-    if !crc32(!0, field(h, 0, hs)) != want || count > 256 || !(128..=4096).contains(&size) {
+    buf.get_mut(16..20)?.fill(0);
+    if !crc32(!0, field(&buf, 0, hs)) != want || count > 256 || !(128..=4096).contains(&size) {
         return None;
     }
     let start = lba.checked_mul(ss as u64)?;
@@ -71,8 +73,8 @@ fn table(dev: &mut impl BlockRead, ss: u32, f: &mut impl FnMut(&GptPart)) -> Opt
             }
             if pass == 0 {
                 crc = crc32(crc, e);
-            } else if field(e, 0, 16).iter().any(|&b| b != 0) {
-                entry(&mut part, i + 1, e);
+            } else if field(&buf, 0, 16).iter().any(|&b| b != 0) {
+                entry(&mut part, i + 1, &buf);
                 f(&part);
             }
         }
@@ -83,8 +85,8 @@ fn table(dev: &mut impl BlockRead, ss: u32, f: &mut impl FnMut(&GptPart)) -> Opt
     Some(())
 }
 
-/// Fills `p` from the entry `e`.
-fn entry(p: &mut GptPart, number: u32, e: &[u8]) {
+/// Fills `p` from the entry at the start of `e`.
+fn entry(p: &mut GptPart, number: u32, e: &[u8; 4096]) {
     let name = &mut p.name;
     name.clear();
     for i in 0..36 {
