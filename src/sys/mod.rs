@@ -295,7 +295,8 @@ fn entries(dir: BorrowedFd<'_>, f: &mut dyn FnMut(&[u8], rustix::fs::FileType)) 
         Mode::empty(),
     )?;
     let mut buf = [core::mem::MaybeUninit::<u8>::uninit(); 2048];
-    let mut it = rustix::fs::RawDir::new(fd, &mut buf);
+    // Over a borrowed fd: the same `RawDir` type as the copy code, so one `next` in the binary.
+    let mut it = rustix::fs::RawDir::new(fd.as_fd(), &mut buf);
     while let Some(entry) = it.next() {
         let entry = entry?;
         let name = entry.file_name().to_bytes();
