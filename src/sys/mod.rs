@@ -46,11 +46,16 @@ impl CBuf {
         if s.contains(&0) {
             return Err(Errno::INVAL);
         }
-        for (d, &c) in dst.iter_mut().zip(s.iter().chain(&[0])) {
-            d.write(c);
+        let p = dst.as_mut_ptr().cast::<u8>();
+        // SAFETY: `dst` has room for `s.len() + 1` bytes; `s` goes into the first ones and a
+        // NUL into the last, so all of `dst` is initialised, and `s` holds no NUL.
+        unsafe {
+            core::ptr::copy_nonoverlapping(s.as_ptr(), p, s.len());
+            p.add(s.len()).write(0);
+            Ok(CStr::from_bytes_with_nul_unchecked(
+                core::slice::from_raw_parts(p, s.len() + 1),
+            ))
         }
-        // SAFETY: every byte of `dst` was just written: `s`, which holds no NUL, then a NUL.
-        Ok(unsafe { CStr::from_bytes_with_nul_unchecked(&*(dst as *const _ as *const [u8])) })
     }
 }
 
