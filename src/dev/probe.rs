@@ -104,9 +104,8 @@ pub(crate) fn read<const N: usize>(dev: &mut impl BlockRead, off: u64) -> [u8; N
 
 /// Appends `b` as two hex digits; `a` is `b'a'` or `b'A'`.
 fn push_hex(t: &mut Text<40>, b: u8, a: u8) {
-    for n in [b >> 4, b & 15] {
-        let _ = t.push_byte(if n < 10 { b'0' + n } else { a - 10 + n });
-    }
+    let digit = |n: u8| if n < 10 { b'0' + n } else { a - 10 + n };
+    let _ = t.push(&[digit(b >> 4), digit(b & 15)]);
 }
 
 /// Appends 16 bytes in stored order as `8-4-4-4-12` lower-case hex; nothing when all zero
