@@ -104,7 +104,7 @@ impl Table {
                 *seen = true;
             }
         });
-        for (slot, seen) in self.entries.iter_mut().zip(present) {
+        for (slot, &seen) in self.entries.iter_mut().zip(&present) {
             if !seen {
                 *slot = None;
             }
