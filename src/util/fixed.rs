@@ -42,8 +42,11 @@ impl<const N: usize> Text<N> {
 
     /// Builds from `s`, or `Full` when it does not fit.
     pub fn from(s: &[u8]) -> Result<Self, Full> {
+        if s.len() > N {
+            return Err(Full);
+        }
         let mut t = Self::new();
-        t.push(s)?;
+        t.push_lossy(s);
         Ok(t)
     }
 
