@@ -329,13 +329,12 @@ pub fn mount(
     data: &[u8],
 ) -> Result<()> {
     let (mut s, mut t, mut f, mut d) = (CBuf::new(), CBuf::new(), CBuf::new(), CBuf::new());
-    let (s, t, f, d) = (
-        s.c_str(source)?,
-        t.c_str(target)?,
-        f.c_str(fstype)?,
-        d.c_str(data)?,
-    );
-    let data = if data.is_empty() { None } else { Some(d) };
+    let (s, t, f) = (s.c_str(source)?, t.c_str(target)?, f.c_str(fstype)?);
+    let data = if data.is_empty() {
+        None
+    } else {
+        Some(d.c_str(data)?)
+    };
     rustix::mount::mount(s, t, f, flags, data)
 }
 
