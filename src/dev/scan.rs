@@ -28,7 +28,8 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn node(&self) -> Text<48> {
+    /// `/dev/<name>`, in the type `wait_for` returns.
+    pub fn node(&self) -> Text<192> {
         let mut t = Text::new();
         t.push_lossy(b"/dev/");
         t.push_lossy(self.name.as_bytes());
@@ -276,11 +277,7 @@ pub fn wait_for(
         } else {
             table.refresh();
             match table.find(dev) {
-                Found::One(e) => {
-                    return Text::from(e.node().as_bytes())
-                        .ok()
-                        .map(|n| (n, e.fs.as_ref().map(|f| f.fs)))
-                }
+                Found::One(e) => return Some((e.node(), e.fs.as_ref().map(|f| f.fs))),
                 Found::Duplicate(a, b) => {
                     describe(dev, err);
                     err.push_lossy(b" is carried by two devices, ");
