@@ -4,8 +4,8 @@
 //! LBA 1 whose CRC32 matches, and a matching CRC32 over the entry array. The backup header is
 //! not consulted.
 
-use super::probe::{arr, field, le16, le32, le64, read, uuid_text, BlockRead};
-use crate::util::fixed::Text;
+use super::probe::{arr, field, le16, le32, le64, push_uuid, read, BlockRead};
+use crate::util::fixed::{copy_bytes, Text};
 
 pub struct GptPart {
     /// 1-based index in the entry array (the kernel's partition number).
@@ -38,22 +38,31 @@ fn table(dev: &mut impl BlockRead, ss: u32, f: &mut impl FnMut(&GptPart)) -> Opt
         return None;
     }
     let ss = ss as usize;
+    // Fields are read from the whole buffer (fixed size, so their bounds are known at compile
+    // time): they lie in the part just read, the first 92 bytes of a header or 128 of an entry.
     let mut buf = [0u8; 4096];
-    let h = buf.get_mut(..ss)?;
-    if !dev.read_at(ss as u64, h) {
+    if !dev.read_at(ss as u64, buf.get_mut(..ss)?) {
         return None;
     }
-    let hs = le32(h, 12) as usize;
-    let want = le32(h, 16);
-    let (lba, count, size, entries_crc) = (le64(h, 72), le32(h, 80), le32(h, 84), le32(h, 88));
-    if field(h, 0, 8) != b"EFI PART" || hs < 92 || hs > ss || le64(h, 24) != 1 {
+    let hs = le32(&buf, 12) as usize;
+    let want = le32(&buf, 16);
+    let (lba, count, size) = (le64(&buf, 72), le32(&buf, 80), le32(&buf, 84));
+    let entries_crc = le32(&buf, 88);
+    if field(&buf, 0, 8) != b"EFI PART" || hs < 92 || hs > ss || le64(&buf, 24) != 1 {
         return None;
     }
-    h.get_mut(16..20)?.fill(0);
-    if !crc32(!0, field(h, 0, hs)) != want || count > 256 || !(128..=4096).contains(&size) {
+    buf.get_mut(16..20)?.fill(0);
+    if !crc32(!0, field(&buf, 0, hs)) != want || count > 256 || !(128..=4096).contains(&size) {
         return None;
     }
     let start = lba.checked_mul(ss as u64)?;
+    let mut part = GptPart {
+        number: 0,
+        name: Text::new(),
+        uuid: Text::new(),
+        first_lba: 0,
+        last_lba: 0,
+    };
     // Pass 0 checks the entry array's CRC, pass 1 reports the entries.
     for pass in 0..2 {
         let mut crc = !0;
@@ -64,8 +73,9 @@ fn table(dev: &mut impl BlockRead, ss: u32, f: &mut impl FnMut(&GptPart)) -> Opt
             }
             if pass == 0 {
                 crc = crc32(crc, e);
-            } else if field(e, 0, 16).iter().any(|&b| b != 0) {
-                f(&entry(i + 1, e));
+            } else if field(&buf, 0, 16).iter().any(|&b| b != 0) {
+                entry(&mut part, i + 1, &buf);
+                f(&part);
             }
         }
         if pass == 0 && !crc != entries_crc {
@@ -75,47 +85,29 @@ fn table(dev: &mut impl BlockRead, ss: u32, f: &mut impl FnMut(&GptPart)) -> Opt
     Some(())
 }
 
-fn entry(number: u32, e: &[u8]) -> GptPart {
-    let mut name = Text::new();
+/// Fills `p` from the entry at the start of `e`.
+fn entry(p: &mut GptPart, number: u32, e: &[u8; 4096]) {
+    let name = &mut p.name;
+    name.clear();
     for i in 0..36 {
         let u = le16(e, 56 + 2 * i);
         if u == 0 {
             break;
         }
-        let u = if (0xD800..0xE000).contains(&u) {
-            u16::from(b'?')
-        } else {
-            u
-        };
-        let three = [
-            0xE0 | (u >> 12) as u8,
-            0x80 | (u >> 6 & 0x3F) as u8,
-            0x80 | (u & 0x3F) as u8,
-        ];
-        let two = [0xC0 | (u >> 6) as u8, 0x80 | (u & 0x3F) as u8];
-        let utf8 = match u {
-            0..=0x7F => &[u as u8][..],
-            0x80..=0x7FF => &two[..],
-            _ => &three[..],
-        };
-        let _ = name.push(utf8); // at most 36 * 3 bytes: always fits
+        // A lone UTF-16 surrogate is no character: '?'.
+        let c = char::from_u32(u32::from(u)).unwrap_or('?');
+        let _ = name.push_str(c.encode_utf8(&mut [0; 4])); // at most 36 * 3 bytes: always fits
     }
-    // The first three GUID fields are stored little-endian.
-    let g: [u8; 16] = arr(e, 16);
-    let mut swapped = [0u8; 16];
-    for (d, &i) in swapped
-        .iter_mut()
-        .zip(&[3, 2, 1, 0, 5, 4, 7, 6, 8, 9, 10, 11, 12, 13, 14, 15])
-    {
-        *d = g.get(i).copied().unwrap_or(0);
-    }
-    GptPart {
-        number,
-        name,
-        uuid: uuid_text(&swapped),
-        first_lba: le64(e, 32),
-        last_lba: le64(e, 40),
-    }
+    // The first three GUID fields are stored little-endian; the text form shows them
+    // big-endian.
+    let mut g: [u8; 16] = arr(e, 16);
+    let head = u64::from(le32(e, 16)) << 32 | u64::from(le16(e, 20)) << 16 | u64::from(le16(e, 22));
+    copy_bytes(&mut g, &head.to_be_bytes());
+    p.number = number;
+    p.uuid.clear();
+    push_uuid(&mut p.uuid, &g);
+    p.first_lba = le64(e, 32);
+    p.last_lba = le64(e, 40);
 }
 
 /// CRC-32 (IEEE, reflected) update, bit by bit: no table. Start with `!0`, finish with `!`.

@@ -104,65 +104,65 @@ pub(crate) fn read<const N: usize>(dev: &mut impl BlockRead, off: u64) -> [u8; N
 
 /// Appends `b` as two hex digits; `a` is `b'a'` or `b'A'`.
 fn push_hex(t: &mut Text<40>, b: u8, a: u8) {
-    for n in [b >> 4, b & 15] {
-        let _ = t.push_byte(if n < 10 { b'0' + n } else { a - 10 + n });
-    }
+    let digit = |n: u8| if n < 10 { b'0' + n } else { a - 10 + n };
+    let _ = t.push(&[digit(b >> 4), digit(b & 15)]);
 }
 
-/// 16 bytes in stored order as `8-4-4-4-12` lower-case hex; empty when all zero (blkid omits
-/// those) or not 16 bytes.
-pub(crate) fn uuid_text(u: &[u8]) -> Text<40> {
-    let mut t = Text::new();
+/// Appends 16 bytes in stored order as `8-4-4-4-12` lower-case hex; nothing when all zero
+/// (blkid omits those) or not 16 bytes.
+pub(crate) fn push_uuid(t: &mut Text<40>, u: &[u8]) {
     if u.len() == 16 && u.iter().any(|&b| b != 0) {
         for (i, &b) in u.iter().enumerate() {
             if matches!(i, 4 | 6 | 8 | 10) {
                 let _ = t.push_byte(b'-');
             }
-            push_hex(&mut t, b, b'a');
+            push_hex(t, b, b'a');
         }
     }
-    t
 }
 
-/// A label as blkid shows it: up to the first NUL, trailing whitespace removed.
-fn label(raw: &[u8]) -> Text<64> {
-    let s = raw.split(|&c| c == 0).next().unwrap_or(&[]);
-    Text::from(s.trim_ascii_end()).unwrap_or_default()
-}
-
-fn info(fs: FsType, raw_label: &[u8], uuid: Text<40>) -> Option<FsInfo> {
-    Some(FsInfo {
-        fs,
-        label: label(raw_label),
-        uuid,
-    })
+/// Records a match: `raw_label` as blkid shows it (up to the first NUL, trailing whitespace
+/// removed; none when longer than the label room) and the UUID from 16 bytes (see
+/// `push_uuid`). Returns `Some(fs)` for the probe to pass on.
+fn found(out: &mut FsInfo, fs: FsType, raw_label: &[u8], uuid: &[u8]) -> Option<FsType> {
+    let s = raw_label.split(|&c| c == 0).next().unwrap_or(&[]);
+    let _ = out.label.push(s.trim_ascii_end());
+    push_uuid(&mut out.uuid, uuid);
+    Some(fs)
 }
 
 /// Identifies the filesystem on `dev`, or `None` when no supported type matches.
 pub fn probe_fs(dev: &mut impl BlockRead) -> Option<FsInfo> {
     let sb0 = read::<512>(dev, 0);
     let sb1 = read::<1024>(dev, 1024);
-    xfs(&sb0)
-        .or_else(|| ext(&sb1))
-        .or_else(|| btrfs(&read::<1024>(dev, 0x10000)))
-        .or_else(|| erofs(&sb1))
+    // Each probe fills in label and UUID only when it matches.
+    let mut out = FsInfo {
+        fs: FsType::Ext2,
+        label: Text::new(),
+        uuid: Text::new(),
+    };
+    out.fs = xfs(&sb0, &mut out)
+        .or_else(|| ext(&sb1, &mut out))
+        .or_else(|| btrfs(&read::<1024>(dev, 0x10000), &mut out))
+        .or_else(|| erofs(&sb1, &mut out))
         .or_else(|| squashfs(&sb0))
-        .or_else(|| vfat(dev, &sb0))
-        .or_else(|| iso9660(dev))
+        .or_else(|| vfat(dev, &sb0, &mut out))
+        .or_else(|| iso9660(dev, &mut out))?;
+    Some(out)
 }
 
-fn xfs(s: &[u8]) -> Option<FsInfo> {
+fn xfs(s: &[u8], out: &mut FsInfo) -> Option<FsType> {
     let bs = be32(s, 4);
     if field(s, 0, 4) != b"XFSB" || !bs.is_power_of_two() || !(512..=65536).contains(&bs) {
         return None;
     }
-    info(FsType::Xfs, field(s, 108, 12), uuid_text(field(s, 32, 16)))
+    found(out, FsType::Xfs, field(s, 108, 12), field(s, 32, 16))
 }
 
 /// ext2/3/4 the way blkid decides: ext4 once a feature outside ext3's set is on (extents,
 /// 64bit, flex_bg, huge_file, dir_nlink, extra_isize, metadata_csum, ...), else ext3 with a
 /// journal, else ext2. An external journal device (jbd) is no filesystem.
-fn ext(s: &[u8]) -> Option<FsInfo> {
+fn ext(s: &[u8], out: &mut FsInfo) -> Option<FsType> {
     let (compat, incompat, ro) = (le32(s, 0x5C), le32(s, 0x60), le32(s, 0x64));
     if le16(s, 0x38) != 0xEF53 || incompat & 0x8 != 0 {
         return None;
@@ -178,7 +178,7 @@ fn ext(s: &[u8]) -> Option<FsInfo> {
     } else {
         FsType::Ext2
     };
-    info(fs, field(s, 0x78, 16), uuid_text(field(s, 0x68, 16)))
+    found(out, fs, field(s, 0x78, 16), field(s, 0x68, 16))
 }
 
 /// Size in bytes an ext2/3/4 filesystem claims (blocks × block size), to tell a truncated image
@@ -198,34 +198,24 @@ pub fn ext_size(dev: &mut impl BlockRead) -> Option<u64> {
     blocks.checked_mul(block_size)
 }
 
-fn btrfs(s: &[u8]) -> Option<FsInfo> {
+fn btrfs(s: &[u8], out: &mut FsInfo) -> Option<FsType> {
     if field(s, 0x40, 8) != b"_BHRfS_M" {
         return None;
     }
-    info(
-        FsType::Btrfs,
-        field(s, 0x12B, 256),
-        uuid_text(field(s, 0x20, 16)),
-    )
+    found(out, FsType::Btrfs, field(s, 0x12B, 256), field(s, 0x20, 16))
 }
 
-fn erofs(s: &[u8]) -> Option<FsInfo> {
+fn erofs(s: &[u8], out: &mut FsInfo) -> Option<FsType> {
     let blkszbits = *s.get(12)?;
     if le32(s, 0) != 0xE0F5_E1E2 || !(9..=16).contains(&blkszbits) {
         return None;
     }
-    info(
-        FsType::Erofs,
-        field(s, 0x40, 16),
-        uuid_text(field(s, 0x30, 16)),
-    )
+    found(out, FsType::Erofs, field(s, 0x40, 16), field(s, 0x30, 16))
 }
 
-fn squashfs(s: &[u8]) -> Option<FsInfo> {
-    if field(s, 0, 4) != b"hsqs" || le16(s, 28) != 4 {
-        return None;
-    }
-    info(FsType::Squashfs, &[], Text::new())
+/// No label or UUID read.
+fn squashfs(s: &[u8]) -> Option<FsType> {
+    (field(s, 0, 4) == b"hsqs" && le16(s, 28) == 4).then_some(FsType::Squashfs)
 }
 
 const NO_NAME: &[u8; 11] = b"NO NAME    ";
@@ -233,7 +223,7 @@ const NO_NAME: &[u8; 11] = b"NO NAME    ";
 /// FAT12/16/32. The label is the root-directory volume entry when there is one (as blkid and
 /// /dev/disk/by-label show it), else the boot-sector copy; "NO NAME" means none. Unlike
 /// current blkid (2.38), which then shows the boot-sector copy only as LABEL_FATBOOT, no LABEL.
-fn vfat(dev: &mut impl BlockRead, b: &[u8]) -> Option<FsInfo> {
+fn vfat(dev: &mut impl BlockRead, b: &[u8], out: &mut FsInfo) -> Option<FsType> {
     let bps = u64::from(le16(b, 0x0B));
     let spc = u64::from(*b.get(0x0D)?);
     let reserved = u64::from(le16(b, 0x0E));
@@ -282,17 +272,17 @@ fn vfat(dev: &mut impl BlockRead, b: &[u8]) -> Option<FsInfo> {
         Some(l) if l != *NO_NAME => l,
         _ => boot,
     };
-    let mut uuid = Text::new();
     if fat16 == 0 || sig == 0x28 || sig == 0x29 {
         let serial: [u8; 4] = arr(b, ext + 1);
         for (i, &s) in serial.iter().rev().enumerate() {
             if i == 2 {
-                let _ = uuid.push_byte(b'-');
+                let _ = out.uuid.push_byte(b'-');
             }
-            push_hex(&mut uuid, s, b'A');
+            push_hex(&mut out.uuid, s, b'A');
         }
     }
-    info(FsType::Vfat, if raw == *NO_NAME { &[] } else { &raw }, uuid)
+    let raw_label = if raw == *NO_NAME { &[][..] } else { &raw };
+    found(out, FsType::Vfat, raw_label, &[])
 }
 
 /// The volume-label entry among the first `entries` (at most 65535) of the directory at `off`.
@@ -318,33 +308,35 @@ fn dir_label(dev: &mut impl BlockRead, off: u64, entries: u64) -> Option<[u8; 11
 
 /// ISO 9660: the primary volume descriptor among the first 16. blkid makes the UUID from the
 /// modification date, else the creation date.
-fn iso9660(dev: &mut impl BlockRead) -> Option<FsInfo> {
+fn iso9660(dev: &mut impl BlockRead, out: &mut FsInfo) -> Option<FsType> {
     for i in 0..16 {
         let d = read::<1024>(dev, 0x8000 + i * 2048);
         if field(&d, 1, 5) != b"CD001" || d.first() == Some(&0xFF) {
             return None;
         }
         if d.first() == Some(&1) {
-            let uuid = iso_date(field(&d, 830, 16)).or_else(|| iso_date(field(&d, 813, 16)));
-            return info(FsType::Iso9660, field(&d, 40, 32), uuid.unwrap_or_default());
+            if !iso_date(field(&d, 830, 16), &mut out.uuid) {
+                iso_date(field(&d, 813, 16), &mut out.uuid);
+            }
+            return found(out, FsType::Iso9660, field(&d, 40, 32), &[]);
         }
     }
     None
 }
 
-/// `YYYYMMDDHHMMSSCC` digits as `YYYY-MM-DD-HH-MM-SS-CC`; `None` when unset (all '0').
-fn iso_date(d: &[u8]) -> Option<Text<40>> {
+/// Appends `YYYYMMDDHHMMSSCC` digits as `YYYY-MM-DD-HH-MM-SS-CC` to `t`; false (and nothing
+/// appended) when unset (all '0') or not such digits.
+fn iso_date(d: &[u8], t: &mut Text<40>) -> bool {
     if d.len() != 16 || !d.iter().all(u8::is_ascii_digit) || d.iter().all(|&c| c == b'0') {
-        return None;
+        return false;
     }
-    let mut t = Text::new();
     for (i, &c) in d.iter().enumerate() {
         if i >= 4 && i % 2 == 0 {
             let _ = t.push_byte(b'-');
         }
         let _ = t.push_byte(c);
     }
-    Some(t)
+    true
 }
 
 #[cfg(test)]
@@ -695,19 +687,34 @@ pub(crate) mod tests {
 
     #[test]
     fn text_helpers() {
+        let uuid_text = |u: &[u8]| {
+            let mut t = Text::new();
+            push_uuid(&mut t, u);
+            t
+        };
         assert_eq!(uuid_text(&[0; 16]).as_str(), "");
         assert_eq!(
             uuid_text(&[0xAB, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 0xFF]).as_str(),
             "ab010203-0405-0607-0809-0a0b0c0d0eff"
         );
+        let label = |raw: &[u8]| {
+            let mut out = FsInfo {
+                fs: FsType::Ext2,
+                label: Text::new(),
+                uuid: Text::new(),
+            };
+            found(&mut out, FsType::Ext2, raw, &[]);
+            out.label
+        };
         assert_eq!(label(b"abc  \0xyz").as_str(), "abc");
         assert_eq!(label(&[b'x'; 65]).as_str(), "");
-        assert_eq!(
-            iso_date(b"2024010203040506").unwrap().as_str(),
-            "2024-01-02-03-04-05-06"
-        );
-        assert!(iso_date(b"0000000000000000").is_none());
-        assert!(iso_date(b"2024").is_none());
+        let mut t = Text::new();
+        assert!(iso_date(b"2024010203040506", &mut t));
+        assert_eq!(t.as_str(), "2024-01-02-03-04-05-06");
+        let mut t = Text::new();
+        assert!(!iso_date(b"0000000000000000", &mut t));
+        assert!(!iso_date(b"2024", &mut t));
+        assert!(t.is_empty());
         assert_eq!(FsType::Squashfs.name(), "squashfs");
     }
 }

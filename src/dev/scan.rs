@@ -28,7 +28,8 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn node(&self) -> Text<48> {
+    /// `/dev/<name>`, in the type `wait_for` returns.
+    pub fn node(&self) -> Text<192> {
         let mut t = Text::new();
         t.push_lossy(b"/dev/");
         t.push_lossy(self.name.as_bytes());
@@ -84,48 +85,31 @@ impl Table {
                 return;
             }
             let size = read_sys_u64(name, b"size");
-            if let Some(i) = self.position(name) {
-                if self
-                    .entries
-                    .get(i)
-                    .and_then(|e| e.as_ref())
-                    .is_some_and(|e| e.size == size)
-                {
-                    if let Some(p) = present.get_mut(i) {
-                        *p = true;
-                    }
+            let mut slots = self.entries.iter_mut().zip(present.iter_mut());
+            if let Some((slot, seen)) =
+                slots.find(|(e, _)| e.as_ref().is_some_and(|e| e.name.as_bytes() == name))
+            {
+                if slot.as_ref().is_some_and(|e| e.size == size) {
+                    *seen = true;
                     return;
                 }
-                if let Some(slot) = self.entries.get_mut(i) {
-                    *slot = None;
-                }
+                *slot = None;
             }
             // An unattached loop device has size 0; nothing to probe.
             if size == 0 {
                 return;
             }
-            let Some(free) = self.entries.iter().position(|e| e.is_none()) else {
-                return;
-            };
-            let entry = probe_entry(name, size);
-            if let Some(slot) = self.entries.get_mut(free) {
-                *slot = Some(entry);
-            }
-            if let Some(p) = present.get_mut(free) {
-                *p = true;
+            let mut slots = self.entries.iter_mut().zip(present.iter_mut());
+            if let Some((slot, seen)) = slots.find(|(e, _)| e.is_none()) {
+                *slot = Some(probe_entry(name, size));
+                *seen = true;
             }
         });
-        for (slot, seen) in self.entries.iter_mut().zip(present) {
+        for (slot, &seen) in self.entries.iter_mut().zip(&present) {
             if !seen {
                 *slot = None;
             }
         }
-    }
-
-    fn position(&self, name: &[u8]) -> Option<usize> {
-        self.entries
-            .iter()
-            .position(|e| e.as_ref().is_some_and(|e| e.name.as_bytes() == name))
     }
 
     /// Reads the GPT names and ids of the partitions that do not have them yet, one read of
@@ -293,11 +277,7 @@ pub fn wait_for(
         } else {
             table.refresh();
             match table.find(dev) {
-                Found::One(e) => {
-                    return Text::from(e.node().as_bytes())
-                        .ok()
-                        .map(|n| (n, e.fs.as_ref().map(|f| f.fs)))
-                }
+                Found::One(e) => return Some((e.node(), e.fs.as_ref().map(|f| f.fs))),
                 Found::Duplicate(a, b) => {
                     describe(dev, err);
                     err.push_lossy(b" is carried by two devices, ");

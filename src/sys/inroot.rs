@@ -57,18 +57,15 @@ impl Root {
             }
             let prefix = rel.get(..end - 1).unwrap_or(rel);
             parent = match self.dir(prefix) {
-                Ok(fd) => fd,
                 Err(Errno::NOENT) => {
                     let mut c = CBuf::new();
-                    match rustix::fs::mkdirat(&parent, c.c_str(comp)?, Mode::from_raw_mode(mode)) {
-                        Ok(()) => {}
-                        // EEXIST here means a dangling symlink: refuse rather than guess.
-                        Err(Errno::EXIST) => return Err(Errno::LOOP),
-                        Err(e) => return Err(e),
-                    }
+                    let made =
+                        rustix::fs::mkdirat(&parent, c.c_str(comp)?, Mode::from_raw_mode(mode));
+                    // EEXIST here means a dangling symlink: refuse rather than guess.
+                    made.map_err(|e| if e == Errno::EXIST { Errno::LOOP } else { e })?;
                     self.dir(prefix)?
                 }
-                Err(e) => return Err(e),
+                r => r?,
             };
         }
         Ok(parent)

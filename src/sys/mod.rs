@@ -8,6 +8,7 @@ pub mod loopdev;
 mod raw;
 
 use core::ffi::CStr;
+use core::mem::MaybeUninit;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{AtFlags, Mode, OFlags, CWD};
 pub use rustix::io::Errno;
@@ -19,15 +20,23 @@ pub type Result<T> = core::result::Result<T, Errno>;
 pub const MAX_C: usize = 1024;
 
 /// Room for a NUL-terminated copy of a byte string, on the stack: `CBuf::new().c_str(s)?`.
-/// The copy is made in place, never moved: a buffer is a kilobyte.
+/// The copy is made in place, never moved: a buffer is a kilobyte. It starts uninitialised
+/// (no kilobyte cleared per path); `c_str` writes every byte it hands out.
 pub struct CBuf {
-    buf: [u8; MAX_C],
+    buf: [MaybeUninit<u8>; MAX_C],
+}
+
+impl Default for CBuf {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl CBuf {
-    #[inline(never)]
     pub const fn new() -> CBuf {
-        CBuf { buf: [0; MAX_C] }
+        CBuf {
+            buf: [MaybeUninit::uninit(); MAX_C],
+        }
     }
 
     /// `s` with a NUL appended, in this buffer; `EINVAL` if `s` holds a NUL, `ENAMETOOLONG`
@@ -35,13 +44,33 @@ impl CBuf {
     #[inline(never)]
     pub fn c_str(&mut self, s: &[u8]) -> Result<&CStr> {
         let dst = self.buf.get_mut(..=s.len()).ok_or(Errno::NAMETOOLONG)?;
-        let Some((nul, text)) = dst.split_last_mut() else {
-            return Err(Errno::NAMETOOLONG);
-        };
-        crate::util::fixed::copy_bytes(text, s);
-        *nul = 0;
-        CStr::from_bytes_with_nul(dst).map_err(|_| Errno::INVAL)
+        if s.contains(&0) {
+            return Err(Errno::INVAL);
+        }
+        let p = dst.as_mut_ptr().cast::<u8>();
+        // SAFETY: `dst` has room for `s.len() + 1` bytes; `s` goes into the first ones and a
+        // NUL into the last, so all of `dst` is initialised, and `s` holds no NUL.
+        unsafe {
+            core::ptr::copy_nonoverlapping(s.as_ptr(), p, s.len());
+            p.add(s.len()).write(0);
+            Ok(CStr::from_bytes_with_nul_unchecked(
+                core::slice::from_raw_parts(p, s.len() + 1),
+            ))
+        }
     }
+}
+
+/// `f(path)` with `path` as a C string: the conversion exists once for all one-path calls.
+#[inline(never)]
+fn with_path<T>(path: &[u8], f: fn(&CStr) -> Result<T>) -> Result<T> {
+    f(CBuf::new().c_str(path)?)
+}
+
+/// `f(a, b)` with both paths as C strings.
+#[inline(never)]
+fn with_paths(a: &[u8], b: &[u8], f: fn(&CStr, &CStr) -> Result<()>) -> Result<()> {
+    let (mut a_c, mut b_c) = (CBuf::new(), CBuf::new());
+    f(a_c.c_str(a)?, b_c.c_str(b)?)
 }
 
 fn fd_from_raw(n: i32) -> BorrowedFd<'static> {
@@ -209,24 +238,24 @@ pub fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
 }
 
 pub fn exists(path: &[u8]) -> bool {
-    CBuf::new()
-        .c_str(path)
-        .is_ok_and(|p| rustix::fs::access(p, rustix::fs::Access::EXISTS).is_ok())
+    with_path(path, |p| rustix::fs::access(p, rustix::fs::Access::EXISTS)).is_ok()
 }
 
-pub fn is_executable(path: &[u8]) -> bool {
-    CBuf::new().c_str(path).is_ok_and(|p| {
-        rustix::fs::stat(p).is_ok_and(|st| {
-            st.st_mode & 0o170000 == 0o100000
-                && rustix::fs::access(p, rustix::fs::Access::EXEC_OK).is_ok()
-        })
+/// The file type bits of `path`'s mode (`stat`, following symlinks).
+fn file_type(path: &[u8]) -> Result<u64> {
+    with_path(path, |p| {
+        Ok(u64::from(rustix::fs::stat(p)?.st_mode & 0o170000))
     })
 }
 
+/// A regular file this process may execute.
+pub fn is_executable(path: &[u8]) -> bool {
+    file_type(path) == Ok(0o100000)
+        && with_path(path, |p| rustix::fs::access(p, rustix::fs::Access::EXEC_OK)).is_ok()
+}
+
 pub fn is_dir(path: &[u8]) -> bool {
-    CBuf::new()
-        .c_str(path)
-        .is_ok_and(|p| rustix::fs::stat(p).is_ok_and(|st| st.st_mode & 0o170000 == 0o040000))
+    file_type(path) == Ok(0o040000)
 }
 
 /// `mkdir -p` for paths of the initramfs itself (`/run/...`), not for the sysroot.
@@ -251,8 +280,7 @@ pub fn mkdir_p(path: &[u8], mode: u32) -> Result<()> {
 }
 
 pub fn symlink(target: &[u8], link: &[u8]) -> Result<()> {
-    let (mut t, mut l) = (CBuf::new(), CBuf::new());
-    rustix::fs::symlink(t.c_str(target)?, l.c_str(link)?)
+    with_paths(target, link, |t, l| rustix::fs::symlink(t, l))
 }
 
 /// Calls `f(name, is_dir)` for each entry of the directory `dir` (skipping `.` and `..`).
@@ -260,6 +288,12 @@ pub fn for_each_entry(
     dir: BorrowedFd<'_>,
     mut f: impl FnMut(&[u8], rustix::fs::FileType),
 ) -> Result<()> {
+    entries(dir, &mut f)
+}
+
+/// `for_each_entry` without the type parameter, so the directory reading exists once.
+#[inline(never)]
+fn entries(dir: BorrowedFd<'_>, f: &mut dyn FnMut(&[u8], rustix::fs::FileType)) -> Result<()> {
     let fd = rustix::fs::openat(
         dir,
         c".",
@@ -267,7 +301,8 @@ pub fn for_each_entry(
         Mode::empty(),
     )?;
     let mut buf = [core::mem::MaybeUninit::<u8>::uninit(); 2048];
-    let mut it = rustix::fs::RawDir::new(fd, &mut buf);
+    // Over a borrowed fd: the same `RawDir` type as the copy code, so one `next` in the binary.
+    let mut it = rustix::fs::RawDir::new(fd.as_fd(), &mut buf);
     while let Some(entry) = it.next() {
         let entry = entry?;
         let name = entry.file_name().to_bytes();
@@ -295,30 +330,28 @@ pub fn mount(
     data: &[u8],
 ) -> Result<()> {
     let (mut s, mut t, mut f, mut d) = (CBuf::new(), CBuf::new(), CBuf::new(), CBuf::new());
-    let (s, t, f, d) = (
-        s.c_str(source)?,
-        t.c_str(target)?,
-        f.c_str(fstype)?,
-        d.c_str(data)?,
-    );
-    let data = if data.is_empty() { None } else { Some(d) };
+    let (s, t, f) = (s.c_str(source)?, t.c_str(target)?, f.c_str(fstype)?);
+    let data = if data.is_empty() {
+        None
+    } else {
+        Some(d.c_str(data)?)
+    };
     rustix::mount::mount(s, t, f, flags, data)
 }
 
 pub fn mount_bind(source: &[u8], target: &[u8]) -> Result<()> {
-    let (mut s, mut t) = (CBuf::new(), CBuf::new());
-    rustix::mount::mount_bind(s.c_str(source)?, t.c_str(target)?)
+    with_paths(source, target, |s, t| rustix::mount::mount_bind(s, t))
 }
 
 /// Makes an existing bind mount read-only (a bind ignores MS_RDONLY on creation).
 pub fn remount_bind_ro(target: &[u8]) -> Result<()> {
-    let flags = MountFlags::BIND | MountFlags::RDONLY;
-    rustix::mount::mount_remount(CBuf::new().c_str(target)?, flags, c"")
+    with_path(target, |t| {
+        rustix::mount::mount_remount(t, MountFlags::BIND | MountFlags::RDONLY, c"")
+    })
 }
 
 pub fn mount_move(source: &[u8], target: &[u8]) -> Result<()> {
-    let (mut s, mut t) = (CBuf::new(), CBuf::new());
-    rustix::mount::mount_move(s.c_str(source)?, t.c_str(target)?)
+    with_paths(source, target, |s, t| rustix::mount::mount_move(s, t))
 }
 
 /// Makes every mount under `/` private, so MS_MOVE works (it refuses shared parents).
@@ -345,7 +378,7 @@ pub fn is_mountpoint_path(path: &[u8]) -> bool {
 /// Filesystem magic of the filesystem holding `path` (ramfs/tmpfs detection before freeing
 /// the initramfs).
 pub fn fs_magic(path: &[u8]) -> Result<u64> {
-    Ok(rustix::fs::statfs(CBuf::new().c_str(path)?)?.f_type as u64)
+    with_path(path, |p| Ok(rustix::fs::statfs(p)?.f_type as u64))
 }
 
 pub const RAMFS_MAGIC: u64 = 0x8584_58f6;
@@ -461,11 +494,11 @@ pub fn reap_children() {
 }
 
 pub fn chdir(path: &[u8]) -> Result<()> {
-    rustix::process::chdir(CBuf::new().c_str(path)?)
+    with_path(path, |p| rustix::process::chdir(p))
 }
 
 pub fn chroot(path: &[u8]) -> Result<()> {
-    rustix::process::chroot(CBuf::new().c_str(path)?)
+    with_path(path, |p| rustix::process::chroot(p))
 }
 
 /// Flushes the filesystem holding `fd` (makes renames and new directories durable).
@@ -533,10 +566,9 @@ pub fn copy_owner_and_mode(from: BorrowedFd<'_>, path: &[u8]) -> Result<()> {
 
 /// Detaches the mount at `path` (lazy unmount: the initramfs-stage chroot helpers).
 pub fn unmount_detach(path: &[u8]) -> Result<()> {
-    rustix::mount::unmount(
-        CBuf::new().c_str(path)?,
-        rustix::mount::UnmountFlags::DETACH,
-    )
+    with_path(path, |p| {
+        rustix::mount::unmount(p, rustix::mount::UnmountFlags::DETACH)
+    })
 }
 
 #[cfg(test)]

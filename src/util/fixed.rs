@@ -14,7 +14,12 @@
 pub struct Full;
 
 /// Byte string of at most `N` bytes. Contents are normally UTF-8 but nothing relies on it.
+///
+/// `len` comes first and the helpers take `len` and the text in the order of the methods'
+/// arguments, followed by the buffer: each method's per-capacity copy then only adds the buffer
+/// (pointer and `N`) to the registers it received.
 #[derive(Clone)]
+#[repr(C)]
 pub struct Text<const N: usize> {
     len: usize,
     buf: [u8; N],
@@ -37,13 +42,16 @@ impl<const N: usize> Text<N> {
 
     /// Builds from `s`, or `Full` when it does not fit.
     pub fn from(s: &[u8]) -> Result<Self, Full> {
+        if s.len() > N {
+            return Err(Full);
+        }
         let mut t = Self::new();
-        t.push(s)?;
+        t.push_lossy(s);
         Ok(t)
     }
 
     pub fn push(&mut self, s: &[u8]) -> Result<(), Full> {
-        push(&mut self.buf, &mut self.len, s)
+        push(&mut self.len, s, &mut self.buf)
     }
 
     pub fn push_str(&mut self, s: &str) -> Result<(), Full> {
@@ -56,12 +64,12 @@ impl<const N: usize> Text<N> {
 
     /// Appends the decimal form of `n`.
     pub fn push_num(&mut self, n: u64) -> Result<(), Full> {
-        push_num(&mut self.buf, &mut self.len, n)
+        push_num(&mut self.len, n, &mut self.buf)
     }
 
     /// Appends `s`, cutting it to what fits (for messages, where a shortened text beats none).
     pub fn push_lossy(&mut self, s: &[u8]) {
-        push_lossy(&mut self.buf, &mut self.len, s)
+        push_lossy(&mut self.len, s, &mut self.buf)
     }
 
     pub fn truncate(&mut self, len: usize) {
@@ -83,7 +91,7 @@ impl<const N: usize> Text<N> {
     }
 
     pub fn as_bytes(&self) -> &[u8] {
-        filled(&self.buf, self.len)
+        filled(&self.len, &self.buf)
     }
 
     /// The contents as `&str`; invalid UTF-8 yields `"?"` (only reachable from raw disk bytes).
@@ -94,12 +102,12 @@ impl<const N: usize> Text<N> {
 
 /// The first `len` bytes of `buf` (all of it if `len` is out of range, which never happens).
 #[inline(never)]
-fn filled(buf: &[u8], len: usize) -> &[u8] {
-    buf.get(..len).unwrap_or(buf)
+fn filled<'a>(len: &usize, buf: &'a [u8]) -> &'a [u8] {
+    buf.get(..*len).unwrap_or(buf)
 }
 
 #[inline(never)]
-fn push(buf: &mut [u8], len: &mut usize, s: &[u8]) -> Result<(), Full> {
+fn push(len: &mut usize, s: &[u8], buf: &mut [u8]) -> Result<(), Full> {
     let end = len.checked_add(s.len()).ok_or(Full)?;
     copy_bytes(buf.get_mut(*len..end).ok_or(Full)?, s);
     *len = end;
@@ -107,14 +115,14 @@ fn push(buf: &mut [u8], len: &mut usize, s: &[u8]) -> Result<(), Full> {
 }
 
 #[inline(never)]
-fn push_lossy(buf: &mut [u8], len: &mut usize, s: &[u8]) {
+fn push_lossy(len: &mut usize, s: &[u8], buf: &mut [u8]) {
     let room = buf.len().saturating_sub(*len);
-    let _ = push(buf, len, s.get(..room).unwrap_or(s));
+    let _ = push(len, s.get(..room).unwrap_or(s), buf);
 }
 
-fn push_num(buf: &mut [u8], len: &mut usize, n: u64) -> Result<(), Full> {
+fn push_num(len: &mut usize, n: u64, buf: &mut [u8]) -> Result<(), Full> {
     let mut digits = [0u8; 20];
-    push(buf, len, fmt_u64(n, &mut digits))
+    push(len, fmt_u64(n, &mut digits), buf)
 }
 
 #[inline(never)]
@@ -136,11 +144,13 @@ impl<const N: usize> core::fmt::Debug for Text<N> {
 }
 
 /// Up to `I` byte strings stored back to back in one `B`-byte buffer, in insertion order.
+/// (Field order as for `Text`: `count` is where `&mut self` points.)
 #[derive(Clone)]
+#[repr(C)]
 pub struct List<const B: usize, const I: usize> {
-    bytes: Text<B>,
-    ends: [u16; I],
     count: usize,
+    ends: [u16; I],
+    bytes: Text<B>,
 }
 
 impl<const B: usize, const I: usize> Default for List<B, I> {
@@ -159,13 +169,14 @@ impl<const B: usize, const I: usize> List<B, I> {
     }
 
     pub fn push(&mut self, item: &[u8]) -> Result<(), Full> {
-        let mut items = Items {
-            buf: &mut self.bytes.buf,
-            len: &mut self.bytes.len,
-            ends: &mut self.ends,
-            count: &mut self.count,
-        };
-        items.push(item)
+        let bytes = &mut self.bytes;
+        push_item(
+            &mut self.count,
+            item,
+            &mut self.ends,
+            &mut bytes.len,
+            &mut bytes.buf,
+        )
     }
 
     /// Pushes `item` unless an equal item is already there (first occurrence wins).
@@ -208,24 +219,21 @@ impl<const B: usize, const I: usize> List<B, I> {
     }
 }
 
-/// A `List`'s fields as slices, for its non-generic operations.
-struct Items<'a> {
-    buf: &'a mut [u8],
-    len: &'a mut usize,
-    ends: &'a mut [u16],
-    count: &'a mut usize,
-}
-
-impl Items<'_> {
-    #[inline(never)]
-    fn push(&mut self, item: &[u8]) -> Result<(), Full> {
-        let slot = self.ends.get_mut(*self.count).ok_or(Full)?;
-        let end = u16::try_from(*self.len + item.len()).map_err(|_| Full)?;
-        push(self.buf, self.len, item)?;
-        *slot = end;
-        *self.count += 1;
-        Ok(())
-    }
+/// `List::push` on the list's fields as slices (one copy for every capacity).
+#[inline(never)]
+fn push_item(
+    count: &mut usize,
+    item: &[u8],
+    ends: &mut [u16],
+    len: &mut usize,
+    buf: &mut [u8],
+) -> Result<(), Full> {
+    let slot = ends.get_mut(*count).ok_or(Full)?;
+    let end = u16::try_from(*len + item.len()).map_err(|_| Full)?;
+    push(len, item, buf)?;
+    *slot = end;
+    *count += 1;
+    Ok(())
 }
 
 /// Iterator over the items of a `List`.
