@@ -458,14 +458,6 @@ pub fn run(
     }
 }
 
-/// Replaces the process with `path`; returns only on failure.
-///
-/// # Safety
-/// `argv` and `envp` must be NULL-terminated arrays of NUL-terminated strings.
-pub unsafe fn exec(path: &CStr, argv: *const *const u8, envp: *const *const u8) -> Errno {
-    Errno::from_raw_os_error(unsafe { raw::execve(path.as_ptr() as *const u8, argv, envp) })
-}
-
 /// SIGHUP, SIGINT and SIGTERM: what a service manager sends to stop a unit.
 const STOP_SIGNALS: u64 = {
     use linux_raw_sys::general::{SIGHUP, SIGINT, SIGTERM};
