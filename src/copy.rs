@@ -13,7 +13,7 @@
 //! - depth, buffers and names are bounded; nothing allocates.
 
 use crate::sys::Errno;
-use crate::util::fixed::Text;
+use crate::util::fixed::{copy_bytes, Text};
 use core::ffi::CStr;
 use core::mem::MaybeUninit;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -40,12 +40,10 @@ pub struct CopyStats {
     pub skipped_existing: u32,
 }
 
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 #[cfg_attr(test, derive(Debug))]
 pub struct CopyError {
     pub errno: Errno,
-    /// Path relative to the copied directory where it failed (cut if longer).
-    pub path: Text<256>,
     /// The operation that failed: "open", "mkdir", "write", "chown", ...
     pub what: &'static str,
 }
@@ -111,29 +109,24 @@ impl<T> Ctx<T> for Result<T> {
     }
 }
 
-/// Copies every entry of directory `src` that is missing in directory `dst` (both may be
-/// `O_PATH` handles), then syncs the store's filesystem. Stops at the first error; what was
+/// Copies every entry of directory `src` that is missing in directory `dst`. Both must be
+/// directories freshly opened for reading (each is listed once, from its start). Stops at the
+/// first error, leaving in `path` where it failed (relative to `src`, cut if longer); what was
 /// completed before it stays (every entry is whole or absent).
-// The error is returned once, at the top; without a heap there is nothing to box it into.
-#[allow(clippy::result_large_err)]
+///
+/// Files are fsync'd before their rename; the caller makes the renames durable with one syncfs
+/// after all its copies (one journal commit instead of one per directory).
 pub fn copy_missing(
     src: BorrowedFd<'_>,
     dst: BorrowedFd<'_>,
     stats: &mut CopyStats,
+    path: &mut Text<256>,
 ) -> Result<(), CopyError> {
     // The recursion keeps the failing entry's path in `path` (it is only shortened again on
-    // success), so errors travel up small and get their path attached once, here.
-    let mut path = Text::<256>::new();
-    let run = |path: &mut Text<256>, stats: &mut CopyStats| -> R<()> {
-        let s = open_dir(src, c".")?;
-        let d = open_dir(dst, c".")?;
-        // Files are fsync'd before their rename; the caller makes the renames durable with one
-        // syncfs after all its copies (one journal commit instead of one per directory).
-        copy_dir(s.as_fd(), d.as_fd(), path, 0, stats)
-    };
-    run(&mut path, stats).map_err(|(errno, what)| CopyError {
+    // success), so errors travel up small.
+    path.clear();
+    copy_dir(src, dst, path, 0, stats).map_err(|(errno, what)| CopyError {
         errno,
-        path,
         what: what.name(),
     })
 }
@@ -141,6 +134,20 @@ pub fn copy_missing(
 fn open_dir(parent: BorrowedFd<'_>, name: &CStr) -> R<OwnedFd> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     rfs::openat(parent, name, flags, Mode::empty()).ctx(Op::Open)
+}
+
+/// The type of `name` in `dir`, not following a symlink.
+#[inline(never)]
+fn lstat(dir: BorrowedFd<'_>, name: &CStr) -> Result<Stat> {
+    rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+}
+
+fn file_type(st: &Stat) -> FileType {
+    FileType::from_raw_mode(st.st_mode as _)
+}
+
+fn bump(counter: &mut u32) {
+    *counter = counter.saturating_add(1);
 }
 
 fn copy_dir(
@@ -191,47 +198,49 @@ fn copy_entry(
     depth: u32,
     stats: &mut CopyStats,
 ) -> R<()> {
-    let st = rfs::statat(src, name, AtFlags::SYMLINK_NOFOLLOW).ctx(Op::Stat)?;
-    let ft = FileType::from_raw_mode(st.st_mode as _);
+    let st = lstat(src, name).ctx(Op::Stat)?;
+    let ft = file_type(&st);
     let is_dir = ft == FileType::Directory;
     if is_dir && depth >= MAX_DEPTH {
         return Err((Errno::LOOP, Op::Depth));
     }
-    match rfs::statat(dst, name, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(d) => {
-            // Same name on both sides: only a directory pair is entered; anything else in the
-            // store (newer, older, other type) is kept as it is.
-            if is_dir && FileType::from_raw_mode(d.st_mode as _) == FileType::Directory {
-                let s = open_dir(src, name)?;
-                let d = open_dir(dst, name)?;
-                return copy_dir(s.as_fd(), d.as_fd(), path, depth + 1, stats);
-            }
-            stats.skipped_existing = stats.skipped_existing.saturating_add(1);
+    // Same name on both sides: only a directory pair is entered; anything else in the store
+    // (newer, older, other type) is kept as it is.
+    let exists = match lstat(dst, name) {
+        Ok(d) if is_dir && file_type(&d) == FileType::Directory => true,
+        Ok(_) => {
+            bump(&mut stats.skipped_existing);
             return Ok(());
         }
-        Err(Errno::NOENT) => {}
+        Err(Errno::NOENT) => false,
         Err(e) => return Err((e, Op::Stat)),
-    }
+    };
     if is_dir {
-        // Created under its final name: a partial directory is completed by the next run,
-        // which descends into it.
-        rfs::mkdirat(dst, name, Mode::from_raw_mode(0o700)).ctx(Op::Mkdir)?;
+        // A new directory is created under its final name: a partial one is completed by the
+        // next run, which descends into it.
+        if !exists {
+            rfs::mkdirat(dst, name, Mode::from_raw_mode(0o700)).ctx(Op::Mkdir)?;
+        }
         let s = open_dir(src, name)?;
         let d = open_dir(dst, name)?;
-        set_owner_mode(d.as_fd(), &st).and_then(|_| copy_xattrs(s.as_fd(), d.as_fd()))?;
+        if !exists {
+            set_owner_mode(d.as_fd(), &st)?;
+            copy_xattrs(s.as_fd(), d.as_fd())?;
+        }
         copy_dir(s.as_fd(), d.as_fd(), path, depth + 1, stats)?;
-        // Times last: creating the children changed them.
-        rfs::futimens(&d, &times(&st)).ctx(Op::Utimes)?;
-        stats.dirs = stats.dirs.saturating_add(1);
+        if !exists {
+            // Times last: creating the children changed them.
+            rfs::futimens(&d, &times(&st)).ctx(Op::Utimes)?;
+            bump(&mut stats.dirs);
+        }
         return Ok(());
     }
     let mut tbuf = [0u8; 256];
     let tmp = tmp_name(name.to_bytes(), &mut tbuf);
     let made = match ft {
         FileType::RegularFile => new_file(src, dst, name, tmp, &st, stats),
-        FileType::Symlink => new_link(src, dst, name, tmp, &st),
-        FileType::Fifo | FileType::CharacterDevice | FileType::BlockDevice => {
-            new_node(dst, tmp, ft, &st)
+        FileType::Symlink | FileType::Fifo | FileType::CharacterDevice | FileType::BlockDevice => {
+            new_special(src, dst, name, tmp, ft, &st)
         }
         // Sockets belong to a running service and mean nothing in a copy.
         _ => return Ok(()),
@@ -240,11 +249,11 @@ fn copy_entry(
     if !matches!(placed, Ok(true)) {
         let _ = rfs::unlinkat(dst, tmp, AtFlags::empty());
     }
-    match placed? {
-        false => stats.skipped_existing = stats.skipped_existing.saturating_add(1),
-        true if ft == FileType::Symlink => stats.links = stats.links.saturating_add(1),
-        true => stats.files = stats.files.saturating_add(1),
-    }
+    bump(match placed? {
+        false => &mut stats.skipped_existing,
+        true if ft == FileType::Symlink => &mut stats.links,
+        true => &mut stats.files,
+    });
     Ok(())
 }
 
@@ -252,17 +261,17 @@ fn copy_entry(
 /// sharing a cut prefix are harmless: entries are built one after the other and each temporary
 /// is made fresh (`O_EXCL` after unlinking).
 fn tmp_name<'a>(name: &[u8], buf: &'a mut [u8; 256]) -> &'a CStr {
-    let room = 255 - TMP_PREFIX.len();
-    let name = name.get(..name.len().min(room)).unwrap_or(name);
-    let end = TMP_PREFIX.len() + name.len();
-    for (d, s) in buf.iter_mut().zip(TMP_PREFIX.iter().chain(name)) {
-        *d = *s;
+    copy_bytes(buf, TMP_PREFIX);
+    // At most 255 - 14 bytes of the name: the zeroed buffer keeps a NUL at its end.
+    if let Some(rest) = buf.get_mut(TMP_PREFIX.len()..255) {
+        copy_bytes(rest, name);
     }
-    if let Some(nul) = buf.get_mut(end) {
-        *nul = 0;
-    }
-    // The buffer starts zeroed and at most 255 bytes are written, so a NUL follows.
     CStr::from_bytes_until_nul(&buf[..]).unwrap_or(c".immucore-tmp.")
+}
+
+/// Removes a temporary left by an earlier attempt at the same (cut) name.
+fn unlink_tmp(dst: BorrowedFd<'_>, tmp: &CStr) {
+    let _ = rfs::unlinkat(dst, tmp, AtFlags::empty());
 }
 
 fn new_file(
@@ -276,11 +285,10 @@ fn new_file(
     // NONBLOCK: should the entry have turned into a fifo since the stat, open must not hang.
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let s = rfs::openat(src, name, flags, Mode::empty()).ctx(Op::Open)?;
-    if FileType::from_raw_mode(rfs::fstat(&s).ctx(Op::Stat)?.st_mode as _) != FileType::RegularFile
-    {
+    if file_type(&rfs::fstat(&s).ctx(Op::Stat)?) != FileType::RegularFile {
         return Err((Errno::STALE, Op::Open));
     }
-    let _ = rfs::unlinkat(dst, tmp, AtFlags::empty());
+    unlink_tmp(dst, tmp);
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let d = rfs::openat(dst, tmp, flags, Mode::from_raw_mode(0o600)).ctx(Op::Create)?;
     copy_data(s.as_fd(), d.as_fd(), stats)?;
@@ -318,31 +326,38 @@ fn copy_data(s: BorrowedFd<'_>, d: BorrowedFd<'_>, stats: &mut CopyStats) -> R<(
     }
 }
 
+/// Symlinks, fifos and device nodes, made at `tmp` and given the owner, mode (symlinks have
+/// none) and times of `name` (xattrs are not copied: getting a node's would mean opening it).
 #[inline(never)] // keeps its buffer out of the recursive frames
-fn new_link(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, name: &CStr, tmp: &CStr, st: &Stat) -> R<()> {
-    // Targets are at most PATH_MAX - 1 bytes, so a zeroed PATH_MAX buffer keeps a terminator;
-    // a full buffer could only mean a cut target.
-    let mut buf = [0u8; 4096];
-    let len = rfs::readlinkat_raw(src, name, &mut buf[..]).ctx(Op::Readlink)?;
-    if len >= buf.len() {
-        return Err((Errno::NAMETOOLONG, Op::Readlink));
+fn new_special(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    name: &CStr,
+    tmp: &CStr,
+    ft: FileType,
+    st: &Stat,
+) -> R<()> {
+    unlink_tmp(dst, tmp);
+    if ft == FileType::Symlink {
+        // Targets are at most PATH_MAX - 1 bytes, so a zeroed PATH_MAX buffer keeps a
+        // terminator; a full buffer could only mean a cut target.
+        let mut buf = [0u8; 4096];
+        let len = rfs::readlinkat_raw(src, name, &mut buf[..]).ctx(Op::Readlink)?;
+        if len >= buf.len() {
+            return Err((Errno::NAMETOOLONG, Op::Readlink));
+        }
+        let target =
+            CStr::from_bytes_until_nul(&buf[..]).map_err(|_| (Errno::INVAL, Op::Readlink))?;
+        rfs::symlinkat(target, dst, tmp).ctx(Op::Symlink)?;
+    } else {
+        rfs::mknodat(dst, tmp, ft, Mode::from_raw_mode(0o600), st.st_rdev as _).ctx(Op::Mknod)?;
     }
-    let target = CStr::from_bytes_until_nul(&buf[..]).map_err(|_| (Errno::INVAL, Op::Readlink))?;
-    let _ = rfs::unlinkat(dst, tmp, AtFlags::empty());
-    rfs::symlinkat(target, dst, tmp).ctx(Op::Symlink)?;
     let nofollow = AtFlags::SYMLINK_NOFOLLOW;
     rfs::chownat(dst, tmp, Some(uid(st)), Some(gid(st)), nofollow).ctx(Op::Chown)?;
-    rfs::utimensat(dst, tmp, &times(st), nofollow).ctx(Op::Utimes)
-}
-
-/// Fifos and device nodes (xattrs are not copied: getting them would mean opening the node).
-fn new_node(dst: BorrowedFd<'_>, tmp: &CStr, ft: FileType, st: &Stat) -> R<()> {
-    let _ = rfs::unlinkat(dst, tmp, AtFlags::empty());
-    rfs::mknodat(dst, tmp, ft, Mode::from_raw_mode(0o600), st.st_rdev as _).ctx(Op::Mknod)?;
-    let nofollow = AtFlags::SYMLINK_NOFOLLOW;
-    rfs::chownat(dst, tmp, Some(uid(st)), Some(gid(st)), nofollow).ctx(Op::Chown)?;
-    // fchmodat cannot refuse symlinks, but `tmp` is the node just made in the store.
-    rfs::chmodat(dst, tmp, mode(st), AtFlags::empty()).ctx(Op::Chmod)?;
+    if ft != FileType::Symlink {
+        // fchmodat cannot refuse symlinks, but `tmp` is the node just made in the store.
+        rfs::chmodat(dst, tmp, mode(st), AtFlags::empty()).ctx(Op::Chmod)?;
+    }
     rfs::utimensat(dst, tmp, &times(st), nofollow).ctx(Op::Utimes)
 }
 
@@ -352,8 +367,7 @@ fn publish(dst: BorrowedFd<'_>, tmp: &CStr, name: &CStr) -> R<bool> {
         Ok(()) => Ok(true),
         Err(Errno::EXIST) => Ok(false),
         // Filesystems without RENAME_NOREPLACE: check first; nothing else writes the store now.
-        Err(Errno::INVAL | Errno::NOSYS) => match rfs::statat(dst, name, AtFlags::SYMLINK_NOFOLLOW)
-        {
+        Err(Errno::INVAL | Errno::NOSYS) => match lstat(dst, name) {
             Ok(_) => Ok(false),
             Err(Errno::NOENT) => rfs::renameat(dst, tmp, dst, name)
                 .ctx(Op::Rename)
@@ -480,10 +494,25 @@ mod tests {
         .unwrap()
     }
 
-    fn run(src: &Path, dst: &Path) -> (Result<(), CopyError>, CopyStats) {
+    /// A failure with the path it happened at.
+    #[derive(Debug)]
+    struct Failed {
+        errno: Errno,
+        what: &'static str,
+        path: Text<256>,
+    }
+
+    fn run(src: &Path, dst: &Path) -> (Result<(), Failed>, CopyStats) {
         let (s, d) = (open(src), open(dst));
         let mut stats = CopyStats::default();
-        (copy_missing(s.as_fd(), d.as_fd(), &mut stats), stats)
+        let mut path = Text::new();
+        let r = copy_missing(s.as_fd(), d.as_fd(), &mut stats, &mut path);
+        let r = r.map_err(|e| Failed {
+            errno: e.errno,
+            what: e.what,
+            path,
+        });
+        (r, stats)
     }
 
     /// Path, [mode uid gid mtime ns atime ns rdev size], content digest or link text, xattrs.

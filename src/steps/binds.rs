@@ -2,11 +2,11 @@
 //! `<PERSISTENT_STATE_TARGET>/<dash>.bind` on the persistent volume; missing content is copied
 //! up from the image, then the store is bind-mounted over the path (reference §6.12).
 
-use super::{err, err_errno, Ctx, Error};
+use super::{err, err_errno, fstab::Fstab, Ctx, Error};
 use crate::config::path::{dash_name, is_within};
 use crate::copy::{copy_missing, CopyStats};
 use crate::log;
-use crate::sys::{self, inroot::fd_path};
+use crate::sys::{self, inroot::fd_path, inroot::Root};
 use crate::util::fixed::Text;
 use rustix::fd::AsFd;
 use rustix::fs::OFlags;
@@ -26,34 +26,40 @@ pub fn holder_of(target: &[u8], mountpoints: &[Option<&[u8]>]) -> Option<usize> 
 }
 
 pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
-    if ctx.layout.binds.is_empty() {
+    let Ctx {
+        ref layout,
+        ref mut fstab,
+        ref volumes,
+        ref root,
+        ..
+    } = *ctx;
+    if layout.binds.is_empty() {
         return Ok(());
     }
-    let target = ctx.layout.state_target.clone();
+    let target = layout.state_target.as_bytes();
     // Binding onto the image or an overlay would look like persistence and lose every write at
     // reboot: refuse loudly when the store's own volume did not mount.
     let mut mps: [Option<&[u8]>; super::MAX_VOLUMES] = [None; super::MAX_VOLUMES];
-    for (slot, v) in mps.iter_mut().zip(ctx.volumes.iter()) {
+    for (slot, v) in mps.iter_mut().zip(volumes.iter()) {
         *slot = v.as_ref().map(|v| v.mountpoint.as_bytes());
     }
-    if let Some(i) = holder_of(target.as_bytes(), &mps) {
-        if let Some(Some(v)) = ctx.volumes.get(i) {
+    if let Some(i) = holder_of(target, &mps) {
+        if let Some(Some(v)) = volumes.get(i) {
             if !v.mounted {
-                return Err(err(b"persistent binds skipped: {} ({}), which holds {}, is not mounted; binding now would put persistent data in a place that is lost at reboot", &[v.device.as_bytes(), v.mountpoint.as_bytes(), target.as_bytes()]));
+                return Err(err(b"persistent binds skipped: {} ({}), which holds {}, is not mounted; binding now would put persistent data in a place that is lost at reboot", &[v.device.as_bytes(), v.mountpoint.as_bytes(), target]));
             }
         }
     }
     let mut order = [0u8; 96];
-    let n = ctx.layout.bind_order(&mut order);
-    let binds = ctx.layout.binds.clone();
+    let n = layout.bind_order(&mut order);
     let mut failed = Text::<256>::new();
     let mut stats = CopyStats::default();
     let mut bound = 0u64;
     for &i in order.iter().take(n) {
-        let Some(path) = binds.get(i as usize) else {
+        let Some(path) = layout.binds.get(i as usize) else {
             continue;
         };
-        match bind_one(ctx, path, target.as_bytes(), &mut stats) {
+        match bind_one(root.as_ref(), fstab, path, target, &mut stats) {
             Ok(()) => bound += 1,
             Err(e) => {
                 log::error(STEP, b"{}", &[e.message().as_bytes()]);
@@ -68,29 +74,25 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
         }
     }
     // One flush for all the copies: the renames of copied files become durable together.
-    if stats.files + stats.dirs + stats.links > 0 {
+    if counts(&stats) != [0; 3] {
         // syncfs needs a real open (an O_PATH descriptor gets EBADF).
         let flags = OFlags::RDONLY | OFlags::DIRECTORY;
-        if let Ok(store) = ctx.root()?.open_at(target.as_bytes(), flags, 0) {
+        if let Ok(store) = ctx.root()?.open_at(target, flags, 0) {
             if let Err(e) = sys::syncfs(store.as_fd()) {
                 log::warn(
                     STEP,
                     b"cannot flush {}: {}",
-                    &[target.as_bytes(), log::errno(e).as_bytes()],
+                    &[target, log::errno(e).as_bytes()],
                 );
             }
         }
     }
-    log::info(
-        STEP,
+    log_copied(
+        log::Level::Info,
         b"{} persistent paths bound from {} (copied up {} files, {} dirs, {} links)",
-        &[
-            log::num(bound).as_bytes(),
-            target.as_bytes(),
-            log::num(stats.files as u64).as_bytes(),
-            log::num(stats.dirs as u64).as_bytes(),
-            log::num(stats.links as u64).as_bytes(),
-        ],
+        log::num(bound).as_bytes(),
+        target,
+        counts(&stats),
     );
     if failed.is_empty() {
         Ok(())
@@ -99,13 +101,31 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
     }
 }
 
+/// Files, directories and symlinks copied.
+fn counts(stats: &CopyStats) -> [u32; 3] {
+    [stats.files, stats.dirs, stats.links]
+}
+
+/// Logs `template` with `first`, `second` and the three `counts`.
+#[inline(never)]
+fn log_copied(level: log::Level, template: &[u8], first: &[u8], second: &[u8], counts: [u32; 3]) {
+    let [f, d, l] = counts.map(|n| log::num(n.into()));
+    log::log(
+        level,
+        STEP,
+        template,
+        &[first, second, f.as_bytes(), d.as_bytes(), l.as_bytes()],
+    );
+}
+
 fn bind_one(
-    ctx: &mut Ctx,
+    root: Option<&Root>,
+    fstab: &mut Fstab,
     path: &[u8],
     state_target: &[u8],
     stats: &mut CopyStats,
 ) -> Result<(), Error> {
-    let root = ctx.root()?;
+    let root = root.ok_or_else(|| err(b"the root is not mounted", &[]))?;
     let mut dash = Text::<256>::new();
     dash_name(path, &mut dash).map_err(|_| err(b"{}: name too long", &[path]))?;
     let mut store = Text::<512>::new();
@@ -113,6 +133,7 @@ fn bind_one(
     store.push_lossy(b"/");
     store.push_lossy(dash.as_bytes());
     store.push_lossy(b".bind");
+    let store = store.as_bytes();
     let target = root
         .mkdir_p(path, 0o755)
         .map_err(|e| err_errno(b"cannot create {} in the new root", &[path], e))?;
@@ -120,57 +141,47 @@ fn bind_one(
         log::info(STEP, b"{} is already mounted", &[path]);
         return Ok(());
     }
-    root.mkdir_p(store.as_bytes(), 0o755)
-        .map_err(|e| err_errno(b"cannot create {}", &[store.as_bytes()], e))?;
+    root.mkdir_p(store, 0o755)
+        .map_err(|e| err_errno(b"cannot create {}", &[store], e))?;
     // Directories opened for reading (the copy lists them) through the same confined lookup.
-    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY;
-    let src = root
-        .open_at(path, dir_flags, 0)
-        .map_err(|e| err_errno(b"cannot open {}", &[path], e))?;
-    let dst = root
-        .open_at(store.as_bytes(), dir_flags, 0)
-        .map_err(|e| err_errno(b"cannot open {}", &[store.as_bytes()], e))?;
-    let before = (stats.files, stats.dirs, stats.links);
-    copy_missing(src.as_fd(), dst.as_fd(), stats).map_err(|e| {
+    let open = |p: &[u8]| {
+        root.open_at(p, OFlags::RDONLY | OFlags::DIRECTORY, 0)
+            .map_err(|e| err_errno(b"cannot open {}", &[p], e))
+    };
+    let src = open(path)?;
+    let dst = open(store)?;
+    let before = counts(stats);
+    // Where the copy failed, relative to `path`.
+    let mut at = Text::<256>::new();
+    copy_missing(src.as_fd(), dst.as_fd(), stats, &mut at).map_err(|e| {
         err_errno(
             b"copying {} into {} failed at '{}' ({})",
-            &[path, store.as_bytes(), e.path.as_bytes(), e.what.as_bytes()],
+            &[path, store, at.as_bytes(), e.what.as_bytes()],
             e.errno,
         )
     })?;
     let from = fd_path(dst.as_fd());
     let to = fd_path(target.as_fd());
-    sys::mount_bind(from.as_bytes(), to.as_bytes()).map_err(|e| {
-        err_errno(
-            b"bind mount of {} on {} failed",
-            &[store.as_bytes(), path],
-            e,
-        )
-    })?;
+    sys::mount_bind(from.as_bytes(), to.as_bytes())
+        .map_err(|e| err_errno(b"bind mount of {} on {} failed", &[store, path], e))?;
     // Only a copy-up is news (a first boot, new paths in an upgraded image).
-    let copied = (
-        stats.files - before.0,
-        stats.dirs - before.1,
-        stats.links - before.2,
-    );
-    let level = if copied == (0, 0, 0) {
+    let mut copied = counts(stats);
+    for (c, b) in copied.iter_mut().zip(before) {
+        *c -= b;
+    }
+    let level = if copied == [0; 3] {
         log::Level::Debug
     } else {
         log::Level::Info
     };
-    log::log(
+    log_copied(
         level,
-        STEP,
         b"{} on {} (copied {} files, {} dirs, {} links)",
-        &[
-            store.as_bytes(),
-            path,
-            log::num(copied.0 as u64).as_bytes(),
-            log::num(copied.1 as u64).as_bytes(),
-            log::num(copied.2 as u64).as_bytes(),
-        ],
+        store,
+        path,
+        copied,
     );
-    ctx.fstab.add(store.as_bytes(), path, b"none", b"bind");
+    fstab.add(store, path, b"none", b"bind");
     Ok(())
 }
 
