@@ -74,7 +74,7 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
         }
     }
     // One flush for all the copies: the renames of copied files become durable together.
-    if counts(&stats) != [0; 3] {
+    if stats.files | stats.dirs | stats.links != 0 {
         // syncfs needs a real open (an O_PATH descriptor gets EBADF).
         let flags = OFlags::RDONLY | OFlags::DIRECTORY;
         if let Ok(store) = ctx.root()?.open_at(target, flags, 0) {
@@ -88,11 +88,11 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
         }
     }
     log_copied(
-        log::Level::Info,
         b"{} persistent paths bound from {} (copied up {} files, {} dirs, {} links)",
         log::num(bound).as_bytes(),
         target,
-        counts(&stats),
+        &stats,
+        None,
     );
     if failed.is_empty() {
         Ok(())
@@ -101,20 +101,35 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
     }
 }
 
-/// Files, directories and symlinks copied.
-fn counts(stats: &CopyStats) -> [u32; 3] {
-    [stats.files, stats.dirs, stats.links]
-}
-
-/// Logs `template` with `first`, `second` and the three `counts`.
+/// Logs `template` with `first`, `second` and the numbers of files, directories and symlinks
+/// copied since `before`; at debug level when a copy since `before` copied nothing, at info
+/// level otherwise.
 #[inline(never)]
-fn log_copied(level: log::Level, template: &[u8], first: &[u8], second: &[u8], counts: [u32; 3]) {
-    let [f, d, l] = counts.map(|n| log::num(n.into()));
+fn log_copied(
+    template: &[u8],
+    first: &[u8],
+    second: &[u8],
+    now: &CopyStats,
+    before: Option<&CopyStats>,
+) {
+    let b = before.copied().unwrap_or_default();
+    let (files, dirs, links) = (now.files - b.files, now.dirs - b.dirs, now.links - b.links);
+    let level = if before.is_some() && files | dirs | links == 0 {
+        log::Level::Debug
+    } else {
+        log::Level::Info
+    };
     log::log(
         level,
         STEP,
         template,
-        &[first, second, f.as_bytes(), d.as_bytes(), l.as_bytes()],
+        &[
+            first,
+            second,
+            log::num(files.into()).as_bytes(),
+            log::num(dirs.into()).as_bytes(),
+            log::num(links.into()).as_bytes(),
+        ],
     );
 }
 
@@ -150,7 +165,7 @@ fn bind_one(
     };
     let src = open(path)?;
     let dst = open(store)?;
-    let before = counts(stats);
+    let before = *stats;
     // Where the copy failed, relative to `path`.
     let mut at = Text::<256>::new();
     copy_missing(src.as_fd(), dst.as_fd(), stats, &mut at).map_err(|e| {
@@ -165,21 +180,12 @@ fn bind_one(
     sys::mount_bind(from.as_bytes(), to.as_bytes())
         .map_err(|e| err_errno(b"bind mount of {} on {} failed", &[store, path], e))?;
     // Only a copy-up is news (a first boot, new paths in an upgraded image).
-    let mut copied = counts(stats);
-    for (c, b) in copied.iter_mut().zip(before) {
-        *c -= b;
-    }
-    let level = if copied == [0; 3] {
-        log::Level::Debug
-    } else {
-        log::Level::Info
-    };
     log_copied(
-        level,
         b"{} on {} (copied {} files, {} dirs, {} links)",
         store,
         path,
-        copied,
+        stats,
+        Some(&before),
     );
     fstab.add(store, path, b"none", b"bind");
     Ok(())

@@ -40,13 +40,20 @@ fn run_all(
     // The names come from one directory, so they are unique: each round runs the smallest
     // name after the previous one.
     let mut prev: Option<&[u8]> = None;
-    while let Some(name) = names.iter().filter(|&n| prev.is_none_or(|p| n > p)).min() {
+    loop {
+        let mut next: Option<&[u8]> = None;
+        for n in names.iter() {
+            if prev.is_none_or(|p| n > p) && next.is_none_or(|b| n < b) {
+                next = Some(n);
+            }
+        }
+        let Some(name) = next else { break };
         let mut p = Text::<256>::new();
         p.push_lossy(dir);
         p.push_lossy(b"/");
         p.push_lossy(name);
         run_one(step, p.as_bytes(), &[], envp, chroot_to);
-        prev = Some(name);
+        prev = next;
     }
 }
 
