@@ -139,7 +139,6 @@ fn open_dir(w: &mut Walk, parent: BorrowedFd<'_>, name: &CStr) -> Result<OwnedFd
 }
 
 /// `name` in `dir`, not following a symlink.
-#[inline(never)]
 fn lstat(w: &mut Walk, dir: BorrowedFd<'_>, name: &CStr) -> Result<Stat> {
     w.op = Op::Stat;
     rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
@@ -147,6 +146,12 @@ fn lstat(w: &mut Walk, dir: BorrowedFd<'_>, name: &CStr) -> Result<Stat> {
 
 fn file_type(st: &Stat) -> FileType {
     FileType::from_raw_mode(st.st_mode as _)
+}
+
+/// The type of `name` in `dir`, not following a symlink.
+#[inline(never)]
+fn kind(w: &mut Walk, dir: BorrowedFd<'_>, name: &CStr) -> Result<FileType> {
+    lstat(w, dir, name).map(|st| file_type(&st))
 }
 
 fn bump(counter: &mut u32) {
@@ -204,8 +209,8 @@ fn copy_entry(
     }
     // Same name on both sides: only a directory pair is entered; anything else in the store
     // (newer, older, other type) is kept as it is.
-    let exists = match lstat(w, dst, name) {
-        Ok(d) if is_dir && file_type(&d) == FileType::Directory => true,
+    let exists = match kind(w, dst, name) {
+        Ok(FileType::Directory) if is_dir => true,
         Ok(_) => {
             bump(&mut w.stats.skipped_existing);
             return Ok(());
@@ -381,7 +386,7 @@ fn publish(w: &mut Walk, dst: BorrowedFd<'_>, tmp: &CStr, name: &CStr) -> Result
         Ok(()) => Ok(true),
         Err(Errno::EXIST) => Ok(false),
         // Filesystems without RENAME_NOREPLACE: check first; nothing else writes the store now.
-        Err(Errno::INVAL | Errno::NOSYS) => match lstat(w, dst, name) {
+        Err(Errno::INVAL | Errno::NOSYS) => match kind(w, dst, name) {
             Ok(_) => Ok(false),
             Err(Errno::NOENT) => {
                 w.op = Op::Rename;

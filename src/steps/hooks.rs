@@ -190,6 +190,12 @@ fn api_filesystems(sysroot: &[u8], bind: bool) {
     }
 }
 
+/// Where system and configuration extensions are kept, and where they are linked.
+const EXTENSIONS: &[(&[u8], &[u8])] = &[
+    (b"/var/lib/kairos/extensions", b"/run/extensions"),
+    (b"/var/lib/kairos/confexts", b"/run/confexts"),
+];
+
 /// `enable-sysext-confext`: links `<state>/*.raw` and `common/*.raw` system and configuration
 /// extensions into `/run/extensions` and `/run/confexts` for systemd-sysext.
 pub fn enable_sysext_confext(ctx: &mut Ctx) -> Result<(), Error> {
@@ -198,10 +204,7 @@ pub fn enable_sysext_confext(ctx: &mut Ctx) -> Result<(), Error> {
         return Ok(());
     };
     let root = ctx.root()?;
-    for (source, run_dir) in [
-        (&b"/var/lib/kairos/extensions"[..], &b"/run/extensions"[..]),
-        (b"/var/lib/kairos/confexts", b"/run/confexts"),
-    ] {
+    for &(source, run_dir) in EXTENSIONS {
         for dir in [sub.as_bytes(), b"common"] {
             let mut src = Text::<256>::new();
             src.push_lossy(source);
