@@ -13,10 +13,14 @@ use rustix::fs::OFlags;
 
 const STEP: &str = "mount-bind";
 
-/// Index of the volume whose mount point holds `target` (the longest matching mount point).
-pub fn holder_of(target: &[u8], mountpoints: &[Option<&[u8]>]) -> Option<usize> {
+/// Index of the volume whose mount point holds `target` (the longest matching mount point),
+/// given each volume's mount point (`None` for free slots).
+pub fn holder_of<'a>(
+    target: &[u8],
+    mountpoints: impl Iterator<Item = Option<&'a [u8]>>,
+) -> Option<usize> {
     let mut best: Option<(usize, usize)> = None;
-    for (i, mp) in mountpoints.iter().enumerate() {
+    for (i, mp) in mountpoints.enumerate() {
         let Some(mp) = mp else { continue };
         if is_within(target, mp) && best.is_none_or(|(_, len)| mp.len() > len) {
             best = Some((i, mp.len()));
@@ -39,11 +43,10 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
     let target = layout.state_target.as_bytes();
     // Binding onto the image or an overlay would look like persistence and lose every write at
     // reboot: refuse loudly when the store's own volume did not mount.
-    let mut mps: [Option<&[u8]>; super::MAX_VOLUMES] = [None; super::MAX_VOLUMES];
-    for (slot, v) in mps.iter_mut().zip(volumes.iter()) {
-        *slot = v.as_ref().map(|v| v.mountpoint.as_bytes());
-    }
-    if let Some(i) = holder_of(target, &mps) {
+    let mountpoints = volumes
+        .iter()
+        .map(|v| v.as_ref().map(|v| v.mountpoint.as_bytes()));
+    if let Some(i) = holder_of(target, mountpoints) {
         if let Some(Some(v)) = volumes.get(i) {
             if !v.mounted {
                 return Err(err(b"persistent binds skipped: {} ({}), which holds {}, is not mounted; binding now would put persistent data in a place that is lost at reboot", &[v.device.as_bytes(), v.mountpoint.as_bytes(), target]));
@@ -199,6 +202,8 @@ mod tests {
     fn store_holder_is_the_deepest_volume() {
         let mps: [Option<&[u8]>; 3] =
             [Some(b"/usr/local"), Some(b"/usr/local/data"), Some(b"/oem")];
+        let holder_of =
+            |target: &[u8], mps: &[Option<&[u8]>]| holder_of(target, mps.iter().copied());
         assert_eq!(holder_of(b"/usr/local/.state", &mps), Some(0));
         assert_eq!(holder_of(b"/usr/local/data/x", &mps), Some(1));
         assert_eq!(holder_of(b"/var/state", &mps), None);
