@@ -154,6 +154,7 @@ fn kind(w: &mut Walk, dir: BorrowedFd<'_>, name: &CStr) -> Result<FileType> {
     lstat(w, dir, name).map(|st| file_type(&st))
 }
 
+#[inline(never)]
 fn bump(counter: &mut u32) {
     *counter = counter.saturating_add(1);
 }
@@ -193,6 +194,9 @@ fn remove_stale(dst: BorrowedFd<'_>) {
     }
 }
 
+// Out of line: its stat, temporary name and file descriptors stay out of the frame of the
+// directory loop.
+#[inline(never)]
 fn copy_entry(
     w: &mut Walk,
     src: BorrowedFd<'_>,
