@@ -204,8 +204,13 @@ fn copy_entry(
     name: &CStr,
     depth: u32,
 ) -> Result<()> {
-    let st = lstat(w, src, name)?;
-    let ft = file_type(&st);
+    // Matched by reference: the stat stays where the syscall wrote it.
+    let st = lstat(w, src, name);
+    let st = match &st {
+        Ok(st) => st,
+        Err(e) => return Err(*e),
+    };
+    let ft = file_type(st);
     let is_dir = ft == FileType::Directory;
     if is_dir && depth >= MAX_DEPTH {
         w.op = Op::Depth;
