@@ -204,45 +204,52 @@ pub fn enable_sysext_confext(ctx: &mut Ctx) -> Result<(), Error> {
         return Ok(());
     };
     let root = ctx.root()?;
-    for &(source, run_dir) in EXTENSIONS {
-        for dir in [sub.as_bytes(), b"common"] {
-            let mut src = Text::<256>::new();
-            src.push_lossy(source);
-            src.push_lossy(b"/");
-            src.push_lossy(dir);
-            let Ok(fd) = root.open_at(src.as_bytes(), OFlags::RDONLY | OFlags::DIRECTORY, 0) else {
-                continue;
-            };
-            let _ = sys::mkdir_p(run_dir, 0o755);
-            let _ = sys::for_each_entry(fd.as_fd(), |name, ft| {
-                if ft != FileType::RegularFile || !name.ends_with(b".raw") {
-                    return;
-                }
-                let mut link = Text::<256>::new();
-                link.push_lossy(run_dir);
-                link.push_lossy(b"/");
-                link.push_lossy(name);
-                let mut to = src.clone();
-                to.push_lossy(b"/");
-                to.push_lossy(name);
-                if sys::exists(link.as_bytes()) {
-                    log::warn(
-                        STEP,
-                        b"{} already exists; not linking {}",
-                        &[link.as_bytes(), to.as_bytes()],
-                    );
-                    return;
-                }
-                match sys::symlink(to.as_bytes(), link.as_bytes()) {
-                    Ok(()) => log::info(STEP, b"enabled {}", &[to.as_bytes()]),
-                    Err(e) => log::warn(
-                        STEP,
-                        b"cannot link {}: {}",
-                        &[to.as_bytes(), log::errno(e).as_bytes()],
-                    ),
-                }
-            });
-        }
+    // Each kind of extension from `<state>/`, then from `common/`.
+    for i in 0..2 * EXTENSIONS.len() {
+        let Some(&(source, run_dir)) = EXTENSIONS.get(i / 2) else {
+            continue;
+        };
+        let dir = if i % 2 == 0 {
+            sub.as_bytes()
+        } else {
+            b"common"
+        };
+        let mut src = Text::<256>::new();
+        src.push_lossy(source);
+        src.push_lossy(b"/");
+        src.push_lossy(dir);
+        let Ok(fd) = root.open_at(src.as_bytes(), OFlags::RDONLY | OFlags::DIRECTORY, 0) else {
+            continue;
+        };
+        let _ = sys::mkdir_p(run_dir, 0o755);
+        let _ = sys::for_each_entry(fd.as_fd(), |name, ft| {
+            if ft != FileType::RegularFile || !name.ends_with(b".raw") {
+                return;
+            }
+            let mut link = Text::<256>::new();
+            link.push_lossy(run_dir);
+            link.push_lossy(b"/");
+            link.push_lossy(name);
+            let mut to = src.clone();
+            to.push_lossy(b"/");
+            to.push_lossy(name);
+            if sys::exists(link.as_bytes()) {
+                log::warn(
+                    STEP,
+                    b"{} already exists; not linking {}",
+                    &[link.as_bytes(), to.as_bytes()],
+                );
+                return;
+            }
+            match sys::symlink(to.as_bytes(), link.as_bytes()) {
+                Ok(()) => log::info(STEP, b"enabled {}", &[to.as_bytes()]),
+                Err(e) => log::warn(
+                    STEP,
+                    b"cannot link {}: {}",
+                    &[to.as_bytes(), log::errno(e).as_bytes()],
+                ),
+            }
+        });
     }
     Ok(())
 }
