@@ -95,12 +95,13 @@ fn run_one(step: &str, path: &[u8], args: &[&CStr], envp: &[&CStr], chroot_to: O
 /// Stage `stage`: the initramfs' hooks, the image's hooks, then a stage engine. The
 /// `initramfs` stage runs the image's programs chrooted into the new root (in a child).
 pub fn run_stage(ctx: &mut Ctx, stage: &str) -> Result<(), Error> {
-    let step = if stage == "rootfs" {
-        "rootfs-hook"
-    } else {
-        "initramfs-hook"
-    };
+    // The stage is `rootfs` or `initramfs`.
     let chrooted = stage == "initramfs";
+    let step = if chrooted {
+        "initramfs-hook"
+    } else {
+        "rootfs-hook"
+    };
     let sysroot = ctx.sysroot();
     let mut bufs = [CBuf::new(), CBuf::new(), CBuf::new(), CBuf::new()];
     let [a, b, c, s] = &mut bufs;
