@@ -144,6 +144,12 @@ fn lstat(w: &mut Walk, dir: BorrowedFd<'_>, name: &CStr) -> Result<Stat> {
     rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
 }
 
+/// The stat in `r`, borrowed where the syscall wrote it: moving it out of the `Result` would
+/// copy it.
+fn ok_ref(r: &Result<Stat>) -> Result<&Stat> {
+    r.as_ref().map_err(|e| *e)
+}
+
 fn file_type(st: &Stat) -> FileType {
     FileType::from_raw_mode(st.st_mode as _)
 }
@@ -151,7 +157,7 @@ fn file_type(st: &Stat) -> FileType {
 /// The type of `name` in `dir`, not following a symlink.
 #[inline(never)]
 fn kind(w: &mut Walk, dir: BorrowedFd<'_>, name: &CStr) -> Result<FileType> {
-    lstat(w, dir, name).map(|st| file_type(&st))
+    ok_ref(&lstat(w, dir, name)).map(file_type)
 }
 
 #[inline(never)]
@@ -204,12 +210,8 @@ fn copy_entry(
     name: &CStr,
     depth: u32,
 ) -> Result<()> {
-    // Matched by reference: the stat stays where the syscall wrote it.
     let st = lstat(w, src, name);
-    let st = match &st {
-        Ok(st) => st,
-        Err(e) => return Err(*e),
-    };
+    let st = ok_ref(&st)?;
     let ft = file_type(st);
     let is_dir = ft == FileType::Directory;
     if is_dir && depth >= MAX_DEPTH {
@@ -300,7 +302,7 @@ fn new_file(
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let s = rfs::openat(src, name, flags, Mode::empty())?;
     w.op = Op::Stat;
-    if file_type(&rfs::fstat(&s)?) != FileType::RegularFile {
+    if file_type(ok_ref(&rfs::fstat(&s))?) != FileType::RegularFile {
         w.op = Op::Open;
         return Err(Errno::STALE);
     }
