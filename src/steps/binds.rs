@@ -13,20 +13,16 @@ use rustix::fs::OFlags;
 
 const STEP: &str = "mount-bind";
 
-/// Index of the volume whose mount point holds `target` (the longest matching mount point),
-/// given each volume's mount point (`None` for free slots).
-pub fn holder_of<'a>(
-    target: &[u8],
-    mountpoints: impl Iterator<Item = Option<&'a [u8]>>,
-) -> Option<usize> {
-    let mut best: Option<(usize, usize)> = None;
-    for (i, mp) in mountpoints.enumerate() {
-        let Some(mp) = mp else { continue };
-        if is_within(target, mp) && best.is_none_or(|(_, len)| mp.len() > len) {
-            best = Some((i, mp.len()));
+/// Of `(mount point, volume)` pairs, the volume whose mount point holds `target` (the longest
+/// matching mount point).
+pub fn holder_of<'a, T>(target: &[u8], volumes: impl Iterator<Item = (&'a [u8], T)>) -> Option<T> {
+    let mut best: Option<(usize, T)> = None;
+    for (mp, v) in volumes {
+        if is_within(target, mp) && best.as_ref().is_none_or(|(len, _)| mp.len() > *len) {
+            best = Some((mp.len(), v));
         }
     }
-    best.map(|(i, _)| i)
+    best.map(|(_, v)| v)
 }
 
 pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
@@ -43,14 +39,10 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
     let target = layout.state_target.as_bytes();
     // Binding onto the image or an overlay would look like persistence and lose every write at
     // reboot: refuse loudly when the store's own volume did not mount.
-    let mountpoints = volumes
-        .iter()
-        .map(|v| v.as_ref().map(|v| v.mountpoint.as_bytes()));
-    if let Some(i) = holder_of(target, mountpoints) {
-        if let Some(Some(v)) = volumes.get(i) {
-            if !v.mounted {
-                return Err(err(b"persistent binds skipped: {} ({}), which holds {}, is not mounted; binding now would put persistent data in a place that is lost at reboot", &[v.device.as_bytes(), v.mountpoint.as_bytes(), target]));
-            }
+    let volumes = volumes.iter().flatten();
+    if let Some(v) = holder_of(target, volumes.map(|v| (v.mountpoint.as_bytes(), v))) {
+        if !v.mounted {
+            return Err(err(b"persistent binds skipped: {} ({}), which holds {}, is not mounted; binding now would put persistent data in a place that is lost at reboot", &[v.device.as_bytes(), v.mountpoint.as_bytes(), target]));
         }
     }
     let mut order = [0u8; 96];
@@ -200,13 +192,11 @@ mod tests {
 
     #[test]
     fn store_holder_is_the_deepest_volume() {
-        let mps: [Option<&[u8]>; 3] =
-            [Some(b"/usr/local"), Some(b"/usr/local/data"), Some(b"/oem")];
-        let holder_of =
-            |target: &[u8], mps: &[Option<&[u8]>]| holder_of(target, mps.iter().copied());
-        assert_eq!(holder_of(b"/usr/local/.state", &mps), Some(0));
-        assert_eq!(holder_of(b"/usr/local/data/x", &mps), Some(1));
-        assert_eq!(holder_of(b"/var/state", &mps), None);
-        assert_eq!(holder_of(b"/usr/localx/.state", &mps), None);
+        let mps: [&[u8]; 3] = [b"/usr/local", b"/usr/local/data", b"/oem"];
+        let holder_of = |target: &[u8]| holder_of(target, mps.iter().copied().zip(0..));
+        assert_eq!(holder_of(b"/usr/local/.state"), Some(0));
+        assert_eq!(holder_of(b"/usr/local/data/x"), Some(1));
+        assert_eq!(holder_of(b"/var/state"), None);
+        assert_eq!(holder_of(b"/usr/localx/.state"), None);
     }
 }
