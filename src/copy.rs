@@ -239,12 +239,12 @@ fn copy_entry(
         let s = open_dir(w, src, name)?;
         let d = open_dir(w, dst, name)?;
         if !exists {
-            owner_mode_xattrs(w, s.as_fd(), d.as_fd(), &st)?;
+            owner_mode_xattrs(w, s.as_fd(), d.as_fd(), st)?;
         }
         copy_dir(w, s.as_fd(), d.as_fd(), depth + 1)?;
         if !exists {
             // Times last: creating the children changed them.
-            set_times(w, d.as_fd(), &st)?;
+            set_times(w, d.as_fd(), st)?;
             bump(&mut w.stats.dirs);
         }
         return Ok(());
@@ -252,9 +252,9 @@ fn copy_entry(
     let mut tbuf = [0u8; 256];
     let tmp = tmp_name(name.to_bytes(), &mut tbuf);
     let made = match ft {
-        FileType::RegularFile => new_file(w, src, dst, name, tmp, &st),
+        FileType::RegularFile => new_file(w, src, dst, name, tmp, st),
         FileType::Symlink | FileType::Fifo | FileType::CharacterDevice | FileType::BlockDevice => {
-            new_special(w, src, dst, name, tmp, ft, &st)
+            new_special(w, src, dst, name, tmp, ft, st)
         }
         // Sockets belong to a running service and mean nothing in a copy.
         _ => return Ok(()),
