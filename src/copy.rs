@@ -48,8 +48,8 @@ pub struct CopyError {
     pub what: &'static str,
 }
 
-/// The operation that failed, as a small code: results carry it in registers, where a `&str`
-/// would make every `Result` a memory copy (see size-report.md).
+/// The operation under way, as a small code: a one-byte store before each step, named only
+/// when the copy fails.
 #[derive(Clone, Copy)]
 enum Op {
     Chmod,
@@ -160,7 +160,7 @@ fn kind(w: &mut Walk, dir: BorrowedFd<'_>, name: &CStr) -> Result<FileType> {
     ok_ref(&lstat(w, dir, name)).map(file_type)
 }
 
-#[inline(never)]
+#[inline(never)] // one saturating add for all the counters
 fn bump(counter: &mut u32) {
     *counter = counter.saturating_add(1);
 }
