@@ -20,13 +20,17 @@ const AGENTS: &[(&[u8], &CStr)] = &[
     (b"/usr/bin/elemental", c"run-stage"),
 ];
 
+/// What `sys::for_each_entry` calls here: one instantiation of it serves both listings.
+type EntryFn<'a> = dyn FnMut(&[u8], FileType) + 'a;
+
 /// Adds the names of the executables in directory `dir` to `out`.
 fn executables(dir: BorrowedFd<'_>, out: &mut List<4096, 64>) {
-    let _ = sys::for_each_entry(dir, |name, ft| {
+    let add: &mut EntryFn = &mut |name, ft| {
         if ft == FileType::RegularFile || ft == FileType::Symlink || ft == FileType::Unknown {
             let _ = out.push(name);
         }
-    });
+    };
+    let _ = sys::for_each_entry(dir, add);
 }
 
 /// Runs `dir/<name>` for each of `names`, sorted bytewise.
@@ -223,7 +227,7 @@ pub fn enable_sysext_confext(ctx: &mut Ctx) -> Result<(), Error> {
             continue;
         };
         let _ = sys::mkdir_p(run_dir, 0o755);
-        let _ = sys::for_each_entry(fd.as_fd(), |name, ft| {
+        let link: &mut EntryFn = &mut |name, ft| {
             if ft != FileType::RegularFile || !name.ends_with(b".raw") {
                 return;
             }
@@ -250,7 +254,8 @@ pub fn enable_sysext_confext(ctx: &mut Ctx) -> Result<(), Error> {
                     &[to.as_bytes(), log::errno(e).as_bytes()],
                 ),
             }
-        });
+        };
+        let _ = sys::for_each_entry(fd.as_fd(), link);
     }
     Ok(())
 }
