@@ -13,7 +13,7 @@
 //! - depth, buffers and names are bounded; nothing allocates.
 
 use crate::sys::Errno;
-use crate::util::fixed::Text;
+use crate::util::fixed::{copy_bytes, Text};
 use core::ffi::CStr;
 use core::mem::MaybeUninit;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -40,18 +40,16 @@ pub struct CopyStats {
     pub skipped_existing: u32,
 }
 
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 #[cfg_attr(test, derive(Debug))]
 pub struct CopyError {
     pub errno: Errno,
-    /// Path relative to the copied directory where it failed (cut if longer).
-    pub path: Text<256>,
     /// The operation that failed: "open", "mkdir", "write", "chown", ...
     pub what: &'static str,
 }
 
-/// The operation that failed, as a small code: results carry it in registers, where a `&str`
-/// would make every `Result` a memory copy (see size-report.md).
+/// The operation under way, as a small code: a one-byte store before each step, named only
+/// when the copy fails.
 #[derive(Clone, Copy)]
 enum Op {
     Chmod,
@@ -97,76 +95,95 @@ impl Op {
     }
 }
 
-/// An error before the path is attached.
-type R<T> = core::result::Result<T, (Errno, Op)>;
 type Result<T, E = Errno> = core::result::Result<T, E>;
 
-trait Ctx<T> {
-    fn ctx(self, what: Op) -> R<T>;
+/// One copy in progress. `op` is the operation under way, set before each step that can
+/// fail: errors travel up as a bare errno (small, in registers) and `op` and `path` name the
+/// failure once, at the top.
+struct Walk<'a> {
+    stats: &'a mut CopyStats,
+    /// The entry being copied, relative to the top directory; only shortened again on success.
+    path: &'a mut Text<256>,
+    op: Op,
 }
 
-impl<T> Ctx<T> for Result<T> {
-    fn ctx(self, what: Op) -> R<T> {
-        self.map_err(|e| (e, what))
-    }
-}
-
-/// Copies every entry of directory `src` that is missing in directory `dst` (both may be
-/// `O_PATH` handles), then syncs the store's filesystem. Stops at the first error; what was
+/// Copies every entry of directory `src` that is missing in directory `dst`. Both must be
+/// directories freshly opened for reading (each is listed once, from its start). Stops at the
+/// first error, leaving in `path` where it failed (relative to `src`, cut if longer); what was
 /// completed before it stays (every entry is whole or absent).
-// The error is returned once, at the top; without a heap there is nothing to box it into.
-#[allow(clippy::result_large_err)]
+///
+/// Files are fsync'd before their rename; the caller makes the renames durable with one syncfs
+/// after all its copies (one journal commit instead of one per directory).
 pub fn copy_missing(
     src: BorrowedFd<'_>,
     dst: BorrowedFd<'_>,
     stats: &mut CopyStats,
+    path: &mut Text<256>,
 ) -> Result<(), CopyError> {
-    // The recursion keeps the failing entry's path in `path` (it is only shortened again on
-    // success), so errors travel up small and get their path attached once, here.
-    let mut path = Text::<256>::new();
-    let run = |path: &mut Text<256>, stats: &mut CopyStats| -> R<()> {
-        let s = open_dir(src, c".")?;
-        let d = open_dir(dst, c".")?;
-        // Files are fsync'd before their rename; the caller makes the renames durable with one
-        // syncfs after all its copies (one journal commit instead of one per directory).
-        copy_dir(s.as_fd(), d.as_fd(), path, 0, stats)
-    };
-    run(&mut path, stats).map_err(|(errno, what)| CopyError {
-        errno,
+    path.clear();
+    let mut w = Walk {
+        stats,
         path,
-        what: what.name(),
+        op: Op::Readdir,
+    };
+    copy_dir(&mut w, src, dst, 0).map_err(|errno| CopyError {
+        errno,
+        what: w.op.name(),
     })
 }
 
-fn open_dir(parent: BorrowedFd<'_>, name: &CStr) -> R<OwnedFd> {
+fn open_dir(w: &mut Walk, parent: BorrowedFd<'_>, name: &CStr) -> Result<OwnedFd> {
+    w.op = Op::Open;
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    rfs::openat(parent, name, flags, Mode::empty()).ctx(Op::Open)
+    rfs::openat(parent, name, flags, Mode::empty())
 }
 
-fn copy_dir(
-    src: BorrowedFd<'_>,
-    dst: BorrowedFd<'_>,
-    path: &mut Text<256>,
-    depth: u32,
-    stats: &mut CopyStats,
-) -> R<()> {
+/// `name` in `dir`, not following a symlink.
+fn lstat(w: &mut Walk, dir: BorrowedFd<'_>, name: &CStr) -> Result<Stat> {
+    w.op = Op::Stat;
+    rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+}
+
+/// The stat in `r`, borrowed where the syscall wrote it: moving it out of the `Result` would
+/// copy it.
+fn ok_ref(r: &Result<Stat>) -> Result<&Stat> {
+    r.as_ref().map_err(|e| *e)
+}
+
+fn file_type(st: &Stat) -> FileType {
+    FileType::from_raw_mode(st.st_mode as _)
+}
+
+/// The type of `name` in `dir`, not following a symlink.
+#[inline(never)]
+fn kind(w: &mut Walk, dir: BorrowedFd<'_>, name: &CStr) -> Result<FileType> {
+    ok_ref(&lstat(w, dir, name)).map(file_type)
+}
+
+#[inline(never)] // one saturating add for all the counters
+fn bump(counter: &mut u32) {
+    *counter = counter.saturating_add(1);
+}
+
+fn copy_dir(w: &mut Walk, src: BorrowedFd<'_>, dst: BorrowedFd<'_>, depth: u32) -> Result<()> {
     remove_stale(dst);
     let mut buf = [MaybeUninit::<u8>::uninit(); 1024];
     let mut it = rfs::RawDir::new(src, &mut buf);
     while let Some(ent) = it.next() {
-        let ent = ent.ctx(Op::Readdir)?;
+        w.op = Op::Readdir;
+        let ent = ent?;
         let name = ent.file_name();
         let nb = name.to_bytes();
         if nb == b"." || nb == b".." || nb.starts_with(TMP_PREFIX) {
             continue;
         }
-        let mark = path.len();
+        let mark = w.path.len();
         if mark > 0 {
-            path.push_lossy(b"/");
+            w.path.push_lossy(b"/");
         }
-        path.push_lossy(nb);
-        copy_entry(src, dst, name, path, depth, stats)?;
-        path.truncate(mark);
+        w.path.push_lossy(nb);
+        copy_entry(w, src, dst, name, depth)?;
+        w.path.truncate(mark);
     }
     Ok(())
 }
@@ -178,73 +195,80 @@ fn remove_stale(dst: BorrowedFd<'_>) {
     let mut it = rfs::RawDir::new(dst, &mut buf);
     while let Some(Ok(ent)) = it.next() {
         if ent.file_name().to_bytes().starts_with(TMP_PREFIX) {
-            let _ = rfs::unlinkat(dst, ent.file_name(), AtFlags::empty());
+            unlink(dst, ent.file_name());
         }
     }
 }
 
+// Out of line: its stat, temporary name and file descriptors stay out of the frame of the
+// directory loop.
+#[inline(never)]
 fn copy_entry(
+    w: &mut Walk,
     src: BorrowedFd<'_>,
     dst: BorrowedFd<'_>,
     name: &CStr,
-    path: &mut Text<256>,
     depth: u32,
-    stats: &mut CopyStats,
-) -> R<()> {
-    let st = rfs::statat(src, name, AtFlags::SYMLINK_NOFOLLOW).ctx(Op::Stat)?;
-    let ft = FileType::from_raw_mode(st.st_mode as _);
+) -> Result<()> {
+    let st = lstat(w, src, name);
+    let st = ok_ref(&st)?;
+    let ft = file_type(st);
     let is_dir = ft == FileType::Directory;
     if is_dir && depth >= MAX_DEPTH {
-        return Err((Errno::LOOP, Op::Depth));
+        w.op = Op::Depth;
+        return Err(Errno::LOOP);
     }
-    match rfs::statat(dst, name, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(d) => {
-            // Same name on both sides: only a directory pair is entered; anything else in the
-            // store (newer, older, other type) is kept as it is.
-            if is_dir && FileType::from_raw_mode(d.st_mode as _) == FileType::Directory {
-                let s = open_dir(src, name)?;
-                let d = open_dir(dst, name)?;
-                return copy_dir(s.as_fd(), d.as_fd(), path, depth + 1, stats);
-            }
-            stats.skipped_existing = stats.skipped_existing.saturating_add(1);
+    // Same name on both sides: only a directory pair is entered; anything else in the store
+    // (newer, older, other type) is kept as it is.
+    let exists = match kind(w, dst, name) {
+        Ok(FileType::Directory) if is_dir => true,
+        Ok(_) => {
+            bump(&mut w.stats.skipped_existing);
             return Ok(());
         }
-        Err(Errno::NOENT) => {}
-        Err(e) => return Err((e, Op::Stat)),
-    }
+        Err(Errno::NOENT) => false,
+        Err(e) => return Err(e),
+    };
     if is_dir {
-        // Created under its final name: a partial directory is completed by the next run,
-        // which descends into it.
-        rfs::mkdirat(dst, name, Mode::from_raw_mode(0o700)).ctx(Op::Mkdir)?;
-        let s = open_dir(src, name)?;
-        let d = open_dir(dst, name)?;
-        set_owner_mode(d.as_fd(), &st).and_then(|_| copy_xattrs(s.as_fd(), d.as_fd()))?;
-        copy_dir(s.as_fd(), d.as_fd(), path, depth + 1, stats)?;
-        // Times last: creating the children changed them.
-        rfs::futimens(&d, &times(&st)).ctx(Op::Utimes)?;
-        stats.dirs = stats.dirs.saturating_add(1);
+        // A new directory is created under its final name: a partial one is completed by the
+        // next run, which descends into it.
+        if !exists {
+            w.op = Op::Mkdir;
+            rfs::mkdirat(dst, name, Mode::from_raw_mode(0o700))?;
+        }
+        let s = open_dir(w, src, name)?;
+        let d = open_dir(w, dst, name)?;
+        if !exists {
+            owner_mode_xattrs(w, s.as_fd(), d.as_fd(), st)?;
+        }
+        copy_dir(w, s.as_fd(), d.as_fd(), depth + 1)?;
+        if !exists {
+            // Times last: creating the children changed them.
+            set_times(w, d.as_fd(), st)?;
+            bump(&mut w.stats.dirs);
+        }
         return Ok(());
     }
     let mut tbuf = [0u8; 256];
     let tmp = tmp_name(name.to_bytes(), &mut tbuf);
     let made = match ft {
-        FileType::RegularFile => new_file(src, dst, name, tmp, &st, stats),
-        FileType::Symlink => new_link(src, dst, name, tmp, &st),
-        FileType::Fifo | FileType::CharacterDevice | FileType::BlockDevice => {
-            new_node(dst, tmp, ft, &st)
+        FileType::RegularFile => new_file(w, src, dst, name, tmp, st),
+        FileType::Symlink | FileType::Fifo | FileType::CharacterDevice | FileType::BlockDevice => {
+            new_special(w, src, dst, name, tmp, ft, st)
         }
         // Sockets belong to a running service and mean nothing in a copy.
         _ => return Ok(()),
     };
-    let placed = made.and_then(|()| publish(dst, tmp, name));
+    let placed = made.and_then(|()| publish(w, dst, tmp, name));
     if !matches!(placed, Ok(true)) {
-        let _ = rfs::unlinkat(dst, tmp, AtFlags::empty());
+        unlink(dst, tmp);
     }
-    match placed? {
-        false => stats.skipped_existing = stats.skipped_existing.saturating_add(1),
-        true if ft == FileType::Symlink => stats.links = stats.links.saturating_add(1),
-        true => stats.files = stats.files.saturating_add(1),
-    }
+    let stats = &mut *w.stats;
+    bump(match placed? {
+        false => &mut stats.skipped_existing,
+        true if ft == FileType::Symlink => &mut stats.links,
+        true => &mut stats.files,
+    });
     Ok(())
 }
 
@@ -252,132 +276,163 @@ fn copy_entry(
 /// sharing a cut prefix are harmless: entries are built one after the other and each temporary
 /// is made fresh (`O_EXCL` after unlinking).
 fn tmp_name<'a>(name: &[u8], buf: &'a mut [u8; 256]) -> &'a CStr {
-    let room = 255 - TMP_PREFIX.len();
-    let name = name.get(..name.len().min(room)).unwrap_or(name);
-    let end = TMP_PREFIX.len() + name.len();
-    for (d, s) in buf.iter_mut().zip(TMP_PREFIX.iter().chain(name)) {
-        *d = *s;
+    copy_bytes(buf, TMP_PREFIX);
+    // At most 255 - 14 bytes of the name: the zeroed buffer keeps a NUL at its end.
+    if let Some(rest) = buf.get_mut(TMP_PREFIX.len()..255) {
+        copy_bytes(rest, name);
     }
-    if let Some(nul) = buf.get_mut(end) {
-        *nul = 0;
-    }
-    // The buffer starts zeroed and at most 255 bytes are written, so a NUL follows.
     CStr::from_bytes_until_nul(&buf[..]).unwrap_or(c".immucore-tmp.")
 }
 
+/// Removes `name` (a temporary) from `dir`, if it is there.
+fn unlink(dir: BorrowedFd<'_>, name: &CStr) {
+    let _ = rfs::unlinkat(dir, name, AtFlags::empty());
+}
+
 fn new_file(
+    w: &mut Walk,
     src: BorrowedFd<'_>,
     dst: BorrowedFd<'_>,
     name: &CStr,
     tmp: &CStr,
     st: &Stat,
-    stats: &mut CopyStats,
-) -> R<()> {
+) -> Result<()> {
+    w.op = Op::Open;
     // NONBLOCK: should the entry have turned into a fifo since the stat, open must not hang.
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    let s = rfs::openat(src, name, flags, Mode::empty()).ctx(Op::Open)?;
-    if FileType::from_raw_mode(rfs::fstat(&s).ctx(Op::Stat)?.st_mode as _) != FileType::RegularFile
-    {
-        return Err((Errno::STALE, Op::Open));
+    let s = rfs::openat(src, name, flags, Mode::empty())?;
+    w.op = Op::Stat;
+    if file_type(ok_ref(&rfs::fstat(&s))?) != FileType::RegularFile {
+        w.op = Op::Open;
+        return Err(Errno::STALE);
     }
-    let _ = rfs::unlinkat(dst, tmp, AtFlags::empty());
+    unlink(dst, tmp);
+    w.op = Op::Create;
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let d = rfs::openat(dst, tmp, flags, Mode::from_raw_mode(0o600)).ctx(Op::Create)?;
-    copy_data(s.as_fd(), d.as_fd(), stats)?;
+    let d = rfs::openat(dst, tmp, flags, Mode::from_raw_mode(0o600))?;
+    copy_data(w, s.as_fd(), d.as_fd())?;
     // Data first (writing clears setuid and capabilities), then owner (chown clears setuid
     // too), mode, xattrs (security.capability survives from here on), times.
-    set_owner_mode(d.as_fd(), st)?;
-    copy_xattrs(s.as_fd(), d.as_fd())?;
-    rfs::futimens(&d, &times(st)).ctx(Op::Utimes)?;
-    rfs::fsync(&d).ctx(Op::Fsync)
+    owner_mode_xattrs(w, s.as_fd(), d.as_fd(), st)?;
+    set_times(w, d.as_fd(), st)?;
+    w.op = Op::Fsync;
+    rfs::fsync(&d)
 }
 
 #[inline(never)] // keeps its buffer out of the recursive frames
-fn copy_data(s: BorrowedFd<'_>, d: BorrowedFd<'_>, stats: &mut CopyStats) -> R<()> {
+fn copy_data(w: &mut Walk, s: BorrowedFd<'_>, d: BorrowedFd<'_>) -> Result<()> {
+    let stats = &mut *w.stats;
+    w.op = Op::Write;
     loop {
         match rfs::copy_file_range(s, None, d, None, 1 << 30) {
             Ok(0) => break,
             Ok(n) => stats.bytes = stats.bytes.saturating_add(n as u64),
             Err(Errno::INTR) => {}
             Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => break,
-            Err(e) => return Err((e, Op::Write)),
+            Err(e) => return Err(e),
         }
     }
     // Fallback, and a check that copy_file_range really reached the end: both fds share the
     // file positions it advanced, so this continues where it stopped.
     let mut buf = [0u8; 16384];
     loop {
+        w.op = Op::Read;
         let n = match rustix::io::read(s, &mut buf[..]) {
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(Errno::INTR) => continue,
-            Err(e) => return Err((e, Op::Read)),
+            Err(e) => return Err(e),
         };
-        crate::sys::write_all(d, buf.get(..n).unwrap_or(&[])).ctx(Op::Write)?;
+        w.op = Op::Write;
+        crate::sys::write_all(d, buf.get(..n).unwrap_or(&[]))?;
         stats.bytes = stats.bytes.saturating_add(n as u64);
     }
 }
 
+/// Symlinks, fifos and device nodes, made at `tmp` and given the owner, mode (symlinks have
+/// none) and times of `name` (xattrs are not copied: getting a node's would mean opening it).
 #[inline(never)] // keeps its buffer out of the recursive frames
-fn new_link(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, name: &CStr, tmp: &CStr, st: &Stat) -> R<()> {
-    // Targets are at most PATH_MAX - 1 bytes, so a zeroed PATH_MAX buffer keeps a terminator;
-    // a full buffer could only mean a cut target.
-    let mut buf = [0u8; 4096];
-    let len = rfs::readlinkat_raw(src, name, &mut buf[..]).ctx(Op::Readlink)?;
-    if len >= buf.len() {
-        return Err((Errno::NAMETOOLONG, Op::Readlink));
+fn new_special(
+    w: &mut Walk,
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    name: &CStr,
+    tmp: &CStr,
+    ft: FileType,
+    st: &Stat,
+) -> Result<()> {
+    unlink(dst, tmp);
+    if ft == FileType::Symlink {
+        // Targets are at most PATH_MAX - 1 bytes, so a zeroed PATH_MAX buffer keeps a
+        // terminator; a full buffer could only mean a cut target.
+        w.op = Op::Readlink;
+        let mut buf = [0u8; 4096];
+        let len = rfs::readlinkat_raw(src, name, &mut buf[..])?;
+        if len >= buf.len() {
+            return Err(Errno::NAMETOOLONG);
+        }
+        let target = CStr::from_bytes_until_nul(&buf[..]).map_err(|_| Errno::INVAL)?;
+        w.op = Op::Symlink;
+        rfs::symlinkat(target, dst, tmp)?;
+    } else {
+        w.op = Op::Mknod;
+        rfs::mknodat(dst, tmp, ft, Mode::from_raw_mode(0o600), st.st_rdev as _)?;
     }
-    let target = CStr::from_bytes_until_nul(&buf[..]).map_err(|_| (Errno::INVAL, Op::Readlink))?;
-    let _ = rfs::unlinkat(dst, tmp, AtFlags::empty());
-    rfs::symlinkat(target, dst, tmp).ctx(Op::Symlink)?;
     let nofollow = AtFlags::SYMLINK_NOFOLLOW;
-    rfs::chownat(dst, tmp, Some(uid(st)), Some(gid(st)), nofollow).ctx(Op::Chown)?;
-    rfs::utimensat(dst, tmp, &times(st), nofollow).ctx(Op::Utimes)
-}
-
-/// Fifos and device nodes (xattrs are not copied: getting them would mean opening the node).
-fn new_node(dst: BorrowedFd<'_>, tmp: &CStr, ft: FileType, st: &Stat) -> R<()> {
-    let _ = rfs::unlinkat(dst, tmp, AtFlags::empty());
-    rfs::mknodat(dst, tmp, ft, Mode::from_raw_mode(0o600), st.st_rdev as _).ctx(Op::Mknod)?;
-    let nofollow = AtFlags::SYMLINK_NOFOLLOW;
-    rfs::chownat(dst, tmp, Some(uid(st)), Some(gid(st)), nofollow).ctx(Op::Chown)?;
-    // fchmodat cannot refuse symlinks, but `tmp` is the node just made in the store.
-    rfs::chmodat(dst, tmp, mode(st), AtFlags::empty()).ctx(Op::Chmod)?;
-    rfs::utimensat(dst, tmp, &times(st), nofollow).ctx(Op::Utimes)
+    w.op = Op::Chown;
+    rfs::chownat(dst, tmp, Some(uid(st)), Some(gid(st)), nofollow)?;
+    if ft != FileType::Symlink {
+        // fchmodat cannot refuse symlinks, but `tmp` is the node just made in the store.
+        w.op = Op::Chmod;
+        rfs::chmodat(dst, tmp, mode(st), AtFlags::empty())?;
+    }
+    w.op = Op::Utimes;
+    rfs::utimensat(dst, tmp, &times(st), nofollow)
 }
 
 /// Renames `tmp` to `name` unless `name` exists; `Ok(false)` when it does (left as it is).
-fn publish(dst: BorrowedFd<'_>, tmp: &CStr, name: &CStr) -> R<bool> {
+fn publish(w: &mut Walk, dst: BorrowedFd<'_>, tmp: &CStr, name: &CStr) -> Result<bool> {
+    w.op = Op::Rename;
     match rfs::renameat_with(dst, tmp, dst, name, RenameFlags::NOREPLACE) {
         Ok(()) => Ok(true),
         Err(Errno::EXIST) => Ok(false),
         // Filesystems without RENAME_NOREPLACE: check first; nothing else writes the store now.
-        Err(Errno::INVAL | Errno::NOSYS) => match rfs::statat(dst, name, AtFlags::SYMLINK_NOFOLLOW)
-        {
+        Err(Errno::INVAL | Errno::NOSYS) => match kind(w, dst, name) {
             Ok(_) => Ok(false),
-            Err(Errno::NOENT) => rfs::renameat(dst, tmp, dst, name)
-                .ctx(Op::Rename)
-                .map(|()| true),
-            Err(e) => Err((e, Op::Stat)),
+            Err(Errno::NOENT) => {
+                w.op = Op::Rename;
+                rfs::renameat(dst, tmp, dst, name).map(|()| true)
+            }
+            Err(e) => Err(e),
         },
-        Err(e) => Err((e, Op::Rename)),
+        Err(e) => Err(e),
     }
 }
 
-fn set_owner_mode(d: BorrowedFd<'_>, st: &Stat) -> R<()> {
-    rfs::fchown(d, Some(uid(st)), Some(gid(st))).ctx(Op::Chown)?;
-    rfs::fchmod(d, mode(st)).ctx(Op::Chmod)
+/// Owner and mode first (chown clears setuid), then the extended attributes.
+fn owner_mode_xattrs(w: &mut Walk, s: BorrowedFd<'_>, d: BorrowedFd<'_>, st: &Stat) -> Result<()> {
+    w.op = Op::Chown;
+    rfs::fchown(d, Some(uid(st)), Some(gid(st)))?;
+    w.op = Op::Chmod;
+    rfs::fchmod(d, mode(st))?;
+    w.op = Op::Xattr;
+    copy_xattrs(s, d)
+}
+
+fn set_times(w: &mut Walk, d: BorrowedFd<'_>, st: &Stat) -> Result<()> {
+    w.op = Op::Utimes;
+    rfs::futimens(d, &times(st))
 }
 
 /// Copies all extended attributes; a side without xattr support means there is nothing to copy
 /// or nowhere to put it, which is not an error.
 #[inline(never)] // keeps its buffer out of the recursive frames
-fn copy_xattrs(s: BorrowedFd<'_>, d: BorrowedFd<'_>) -> R<()> {
+fn copy_xattrs(s: BorrowedFd<'_>, d: BorrowedFd<'_>) -> Result<()> {
     let mut list = [0u8; 4096];
     let n = match rfs::flistxattr(s, &mut list[..]) {
         Ok(n) => n,
         Err(Errno::NOTSUP) => return Ok(()),
-        Err(e) => return Err((e, Op::Xattr)),
+        Err(e) => return Err(e),
     };
     let mut rest = list.get(..n).unwrap_or(&[]);
     let mut val = [0u8; 8192];
@@ -389,7 +444,7 @@ fn copy_xattrs(s: BorrowedFd<'_>, d: BorrowedFd<'_>) -> R<()> {
         let len = match rfs::fgetxattr(s, key, &mut val[..]) {
             Ok(len) => len,
             Err(Errno::NODATA) => continue,
-            Err(e) => return Err((e, Op::Xattr)),
+            Err(e) => return Err(e),
         };
         match rfs::fsetxattr(
             d,
@@ -398,7 +453,7 @@ fn copy_xattrs(s: BorrowedFd<'_>, d: BorrowedFd<'_>) -> R<()> {
             rfs::XattrFlags::empty(),
         ) {
             Ok(()) | Err(Errno::NOTSUP) => {}
-            Err(e) => return Err((e, Op::Xattr)),
+            Err(e) => return Err(e),
         }
     }
     Ok(())
@@ -480,10 +535,25 @@ mod tests {
         .unwrap()
     }
 
-    fn run(src: &Path, dst: &Path) -> (Result<(), CopyError>, CopyStats) {
+    /// A failure with the path it happened at.
+    #[derive(Debug)]
+    struct Failed {
+        errno: Errno,
+        what: &'static str,
+        path: Text<256>,
+    }
+
+    fn run(src: &Path, dst: &Path) -> (Result<(), Failed>, CopyStats) {
         let (s, d) = (open(src), open(dst));
         let mut stats = CopyStats::default();
-        (copy_missing(s.as_fd(), d.as_fd(), &mut stats), stats)
+        let mut path = Text::new();
+        let r = copy_missing(s.as_fd(), d.as_fd(), &mut stats, &mut path);
+        let r = r.map_err(|e| Failed {
+            errno: e.errno,
+            what: e.what,
+            path,
+        });
+        (r, stats)
     }
 
     /// Path, [mode uid gid mtime ns atime ns rdev size], content digest or link text, xattrs.

@@ -2,58 +2,59 @@
 //! `<PERSISTENT_STATE_TARGET>/<dash>.bind` on the persistent volume; missing content is copied
 //! up from the image, then the store is bind-mounted over the path (reference §6.12).
 
-use super::{err, err_errno, Ctx, Error};
+use super::{err, err_errno, fstab::Fstab, Ctx, Error};
 use crate::config::path::{dash_name, is_within};
 use crate::copy::{copy_missing, CopyStats};
 use crate::log;
-use crate::sys::{self, inroot::fd_path};
+use crate::sys::{self, inroot::fd_path, inroot::Root};
 use crate::util::fixed::Text;
 use rustix::fd::AsFd;
 use rustix::fs::OFlags;
 
 const STEP: &str = "mount-bind";
 
-/// Index of the volume whose mount point holds `target` (the longest matching mount point).
-pub fn holder_of(target: &[u8], mountpoints: &[Option<&[u8]>]) -> Option<usize> {
-    let mut best: Option<(usize, usize)> = None;
-    for (i, mp) in mountpoints.iter().enumerate() {
-        let Some(mp) = mp else { continue };
-        if is_within(target, mp) && best.is_none_or(|(_, len)| mp.len() > len) {
-            best = Some((i, mp.len()));
+/// Of `(mount point, volume)` pairs, the volume whose mount point holds `target` (the longest
+/// matching mount point).
+pub fn holder_of<'a, T>(target: &[u8], volumes: impl Iterator<Item = (&'a [u8], T)>) -> Option<T> {
+    let mut best: Option<(usize, T)> = None;
+    for (mp, v) in volumes {
+        if is_within(target, mp) && best.as_ref().is_none_or(|(len, _)| mp.len() > *len) {
+            best = Some((mp.len(), v));
         }
     }
-    best.map(|(i, _)| i)
+    best.map(|(_, v)| v)
 }
 
 pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
-    if ctx.layout.binds.is_empty() {
+    let Ctx {
+        ref layout,
+        ref mut fstab,
+        ref volumes,
+        ref root,
+        ..
+    } = *ctx;
+    if layout.binds.is_empty() {
         return Ok(());
     }
-    let target = ctx.layout.state_target.clone();
+    let target = layout.state_target.as_bytes();
     // Binding onto the image or an overlay would look like persistence and lose every write at
     // reboot: refuse loudly when the store's own volume did not mount.
-    let mut mps: [Option<&[u8]>; super::MAX_VOLUMES] = [None; super::MAX_VOLUMES];
-    for (slot, v) in mps.iter_mut().zip(ctx.volumes.iter()) {
-        *slot = v.as_ref().map(|v| v.mountpoint.as_bytes());
-    }
-    if let Some(i) = holder_of(target.as_bytes(), &mps) {
-        if let Some(Some(v)) = ctx.volumes.get(i) {
-            if !v.mounted {
-                return Err(err(b"persistent binds skipped: {} ({}), which holds {}, is not mounted; binding now would put persistent data in a place that is lost at reboot", &[v.device.as_bytes(), v.mountpoint.as_bytes(), target.as_bytes()]));
-            }
+    let volumes = volumes.iter().flatten();
+    if let Some(v) = holder_of(target, volumes.map(|v| (v.mountpoint.as_bytes(), v))) {
+        if !v.mounted {
+            return Err(err(b"persistent binds skipped: {} ({}), which holds {}, is not mounted; binding now would put persistent data in a place that is lost at reboot", &[v.device.as_bytes(), v.mountpoint.as_bytes(), target]));
         }
     }
     let mut order = [0u8; 96];
-    let n = ctx.layout.bind_order(&mut order);
-    let binds = ctx.layout.binds.clone();
+    let n = layout.bind_order(&mut order);
     let mut failed = Text::<256>::new();
     let mut stats = CopyStats::default();
     let mut bound = 0u64;
     for &i in order.iter().take(n) {
-        let Some(path) = binds.get(i as usize) else {
+        let Some(path) = layout.binds.get(i as usize) else {
             continue;
         };
-        match bind_one(ctx, path, target.as_bytes(), &mut stats) {
+        match bind_one(root.as_ref(), fstab, path, target, &mut stats) {
             Ok(()) => bound += 1,
             Err(e) => {
                 log::error(STEP, b"{}", &[e.message().as_bytes()]);
@@ -68,29 +69,25 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
         }
     }
     // One flush for all the copies: the renames of copied files become durable together.
-    if stats.files + stats.dirs + stats.links > 0 {
+    if stats.files | stats.dirs | stats.links != 0 {
         // syncfs needs a real open (an O_PATH descriptor gets EBADF).
         let flags = OFlags::RDONLY | OFlags::DIRECTORY;
-        if let Ok(store) = ctx.root()?.open_at(target.as_bytes(), flags, 0) {
+        if let Ok(store) = ctx.root()?.open_at(target, flags, 0) {
             if let Err(e) = sys::syncfs(store.as_fd()) {
                 log::warn(
                     STEP,
                     b"cannot flush {}: {}",
-                    &[target.as_bytes(), log::errno(e).as_bytes()],
+                    &[target, log::errno(e).as_bytes()],
                 );
             }
         }
     }
-    log::info(
-        STEP,
+    log_copied(
         b"{} persistent paths bound from {} (copied up {} files, {} dirs, {} links)",
-        &[
-            log::num(bound).as_bytes(),
-            target.as_bytes(),
-            log::num(stats.files as u64).as_bytes(),
-            log::num(stats.dirs as u64).as_bytes(),
-            log::num(stats.links as u64).as_bytes(),
-        ],
+        log::num(bound).as_bytes(),
+        target,
+        &stats,
+        None,
     );
     if failed.is_empty() {
         Ok(())
@@ -99,61 +96,20 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
     }
 }
 
-fn bind_one(
-    ctx: &mut Ctx,
-    path: &[u8],
-    state_target: &[u8],
-    stats: &mut CopyStats,
-) -> Result<(), Error> {
-    let root = ctx.root()?;
-    let mut dash = Text::<256>::new();
-    dash_name(path, &mut dash).map_err(|_| err(b"{}: name too long", &[path]))?;
-    let mut store = Text::<512>::new();
-    store.push_lossy(state_target);
-    store.push_lossy(b"/");
-    store.push_lossy(dash.as_bytes());
-    store.push_lossy(b".bind");
-    let target = root
-        .mkdir_p(path, 0o755)
-        .map_err(|e| err_errno(b"cannot create {} in the new root", &[path], e))?;
-    if sys::is_mountpoint(target.as_fd(), b"") {
-        log::info(STEP, b"{} is already mounted", &[path]);
-        return Ok(());
-    }
-    root.mkdir_p(store.as_bytes(), 0o755)
-        .map_err(|e| err_errno(b"cannot create {}", &[store.as_bytes()], e))?;
-    // Directories opened for reading (the copy lists them) through the same confined lookup.
-    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY;
-    let src = root
-        .open_at(path, dir_flags, 0)
-        .map_err(|e| err_errno(b"cannot open {}", &[path], e))?;
-    let dst = root
-        .open_at(store.as_bytes(), dir_flags, 0)
-        .map_err(|e| err_errno(b"cannot open {}", &[store.as_bytes()], e))?;
-    let before = (stats.files, stats.dirs, stats.links);
-    copy_missing(src.as_fd(), dst.as_fd(), stats).map_err(|e| {
-        err_errno(
-            b"copying {} into {} failed at '{}' ({})",
-            &[path, store.as_bytes(), e.path.as_bytes(), e.what.as_bytes()],
-            e.errno,
-        )
-    })?;
-    let from = fd_path(dst.as_fd());
-    let to = fd_path(target.as_fd());
-    sys::mount_bind(from.as_bytes(), to.as_bytes()).map_err(|e| {
-        err_errno(
-            b"bind mount of {} on {} failed",
-            &[store.as_bytes(), path],
-            e,
-        )
-    })?;
-    // Only a copy-up is news (a first boot, new paths in an upgraded image).
-    let copied = (
-        stats.files - before.0,
-        stats.dirs - before.1,
-        stats.links - before.2,
-    );
-    let level = if copied == (0, 0, 0) {
+/// Logs `template` with `first`, `second` and the numbers of files, directories and symlinks
+/// copied since `before`; at debug level when a copy since `before` copied nothing, at info
+/// level otherwise.
+#[inline(never)]
+fn log_copied(
+    template: &[u8],
+    first: &[u8],
+    second: &[u8],
+    now: &CopyStats,
+    before: Option<&CopyStats>,
+) {
+    let b = before.copied().unwrap_or_default();
+    let (files, dirs, links) = (now.files - b.files, now.dirs - b.dirs, now.links - b.links);
+    let level = if before.is_some() && files | dirs | links == 0 {
         log::Level::Debug
     } else {
         log::Level::Info
@@ -161,16 +117,72 @@ fn bind_one(
     log::log(
         level,
         STEP,
-        b"{} on {} (copied {} files, {} dirs, {} links)",
+        template,
         &[
-            store.as_bytes(),
-            path,
-            log::num(copied.0 as u64).as_bytes(),
-            log::num(copied.1 as u64).as_bytes(),
-            log::num(copied.2 as u64).as_bytes(),
+            first,
+            second,
+            log::num(files.into()).as_bytes(),
+            log::num(dirs.into()).as_bytes(),
+            log::num(links.into()).as_bytes(),
         ],
     );
-    ctx.fstab.add(store.as_bytes(), path, b"none", b"bind");
+}
+
+fn bind_one(
+    root: Option<&Root>,
+    fstab: &mut Fstab,
+    path: &[u8],
+    state_target: &[u8],
+    stats: &mut CopyStats,
+) -> Result<(), Error> {
+    let root = root.ok_or_else(|| err(b"the root is not mounted", &[]))?;
+    let mut dash = Text::<256>::new();
+    dash_name(path, &mut dash).map_err(|_| err(b"{}: name too long", &[path]))?;
+    let mut store = Text::<512>::new();
+    store.push_lossy(state_target);
+    store.push_lossy(b"/");
+    store.push_lossy(dash.as_bytes());
+    store.push_lossy(b".bind");
+    let store = store.as_bytes();
+    let target = root
+        .mkdir_p(path, 0o755)
+        .map_err(|e| err_errno(b"cannot create {} in the new root", &[path], e))?;
+    if sys::is_mountpoint(target.as_fd(), b"") {
+        log::info(STEP, b"{} is already mounted", &[path]);
+        return Ok(());
+    }
+    root.mkdir_p(store, 0o755)
+        .map_err(|e| err_errno(b"cannot create {}", &[store], e))?;
+    // Directories opened for reading (the copy lists them) through the same confined lookup.
+    let open = |p: &[u8]| {
+        root.open_at(p, OFlags::RDONLY | OFlags::DIRECTORY, 0)
+            .map_err(|e| err_errno(b"cannot open {}", &[p], e))
+    };
+    let src = open(path)?;
+    let dst = open(store)?;
+    let before = *stats;
+    // Where the copy failed, relative to `path`.
+    let mut at = Text::<256>::new();
+    copy_missing(src.as_fd(), dst.as_fd(), stats, &mut at).map_err(|e| {
+        err_errno(
+            b"copying {} into {} failed at '{}' ({})",
+            &[path, store, at.as_bytes(), e.what.as_bytes()],
+            e.errno,
+        )
+    })?;
+    let from = fd_path(dst.as_fd());
+    let to = fd_path(target.as_fd());
+    sys::mount_bind(from.as_bytes(), to.as_bytes())
+        .map_err(|e| err_errno(b"bind mount of {} on {} failed", &[store, path], e))?;
+    // Only a copy-up is news (a first boot, new paths in an upgraded image).
+    log_copied(
+        b"{} on {} (copied {} files, {} dirs, {} links)",
+        store,
+        path,
+        stats,
+        Some(&before),
+    );
+    fstab.add(store, path, b"none", b"bind");
     Ok(())
 }
 
@@ -180,11 +192,11 @@ mod tests {
 
     #[test]
     fn store_holder_is_the_deepest_volume() {
-        let mps: [Option<&[u8]>; 3] =
-            [Some(b"/usr/local"), Some(b"/usr/local/data"), Some(b"/oem")];
-        assert_eq!(holder_of(b"/usr/local/.state", &mps), Some(0));
-        assert_eq!(holder_of(b"/usr/local/data/x", &mps), Some(1));
-        assert_eq!(holder_of(b"/var/state", &mps), None);
-        assert_eq!(holder_of(b"/usr/localx/.state", &mps), None);
+        let mps: [&[u8]; 3] = [b"/usr/local", b"/usr/local/data", b"/oem"];
+        let holder_of = |target: &[u8]| holder_of(target, mps.iter().copied().zip(0..));
+        assert_eq!(holder_of(b"/usr/local/.state"), Some(0));
+        assert_eq!(holder_of(b"/usr/local/data/x"), Some(1));
+        assert_eq!(holder_of(b"/var/state"), None);
+        assert_eq!(holder_of(b"/usr/localx/.state"), None);
     }
 }

@@ -7,148 +7,140 @@ use crate::log;
 use crate::sys::{self, CBuf};
 use crate::util::fixed::{List, Text};
 use core::ffi::CStr;
-use rustix::fd::AsFd;
+use rustix::fd::{AsFd, BorrowedFd};
 use rustix::fs::{FileType, OFlags};
 
 /// A hook that runs longer than this is killed; the boot goes on.
 const HOOK_TIMEOUT_MS: u64 = 300_000;
 const PATH_ENV: &CStr = c"PATH=/usr/bin:/usr/sbin:/bin:/sbin";
-/// Stage engines, first found wins: program and the words before the stage name.
-const AGENTS: &[(&[u8], &[&CStr])] = &[
-    (b"/usr/bin/kairos-agent", &[c"run-stage"]),
-    (b"/usr/bin/yip", &[c"-s"]),
-    (b"/usr/bin/elemental", &[c"run-stage"]),
+/// Stage engines, first found wins: program and the word before the stage name.
+const AGENTS: &[(&[u8], &CStr)] = &[
+    (b"/usr/bin/kairos-agent", c"run-stage"),
+    (b"/usr/bin/yip", c"-s"),
+    (b"/usr/bin/elemental", c"run-stage"),
 ];
 
-/// Names of the executables in directory `dir`, sorted bytewise.
-fn executables(dir: &[u8], out: &mut List<4096, 64>) {
-    let Ok(fd) = sys::open_dir(dir) else { return };
-    let _ = sys::for_each_entry(fd.as_fd(), |name, ft| {
+/// What `sys::for_each_entry` calls here: one instantiation of it serves both listings.
+type EntryFn<'a> = dyn FnMut(&[u8], FileType) + 'a;
+
+/// Adds the names of the executables in directory `dir` to `out`.
+fn executables(dir: BorrowedFd<'_>, out: &mut List<4096, 64>) {
+    let add: &mut EntryFn = &mut |name, ft| {
         if ft == FileType::RegularFile || ft == FileType::Symlink || ft == FileType::Unknown {
             let _ = out.push(name);
         }
-    });
-    sort(out);
+    };
+    let _ = sys::for_each_entry(dir, add);
 }
 
-fn sort(list: &mut List<4096, 64>) {
-    let mut sorted: List<4096, 64> = List::new();
-    let mut used = [false; 64];
-    for _ in 0..list.len() {
-        let mut best: Option<usize> = None;
-        for i in 0..list.len() {
-            if used.get(i) == Some(&true) {
-                continue;
-            }
-            if best.is_none_or(|b| list.get(i) < list.get(b)) {
-                best = Some(i);
+/// Runs `dir/<name>` for each of `names`, sorted bytewise.
+fn run_all(
+    step: &str,
+    dir: &[u8],
+    names: &List<4096, 64>,
+    envp: &[&CStr],
+    chroot_to: Option<&[u8]>,
+) {
+    // The names come from one directory, so they are unique: each round runs the smallest
+    // name after the previous one.
+    let mut prev: Option<&[u8]> = None;
+    loop {
+        let mut next: Option<&[u8]> = None;
+        for n in names.iter() {
+            if prev.is_none_or(|p| n > p) && next.is_none_or(|b| n < b) {
+                next = Some(n);
             }
         }
-        if let Some(b) = best {
-            if let Some(u) = used.get_mut(b) {
-                *u = true;
-            }
-            let _ = sorted.push(list.get(b).unwrap_or(&[]));
-        }
-    }
-    *list = sorted;
-}
-
-struct StageEnv {
-    stage: Text<48>,
-    state: Text<48>,
-    sysroot: Text<160>,
-}
-
-impl StageEnv {
-    fn new(ctx: &Ctx, stage: &str) -> StageEnv {
-        let mut e = StageEnv {
-            stage: Text::new(),
-            state: Text::new(),
-            sysroot: Text::new(),
-        };
-        e.stage.push_lossy(b"IMMUCORE_STAGE=");
-        e.stage.push_lossy(stage.as_bytes());
-        e.state.push_lossy(b"IMMUCORE_STATE=");
-        e.state.push_lossy(ctx.cmd.state.name().as_bytes());
-        e.sysroot.push_lossy(b"IMMUCORE_SYSROOT=");
-        e.sysroot.push_lossy(ctx.sysroot());
-        e
+        let Some(name) = next else { break };
+        let mut p = Text::<256>::new();
+        p.push_lossy(dir);
+        p.push_lossy(b"/");
+        p.push_lossy(name);
+        run_one(step, p.as_bytes(), &[], envp, chroot_to);
+        prev = next;
     }
 }
 
-/// Runs `path` (a path inside `chroot_to` when given) with `args`, logging the outcome.
-fn run_one(step: &str, path: &[u8], args: &[&CStr], env: &StageEnv, chroot_to: Option<&[u8]>) {
-    let (mut p, mut a, mut b, mut c) = (CBuf::new(), CBuf::new(), CBuf::new(), CBuf::new());
-    let (Ok(p), Ok(a), Ok(b), Ok(c)) = (
-        p.c_str(path),
-        a.c_str(env.stage.as_bytes()),
-        b.c_str(env.state.as_bytes()),
-        c.c_str(env.sysroot.as_bytes()),
-    ) else {
+/// `key` followed by `value` (cut at 160 bytes) as a C string in `buf`.
+fn env_var<'a>(buf: &'a mut CBuf, key: &[u8], value: &[u8]) -> Option<&'a CStr> {
+    let mut t = Text::<160>::new();
+    t.push_lossy(key);
+    t.push_lossy(value);
+    buf.c_str(t.as_bytes()).ok()
+}
+
+/// Runs `path` (a path inside `chroot_to` when given) with `args` (at most two), logging the
+/// outcome.
+fn run_one(step: &str, path: &[u8], args: &[&CStr], envp: &[&CStr], chroot_to: Option<&[u8]>) {
+    let mut p = CBuf::new();
+    let Ok(p) = p.c_str(path) else {
         return;
     };
-    let mut argv: [&CStr; 6] = [p; 6];
-    let n = 1 + args.len().min(5);
+    let mut argv: [&CStr; 3] = [p; 3];
     for (slot, a) in argv.iter_mut().skip(1).zip(args) {
         *slot = a;
     }
-    let envp = [a, b, c, PATH_ENV];
-    match sys::run(
-        argv.get(..n).unwrap_or(&[]),
-        &envp,
-        chroot_to,
-        HOOK_TIMEOUT_MS,
-    ) {
-        Ok(0) => log::info(step, b"ran {}", &[path]),
-        Ok(code) => log::warn(
-            step,
-            b"{} exited with status {}",
-            &[path, log::num(code as u64).as_bytes()],
-        ),
-        Err(e) => log::warn(
-            step,
-            b"cannot run {}: {}",
-            &[path, log::errno(e).as_bytes()],
-        ),
-    }
+    let argv = argv.get(..1 + args.len()).unwrap_or(&argv);
+    let mut detail = Text::<48>::new();
+    let (level, template): (_, &[u8]) = match sys::run(argv, envp, chroot_to, HOOK_TIMEOUT_MS) {
+        Ok(0) => (log::Level::Info, b"ran {}"),
+        Ok(code) => {
+            let _ = detail.push_num(code as u64);
+            (log::Level::Warn, b"{} exited with status {}")
+        }
+        Err(e) => {
+            detail = log::errno(e);
+            (log::Level::Warn, b"cannot run {}: {}")
+        }
+    };
+    log::log(level, step, template, &[path, detail.as_bytes()]);
 }
 
 /// Stage `stage`: the initramfs' hooks, the image's hooks, then a stage engine. The
 /// `initramfs` stage runs the image's programs chrooted into the new root (in a child).
 pub fn run_stage(ctx: &mut Ctx, stage: &str) -> Result<(), Error> {
-    let step = if stage == "rootfs" {
-        "rootfs-hook"
-    } else {
+    // The stage is `rootfs` or `initramfs`.
+    let chrooted = stage == "initramfs";
+    let step = if chrooted {
         "initramfs-hook"
+    } else {
+        "rootfs-hook"
     };
-    let env = StageEnv::new(ctx, stage);
+    let sysroot = ctx.sysroot();
+    let mut bufs = [CBuf::new(), CBuf::new(), CBuf::new(), CBuf::new()];
+    let [a, b, c, s] = &mut bufs;
+    // Only a NUL fails these, and none of the values (literals, a state name, the sysroot from
+    // the environment) can hold one.
+    let (Some(a), Some(b), Some(c), Ok(stage_c)) = (
+        env_var(a, b"IMMUCORE_STAGE=", stage.as_bytes()),
+        env_var(b, b"IMMUCORE_STATE=", ctx.cmd.state.name().as_bytes()),
+        env_var(c, b"IMMUCORE_SYSROOT=", sysroot),
+        s.c_str(stage.as_bytes()),
+    ) else {
+        return Ok(());
+    };
+    let envp = [a, b, c, PATH_ENV];
+
     let mut dir = Text::<256>::new();
     dir.push_lossy(ctx.env.config_dir.as_bytes());
     dir.push_lossy(b"/");
     dir.push_lossy(stage.as_bytes());
     dir.push_lossy(b".d");
     let mut names = List::new();
-    executables(dir.as_bytes(), &mut names);
-    for name in names.iter() {
-        let mut p = dir.clone();
-        p.push_lossy(b"/");
-        p.push_lossy(name);
-        run_one(step, p.as_bytes(), &[], &env, None);
+    if let Ok(fd) = sys::open_dir(dir.as_bytes()) {
+        executables(fd.as_fd(), &mut names);
     }
+    run_all(step, dir.as_bytes(), &names, &envp, None);
 
-    let chrooted = stage == "initramfs";
-    let sysroot = ctx.env.sysroot.clone();
     let mut image_dir = Text::<256>::new();
     image_dir.push_lossy(b"/usr/lib/immucore/");
     image_dir.push_lossy(stage.as_bytes());
     image_dir.push_lossy(b".d");
     // The image's hook directory, listed through the confined lookup.
-    let mut names = List::new();
+    names.clear();
     if let Some(root) = &ctx.root {
         if let Ok(fd) = root.open_at(image_dir.as_bytes(), OFlags::RDONLY | OFlags::DIRECTORY, 0) {
-            let real = sys::inroot::fd_path(fd.as_fd());
-            executables(real.as_bytes(), &mut names);
+            executables(fd.as_fd(), &mut names);
         }
     }
     let agent = AGENTS.iter().find(|(p, _)| {
@@ -164,84 +156,50 @@ pub fn run_stage(ctx: &mut Ctx, stage: &str) -> Result<(), Error> {
         log::debug(step, b"no hooks for stage {}", &[stage.as_bytes()]);
         return Ok(());
     }
+    let chroot_to = chrooted.then_some(sysroot);
     if chrooted {
-        bind_api_filesystems(sysroot.as_bytes());
+        api_filesystems(sysroot, true);
     }
-    for name in names.iter() {
-        let mut p = Text::<256>::new();
-        if !chrooted {
-            p.push_lossy(sysroot.as_bytes());
-        }
-        p.push_lossy(image_dir.as_bytes());
-        p.push_lossy(b"/");
-        p.push_lossy(name);
-        run_one(
-            step,
-            p.as_bytes(),
-            &[],
-            &env,
-            if chrooted {
-                Some(sysroot.as_bytes())
-            } else {
-                None
-            },
-        );
+    // Chrooted, the image's paths are seen from inside the new root.
+    let mut hooks = Text::<256>::new();
+    if !chrooted {
+        hooks.push_lossy(sysroot);
     }
-    if let Some((path, words)) = agent {
-        let mut args: [&CStr; 3] = [c""; 3];
-        let mut stage_c = CBuf::new();
-        let stage_c = stage_c.c_str(stage.as_bytes()).ok();
-        let mut n = 0;
-        for w in words.iter() {
-            if let Some(slot) = args.get_mut(n) {
-                *slot = w;
-                n += 1;
-            }
-        }
-        if let (Some(s), Some(slot)) = (stage_c, args.get_mut(n)) {
-            *slot = s;
-            n += 1;
-        }
-        run_one(
-            step,
-            path,
-            args.get(..n).unwrap_or(&[]),
-            &env,
-            if chrooted {
-                Some(sysroot.as_bytes())
-            } else {
-                None
-            },
-        );
+    hooks.push_lossy(image_dir.as_bytes());
+    run_all(step, hooks.as_bytes(), &names, &envp, chroot_to);
+    if let Some(&(path, word)) = agent {
+        run_one(step, path, &[word, stage_c], &envp, chroot_to);
     }
     if chrooted {
-        unbind_api_filesystems(sysroot.as_bytes());
+        api_filesystems(sysroot, false);
     }
     Ok(())
 }
 
-const API_FS: &[&[u8]] = &[b"/dev", b"/proc", b"/sys", b"/run"];
+const API_FS: [&[u8]; 4] = [b"/dev", b"/proc", b"/sys", b"/run"];
 
-/// Makes `/dev`, `/proc`, `/sys` and `/run` visible inside the new root for chrooted hooks.
-fn bind_api_filesystems(sysroot: &[u8]) {
-    for fs in API_FS {
+/// Makes `/dev`, `/proc`, `/sys` and `/run` visible inside the new root for chrooted hooks
+/// (`bind`), or removes them again, in reverse order.
+fn api_filesystems(sysroot: &[u8], bind: bool) {
+    for i in 0..API_FS.len() {
+        let i = if bind { i } else { API_FS.len() - 1 - i };
+        let Some(fs) = API_FS.get(i) else { continue };
         let mut target = Text::<256>::new();
         target.push_lossy(sysroot);
         target.push_lossy(fs);
-        if sys::is_dir(target.as_bytes()) {
+        if !bind {
+            let _ = sys::unmount_detach(target.as_bytes());
+        } else if sys::is_dir(target.as_bytes()) {
             let _ = sys::mount_bind(fs, target.as_bytes());
         }
     }
 }
 
-fn unbind_api_filesystems(sysroot: &[u8]) {
-    for fs in API_FS.iter().rev() {
-        let mut target = Text::<256>::new();
-        target.push_lossy(sysroot);
-        target.push_lossy(fs);
-        let _ = sys::unmount_detach(target.as_bytes());
-    }
-}
+/// Where system and configuration extensions are kept, and where they are linked.
+const EXTENSIONS: &[(&[u8], &[u8])] = &[
+    (b"/var/lib/kairos/extensions", b"/run/extensions"),
+    (b"/var/lib/kairos/confexts", b"/run/confexts"),
+];
 
 /// `enable-sysext-confext`: links `<state>/*.raw` and `common/*.raw` system and configuration
 /// extensions into `/run/extensions` and `/run/confexts` for systemd-sysext.
@@ -251,48 +209,53 @@ pub fn enable_sysext_confext(ctx: &mut Ctx) -> Result<(), Error> {
         return Ok(());
     };
     let root = ctx.root()?;
-    for (source, run_dir) in [
-        (&b"/var/lib/kairos/extensions"[..], &b"/run/extensions"[..]),
-        (b"/var/lib/kairos/confexts", b"/run/confexts"),
-    ] {
-        for dir in [sub.as_bytes(), b"common"] {
-            let mut src = Text::<256>::new();
-            src.push_lossy(source);
-            src.push_lossy(b"/");
-            src.push_lossy(dir);
-            let Ok(fd) = root.open_at(src.as_bytes(), OFlags::RDONLY | OFlags::DIRECTORY, 0) else {
-                continue;
-            };
-            let _ = sys::mkdir_p(run_dir, 0o755);
-            let _ = sys::for_each_entry(fd.as_fd(), |name, ft| {
-                if ft != FileType::RegularFile || !name.ends_with(b".raw") {
-                    return;
-                }
-                let mut link = Text::<256>::new();
-                link.push_lossy(run_dir);
-                link.push_lossy(b"/");
-                link.push_lossy(name);
-                let mut to = src.clone();
-                to.push_lossy(b"/");
-                to.push_lossy(name);
-                if sys::exists(link.as_bytes()) {
-                    log::warn(
-                        STEP,
-                        b"{} already exists; not linking {}",
-                        &[link.as_bytes(), to.as_bytes()],
-                    );
-                    return;
-                }
-                match sys::symlink(to.as_bytes(), link.as_bytes()) {
-                    Ok(()) => log::info(STEP, b"enabled {}", &[to.as_bytes()]),
-                    Err(e) => log::warn(
-                        STEP,
-                        b"cannot link {}: {}",
-                        &[to.as_bytes(), log::errno(e).as_bytes()],
-                    ),
-                }
-            });
-        }
+    // Each kind of extension from `<state>/`, then from `common/`.
+    for i in 0..2 * EXTENSIONS.len() {
+        let Some(&(source, run_dir)) = EXTENSIONS.get(i / 2) else {
+            continue;
+        };
+        let dir = if i % 2 == 0 {
+            sub.as_bytes()
+        } else {
+            b"common"
+        };
+        let mut src = Text::<256>::new();
+        src.push_lossy(source);
+        src.push_lossy(b"/");
+        src.push_lossy(dir);
+        let Ok(fd) = root.open_at(src.as_bytes(), OFlags::RDONLY | OFlags::DIRECTORY, 0) else {
+            continue;
+        };
+        let _ = sys::mkdir_p(run_dir, 0o755);
+        let link: &mut EntryFn = &mut |name, ft| {
+            if ft != FileType::RegularFile || !name.ends_with(b".raw") {
+                return;
+            }
+            let mut link = Text::<256>::new();
+            link.push_lossy(run_dir);
+            link.push_lossy(b"/");
+            link.push_lossy(name);
+            let mut to = src.clone();
+            to.push_lossy(b"/");
+            to.push_lossy(name);
+            if sys::exists(link.as_bytes()) {
+                log::warn(
+                    STEP,
+                    b"{} already exists; not linking {}",
+                    &[link.as_bytes(), to.as_bytes()],
+                );
+                return;
+            }
+            match sys::symlink(to.as_bytes(), link.as_bytes()) {
+                Ok(()) => log::info(STEP, b"enabled {}", &[to.as_bytes()]),
+                Err(e) => log::warn(
+                    STEP,
+                    b"cannot link {}: {}",
+                    &[to.as_bytes(), log::errno(e).as_bytes()],
+                ),
+            }
+        };
+        let _ = sys::for_each_entry(fd.as_fd(), link);
     }
     Ok(())
 }
