@@ -6,9 +6,8 @@ use crate::log;
 use crate::steps::err;
 use crate::sys::{self, CBuf, Errno};
 use crate::util::fixed::Text;
-use core::mem::MaybeUninit;
 use rustix::fd::{AsFd, BorrowedFd};
-use rustix::fs::{fstat, openat, unlinkat, AtFlags, FileType, Mode, OFlags, RawDir};
+use rustix::fs::{fstat, openat, unlinkat, AtFlags, FileType, Mode, OFlags};
 
 const STEP: &str = "switch-root";
 const API_FS: &[&[u8]] = &[b"/dev", b"/proc", b"/sys", b"/run"];
@@ -90,16 +89,12 @@ fn remove_children(dir: BorrowedFd<'_>, dev: u64, depth: u32) {
     if depth > 16 {
         return;
     }
-    let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
-    let mut entries = RawDir::new(dir, &mut buf);
-    while let Some(Ok(entry)) = entries.next() {
-        let name = entry.file_name();
-        if matches!(name.to_bytes(), b"." | b"..") {
-            continue;
-        }
-        if entry.file_type() != FileType::Directory {
+    let _ = sys::for_each_entry(dir, &mut |name, file_type| {
+        let mut c = CBuf::new();
+        let Ok(name) = c.c_str(name) else { return };
+        if file_type != FileType::Directory {
             let _ = unlinkat(dir, name, AtFlags::empty());
-            continue;
+            return;
         }
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         if let Ok(sub) = openat(dir, name, flags, Mode::empty()) {
@@ -109,7 +104,7 @@ fn remove_children(dir: BorrowedFd<'_>, dev: u64, depth: u32) {
                 let _ = unlinkat(dir, name, AtFlags::REMOVEDIR);
             }
         }
-    }
+    });
 }
 
 /// Logs PID 1's peak memory (`VmHWM`), for the boot-cost figures.

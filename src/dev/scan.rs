@@ -78,7 +78,7 @@ impl Table {
             return;
         };
         let mut present = [false; MAX_DEVICES];
-        let _ = sys::for_each_entry(dir.as_fd(), |name, _| {
+        let _ = sys::for_each_entry(dir.as_fd(), &mut |name, _| {
             if SKIP_PREFIXES.iter().any(|p| name.starts_with(p))
                 || (name.starts_with(b"mmcblk") && name.ends_with(b"rpmb"))
             {
@@ -224,17 +224,14 @@ fn probe_entry(name: &[u8], size: u64) -> Entry {
     e
 }
 
-/// `/dev/<disk>` of a partition, from the sysfs link `.../block/<disk>/<part>`.
+/// `/dev/<disk>` of a partition, from the sysfs link `/sys/class/block/<part>`, which points
+/// to `.../block/<disk>/<part>`.
 fn parent_disk(part: &[u8]) -> Option<Text<48>> {
     let mut link = Text::<512>::new();
     let p = sys_path(part, b"");
-    let fd = sys::open(
-        p.as_bytes(),
-        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
-        0,
-    )
-    .ok()?;
-    sys::inroot::real_path(fd.as_fd(), &mut link).ok()?;
+    // `sys_path` ends in `/`, which would follow the link: read the link itself.
+    let p = p.as_bytes();
+    sys::readlink(p.strip_suffix(b"/").unwrap_or(p), &mut link).ok()?;
     let path = link.as_bytes();
     let mut comps = path.rsplit(|&c| c == b'/');
     comps.next()?;

@@ -89,15 +89,5 @@ pub fn fd_path(fd: BorrowedFd<'_>) -> Text<32> {
 
 /// The absolute path of the object behind `fd`, as the kernel names it.
 pub fn real_path(fd: BorrowedFd<'_>, out: &mut Text<512>) -> Result<()> {
-    let link = fd_path(fd);
-    let mut p = CBuf::new();
-    let p = p.c_str(link.as_bytes())?;
-    let mut buf = [0u8; 512];
-    let len = rustix::fs::readlinkat_raw(rustix::fs::CWD, p, &mut buf[..])?;
-    let name = buf.get(..len).unwrap_or(&[]);
-    if len >= 512 {
-        return Err(Errno::NAMETOOLONG);
-    }
-    out.clear();
-    out.push(name).map_err(|_| Errno::NAMETOOLONG)
+    super::readlink(fd_path(fd).as_bytes(), out)
 }

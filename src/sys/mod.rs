@@ -225,6 +225,20 @@ pub fn append_file(path: &[u8], data: &[u8]) -> Result<()> {
     write_all(fd.as_fd(), data)
 }
 
+/// The target of the symlink `path`, into `out`.
+pub fn readlink(path: &[u8], out: &mut crate::util::fixed::Text<512>) -> Result<()> {
+    let mut p = CBuf::new();
+    let p = p.c_str(path)?;
+    let mut buf = [0u8; 512];
+    let len = rustix::fs::readlinkat_raw(CWD, p, &mut buf[..])?;
+    let name = buf.get(..len).unwrap_or(&[]);
+    if len >= 512 {
+        return Err(Errno::NAMETOOLONG);
+    }
+    out.clear();
+    out.push(name).map_err(|_| Errno::NAMETOOLONG)
+}
+
 /// Splits `/a/b/c` into (`/a/b`, `c`); a bare name gets `.` as directory.
 pub fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
     match path.iter().rposition(|&c| c == b'/') {
@@ -283,17 +297,12 @@ pub fn symlink(target: &[u8], link: &[u8]) -> Result<()> {
     with_paths(target, link, |t, l| rustix::fs::symlink(t, l))
 }
 
-/// Calls `f(name, is_dir)` for each entry of the directory `dir` (skipping `.` and `..`).
+/// Calls `f(name, type)` for each entry of the directory `dir` (skipping `.` and `..`). A `dyn`
+/// callback, so the directory reading exists once for every caller.
 pub fn for_each_entry(
     dir: BorrowedFd<'_>,
-    mut f: impl FnMut(&[u8], rustix::fs::FileType),
+    f: &mut dyn FnMut(&[u8], rustix::fs::FileType),
 ) -> Result<()> {
-    entries(dir, &mut f)
-}
-
-/// `for_each_entry` without the type parameter, so the directory reading exists once.
-#[inline(never)]
-fn entries(dir: BorrowedFd<'_>, f: &mut dyn FnMut(&[u8], rustix::fs::FileType)) -> Result<()> {
     let fd = rustix::fs::openat(
         dir,
         c".",
