@@ -10,7 +10,7 @@ mod raw;
 use core::ffi::CStr;
 use core::mem::MaybeUninit;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
-use rustix::fs::{AtFlags, Mode, OFlags, CWD};
+use rustix::fs::{Mode, OFlags, CWD};
 pub use rustix::io::Errno;
 use rustix::mount::MountFlags;
 
@@ -371,13 +371,9 @@ pub fn make_root_private() -> Result<()> {
 
 /// True when `path` is the root of a mount (statx `STATX_ATTR_MOUNT_ROOT`, Linux ≥ 5.8).
 pub fn is_mountpoint(dir: BorrowedFd<'_>, path: &[u8]) -> bool {
-    let mut p = CBuf::new();
-    let Ok(p) = p.c_str(path) else { return false };
-    let flags = AtFlags::SYMLINK_NOFOLLOW | AtFlags::EMPTY_PATH;
-    rustix::fs::statx(dir, p, flags, rustix::fs::StatxFlags::empty()).is_ok_and(|st| {
-        (st.stx_attributes & st.stx_attributes_mask)
-            .contains(rustix::fs::StatxAttributes::MOUNT_ROOT)
-    })
+    CBuf::new()
+        .c_str(path)
+        .is_ok_and(|p| raw::is_mount_root(dir, p))
 }
 
 pub fn is_mountpoint_path(path: &[u8]) -> bool {

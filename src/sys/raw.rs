@@ -1,5 +1,6 @@
 //! Raw system calls that rustix does not offer publicly (its `runtime` module is unstable):
-//! `exit_group`, `execve`, a plain `fork` and the signal mask.
+//! `exit_group`, `execve`, a plain `fork`, the signal mask, and a `statx` without rustix's
+//! compatibility probe.
 
 use core::arch::asm;
 use linux_raw_sys::general as nr;
@@ -44,6 +45,68 @@ unsafe fn syscall4(n: u32, a: usize, b: usize, c: usize, d: usize) -> isize {
              options(nostack));
     }
     ret
+}
+
+// Five-argument variants, for `statx`.
+#[cfg(target_arch = "x86_64")]
+unsafe fn syscall5(n: u32, a: usize, b: usize, c: usize, d: usize, e: usize) -> isize {
+    let ret: isize;
+    unsafe {
+        asm!("syscall", inlateout("rax") n as isize => ret, in("rdi") a, in("rsi") b, in("rdx") c, in("r10") d,
+             in("r8") e, lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    ret
+}
+
+#[cfg(target_arch = "aarch64")]
+unsafe fn syscall5(n: u32, a: usize, b: usize, c: usize, d: usize, e: usize) -> isize {
+    let ret: isize;
+    unsafe {
+        asm!("svc 0", in("x8") n as usize, inlateout("x0") a as isize => ret, in("x1") b, in("x2") c, in("x3") d,
+             in("x4") e, options(nostack));
+    }
+    ret
+}
+
+#[cfg(target_arch = "arm")]
+unsafe fn syscall5(n: u32, a: usize, b: usize, c: usize, d: usize, e: usize) -> isize {
+    let ret: isize;
+    unsafe {
+        asm!("mov {tmp}, r7", "mov r7, {n}", "svc 0", "mov r7, {tmp}", n = in(reg) n as usize, tmp = out(reg) _,
+             inlateout("r0") a as isize => ret, in("r1") b, in("r2") c, in("r3") d, in("r4") e, options(nostack));
+    }
+    ret
+}
+
+#[cfg(target_arch = "riscv64")]
+unsafe fn syscall5(n: u32, a: usize, b: usize, c: usize, d: usize, e: usize) -> isize {
+    let ret: isize;
+    unsafe {
+        asm!("ecall", in("a7") n as usize, inlateout("a0") a as isize => ret, in("a1") b, in("a2") c, in("a3") d,
+             in("a4") e, options(nostack));
+    }
+    ret
+}
+
+/// `statx(dir, path, AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH)`: whether `path` is the root of a
+/// mount (`STATX_ATTR_MOUNT_ROOT`, Linux >= 5.8); false on any error. Straight to the kernel:
+/// rustix's wrapper adds a fallback probe and returns the 256-byte result by value.
+pub fn is_mount_root(dir: rustix::fd::BorrowedFd<'_>, path: &core::ffi::CStr) -> bool {
+    use rustix::fd::AsRawFd;
+    // SAFETY: all-zero bytes are a valid `statx` (integers only).
+    let mut st: nr::statx = unsafe { core::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and the kernel writes at most one `statx` into `st`.
+    let r = unsafe {
+        syscall5(
+            nr::__NR_statx,
+            dir.as_raw_fd() as usize,
+            path.as_ptr() as usize,
+            (nr::AT_SYMLINK_NOFOLLOW | nr::AT_EMPTY_PATH) as usize,
+            0,
+            &mut st as *mut nr::statx as usize,
+        )
+    };
+    r == 0 && st.stx_attributes & st.stx_attributes_mask & u64::from(nr::STATX_ATTR_MOUNT_ROOT) != 0
 }
 
 /// Ends every thread of the process.
