@@ -210,7 +210,8 @@ impl<const B: usize, const I: usize> List<B, I> {
 
     /// The items in order (one iterator type for every capacity).
     pub fn iter(&self) -> Iter<'_> {
-        Iter::new(self.bytes.as_bytes(), &self.ends, self.count)
+        let bytes = &self.bytes;
+        Iter::new(&self.count, &self.ends, &bytes.len, &bytes.buf)
     }
 
     /// Iterates as `&str` (items that are not UTF-8 read as `"?"`).
@@ -245,11 +246,12 @@ pub struct Iter<'a> {
 }
 
 impl<'a> Iter<'a> {
-    fn new(bytes: &'a [u8], ends: &'a [u16], count: usize) -> Self {
-        let ends = ends.get(..count).unwrap_or(ends);
+    /// From the list's fields as slices (one copy for every capacity).
+    #[inline(never)]
+    fn new(count: &usize, ends: &'a [u16], len: &usize, buf: &'a [u8]) -> Self {
         Iter {
-            bytes,
-            ends,
+            bytes: filled(len, buf),
+            ends: ends.get(..*count).unwrap_or(ends),
             start: 0,
         }
     }
