@@ -188,9 +188,12 @@ pub fn pread_exact(fd: BorrowedFd<'_>, off: u64, buf: &mut [u8]) -> bool {
 /// reader (or a power cut) never sees a half-written file.
 pub fn write_file_atomic(dir: BorrowedFd<'_>, name: &[u8], data: &[u8], mode: u32) -> Result<()> {
     let mut tmp = crate::util::fixed::Text::<256>::new();
-    tmp.push(name)
-        .and_then(|_| tmp.push(b".tmp"))
-        .map_err(|_| Errno::NAMETOOLONG)?;
+    tmp.push_lossy(name);
+    tmp.push_lossy(b".tmp");
+    // Cut short means it did not fit.
+    if tmp.len() != name.len() + 4 {
+        return Err(Errno::NAMETOOLONG);
+    }
     let (mut tmp_c, mut name_c) = (CBuf::new(), CBuf::new());
     let (tmp_c, name_c) = (tmp_c.c_str(tmp.as_bytes())?, name_c.c_str(name)?);
     let flags =
