@@ -56,17 +56,18 @@ impl Root {
                 continue;
             }
             let prefix = rel.get(..end - 1).unwrap_or(rel);
-            parent = match self.dir(prefix) {
+            let opened = match self.dir(prefix) {
                 Err(Errno::NOENT) => {
                     let mut c = CBuf::new();
                     let made =
                         rustix::fs::mkdirat(&parent, c.c_str(comp)?, Mode::from_raw_mode(mode));
                     // EEXIST here means a dangling symlink: refuse rather than guess.
                     made.map_err(|e| if e == Errno::EXIST { Errno::LOOP } else { e })?;
-                    self.dir(prefix)?
+                    self.dir(prefix)
                 }
-                r => r?,
+                r => r,
             };
+            parent = opened?;
         }
         Ok(parent)
     }
