@@ -172,16 +172,22 @@ impl Table {
 
 fn matches(e: &Entry, dev: &Device) -> bool {
     let want = dev.value.as_bytes();
-    match dev.kind {
-        DeviceKind::Label => e.fs.as_ref().is_some_and(|f| f.label.as_bytes() == want),
-        DeviceKind::Uuid => {
-            e.fs.as_ref()
-                .is_some_and(|f| f.uuid.as_bytes().eq_ignore_ascii_case(want))
+    let have = match dev.kind {
+        DeviceKind::Label => e.fs.as_ref().map(|f| f.label.as_bytes()),
+        DeviceKind::Uuid => e.fs.as_ref().map(|f| f.uuid.as_bytes()),
+        DeviceKind::PartLabel => Some(e.partlabel.as_bytes()),
+        DeviceKind::PartUuid => Some(e.partuuid.as_bytes()),
+        DeviceKind::Path => None,
+    };
+    // Ids are hex, written in either case; labels match exactly.
+    let is_id = matches!(dev.kind, DeviceKind::Uuid | DeviceKind::PartUuid);
+    have.is_some_and(|h| {
+        if is_id {
+            h.eq_ignore_ascii_case(want)
+        } else {
+            h == want
         }
-        DeviceKind::PartLabel => e.partlabel.as_bytes() == want,
-        DeviceKind::PartUuid => e.partuuid.as_bytes().eq_ignore_ascii_case(want),
-        DeviceKind::Path => false,
-    }
+    })
 }
 
 fn sys_path(name: &[u8], file: &[u8]) -> Text<128> {
