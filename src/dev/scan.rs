@@ -181,12 +181,12 @@ fn matches(e: &Entry, dev: &Device) -> bool {
     };
     // Ids are hex, written in either case; labels match exactly.
     let is_id = matches!(dev.kind, DeviceKind::Uuid | DeviceKind::PartUuid);
+    // A plain loop: core's `eq_ignore_ascii_case` is several times larger.
     have.is_some_and(|h| {
-        if is_id {
-            h.eq_ignore_ascii_case(want)
-        } else {
-            h == want
-        }
+        h.len() == want.len()
+            && h.iter()
+                .zip(want)
+                .all(|(a, b)| a == b || (is_id && a.to_ascii_lowercase() == b.to_ascii_lowercase()))
     })
 }
 
