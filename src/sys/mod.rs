@@ -44,7 +44,8 @@ impl CBuf {
     #[inline(never)]
     pub fn c_str(&mut self, s: &[u8]) -> Result<&CStr> {
         let dst = self.buf.get_mut(..=s.len()).ok_or(Errno::NAMETOOLONG)?;
-        if s.contains(&0) {
+        // A plain loop: `contains` brings its own copy of core's word-at-a-time `memchr`.
+        if s.iter().any(|&c| c == 0) {
             return Err(Errno::INVAL);
         }
         let p = dst.as_mut_ptr().cast::<u8>();
