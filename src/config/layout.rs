@@ -136,25 +136,34 @@ fn line_of(text: &[u8], pos: usize) -> u32 {
     1 + before.iter().filter(|&&c| c == b'\n').count() as u32
 }
 
-/// Double-quote escapes: `\n` `\r` become newline and CR, `\$` stays for [`expand`] to protect
-/// the `$`, any other `\x` becomes `x`.
-fn unescape(s: &[u8], out: &mut Text<MAX_VALUE>) -> Result<(), Full> {
-    out.clear();
-    let mut bytes = s.iter();
-    while let Some(&c) = bytes.next() {
-        if c != b'\\' {
-            out.push_byte(c)?;
-            continue;
+/// Double-quote escapes, in place: `\n` `\r` become newline and CR, `\$` stays for [`expand`]
+/// to protect the `$`, any other `\x` becomes `x`. Returns the new length (never longer: every
+/// escape shrinks or keeps its two bytes).
+fn unescape(buf: &mut [u8]) -> usize {
+    let (mut read, mut write) = (0, 0);
+    while let Some(&c) = buf.get(read) {
+        read += 1;
+        let mut out = c;
+        if c == b'\\' {
+            match buf.get(read) {
+                // `\$` is copied as it is (the `$` on the next turn); so is a final `\`.
+                Some(b'$') | None => {}
+                Some(&next) => {
+                    read += 1;
+                    out = match next {
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        other => other,
+                    };
+                }
+            }
         }
-        match bytes.next() {
-            Some(b'n') => out.push_byte(b'\n')?,
-            Some(b'r') => out.push_byte(b'\r')?,
-            Some(b'$') => out.push(b"\\$")?,
-            Some(&other) => out.push_byte(other)?,
-            None => out.push_byte(b'\\')?,
+        if let Some(slot) = buf.get_mut(write) {
+            *slot = out;
         }
+        write += 1;
     }
-    Ok(())
+    write
 }
 
 /// godotenv's variable expansion: `$NAME`, `${NAME}` with NAME of `[A-Z0-9_]` replaced by the
@@ -218,8 +227,7 @@ pub fn parse_env(text: &[u8], vars: &mut EnvVars) -> Result<(), EnvError> {
         });
     }
     let mut scratch = Scratch {
-        raw: Text::new(),
-        unescaped: Text::new(),
+        raw: [0; MAX_VALUE],
         value: Text::new(),
     };
     let mut pos = 0;
@@ -249,9 +257,9 @@ pub fn parse_env(text: &[u8], vars: &mut EnvVars) -> Result<(), EnvError> {
 
 /// Value buffers of [`parse_env`].
 struct Scratch {
-    /// A quoted value as written.
-    raw: Text<MAX_VALUE>,
-    unescaped: Text<MAX_VALUE>,
+    /// A quoted value as written, then unescaped in place.
+    raw: [u8; MAX_VALUE],
+    /// The value after `$` expansion.
     value: Text<MAX_VALUE>,
 }
 
@@ -289,12 +297,12 @@ fn entry(
     }
     skip_blank(text, pos);
 
-    let value = &mut scratch.value;
-    match text.get(*pos) {
+    // The value as written (quoted ones unescaped) and whether `$` expands in it.
+    let (written, expands) = match text.get(*pos) {
         Some(&quote @ (b'"' | b'\'')) => {
             *pos += 1;
             let raw = &mut scratch.raw;
-            raw.clear();
+            let mut len = 0;
             let mut prev = quote;
             let mut closed = false;
             while let Some(&c) = text.get(*pos) {
@@ -306,23 +314,23 @@ fn entry(
                     closed = true;
                     break;
                 }
-                raw.push_byte(c).map_err(|_| TOO_LONG)?;
+                *raw.get_mut(len).ok_or(TOO_LONG)? = c;
+                len += 1;
                 prev = c;
             }
             if !closed {
                 return Err("unterminated quoted value");
             }
             // godotenv trims every quote character at the end (so `"a\""` reads `a\`).
-            let mut content = raw.as_bytes();
-            while let Some(shorter) = content.strip_suffix(&[quote]) {
-                content = shorter;
+            while len > 0 && raw.get(len - 1) == Some(&quote) {
+                len -= 1;
             }
+            let content = raw.get_mut(..len).unwrap_or(&mut []);
             if quote == b'"' {
-                unescape(content, &mut scratch.unescaped).map_err(|_| TOO_LONG)?;
-                expand(scratch.unescaped.as_bytes(), vars, value).map_err(|_| TOO_LONG)?;
+                let len = unescape(content);
+                (content.get(..len).unwrap_or(&[]), true)
             } else {
-                value.clear();
-                value.push(content).map_err(|_| TOO_LONG)?;
+                (&*content, false)
             }
         }
         _ => {
@@ -342,10 +350,14 @@ fn entry(
             if let Some(hash) = comment {
                 line_text = line_text.get(..hash).unwrap_or(&[]);
             }
-            expand(trim_blank(line_text), vars, value).map_err(|_| TOO_LONG)?;
+            (trim_blank(line_text), true)
         }
+    };
+    if !expands {
+        return vars.set(key, written);
     }
-    vars.set(key, value.as_bytes())
+    expand(written, vars, &mut scratch.value).map_err(|_| TOO_LONG)?;
+    vars.set(key, scratch.value.as_bytes())
 }
 
 fn trim_blank(s: &[u8]) -> &[u8] {
