@@ -485,16 +485,16 @@ impl Layout {
             // Upstream also uses the defaults when RW_PATHS is present but empty.
             add_paths(&mut self.rw_paths, "RW_PATHS", DEFAULT_RW_PATHS)?;
         }
-        for key in ["PERSISTENT_STATE_PATHS", "CUSTOM_BIND_MOUNTS"] {
-            add_paths(&mut self.binds, key, get(key))?;
-        }
-        if let Some(extra) = extra {
-            let paths = extra.get(b"PERSISTENT_STATE_PATHS").unwrap_or(&[]);
-            add_paths(
-                &mut self.binds,
+        let extra_paths = extra.and_then(|extra| extra.get(b"PERSISTENT_STATE_PATHS"));
+        for (key, paths) in [
+            ("PERSISTENT_STATE_PATHS", get("PERSISTENT_STATE_PATHS")),
+            ("CUSTOM_BIND_MOUNTS", get("CUSTOM_BIND_MOUNTS")),
+            (
                 "PERSISTENT_STATE_PATHS (extra-layout.env)",
-                paths,
-            )?;
+                extra_paths.unwrap_or(&[]),
+            ),
+        ] {
+            add_paths(&mut self.binds, key, paths)?;
         }
 
         let (overlay_key, overlay) = match get("OVERLAY") {
@@ -556,8 +556,8 @@ impl Layout {
         };
         let mut vars = EnvVars::new();
         for (key, value) in VARS.iter().take(keep) {
-            vars.set(key, value)
-                .map_err(|reason| layout_error("built-in layout", key, reason))?;
+            // Cannot fail: four short keys, values far below the limits.
+            let _ = vars.set(key, value);
         }
         Layout::from_env(&vars, None, cmdline_overlay)
     }
