@@ -313,13 +313,14 @@ fn root_state(value: &[u8]) -> (bool, Option<BootState>) {
     (live, state.map(|&(_, state)| state))
 }
 
-/// Keeps a valid mount spec, or warns and skips an invalid one.
+/// Keeps a valid mount spec, or warns and skips an invalid one; the error is why the spec
+/// does not fit.
 fn add_mount(
     mounts: &mut List<2048, MAX_MOUNTS>,
     warnings: &mut List<1024, 8>,
     key: &[u8],
     value: &[u8],
-) -> Result<(), CmdlineError> {
+) -> Result<(), &'static str> {
     if value.is_empty() {
         return Ok(());
     }
@@ -328,12 +329,11 @@ fn add_mount(
         return Ok(());
     }
     mounts.push(value).map_err(|_| {
-        let reason = if mounts.len() >= MAX_MOUNTS {
+        if mounts.len() >= MAX_MOUNTS {
             "more than 16 mounts"
         } else {
             "mount specs too long in total"
-        };
-        error(reason, value)
+        }
     })
 }
 
@@ -431,9 +431,6 @@ fn next_token<'a>(
 #[inline(never)]
 pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
     let body = text.strip_suffix(b"\n").unwrap_or(text);
-    if body.len() > MAX_CMDLINE {
-        return Err(error("command line too long", body));
-    }
     let mut c = Cmdline {
         mode: Mode::Normal,
         state: BootState::Unknown,
@@ -468,124 +465,140 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
     let mut unquoted = [0u8; MAX_CMDLINE];
     let mut used = 0;
     let mut rest = body;
-    loop {
-        let start = used;
-        let Some((raw, closed)) = next_token(&mut rest, &mut unquoted, &mut used) else {
-            break;
-        };
-        if !closed {
-            return Err(error("unterminated quote", raw));
+    // Every refusal leaves through the end of this block: why, and the offending token.
+    let (reason, token) = 'refuse: {
+        if body.len() > MAX_CMDLINE {
+            break 'refuse ("command line too long", body);
         }
-        let token = unquoted.get(start..used).unwrap_or(&[]);
-        let (key, value_start) = match token.iter().position(|&c| c == b'=') {
-            Some(eq) => (token.get(..eq).unwrap_or(&[]), start + eq + 1),
-            None => (token, used),
-        };
-        let value = unquoted.get(value_start..used).unwrap_or(&[]);
-        let found = KEYS
-            .iter()
-            .enumerate()
-            .find(|(_, (name, _, _))| name.as_bytes() == key);
-        let Some((index, &(_, what, rank))) = found else {
-            if key.starts_with(b"kairos.ram.") {
-                note_ignored(&mut c.ignored, key);
+        loop {
+            let start = used;
+            let Some((raw, closed)) = next_token(&mut rest, &mut unquoted, &mut used) else {
+                break;
+            };
+            if !closed {
+                break 'refuse ("unterminated quote", raw);
             }
-            continue;
-        };
-        match what {
-            Key::Value(slot) => {
-                let (Some(choice), Some(&(limit, refuse))) =
-                    (choices.get_mut(slot), LIMITS.get(slot))
-                else {
-                    continue;
-                };
-                if value.is_empty() || rank <= choice.rank {
-                    continue;
+            let token = unquoted.get(start..used).unwrap_or(&[]);
+            let (key, value_start) = match token.iter().position(|&c| c == b'=') {
+                Some(eq) => (token.get(..eq).unwrap_or(&[]), start + eq + 1),
+                None => (token, used),
+            };
+            let value = unquoted.get(value_start..used).unwrap_or(&[]);
+            let found = KEYS
+                .iter()
+                .enumerate()
+                .find(|(_, (name, _, _))| name.as_bytes() == key);
+            let Some((index, &(_, what, rank))) = found else {
+                if key.starts_with(b"kairos.ram.") {
+                    note_ignored(&mut c.ignored, key);
                 }
-                *choice = Choice {
-                    rank,
-                    key: index,
-                    start: value_start,
-                    len: value.len(),
-                };
-                if refuse && value.len() > limit {
-                    return Err(error("value too long", raw));
+                continue;
+            };
+            match what {
+                Key::Value(slot) => {
+                    let (Some(choice), Some(&(limit, refuse))) =
+                        (choices.get_mut(slot), LIMITS.get(slot))
+                    else {
+                        continue;
+                    };
+                    if value.is_empty() || rank <= choice.rank {
+                        continue;
+                    }
+                    *choice = Choice {
+                        rank,
+                        key: index,
+                        start: value_start,
+                        len: value.len(),
+                    };
+                    if refuse && value.len() > limit {
+                        break 'refuse ("value too long", raw);
+                    }
                 }
+                Key::CosMount | Key::ImmucoreMount => {
+                    let mounts = match what {
+                        Key::CosMount => &mut c.mounts,
+                        _ => &mut late_mounts,
+                    };
+                    if let Err(reason) = add_mount(mounts, &mut c.warnings, key, value) {
+                        break 'refuse (reason, value);
+                    }
+                }
+                Key::Flag(bit) => flags |= bit,
+                Key::OutOfScope => note_ignored(&mut c.ignored, key),
             }
-            Key::CosMount => add_mount(&mut c.mounts, &mut c.warnings, key, value)?,
-            Key::ImmucoreMount => add_mount(&mut late_mounts, &mut c.warnings, key, value)?,
-            Key::Flag(bit) => flags |= bit,
-            Key::OutOfScope => note_ignored(&mut c.ignored, key),
         }
-    }
-    for spec in late_mounts.iter() {
-        c.mounts
-            .push(spec)
-            .map_err(|_| error("more than 16 mounts", spec))?;
-    }
+        for spec in late_mounts.iter() {
+            if c.mounts.push(spec).is_err() {
+                break 'refuse ("more than 16 mounts", spec);
+            }
+        }
 
-    let unquoted = unquoted.get(..used).unwrap_or(&[]);
-    let pick = |slot| chosen(&choices, unquoted, slot);
-    if let Some((_, value, _)) = pick(IMAGE) {
-        normalize(value, &mut c.image).map_err(|reason| error(reason, value))?;
-    }
-    let warnings = &mut c.warnings;
-    let oem = checked(
-        pick(OEM_LABEL),
-        check_tag,
-        b", looking for COS_OEM",
-        warnings,
-    );
-    c.oem_label.push_lossy(oem);
-    let overlay_ok = |value: &[u8]| overlay_backing(value).map(drop);
-    let overlay = checked(pick(OVERLAY), overlay_ok, b", using tmpfs:20%", warnings);
-    c.overlay.push_lossy(match overlay {
-        [] => DEFAULT_OVERLAY,
-        spec => spec,
-    });
-    let init = checked(pick(INIT), check_path, b", using the default", warnings);
-    c.init.push_lossy(init);
+        let unquoted = unquoted.get(..used).unwrap_or(&[]);
+        let pick = |slot| chosen(&choices, unquoted, slot);
+        if let Some((_, value, _)) = pick(IMAGE) {
+            if let Err(reason) = normalize(value, &mut c.image) {
+                break 'refuse (reason, value);
+            }
+        }
+        let warnings = &mut c.warnings;
+        let oem = checked(
+            pick(OEM_LABEL),
+            check_tag,
+            b", looking for COS_OEM",
+            warnings,
+        );
+        c.oem_label.push_lossy(oem);
+        let overlay_ok = |value: &[u8]| overlay_backing(value).map(drop);
+        let overlay = checked(pick(OVERLAY), overlay_ok, b", using tmpfs:20%", warnings);
+        c.overlay.push_lossy(match overlay {
+            [] => DEFAULT_OVERLAY,
+            spec => spec,
+        });
+        let init = checked(pick(INIT), check_path, b", using the default", warnings);
+        c.init.push_lossy(init);
 
-    let (root_live, root_boot_state) = match pick(ROOT) {
-        Some((_, value, _)) => root_state(value),
-        None => (false, None),
-    };
-    if flags & DISABLE != 0 || root_live {
-        c.mode = Mode::Live;
-    }
-    // Same order as upstream §3.2, with exact tokens instead of substrings: kairos.reset, then the
-    // label in root=, then recovery-mode, then live mode.
-    c.state = if flags & RESET != 0 {
-        BootState::AutoReset
-    } else if let Some(state) = root_boot_state {
-        state
-    } else if flags & RECOVERY_MODE != 0 {
-        BootState::Recovery
-    } else if c.mode == Mode::Live {
-        BootState::Live
-    } else {
-        BootState::Unknown
-    };
-    c.debugrw = flags & DEBUG_RW != 0;
-    c.debug = flags & DEBUG != 0;
-    c.reboot_on_failure = flags & REBOOT_ON_FAILURE != 0;
+        let (root_live, root_boot_state) = match pick(ROOT) {
+            Some((_, value, _)) => root_state(value),
+            None => (false, None),
+        };
+        if flags & DISABLE != 0 || root_live {
+            c.mode = Mode::Live;
+        }
+        // Same order as upstream §3.2, with exact tokens instead of substrings: kairos.reset, then the
+        // label in root=, then recovery-mode, then live mode.
+        c.state = if flags & RESET != 0 {
+            BootState::AutoReset
+        } else if let Some(state) = root_boot_state {
+            state
+        } else if flags & RECOVERY_MODE != 0 {
+            BootState::Recovery
+        } else if c.mode == Mode::Live {
+            BootState::Live
+        } else {
+            BootState::Unknown
+        };
+        c.debugrw = flags & DEBUG_RW != 0;
+        c.debug = flags & DEBUG != 0;
+        c.reboot_on_failure = flags & REBOOT_ON_FAILURE != 0;
 
-    c.oem_timeout_s = number(pick(OEM_TIMEOUT), &OEM_TIMEOUT_S, warnings);
-    c.sysroot_wait_s = number(pick(SYSROOT_WAIT), &SYSROOT_WAIT_S, warnings);
-    c.fsck_mode = match word(pick(FSCK_MODE), &[b"skip", b"force"]) {
-        Some(0) => FsckMode::Skip,
-        Some(1) => FsckMode::Force,
-        _ => FsckMode::Auto,
+        c.oem_timeout_s = number(pick(OEM_TIMEOUT), &OEM_TIMEOUT_S, warnings);
+        c.sysroot_wait_s = number(pick(SYSROOT_WAIT), &SYSROOT_WAIT_S, warnings);
+        c.fsck_mode = match word(pick(FSCK_MODE), &[b"skip", b"force"]) {
+            Some(0) => FsckMode::Skip,
+            Some(1) => FsckMode::Force,
+            _ => FsckMode::Auto,
+        };
+        c.fsck_repair = match word(pick(FSCK_REPAIR), &[b"preen", b"yes", b"no"]) {
+            None | Some(0) => FsckRepair::Preen,
+            Some(1) => FsckRepair::Yes,
+            Some(2) => FsckRepair::No,
+            _ => FsckRepair::None,
+        };
+        // dracut's boolean words for "off".
+        c.shell_allowed = !matches!(word(pick(SHELL), &[b"0", b"no", b"off"]), Some(0..=2));
+        return Ok(c);
     };
-    c.fsck_repair = match word(pick(FSCK_REPAIR), &[b"preen", b"yes", b"no"]) {
-        None | Some(0) => FsckRepair::Preen,
-        Some(1) => FsckRepair::Yes,
-        Some(2) => FsckRepair::No,
-        _ => FsckRepair::None,
-    };
-    // dracut's boolean words for "off".
-    c.shell_allowed = !matches!(word(pick(SHELL), &[b"0", b"no", b"off"]), Some(0..=2));
-    Ok(c)
+    Err(error(reason, token))
 }
 
 /// How a device is named.
