@@ -352,11 +352,13 @@ fn entry(
             (trim_blank(line_text), true)
         }
     };
-    if !expands {
-        return vars.set(key, written);
-    }
-    expand(written, vars, &mut scratch.value).map_err(|_| TOO_LONG)?;
-    vars.set(key, scratch.value.as_bytes())
+    let value = if expands {
+        expand(written, vars, &mut scratch.value).map_err(|_| TOO_LONG)?;
+        scratch.value.as_bytes()
+    } else {
+        written
+    };
+    vars.set(key, value)
 }
 
 fn trim_blank(s: &[u8]) -> &[u8] {
