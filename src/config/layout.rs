@@ -169,44 +169,31 @@ fn unescape(buf: &mut [u8]) -> usize {
 /// value of a key set earlier in this file (empty if none); `\$` yields `$`; `$(` loses its `$`.
 fn expand(s: &[u8], vars: &EnvVars, out: &mut Text<MAX_VALUE>) -> Result<(), Full> {
     out.clear();
-    let mut i = 0;
-    while let Some(&c) = s.get(i) {
-        if c == b'\\' && s.get(i + 1) == Some(&b'$') {
-            out.push_byte(b'$')?;
-            i += 2;
-            continue;
-        }
-        if c != b'$' {
-            out.push_byte(c)?;
-            i += 1;
-            continue;
-        }
-        let mut j = i + 1;
-        if s.get(j) == Some(&b'(') {
-            i = j;
-            continue;
-        }
-        if s.get(j) == Some(&b'{') {
-            j += 1;
-        }
-        let name_start = j;
-        while s
-            .get(j)
-            .is_some_and(|&c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_')
-        {
-            j += 1;
-        }
-        let name = s.get(name_start..j).unwrap_or(&[]);
-        if name.is_empty() {
-            out.push_byte(b'$')?;
-            i += 1;
-            continue;
-        }
-        if s.get(j) == Some(&b'}') {
-            j += 1;
-        }
-        out.push(vars.get(name).unwrap_or(&[]))?;
-        i = j;
+    let mut rest = s;
+    while let [c, after @ ..] = rest {
+        // What `c` (with what follows it) stands for, and what is left after that.
+        let (piece, left): (&[u8], &[u8]) = match (c, after.first()) {
+            (b'\\', Some(b'$')) => (b"$", after.get(1..).unwrap_or(&[])),
+            (b'$', Some(b'(')) => (&[], after),
+            (b'$', _) => {
+                let name_start = after.strip_prefix(b"{").unwrap_or(after);
+                let len = name_start
+                    .iter()
+                    .take_while(|&&c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_')
+                    .count();
+                match (name_start.get(..len), name_start.get(len..)) {
+                    (Some(name), Some(tail)) if len > 0 => (
+                        vars.get(name).unwrap_or(&[]),
+                        tail.strip_prefix(b"}").unwrap_or(tail),
+                    ),
+                    // No name: the `$` stays.
+                    _ => (b"$", after),
+                }
+            }
+            _ => (core::slice::from_ref(c), after),
+        };
+        out.push(piece)?;
+        rest = left;
     }
     Ok(())
 }
