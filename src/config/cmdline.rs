@@ -175,17 +175,17 @@ fn is_space(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c')
 }
 
-/// Where each single-valued parameter is kept in `parse`.
-const ROOT: usize = 0;
-const IMAGE: usize = 1;
-const OEM_LABEL: usize = 2;
-const OEM_TIMEOUT: usize = 3;
-const OVERLAY: usize = 4;
-const SYSROOT_WAIT: usize = 5;
-const FSCK_MODE: usize = 6;
-const FSCK_REPAIR: usize = 7;
-const SHELL: usize = 8;
-const INIT: usize = 9;
+/// Where each single-valued parameter is kept in `parse` (`u8`, which keeps `KEYS` small).
+const ROOT: u8 = 0;
+const IMAGE: u8 = 1;
+const OEM_LABEL: u8 = 2;
+const OEM_TIMEOUT: u8 = 3;
+const OVERLAY: u8 = 4;
+const SYSROOT_WAIT: u8 = 5;
+const FSCK_MODE: u8 = 6;
+const FSCK_REPAIR: u8 = 7;
+const SHELL: u8 = 8;
+const INIT: u8 = 9;
 const VALUES: usize = 10;
 
 /// Longest value of each parameter above (for kept values, the capacity of their `Cmdline`
@@ -222,7 +222,8 @@ type Chosen<'a> = Option<(&'static str, &'a [u8], bool)>;
 
 /// The choice in `slot`, resolved in `unquoted` (the tokens `parse` keeps).
 #[inline(never)]
-fn chosen<'a>(choices: &[Choice; VALUES], unquoted: &'a [u8], slot: usize) -> Chosen<'a> {
+fn chosen<'a>(choices: &[Choice; VALUES], unquoted: &'a [u8], slot: u8) -> Chosen<'a> {
+    let slot = usize::from(slot);
     let choice = choices.get(slot)?;
     if choice.rank == 0 {
         return None;
@@ -349,7 +350,7 @@ const RECOVERY_MODE: u8 = 32;
 #[derive(Clone, Copy)]
 enum Key {
     /// The single-valued parameter kept in this slot (see `LIMITS`).
-    Value(usize),
+    Value(u8),
     CosMount,
     ImmucoreMount,
     /// These flag bits.
@@ -496,6 +497,7 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
             };
             match what {
                 Key::Value(slot) => {
+                    let slot = usize::from(slot);
                     let (Some(choice), Some(&(limit, refuse))) =
                         (choices.get_mut(slot), LIMITS.get(slot))
                     else {
