@@ -218,7 +218,7 @@ struct Choice {
 }
 
 /// What was chosen for a parameter: key, value (cut to the limit), and whether it was longer.
-type Chosen<'a> = Option<(&'static str, &'a [u8], bool)>;
+type Chosen<'a> = Option<(&'static [u8], &'a [u8], bool)>;
 
 /// The choice in `slot`, resolved in `unquoted` (the tokens `parse` keeps).
 #[inline(never)]
@@ -230,7 +230,7 @@ fn chosen<'a>(choices: &[Choice; VALUES], unquoted: &'a [u8], slot: u8) -> Chose
     }
     let value = unquoted.get(choice.start..choice.start + choice.len)?;
     let &(limit, _) = LIMITS.get(slot)?;
-    let &(name, _, _) = KEYS.get(choice.key)?;
+    let name = key_names().nth(choice.key)?;
     Some((
         name,
         value.get(..limit).unwrap_or(value),
@@ -274,7 +274,7 @@ fn checked<'a>(
     match check(value) {
         Ok(()) => value,
         Err(reason) => {
-            warn(warnings, key.as_bytes(), value, reason.as_bytes(), then);
+            warn(warnings, key, value, reason.as_bytes(), then);
             &[]
         }
     }
@@ -289,7 +289,7 @@ fn number(chosen: Chosen<'_>, rule: &NumberRule, warnings: &mut List<1024, 8>) -
     match parse_u64(value).and_then(|n| u32::try_from(n).ok()) {
         Some(n) if !cut && n >= rule.min => n,
         _ => {
-            warn(warnings, key.as_bytes(), value, rule.bad, b"");
+            warn(warnings, key, value, rule.bad, b"");
             rule.default
         }
     }
@@ -359,44 +359,56 @@ enum Key {
     OutOfScope,
 }
 
-/// The keys `parse` knows, with the rank of each spelling (`rd.immucore.*` = 2 beats
-/// `rd.cos.*` = 1, see `Choice`). A table rather than a `match` on byte strings, which compiles
-/// to a long chain of inline comparisons (8 KB of code, see size-report.md).
-const KEYS: &[(&str, Key, u8)] = &[
-    ("root", Key::Value(ROOT), 1),
-    ("cos-img/filename", Key::Value(IMAGE), 1),
-    ("rd.immucore.oemlabel", Key::Value(OEM_LABEL), 2),
-    ("rd.cos.oemlabel", Key::Value(OEM_LABEL), 1),
-    ("rd.immucore.oemtimeout", Key::Value(OEM_TIMEOUT), 2),
-    ("rd.cos.oemtimeout", Key::Value(OEM_TIMEOUT), 1),
-    ("rd.immucore.overlay", Key::Value(OVERLAY), 2),
-    ("rd.cos.overlay", Key::Value(OVERLAY), 1),
-    ("rd.immucore.sysrootwait", Key::Value(SYSROOT_WAIT), 1),
-    ("fsck.mode", Key::Value(FSCK_MODE), 1),
-    ("fsck.repair", Key::Value(FSCK_REPAIR), 1),
-    ("rd.shell", Key::Value(SHELL), 1),
-    ("init", Key::Value(INIT), 1),
-    ("rd.cos.mount", Key::CosMount, 1),
-    ("rd.immucore.mount", Key::ImmucoreMount, 1),
-    ("rd.cos.debugrw", Key::Flag(DEBUG_RW), 1),
-    ("rd.immucore.debugrw", Key::Flag(DEBUG_RW), 1),
-    ("rd.immucore.debug", Key::Flag(DEBUG), 1),
-    (
-        "rd.immucore.rebootonfailure",
-        Key::Flag(REBOOT_ON_FAILURE),
-        1,
-    ),
-    ("rd.cos.disable", Key::Flag(DISABLE), 1),
-    ("rd.immucore.disable", Key::Flag(DISABLE), 1),
-    ("netboot", Key::Flag(DISABLE), 1),
-    ("kairos.reset", Key::Flag(RESET), 1),
-    ("recovery-mode", Key::Flag(RECOVERY_MODE), 1),
-    ("rd.immucore.uki", Key::OutOfScope, 1),
-    ("rd.immucore.securebootdisabled", Key::OutOfScope, 1),
-    ("kairos.config_url", Key::OutOfScope, 1),
-    ("cos.setup", Key::OutOfScope, 1),
-    ("kairos.ram", Key::OutOfScope, 1),
-];
+/// Defines `KEY_NAMES`, the names of the keys `parse` knows, each followed by a space (one
+/// string: a string slice per key would take 16 bytes of table each), and `KEYS`, what each one
+/// sets, in the same order.
+macro_rules! keys {
+    ($($name:literal => $key:expr, $rank:literal;)*) => {
+        const KEY_NAMES: &str = concat!($($name, " "),*);
+        const KEYS: &[(Key, u8)] = &[$(($key, $rank)),*];
+    };
+}
+
+// The keys `parse` knows, with the rank of each spelling (`rd.immucore.*` = 2 beats
+// `rd.cos.*` = 1, see `Choice`). A table rather than a `match` on byte strings, which compiles
+// to a long chain of inline comparisons (8 KB of code, see size-report.md).
+keys! {
+    "root" => Key::Value(ROOT), 1;
+    "cos-img/filename" => Key::Value(IMAGE), 1;
+    "rd.immucore.oemlabel" => Key::Value(OEM_LABEL), 2;
+    "rd.cos.oemlabel" => Key::Value(OEM_LABEL), 1;
+    "rd.immucore.oemtimeout" => Key::Value(OEM_TIMEOUT), 2;
+    "rd.cos.oemtimeout" => Key::Value(OEM_TIMEOUT), 1;
+    "rd.immucore.overlay" => Key::Value(OVERLAY), 2;
+    "rd.cos.overlay" => Key::Value(OVERLAY), 1;
+    "rd.immucore.sysrootwait" => Key::Value(SYSROOT_WAIT), 1;
+    "fsck.mode" => Key::Value(FSCK_MODE), 1;
+    "fsck.repair" => Key::Value(FSCK_REPAIR), 1;
+    "rd.shell" => Key::Value(SHELL), 1;
+    "init" => Key::Value(INIT), 1;
+    "rd.cos.mount" => Key::CosMount, 1;
+    "rd.immucore.mount" => Key::ImmucoreMount, 1;
+    "rd.cos.debugrw" => Key::Flag(DEBUG_RW), 1;
+    "rd.immucore.debugrw" => Key::Flag(DEBUG_RW), 1;
+    "rd.immucore.debug" => Key::Flag(DEBUG), 1;
+    "rd.immucore.rebootonfailure" => Key::Flag(REBOOT_ON_FAILURE), 1;
+    "rd.cos.disable" => Key::Flag(DISABLE), 1;
+    "rd.immucore.disable" => Key::Flag(DISABLE), 1;
+    "netboot" => Key::Flag(DISABLE), 1;
+    "kairos.reset" => Key::Flag(RESET), 1;
+    "recovery-mode" => Key::Flag(RECOVERY_MODE), 1;
+    "rd.immucore.uki" => Key::OutOfScope, 1;
+    "rd.immucore.securebootdisabled" => Key::OutOfScope, 1;
+    "kairos.config_url" => Key::OutOfScope, 1;
+    "cos.setup" => Key::OutOfScope, 1;
+    "kairos.ram" => Key::OutOfScope, 1;
+}
+
+/// The names in `KEY_NAMES`, in order (then an empty one, after the last space, which has no
+/// entry in `KEYS`).
+fn key_names() -> impl Iterator<Item = &'static [u8]> {
+    KEY_NAMES.as_bytes().split(|&c| c == b' ')
+}
 
 /// Splits the next token off `rest` the way the kernel does (a double quote may wrap spaces,
 /// anywhere in the token) and appends it without its quotes to `unquoted` at `used`. Returns the
@@ -485,11 +497,8 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
                 None => (token, used),
             };
             let value = unquoted.get(value_start..used).unwrap_or(&[]);
-            let found = KEYS
-                .iter()
-                .enumerate()
-                .find(|(_, (name, _, _))| name.as_bytes() == key);
-            let Some((index, &(_, what, rank))) = found else {
+            let index = key_names().position(|name| name == key);
+            let Some((index, &(what, rank))) = index.and_then(|i| Some((i, KEYS.get(i)?))) else {
                 if key.starts_with(b"kairos.ram.") {
                     note_ignored(&mut c.ignored, key);
                 }
