@@ -191,18 +191,18 @@ const VALUES: usize = 10;
 /// Longest value of each parameter above (for kept values, the capacity of their `Cmdline`
 /// field), and whether a longer one is refused ("value too long"). Numbers that do not fit are
 /// reported as bad numbers instead, and unknown words just mean "default", so those are only
-/// judged at the end.
-const LIMITS: [(usize, bool); VALUES] = [
-    (MAX_CMDLINE, true), // ROOT
-    (256, true),         // IMAGE
-    (64, true),          // OEM_LABEL
-    (24, false),         // OEM_TIMEOUT
-    (128, true),         // OVERLAY
-    (24, false),         // SYSROOT_WAIT
-    (8, false),          // FSCK_MODE
-    (8, false),          // FSCK_REPAIR
-    (8, false),          // SHELL
-    (256, true),         // INIT
+/// judged at the end. (`u16`: a smaller table.)
+const LIMITS: [(u16, bool); VALUES] = [
+    (4096, true), // ROOT (MAX_CMDLINE)
+    (256, true),  // IMAGE
+    (64, true),   // OEM_LABEL
+    (24, false),  // OEM_TIMEOUT
+    (128, true),  // OVERLAY
+    (24, false),  // SYSROOT_WAIT
+    (8, false),   // FSCK_MODE
+    (8, false),   // FSCK_REPAIR
+    (8, false),   // SHELL
+    (256, true),  // INIT
 ];
 
 /// A single-valued parameter: the first non-empty value of the highest-ranked spelling
@@ -229,7 +229,7 @@ fn chosen<'a>(choices: &[Choice; VALUES], unquoted: &'a [u8], slot: u8) -> Chose
         return None;
     }
     let value = unquoted.get(choice.start..choice.start + choice.len)?;
-    let &(limit, _) = LIMITS.get(slot)?;
+    let limit = usize::from(LIMITS.get(slot)?.0);
     let name = key_names().nth(choice.key)?;
     Some((
         name,
@@ -521,7 +521,7 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
                         start: value_start,
                         len: value.len(),
                     };
-                    if refuse && value.len() > limit {
+                    if refuse && value.len() > usize::from(limit) {
                         break 'refuse ("value too long", raw);
                     }
                 }
