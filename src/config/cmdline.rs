@@ -302,16 +302,18 @@ fn root_state(value: &[u8]) -> (bool, Option<BootState>) {
         Some(rest) => (true, rest),
         None => (false, value),
     };
-    const PREFIXES: [&[u8]; 3] = [b"LABEL=", b"CDLABEL=", b"/dev/disk/by-label/"];
-    const STATES: [(&[u8], BootState); 4] = [
-        (b"COS_ACTIVE", BootState::Active),
-        (b"COS_PASSIVE", BootState::Passive),
-        (b"COS_RECOVERY", BootState::Recovery),
-        (b"COS_SYSTEM", BootState::Recovery),
+    const PREFIXES: &[u8] = b"LABEL= CDLABEL= /dev/disk/by-label/";
+    // The labels, then the state of each.
+    const LABELS: &[u8] = b"COS_ACTIVE COS_PASSIVE COS_RECOVERY COS_SYSTEM";
+    const STATES: [BootState; 4] = [
+        BootState::Active,
+        BootState::Passive,
+        BootState::Recovery,
+        BootState::Recovery,
     ];
-    let label = PREFIXES.iter().find_map(|p| rest.strip_prefix(*p));
-    let state = label.and_then(|l| STATES.iter().find(|(name, _)| *name == l));
-    (live, state.map(|&(_, state)| state))
+    let label = words(PREFIXES).find_map(|p| rest.strip_prefix(p));
+    let state = label.and_then(|l| words(LABELS).position(|name| name == l));
+    (live, state.and_then(|i| STATES.get(i).copied()))
 }
 
 /// Keeps a valid mount spec, or warns and skips an invalid one; the error is why the spec
@@ -407,7 +409,13 @@ keys! {
 /// The names in `KEY_NAMES`, in order (then an empty one, after the last space, which has no
 /// entry in `KEYS`).
 fn key_names() -> impl Iterator<Item = &'static [u8]> {
-    KEY_NAMES.as_bytes().split(|&c| c == b' ')
+    words(KEY_NAMES.as_bytes())
+}
+
+/// The words of a space-separated list: word tables kept as one string, since a string slice
+/// per word takes 16 bytes of table (one function, so one copy of the splitting code).
+pub(crate) fn words(list: &'static [u8]) -> impl Iterator<Item = &'static [u8]> {
+    list.split(|&c| c == b' ')
 }
 
 /// Splits the next token off `rest` the way the kernel does (a double quote may wrap spaces,
