@@ -238,12 +238,12 @@ fn chosen<'a>(choices: &[Choice; VALUES], unquoted: &'a [u8], slot: u8) -> Chose
     ))
 }
 
-/// Index in `words` of the chosen word: `None` when absent, `words.len()` for any other
-/// value (including one cut to its limit).
-fn word(chosen: Chosen<'_>, words: &[&[u8]]) -> Option<usize> {
+/// Index of the chosen word in the space-separated `list`: `None` when absent, `usize::MAX`
+/// for any other value (including one cut to its limit).
+fn word(chosen: Chosen<'_>, list: &'static [u8]) -> Option<usize> {
     let (_, value, cut) = chosen?;
-    let known = words.iter().position(|w| *w == value).filter(|_| !cut);
-    Some(known.unwrap_or(words.len()))
+    let known = words(list).position(|w| w == value).filter(|_| !cut);
+    Some(known.unwrap_or(usize::MAX))
 }
 
 /// Records an out-of-scope key once; the list only feeds a debug line, so a full one drops it.
@@ -602,19 +602,19 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
 
         c.oem_timeout_s = number(pick(OEM_TIMEOUT), &OEM_TIMEOUT_S, warnings);
         c.sysroot_wait_s = number(pick(SYSROOT_WAIT), &SYSROOT_WAIT_S, warnings);
-        c.fsck_mode = match word(pick(FSCK_MODE), &[b"skip", b"force"]) {
+        c.fsck_mode = match word(pick(FSCK_MODE), b"skip force") {
             Some(0) => FsckMode::Skip,
             Some(1) => FsckMode::Force,
             _ => FsckMode::Auto,
         };
-        c.fsck_repair = match word(pick(FSCK_REPAIR), &[b"preen", b"yes", b"no"]) {
+        c.fsck_repair = match word(pick(FSCK_REPAIR), b"preen yes no") {
             None | Some(0) => FsckRepair::Preen,
             Some(1) => FsckRepair::Yes,
             Some(2) => FsckRepair::No,
             _ => FsckRepair::None,
         };
         // dracut's boolean words for "off".
-        c.shell_allowed = !matches!(word(pick(SHELL), &[b"0", b"no", b"off"]), Some(0..=2));
+        c.shell_allowed = !matches!(word(pick(SHELL), b"0 no off"), Some(0..=2));
         return Ok(c);
     };
     Err(error(reason, token))
