@@ -78,9 +78,9 @@ impl BootState {
     /// Sub-directory of the sysext/confext stores used in this state.
     pub fn extension_dir(self) -> Option<&'static str> {
         match self {
-            BootState::Active => Some("active"),
-            BootState::Passive => Some("passive"),
-            BootState::Recovery | BootState::AutoReset => Some("recovery"),
+            // The names of the states (one table of strings instead of two).
+            BootState::Active | BootState::Passive | BootState::Recovery => Some(self.name()),
+            BootState::AutoReset => Some(BootState::Recovery.name()),
             BootState::Live | BootState::Unknown => None,
         }
     }
