@@ -78,22 +78,17 @@ impl BootState {
     /// Sub-directory of the sysext/confext stores used in this state.
     pub fn extension_dir(self) -> Option<&'static str> {
         match self {
-            // The names of the states (one table of strings instead of two).
             BootState::Active | BootState::Passive | BootState::Recovery => Some(self.name()),
             BootState::AutoReset => Some(BootState::Recovery.name()),
             BootState::Live | BootState::Unknown => None,
         }
     }
 
+    /// `active`, `passive`, `recovery`, `autoreset`, `live` or `unknown`: the sentinel name
+    /// without its `_mode` (one table of strings instead of two).
     pub fn name(self) -> &'static str {
-        match self {
-            BootState::Active => "active",
-            BootState::Passive => "passive",
-            BootState::Recovery => "recovery",
-            BootState::AutoReset => "autoreset",
-            BootState::Live => "live",
-            BootState::Unknown => "unknown",
-        }
+        let sentinel = self.sentinel();
+        sentinel.strip_suffix("_mode").unwrap_or(sentinel)
     }
 }
 
