@@ -78,22 +78,17 @@ impl BootState {
     /// Sub-directory of the sysext/confext stores used in this state.
     pub fn extension_dir(self) -> Option<&'static str> {
         match self {
-            BootState::Active => Some("active"),
-            BootState::Passive => Some("passive"),
-            BootState::Recovery | BootState::AutoReset => Some("recovery"),
+            BootState::Active | BootState::Passive | BootState::Recovery => Some(self.name()),
+            BootState::AutoReset => Some(BootState::Recovery.name()),
             BootState::Live | BootState::Unknown => None,
         }
     }
 
+    /// `active`, `passive`, `recovery`, `autoreset`, `live` or `unknown`: the sentinel name
+    /// without its `_mode` (one table of strings instead of two).
     pub fn name(self) -> &'static str {
-        match self {
-            BootState::Active => "active",
-            BootState::Passive => "passive",
-            BootState::Recovery => "recovery",
-            BootState::AutoReset => "autoreset",
-            BootState::Live => "live",
-            BootState::Unknown => "unknown",
-        }
+        let sentinel = self.sentinel();
+        sentinel.strip_suffix("_mode").unwrap_or(sentinel)
     }
 }
 
@@ -175,34 +170,34 @@ fn is_space(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c')
 }
 
-/// Where each single-valued parameter is kept in `parse`.
-const ROOT: usize = 0;
-const IMAGE: usize = 1;
-const OEM_LABEL: usize = 2;
-const OEM_TIMEOUT: usize = 3;
-const OVERLAY: usize = 4;
-const SYSROOT_WAIT: usize = 5;
-const FSCK_MODE: usize = 6;
-const FSCK_REPAIR: usize = 7;
-const SHELL: usize = 8;
-const INIT: usize = 9;
+/// Where each single-valued parameter is kept in `parse` (`u8`, which keeps `KEYS` small).
+const ROOT: u8 = 0;
+const IMAGE: u8 = 1;
+const OEM_LABEL: u8 = 2;
+const OEM_TIMEOUT: u8 = 3;
+const OVERLAY: u8 = 4;
+const SYSROOT_WAIT: u8 = 5;
+const FSCK_MODE: u8 = 6;
+const FSCK_REPAIR: u8 = 7;
+const SHELL: u8 = 8;
+const INIT: u8 = 9;
 const VALUES: usize = 10;
 
 /// Longest value of each parameter above (for kept values, the capacity of their `Cmdline`
 /// field), and whether a longer one is refused ("value too long"). Numbers that do not fit are
 /// reported as bad numbers instead, and unknown words just mean "default", so those are only
-/// judged at the end.
-const LIMITS: [(usize, bool); VALUES] = [
-    (MAX_CMDLINE, true), // ROOT
-    (256, true),         // IMAGE
-    (64, true),          // OEM_LABEL
-    (24, false),         // OEM_TIMEOUT
-    (128, true),         // OVERLAY
-    (24, false),         // SYSROOT_WAIT
-    (8, false),          // FSCK_MODE
-    (8, false),          // FSCK_REPAIR
-    (8, false),          // SHELL
-    (256, true),         // INIT
+/// judged at the end. (`u16`: a smaller table.)
+const LIMITS: [(u16, bool); VALUES] = [
+    (4096, true), // ROOT (MAX_CMDLINE)
+    (256, true),  // IMAGE
+    (64, true),   // OEM_LABEL
+    (24, false),  // OEM_TIMEOUT
+    (128, true),  // OVERLAY
+    (24, false),  // SYSROOT_WAIT
+    (8, false),   // FSCK_MODE
+    (8, false),   // FSCK_REPAIR
+    (8, false),   // SHELL
+    (256, true),  // INIT
 ];
 
 /// A single-valued parameter: the first non-empty value of the highest-ranked spelling
@@ -218,18 +213,19 @@ struct Choice {
 }
 
 /// What was chosen for a parameter: key, value (cut to the limit), and whether it was longer.
-type Chosen<'a> = Option<(&'static str, &'a [u8], bool)>;
+type Chosen<'a> = Option<(&'static [u8], &'a [u8], bool)>;
 
 /// The choice in `slot`, resolved in `unquoted` (the tokens `parse` keeps).
 #[inline(never)]
-fn chosen<'a>(choices: &[Choice; VALUES], unquoted: &'a [u8], slot: usize) -> Chosen<'a> {
+fn chosen<'a>(choices: &[Choice; VALUES], unquoted: &'a [u8], slot: u8) -> Chosen<'a> {
+    let slot = usize::from(slot);
     let choice = choices.get(slot)?;
     if choice.rank == 0 {
         return None;
     }
     let value = unquoted.get(choice.start..choice.start + choice.len)?;
-    let &(limit, _) = LIMITS.get(slot)?;
-    let &(name, _, _) = KEYS.get(choice.key)?;
+    let limit = usize::from(LIMITS.get(slot)?.0);
+    let name = key_names().nth(choice.key)?;
     Some((
         name,
         value.get(..limit).unwrap_or(value),
@@ -237,12 +233,12 @@ fn chosen<'a>(choices: &[Choice; VALUES], unquoted: &'a [u8], slot: usize) -> Ch
     ))
 }
 
-/// Index in `words` of the chosen word: `None` when absent, `words.len()` for any other
-/// value (including one cut to its limit).
-fn word(chosen: Chosen<'_>, words: &[&[u8]]) -> Option<usize> {
+/// Index of the chosen word in the space-separated `list`: `None` when absent, `usize::MAX`
+/// for any other value (including one cut to its limit).
+fn word(chosen: Chosen<'_>, list: &'static [u8]) -> Option<usize> {
     let (_, value, cut) = chosen?;
-    let known = words.iter().position(|w| *w == value).filter(|_| !cut);
-    Some(known.unwrap_or(words.len()))
+    let known = words(list).position(|w| w == value).filter(|_| !cut);
+    Some(known.unwrap_or(usize::MAX))
 }
 
 /// Records an out-of-scope key once; the list only feeds a debug line, so a full one drops it.
@@ -273,7 +269,7 @@ fn checked<'a>(
     match check(value) {
         Ok(()) => value,
         Err(reason) => {
-            warn(warnings, key.as_bytes(), value, reason.as_bytes(), then);
+            warn(warnings, key, value, reason.as_bytes(), then);
             &[]
         }
     }
@@ -288,7 +284,7 @@ fn number(chosen: Chosen<'_>, rule: &NumberRule, warnings: &mut List<1024, 8>) -
     match parse_u64(value).and_then(|n| u32::try_from(n).ok()) {
         Some(n) if !cut && n >= rule.min => n,
         _ => {
-            warn(warnings, key.as_bytes(), value, rule.bad, b"");
+            warn(warnings, key, value, rule.bad, b"");
             rule.default
         }
     }
@@ -301,25 +297,28 @@ fn root_state(value: &[u8]) -> (bool, Option<BootState>) {
         Some(rest) => (true, rest),
         None => (false, value),
     };
-    const PREFIXES: [&[u8]; 3] = [b"LABEL=", b"CDLABEL=", b"/dev/disk/by-label/"];
-    const STATES: [(&[u8], BootState); 4] = [
-        (b"COS_ACTIVE", BootState::Active),
-        (b"COS_PASSIVE", BootState::Passive),
-        (b"COS_RECOVERY", BootState::Recovery),
-        (b"COS_SYSTEM", BootState::Recovery),
+    const PREFIXES: &[u8] = b"LABEL= CDLABEL= /dev/disk/by-label/";
+    // The labels, then the state of each.
+    const LABELS: &[u8] = b"COS_ACTIVE COS_PASSIVE COS_RECOVERY COS_SYSTEM";
+    const STATES: [BootState; 4] = [
+        BootState::Active,
+        BootState::Passive,
+        BootState::Recovery,
+        BootState::Recovery,
     ];
-    let label = PREFIXES.iter().find_map(|p| rest.strip_prefix(*p));
-    let state = label.and_then(|l| STATES.iter().find(|(name, _)| *name == l));
-    (live, state.map(|&(_, state)| state))
+    let label = words(PREFIXES).find_map(|p| rest.strip_prefix(p));
+    let state = label.and_then(|l| words(LABELS).position(|name| name == l));
+    (live, state.and_then(|i| STATES.get(i).copied()))
 }
 
-/// Keeps a valid mount spec, or warns and skips an invalid one.
+/// Keeps a valid mount spec, or warns and skips an invalid one; the error is why the spec
+/// does not fit.
 fn add_mount(
     mounts: &mut List<2048, MAX_MOUNTS>,
     warnings: &mut List<1024, 8>,
     key: &[u8],
     value: &[u8],
-) -> Result<(), CmdlineError> {
+) -> Result<(), &'static str> {
     if value.is_empty() {
         return Ok(());
     }
@@ -328,12 +327,11 @@ fn add_mount(
         return Ok(());
     }
     mounts.push(value).map_err(|_| {
-        let reason = if mounts.len() >= MAX_MOUNTS {
+        if mounts.len() >= MAX_MOUNTS {
             "more than 16 mounts"
         } else {
             "mount specs too long in total"
-        };
-        error(reason, value)
+        }
     })
 }
 
@@ -349,7 +347,7 @@ const RECOVERY_MODE: u8 = 32;
 #[derive(Clone, Copy)]
 enum Key {
     /// The single-valued parameter kept in this slot (see `LIMITS`).
-    Value(usize),
+    Value(u8),
     CosMount,
     ImmucoreMount,
     /// These flag bits.
@@ -358,44 +356,62 @@ enum Key {
     OutOfScope,
 }
 
-/// The keys `parse` knows, with the rank of each spelling (`rd.immucore.*` = 2 beats
-/// `rd.cos.*` = 1, see `Choice`). A table rather than a `match` on byte strings, which compiles
-/// to a long chain of inline comparisons (8 KB of code, see size-report.md).
-const KEYS: &[(&str, Key, u8)] = &[
-    ("root", Key::Value(ROOT), 1),
-    ("cos-img/filename", Key::Value(IMAGE), 1),
-    ("rd.immucore.oemlabel", Key::Value(OEM_LABEL), 2),
-    ("rd.cos.oemlabel", Key::Value(OEM_LABEL), 1),
-    ("rd.immucore.oemtimeout", Key::Value(OEM_TIMEOUT), 2),
-    ("rd.cos.oemtimeout", Key::Value(OEM_TIMEOUT), 1),
-    ("rd.immucore.overlay", Key::Value(OVERLAY), 2),
-    ("rd.cos.overlay", Key::Value(OVERLAY), 1),
-    ("rd.immucore.sysrootwait", Key::Value(SYSROOT_WAIT), 1),
-    ("fsck.mode", Key::Value(FSCK_MODE), 1),
-    ("fsck.repair", Key::Value(FSCK_REPAIR), 1),
-    ("rd.shell", Key::Value(SHELL), 1),
-    ("init", Key::Value(INIT), 1),
-    ("rd.cos.mount", Key::CosMount, 1),
-    ("rd.immucore.mount", Key::ImmucoreMount, 1),
-    ("rd.cos.debugrw", Key::Flag(DEBUG_RW), 1),
-    ("rd.immucore.debugrw", Key::Flag(DEBUG_RW), 1),
-    ("rd.immucore.debug", Key::Flag(DEBUG), 1),
-    (
-        "rd.immucore.rebootonfailure",
-        Key::Flag(REBOOT_ON_FAILURE),
-        1,
-    ),
-    ("rd.cos.disable", Key::Flag(DISABLE), 1),
-    ("rd.immucore.disable", Key::Flag(DISABLE), 1),
-    ("netboot", Key::Flag(DISABLE), 1),
-    ("kairos.reset", Key::Flag(RESET), 1),
-    ("recovery-mode", Key::Flag(RECOVERY_MODE), 1),
-    ("rd.immucore.uki", Key::OutOfScope, 1),
-    ("rd.immucore.securebootdisabled", Key::OutOfScope, 1),
-    ("kairos.config_url", Key::OutOfScope, 1),
-    ("cos.setup", Key::OutOfScope, 1),
-    ("kairos.ram", Key::OutOfScope, 1),
-];
+/// Defines `KEY_NAMES`, the names of the keys `parse` knows, each followed by a space (one
+/// string: a string slice per key would take 16 bytes of table each), and `KEYS`, what each one
+/// sets, in the same order.
+macro_rules! keys {
+    ($($name:literal => $key:expr, $rank:literal;)*) => {
+        const KEY_NAMES: &str = concat!($($name, " "),*);
+        const KEYS: &[(Key, u8)] = &[$(($key, $rank)),*];
+    };
+}
+
+// The keys `parse` knows, with the rank of each spelling (`rd.immucore.*` = 2 beats
+// `rd.cos.*` = 1, see `Choice`). A table rather than a `match` on byte strings, which compiles
+// to a long chain of inline comparisons (8 KB of code, see size-report.md).
+keys! {
+    "root" => Key::Value(ROOT), 1;
+    "cos-img/filename" => Key::Value(IMAGE), 1;
+    "rd.immucore.oemlabel" => Key::Value(OEM_LABEL), 2;
+    "rd.cos.oemlabel" => Key::Value(OEM_LABEL), 1;
+    "rd.immucore.oemtimeout" => Key::Value(OEM_TIMEOUT), 2;
+    "rd.cos.oemtimeout" => Key::Value(OEM_TIMEOUT), 1;
+    "rd.immucore.overlay" => Key::Value(OVERLAY), 2;
+    "rd.cos.overlay" => Key::Value(OVERLAY), 1;
+    "rd.immucore.sysrootwait" => Key::Value(SYSROOT_WAIT), 1;
+    "fsck.mode" => Key::Value(FSCK_MODE), 1;
+    "fsck.repair" => Key::Value(FSCK_REPAIR), 1;
+    "rd.shell" => Key::Value(SHELL), 1;
+    "init" => Key::Value(INIT), 1;
+    "rd.cos.mount" => Key::CosMount, 1;
+    "rd.immucore.mount" => Key::ImmucoreMount, 1;
+    "rd.cos.debugrw" => Key::Flag(DEBUG_RW), 1;
+    "rd.immucore.debugrw" => Key::Flag(DEBUG_RW), 1;
+    "rd.immucore.debug" => Key::Flag(DEBUG), 1;
+    "rd.immucore.rebootonfailure" => Key::Flag(REBOOT_ON_FAILURE), 1;
+    "rd.cos.disable" => Key::Flag(DISABLE), 1;
+    "rd.immucore.disable" => Key::Flag(DISABLE), 1;
+    "netboot" => Key::Flag(DISABLE), 1;
+    "kairos.reset" => Key::Flag(RESET), 1;
+    "recovery-mode" => Key::Flag(RECOVERY_MODE), 1;
+    "rd.immucore.uki" => Key::OutOfScope, 1;
+    "rd.immucore.securebootdisabled" => Key::OutOfScope, 1;
+    "kairos.config_url" => Key::OutOfScope, 1;
+    "cos.setup" => Key::OutOfScope, 1;
+    "kairos.ram" => Key::OutOfScope, 1;
+}
+
+/// The names in `KEY_NAMES`, in order (then an empty one, after the last space, which has no
+/// entry in `KEYS`).
+fn key_names() -> impl Iterator<Item = &'static [u8]> {
+    words(KEY_NAMES.as_bytes())
+}
+
+/// The words of a space-separated list: word tables kept as one string, since a string slice
+/// per word takes 16 bytes of table (one function, so one copy of the splitting code).
+pub(crate) fn words(list: &'static [u8]) -> impl Iterator<Item = &'static [u8]> {
+    list.split(|&c| c == b' ')
+}
 
 /// Splits the next token off `rest` the way the kernel does (a double quote may wrap spaces,
 /// anywhere in the token) and appends it without its quotes to `unquoted` at `used`. Returns the
@@ -431,9 +447,6 @@ fn next_token<'a>(
 #[inline(never)]
 pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
     let body = text.strip_suffix(b"\n").unwrap_or(text);
-    if body.len() > MAX_CMDLINE {
-        return Err(error("command line too long", body));
-    }
     let mut c = Cmdline {
         mode: Mode::Normal,
         state: BootState::Unknown,
@@ -468,124 +481,138 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
     let mut unquoted = [0u8; MAX_CMDLINE];
     let mut used = 0;
     let mut rest = body;
-    loop {
-        let start = used;
-        let Some((raw, closed)) = next_token(&mut rest, &mut unquoted, &mut used) else {
-            break;
-        };
-        if !closed {
-            return Err(error("unterminated quote", raw));
+    // Every refusal leaves through the end of this block: why, and the offending token.
+    let (reason, token) = 'refuse: {
+        if body.len() > MAX_CMDLINE {
+            break 'refuse ("command line too long", body);
         }
-        let token = unquoted.get(start..used).unwrap_or(&[]);
-        let (key, value_start) = match token.iter().position(|&c| c == b'=') {
-            Some(eq) => (token.get(..eq).unwrap_or(&[]), start + eq + 1),
-            None => (token, used),
-        };
-        let value = unquoted.get(value_start..used).unwrap_or(&[]);
-        let found = KEYS
-            .iter()
-            .enumerate()
-            .find(|(_, (name, _, _))| name.as_bytes() == key);
-        let Some((index, &(_, what, rank))) = found else {
-            if key.starts_with(b"kairos.ram.") {
-                note_ignored(&mut c.ignored, key);
+        loop {
+            let start = used;
+            let Some((raw, closed)) = next_token(&mut rest, &mut unquoted, &mut used) else {
+                break;
+            };
+            if !closed {
+                break 'refuse ("unterminated quote", raw);
             }
-            continue;
-        };
-        match what {
-            Key::Value(slot) => {
-                let (Some(choice), Some(&(limit, refuse))) =
-                    (choices.get_mut(slot), LIMITS.get(slot))
-                else {
-                    continue;
-                };
-                if value.is_empty() || rank <= choice.rank {
-                    continue;
+            let token = unquoted.get(start..used).unwrap_or(&[]);
+            let (key, value_start) = match token.iter().position(|&c| c == b'=') {
+                Some(eq) => (token.get(..eq).unwrap_or(&[]), start + eq + 1),
+                None => (token, used),
+            };
+            let value = unquoted.get(value_start..used).unwrap_or(&[]);
+            let index = key_names().position(|name| name == key);
+            let Some((index, &(what, rank))) = index.and_then(|i| Some((i, KEYS.get(i)?))) else {
+                if key.starts_with(b"kairos.ram.") {
+                    note_ignored(&mut c.ignored, key);
                 }
-                *choice = Choice {
-                    rank,
-                    key: index,
-                    start: value_start,
-                    len: value.len(),
-                };
-                if refuse && value.len() > limit {
-                    return Err(error("value too long", raw));
+                continue;
+            };
+            match what {
+                Key::Value(slot) => {
+                    let slot = usize::from(slot);
+                    let (Some(choice), Some(&(limit, refuse))) =
+                        (choices.get_mut(slot), LIMITS.get(slot))
+                    else {
+                        continue;
+                    };
+                    if value.is_empty() || rank <= choice.rank {
+                        continue;
+                    }
+                    *choice = Choice {
+                        rank,
+                        key: index,
+                        start: value_start,
+                        len: value.len(),
+                    };
+                    if refuse && value.len() > usize::from(limit) {
+                        break 'refuse ("value too long", raw);
+                    }
                 }
+                Key::CosMount | Key::ImmucoreMount => {
+                    let mounts = match what {
+                        Key::CosMount => &mut c.mounts,
+                        _ => &mut late_mounts,
+                    };
+                    if let Err(reason) = add_mount(mounts, &mut c.warnings, key, value) {
+                        break 'refuse (reason, value);
+                    }
+                }
+                Key::Flag(bit) => flags |= bit,
+                Key::OutOfScope => note_ignored(&mut c.ignored, key),
             }
-            Key::CosMount => add_mount(&mut c.mounts, &mut c.warnings, key, value)?,
-            Key::ImmucoreMount => add_mount(&mut late_mounts, &mut c.warnings, key, value)?,
-            Key::Flag(bit) => flags |= bit,
-            Key::OutOfScope => note_ignored(&mut c.ignored, key),
         }
-    }
-    for spec in late_mounts.iter() {
-        c.mounts
-            .push(spec)
-            .map_err(|_| error("more than 16 mounts", spec))?;
-    }
+        for spec in late_mounts.iter() {
+            if c.mounts.push(spec).is_err() {
+                break 'refuse ("more than 16 mounts", spec);
+            }
+        }
 
-    let unquoted = unquoted.get(..used).unwrap_or(&[]);
-    let pick = |slot| chosen(&choices, unquoted, slot);
-    if let Some((_, value, _)) = pick(IMAGE) {
-        normalize(value, &mut c.image).map_err(|reason| error(reason, value))?;
-    }
-    let warnings = &mut c.warnings;
-    let oem = checked(
-        pick(OEM_LABEL),
-        check_tag,
-        b", looking for COS_OEM",
-        warnings,
-    );
-    c.oem_label.push_lossy(oem);
-    let overlay_ok = |value: &[u8]| overlay_backing(value).map(drop);
-    let overlay = checked(pick(OVERLAY), overlay_ok, b", using tmpfs:20%", warnings);
-    c.overlay.push_lossy(match overlay {
-        [] => DEFAULT_OVERLAY,
-        spec => spec,
-    });
-    let init = checked(pick(INIT), check_path, b", using the default", warnings);
-    c.init.push_lossy(init);
+        let unquoted = unquoted.get(..used).unwrap_or(&[]);
+        let pick = |slot| chosen(&choices, unquoted, slot);
+        if let Some((_, value, _)) = pick(IMAGE) {
+            if let Err(reason) = normalize(value, &mut c.image) {
+                break 'refuse (reason, value);
+            }
+        }
+        let warnings = &mut c.warnings;
+        let oem = checked(
+            pick(OEM_LABEL),
+            check_tag,
+            b", looking for COS_OEM",
+            warnings,
+        );
+        c.oem_label.push_lossy(oem);
+        let overlay_ok = |value: &[u8]| overlay_backing(value).map(drop);
+        let overlay = checked(pick(OVERLAY), overlay_ok, b", using tmpfs:20%", warnings);
+        c.overlay.push_lossy(match overlay {
+            [] => DEFAULT_OVERLAY,
+            spec => spec,
+        });
+        let init = checked(pick(INIT), check_path, b", using the default", warnings);
+        c.init.push_lossy(init);
 
-    let (root_live, root_boot_state) = match pick(ROOT) {
-        Some((_, value, _)) => root_state(value),
-        None => (false, None),
-    };
-    if flags & DISABLE != 0 || root_live {
-        c.mode = Mode::Live;
-    }
-    // Same order as upstream §3.2, with exact tokens instead of substrings: kairos.reset, then the
-    // label in root=, then recovery-mode, then live mode.
-    c.state = if flags & RESET != 0 {
-        BootState::AutoReset
-    } else if let Some(state) = root_boot_state {
-        state
-    } else if flags & RECOVERY_MODE != 0 {
-        BootState::Recovery
-    } else if c.mode == Mode::Live {
-        BootState::Live
-    } else {
-        BootState::Unknown
-    };
-    c.debugrw = flags & DEBUG_RW != 0;
-    c.debug = flags & DEBUG != 0;
-    c.reboot_on_failure = flags & REBOOT_ON_FAILURE != 0;
+        let (root_live, root_boot_state) = match pick(ROOT) {
+            Some((_, value, _)) => root_state(value),
+            None => (false, None),
+        };
+        if flags & DISABLE != 0 || root_live {
+            c.mode = Mode::Live;
+        }
+        // Same order as upstream §3.2, with exact tokens instead of substrings: kairos.reset, then the
+        // label in root=, then recovery-mode, then live mode.
+        c.state = if flags & RESET != 0 {
+            BootState::AutoReset
+        } else if let Some(state) = root_boot_state {
+            state
+        } else if flags & RECOVERY_MODE != 0 {
+            BootState::Recovery
+        } else if c.mode == Mode::Live {
+            BootState::Live
+        } else {
+            BootState::Unknown
+        };
+        c.debugrw = flags & DEBUG_RW != 0;
+        c.debug = flags & DEBUG != 0;
+        c.reboot_on_failure = flags & REBOOT_ON_FAILURE != 0;
 
-    c.oem_timeout_s = number(pick(OEM_TIMEOUT), &OEM_TIMEOUT_S, warnings);
-    c.sysroot_wait_s = number(pick(SYSROOT_WAIT), &SYSROOT_WAIT_S, warnings);
-    c.fsck_mode = match word(pick(FSCK_MODE), &[b"skip", b"force"]) {
-        Some(0) => FsckMode::Skip,
-        Some(1) => FsckMode::Force,
-        _ => FsckMode::Auto,
+        c.oem_timeout_s = number(pick(OEM_TIMEOUT), &OEM_TIMEOUT_S, warnings);
+        c.sysroot_wait_s = number(pick(SYSROOT_WAIT), &SYSROOT_WAIT_S, warnings);
+        c.fsck_mode = match word(pick(FSCK_MODE), b"skip force") {
+            Some(0) => FsckMode::Skip,
+            Some(1) => FsckMode::Force,
+            _ => FsckMode::Auto,
+        };
+        c.fsck_repair = match word(pick(FSCK_REPAIR), b"preen yes no") {
+            None | Some(0) => FsckRepair::Preen,
+            Some(1) => FsckRepair::Yes,
+            Some(2) => FsckRepair::No,
+            _ => FsckRepair::None,
+        };
+        // dracut's boolean words for "off".
+        c.shell_allowed = !matches!(word(pick(SHELL), b"0 no off"), Some(0..=2));
+        return Ok(c);
     };
-    c.fsck_repair = match word(pick(FSCK_REPAIR), &[b"preen", b"yes", b"no"]) {
-        None | Some(0) => FsckRepair::Preen,
-        Some(1) => FsckRepair::Yes,
-        Some(2) => FsckRepair::No,
-        _ => FsckRepair::None,
-    };
-    // dracut's boolean words for "off".
-    c.shell_allowed = !matches!(word(pick(SHELL), &[b"0", b"no", b"off"]), Some(0..=2));
-    Ok(c)
+    Err(error(reason, token))
 }
 
 /// How a device is named.

@@ -95,11 +95,10 @@ impl EnvVars {
             }
         }
         let start = self.used;
-        let dst = self
-            .store
-            .get_mut(start..start + value.len())
-            .ok_or("values too large in total")?;
-        copy_bytes(dst, value);
+        // Always there: the total was checked above.
+        if let Some(dst) = self.store.get_mut(start..start + value.len()) {
+            copy_bytes(dst, value);
+        }
         self.used += value.len();
         if let Some(span) = self.spans.get_mut(slot) {
             *span = (start as u16, value.len() as u16);
@@ -136,69 +135,65 @@ fn line_of(text: &[u8], pos: usize) -> u32 {
     1 + before.iter().filter(|&&c| c == b'\n').count() as u32
 }
 
-/// Double-quote escapes: `\n` `\r` become newline and CR, `\$` stays for [`expand`] to protect
-/// the `$`, any other `\x` becomes `x`.
-fn unescape(s: &[u8], out: &mut Text<MAX_VALUE>) -> Result<(), Full> {
-    out.clear();
-    let mut bytes = s.iter();
-    while let Some(&c) = bytes.next() {
-        if c != b'\\' {
-            out.push_byte(c)?;
-            continue;
+/// Double-quote escapes, in place: `\n` `\r` become newline and CR, `\$` stays for [`expand`]
+/// to protect the `$`, any other `\x` becomes `x`. Returns the new length (never longer: every
+/// escape shrinks or keeps its two bytes).
+fn unescape(buf: &mut [u8]) -> usize {
+    let (mut read, mut write) = (0, 0);
+    while let Some(&c) = buf.get(read) {
+        read += 1;
+        let mut out = c;
+        if c == b'\\' {
+            match buf.get(read) {
+                // `\$` is copied as it is (the `$` on the next turn); so is a final `\`.
+                Some(b'$') | None => {}
+                Some(&next) => {
+                    read += 1;
+                    out = match next {
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        other => other,
+                    };
+                }
+            }
         }
-        match bytes.next() {
-            Some(b'n') => out.push_byte(b'\n')?,
-            Some(b'r') => out.push_byte(b'\r')?,
-            Some(b'$') => out.push(b"\\$")?,
-            Some(&other) => out.push_byte(other)?,
-            None => out.push_byte(b'\\')?,
+        if let Some(slot) = buf.get_mut(write) {
+            *slot = out;
         }
+        write += 1;
     }
-    Ok(())
+    write
 }
 
 /// godotenv's variable expansion: `$NAME`, `${NAME}` with NAME of `[A-Z0-9_]` replaced by the
 /// value of a key set earlier in this file (empty if none); `\$` yields `$`; `$(` loses its `$`.
 fn expand(s: &[u8], vars: &EnvVars, out: &mut Text<MAX_VALUE>) -> Result<(), Full> {
     out.clear();
-    let mut i = 0;
-    while let Some(&c) = s.get(i) {
-        if c == b'\\' && s.get(i + 1) == Some(&b'$') {
-            out.push_byte(b'$')?;
-            i += 2;
-            continue;
-        }
-        if c != b'$' {
-            out.push_byte(c)?;
-            i += 1;
-            continue;
-        }
-        let mut j = i + 1;
-        if s.get(j) == Some(&b'(') {
-            i = j;
-            continue;
-        }
-        if s.get(j) == Some(&b'{') {
-            j += 1;
-        }
-        let name_start = j;
-        while s
-            .get(j)
-            .is_some_and(|&c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_')
-        {
-            j += 1;
-        }
-        let name = s.get(name_start..j).unwrap_or(&[]);
-        if name.is_empty() {
-            out.push_byte(b'$')?;
-            i += 1;
-            continue;
-        }
-        if s.get(j) == Some(&b'}') {
-            j += 1;
-        }
-        out.push(vars.get(name).unwrap_or(&[]))?;
-        i = j;
+    let mut rest = s;
+    while let [c, after @ ..] = rest {
+        // What `c` (with what follows it) stands for, and what is left after that.
+        let (piece, left): (&[u8], &[u8]) = match (c, after.first()) {
+            (b'\\', Some(b'$')) => (b"$", after.get(1..).unwrap_or(&[])),
+            (b'$', Some(b'(')) => (&[], after),
+            (b'$', _) => {
+                let name_start = after.strip_prefix(b"{").unwrap_or(after);
+                let len = name_start
+                    .iter()
+                    .take_while(|&&c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_')
+                    .count();
+                match (name_start.get(..len), name_start.get(len..)) {
+                    (Some(name), Some(tail)) if len > 0 => (
+                        vars.get(name).unwrap_or(&[]),
+                        tail.strip_prefix(b"}").unwrap_or(tail),
+                    ),
+                    // No name: the `$` stays.
+                    _ => (b"$", after),
+                }
+            }
+            _ => (core::slice::from_ref(c), after),
+        };
+        out.push(piece)?;
+        rest = left;
     }
     Ok(())
 }
@@ -218,8 +213,7 @@ pub fn parse_env(text: &[u8], vars: &mut EnvVars) -> Result<(), EnvError> {
         });
     }
     let mut scratch = Scratch {
-        raw: Text::new(),
-        unescaped: Text::new(),
+        raw: [0; MAX_VALUE],
         value: Text::new(),
     };
     let mut pos = 0;
@@ -249,9 +243,9 @@ pub fn parse_env(text: &[u8], vars: &mut EnvVars) -> Result<(), EnvError> {
 
 /// Value buffers of [`parse_env`].
 struct Scratch {
-    /// A quoted value as written.
-    raw: Text<MAX_VALUE>,
-    unescaped: Text<MAX_VALUE>,
+    /// A quoted value as written, then unescaped in place.
+    raw: [u8; MAX_VALUE],
+    /// The value after `$` expansion.
     value: Text<MAX_VALUE>,
 }
 
@@ -289,12 +283,12 @@ fn entry(
     }
     skip_blank(text, pos);
 
-    let value = &mut scratch.value;
-    match text.get(*pos) {
+    // The value as written (quoted ones unescaped) and whether `$` expands in it.
+    let (written, expands) = match text.get(*pos) {
         Some(&quote @ (b'"' | b'\'')) => {
             *pos += 1;
             let raw = &mut scratch.raw;
-            raw.clear();
+            let mut len = 0;
             let mut prev = quote;
             let mut closed = false;
             while let Some(&c) = text.get(*pos) {
@@ -306,23 +300,23 @@ fn entry(
                     closed = true;
                     break;
                 }
-                raw.push_byte(c).map_err(|_| TOO_LONG)?;
+                *raw.get_mut(len).ok_or(TOO_LONG)? = c;
+                len += 1;
                 prev = c;
             }
             if !closed {
                 return Err("unterminated quoted value");
             }
             // godotenv trims every quote character at the end (so `"a\""` reads `a\`).
-            let mut content = raw.as_bytes();
-            while let Some(shorter) = content.strip_suffix(&[quote]) {
-                content = shorter;
+            while len > 0 && raw.get(len - 1) == Some(&quote) {
+                len -= 1;
             }
+            let content = raw.get_mut(..len).unwrap_or(&mut []);
             if quote == b'"' {
-                unescape(content, &mut scratch.unescaped).map_err(|_| TOO_LONG)?;
-                expand(scratch.unescaped.as_bytes(), vars, value).map_err(|_| TOO_LONG)?;
+                let len = unescape(content);
+                (content.get(..len).unwrap_or(&[]), true)
             } else {
-                value.clear();
-                value.push(content).map_err(|_| TOO_LONG)?;
+                (&*content, false)
             }
         }
         _ => {
@@ -342,10 +336,16 @@ fn entry(
             if let Some(hash) = comment {
                 line_text = line_text.get(..hash).unwrap_or(&[]);
             }
-            expand(trim_blank(line_text), vars, value).map_err(|_| TOO_LONG)?;
+            (trim_blank(line_text), true)
         }
-    }
-    vars.set(key, value.as_bytes())
+    };
+    let value = if expands {
+        expand(written, vars, &mut scratch.value).map_err(|_| TOO_LONG)?;
+        scratch.value.as_bytes()
+    } else {
+        written
+    };
+    vars.set(key, value)
 }
 
 fn trim_blank(s: &[u8]) -> &[u8] {
@@ -473,16 +473,16 @@ impl Layout {
             // Upstream also uses the defaults when RW_PATHS is present but empty [Q-6].
             add_paths(&mut self.rw_paths, "RW_PATHS", DEFAULT_RW_PATHS)?;
         }
-        for key in ["PERSISTENT_STATE_PATHS", "CUSTOM_BIND_MOUNTS"] {
-            add_paths(&mut self.binds, key, get(key))?;
-        }
-        if let Some(extra) = extra {
-            let paths = extra.get(b"PERSISTENT_STATE_PATHS").unwrap_or(&[]);
-            add_paths(
-                &mut self.binds,
+        let extra_paths = extra.and_then(|extra| extra.get(b"PERSISTENT_STATE_PATHS"));
+        for (key, paths) in [
+            ("PERSISTENT_STATE_PATHS", get("PERSISTENT_STATE_PATHS")),
+            ("CUSTOM_BIND_MOUNTS", get("CUSTOM_BIND_MOUNTS")),
+            (
                 "PERSISTENT_STATE_PATHS (extra-layout.env)",
-                paths,
-            )?;
+                extra_paths.unwrap_or(&[]),
+            ),
+        ] {
+            add_paths(&mut self.binds, key, paths)?;
         }
 
         let (overlay_key, overlay) = match get("OVERLAY") {
@@ -544,8 +544,8 @@ impl Layout {
         };
         let mut vars = EnvVars::new();
         for (key, value) in VARS.iter().take(keep) {
-            vars.set(key, value)
-                .map_err(|reason| layout_error("built-in layout", key, reason))?;
+            // Cannot fail: four short keys, values far below the limits.
+            let _ = vars.set(key, value);
         }
         Layout::from_env(&vars, None, cmdline_overlay)
     }

@@ -1,6 +1,7 @@
 //! How this run was started: mode of operation, the paths it works on (with the test seams of
 //! SPEC §2) and the command line it read.
 
+use crate::config::cmdline::words;
 use crate::util::fixed::Text;
 
 pub const DEFAULT_SYSROOT: &[u8] = b"/sysroot";
@@ -16,15 +17,17 @@ pub enum Action {
     Version,
 }
 
-/// The words `Env::new` knows (a table: a `match` on byte strings compiles to far more code).
-const ACTIONS: &[(&[u8], Action)] = &[
-    (b"--dry-run", Action::DryRun),
-    (b"--help", Action::Help),
-    (b"-h", Action::Help),
-    (b"help", Action::Help),
-    (b"--version", Action::Version),
-    (b"-v", Action::Version),
-    (b"version", Action::Version),
+/// The words `Env::new` knows (a table: a `match` on byte strings compiles to far more code),
+/// then the action of each word.
+const ACTION_WORDS: &[u8] = b"--dry-run --help -h help --version -v version";
+const ACTIONS: [Action; 7] = [
+    Action::DryRun,
+    Action::Help,
+    Action::Help,
+    Action::Help,
+    Action::Version,
+    Action::Version,
+    Action::Version,
 ];
 
 pub struct Env {
@@ -61,8 +64,9 @@ impl Env {
         set(&mut e.config_dir, DEFAULT_CONFIG_DIR);
         set(&mut e.cmdline_path, PROC_CMDLINE);
         for a in args {
-            match ACTIONS.iter().find(|(word, _)| *word == a) {
-                Some(&(_, action)) => e.action = action,
+            let known = words(ACTION_WORDS).position(|word| word == a);
+            match known.and_then(|i| ACTIONS.get(i)) {
+                Some(&action) => e.action = action,
                 // The kernel passes unknown boot words (`single`, runlevels) to init: they are
                 // for the real init, which gets the same argv after switch_root.
                 None if pid1 => {}
@@ -74,7 +78,7 @@ impl Env {
                 continue;
             };
             let (key, val) = (kv.get(..eq).unwrap_or(&[]), kv.get(eq + 1..).unwrap_or(&[]));
-            match SEAMS.iter().position(|seam| *seam == key) {
+            match words(SEAMS).position(|seam| seam == key) {
                 Some(0) => set(&mut e.sysroot, val),
                 Some(1) => set(&mut e.config_dir, val),
                 Some(_) => set(&mut e.cmdline_path, val),
@@ -85,12 +89,8 @@ impl Env {
     }
 }
 
-/// The environment variables `Env::new` reads, in the order of its `match`.
-const SEAMS: [&[u8]; 3] = [
-    b"IMMUCORE_SYSROOT",
-    b"IMMUCORE_CONFIG_DIR",
-    b"HOST_PROC_CMDLINE",
-];
+/// The environment variables `Env::new` reads (space-separated), in the order of its `match`.
+const SEAMS: &[u8] = b"IMMUCORE_SYSROOT IMMUCORE_CONFIG_DIR HOST_PROC_CMDLINE";
 
 /// Sets `path` to `value` when it fits; an empty or overlong value leaves it as it is.
 fn set<const N: usize>(path: &mut Text<N>, value: &[u8]) {
