@@ -11,8 +11,6 @@ use crate::util::fixed::Text;
 use rustix::fd::AsFd;
 use rustix::fs::OFlags;
 
-const STEP: &str = "mount-bind";
-
 /// Of `(mount point, volume)` pairs, the volume whose mount point holds `target` (the longest
 /// matching mount point).
 pub fn holder_of<'a, T>(target: &[u8], volumes: impl Iterator<Item = (&'a [u8], T)>) -> Option<T> {
@@ -57,7 +55,7 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
         match bind_one(root.as_ref(), fstab, path, target, &mut stats) {
             Ok(()) => bound += 1,
             Err(e) => {
-                log::error(STEP, b"{}", &[e.message().as_bytes()]);
+                log::error(b"{}", &[e.message().as_bytes()]);
                 failed.push_lossy(if failed.is_empty() {
                     b"bind failed for"
                 } else {
@@ -74,11 +72,7 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY;
         if let Ok(store) = ctx.root()?.open_at(target, flags, 0) {
             if let Err(e) = sys::syncfs(store.as_fd()) {
-                log::warn(
-                    STEP,
-                    b"cannot flush {}: {}",
-                    &[target, log::errno(e).as_bytes()],
-                );
+                log::warn(b"cannot flush {}: {}", &[target, log::errno(e).as_bytes()]);
             }
         }
     }
@@ -116,7 +110,6 @@ fn log_copied(
     };
     log::log(
         level,
-        STEP,
         template,
         &[
             first,
@@ -148,7 +141,7 @@ fn bind_one(
         .mkdir_p(path, 0o755)
         .map_err(|e| err_errno(b"cannot create {} in the new root", &[path], e))?;
     if sys::is_mountpoint(target.as_fd(), b"") {
-        log::info(STEP, b"{} is already mounted", &[path]);
+        log::info(b"{} is already mounted", &[path]);
         return Ok(());
     }
     root.mkdir_p(store, 0o755)

@@ -54,8 +54,8 @@ pub fn err_errno(template: &[u8], args: &[&[u8]], e: sys::Errno) -> Error {
 
 /// Logs the text of the last step error (of one of several things a step tries) into
 /// `template`'s `{}`.
-fn log_error(level: log::Level, step: &str, template: &[u8]) {
-    MESSAGE.with(|m| log::log(level, step, template, &[m.as_bytes()]));
+fn log_error(level: log::Level, template: &[u8]) {
+    MESSAGE.with(|m| log::log(level, template, &[m.as_bytes()]));
 }
 
 impl Error {
@@ -97,7 +97,7 @@ impl<'a> Ctx<'a> {
             cmd,
             layout: Layout::default(),
             fstab: fstab::Fstab::new(),
-            volumes: core::array::from_fn(|_| None),
+            volumes: [const { None }; MAX_VOLUMES],
             devices: Table::new(),
             root: None,
             root_loop: None,
@@ -212,10 +212,10 @@ pub fn mount_at(
     fstype: &[u8],
     opts: &[u8],
 ) -> Result<Mounted, Error> {
-    mount_checked(ctx, source, target, fstype, opts, None)
+    mount_checked(ctx, source, target, fstype, opts, false)
 }
 
-/// `mount_at`, checking the device `source` with fsck first (logged under `fsck_step`) unless
+/// `mount_at`, checking the device `source` with fsck first when `check`, unless
 /// the target is mounted already.
 fn mount_checked(
     ctx: &Ctx,
@@ -223,7 +223,7 @@ fn mount_checked(
     target: Target,
     fstype: &[u8],
     opts: &[u8],
-    fsck_step: Option<&str>,
+    check: bool,
 ) -> Result<Mounted, Error> {
     let mut data = Text::<1024>::new();
     let flags = mount_options(opts, &mut data);
@@ -250,8 +250,8 @@ fn mount_checked(
             at.as_bytes()
         }
     };
-    if let Some(step) = fsck_step {
-        fsck(ctx.cmd, step, source);
+    if check {
+        fsck(ctx.cmd, source);
     }
     sys::mount(source, on, fstype, flags, data.as_bytes())
         .map_err(|e| err_errno(b"mounting {} on {} failed", &[source, path], e))?;
@@ -264,7 +264,6 @@ fn mount_checked(
 /// `record_already`.
 pub fn mount_device(
     ctx: &mut Ctx,
-    step: &str,
     dev: &Device,
     target: Target,
     opts: &[u8],
@@ -288,10 +287,10 @@ pub fn mount_device(
     dev.by_path(&mut spec);
     let spec = spec.as_bytes();
     let path = target.path();
-    log::debug(step, b"found {} at {} ({})", &[spec, node, fstype]);
-    let now = mount_checked(ctx, node, target, fstype, opts, Some(step))? == Mounted::Now;
+    log::debug(b"found {} at {} ({})", &[spec, node, fstype]);
+    let now = mount_checked(ctx, node, target, fstype, opts, true)? == Mounted::Now;
     const TEMPLATES: [&[u8]; 2] = [b"already mounted: {} ({}) on {}", b"mounted {} ({}) on {}"];
-    log::info(step, TEMPLATES[now as usize], &[spec, node, path]);
+    log::info(TEMPLATES[now as usize], &[spec, node, path]);
     if now || record_already {
         ctx.fstab.add(spec, path, fstype, opts);
     }
@@ -310,7 +309,7 @@ const FSCK_PATHS: &[&CStr] = &[
 
 /// Runs `fsck <dev> [-f] -a|-y|-n` before the first mount, as systemd-fsck would, when an
 /// fsck binary exists. Its result is logged, never fatal: the mount decides.
-pub fn fsck(cmd: &Cmdline, step: &str, node: &[u8]) {
+pub fn fsck(cmd: &Cmdline, node: &[u8]) {
     if cmd.fsck_mode == FsckMode::Skip {
         return;
     }
@@ -361,7 +360,7 @@ pub fn fsck(cmd: &Cmdline, step: &str, node: &[u8]) {
             )
         }
     };
-    log::log(level, step, template, &[node, detail]);
+    log::log(level, template, &[node, detail]);
 }
 
 #[cfg(test)]

@@ -87,7 +87,6 @@ pub fn load_config(ctx: &mut Ctx) -> Result<(), Error> {
             .map_err(|e| err_errno(b"cannot write {}", &[LAYOUT_FILE], e))?;
     }
     log::info(
-        "load-config",
         b"layout from {}: {} overlay paths, {} persistent paths, {} volumes, overlay {}",
         &[
             source,
@@ -103,7 +102,6 @@ pub fn load_config(ctx: &mut Ctx) -> Result<(), Error> {
 
 /// `mount-base-overlay`: the store under every overlay's upper and work directory.
 pub fn mount_base_overlay(ctx: &mut Ctx) -> Result<(), Error> {
-    const STEP: &str = "mount-base-overlay";
     let spec = ctx.layout.overlay.as_bytes();
     let mut opts = Text::<64>::new();
     let dev = match overlay_backing(spec) {
@@ -122,12 +120,12 @@ pub fn mount_base_overlay(ctx: &mut Ctx) -> Result<(), Error> {
         None => {
             let opts = opts.as_bytes();
             if mount_at(ctx, b"tmpfs", target, b"tmpfs", opts)? == Mounted::Now {
-                log::info(STEP, b"mounted tmpfs ({}) on /run/overlay", &[opts]);
+                log::info(b"mounted tmpfs ({}) on /run/overlay", &[opts]);
                 ctx.fstab.add(b"tmpfs", OVERLAY_DIR, b"tmpfs", opts);
             }
             Ok(())
         }
-        Some(dev) => mount_device(ctx, STEP, &dev, target, b"", BACKING_TIMEOUT_MS, false),
+        Some(dev) => mount_device(ctx, &dev, target, b"", BACKING_TIMEOUT_MS, false),
     }
 }
 
@@ -138,7 +136,7 @@ pub fn overlay_mount(ctx: &mut Ctx) -> Result<(), Error> {
     let mut failed = Text::<256>::new();
     for path in ctx.layout.rw_paths.iter() {
         if overlay_one(ctx.root.as_ref(), &mut ctx.fstab, path).is_err() {
-            log_error(Level::Error, STEP, b"{}");
+            log_error(Level::Error, b"{}");
             if failed.is_empty() {
                 failed.push_lossy(b"overlay failed for");
             }
@@ -153,8 +151,6 @@ pub fn overlay_mount(ctx: &mut Ctx) -> Result<(), Error> {
     }
 }
 
-const STEP: &str = "overlay-mount";
-
 #[inline(never)]
 fn overlay_one(root: Option<&Root>, fstab: &mut Fstab, path: &[u8]) -> Result<(), Error> {
     let root = root.ok_or_else(|| err(b"the root is not mounted", &[]))?;
@@ -162,7 +158,6 @@ fn overlay_one(root: Option<&Root>, fstab: &mut Fstab, path: &[u8]) -> Result<()
         Ok(fd) => fd,
         Err(e) => {
             log::warn(
-                STEP,
                 b"{} is missing in the image and cannot be created ({}): skipped",
                 &[path, log::errno(e).as_bytes()],
             );
@@ -188,7 +183,7 @@ fn overlay_one(root: Option<&Root>, fstab: &mut Fstab, path: &[u8]) -> Result<()
     let upper = upper.as_bytes();
     let opts = opts.as_bytes();
     if sys::is_mountpoint(lower.as_fd(), b"") {
-        log::info(STEP, b"{} is already mounted", &[path]);
+        log::info(b"{} is already mounted", &[path]);
     } else {
         for &dir in &[upper, work.as_bytes()] {
             sys::mkdir_p(dir, 0o755).map_err(|e| err_errno(b"cannot create {}", &[dir], e))?;
@@ -206,7 +201,7 @@ fn overlay_one(root: Option<&Root>, fstab: &mut Fstab, path: &[u8]) -> Result<()
             opts,
         )
         .map_err(|e| err_errno(b"overlay on {} failed", &[path], e))?;
-        log::info(STEP, b"mounted overlay on {} (upper {})", &[path, upper]);
+        log::info(b"mounted overlay on {} (upper {})", &[path, upper]);
     }
     fstab.add(b"overlay", path, b"overlay", opts);
     Ok(())
