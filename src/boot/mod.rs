@@ -13,13 +13,26 @@ use crate::util::fixed::Text;
 /// `base-mounts`: `/proc`, `/sys`, `/dev` (devtmpfs) and `/run` (tmpfs), unless mounted.
 pub fn base_mounts() -> Result<(), Error> {
     use sys::Flags as F;
-    let table: [(&[u8], &[u8], F, &[u8]); 4] = [
-        (b"/proc", b"proc", F::NOSUID | F::NODEV | F::NOEXEC, b""),
-        (b"/sys", b"sysfs", F::NOSUID | F::NODEV | F::NOEXEC, b""),
-        (b"/dev", b"devtmpfs", F::NOSUID, b"mode=0755"),
-        (b"/run", b"tmpfs", F::NOSUID | F::NODEV, b"mode=0755"),
+    // A static table, read in place (an array on the stack costs code to fill); the last
+    // field says whether the data string is `mode=0755`.
+    static TABLE: [(&[u8], &[u8], F, bool); 4] = [
+        (
+            b"/proc",
+            b"proc",
+            F::NOSUID.union(F::NODEV).union(F::NOEXEC),
+            false,
+        ),
+        (
+            b"/sys",
+            b"sysfs",
+            F::NOSUID.union(F::NODEV).union(F::NOEXEC),
+            false,
+        ),
+        (b"/dev", b"devtmpfs", F::NOSUID, true),
+        (b"/run", b"tmpfs", F::NOSUID.union(F::NODEV), true),
     ];
-    for (path, fstype, flags, data) in table {
+    for &(path, fstype, flags, mode) in &TABLE {
+        let data: &[u8] = if mode { b"mode=0755" } else { b"" };
         let _ = sys::mkdir_p(path, 0o755);
         if sys::is_mountpoint_path(path) {
             continue;
