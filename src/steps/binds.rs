@@ -2,7 +2,7 @@
 //! `<PERSISTENT_STATE_TARGET>/<dash>.bind` on the persistent volume; missing content is copied
 //! up from the image, then the store is bind-mounted over the path (reference §6.12).
 
-use super::{err, err_errno, fstab::Fstab, Ctx, Error};
+use super::{add_failure, err, err_errno, failures, fstab::Fstab, log_error, Ctx, Error};
 use crate::config::path::{dash_name, is_within};
 use crate::copy::{copy_missing, CopyStats};
 use crate::log;
@@ -54,15 +54,9 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
         };
         match bind_one(root.as_ref(), fstab, path, target, &mut stats) {
             Ok(()) => bound += 1,
-            Err(e) => {
-                log::error(b"{}", &[e.message().as_bytes()]);
-                failed.push_lossy(if failed.is_empty() {
-                    b"bind failed for"
-                } else {
-                    b","
-                });
-                failed.push_lossy(b" ");
-                failed.push_lossy(path);
+            Err(_) => {
+                log_error(log::Level::Error, b"{}");
+                add_failure(&mut failed, b"bind failed for", &[path]);
             }
         }
     }
@@ -83,11 +77,7 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
         &stats,
         None,
     );
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(err(b"{}", &[failed.as_bytes()]))
-    }
+    failures(&failed)
 }
 
 /// Logs `template` with `first`, `second` and the numbers of files, directories and symlinks

@@ -58,6 +58,25 @@ fn log_error(level: log::Level, template: &[u8]) {
     MESSAGE.with(|m| log::log(level, template, &[m.as_bytes()]));
 }
 
+/// Adds an item (`parts` joined) to the list of what failed in a step that tries several
+/// things and fails after trying all: `head` starts the list, a `,` separates items.
+fn add_failure(list: &mut Text<256>, head: &[u8], parts: &[&[u8]]) {
+    list.push_lossy(if list.is_empty() { head } else { b"," });
+    list.push_lossy(b" ");
+    for part in parts {
+        list.push_lossy(part);
+    }
+}
+
+/// The outcome of a step that tried several things: an error naming what failed, if any did.
+fn failures(list: &Text<256>) -> Result<(), Error> {
+    if list.is_empty() {
+        Ok(())
+    } else {
+        Err(err(b"{}", &[list.as_bytes()]))
+    }
+}
+
 impl Error {
     /// Why the step failed: the text of the last step error.
     pub fn message(self) -> Text<256> {

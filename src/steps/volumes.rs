@@ -1,7 +1,9 @@
 //! Partitions other than the root chain: OEM, `VOLUMES` and `rd.*.mount` extra volumes, and
 //! LVM activation where an `lvm` binary exists.
 
-use super::{err, log_error, mount_device, Ctx, Error, Target, Volume, MAX_VOLUMES};
+use super::{
+    add_failure, err, failures, log_error, mount_device, Ctx, Error, Target, Volume, MAX_VOLUMES,
+};
 use crate::config::cmdline::{volume_spec, BootState, Device, DeviceKind};
 use crate::dev::scan::Found;
 use crate::log::{self, Level};
@@ -97,26 +99,14 @@ pub fn custom_mount(ctx: &mut Ctx) -> Result<(), Error> {
             }
             Err(_) => {
                 log_error(Level::Error, b"{}");
-                failed.push_lossy(if failed.is_empty() {
-                    b"not mounted:"
-                } else {
-                    b","
-                });
-                failed.push_lossy(b" ");
-                failed.push_lossy(device);
-                failed.push_lossy(b" on ");
-                failed.push_lossy(mountpoint);
+                add_failure(&mut failed, b"not mounted:", &[device, b" on ", mountpoint]);
             }
         }
         if let Some(s) = ctx.volumes.get_mut(slot) {
             *s = Some(vol);
         }
     }
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(err(b"{}", &[failed.as_bytes()]))
-    }
+    failures(&failed)
 }
 
 /// `lvm-activation`: activate volume groups so labels on logical volumes can be found.
