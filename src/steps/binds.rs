@@ -56,7 +56,7 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
             Ok(()) => bound += 1,
             Err(_) => {
                 log_error(log::Level::Error, b"{}");
-                add_failure(&mut failed, b"bind failed for", &[path]);
+                add_failure(&mut failed, b"bind failed for", b",", &[path]);
             }
         }
     }

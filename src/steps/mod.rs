@@ -59,9 +59,9 @@ fn log_error(level: log::Level, template: &[u8]) {
 }
 
 /// Adds an item (`parts` joined) to the list of what failed in a step that tries several
-/// things and fails after trying all: `head` starts the list, a `,` separates items.
-fn add_failure(list: &mut Text<256>, head: &[u8], parts: &[&[u8]]) {
-    list.push_lossy(if list.is_empty() { head } else { b"," });
+/// things and fails after trying all: `head` starts the list, `sep` and a space separate items.
+fn add_failure(list: &mut Text<256>, head: &[u8], sep: &[u8], parts: &[&[u8]]) {
+    list.push_lossy(if list.is_empty() { head } else { sep });
     list.push_lossy(b" ");
     for part in parts {
         list.push_lossy(part);

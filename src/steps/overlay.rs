@@ -2,7 +2,10 @@
 //! store and one overlayfs per `RW_PATHS` entry, whose upper layer vanishes at reboot.
 
 use super::fstab::Fstab;
-use super::{err, err_errno, log_error, mount_at, mount_device, Ctx, Error, Mounted, Target};
+use super::{
+    add_failure, err, err_errno, failures, log_error, mount_at, mount_device, Ctx, Error, Mounted,
+    Target,
+};
 use crate::config::cmdline::{overlay_backing, Backing};
 use crate::config::layout::{parse_env, EnvVars, Layout};
 use crate::config::path::dash_name;
@@ -137,18 +140,10 @@ pub fn overlay_mount(ctx: &mut Ctx) -> Result<(), Error> {
     for path in ctx.layout.rw_paths.iter() {
         if overlay_one(ctx.root.as_ref(), &mut ctx.fstab, path).is_err() {
             log_error(Level::Error, b"{}");
-            if failed.is_empty() {
-                failed.push_lossy(b"overlay failed for");
-            }
-            failed.push_lossy(b" ");
-            failed.push_lossy(path);
+            add_failure(&mut failed, b"overlay failed for", b"", &[path]);
         }
     }
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(err(b"{}", &[failed.as_bytes()]))
-    }
+    failures(&failed)
 }
 
 #[inline(never)]

@@ -99,7 +99,12 @@ pub fn custom_mount(ctx: &mut Ctx) -> Result<(), Error> {
             }
             Err(_) => {
                 log_error(Level::Error, b"{}");
-                add_failure(&mut failed, b"not mounted:", &[device, b" on ", mountpoint]);
+                add_failure(
+                    &mut failed,
+                    b"not mounted:",
+                    b",",
+                    &[device, b" on ", mountpoint],
+                );
             }
         }
         if let Some(s) = ctx.volumes.get_mut(slot) {
