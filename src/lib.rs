@@ -150,7 +150,9 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
     }
     let mut ctx = steps::Ctx::new(&env, &cmd);
     plan.run_until(
-        |id| match base.take_if(|_| id == StepId::BaseMounts) {
+        // `base` is set only in init mode, where base-mounts is the plan's first step (no
+        // dependencies): the first call takes the outcome.
+        |id| match base.take().filter(|_| id == StepId::BaseMounts) {
             Some(r) => r,
             None => steps::run(id, &mut ctx).map_err(steps::Error::message),
         },
