@@ -90,11 +90,11 @@ fn run_one(path: &[u8], args: &[&CStr], envp: &[&CStr], chroot_to: Option<&[u8]>
     log::log(level, template, &[path, detail.as_bytes()]);
 }
 
-/// Stage `stage`: the initramfs' hooks, the image's hooks, then a stage engine. The
-/// `initramfs` stage runs the image's programs chrooted into the new root (in a child).
-pub fn run_stage(ctx: &mut Ctx, stage: &str) -> Result<(), Error> {
-    // The stage is `rootfs` or `initramfs`.
-    let chrooted = stage == "initramfs";
+/// Stage `rootfs`, or `initramfs` when `chrooted`: the initramfs' hooks, the image's hooks,
+/// then a stage engine. The `initramfs` stage runs the image's programs chrooted into the new
+/// root (in a child).
+pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
+    let stage = if chrooted { "initramfs" } else { "rootfs" };
     let sysroot = ctx.sysroot();
     let mut bufs = [CBuf::new(), CBuf::new(), CBuf::new(), CBuf::new()];
     let [a, b, c, s] = &mut bufs;

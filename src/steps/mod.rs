@@ -147,7 +147,7 @@ pub fn run(id: StepId, ctx: &mut Ctx) -> Result<(), Error> {
         StepId::MountRoot => root::mount_root(ctx),
         StepId::WaitForSysroot => root::wait_for_sysroot(ctx),
         StepId::MountOem => volumes::mount_oem(ctx),
-        StepId::RootfsHook => hooks::run_stage(ctx, "rootfs"),
+        StepId::RootfsHook => hooks::run_stage(ctx, false),
         StepId::LoadConfig => overlay::load_config(ctx),
         StepId::MountBaseOverlay => overlay::mount_base_overlay(ctx),
         StepId::OverlayMount => overlay::overlay_mount(ctx),
@@ -155,7 +155,7 @@ pub fn run(id: StepId, ctx: &mut Ctx) -> Result<(), Error> {
         StepId::MountBind => binds::mount_bind(ctx),
         StepId::EnableSysextConfext => hooks::enable_sysext_confext(ctx),
         StepId::WriteFstab => fstab::write_fstab(ctx),
-        StepId::InitramfsHook => hooks::run_stage(ctx, "initramfs"),
+        StepId::InitramfsHook => hooks::run_stage(ctx, true),
         // The hand-over happens after the plan ran (main), so the summary can be printed first.
         StepId::SwitchRoot => Ok(()),
     }
