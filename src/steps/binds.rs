@@ -131,7 +131,7 @@ fn bind_one(
         .mkdir_p(path, 0o755)
         .map_err(|e| err_errno(b"cannot create {} in the new root", &[path], e))?;
     if sys::is_mountpoint(target.as_fd(), b"") {
-        log::info(b"{} is already mounted", &[path]);
+        super::log_already_mounted(path);
         return Ok(());
     }
     root.mkdir_p(store, 0o755)

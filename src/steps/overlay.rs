@@ -178,7 +178,7 @@ fn overlay_one(root: Option<&Root>, fstab: &mut Fstab, path: &[u8]) -> Result<()
     let upper = upper.as_bytes();
     let opts = opts.as_bytes();
     if sys::is_mountpoint(lower.as_fd(), b"") {
-        log::info(b"{} is already mounted", &[path]);
+        super::log_already_mounted(path);
     } else {
         for &dir in &[upper, work.as_bytes()] {
             sys::mkdir_p(dir, 0o755).map_err(|e| err_errno(b"cannot create {}", &[dir], e))?;

@@ -152,7 +152,7 @@ pub fn mount_root(ctx: &mut Ctx) -> Result<(), Error> {
             fs
         }
         None if sys::is_mountpoint_path(sysroot) => {
-            log::info(b"{} is already mounted", &[sysroot]);
+            super::log_already_mounted(sysroot);
             "auto"
         }
         None => return Err(err(b"no loop device for the root image", &[])),
