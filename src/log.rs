@@ -221,6 +221,21 @@ pub fn warn(template: &[u8], args: &[&[u8]]) {
     emit(template, args, Level::Warn);
 }
 
+/// `warn` with the text of `e` after `args` (at most three), for the template's last `{}`.
+#[inline(never)]
+pub fn warn_errno(template: &[u8], args: &[&[u8]], e: sys::Errno) {
+    let text = errno(e);
+    let mut all: [&[u8]; 4] = [&[]; 4];
+    let n = args.len().min(3);
+    for (slot, a) in all.iter_mut().zip(args.iter().take(n)) {
+        *slot = a;
+    }
+    if let Some(slot) = all.get_mut(n) {
+        *slot = text.as_bytes();
+    }
+    emit(template, all.get(..=n).unwrap_or(&all), Level::Warn);
+}
+
 pub fn error(template: &[u8], args: &[&[u8]]) {
     emit(template, args, Level::Error);
 }

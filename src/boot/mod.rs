@@ -75,7 +75,7 @@ pub fn load_modules(env: &Env) -> Result<(), Error> {
             Ok(()) | Err(sys::Errno::EXIST) => loaded += 1,
             Err(e) => {
                 failed += 1;
-                log::warn(b"{}: {}", &[line, log::errno(e).as_bytes()]);
+                log::warn_errno(b"{}: {}", &[line], e);
             }
         }
     }

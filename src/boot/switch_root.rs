@@ -28,10 +28,7 @@ pub fn switch_root(sysroot: &[u8], init: &[u8], process: sys::args::ProcessArgs)
         target.push_lossy(sysroot);
         target.push_lossy(fs);
         if let Err(e) = sys::mount_move(fs, target.as_bytes()) {
-            log::warn(
-                b"cannot move {} to {}: {}",
-                &[fs, target.as_bytes(), log::errno(e).as_bytes()],
-            );
+            log::warn_errno(b"cannot move {} to {}: {}", &[fs, target.as_bytes()], e);
         }
     }
     let free = matches!(
@@ -70,7 +67,7 @@ pub fn switch_root(sysroot: &[u8], init: &[u8], process: sys::args::ProcessArgs)
         log::restore_kmsg_limit();
         let e = process.exec(c);
         if e != Errno::NOENT {
-            log::warn(b"cannot exec {}: {}", &[path, log::errno(e).as_bytes()]);
+            log::warn_errno(b"cannot exec {}: {}", &[path], e);
         }
         tried.push_lossy(path);
         tried.push_lossy(b" ");

@@ -66,7 +66,7 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY;
         if let Ok(store) = ctx.root()?.open_at(target, flags, 0) {
             if let Err(e) = sys::syncfs(store.as_fd()) {
-                log::warn(b"cannot flush {}: {}", &[target, log::errno(e).as_bytes()]);
+                log::warn_errno(b"cannot flush {}: {}", &[target], e);
             }
         }
     }

@@ -235,10 +235,7 @@ pub fn enable_sysext_confext(ctx: &mut Ctx) -> Result<(), Error> {
             }
             match sys::symlink(to.as_bytes(), link.as_bytes()) {
                 Ok(()) => log::info(b"enabled {}", &[to.as_bytes()]),
-                Err(e) => log::warn(
-                    b"cannot link {}: {}",
-                    &[to.as_bytes(), log::errno(e).as_bytes()],
-                ),
+                Err(e) => log::warn_errno(b"cannot link {}: {}", &[to.as_bytes()], e),
             }
         };
         let _ = sys::for_each_entry(fd.as_fd(), link);

@@ -152,9 +152,10 @@ fn overlay_one(root: Option<&Root>, fstab: &mut Fstab, path: &[u8]) -> Result<()
     let lower = match root.mkdir_p(path, 0o755) {
         Ok(fd) => fd,
         Err(e) => {
-            log::warn(
+            log::warn_errno(
                 b"{} is missing in the image and cannot be created ({}): skipped",
-                &[path, log::errno(e).as_bytes()],
+                &[path],
+                e,
             );
             return Ok(());
         }
