@@ -72,7 +72,7 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
         Action::Boot => false,
     };
     if let Some(bad) = &env.bad_arg {
-        log::error("", b"unknown argument '{}' (see --help)", &[bad.as_bytes()]);
+        log::error(b"unknown argument '{}' (see --help)", &[bad.as_bytes()]);
         return 2;
     }
     let init_mode = env.init_mode;
@@ -83,7 +83,9 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
     if !dry_run {
         if init_mode {
             let started = sys::now_ms();
+            log::set_step("base-mounts");
             base = Some(boot::base_mounts().map_err(steps::Error::message));
+            log::set_step("");
             base_ms = sys::now_ms().saturating_sub(started);
         } else {
             log::open_file();
@@ -97,7 +99,6 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
     let parsed = match read {
         Err(e) => {
             log::error(
-                "",
                 b"cannot read the command line from {}: {}",
                 &[env.cmdline_path.as_bytes(), log::errno(e).as_bytes()],
             );
@@ -108,7 +109,6 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
             Ok(c) => Some(c),
             Err(e) => {
                 log::error(
-                    "",
                     b"kernel command line: {} (at '{}')",
                     &[e.reason.as_bytes(), e.token.as_bytes()],
                 );
@@ -150,15 +150,21 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
     }
     let mut ctx = steps::Ctx::new(&env, &cmd);
     plan.run_until(
-        |id| match base.take_if(|_| id == StepId::BaseMounts) {
+        // `base` is set only in init mode, where base-mounts is the plan's first step (no
+        // dependencies): the first call takes the outcome.
+        |id| match base.take().filter(|_| id == StepId::BaseMounts) {
             Some(r) => r,
             None => steps::run(id, &mut ctx).map_err(steps::Error::message),
         },
         sys::now_ms,
-        |step, status, why| match status {
-            Status::Failed => log::error(step.name, b"failed: {}", &[why]),
-            Status::Skipped => log::warn(step.name, b"{}", &[why]),
-            _ => log::debug(step.name, b"done", &[]),
+        // The plan named the step in the log (`log::set_step`).
+        |_, status, why| {
+            let (level, template): (_, &[u8]) = match status {
+                Status::Failed => (log::Level::Error, b"failed: {}"),
+                Status::Skipped => (log::Level::Warn, b"{}"),
+                _ => (log::Level::Debug, b"done"),
+            };
+            log::log(level, template, &[why]);
         },
         // A service manager's stop: the remaining steps are skipped, none is cut half-way.
         sys::stop_requested,
@@ -179,12 +185,14 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
         reason.push_lossy(e.as_bytes());
         return give_up(&plan, reason.as_bytes(), text, fail);
     }
-    log::info("", b"root assembled on {}", &[env.sysroot.as_bytes()]);
+    log::info(b"root assembled on {}", &[env.sysroot.as_bytes()]);
     if !init_mode {
         return 0;
     }
     drop(ctx);
+    log::set_step("switch-root");
     let why = boot::switch_root::switch_root(env.sysroot.as_bytes(), cmd.init.as_bytes(), process);
+    log::set_step("");
     give_up(&plan, why.as_bytes(), text, fail)
 }
 
@@ -199,21 +207,20 @@ fn give_up(plan: &Plan, reason: &[u8], cmdline: &[u8], fail: Option<(bool, bool)
 }
 
 fn report_cmdline(cmd: &Cmdline, text: &[u8]) {
-    log::debug("", b"command line: {}", &[text.trim_ascii()]);
+    log::debug(b"command line: {}", &[text.trim_ascii()]);
     let mode: &[u8] = if cmd.mode == Mode::Live {
         b"live"
     } else {
         b"normal"
     };
     log::info(
-        "",
         b"boot state {}, mode {}, image {}",
         &[cmd.state.name().as_bytes(), mode, cmd.image.as_bytes()],
     );
     for w in cmd.warnings.iter() {
-        log::warn("", b"{}", &[w]);
+        log::warn(b"{}", &[w]);
     }
     for k in cmd.ignored.iter() {
-        log::debug("", b"ignored (not supported yet): {}", &[k]);
+        log::debug(b"ignored (not supported yet): {}", &[k]);
     }
 }

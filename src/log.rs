@@ -31,6 +31,8 @@ struct Logger {
     /// Keeps lines off the console (`--dry-run`, whose output is the plan). All-zero initial
     /// state keeps the logger in .bss, out of the binary.
     quiet: bool,
+    /// The step the lines belong to (`set_step`); none outside steps.
+    step: Option<&'static str>,
 }
 
 static LOGGER: Global<Logger> = Global::new(Logger {
@@ -40,6 +42,7 @@ static LOGGER: Global<Logger> = Global::new(Logger {
     file: None,
     early: Text::new(),
     quiet: false,
+    step: None,
 });
 
 pub fn set_debug(on: bool) {
@@ -48,6 +51,13 @@ pub fn set_debug(on: bool) {
 
 pub fn set_console(on: bool) {
     LOGGER.with(|l| l.quiet = !on);
+}
+
+/// Names the step the following lines belong to (`immucore: <step>: ...`); `""` for lines of
+/// no step. The plan sets it as each step starts, so step code does not pass it at every call.
+#[inline(never)]
+pub fn set_step(step: &'static str) {
+    LOGGER.with(|l| l.step = Some(step));
 }
 
 pub fn debug_enabled() -> bool {
@@ -100,14 +110,14 @@ pub fn open_file() {
 /// Longest line (from `immucore: ` on, without the newline); longer ones end in `...`.
 const MAX_LINE: usize = 1024;
 
-pub fn log(level: Level, step: &str, template: &[u8], args: &[&[u8]]) {
-    emit(step, template, args, level);
+pub fn log(level: Level, template: &[u8], args: &[&[u8]]) {
+    emit(template, args, level);
 }
 
 /// `log` with the level last: `info`, `warn`, `error` and `debug` pass their arguments on as
 /// they came and only add the level.
 #[inline(never)]
-fn emit(step: &str, template: &[u8], args: &[&[u8]], level: Level) {
+fn emit(template: &[u8], args: &[&[u8]], level: Level) {
     LOGGER.with(|l| {
         if level == Level::Debug && !l.debug {
             return;
@@ -118,7 +128,7 @@ fn emit(step: &str, template: &[u8], args: &[&[u8]], level: Level) {
         push_stamp(&mut buf, sys::now_ms());
         let start = buf.len();
         buf.push_lossy(b"immucore: ");
-        if !step.is_empty() {
+        if let Some(step) = l.step.filter(|s| !s.is_empty()) {
             buf.push_lossy(step.as_bytes());
             buf.push_lossy(b": ");
         }
@@ -203,20 +213,35 @@ pub fn expand(template: &[u8], args: &[&[u8]], out: &mut dyn FnMut(u8)) {
     }
 }
 
-pub fn info(step: &str, template: &[u8], args: &[&[u8]]) {
-    emit(step, template, args, Level::Info);
+pub fn info(template: &[u8], args: &[&[u8]]) {
+    emit(template, args, Level::Info);
 }
 
-pub fn warn(step: &str, template: &[u8], args: &[&[u8]]) {
-    emit(step, template, args, Level::Warn);
+pub fn warn(template: &[u8], args: &[&[u8]]) {
+    emit(template, args, Level::Warn);
 }
 
-pub fn error(step: &str, template: &[u8], args: &[&[u8]]) {
-    emit(step, template, args, Level::Error);
+/// `warn` with the text of `e` after `args` (at most three), for the template's last `{}`.
+#[inline(never)]
+pub fn warn_errno(template: &[u8], args: &[&[u8]], e: sys::Errno) {
+    let text = errno(e);
+    let mut all: [&[u8]; 4] = [&[]; 4];
+    let n = args.len().min(3);
+    for (slot, a) in all.iter_mut().zip(args.iter().take(n)) {
+        *slot = a;
+    }
+    if let Some(slot) = all.get_mut(n) {
+        *slot = text.as_bytes();
+    }
+    emit(template, all.get(..=n).unwrap_or(&all), Level::Warn);
 }
 
-pub fn debug(step: &str, template: &[u8], args: &[&[u8]]) {
-    emit(step, template, args, Level::Debug);
+pub fn error(template: &[u8], args: &[&[u8]]) {
+    emit(template, args, Level::Error);
+}
+
+pub fn debug(template: &[u8], args: &[&[u8]]) {
+    emit(template, args, Level::Debug);
 }
 
 /// Decimal text of `n`, for building messages.

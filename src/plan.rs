@@ -9,6 +9,7 @@
 //! case where binds must not run (their filesystem is missing) is decided inside `mount-bind`,
 //! because it depends on which volume holds `PERSISTENT_STATE_TARGET`.
 
+use crate::log;
 use crate::util::fixed::Text;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -282,7 +283,8 @@ impl Plan {
     }
 
     /// `run`, but once `stop` says so (a service manager's SIGTERM) the remaining steps are
-    /// skipped, never interrupted half-way.
+    /// skipped, never interrupted half-way. Log lines from `action` and `report` are logged
+    /// under the step's name.
     pub fn run_until(
         &mut self,
         mut action: impl FnMut(StepId) -> Result<(), Text<256>>,
@@ -300,6 +302,7 @@ impl Plan {
             ) else {
                 continue;
             };
+            log::set_step(step.name);
             *status = Status::Skipped;
             if stop() {
                 why.push_lossy(b"not run: a stop signal (SIGTERM) arrived before this step");
@@ -320,6 +323,7 @@ impl Plan {
             }
             report(step, *status, why.as_bytes());
         }
+        log::set_step("");
     }
 
     /// The first critical step that failed or was skipped, and why: the boot has no root.

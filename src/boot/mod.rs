@@ -13,13 +13,26 @@ use crate::util::fixed::Text;
 /// `base-mounts`: `/proc`, `/sys`, `/dev` (devtmpfs) and `/run` (tmpfs), unless mounted.
 pub fn base_mounts() -> Result<(), Error> {
     use sys::Flags as F;
-    let table: [(&[u8], &[u8], F, &[u8]); 4] = [
-        (b"/proc", b"proc", F::NOSUID | F::NODEV | F::NOEXEC, b""),
-        (b"/sys", b"sysfs", F::NOSUID | F::NODEV | F::NOEXEC, b""),
-        (b"/dev", b"devtmpfs", F::NOSUID, b"mode=0755"),
-        (b"/run", b"tmpfs", F::NOSUID | F::NODEV, b"mode=0755"),
+    // A static table, read in place (an array on the stack costs code to fill); the last
+    // field says whether the data string is `mode=0755`.
+    static TABLE: [(&[u8], &[u8], F, bool); 4] = [
+        (
+            b"/proc",
+            b"proc",
+            F::NOSUID.union(F::NODEV).union(F::NOEXEC),
+            false,
+        ),
+        (
+            b"/sys",
+            b"sysfs",
+            F::NOSUID.union(F::NODEV).union(F::NOEXEC),
+            false,
+        ),
+        (b"/dev", b"devtmpfs", F::NOSUID, true),
+        (b"/run", b"tmpfs", F::NOSUID.union(F::NODEV), true),
     ];
-    for (path, fstype, flags, data) in table {
+    for &(path, fstype, flags, mode) in &TABLE {
+        let data: &[u8] = if mode { b"mode=0755" } else { b"" };
         let _ = sys::mkdir_p(path, 0o755);
         if sys::is_mountpoint_path(path) {
             continue;
@@ -29,14 +42,13 @@ pub fn base_mounts() -> Result<(), Error> {
     }
     log::open_kmsg();
     log::open_file();
-    log::info("base-mounts", b"mounted /proc /sys /dev /run", &[]);
+    log::info(b"mounted /proc /sys /dev /run", &[]);
     Ok(())
 }
 
 /// `load-modules`: every module file listed in `<config>/modules` (relative to
 /// `/lib/modules/<release>/`), in order. A missing or failing module is logged, not fatal.
 pub fn load_modules(env: &Env) -> Result<(), Error> {
-    const STEP: &str = "load-modules";
     let mut list_path = Text::<160>::new();
     list_path.push_lossy(env.config_dir.as_bytes());
     list_path.push_lossy(b"/modules");
@@ -63,12 +75,11 @@ pub fn load_modules(env: &Env) -> Result<(), Error> {
             Ok(()) | Err(sys::Errno::EXIST) => loaded += 1,
             Err(e) => {
                 failed += 1;
-                log::warn(STEP, b"{}: {}", &[line, log::errno(e).as_bytes()]);
+                log::warn_errno(b"{}: {}", &[line], e);
             }
         }
     }
     log::info(
-        STEP,
         b"loaded {} modules, {} failed",
         &[log::num(loaded).as_bytes(), log::num(failed).as_bytes()],
     );
@@ -80,17 +91,16 @@ pub fn load_modules(env: &Env) -> Result<(), Error> {
 pub fn fail(reboot_on_failure: bool, shell_allowed: bool) -> ! {
     sys::sync();
     if reboot_on_failure {
-        log::error("", b"rebooting in 10 s (rd.immucore.rebootonfailure)", &[]);
+        log::error(b"rebooting in 10 s (rd.immucore.rebootonfailure)", &[]);
         sys::sleep_ms(10_000);
         sys::sync();
         let _ = sys::reboot();
     } else if shell_allowed && sys::is_executable(b"/bin/sh") {
-        log::error("", b"starting /bin/sh (rd.shell=0 prevents this)", &[]);
+        log::error(b"starting /bin/sh (rd.shell=0 prevents this)", &[]);
         let e = sys::args::exec_shell();
-        log::error("", b"cannot start /bin/sh: {}", &[log::errno(e).as_bytes()]);
+        log::error(b"cannot start /bin/sh: {}", &[log::errno(e).as_bytes()]);
     } else {
         log::error(
-            "",
             b"waiting forever; reset the machine, or boot with rd.immucore.rebootonfailure",
             &[],
         );

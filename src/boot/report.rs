@@ -63,11 +63,7 @@ pub fn write_timeline(plan: &Plan) {
     timeline(plan, &mut text);
     let _ = sys::mkdir_p(log::LOG_DIR, 0o755);
     if let Err(e) = sys::write_path_atomic(TIMELINE_FILE, text.as_bytes(), 0o644) {
-        log::warn(
-            "",
-            b"cannot write the boot timeline: {}",
-            &[log::errno(e).as_bytes()],
-        );
+        log::warn_errno(b"cannot write the boot timeline: {}", &[], e);
     }
 }
 
@@ -110,7 +106,7 @@ pub fn failure_summary(plan: &Plan, reason: &[u8], cmdline: &[u8]) {
         rule,
     ];
     for line in SUMMARY.split(|&c| c == b'\n') {
-        log::error("", line, args);
+        log::error(line, args);
         let marks = line.windows(2).filter(|w| w == b"{}").count();
         args = args.get(marks..).unwrap_or(&[]);
     }

@@ -9,7 +9,6 @@ use crate::util::fixed::Text;
 use rustix::fd::{AsFd, BorrowedFd};
 use rustix::fs::{fstat, openat, unlinkat, AtFlags, FileType, Mode, OFlags};
 
-const STEP: &str = "switch-root";
 const API_FS: &[&[u8]] = &[b"/dev", b"/proc", b"/sys", b"/run"];
 const INIT_FALLBACKS: &[&[u8]] = &[b"/sbin/init", b"/etc/init", b"/bin/init", b"/bin/sh"];
 
@@ -17,7 +16,7 @@ const INIT_FALLBACKS: &[&[u8]] = &[b"/sbin/init", b"/etc/init", b"/bin/init", b"
 /// with); returns only with the reason it could not.
 #[inline(never)]
 pub fn switch_root(sysroot: &[u8], init: &[u8], process: sys::args::ProcessArgs) -> Text<256> {
-    log::info(STEP, b"switching to {}", &[sysroot]);
+    log::info(b"switching to {}", &[sysroot]);
     let _ = sys::make_root_private();
     // MS_MOVE needs the new root to be a mount point (a live sysroot may be a plain dir).
     if !sys::is_mountpoint_path(sysroot) {
@@ -28,11 +27,7 @@ pub fn switch_root(sysroot: &[u8], init: &[u8], process: sys::args::ProcessArgs)
         target.push_lossy(sysroot);
         target.push_lossy(fs);
         if let Err(e) = sys::mount_move(fs, target.as_bytes()) {
-            log::warn(
-                STEP,
-                b"cannot move {} to {}: {}",
-                &[fs, target.as_bytes(), log::errno(e).as_bytes()],
-            );
+            log::warn_errno(b"cannot move {} to {}: {}", &[fs, target.as_bytes()], e);
         }
     }
     let free = matches!(
@@ -67,15 +62,11 @@ pub fn switch_root(sysroot: &[u8], init: &[u8], process: sys::args::ProcessArgs)
         }
         let mut c = CBuf::new();
         let Ok(c) = c.c_str(path) else { continue };
-        log::info(STEP, b"exec {}", &[path]);
+        log::info(b"exec {}", &[path]);
         log::restore_kmsg_limit();
         let e = process.exec(c);
         if e != Errno::NOENT {
-            log::warn(
-                STEP,
-                b"cannot exec {}: {}",
-                &[path, log::errno(e).as_bytes()],
-            );
+            log::warn_errno(b"cannot exec {}: {}", &[path], e);
         }
         tried.push_lossy(path);
         tried.push_lossy(b" ");
@@ -119,6 +110,6 @@ fn log_peak_memory() {
         let rest = status.get(at + 7..).unwrap_or(&[]);
         let end = rest.iter().position(|&c| c == b'\n').unwrap_or(rest.len());
         let value = rest.get(..end).unwrap_or(rest).trim_ascii();
-        log::info(STEP, b"peak memory: VmHWM {}", &[value]);
+        log::info(b"peak memory: VmHWM {}", &[value]);
     }
 }

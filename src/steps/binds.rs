@@ -2,7 +2,7 @@
 //! `<PERSISTENT_STATE_TARGET>/<dash>.bind` on the persistent volume; missing content is copied
 //! up from the image, then the store is bind-mounted over the path (reference §6.12).
 
-use super::{err, err_errno, fstab::Fstab, Ctx, Error};
+use super::{add_failure, err, err_errno, failures, fstab::Fstab, log_error, Ctx, Error};
 use crate::config::path::{dash_name, is_within};
 use crate::copy::{copy_missing, CopyStats};
 use crate::log;
@@ -10,8 +10,6 @@ use crate::sys::{self, inroot::fd_path, inroot::Root};
 use crate::util::fixed::Text;
 use rustix::fd::AsFd;
 use rustix::fs::OFlags;
-
-const STEP: &str = "mount-bind";
 
 /// Of `(mount point, volume)` pairs, the volume whose mount point holds `target` (the longest
 /// matching mount point).
@@ -56,15 +54,9 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
         };
         match bind_one(root.as_ref(), fstab, path, target, &mut stats) {
             Ok(()) => bound += 1,
-            Err(e) => {
-                log::error(STEP, b"{}", &[e.message().as_bytes()]);
-                failed.push_lossy(if failed.is_empty() {
-                    b"bind failed for"
-                } else {
-                    b","
-                });
-                failed.push_lossy(b" ");
-                failed.push_lossy(path);
+            Err(_) => {
+                log_error(log::Level::Error, b"{}");
+                add_failure(&mut failed, b"bind failed for", b",", &[path]);
             }
         }
     }
@@ -74,11 +66,7 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY;
         if let Ok(store) = ctx.root()?.open_at(target, flags, 0) {
             if let Err(e) = sys::syncfs(store.as_fd()) {
-                log::warn(
-                    STEP,
-                    b"cannot flush {}: {}",
-                    &[target, log::errno(e).as_bytes()],
-                );
+                log::warn_errno(b"cannot flush {}: {}", &[target], e);
             }
         }
     }
@@ -89,11 +77,7 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
         &stats,
         None,
     );
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(err(b"{}", &[failed.as_bytes()]))
-    }
+    failures(&failed)
 }
 
 /// Logs `template` with `first`, `second` and the numbers of files, directories and symlinks
@@ -116,7 +100,6 @@ fn log_copied(
     };
     log::log(
         level,
-        STEP,
         template,
         &[
             first,
@@ -148,7 +131,7 @@ fn bind_one(
         .mkdir_p(path, 0o755)
         .map_err(|e| err_errno(b"cannot create {} in the new root", &[path], e))?;
     if sys::is_mountpoint(target.as_fd(), b"") {
-        log::info(STEP, b"{} is already mounted", &[path]);
+        super::log_already_mounted(path);
         return Ok(());
     }
     root.mkdir_p(store, 0o755)

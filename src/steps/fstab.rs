@@ -85,7 +85,6 @@ pub fn write_fstab(ctx: &mut Ctx) -> Result<(), Error> {
     sys::write_file_atomic(etc.as_fd(), b"fstab", ctx.fstab.as_bytes(), 0o644)
         .map_err(|e| err_errno(b"cannot write /etc/fstab in the new root", &[], e))?;
     log::info(
-        "write-fstab",
         b"wrote /etc/fstab with {} entries",
         &[log::num(ctx.fstab.lines as u64).as_bytes()],
     );

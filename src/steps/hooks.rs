@@ -34,13 +34,7 @@ fn executables(dir: BorrowedFd<'_>, out: &mut List<4096, 64>) {
 }
 
 /// Runs `dir/<name>` for each of `names`, sorted bytewise.
-fn run_all(
-    step: &str,
-    dir: &[u8],
-    names: &List<4096, 64>,
-    envp: &[&CStr],
-    chroot_to: Option<&[u8]>,
-) {
+fn run_all(dir: &[u8], names: &List<4096, 64>, envp: &[&CStr], chroot_to: Option<&[u8]>) {
     // The names come from one directory, so they are unique: each round runs the smallest
     // name after the previous one.
     let mut prev: Option<&[u8]> = None;
@@ -56,7 +50,7 @@ fn run_all(
         p.push_lossy(dir);
         p.push_lossy(b"/");
         p.push_lossy(name);
-        run_one(step, p.as_bytes(), &[], envp, chroot_to);
+        run_one(p.as_bytes(), &[], envp, chroot_to);
         prev = next;
     }
 }
@@ -71,7 +65,7 @@ fn env_var<'a>(buf: &'a mut CBuf, key: &[u8], value: &[u8]) -> Option<&'a CStr> 
 
 /// Runs `path` (a path inside `chroot_to` when given) with `args` (at most two), logging the
 /// outcome.
-fn run_one(step: &str, path: &[u8], args: &[&CStr], envp: &[&CStr], chroot_to: Option<&[u8]>) {
+fn run_one(path: &[u8], args: &[&CStr], envp: &[&CStr], chroot_to: Option<&[u8]>) {
     let mut p = CBuf::new();
     let Ok(p) = p.c_str(path) else {
         return;
@@ -93,19 +87,14 @@ fn run_one(step: &str, path: &[u8], args: &[&CStr], envp: &[&CStr], chroot_to: O
             (log::Level::Warn, b"cannot run {}: {}")
         }
     };
-    log::log(level, step, template, &[path, detail.as_bytes()]);
+    log::log(level, template, &[path, detail.as_bytes()]);
 }
 
-/// Stage `stage`: the initramfs' hooks, the image's hooks, then a stage engine. The
-/// `initramfs` stage runs the image's programs chrooted into the new root (in a child).
-pub fn run_stage(ctx: &mut Ctx, stage: &str) -> Result<(), Error> {
-    // The stage is `rootfs` or `initramfs`.
-    let chrooted = stage == "initramfs";
-    let step = if chrooted {
-        "initramfs-hook"
-    } else {
-        "rootfs-hook"
-    };
+/// Stage `rootfs`, or `initramfs` when `chrooted`: the initramfs' hooks, the image's hooks,
+/// then a stage engine. The `initramfs` stage runs the image's programs chrooted into the new
+/// root (in a child).
+pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
+    let stage = if chrooted { "initramfs" } else { "rootfs" };
     let sysroot = ctx.sysroot();
     let mut bufs = [CBuf::new(), CBuf::new(), CBuf::new(), CBuf::new()];
     let [a, b, c, s] = &mut bufs;
@@ -130,7 +119,7 @@ pub fn run_stage(ctx: &mut Ctx, stage: &str) -> Result<(), Error> {
     if let Ok(fd) = sys::open_dir(dir.as_bytes()) {
         executables(fd.as_fd(), &mut names);
     }
-    run_all(step, dir.as_bytes(), &names, &envp, None);
+    run_all(dir.as_bytes(), &names, &envp, None);
 
     let mut image_dir = Text::<256>::new();
     image_dir.push_lossy(b"/usr/lib/immucore/");
@@ -153,7 +142,7 @@ pub fn run_stage(ctx: &mut Ctx, stage: &str) -> Result<(), Error> {
         }
     });
     if names.is_empty() && agent.is_none() {
-        log::debug(step, b"no hooks for stage {}", &[stage.as_bytes()]);
+        log::debug(b"no hooks for stage {}", &[stage.as_bytes()]);
         return Ok(());
     }
     let chroot_to = chrooted.then_some(sysroot);
@@ -166,9 +155,9 @@ pub fn run_stage(ctx: &mut Ctx, stage: &str) -> Result<(), Error> {
         hooks.push_lossy(sysroot);
     }
     hooks.push_lossy(image_dir.as_bytes());
-    run_all(step, hooks.as_bytes(), &names, &envp, chroot_to);
+    run_all(hooks.as_bytes(), &names, &envp, chroot_to);
     if let Some(&(path, word)) = agent {
-        run_one(step, path, &[word, stage_c], &envp, chroot_to);
+        run_one(path, &[word, stage_c], &envp, chroot_to);
     }
     if chrooted {
         api_filesystems(sysroot, false);
@@ -204,7 +193,6 @@ const EXTENSIONS: &[(&[u8], &[u8])] = &[
 /// `enable-sysext-confext`: links `<state>/*.raw` and `common/*.raw` system and configuration
 /// extensions into `/run/extensions` and `/run/confexts` for systemd-sysext.
 pub fn enable_sysext_confext(ctx: &mut Ctx) -> Result<(), Error> {
-    const STEP: &str = "enable-sysext-confext";
     let Some(sub) = ctx.cmd.state.extension_dir() else {
         return Ok(());
     };
@@ -240,19 +228,14 @@ pub fn enable_sysext_confext(ctx: &mut Ctx) -> Result<(), Error> {
             to.push_lossy(name);
             if sys::exists(link.as_bytes()) {
                 log::warn(
-                    STEP,
                     b"{} already exists; not linking {}",
                     &[link.as_bytes(), to.as_bytes()],
                 );
                 return;
             }
             match sys::symlink(to.as_bytes(), link.as_bytes()) {
-                Ok(()) => log::info(STEP, b"enabled {}", &[to.as_bytes()]),
-                Err(e) => log::warn(
-                    STEP,
-                    b"cannot link {}: {}",
-                    &[to.as_bytes(), log::errno(e).as_bytes()],
-                ),
+                Ok(()) => log::info(b"enabled {}", &[to.as_bytes()]),
+                Err(e) => log::warn_errno(b"cannot link {}: {}", &[to.as_bytes()], e),
             }
         };
         let _ = sys::for_each_entry(fd.as_fd(), link);

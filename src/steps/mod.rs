@@ -54,8 +54,33 @@ pub fn err_errno(template: &[u8], args: &[&[u8]], e: sys::Errno) -> Error {
 
 /// Logs the text of the last step error (of one of several things a step tries) into
 /// `template`'s `{}`.
-fn log_error(level: log::Level, step: &str, template: &[u8]) {
-    MESSAGE.with(|m| log::log(level, step, template, &[m.as_bytes()]));
+fn log_error(level: log::Level, template: &[u8]) {
+    MESSAGE.with(|m| log::log(level, template, &[m.as_bytes()]));
+}
+
+/// Adds an item (`parts` joined) to the list of what failed in a step that tries several
+/// things and fails after trying all: `head` starts the list, `sep` and a space separate items.
+fn add_failure(list: &mut Text<256>, head: &[u8], sep: &[u8], parts: &[&[u8]]) {
+    list.push_lossy(if list.is_empty() { head } else { sep });
+    list.push_lossy(b" ");
+    for part in parts {
+        list.push_lossy(part);
+    }
+}
+
+/// The outcome of a step that tried several things: an error naming what failed, if any did.
+fn failures(list: &Text<256>) -> Result<(), Error> {
+    if list.is_empty() {
+        Ok(())
+    } else {
+        Err(err(b"{}", &[list.as_bytes()]))
+    }
+}
+
+/// A mount a step would make is there already (upstream counts that as done).
+#[inline(never)]
+fn log_already_mounted(path: &[u8]) {
+    log::info(b"{} is already mounted", &[path]);
 }
 
 impl Error {
@@ -97,7 +122,7 @@ impl<'a> Ctx<'a> {
             cmd,
             layout: Layout::default(),
             fstab: fstab::Fstab::new(),
-            volumes: core::array::from_fn(|_| None),
+            volumes: [const { None }; MAX_VOLUMES],
             devices: Table::new(),
             root: None,
             root_loop: None,
@@ -128,7 +153,7 @@ pub fn run(id: StepId, ctx: &mut Ctx) -> Result<(), Error> {
         StepId::MountRoot => root::mount_root(ctx),
         StepId::WaitForSysroot => root::wait_for_sysroot(ctx),
         StepId::MountOem => volumes::mount_oem(ctx),
-        StepId::RootfsHook => hooks::run_stage(ctx, "rootfs"),
+        StepId::RootfsHook => hooks::run_stage(ctx, false),
         StepId::LoadConfig => overlay::load_config(ctx),
         StepId::MountBaseOverlay => overlay::mount_base_overlay(ctx),
         StepId::OverlayMount => overlay::overlay_mount(ctx),
@@ -136,7 +161,7 @@ pub fn run(id: StepId, ctx: &mut Ctx) -> Result<(), Error> {
         StepId::MountBind => binds::mount_bind(ctx),
         StepId::EnableSysextConfext => hooks::enable_sysext_confext(ctx),
         StepId::WriteFstab => fstab::write_fstab(ctx),
-        StepId::InitramfsHook => hooks::run_stage(ctx, "initramfs"),
+        StepId::InitramfsHook => hooks::run_stage(ctx, true),
         // The hand-over happens after the plan ran (main), so the summary can be printed first.
         StepId::SwitchRoot => Ok(()),
     }
@@ -212,10 +237,10 @@ pub fn mount_at(
     fstype: &[u8],
     opts: &[u8],
 ) -> Result<Mounted, Error> {
-    mount_checked(ctx, source, target, fstype, opts, None)
+    mount_checked(ctx, source, target, fstype, opts, false)
 }
 
-/// `mount_at`, checking the device `source` with fsck first (logged under `fsck_step`) unless
+/// `mount_at`, checking the device `source` with fsck first when `check`, unless
 /// the target is mounted already.
 fn mount_checked(
     ctx: &Ctx,
@@ -223,7 +248,7 @@ fn mount_checked(
     target: Target,
     fstype: &[u8],
     opts: &[u8],
-    fsck_step: Option<&str>,
+    check: bool,
 ) -> Result<Mounted, Error> {
     let mut data = Text::<1024>::new();
     let flags = mount_options(opts, &mut data);
@@ -250,8 +275,8 @@ fn mount_checked(
             at.as_bytes()
         }
     };
-    if let Some(step) = fsck_step {
-        fsck(ctx.cmd, step, source);
+    if check {
+        fsck(ctx.cmd, source);
     }
     sys::mount(source, on, fstype, flags, data.as_bytes())
         .map_err(|e| err_errno(b"mounting {} on {} failed", &[source, path], e))?;
@@ -264,7 +289,6 @@ fn mount_checked(
 /// `record_already`.
 pub fn mount_device(
     ctx: &mut Ctx,
-    step: &str,
     dev: &Device,
     target: Target,
     opts: &[u8],
@@ -288,10 +312,10 @@ pub fn mount_device(
     dev.by_path(&mut spec);
     let spec = spec.as_bytes();
     let path = target.path();
-    log::debug(step, b"found {} at {} ({})", &[spec, node, fstype]);
-    let now = mount_checked(ctx, node, target, fstype, opts, Some(step))? == Mounted::Now;
+    log::debug(b"found {} at {} ({})", &[spec, node, fstype]);
+    let now = mount_checked(ctx, node, target, fstype, opts, true)? == Mounted::Now;
     const TEMPLATES: [&[u8]; 2] = [b"already mounted: {} ({}) on {}", b"mounted {} ({}) on {}"];
-    log::info(step, TEMPLATES[now as usize], &[spec, node, path]);
+    log::info(TEMPLATES[now as usize], &[spec, node, path]);
     if now || record_already {
         ctx.fstab.add(spec, path, fstype, opts);
     }
@@ -310,7 +334,7 @@ const FSCK_PATHS: &[&CStr] = &[
 
 /// Runs `fsck <dev> [-f] -a|-y|-n` before the first mount, as systemd-fsck would, when an
 /// fsck binary exists. Its result is logged, never fatal: the mount decides.
-pub fn fsck(cmd: &Cmdline, step: &str, node: &[u8]) {
+pub fn fsck(cmd: &Cmdline, node: &[u8]) {
     if cmd.fsck_mode == FsckMode::Skip {
         return;
     }
@@ -361,7 +385,7 @@ pub fn fsck(cmd: &Cmdline, step: &str, node: &[u8]) {
             )
         }
     };
-    log::log(level, step, template, &[node, detail]);
+    log::log(level, template, &[node, detail]);
 }
 
 #[cfg(test)]

@@ -2,7 +2,10 @@
 //! store and one overlayfs per `RW_PATHS` entry, whose upper layer vanishes at reboot.
 
 use super::fstab::Fstab;
-use super::{err, err_errno, log_error, mount_at, mount_device, Ctx, Error, Mounted, Target};
+use super::{
+    add_failure, err, err_errno, failures, log_error, mount_at, mount_device, Ctx, Error, Mounted,
+    Target,
+};
 use crate::config::cmdline::{overlay_backing, Backing};
 use crate::config::layout::{parse_env, EnvVars, Layout};
 use crate::config::path::dash_name;
@@ -87,7 +90,6 @@ pub fn load_config(ctx: &mut Ctx) -> Result<(), Error> {
             .map_err(|e| err_errno(b"cannot write {}", &[LAYOUT_FILE], e))?;
     }
     log::info(
-        "load-config",
         b"layout from {}: {} overlay paths, {} persistent paths, {} volumes, overlay {}",
         &[
             source,
@@ -103,7 +105,6 @@ pub fn load_config(ctx: &mut Ctx) -> Result<(), Error> {
 
 /// `mount-base-overlay`: the store under every overlay's upper and work directory.
 pub fn mount_base_overlay(ctx: &mut Ctx) -> Result<(), Error> {
-    const STEP: &str = "mount-base-overlay";
     let spec = ctx.layout.overlay.as_bytes();
     let mut opts = Text::<64>::new();
     let dev = match overlay_backing(spec) {
@@ -122,12 +123,12 @@ pub fn mount_base_overlay(ctx: &mut Ctx) -> Result<(), Error> {
         None => {
             let opts = opts.as_bytes();
             if mount_at(ctx, b"tmpfs", target, b"tmpfs", opts)? == Mounted::Now {
-                log::info(STEP, b"mounted tmpfs ({}) on /run/overlay", &[opts]);
+                log::info(b"mounted tmpfs ({}) on /run/overlay", &[opts]);
                 ctx.fstab.add(b"tmpfs", OVERLAY_DIR, b"tmpfs", opts);
             }
             Ok(())
         }
-        Some(dev) => mount_device(ctx, STEP, &dev, target, b"", BACKING_TIMEOUT_MS, false),
+        Some(dev) => mount_device(ctx, &dev, target, b"", BACKING_TIMEOUT_MS, false),
     }
 }
 
@@ -138,22 +139,12 @@ pub fn overlay_mount(ctx: &mut Ctx) -> Result<(), Error> {
     let mut failed = Text::<256>::new();
     for path in ctx.layout.rw_paths.iter() {
         if overlay_one(ctx.root.as_ref(), &mut ctx.fstab, path).is_err() {
-            log_error(Level::Error, STEP, b"{}");
-            if failed.is_empty() {
-                failed.push_lossy(b"overlay failed for");
-            }
-            failed.push_lossy(b" ");
-            failed.push_lossy(path);
+            log_error(Level::Error, b"{}");
+            add_failure(&mut failed, b"overlay failed for", b"", &[path]);
         }
     }
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(err(b"{}", &[failed.as_bytes()]))
-    }
+    failures(&failed)
 }
-
-const STEP: &str = "overlay-mount";
 
 #[inline(never)]
 fn overlay_one(root: Option<&Root>, fstab: &mut Fstab, path: &[u8]) -> Result<(), Error> {
@@ -161,10 +152,10 @@ fn overlay_one(root: Option<&Root>, fstab: &mut Fstab, path: &[u8]) -> Result<()
     let lower = match root.mkdir_p(path, 0o755) {
         Ok(fd) => fd,
         Err(e) => {
-            log::warn(
-                STEP,
+            log::warn_errno(
                 b"{} is missing in the image and cannot be created ({}): skipped",
-                &[path, log::errno(e).as_bytes()],
+                &[path],
+                e,
             );
             return Ok(());
         }
@@ -188,7 +179,7 @@ fn overlay_one(root: Option<&Root>, fstab: &mut Fstab, path: &[u8]) -> Result<()
     let upper = upper.as_bytes();
     let opts = opts.as_bytes();
     if sys::is_mountpoint(lower.as_fd(), b"") {
-        log::info(STEP, b"{} is already mounted", &[path]);
+        super::log_already_mounted(path);
     } else {
         for &dir in &[upper, work.as_bytes()] {
             sys::mkdir_p(dir, 0o755).map_err(|e| err_errno(b"cannot create {}", &[dir], e))?;
@@ -206,7 +197,7 @@ fn overlay_one(root: Option<&Root>, fstab: &mut Fstab, path: &[u8]) -> Result<()
             opts,
         )
         .map_err(|e| err_errno(b"overlay on {} failed", &[path], e))?;
-        log::info(STEP, b"mounted overlay on {} (upper {})", &[path, upper]);
+        log::info(b"mounted overlay on {} (upper {})", &[path, upper]);
     }
     fstab.add(b"overlay", path, b"overlay", opts);
     Ok(())

@@ -25,7 +25,6 @@ pub fn create_sentinel(ctx: &mut Ctx) -> Result<(), Error> {
     sys::write_path_atomic(path.as_bytes(), b"1", 0o644)
         .map_err(|e| err_errno(b"cannot write {}", &[path.as_bytes()], e))?;
     log::info(
-        "create-sentinel",
         b"boot state {}: wrote {}",
         &[ctx.cmd.state.name().as_bytes(), path.as_bytes()],
     );
@@ -36,7 +35,7 @@ pub fn mount_tmpfs(ctx: &mut Ctx) -> Result<(), Error> {
     let how = mount_at(ctx, b"tmpfs", Target::Host(b"/tmp"), b"tmpfs", b"rw")?;
     ctx.fstab.add(b"tmpfs", b"/tmp", b"tmpfs", b"rw");
     if how == Mounted::Now {
-        log::info("mount-tmpfs", b"mounted tmpfs on /tmp", &[]);
+        log::info(b"mounted tmpfs on /tmp", &[]);
     }
     Ok(())
 }
@@ -60,7 +59,6 @@ pub fn mount_state(ctx: &mut Ctx) -> Result<(), Error> {
     let opts = root_opts(ctx);
     mount_device(
         ctx,
-        "mount-state",
         &label_device(label),
         Target::Host(STATE_DIR),
         opts,
@@ -82,11 +80,7 @@ fn root_opts(ctx: &Ctx) -> &'static [u8] {
 pub fn discover_state(ctx: &mut Ctx) -> Result<(), Error> {
     let sysroot = ctx.env.sysroot.as_bytes();
     if sys::is_mountpoint_path(sysroot) {
-        log::info(
-            "discover-state",
-            b"{} is already mounted; no loop device needed",
-            &[sysroot],
-        );
+        log::info(b"{} is already mounted; no loop device needed", &[sysroot]);
         return Ok(());
     }
     let image = ctx.cmd.image.as_bytes();
@@ -132,7 +126,6 @@ pub fn discover_state(ctx: &mut Ctx) -> Result<(), Error> {
         ));
     }
     log::info(
-        "discover-state",
         b"{} attached to {} ({}, label {})",
         &[image, dev, fs.fs.name().as_bytes(), want],
     );
@@ -142,7 +135,6 @@ pub fn discover_state(ctx: &mut Ctx) -> Result<(), Error> {
 
 /// Mounts the image's filesystem on the sysroot, read-only unless `rd.*.debugrw`.
 pub fn mount_root(ctx: &mut Ctx) -> Result<(), Error> {
-    const STEP: &str = "mount-root";
     let sysroot = ctx.env.sysroot.as_bytes();
     let want = ctx.cmd.state.root_label().unwrap_or("");
     let opts = root_opts(ctx);
@@ -151,7 +143,6 @@ pub fn mount_root(ctx: &mut Ctx) -> Result<(), Error> {
             let dev = lp.path.as_bytes();
             if mount_at(ctx, dev, Target::Host(sysroot), fs.as_bytes(), opts)? == Mounted::Now {
                 log::info(
-                    STEP,
                     b"mounted {} ({}) on {} {}",
                     &[dev, want.as_bytes(), sysroot, opts],
                 );
@@ -161,7 +152,7 @@ pub fn mount_root(ctx: &mut Ctx) -> Result<(), Error> {
             fs
         }
         None if sys::is_mountpoint_path(sysroot) => {
-            log::info(STEP, b"{} is already mounted", &[sysroot]);
+            super::log_already_mounted(sysroot);
             "auto"
         }
         None => return Err(err(b"no loop device for the root image", &[])),
@@ -199,11 +190,7 @@ pub fn wait_for_sysroot(ctx: &mut Ctx) -> Result<(), Error> {
             probe.push_lossy(marker);
             if sys::exists(probe.as_bytes()) {
                 open_root(ctx)?;
-                log::info(
-                    "wait-for-sysroot",
-                    b"{} is ready ({} exists)",
-                    &[sysroot, marker],
-                );
+                log::info(b"{} is ready ({} exists)", &[sysroot, marker]);
                 return Ok(());
             }
         }

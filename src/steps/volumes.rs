@@ -1,7 +1,9 @@
 //! Partitions other than the root chain: OEM, `VOLUMES` and `rd.*.mount` extra volumes, and
 //! LVM activation where an `lvm` binary exists.
 
-use super::{err, log_error, mount_device, Ctx, Error, Target, Volume, MAX_VOLUMES};
+use super::{
+    add_failure, err, failures, log_error, mount_device, Ctx, Error, Target, Volume, MAX_VOLUMES,
+};
 use crate::config::cmdline::{volume_spec, BootState, Device, DeviceKind};
 use crate::dev::scan::Found;
 use crate::log::{self, Level};
@@ -15,9 +17,8 @@ pub const LVM_PATHS: &[&[u8]] = &[b"/usr/sbin/lvm", b"/sbin/lvm"];
 /// `mount-oem`: `COS_OEM` (or `rd.*.oemlabel=`) on `<sysroot>/oem`. Without an explicit label
 /// a missing OEM partition is fine; with one, it is awaited `oemtimeout` seconds.
 pub fn mount_oem(ctx: &mut Ctx) -> Result<(), Error> {
-    const STEP: &str = "mount-oem";
     if ctx.cmd.state == BootState::Live {
-        log::info(STEP, b"live boot: no OEM partition to mount", &[]);
+        log::info(b"live boot: no OEM partition to mount", &[]);
         return Ok(());
     }
     let explicit = !ctx.cmd.oem_label.is_empty();
@@ -34,20 +35,12 @@ pub fn mount_oem(ctx: &mut Ctx) -> Result<(), Error> {
     if !explicit {
         ctx.devices.refresh();
         if matches!(ctx.devices.find(&dev), Found::None) {
-            log::info(STEP, b"no COS_OEM partition: OEM not mounted", &[]);
+            log::info(b"no COS_OEM partition: OEM not mounted", &[]);
             return Ok(());
         }
     }
     let timeout = ctx.cmd.oem_timeout_s as u64 * 1000;
-    mount_device(
-        ctx,
-        STEP,
-        &dev,
-        Target::InRoot(b"/oem"),
-        b"rw",
-        timeout,
-        true,
-    )
+    mount_device(ctx, &dev, Target::InRoot(b"/oem"), b"rw", timeout, true)
 }
 
 /// The extra volumes in order: `rd.cos.mount=`, `rd.immucore.mount=`, then `VOLUMES`. As
@@ -90,7 +83,6 @@ fn collect_volumes(ctx: &mut Ctx) -> Result<usize, Error> {
 /// store's own filesystem is missing. OEM volumes may fail (upstream tolerates them).
 #[inline(never)]
 pub fn custom_mount(ctx: &mut Ctx) -> Result<(), Error> {
-    const STEP: &str = "custom-mount";
     let count = collect_volumes(ctx)?;
     let mut failed = Text::<256>::new();
     for slot in 0..count {
@@ -100,33 +92,26 @@ pub fn custom_mount(ctx: &mut Ctx) -> Result<(), Error> {
         };
         let (device, mountpoint) = (vol.device.as_bytes(), vol.mountpoint.as_bytes());
         let target = Target::InRoot(mountpoint);
-        match mount_device(ctx, STEP, &vol.dev, target, b"rw", VOLUME_TIMEOUT_MS, true) {
+        match mount_device(ctx, &vol.dev, target, b"rw", VOLUME_TIMEOUT_MS, true) {
             Ok(()) => vol.mounted = true,
             Err(_) if device.ends_with(b"/COS_OEM") => {
-                log_error(Level::Warn, STEP, b"{} (OEM volume, tolerated)");
+                log_error(Level::Warn, b"{} (OEM volume, tolerated)");
             }
             Err(_) => {
-                log_error(Level::Error, STEP, b"{}");
-                failed.push_lossy(if failed.is_empty() {
-                    b"not mounted:"
-                } else {
-                    b","
-                });
-                failed.push_lossy(b" ");
-                failed.push_lossy(device);
-                failed.push_lossy(b" on ");
-                failed.push_lossy(mountpoint);
+                log_error(Level::Error, b"{}");
+                add_failure(
+                    &mut failed,
+                    b"not mounted:",
+                    b",",
+                    &[device, b" on ", mountpoint],
+                );
             }
         }
         if let Some(s) = ctx.volumes.get_mut(slot) {
             *s = Some(vol);
         }
     }
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(err(b"{}", &[failed.as_bytes()]))
-    }
+    failures(&failed)
 }
 
 /// `lvm-activation`: activate volume groups so labels on logical volumes can be found.
@@ -144,7 +129,7 @@ pub fn lvm_activation() -> Result<(), Error> {
         LVM_TIMEOUT_MS,
     ) {
         Ok(0) => {
-            log::info("lvm-activation", b"volume groups activated", &[]);
+            log::info(b"volume groups activated", &[]);
             Ok(())
         }
         Ok(code) => Err(err(

@@ -92,20 +92,6 @@ fn open_node(path: &[u8], read_only: bool) -> Result<OwnedFd> {
     }
 }
 
-fn info(read_only: bool, name: &[u8]) -> loop_info64 {
-    // SAFETY: loop_info64 is a plain C struct for which all-zero is valid.
-    let mut info: loop_info64 = unsafe { core::mem::zeroed() };
-    info.lo_flags = if read_only {
-        LO_FLAGS_READ_ONLY as u32 | LO_FLAGS_AUTOCLEAR as u32
-    } else {
-        LO_FLAGS_AUTOCLEAR as u32
-    };
-    for (d, s) in info.lo_file_name.iter_mut().zip(name.iter().take(63)) {
-        *d = *s;
-    }
-    info
-}
-
 fn configure(
     dev: BorrowedFd<'_>,
     image: BorrowedFd<'_>,
@@ -115,11 +101,19 @@ fn configure(
     // SAFETY: loop_config is a plain C struct for which all-zero is valid.
     let mut cfg: loop_config = unsafe { core::mem::zeroed() };
     cfg.fd = image.as_raw_fd() as u32;
-    cfg.info = info(read_only, name);
+    // The fallback passes the same status (`cfg.info`), so it is filled in once.
+    let info = &mut cfg.info;
+    info.lo_flags = LO_FLAGS_AUTOCLEAR as u32;
+    if read_only {
+        info.lo_flags |= LO_FLAGS_READ_ONLY as u32;
+    }
+    for (d, s) in info.lo_file_name.iter_mut().zip(name.iter().take(63)) {
+        *d = *s;
+    }
     match call(dev, LOOP_CONFIGURE, &mut cfg as *mut loop_config as usize) {
         Ok(_) => Ok(()),
         Err(Errno::INVAL) | Err(Errno::NOTTY) | Err(Errno::NOSYS) => {
-            configure_legacy(dev, image, read_only, name)
+            configure_legacy(dev, image, &mut cfg.info)
         }
         Err(e) => Err(e),
     }
@@ -130,18 +124,12 @@ fn configure(
 fn configure_legacy(
     dev: BorrowedFd<'_>,
     image: BorrowedFd<'_>,
-    read_only: bool,
-    name: &[u8],
+    info: &mut loop_info64,
 ) -> Result<()> {
     call(dev, LOOP_SET_FD, image.as_raw_fd() as usize)?;
-    let mut info = info(read_only, name);
     info.lo_flags = LO_FLAGS_AUTOCLEAR as u32;
     for _ in 0..20 {
-        match call(
-            dev,
-            LOOP_SET_STATUS64,
-            &mut info as *mut loop_info64 as usize,
-        ) {
+        match call(dev, LOOP_SET_STATUS64, info as *mut loop_info64 as usize) {
             Ok(_) => return Ok(()),
             // The kernel flushes the page cache and asks to retry if it was dirtied meanwhile.
             Err(Errno::AGAIN) => sleep_ms(10),
