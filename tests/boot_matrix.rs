@@ -451,6 +451,14 @@ fn failures(arch: &str) {
     );
     let bad = disk(arch, "bad", &["--bad-active"]);
     expect_failure(arch, &bad, ACTIVE, "is not a filesystem image");
+    // A command line immucore refuses: with nothing parsed, rebootonfailure is still honoured
+    // (found in the raw text), so the board does not sit in the failure state forever.
+    expect_failure(
+        arch,
+        &d,
+        "root=LABEL=COS_ACTIVE cos-img/filename=\"/cOS/active.img",
+        "invalid kernel command line: unterminated quote",
+    );
     // No COS_STATE ever appears (a blank disk): the 60 s deadline of mount-state is honoured.
     let blank = scratch().join(format!("disk-{arch}-blank.img"));
     std::fs::File::create(&blank)
