@@ -6,7 +6,7 @@
 //! double quote may wrap spaces, anywhere in the token; the quotes themselves are dropped.
 
 use crate::config::path::{check_path, normalize};
-use crate::util::fixed::{parse_u64, List, Text};
+use crate::util::fixed::{parse_u64, utf8_valid_up_to, List, Text};
 
 /// Longest command line accepted (the kernel's own limit on x86 is 2048, other arches 4096).
 pub const MAX_CMDLINE: usize = 4096;
@@ -659,7 +659,7 @@ fn check_tag(value: &[u8]) -> Result<(), &'static str> {
     {
         return Err("label or id contains a control character, quote or backslash");
     }
-    if core::str::from_utf8(value).is_err() {
+    if utf8_valid_up_to(value) != value.len() {
         return Err("label or id is not UTF-8");
     }
     let encoded: usize = value

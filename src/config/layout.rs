@@ -8,7 +8,7 @@
 
 use crate::config::cmdline::{overlay_backing, volume_spec, BootState};
 use crate::config::path::{is_within, normalize};
-use crate::util::fixed::{copy_bytes, Full, List, Text};
+use crate::util::fixed::{copy_bytes, utf8_valid_up_to, Full, List, Text};
 
 pub const MAX_VARS: usize = 64;
 pub const MAX_KEY: usize = 64;
@@ -206,9 +206,10 @@ pub fn parse_env(text: &[u8], vars: &mut EnvVars) -> Result<(), EnvError> {
             reason: "binary data",
         });
     }
-    if let Err(e) = core::str::from_utf8(text) {
+    let valid = utf8_valid_up_to(text);
+    if valid != text.len() {
         return Err(EnvError {
-            line: line_of(text, e.valid_up_to()),
+            line: line_of(text, valid),
             reason: "binary data",
         });
     }

@@ -125,6 +125,36 @@ fn push_num(len: &mut usize, n: u64, buf: &mut [u8]) -> Result<(), Full> {
     push(len, fmt_u64(n, &mut digits), buf)
 }
 
+/// How many leading bytes of `s` are valid UTF-8 (`s.len()` if all are): the same answer as
+/// `core::str::from_utf8(s)`'s `valid_up_to`, without its word-at-a-time fast path, which
+/// costs several hundred bytes of code and buys nothing on a few short inputs.
+pub fn utf8_valid_up_to(s: &[u8]) -> usize {
+    let mut i = 0;
+    while let Some(&b) = s.get(i) {
+        // Continuation bytes after the lead, and the range the first of them must be in
+        // (this rules out overlong forms, surrogates and code points above U+10FFFF).
+        let (more, lo, hi) = match b {
+            0..=0x7f => (0, 0, 0),
+            0xc2..=0xdf => (1, 0x80, 0xbf),
+            0xe0 => (2, 0xa0, 0xbf),
+            0xed => (2, 0x80, 0x9f),
+            0xe1..=0xef => (2, 0x80, 0xbf),
+            0xf0 => (3, 0x90, 0xbf),
+            0xf1..=0xf3 => (3, 0x80, 0xbf),
+            0xf4 => (3, 0x80, 0x8f),
+            _ => return i,
+        };
+        for k in 1..=more {
+            let (lo, hi) = if k == 1 { (lo, hi) } else { (0x80, 0xbf) };
+            if !s.get(i + k).is_some_and(|&c| lo <= c && c <= hi) {
+                return i;
+            }
+        }
+        i += 1 + more;
+    }
+    i
+}
+
 #[inline(never)]
 fn as_str(bytes: &[u8]) -> &str {
     core::str::from_utf8(bytes).unwrap_or("?")
@@ -320,6 +350,29 @@ pub fn parse_u64(s: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utf8_valid_up_to_agrees_with_core() {
+        let mut cases: std::vec::Vec<std::vec::Vec<u8>> = std::vec::Vec::new();
+        for a in 0..=255u8 {
+            for b in [
+                0u8, 0x41, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xff,
+            ] {
+                for c in [0x41u8, 0x80, 0xbf, 0xc0] {
+                    cases.push(std::vec![a, b, c, 0x80, 0x41]);
+                    cases.push(std::vec![0x41, a, b, c]);
+                    cases.push(std::vec![a, b]);
+                }
+            }
+        }
+        for c in cases {
+            let want = match core::str::from_utf8(&c) {
+                Ok(_) => c.len(),
+                Err(e) => e.valid_up_to(),
+            };
+            assert_eq!(utf8_valid_up_to(&c), want, "{c:x?}");
+        }
+    }
 
     #[test]
     fn text_refuses_overflow_and_keeps_contents() {
