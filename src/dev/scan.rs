@@ -5,13 +5,13 @@
 
 use super::gpt::{gpt_partitions, GptPart};
 use super::probe::{probe_fs, BlockRead, FsInfo, FsType};
-use crate::config::cmdline::{Device, DeviceKind};
+use crate::config::cmdline::{words, Device, DeviceKind};
 use crate::sys;
 use crate::util::fixed::Text;
 use rustix::fd::{AsFd, BorrowedFd};
 
 /// Devices we never open: slow or unsafe to probe, or never a Kairos partition.
-const SKIP_PREFIXES: &[&[u8]] = &[b"ram", b"zram", b"fd", b"nbd", b"sr", b"mtd"];
+const SKIP_PREFIXES: &[u8] = b"ram zram fd nbd sr mtd";
 pub const MAX_DEVICES: usize = 64;
 /// Poll period while waiting for a device to appear.
 const POLL_MS: u64 = 50;
@@ -79,7 +79,7 @@ impl Table {
         };
         let mut present = [false; MAX_DEVICES];
         let _ = sys::for_each_entry(dir.as_fd(), &mut |name, _| {
-            if SKIP_PREFIXES.iter().any(|p| name.starts_with(p))
+            if words(SKIP_PREFIXES).any(|p| name.starts_with(p))
                 || (name.starts_with(b"mmcblk") && name.ends_with(b"rpmb"))
             {
                 return;
