@@ -6,7 +6,7 @@
 //! double quote may wrap spaces, anywhere in the token; the quotes themselves are dropped.
 
 use crate::config::path::{check_path, normalize};
-use crate::util::fixed::{parse_u64, utf8_valid_up_to, List, Text};
+use crate::util::fixed::{packed_name, parse_u64, utf8_valid_up_to, List, Text};
 
 /// Longest command line accepted (the kernel's own limit on x86 is 2048, other arches 4096).
 pub const MAX_CMDLINE: usize = 4096;
@@ -44,35 +44,23 @@ pub enum BootState {
 }
 
 impl BootState {
-    /// Name of the `/run/cos/<sentinel>` file announcing the state to the booted system.
+    /// Name of the `/run/cos/<sentinel>` file announcing the state to the booted system. (The
+    /// name tables below list the states in variant order.)
     pub fn sentinel(self) -> &'static str {
-        match self {
-            BootState::Active => "active_mode",
-            BootState::Passive => "passive_mode",
-            BootState::Recovery => "recovery_mode",
-            BootState::AutoReset => "autoreset_mode",
-            BootState::Live => "live_mode",
-            BootState::Unknown => "unknown",
-        }
+        const NAMES: &str = "active_modepassive_moderecovery_modeautoreset_modelive_modeunknown";
+        packed_name(NAMES, &[11, 23, 36, 50, 59, 66], self as usize)
     }
 
     /// Label of the partition holding the image files.
     pub fn images_label(self) -> Option<&'static str> {
-        match self {
-            BootState::Active | BootState::Passive => Some("COS_STATE"),
-            BootState::Recovery | BootState::AutoReset => Some("COS_RECOVERY"),
-            BootState::Live | BootState::Unknown => None,
-        }
+        const NAMES: &str = "COS_STATECOS_STATECOS_RECOVERYCOS_RECOVERY";
+        non_empty(packed_name(NAMES, &[9, 18, 30, 42], self as usize))
     }
 
     /// Filesystem label inside the root image.
     pub fn root_label(self) -> Option<&'static str> {
-        match self {
-            BootState::Active => Some("COS_ACTIVE"),
-            BootState::Passive => Some("COS_PASSIVE"),
-            BootState::Recovery | BootState::AutoReset => Some("COS_SYSTEM"),
-            BootState::Live | BootState::Unknown => None,
-        }
+        const NAMES: &str = "COS_ACTIVECOS_PASSIVECOS_SYSTEMCOS_SYSTEM";
+        non_empty(packed_name(NAMES, &[10, 21, 31, 41], self as usize))
     }
 
     /// Sub-directory of the sysext/confext stores used in this state.
@@ -90,6 +78,11 @@ impl BootState {
         let sentinel = self.sentinel();
         sentinel.strip_suffix("_mode").unwrap_or(sentinel)
     }
+}
+
+/// `None` for the empty name `packed_name` gives the states without one (live, unknown).
+fn non_empty(name: &'static str) -> Option<&'static str> {
+    Some(name).filter(|n| !n.is_empty())
 }
 
 /// Normal boot from an image, or live/disabled (reference §7.3).

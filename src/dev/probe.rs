@@ -5,7 +5,7 @@
 //! disk values stay inside proven bounds. Types are tried in a fixed order and the first match
 //! wins, so a device never matches two types.
 
-use crate::util::fixed::Text;
+use crate::util::fixed::{packed_name, Text};
 
 /// Random-access reads from a block device or an image.
 pub trait BlockRead {
@@ -46,11 +46,7 @@ impl FsType {
         // The names back to back and where each ends, in variant order: smaller than a table
         // of string slices.
         const NAMES: &str = "ext2ext3ext4xfsbtrfsvfaterofsiso9660squashfs";
-        const ENDS: [u8; 9] = [4, 8, 12, 15, 20, 24, 29, 36, 44];
-        let i = self as usize;
-        let end = |i: usize| ENDS.get(i).map_or(0, |&e| usize::from(e));
-        let start = i.checked_sub(1).map_or(0, end);
-        NAMES.get(start..end(i)).unwrap_or("")
+        packed_name(NAMES, &[4, 8, 12, 15, 20, 24, 29, 36, 44], self as usize)
     }
 }
 

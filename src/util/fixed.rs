@@ -125,6 +125,15 @@ fn push_num(len: &mut usize, n: u64, buf: &mut [u8]) -> Result<(), Full> {
     push(len, fmt_u64(n, &mut digits), buf)
 }
 
+/// Name `i` of `names`, names stored back to back with `ends[i]` the end of name `i`: a table
+/// of names without a 16-byte string slice per name. `""` when `i` is out of range.
+#[inline(never)]
+pub fn packed_name(names: &'static str, ends: &[u8], i: usize) -> &'static str {
+    let end = |i: usize| ends.get(i).map_or(0, |&e| usize::from(e));
+    let start = i.checked_sub(1).map_or(0, end);
+    names.get(start..end(i)).unwrap_or("")
+}
+
 /// How many leading bytes of `s` are valid UTF-8 (`s.len()` if all are): the same answer as
 /// `core::str::from_utf8(s)`'s `valid_up_to`, without its word-at-a-time fast path, which
 /// costs several hundred bytes of code and buys nothing on a few short inputs.
