@@ -619,6 +619,13 @@ pub enum DeviceKind {
     Path,
 }
 
+impl DeviceKind {
+    /// `LABEL`, `UUID`, `PARTLABEL` or `PARTUUID` (`LABEL=x`...); `""` for a path.
+    pub fn tag(self) -> &'static str {
+        packed_name("LABELUUIDPARTLABELPARTUUID", &[5, 9, 18, 26], self as usize)
+    }
+}
+
 /// A block device as configured: `LABEL=x`, `UUID=x`, `PARTLABEL=x`, `PARTUUID=x` or `/dev/...`.
 #[derive(Clone, PartialEq)]
 #[cfg_attr(test, derive(Debug))]
@@ -707,18 +714,16 @@ impl Device {
     /// also the fstab spec. `value` keeps the raw label for superblock comparisons.
     pub fn by_path(&self, out: &mut Text<192>) {
         out.clear();
-        let dir: &[u8] = match self.kind {
-            DeviceKind::Label => b"/dev/disk/by-label/",
-            DeviceKind::Uuid => b"/dev/disk/by-uuid/",
-            DeviceKind::PartLabel => b"/dev/disk/by-partlabel/",
-            DeviceKind::PartUuid => b"/dev/disk/by-partuuid/",
-            DeviceKind::Path => {
-                out.push_lossy(self.value.as_bytes());
-                return;
-            }
-        };
-        // Always fits: check_tag bounds the encoded length.
-        out.push_lossy(dir);
+        if self.kind == DeviceKind::Path {
+            out.push_lossy(self.value.as_bytes());
+            return;
+        }
+        // Always fits: check_tag bounds the encoded length. `LABEL` → `/dev/disk/by-label/`.
+        out.push_lossy(b"/dev/disk/by-");
+        for c in self.kind.tag().bytes() {
+            out.push_lossy(&[c.to_ascii_lowercase()]);
+        }
+        out.push_lossy(b"/");
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let hex = |n: u8| HEX.get(usize::from(n & 15)).copied().unwrap_or(b'0');
         for c in self.value.as_bytes() {

@@ -315,13 +315,10 @@ pub fn wait_for(
 
 /// `LABEL=X` style text of a device spec, for messages.
 pub fn describe(dev: &Device, out: &mut Text<256>) {
-    out.push_lossy(match dev.kind {
-        DeviceKind::Label => b"LABEL=",
-        DeviceKind::Uuid => b"UUID=",
-        DeviceKind::PartLabel => b"PARTLABEL=",
-        DeviceKind::PartUuid => b"PARTUUID=",
-        DeviceKind::Path => b"",
-    });
+    if dev.kind != DeviceKind::Path {
+        out.push_lossy(dev.kind.tag().as_bytes());
+        out.push_lossy(b"=");
+    }
     out.push_lossy(dev.value.as_bytes());
 }
 
