@@ -674,20 +674,22 @@ fn check_tag(value: &[u8]) -> Result<(), &'static str> {
 
 impl Device {
     pub fn parse(spec: &[u8]) -> Result<Device, &'static str> {
-        const TAGS: [(&[u8], DeviceKind); 4] = [
-            (b"LABEL=", DeviceKind::Label),
-            (b"UUID=", DeviceKind::Uuid),
-            (b"PARTLABEL=", DeviceKind::PartLabel),
-            (b"PARTUUID=", DeviceKind::PartUuid),
+        const TAGGED: [DeviceKind; 4] = [
+            DeviceKind::Label,
+            DeviceKind::Uuid,
+            DeviceKind::PartLabel,
+            DeviceKind::PartUuid,
         ];
         let mut device = Device {
             kind: DeviceKind::Path,
             value: Text::new(),
         };
-        if let Some((value, kind)) = TAGS
-            .iter()
-            .find_map(|&(prefix, kind)| Some((spec.strip_prefix(prefix)?, kind)))
-        {
+        if let Some((value, kind)) = TAGGED.iter().find_map(|&kind| {
+            let value = spec
+                .strip_prefix(kind.tag().as_bytes())?
+                .strip_prefix(b"=")?;
+            Some((value, kind))
+        }) {
             check_tag(value)?;
             device.kind = kind;
             // Never cut: check_tag allows at most 128 bytes.
