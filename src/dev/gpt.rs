@@ -34,7 +34,7 @@ pub fn gpt_partitions(
 fn table(dev: &mut impl BlockRead, ss: u32, f: &mut impl FnMut(&GptPart)) -> Option<()> {
     let mbr = read::<512>(dev, 0);
     let protective = (0..4).any(|i| mbr.get(446 + 4 + i * 16) == Some(&0xEE));
-    if field(&mbr, 510, 2) != [0x55, 0xAA] || !protective || !(512..=4096).contains(&ss) {
+    if field(&mbr, 510, 2) != [0x55, 0xAA] || !protective || !matches!(ss, 512..=4096) {
         return None;
     }
     let ss = ss as usize;
@@ -52,7 +52,7 @@ fn table(dev: &mut impl BlockRead, ss: u32, f: &mut impl FnMut(&GptPart)) -> Opt
         return None;
     }
     buf.get_mut(16..20)?.fill(0);
-    if !crc32(!0, field(&buf, 0, hs)) != want || count > 256 || !(128..=4096).contains(&size) {
+    if !crc32(!0, field(&buf, 0, hs)) != want || count > 256 || !matches!(size, 128..=4096) {
         return None;
     }
     let start = lba.checked_mul(ss as u64)?;

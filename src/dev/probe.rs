@@ -146,7 +146,7 @@ pub fn probe_fs(dev: &mut impl BlockRead) -> Option<FsInfo> {
 
 fn xfs(s: &[u8], out: &mut FsInfo) -> Option<FsType> {
     let bs = be32(s, 4);
-    if field(s, 0, 4) != b"XFSB" || !bs.is_power_of_two() || !(512..=65536).contains(&bs) {
+    if field(s, 0, 4) != b"XFSB" || !bs.is_power_of_two() || !matches!(bs, 512..=65536) {
         return None;
     }
     found(out, FsType::Xfs, field(s, 108, 12), field(s, 32, 16))
@@ -200,7 +200,7 @@ fn btrfs(s: &[u8], out: &mut FsInfo) -> Option<FsType> {
 
 fn erofs(s: &[u8], out: &mut FsInfo) -> Option<FsType> {
     let blkszbits = *s.get(12)?;
-    if le32(s, 0) != 0xE0F5_E1E2 || !(9..=16).contains(&blkszbits) {
+    if le32(s, 0) != 0xE0F5_E1E2 || !matches!(blkszbits, 9..=16) {
         return None;
     }
     found(out, FsType::Erofs, field(s, 0x40, 16), field(s, 0x30, 16))
@@ -238,7 +238,7 @@ fn vfat(dev: &mut impl BlockRead, b: &[u8], out: &mut FsInfo) -> Option<FsType> 
         || !(media >= 0xF8 || media == 0xF0)
         || !spc.is_power_of_two()
         || !bps.is_power_of_two()
-        || !(512..=4096).contains(&bps)
+        || !matches!(bps, 512..=4096)
     {
         return None;
     }
