@@ -139,27 +139,28 @@ pub fn packed_name(names: &'static str, ends: &[u8], i: usize) -> &'static str {
 /// costs several hundred bytes of code and buys nothing on a few short inputs.
 pub fn utf8_valid_up_to(s: &[u8]) -> usize {
     let mut i = 0;
-    while let Some(&b) = s.get(i) {
-        // Continuation bytes after the lead, and the range the first of them must be in
-        // (this rules out overlong forms, surrogates and code points above U+10FFFF).
-        let (more, lo, hi) = match b {
-            0..=0x7f => (0, 0, 0),
-            0xc2..=0xdf => (1, 0x80, 0xbf),
-            0xe0 => (2, 0xa0, 0xbf),
-            0xed => (2, 0x80, 0x9f),
-            0xe1..=0xef => (2, 0x80, 0xbf),
-            0xf0 => (3, 0x90, 0xbf),
-            0xf1..=0xf3 => (3, 0x80, 0xbf),
-            0xf4 => (3, 0x80, 0x8f),
+    while let Some(&lead) = s.get(i) {
+        // The lead byte's high ones give the sequence length (none: ASCII); each length has a
+        // smallest code point, so longer (overlong) forms of smaller ones are refused.
+        let ones = lead.leading_ones() as usize;
+        let min = match ones {
+            0 => 0,
+            2 => 0x80,
+            3 => 0x800,
+            4 => 0x1_0000,
             _ => return i,
         };
-        for k in 1..=more {
-            let (lo, hi) = if k == 1 { (lo, hi) } else { (0x80, 0xbf) };
-            if !s.get(i + k).is_some_and(|&c| lo <= c && c <= hi) {
-                return i;
+        let mut cp = u32::from(lead) & (0x7f >> ones);
+        for k in 1..ones {
+            match s.get(i + k) {
+                Some(&c) if c & 0xc0 == 0x80 => cp = cp << 6 | u32::from(c & 0x3f),
+                _ => return i,
             }
         }
-        i += 1 + more;
+        if cp < min || cp > 0x10_ffff || matches!(cp, 0xd800..=0xdfff) {
+            return i;
+        }
+        i += ones.max(1);
     }
     i
 }
