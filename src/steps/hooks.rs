@@ -121,14 +121,21 @@ pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
     }
     run_all(dir.as_bytes(), &names, &envp, None);
 
-    let mut image_dir = Text::<256>::new();
-    image_dir.push_lossy(b"/usr/lib/immucore/");
-    image_dir.push_lossy(stage.as_bytes());
-    image_dir.push_lossy(b".d");
-    // The image's hook directory, listed through the confined lookup.
+    // The image's hook directory, as the hooks see it: from inside the new root when chrooted,
+    // through the sysroot (at most 128 bytes) otherwise: 512 bytes hold all of it.
+    let mut hooks = Text::<512>::new();
+    if !chrooted {
+        hooks.push_lossy(sysroot);
+    }
+    let inside = hooks.len();
+    hooks.push_lossy(b"/usr/lib/immucore/");
+    hooks.push_lossy(stage.as_bytes());
+    hooks.push_lossy(b".d");
+    let image_dir = hooks.as_bytes().get(inside..).unwrap_or_default();
+    // Listed through the confined lookup.
     names.clear();
     if let Some(root) = &ctx.root {
-        if let Ok(fd) = root.open_at(image_dir.as_bytes(), OFlags::RDONLY | OFlags::DIRECTORY, 0) {
+        if let Ok(fd) = root.open_at(image_dir, OFlags::RDONLY | OFlags::DIRECTORY, 0) {
             executables(fd.as_fd(), &mut names);
         }
     }
@@ -149,12 +156,6 @@ pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
     if chrooted {
         api_filesystems(sysroot, true);
     }
-    // Chrooted, the image's paths are seen from inside the new root.
-    let mut hooks = Text::<256>::new();
-    if !chrooted {
-        hooks.push_lossy(sysroot);
-    }
-    hooks.push_lossy(image_dir.as_bytes());
     run_all(hooks.as_bytes(), &names, &envp, chroot_to);
     if let Some(&(path, word)) = agent {
         run_one(path, &[word, stage_c], &envp, chroot_to);
