@@ -110,7 +110,9 @@ pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
     };
     let envp = [a, b, c, PATH_ENV];
 
-    let mut dir = Text::<256>::new();
+    // The initramfs' hook directory first, then the image's (both fit: the configuration
+    // directory and the sysroot hold at most 128 bytes).
+    let mut dir = Text::<512>::new();
     dir.push_lossy(ctx.env.config_dir.as_bytes());
     dir.push_lossy(b"/");
     dir.push_lossy(stage.as_bytes());
@@ -122,16 +124,17 @@ pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
     run_all(dir.as_bytes(), &names, &envp, None);
 
     // The image's hook directory, as the hooks see it: from inside the new root when chrooted,
-    // through the sysroot (at most 128 bytes) otherwise: 512 bytes hold all of it.
-    let mut hooks = Text::<512>::new();
+    // through the sysroot otherwise.
+    dir.clear();
     if !chrooted {
-        hooks.push_lossy(sysroot);
+        dir.push_lossy(sysroot);
     }
-    let inside = hooks.len();
-    hooks.push_lossy(b"/usr/lib/immucore/");
-    hooks.push_lossy(stage.as_bytes());
-    hooks.push_lossy(b".d");
-    let image_dir = hooks.as_bytes().get(inside..).unwrap_or_default();
+    let inside = dir.len();
+    dir.push_lossy(b"/usr/lib/immucore/");
+    dir.push_lossy(stage.as_bytes());
+    dir.push_lossy(b".d");
+    let hooks = dir.as_bytes();
+    let image_dir = hooks.get(inside..).unwrap_or_default();
     // Listed through the confined lookup.
     names.clear();
     if let Some(root) = &ctx.root {
@@ -156,7 +159,7 @@ pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
     if chrooted {
         api_filesystems(sysroot, true);
     }
-    run_all(hooks.as_bytes(), &names, &envp, chroot_to);
+    run_all(hooks, &names, &envp, chroot_to);
     if let Some(&(path, word)) = agent {
         run_one(path, &[word, stage_c], &envp, chroot_to);
     }
