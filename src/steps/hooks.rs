@@ -110,7 +110,9 @@ pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
     };
     let envp = [a, b, c, PATH_ENV];
 
-    let mut dir = Text::<256>::new();
+    // The initramfs' hook directory first, then the image's (both fit: the configuration
+    // directory and the sysroot hold at most 128 bytes).
+    let mut dir = Text::<512>::new();
     dir.push_lossy(ctx.env.config_dir.as_bytes());
     dir.push_lossy(b"/");
     dir.push_lossy(stage.as_bytes());
@@ -121,14 +123,22 @@ pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
     }
     run_all(dir.as_bytes(), &names, &envp, None);
 
-    let mut image_dir = Text::<256>::new();
-    image_dir.push_lossy(b"/usr/lib/immucore/");
-    image_dir.push_lossy(stage.as_bytes());
-    image_dir.push_lossy(b".d");
-    // The image's hook directory, listed through the confined lookup.
+    // The image's hook directory, as the hooks see it: from inside the new root when chrooted,
+    // through the sysroot otherwise.
+    dir.clear();
+    if !chrooted {
+        dir.push_lossy(sysroot);
+    }
+    let inside = dir.len();
+    dir.push_lossy(b"/usr/lib/immucore/");
+    dir.push_lossy(stage.as_bytes());
+    dir.push_lossy(b".d");
+    let hooks = dir.as_bytes();
+    let image_dir = hooks.get(inside..).unwrap_or_default();
+    // Listed through the confined lookup.
     names.clear();
     if let Some(root) = &ctx.root {
-        if let Ok(fd) = root.open_at(image_dir.as_bytes(), OFlags::RDONLY | OFlags::DIRECTORY, 0) {
+        if let Ok(fd) = root.open_at(image_dir, OFlags::RDONLY | OFlags::DIRECTORY, 0) {
             executables(fd.as_fd(), &mut names);
         }
     }
@@ -149,13 +159,7 @@ pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
     if chrooted {
         api_filesystems(sysroot, true);
     }
-    // Chrooted, the image's paths are seen from inside the new root.
-    let mut hooks = Text::<256>::new();
-    if !chrooted {
-        hooks.push_lossy(sysroot);
-    }
-    hooks.push_lossy(image_dir.as_bytes());
-    run_all(hooks.as_bytes(), &names, &envp, chroot_to);
+    run_all(hooks, &names, &envp, chroot_to);
     if let Some(&(path, word)) = agent {
         run_one(path, &[word, stage_c], &envp, chroot_to);
     }
