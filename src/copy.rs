@@ -12,7 +12,7 @@
 //!   run, and names with that prefix in the image are reserved and not copied.
 //! - depth, buffers and names are bounded; nothing allocates.
 
-use crate::sys::Errno;
+use crate::sys::{self, Errno};
 use crate::util::fixed::{copy_bytes, Text};
 use core::ffi::CStr;
 use core::mem::MaybeUninit;
@@ -273,7 +273,7 @@ fn tmp_name<'a>(name: &[u8], buf: &'a mut [u8; 256]) -> &'a CStr {
     if let Some(rest) = buf.get_mut(TMP_PREFIX.len()..255) {
         copy_bytes(rest, name);
     }
-    CStr::from_bytes_until_nul(&buf[..]).unwrap_or(c".immucore-tmp.")
+    sys::c_str_until_nul(buf).unwrap_or(c".immucore-tmp.")
 }
 
 /// Removes `name` (a temporary) from `dir`, if it is there.
@@ -363,7 +363,7 @@ fn new_special(
         if len >= buf.len() {
             return Err(Errno::NAMETOOLONG);
         }
-        let target = CStr::from_bytes_until_nul(&buf[..]).map_err(|_| Errno::INVAL)?;
+        let target = sys::c_str_until_nul(&buf).ok_or(Errno::INVAL)?;
         w.op = Op::Symlink;
         rfs::symlinkat(target, dst, tmp)?;
     } else {
@@ -428,7 +428,7 @@ fn copy_xattrs(s: BorrowedFd<'_>, d: BorrowedFd<'_>) -> Result<()> {
     };
     let mut rest = list.get(..n).unwrap_or(&[]);
     let mut val = [0u8; 8192];
-    while let Ok(key) = CStr::from_bytes_until_nul(rest) {
+    while let Some(key) = sys::c_str_until_nul(rest) {
         rest = rest.get(key.to_bytes().len() + 1..).unwrap_or(&[]);
         if key.is_empty() {
             continue;

@@ -182,6 +182,7 @@ fn matches(e: &Entry, dev: &Device) -> bool {
     // Ids are hex, written in either case; labels match exactly.
     let is_id = matches!(dev.kind, DeviceKind::Uuid | DeviceKind::PartUuid);
     // A plain loop: core's `eq_ignore_ascii_case` is several times larger.
+    #[allow(clippy::manual_ignore_case_cmp)]
     have.is_some_and(|h| {
         h.len() == want.len()
             && h.iter()

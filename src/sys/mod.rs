@@ -45,6 +45,7 @@ impl CBuf {
     pub fn c_str(&mut self, s: &[u8]) -> Result<&CStr> {
         let dst = self.buf.get_mut(..=s.len()).ok_or(Errno::NAMETOOLONG)?;
         // A plain loop: `contains` brings its own copy of core's word-at-a-time `memchr`.
+        #[allow(clippy::manual_contains)]
         if s.iter().any(|&c| c == 0) {
             return Err(Errno::INVAL);
         }
@@ -59,6 +60,15 @@ impl CBuf {
             ))
         }
     }
+}
+
+/// The C string at the start of `bytes`, up to its first NUL; `None` when there is none. A plain
+/// loop: core's `CStr::from_bytes_until_nul` brings its own copy of `memchr` (about 250 B).
+pub fn c_str_until_nul(bytes: &[u8]) -> Option<&CStr> {
+    let end = bytes.iter().position(|&c| c == 0)?;
+    let with_nul = bytes.get(..=end)?;
+    // SAFETY: `with_nul` ends at the first NUL of `bytes`: it holds exactly one, at its end.
+    Some(unsafe { CStr::from_bytes_with_nul_unchecked(with_nul) })
 }
 
 /// `f(path)` with `path` as a C string: the conversion exists once for all one-path calls.
@@ -575,6 +585,14 @@ pub fn unmount_detach(path: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn c_str_until_nul_stops_at_the_first_nul() {
+        assert_eq!(c_str_until_nul(b"ab\0cd\0"), Some(c"ab"));
+        assert_eq!(c_str_until_nul(b"\0"), Some(c""));
+        assert_eq!(c_str_until_nul(b"abc"), None);
+        assert_eq!(c_str_until_nul(b""), None);
+    }
 
     #[test]
     fn a_child_past_its_deadline_is_killed_and_reported() {
