@@ -60,10 +60,6 @@ pub fn set_step(step: &'static str) {
     LOGGER.with(|l| l.step = Some(step));
 }
 
-pub fn debug_enabled() -> bool {
-    LOGGER.with(|l| l.debug)
-}
-
 /// Also send lines to the kernel log (init mode: the console may be invisible, kmsg is not).
 ///
 /// The kernel lets a `/dev/kmsg` writer log 10 lines per 5 s by default, which would drop most
