@@ -25,7 +25,9 @@ fn json_string(out: &mut Text<8192>, s: &[u8]) {
 /// `[{"name": .., "duration_ms": .., "error": ..}]` of the steps that ran, slowest first.
 pub fn timeline(plan: &Plan, out: &mut Text<8192>) {
     out.push_lossy(b"[\n");
-    // Selection by duration, descending: the first of equal durations wins (plan order).
+    // Selection by duration, descending: the first of equal durations wins (plan order). `done`
+    // has a bit per step.
+    const _: () = assert!(crate::plan::MAX_STEPS <= 32);
     let mut done = 0u32;
     let mut sep: &[u8] = b"";
     loop {
