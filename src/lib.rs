@@ -180,7 +180,7 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
         return give_up(&plan, why, text, None);
     }
     if let Some((step, e)) = plan.fatal() {
-        reason.push_lossy(step.name.as_bytes());
+        reason.push_lossy(step.name().as_bytes());
         reason.push_lossy(b": ");
         reason.push_lossy(e.as_bytes());
         return give_up(&plan, reason.as_bytes(), text, fail);

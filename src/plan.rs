@@ -10,7 +10,7 @@
 //! because it depends on which volume holds `PERSISTENT_STATE_TARGET`.
 
 use crate::log;
-use crate::util::fixed::Text;
+use crate::util::fixed::{packed_name, Text};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(test, derive(Debug))]
@@ -39,134 +39,117 @@ pub enum StepId {
 
 use StepId::*;
 
-pub struct Step {
-    pub id: StepId,
-    pub name: &'static str,
-    /// A failed or skipped strong dep skips this step.
-    pub deps: &'static [StepId],
-    /// Ordering only: run after these if they are in the plan, whatever their outcome.
-    pub after: &'static [StepId],
-    /// Failure means no usable root: exit 1 in service mode, failure summary in init mode.
-    pub critical: bool,
-}
-
-const fn step(
-    id: StepId,
-    name: &'static str,
-    deps: &'static [StepId],
-    after: &'static [StepId],
-) -> Step {
-    Step {
-        id,
-        name,
-        deps,
-        after,
-        critical: false,
+impl StepId {
+    /// The step's name as upstream spells it (`mount-state`).
+    pub fn name(self) -> &'static str {
+        packed_name(STEP_NAMES, &STEP_NAME_ENDS, self as usize)
     }
 }
 
-const fn critical(id: StepId, name: &'static str, deps: &'static [StepId]) -> Step {
+/// The names of the steps in `StepId` order, back to back (see `packed_name`).
+const STEP_NAMES: &str = "base-mountsload-modulescreate-sentinelmount-tmpfslvm-activation\
+mount-statediscover-statemount-rootwait-for-sysrootmount-oemrootfs-hookload-config\
+mount-base-overlayoverlay-mountcustom-mountmount-bindenable-sysext-confextwrite-fstab\
+initramfs-hookswitch-root";
+const STEP_NAME_ENDS: [u8; 20] = [
+    11, 23, 38, 49, 63, 74, 88, 98, 114, 123, 134, 145, 163, 176, 188, 198, 219, 230, 244, 255,
+];
+
+/// A row of a step table. Deps are bit sets of `StepId`s (`1 << id`): a table of 12-byte rows
+/// instead of one of two slices and a name each.
+pub struct Step {
+    pub id: StepId,
+    /// Failure means no usable root: exit 1 in service mode, failure summary in init mode.
+    pub critical: bool,
+    /// A failed or skipped strong dep skips this step.
+    deps: u32,
+    /// Ordering only: run after these if they are in the plan, whatever their outcome.
+    after: u32,
+}
+
+impl Step {
+    pub fn name(&self) -> &'static str {
+        self.id.name()
+    }
+}
+
+// Every id has a bit in a `u32`.
+const _: () = assert!((SwitchRoot as u32) < 32);
+
+/// The bit set of `ids`.
+const fn ids(ids: &[StepId]) -> u32 {
+    let mut set = 0;
+    let mut i = 0;
+    while i < ids.len() {
+        set |= 1 << ids[i] as u32;
+        i += 1;
+    }
+    set
+}
+
+const fn step(id: StepId, deps: &[StepId], after: &[StepId]) -> Step {
     Step {
         id,
-        name,
-        deps,
-        after: &[],
+        critical: false,
+        deps: ids(deps),
+        after: ids(after),
+    }
+}
+
+const fn critical(id: StepId, deps: &[StepId], after: &[StepId]) -> Step {
+    Step {
         critical: true,
+        ..step(id, deps, after)
     }
 }
 
 /// Active, passive and recovery boots from an image file.
 pub const NORMAL: &[Step] = &[
-    step(BaseMounts, "base-mounts", &[], &[]),
-    step(LoadModules, "load-modules", &[], &[BaseMounts]),
-    step(LvmActivation, "lvm-activation", &[], &[LoadModules]),
-    step(CreateSentinel, "create-sentinel", &[], &[LoadModules]),
-    step(MountTmpfs, "mount-tmpfs", &[], &[LoadModules]),
-    Step {
-        id: MountState,
-        name: "mount-state",
-        deps: &[],
-        after: &[LoadModules],
-        critical: true,
-    },
-    critical(DiscoverState, "discover-state", &[MountState]),
-    critical(MountRoot, "mount-root", &[DiscoverState]),
-    step(MountOem, "mount-oem", &[MountRoot], &[LvmActivation]),
-    step(
-        RootfsHook,
-        "rootfs-hook",
-        &[MountRoot, CreateSentinel],
-        &[MountOem],
-    ),
-    step(LoadConfig, "load-config", &[RootfsHook], &[]),
-    step(MountBaseOverlay, "mount-base-overlay", &[LoadConfig], &[]),
-    step(
-        OverlayMount,
-        "overlay-mount",
-        &[LoadConfig, MountBaseOverlay],
-        &[],
-    ),
+    step(BaseMounts, &[], &[]),
+    step(LoadModules, &[], &[BaseMounts]),
+    step(LvmActivation, &[], &[LoadModules]),
+    step(CreateSentinel, &[], &[LoadModules]),
+    step(MountTmpfs, &[], &[LoadModules]),
+    critical(MountState, &[], &[LoadModules]),
+    critical(DiscoverState, &[MountState], &[]),
+    critical(MountRoot, &[DiscoverState], &[]),
+    step(MountOem, &[MountRoot], &[LvmActivation]),
+    step(RootfsHook, &[MountRoot, CreateSentinel], &[MountOem]),
+    step(LoadConfig, &[RootfsHook], &[]),
+    step(MountBaseOverlay, &[LoadConfig], &[]),
+    step(OverlayMount, &[LoadConfig, MountBaseOverlay], &[]),
     // After the overlays, unlike upstream: a volume under an RW path (`/srv/data`) needs the
     // overlay to create its mount point, and an overlay mounted later would hide the volume.
-    step(CustomMount, "custom-mount", &[LoadConfig], &[OverlayMount]),
-    step(
-        MountBind,
-        "mount-bind",
-        &[LoadConfig],
-        &[OverlayMount, CustomMount],
-    ),
-    step(
-        EnableSysextConfext,
-        "enable-sysext-confext",
-        &[MountRoot],
-        &[MountBind],
-    ),
+    step(CustomMount, &[LoadConfig], &[OverlayMount]),
+    step(MountBind, &[LoadConfig], &[OverlayMount, CustomMount]),
+    step(EnableSysextConfext, &[MountRoot], &[MountBind]),
     step(
         WriteFstab,
-        "write-fstab",
         &[MountRoot],
         &[MountOem, CustomMount, MountBind, OverlayMount, MountTmpfs],
     ),
     step(
         InitramfsHook,
-        "initramfs-hook",
         &[MountRoot],
         &[WriteFstab, EnableSysextConfext],
     ),
-    step(SwitchRoot, "switch-root", &[MountRoot], &[InitramfsHook]),
+    step(SwitchRoot, &[MountRoot], &[InitramfsHook]),
 ];
 
 /// Live, netboot and disabled boots: something else assembles `/sysroot`.
 pub const LIVE: &[Step] = &[
-    step(BaseMounts, "base-mounts", &[], &[]),
-    step(LoadModules, "load-modules", &[], &[BaseMounts]),
-    step(CreateSentinel, "create-sentinel", &[], &[LoadModules]),
-    Step {
-        id: WaitForSysroot,
-        name: "wait-for-sysroot",
-        deps: &[],
-        after: &[LoadModules],
-        critical: true,
-    },
-    step(MountOem, "mount-oem", &[WaitForSysroot], &[]),
-    step(
-        RootfsHook,
-        "rootfs-hook",
-        &[CreateSentinel, WaitForSysroot],
-        &[MountOem],
-    ),
+    step(BaseMounts, &[], &[]),
+    step(LoadModules, &[], &[BaseMounts]),
+    step(CreateSentinel, &[], &[LoadModules]),
+    critical(WaitForSysroot, &[], &[LoadModules]),
+    step(MountOem, &[WaitForSysroot], &[]),
+    step(RootfsHook, &[CreateSentinel, WaitForSysroot], &[MountOem]),
     step(
         InitramfsHook,
-        "initramfs-hook",
         &[CreateSentinel, WaitForSysroot, RootfsHook],
         &[MountOem],
     ),
-    step(
-        SwitchRoot,
-        "switch-root",
-        &[WaitForSysroot],
-        &[InitramfsHook],
-    ),
+    step(SwitchRoot, &[WaitForSysroot], &[InitramfsHook]),
 ];
 
 pub const MAX_STEPS: usize = 24;
@@ -213,9 +196,9 @@ impl Plan {
         // for steps not (yet) included, so deps on them are ignored.
         let mut layers = [0u8; MAX_STEPS];
         for s in table.iter().filter(|s| include(s.id)) {
-            let deepest = s.deps.iter().chain(s.after).fold(1, |l, &d| {
-                l.max(layers.get(d as usize).copied().unwrap_or(0))
-            });
+            let deepest = (0..MAX_STEPS)
+                .filter(|&d| (s.deps | s.after) & 1 << d != 0)
+                .fold(1, |l, d| l.max(layers.get(d).copied().unwrap_or(0)));
             let (Some(by_id), Some(step), Some(layer)) = (
                 layers.get_mut(s.id as usize),
                 plan.steps.get_mut(plan.len),
@@ -259,15 +242,13 @@ impl Plan {
         self.index(id).and_then(|i| self.status.get(i).copied())
     }
 
-    /// Why step `i` must be skipped: the first of its strong deps that failed or was skipped.
+    /// Why step `i` must be skipped: the first (in run order) of its strong deps that failed
+    /// or was skipped.
     fn blocked_by(&self, i: usize) -> Option<&'static str> {
-        let s = self.step(i)?;
-        s.deps.iter().find_map(|d| {
-            let j = self.index(*d)?;
-            match self.status.get(j) {
-                Some(Status::Failed | Status::Skipped) => self.step(j).map(|t| t.name),
-                _ => None,
-            }
+        let deps = self.step(i)?.deps;
+        (0..i).find_map(|j| match (self.step(j)?, self.status.get(j)?) {
+            (d, Status::Failed | Status::Skipped) if deps & 1 << d.id as u32 != 0 => Some(d.name()),
+            _ => None,
         })
     }
 
@@ -302,7 +283,7 @@ impl Plan {
             ) else {
                 continue;
             };
-            log::set_step(step.name);
+            log::set_step(step.name());
             *status = Status::Skipped;
             if stop() {
                 why.push_lossy(b"not run: a stop signal (SIGTERM) arrived before this step");
@@ -350,7 +331,7 @@ impl Plan {
                 out(b".\n");
             }
             out(b" ");
-            out(step.name.as_bytes());
+            out(step.name().as_bytes());
             let ran = match self.status.get(i) {
                 Some(Status::Failed | Status::Skipped) => {
                     out(b" (error: ");
@@ -407,6 +388,58 @@ mod tests {
 
     fn skipped(p: &Plan, id: StepId) -> bool {
         p.status_of(id) == Some(Status::Skipped)
+    }
+
+    #[test]
+    fn step_names_are_upstreams() {
+        let all = [
+            BaseMounts,
+            LoadModules,
+            CreateSentinel,
+            MountTmpfs,
+            LvmActivation,
+            MountState,
+            DiscoverState,
+            MountRoot,
+            WaitForSysroot,
+            MountOem,
+            RootfsHook,
+            LoadConfig,
+            MountBaseOverlay,
+            OverlayMount,
+            CustomMount,
+            MountBind,
+            EnableSysextConfext,
+            WriteFstab,
+            InitramfsHook,
+            SwitchRoot,
+        ];
+        let names: Vec<_> = all.iter().map(|s| s.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "base-mounts",
+                "load-modules",
+                "create-sentinel",
+                "mount-tmpfs",
+                "lvm-activation",
+                "mount-state",
+                "discover-state",
+                "mount-root",
+                "wait-for-sysroot",
+                "mount-oem",
+                "rootfs-hook",
+                "load-config",
+                "mount-base-overlay",
+                "overlay-mount",
+                "custom-mount",
+                "mount-bind",
+                "enable-sysext-confext",
+                "write-fstab",
+                "initramfs-hook",
+                "switch-root",
+            ]
+        );
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub fn timeline(plan: &Plan, out: &mut Text<8192>) {
         out.push_lossy(sep);
         sep = b",\n";
         out.push_lossy(b"  {\"name\": ");
-        json_string(out, step.name.as_bytes());
+        json_string(out, step.name().as_bytes());
         out.push_lossy(b", \"duration_ms\": ");
         out.push_lossy(log::num(plan.duration_ms.get(i).copied().unwrap_or(0)).as_bytes());
         if let (Status::Failed | Status::Skipped, Some(why)) = (status, plan.why.get(i)) {
@@ -93,7 +93,7 @@ pub fn failure_summary(plan: &Plan, reason: &[u8], cmdline: &[u8]) {
             _ => continue,
         };
         list.push_lossy(b" ");
-        list.push_lossy(step.name.as_bytes());
+        list.push_lossy(step.name().as_bytes());
     }
     // The `{}` marks of SUMMARY, in order.
     let mut args: &[&[u8]] = &[
