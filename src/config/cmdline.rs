@@ -198,7 +198,8 @@ const LIMITS: [(u16, bool); VALUES] = [
 #[derive(Clone, Copy)]
 struct Choice {
     rank: u8,
-    /// Index of the spelling in `KEYS`.
+    /// Where the key (the spelling used) starts in the unquoted tokens; the value follows it
+    /// after its `=`.
     key: usize,
     /// Where the value lies in the unquoted tokens.
     start: usize,
@@ -206,7 +207,7 @@ struct Choice {
 }
 
 /// What was chosen for a parameter: key, value (cut to the limit), and whether it was longer.
-type Chosen<'a> = Option<(&'static [u8], &'a [u8], bool)>;
+type Chosen<'a> = Option<(&'a [u8], &'a [u8], bool)>;
 
 /// The choice in `slot`, resolved in `unquoted` (the tokens `parse` keeps).
 #[inline(never)]
@@ -218,7 +219,7 @@ fn chosen<'a>(choices: &[Choice; VALUES], unquoted: &'a [u8], slot: u8) -> Chose
     }
     let value = unquoted.get(choice.start..choice.start + choice.len)?;
     let limit = usize::from(LIMITS.get(slot)?.0);
-    let name = key_names().nth(choice.key)?;
+    let name = unquoted.get(choice.key..choice.start.checked_sub(1)?)?;
     Some((
         name,
         value.get(..limit).unwrap_or(value),
@@ -230,7 +231,7 @@ fn chosen<'a>(choices: &[Choice; VALUES], unquoted: &'a [u8], slot: u8) -> Chose
 /// for any other value (including one cut to its limit).
 fn word(chosen: Chosen<'_>, list: &'static [u8]) -> Option<usize> {
     let (_, value, cut) = chosen?;
-    let known = words(list).position(|w| w == value).filter(|_| !cut);
+    let known = word_index(list, value).filter(|_| !cut);
     Some(known.unwrap_or(usize::MAX))
 }
 
@@ -300,7 +301,7 @@ fn root_state(value: &[u8]) -> (bool, Option<BootState>) {
         BootState::Recovery,
     ];
     let label = words(PREFIXES).find_map(|p| rest.strip_prefix(p));
-    let state = label.and_then(|l| words(LABELS).position(|name| name == l));
+    let state = label.and_then(|l| word_index(LABELS, l));
     (live, state.and_then(|i| STATES.get(i).copied()))
 }
 
@@ -394,16 +395,18 @@ keys! {
     "kairos.ram" => Key::OutOfScope, 1;
 }
 
-/// The names in `KEY_NAMES`, in order (then an empty one, after the last space, which has no
-/// entry in `KEYS`).
-fn key_names() -> impl Iterator<Item = &'static [u8]> {
-    words(KEY_NAMES.as_bytes())
-}
-
 /// The words of a space-separated list: word tables kept as one string, since a string slice
 /// per word takes 16 bytes of table (one function, so one copy of the splitting code).
 pub(crate) fn words(list: &'static [u8]) -> impl Iterator<Item = &'static [u8]> {
     list.split(|&c| c == b' ')
+}
+
+/// Index of `word` in the space-separated `list`. Not inlined: one copy of the search serves
+/// every word table. (`KEY_NAMES` ends in a space, so an empty word finds the empty last name,
+/// which has no entry in `KEYS`.)
+#[inline(never)]
+pub(crate) fn word_index(list: &[u8], word: &[u8]) -> Option<usize> {
+    list.split(|&c| c == b' ').position(|w| w == word)
 }
 
 /// Splits the next token off `rest` the way the kernel does (a double quote may wrap spaces,
@@ -493,8 +496,8 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
                 None => (token, used),
             };
             let value = unquoted.get(value_start..used).unwrap_or(&[]);
-            let index = key_names().position(|name| name == key);
-            let Some((index, &(what, rank))) = index.and_then(|i| Some((i, KEYS.get(i)?))) else {
+            let known = word_index(KEY_NAMES.as_bytes(), key).and_then(|i| KEYS.get(i));
+            let Some(&(what, rank)) = known else {
                 if key.starts_with(b"kairos.ram.") {
                     note_ignored(&mut c.ignored, key);
                 }
@@ -513,7 +516,7 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
                     }
                     *choice = Choice {
                         rank,
-                        key: index,
+                        key: start,
                         start: value_start,
                         len: value.len(),
                     };
