@@ -8,7 +8,7 @@
 
 use crate::config::cmdline::{overlay_backing, volume_spec, BootState};
 use crate::config::path::{is_within, normalize};
-use crate::util::fixed::{copy_bytes, utf8_valid_up_to, Full, List, Text};
+use crate::util::fixed::{copy_bytes, packed_name, utf8_valid_up_to, Full, List, Text};
 
 pub const MAX_VARS: usize = 64;
 pub const MAX_KEY: usize = 64;
@@ -361,6 +361,10 @@ fn trim_blank(s: &[u8]) -> &[u8] {
 /// Paths of one list key, normalized, in order, without duplicates.
 pub type PathList = List<4096, 96>;
 
+/// Keys of the path lists (packed, see `packed_name`): `RW_PATHS`, then the bind lists.
+const LIST_KEYS: &str = "RW_PATHSPERSISTENT_STATE_PATHSCUSTOM_BIND_MOUNTS\
+PERSISTENT_STATE_PATHS (extra-layout.env)";
+const LIST_KEY_ENDS: [u8; 4] = [8, 30, 48, 89];
 const DEFAULT_RW_PATHS: &[u8] = b"/etc /root /home /opt /srv /usr/local /var";
 const DEFAULT_STATE_TARGET: &[u8] = b"/usr/local/.state";
 const DEFAULT_OVERLAY: &[u8] = b"tmpfs:20%";
@@ -469,21 +473,25 @@ impl Layout {
     ) -> Result<(), Bad<'a>> {
         let get = |key: &str| main.get(key.as_bytes()).unwrap_or(&[]);
 
-        add_paths(&mut self.rw_paths, "RW_PATHS", get("RW_PATHS"))?;
-        if self.rw_paths.is_empty() {
+        // The path lists: `RW_PATHS`, then the bind lists, the last one from `extra`.
+        for i in 0..LIST_KEY_ENDS.len() {
+            let key = packed_name(LIST_KEYS, &LIST_KEY_ENDS, i);
+            let (list, mut value) = match i {
+                0 => (&mut self.rw_paths, get(key)),
+                // Named `PERSISTENT_STATE_PATHS` in that file too.
+                3 => (
+                    &mut self.binds,
+                    extra
+                        .and_then(|extra| extra.get(b"PERSISTENT_STATE_PATHS"))
+                        .unwrap_or(&[]),
+                ),
+                _ => (&mut self.binds, get(key)),
+            };
             // Upstream also uses the defaults when RW_PATHS is present but empty [Q-6].
-            add_paths(&mut self.rw_paths, "RW_PATHS", DEFAULT_RW_PATHS)?;
-        }
-        let extra_paths = extra.and_then(|extra| extra.get(b"PERSISTENT_STATE_PATHS"));
-        for (key, paths) in [
-            ("PERSISTENT_STATE_PATHS", get("PERSISTENT_STATE_PATHS")),
-            ("CUSTOM_BIND_MOUNTS", get("CUSTOM_BIND_MOUNTS")),
-            (
-                "PERSISTENT_STATE_PATHS (extra-layout.env)",
-                extra_paths.unwrap_or(&[]),
-            ),
-        ] {
-            add_paths(&mut self.binds, key, paths)?;
+            if i == 0 && items(value).next().is_none() {
+                value = DEFAULT_RW_PATHS;
+            }
+            add_paths(list, key, value)?;
         }
 
         let (overlay_key, overlay) = match get("OVERLAY") {
