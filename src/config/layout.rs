@@ -538,23 +538,14 @@ impl Layout {
 
     /// Kairos' own layout for `state` (reference §4.5), for systems that ship no layout file.
     pub fn builtin(state: BootState, cmdline_overlay: &[u8]) -> Result<Layout, LayoutError> {
-        // The overlay size, then what persists; recovery and reset boots keep everything
-        // ephemeral, so they only get the first.
-        const VARS: [(&[u8], &[u8]); 4] = [
-            (b"OVERLAY", b"tmpfs:25%"),
-            (b"VOLUMES", b"LABEL=COS_PERSISTENT:/usr/local"),
-            (b"RW_PATHS", b"/var /etc /srv"),
-            (b"PERSISTENT_STATE_PATHS", KAIROS_PERSISTENT_STATE_PATHS),
-        ];
-        let keep = if matches!(state, BootState::Active | BootState::Passive) {
-            VARS.len()
-        } else {
-            1
-        };
+        // Cannot fail: four short keys, values far below the limits.
         let mut vars = EnvVars::new();
-        for (key, value) in VARS.iter().take(keep) {
-            // Cannot fail: four short keys, values far below the limits.
-            let _ = vars.set(key, value);
+        let _ = vars.set(b"OVERLAY", b"tmpfs:25%");
+        // Recovery and reset boots keep everything ephemeral: nothing persists.
+        if matches!(state, BootState::Active | BootState::Passive) {
+            let _ = vars.set(b"VOLUMES", b"LABEL=COS_PERSISTENT:/usr/local");
+            let _ = vars.set(b"RW_PATHS", b"/var /etc /srv");
+            let _ = vars.set(b"PERSISTENT_STATE_PATHS", KAIROS_PERSISTENT_STATE_PATHS);
         }
         Layout::from_env(&vars, None, cmdline_overlay)
     }
