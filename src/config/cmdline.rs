@@ -497,11 +497,11 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
             };
             let value = unquoted.get(value_start..used).unwrap_or(&[]);
             let known = word_index(KEY_NAMES.as_bytes(), key).and_then(|i| KEYS.get(i));
-            let Some(&(what, rank)) = known else {
-                if key.starts_with(b"kairos.ram.") {
-                    note_ignored(&mut c.ignored, key);
-                }
-                continue;
+            let (what, rank) = match known {
+                Some(&known) => known,
+                // Like `kairos.ram`, each of its `kairos.ram.*` options.
+                None if key.starts_with(b"kairos.ram.") => (Key::OutOfScope, 1),
+                None => continue,
             };
             match what {
                 Key::Value(slot) => {
