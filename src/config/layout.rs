@@ -337,7 +337,12 @@ fn entry(
             if let Some(hash) = comment {
                 line_text = line_text.get(..hash).unwrap_or(&[]);
             }
-            (trim_blank(line_text), true)
+            // Blanks before the value were skipped above; those after it go.
+            let end = line_text
+                .iter()
+                .rposition(|&c| !is_blank(c))
+                .map_or(0, |last| last + 1);
+            (line_text.get(..end).unwrap_or(&[]), true)
         }
     };
     let value = if expands {
@@ -347,15 +352,6 @@ fn entry(
         written
     };
     vars.set(key, value)
-}
-
-fn trim_blank(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|&c| !is_blank(c)).unwrap_or(s.len());
-    let end = s
-        .iter()
-        .rposition(|&c| !is_blank(c))
-        .map_or(start, |i| i + 1);
-    s.get(start..end).unwrap_or(&[])
 }
 
 /// Paths of one list key, normalized, in order, without duplicates.
