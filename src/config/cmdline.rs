@@ -227,12 +227,16 @@ fn chosen<'a>(choices: &[Choice; VALUES], unquoted: &'a [u8], slot: u8) -> Chose
     ))
 }
 
-/// Index of the chosen word in the space-separated `list`: `None` when absent, `usize::MAX`
-/// for any other value (including one cut to its limit).
-fn word(chosen: Chosen<'_>, list: &'static [u8]) -> Option<usize> {
-    let (_, value, cut) = chosen?;
-    let known = word_index(list, value).filter(|_| !cut);
-    Some(known.unwrap_or(usize::MAX))
+/// Which word of the space-separated `list` was chosen: 0 when the key is absent, `n` for its
+/// `n`th word, `usize::MAX` for any other value (including one cut to its limit).
+fn word(chosen: Chosen<'_>, list: &'static [u8]) -> usize {
+    let Some((_, value, cut)) = chosen else {
+        return 0;
+    };
+    match word_index(list, value) {
+        Some(i) if !cut => i + 1,
+        _ => usize::MAX,
+    }
 }
 
 /// Records an out-of-scope key once; the list only feeds a debug line, so a full one drops it.
@@ -593,19 +597,21 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
 
         c.oem_timeout_s = number(pick(OEM_TIMEOUT), &OEM_TIMEOUT_S, warnings);
         c.sysroot_wait_s = number(pick(SYSROOT_WAIT), &SYSROOT_WAIT_S, warnings);
-        c.fsck_mode = match word(pick(FSCK_MODE), b"skip force") {
-            Some(0) => FsckMode::Skip,
-            Some(1) => FsckMode::Force,
-            _ => FsckMode::Auto,
-        };
-        c.fsck_repair = match word(pick(FSCK_REPAIR), b"preen yes no") {
-            None | Some(0) => FsckRepair::Preen,
-            Some(1) => FsckRepair::Yes,
-            Some(2) => FsckRepair::No,
-            _ => FsckRepair::None,
-        };
+        // Each word's setting, after the one for an absent key (tables: a `match` needs more
+        // code); any other value gets the last.
+        const MODES: [FsckMode; 3] = [FsckMode::Auto, FsckMode::Skip, FsckMode::Force];
+        let mode = word(pick(FSCK_MODE), b"skip force");
+        c.fsck_mode = MODES.get(mode).copied().unwrap_or(FsckMode::Auto);
+        const REPAIRS: [FsckRepair; 4] = [
+            FsckRepair::Preen,
+            FsckRepair::Preen,
+            FsckRepair::Yes,
+            FsckRepair::No,
+        ];
+        let repair = word(pick(FSCK_REPAIR), b"preen yes no");
+        c.fsck_repair = REPAIRS.get(repair).copied().unwrap_or(FsckRepair::None);
         // dracut's boolean words for "off".
-        c.shell_allowed = !matches!(word(pick(SHELL), b"0 no off"), Some(0..=2));
+        c.shell_allowed = !matches!(word(pick(SHELL), b"0 no off"), 1..=3);
         return Ok(c);
     };
     Err(error(reason, token))
