@@ -446,7 +446,6 @@ fn next_token<'a>(
 /// its one caller, `main`, is so large that the inlined copy needs more code.
 #[inline(never)]
 pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
-    let body = text.strip_suffix(b"\n").unwrap_or(text);
     let mut c = Cmdline {
         mode: Mode::Normal,
         state: BootState::Unknown,
@@ -476,15 +475,16 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
     // rd.immucore.mount= values go after all rd.cos.mount= ones, as upstream merges them.
     let mut late_mounts: List<2048, MAX_MOUNTS> = List::new();
 
-    // Every token without its quotes, back to back (never longer than `body`), so the choices
+    // Every token without its quotes, back to back (never longer than the line), so the choices
     // can point into it.
     let mut unquoted = [0u8; MAX_CMDLINE];
     let mut used = 0;
-    let mut rest = body;
+    let mut rest = text;
     // Every refusal leaves through the end of this block: why, and the offending token.
     let (reason, token) = 'refuse: {
-        if body.len() > MAX_CMDLINE {
-            break 'refuse ("command line too long", body);
+        // A trailing newline does not count (it separates tokens like a space).
+        if text.len() > MAX_CMDLINE + usize::from(text.last() == Some(&b'\n')) {
+            break 'refuse ("command line too long", text);
         }
         loop {
             let start = used;
