@@ -694,9 +694,11 @@ impl Device {
             value: Text::new(),
         };
         if let Some((value, kind)) = TAGGED.iter().find_map(|&kind| {
+            // Prefixes as slices (`as_slice`) throughout: one `strip_prefix` instance for all
+            // of them, not one more for each array length.
             let value = spec
                 .strip_prefix(kind.tag().as_bytes())?
-                .strip_prefix(b"=")?;
+                .strip_prefix(b"=".as_slice())?;
             Some((value, kind))
         }) {
             check_tag(value)?;

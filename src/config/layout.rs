@@ -176,7 +176,8 @@ fn expand(s: &[u8], vars: &EnvVars, out: &mut Text<MAX_VALUE>) -> Result<(), Ful
             (b'\\', Some(b'$')) => (b"$", after.get(1..).unwrap_or(&[])),
             (b'$', Some(b'(')) => (&[], after),
             (b'$', _) => {
-                let name_start = after.strip_prefix(b"{").unwrap_or(after);
+                // (`as_slice`: see `Device::parse`.)
+                let name_start = after.strip_prefix(b"{".as_slice()).unwrap_or(after);
                 let len = name_start
                     .iter()
                     .take_while(|&&c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_')
@@ -184,7 +185,7 @@ fn expand(s: &[u8], vars: &EnvVars, out: &mut Text<MAX_VALUE>) -> Result<(), Ful
                 match (name_start.get(..len), name_start.get(len..)) {
                     (Some(name), Some(tail)) if len > 0 => (
                         vars.get(name).unwrap_or(&[]),
-                        tail.strip_prefix(b"}").unwrap_or(tail),
+                        tail.strip_prefix(b"}".as_slice()).unwrap_or(tail),
                     ),
                     // No name: the `$` stays.
                     _ => (b"$", after),
