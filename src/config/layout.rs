@@ -226,12 +226,9 @@ pub fn parse_env(text: &[u8], vars: &mut EnvVars) -> Result<(), EnvError> {
         }
         let Some(&first) = text.get(pos) else { break };
         if first == b'#' {
-            pos += text
-                .get(pos..)
-                .unwrap_or(&[])
-                .iter()
-                .take_while(|&&c| c != b'\n')
-                .count();
+            while text.get(pos).is_some_and(|&c| c != b'\n') {
+                pos += 1;
+            }
             continue;
         }
         let start = pos;
