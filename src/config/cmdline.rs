@@ -446,6 +446,9 @@ fn next_token<'a>(
 /// its one caller, `main`, is so large that the inlined copy needs more code.
 #[inline(never)]
 pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
+    // Without a trailing newline (by hand: `strip_suffix` would be one more generic instance).
+    let newline = usize::from(text.last() == Some(&b'\n'));
+    let body = text.get(..text.len() - newline).unwrap_or(text);
     let mut c = Cmdline {
         mode: Mode::Normal,
         state: BootState::Unknown,
@@ -475,16 +478,15 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
     // rd.immucore.mount= values go after all rd.cos.mount= ones, as upstream merges them.
     let mut late_mounts: List<2048, MAX_MOUNTS> = List::new();
 
-    // Every token without its quotes, back to back (never longer than the line), so the choices
+    // Every token without its quotes, back to back (never longer than `body`), so the choices
     // can point into it.
     let mut unquoted = [0u8; MAX_CMDLINE];
     let mut used = 0;
-    let mut rest = text;
+    let mut rest = body;
     // Every refusal leaves through the end of this block: why, and the offending token.
     let (reason, token) = 'refuse: {
-        // A trailing newline does not count (it separates tokens like a space).
-        if text.len() > MAX_CMDLINE + usize::from(text.last() == Some(&b'\n')) {
-            break 'refuse ("command line too long", text);
+        if body.len() > MAX_CMDLINE {
+            break 'refuse ("command line too long", body);
         }
         loop {
             let start = used;
@@ -854,6 +856,9 @@ mod tests {
         assert_eq!(e.reason, "unterminated quote");
         assert_eq!(e.token.as_str(), r#"rd.cos.oemlabel="abc def"#);
         assert_eq!(parse(b"\"").unwrap_err().reason, "unterminated quote");
+        // The trailing newline is not part of the line.
+        let e = parse(b"x=\"a b\n").unwrap_err();
+        assert_eq!(e.token.as_str(), "x=\"a b");
     }
 
     #[test]
