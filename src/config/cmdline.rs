@@ -599,8 +599,8 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
 
         c.oem_timeout_s = number(pick(OEM_TIMEOUT), &OEM_TIMEOUT_S, warnings);
         c.sysroot_wait_s = number(pick(SYSROOT_WAIT), &SYSROOT_WAIT_S, warnings);
-        // Each word's setting, after the one for an absent key (tables: a `match` needs more
-        // code); any other value gets the last.
+        // Settings by `word`'s answer: the first for an absent key, then one per word (a table:
+        // a `match` needs more code); `unwrap_or` covers any other value.
         const MODES: [FsckMode; 3] = [FsckMode::Auto, FsckMode::Skip, FsckMode::Force];
         let mode = word(pick(FSCK_MODE), b"skip force");
         c.fsck_mode = MODES.get(mode).copied().unwrap_or(FsckMode::Auto);
