@@ -198,7 +198,8 @@ const LIMITS: [(u16, bool); VALUES] = [
 #[derive(Clone, Copy)]
 struct Choice {
     rank: u8,
-    /// Index of the spelling in `KEYS`.
+    /// Where the key (the spelling used) starts in the unquoted tokens; the value follows it
+    /// after its `=`.
     key: usize,
     /// Where the value lies in the unquoted tokens.
     start: usize,
@@ -206,7 +207,7 @@ struct Choice {
 }
 
 /// What was chosen for a parameter: key, value (cut to the limit), and whether it was longer.
-type Chosen<'a> = Option<(&'static [u8], &'a [u8], bool)>;
+type Chosen<'a> = Option<(&'a [u8], &'a [u8], bool)>;
 
 /// The choice in `slot`, resolved in `unquoted` (the tokens `parse` keeps).
 #[inline(never)]
@@ -218,7 +219,7 @@ fn chosen<'a>(choices: &[Choice; VALUES], unquoted: &'a [u8], slot: u8) -> Chose
     }
     let value = unquoted.get(choice.start..choice.start + choice.len)?;
     let limit = usize::from(LIMITS.get(slot)?.0);
-    let name = key_names().nth(choice.key)?;
+    let name = unquoted.get(choice.key..choice.start.checked_sub(1)?)?;
     Some((
         name,
         value.get(..limit).unwrap_or(value),
@@ -226,12 +227,16 @@ fn chosen<'a>(choices: &[Choice; VALUES], unquoted: &'a [u8], slot: u8) -> Chose
     ))
 }
 
-/// Index of the chosen word in the space-separated `list`: `None` when absent, `usize::MAX`
-/// for any other value (including one cut to its limit).
-fn word(chosen: Chosen<'_>, list: &'static [u8]) -> Option<usize> {
-    let (_, value, cut) = chosen?;
-    let known = words(list).position(|w| w == value).filter(|_| !cut);
-    Some(known.unwrap_or(usize::MAX))
+/// Which word of the space-separated `list` was chosen: 0 when the key is absent, `n` for its
+/// `n`th word, `usize::MAX` for any other value (including one cut to its limit).
+fn word(chosen: Chosen<'_>, list: &'static [u8]) -> usize {
+    let Some((_, value, cut)) = chosen else {
+        return 0;
+    };
+    match word_index(list, value) {
+        Some(i) if !cut => i + 1,
+        _ => usize::MAX,
+    }
 }
 
 /// Records an out-of-scope key once; the list only feeds a debug line, so a full one drops it.
@@ -300,7 +305,7 @@ fn root_state(value: &[u8]) -> (bool, Option<BootState>) {
         BootState::Recovery,
     ];
     let label = words(PREFIXES).find_map(|p| rest.strip_prefix(p));
-    let state = label.and_then(|l| words(LABELS).position(|name| name == l));
+    let state = label.and_then(|l| word_index(LABELS, l));
     (live, state.and_then(|i| STATES.get(i).copied()))
 }
 
@@ -394,16 +399,18 @@ keys! {
     "kairos.ram" => Key::OutOfScope, 1;
 }
 
-/// The names in `KEY_NAMES`, in order (then an empty one, after the last space, which has no
-/// entry in `KEYS`).
-fn key_names() -> impl Iterator<Item = &'static [u8]> {
-    words(KEY_NAMES.as_bytes())
-}
-
 /// The words of a space-separated list: word tables kept as one string, since a string slice
 /// per word takes 16 bytes of table (one function, so one copy of the splitting code).
 pub(crate) fn words(list: &'static [u8]) -> impl Iterator<Item = &'static [u8]> {
     list.split(|&c| c == b' ')
+}
+
+/// Index of `word` in the space-separated `list`. Not inlined: one copy of the search serves
+/// every word table. (`KEY_NAMES` ends in a space, so an empty word finds the empty last name,
+/// which has no entry in `KEYS`.)
+#[inline(never)]
+pub(crate) fn word_index(list: &[u8], word: &[u8]) -> Option<usize> {
+    list.split(|&c| c == b' ').position(|w| w == word)
 }
 
 /// Splits the next token off `rest` the way the kernel does (a double quote may wrap spaces,
@@ -439,7 +446,9 @@ fn next_token<'a>(
 /// its one caller, `main`, is so large that the inlined copy needs more code.
 #[inline(never)]
 pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
-    let body = text.strip_suffix(b"\n").unwrap_or(text);
+    // Without a trailing newline (by hand: `strip_suffix` would be one more generic instance).
+    let newline = usize::from(text.last() == Some(&b'\n'));
+    let body = text.get(..text.len() - newline).unwrap_or(text);
     let mut c = Cmdline {
         mode: Mode::Normal,
         state: BootState::Unknown,
@@ -493,12 +502,12 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
                 None => (token, used),
             };
             let value = unquoted.get(value_start..used).unwrap_or(&[]);
-            let index = key_names().position(|name| name == key);
-            let Some((index, &(what, rank))) = index.and_then(|i| Some((i, KEYS.get(i)?))) else {
-                if key.starts_with(b"kairos.ram.") {
-                    note_ignored(&mut c.ignored, key);
-                }
-                continue;
+            let known = word_index(KEY_NAMES.as_bytes(), key).and_then(|i| KEYS.get(i));
+            let (what, rank) = match known {
+                Some(&known) => known,
+                // Like `kairos.ram`, each of its `kairos.ram.*` options.
+                None if key.starts_with(b"kairos.ram.") => (Key::OutOfScope, 1),
+                None => continue,
             };
             match what {
                 Key::Value(slot) => {
@@ -513,7 +522,7 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
                     }
                     *choice = Choice {
                         rank,
-                        key: index,
+                        key: start,
                         start: value_start,
                         len: value.len(),
                     };
@@ -590,19 +599,21 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
 
         c.oem_timeout_s = number(pick(OEM_TIMEOUT), &OEM_TIMEOUT_S, warnings);
         c.sysroot_wait_s = number(pick(SYSROOT_WAIT), &SYSROOT_WAIT_S, warnings);
-        c.fsck_mode = match word(pick(FSCK_MODE), b"skip force") {
-            Some(0) => FsckMode::Skip,
-            Some(1) => FsckMode::Force,
-            _ => FsckMode::Auto,
-        };
-        c.fsck_repair = match word(pick(FSCK_REPAIR), b"preen yes no") {
-            None | Some(0) => FsckRepair::Preen,
-            Some(1) => FsckRepair::Yes,
-            Some(2) => FsckRepair::No,
-            _ => FsckRepair::None,
-        };
+        // Settings by `word`'s answer: the first for an absent key, then one per word (a table:
+        // a `match` needs more code); `unwrap_or` covers any other value.
+        const MODES: [FsckMode; 3] = [FsckMode::Auto, FsckMode::Skip, FsckMode::Force];
+        let mode = word(pick(FSCK_MODE), b"skip force");
+        c.fsck_mode = MODES.get(mode).copied().unwrap_or(FsckMode::Auto);
+        const REPAIRS: [FsckRepair; 4] = [
+            FsckRepair::Preen,
+            FsckRepair::Preen,
+            FsckRepair::Yes,
+            FsckRepair::No,
+        ];
+        let repair = word(pick(FSCK_REPAIR), b"preen yes no");
+        c.fsck_repair = REPAIRS.get(repair).copied().unwrap_or(FsckRepair::None);
         // dracut's boolean words for "off".
-        c.shell_allowed = !matches!(word(pick(SHELL), b"0 no off"), Some(0..=2));
+        c.shell_allowed = !matches!(word(pick(SHELL), b"0 no off"), 1..=3);
         return Ok(c);
     };
     Err(error(reason, token))
@@ -685,9 +696,11 @@ impl Device {
             value: Text::new(),
         };
         if let Some((value, kind)) = TAGGED.iter().find_map(|&kind| {
+            // Prefixes as slices (`as_slice`) throughout: one `strip_prefix` instance for all
+            // of them, not one more for each array length.
             let value = spec
                 .strip_prefix(kind.tag().as_bytes())?
-                .strip_prefix(b"=")?;
+                .strip_prefix(b"=".as_slice())?;
             Some((value, kind))
         }) {
             check_tag(value)?;
@@ -843,6 +856,9 @@ mod tests {
         assert_eq!(e.reason, "unterminated quote");
         assert_eq!(e.token.as_str(), r#"rd.cos.oemlabel="abc def"#);
         assert_eq!(parse(b"\"").unwrap_err().reason, "unterminated quote");
+        // The trailing newline is not part of the line.
+        let e = parse(b"x=\"a b\n").unwrap_err();
+        assert_eq!(e.token.as_str(), "x=\"a b");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use crate::config::cmdline::{overlay_backing, volume_spec, BootState};
 use crate::config::path::{is_within, normalize};
-use crate::util::fixed::{copy_bytes, utf8_valid_up_to, Full, List, Text};
+use crate::util::fixed::{copy_bytes, packed_name, utf8_valid_up_to, Full, List, Text};
 
 pub const MAX_VARS: usize = 64;
 pub const MAX_KEY: usize = 64;
@@ -176,7 +176,8 @@ fn expand(s: &[u8], vars: &EnvVars, out: &mut Text<MAX_VALUE>) -> Result<(), Ful
             (b'\\', Some(b'$')) => (b"$", after.get(1..).unwrap_or(&[])),
             (b'$', Some(b'(')) => (&[], after),
             (b'$', _) => {
-                let name_start = after.strip_prefix(b"{").unwrap_or(after);
+                // (`as_slice`: see `Device::parse`.)
+                let name_start = after.strip_prefix(b"{".as_slice()).unwrap_or(after);
                 let len = name_start
                     .iter()
                     .take_while(|&&c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_')
@@ -184,7 +185,7 @@ fn expand(s: &[u8], vars: &EnvVars, out: &mut Text<MAX_VALUE>) -> Result<(), Ful
                 match (name_start.get(..len), name_start.get(len..)) {
                     (Some(name), Some(tail)) if len > 0 => (
                         vars.get(name).unwrap_or(&[]),
-                        tail.strip_prefix(b"}").unwrap_or(tail),
+                        tail.strip_prefix(b"}".as_slice()).unwrap_or(tail),
                     ),
                     // No name: the `$` stays.
                     _ => (b"$", after),
@@ -225,12 +226,9 @@ pub fn parse_env(text: &[u8], vars: &mut EnvVars) -> Result<(), EnvError> {
         }
         let Some(&first) = text.get(pos) else { break };
         if first == b'#' {
-            pos += text
-                .get(pos..)
-                .unwrap_or(&[])
-                .iter()
-                .take_while(|&&c| c != b'\n')
-                .count();
+            while text.get(pos).is_some_and(|&c| c != b'\n') {
+                pos += 1;
+            }
             continue;
         }
         let start = pos;
@@ -337,7 +335,12 @@ fn entry(
             if let Some(hash) = comment {
                 line_text = line_text.get(..hash).unwrap_or(&[]);
             }
-            (trim_blank(line_text), true)
+            // Blanks before the value were skipped above; those after it go.
+            let end = line_text
+                .iter()
+                .rposition(|&c| !is_blank(c))
+                .map_or(0, |last| last + 1);
+            (line_text.get(..end).unwrap_or(&[]), true)
         }
     };
     let value = if expands {
@@ -349,18 +352,13 @@ fn entry(
     vars.set(key, value)
 }
 
-fn trim_blank(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|&c| !is_blank(c)).unwrap_or(s.len());
-    let end = s
-        .iter()
-        .rposition(|&c| !is_blank(c))
-        .map_or(start, |i| i + 1);
-    s.get(start..end).unwrap_or(&[])
-}
-
 /// Paths of one list key, normalized, in order, without duplicates.
 pub type PathList = List<4096, 96>;
 
+/// Keys of the path lists (packed, see `packed_name`): `RW_PATHS`, then the bind lists.
+const LIST_KEYS: &str = "RW_PATHSPERSISTENT_STATE_PATHSCUSTOM_BIND_MOUNTS\
+PERSISTENT_STATE_PATHS (extra-layout.env)";
+const LIST_KEY_ENDS: [u8; 4] = [8, 30, 48, 89];
 const DEFAULT_RW_PATHS: &[u8] = b"/etc /root /home /opt /srv /usr/local /var";
 const DEFAULT_STATE_TARGET: &[u8] = b"/usr/local/.state";
 const DEFAULT_OVERLAY: &[u8] = b"tmpfs:20%";
@@ -469,21 +467,25 @@ impl Layout {
     ) -> Result<(), Bad<'a>> {
         let get = |key: &str| main.get(key.as_bytes()).unwrap_or(&[]);
 
-        add_paths(&mut self.rw_paths, "RW_PATHS", get("RW_PATHS"))?;
-        if self.rw_paths.is_empty() {
+        // The path lists: `RW_PATHS`, then the bind lists, the last one from `extra`.
+        for i in 0..LIST_KEY_ENDS.len() {
+            let key = packed_name(LIST_KEYS, &LIST_KEY_ENDS, i);
+            let (list, mut value) = match i {
+                0 => (&mut self.rw_paths, get(key)),
+                // Named `PERSISTENT_STATE_PATHS` in that file too.
+                3 => (
+                    &mut self.binds,
+                    extra
+                        .and_then(|extra| extra.get(b"PERSISTENT_STATE_PATHS"))
+                        .unwrap_or(&[]),
+                ),
+                _ => (&mut self.binds, get(key)),
+            };
             // Upstream also uses the defaults when RW_PATHS is present but empty [Q-6].
-            add_paths(&mut self.rw_paths, "RW_PATHS", DEFAULT_RW_PATHS)?;
-        }
-        let extra_paths = extra.and_then(|extra| extra.get(b"PERSISTENT_STATE_PATHS"));
-        for (key, paths) in [
-            ("PERSISTENT_STATE_PATHS", get("PERSISTENT_STATE_PATHS")),
-            ("CUSTOM_BIND_MOUNTS", get("CUSTOM_BIND_MOUNTS")),
-            (
-                "PERSISTENT_STATE_PATHS (extra-layout.env)",
-                extra_paths.unwrap_or(&[]),
-            ),
-        ] {
-            add_paths(&mut self.binds, key, paths)?;
+            if i == 0 && items(value).next().is_none() {
+                value = DEFAULT_RW_PATHS;
+            }
+            add_paths(list, key, value)?;
         }
 
         let (overlay_key, overlay) = match get("OVERLAY") {
@@ -530,23 +532,14 @@ impl Layout {
 
     /// Kairos' own layout for `state` (reference §4.5), for systems that ship no layout file.
     pub fn builtin(state: BootState, cmdline_overlay: &[u8]) -> Result<Layout, LayoutError> {
-        // The overlay size, then what persists; recovery and reset boots keep everything
-        // ephemeral, so they only get the first.
-        const VARS: [(&[u8], &[u8]); 4] = [
-            (b"OVERLAY", b"tmpfs:25%"),
-            (b"VOLUMES", b"LABEL=COS_PERSISTENT:/usr/local"),
-            (b"RW_PATHS", b"/var /etc /srv"),
-            (b"PERSISTENT_STATE_PATHS", KAIROS_PERSISTENT_STATE_PATHS),
-        ];
-        let keep = if matches!(state, BootState::Active | BootState::Passive) {
-            VARS.len()
-        } else {
-            1
-        };
+        // Cannot fail: four short keys, values far below the limits.
         let mut vars = EnvVars::new();
-        for (key, value) in VARS.iter().take(keep) {
-            // Cannot fail: four short keys, values far below the limits.
-            let _ = vars.set(key, value);
+        let _ = vars.set(b"OVERLAY", b"tmpfs:25%");
+        // Recovery and reset boots keep everything ephemeral: nothing persists.
+        if matches!(state, BootState::Active | BootState::Passive) {
+            let _ = vars.set(b"VOLUMES", b"LABEL=COS_PERSISTENT:/usr/local");
+            let _ = vars.set(b"RW_PATHS", b"/var /etc /srv");
+            let _ = vars.set(b"PERSISTENT_STATE_PATHS", KAIROS_PERSISTENT_STATE_PATHS);
         }
         Layout::from_env(&vars, None, cmdline_overlay)
     }

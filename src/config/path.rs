@@ -60,7 +60,8 @@ pub fn normalize(p: &[u8], out: &mut Text<256>) -> Result<(), &'static str> {
 /// (`/etc/ssh` → `etc-ssh`). Existing installs keep their data under these names.
 pub fn dash_name(p: &[u8], out: &mut Text<256>) -> Result<(), Full> {
     out.clear();
-    let rel = p.strip_prefix(b"/").unwrap_or(p);
+    // (`as_slice`: see `Device::parse`.)
+    let rel = p.strip_prefix(b"/".as_slice()).unwrap_or(p);
     for &c in rel {
         out.push_byte(if c == b'/' { b'-' } else { c })?;
     }

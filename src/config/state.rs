@@ -1,7 +1,7 @@
 //! How this run was started: mode of operation, the paths it works on (with the test seams of
 //! SPEC §2) and the command line it read.
 
-use crate::config::cmdline::words;
+use crate::config::cmdline::word_index;
 use crate::util::fixed::Text;
 
 pub const DEFAULT_SYSROOT: &[u8] = b"/sysroot";
@@ -64,7 +64,7 @@ impl Env {
         set(&mut e.config_dir, DEFAULT_CONFIG_DIR);
         set(&mut e.cmdline_path, PROC_CMDLINE);
         for a in args {
-            let known = words(ACTION_WORDS).position(|word| word == a);
+            let known = word_index(ACTION_WORDS, a);
             match known.and_then(|i| ACTIONS.get(i)) {
                 Some(&action) => e.action = action,
                 // The kernel passes unknown boot words (`single`, runlevels) to init: they are
@@ -78,7 +78,7 @@ impl Env {
                 continue;
             };
             let (key, val) = (kv.get(..eq).unwrap_or(&[]), kv.get(eq + 1..).unwrap_or(&[]));
-            match words(SEAMS).position(|seam| seam == key) {
+            match word_index(SEAMS, key) {
                 Some(0) => set(&mut e.sysroot, val),
                 Some(1) => set(&mut e.config_dir, val),
                 Some(_) => set(&mut e.cmdline_path, val),
