@@ -21,27 +21,20 @@ use util::fixed::Text;
 
 const HELP: &[u8] = b"immucore - mount a Kairos/cOS immutable OS root at boot
 
-Usage: immucore [--dry-run | --help | --version | version]
-
-Without arguments, runs the boot: reads /proc/cmdline and /run/cos/cos-layout.env, mounts the
-image named by cos-img/filename= from COS_STATE/COS_RECOVERY read-only on /sysroot, tmpfs
-overlays on the RW paths, the persistent volumes and bind mounts, and writes /run/cos/<state>_mode
-and /sysroot/etc/fstab. As PID 1 (an initramfs /init) it also mounts /proc /sys /dev /run,
-loads the modules listed in /etc/immucore/modules and switches root into /sysroot.
-
-  --dry-run   print the steps in upstream's layer format and exit; touches nothing
-  --help      this text
-  --version   version and commit
+Usage: immucore [--dry-run | --help | --version]
+  (none)     boot: mount the image named on /proc/cmdline on /sysroot with the overlays,
+             volumes and binds of /run/cos/cos-layout.env; as PID 1 also mount /proc /sys
+             /dev /run, load /etc/immucore/modules and switch root
+  --dry-run  print the steps in upstream's layer format and exit; touches nothing
+  --version  version and commit
 
 Kernel command line: root=LABEL=COS_ACTIVE|COS_PASSIVE|COS_SYSTEM|COS_RECOVERY, root=live:...,
 cos-img/filename=, rd.cos.oemlabel=, rd.cos.oemtimeout=, rd.cos.overlay=tmpfs:<size>|LABEL=x,
-rd.cos.mount=LABEL=x:/mnt (repeatable), rd.cos.debugrw, rd.cos.disable, kairos.reset,
-recovery-mode, rd.immucore.sysrootwait=, rd.immucore.debug, rd.immucore.rebootonfailure,
-fsck.mode=, fsck.repair=, init=, rd.shell=0 (rd.immucore.* spellings win over rd.cos.*).
-
-Environment (testing): HOST_PROC_CMDLINE=<file> instead of /proc/cmdline,
-IMMUCORE_SYSROOT=<dir> instead of /sysroot, IMMUCORE_CONFIG_DIR=<dir> instead of /etc/immucore.
-Logs: console, /run/immucore/immucore.log, /run/immucore/boot-timeline.json.
+rd.cos.mount=LABEL=x:/mnt, rd.cos.debugrw, rd.cos.disable, kairos.reset, recovery-mode,
+rd.immucore.{sysrootwait=,debug,rebootonfailure} (win over rd.cos.*), fsck.mode=, fsck.repair=,
+init=, rd.shell=0
+Testing: HOST_PROC_CMDLINE, IMMUCORE_SYSROOT, IMMUCORE_CONFIG_DIR replace /proc/cmdline,
+/sysroot, /etc/immucore. Logs: /run/immucore/immucore.log, boot-timeline.json
 ";
 
 fn out(s: &[u8]) {
