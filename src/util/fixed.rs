@@ -236,7 +236,7 @@ impl<const B: usize, const I: usize> List<B, I> {
     }
 
     pub fn contains(&self, item: &[u8]) -> bool {
-        self.iter().any(|x| x == item)
+        contains(self.iter(), item)
     }
 
     pub fn len(&self) -> usize {
@@ -265,6 +265,12 @@ impl<const B: usize, const I: usize> List<B, I> {
     pub fn iter_str(&self) -> impl Iterator<Item = &str> + '_ {
         self.iter().map(as_str)
     }
+}
+
+/// `List::contains` for every capacity.
+#[inline(never)]
+fn contains(mut items: Iter<'_>, item: &[u8]) -> bool {
+    items.any(|x| x == item)
 }
 
 /// `List::push` on the list's fields as slices (one copy for every capacity).
