@@ -318,7 +318,11 @@ impl Plan {
     /// Upstream's `--dry-run` format (reference §15): per layer a line `<n>.` and one line per
     /// step; layer 1 is the synthetic `init` node.
     pub fn render(&self, out: &mut dyn FnMut(&[u8])) {
-        out(b"1.\n init (background: false) (weak: false) (run: false)\n");
+        // Every line ends in these flags and then "true)" or "false)".
+        const FLAGS: &[u8] = b" (background: false) (weak: false) (run: ";
+        out(b"1.\n init");
+        out(FLAGS);
+        out(b"false)\n");
         // Layers are numbered densely: one whose steps were all left out leaves no gap.
         let (mut number, mut prev) = (1, 0);
         for i in 0..self.len {
@@ -342,11 +346,8 @@ impl Plan {
                 Some(Status::Ok) => true,
                 _ => false,
             };
-            out(if ran {
-                b" (background: false) (weak: false) (run: true)\n"
-            } else {
-                b" (background: false) (weak: false) (run: false)\n"
-            });
+            out(FLAGS);
+            out(if ran { b"true)\n" } else { b"false)\n" });
         }
     }
 }
