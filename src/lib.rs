@@ -88,7 +88,8 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
     let mut raw = [0u8; 4200];
     let read = sys::read_file(env.cmdline_path.as_bytes(), &mut raw);
     let text = raw.get(..*read.as_ref().unwrap_or(&0)).unwrap_or(&[]);
-    let mut reason = Text::<320>::new();
+    // 512: a step name, ": " and its 256-byte error fit (and a capacity used elsewhere).
+    let mut reason = Text::<512>::new();
     let parsed = match read {
         Err(e) => {
             log::error(

@@ -58,7 +58,7 @@ pub fn load_modules(env: &Env) -> Result<(), Error> {
         Err(sys::Errno::NOENT) => return Ok(()),
         Err(e) => return Err(err_errno(b"cannot read {}", &[list_path.as_bytes()], e)),
     };
-    let mut release = Text::<65>::new();
+    let mut release = Text::<64>::new();
     sys::kernel_release(&mut release);
     let (mut loaded, mut failed) = (0u64, 0u64);
     for line in buf.get(..n).unwrap_or(&[]).split(|&c| c == b'\n') {

@@ -531,8 +531,9 @@ pub fn load_module(path: &[u8]) -> Result<()> {
     rustix::system::finit_module(&fd, c"", 0)
 }
 
-/// The running kernel's release (`uname -r`), for `/lib/modules/<release>`.
-pub fn kernel_release(out: &mut crate::util::fixed::Text<65>) {
+/// The running kernel's release (`uname -r`, at most 64 bytes: 65 with the NUL), for
+/// `/lib/modules/<release>`.
+pub fn kernel_release(out: &mut crate::util::fixed::Text<64>) {
     let u = rustix::system::uname();
     out.push_lossy(u.release().to_bytes());
 }
