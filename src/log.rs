@@ -128,7 +128,11 @@ fn emit(template: &[u8], args: &[&[u8]], level: Level) {
             buf.push_lossy(step.as_bytes());
             buf.push_lossy(b": ");
         }
-        buf.push_lossy(LABEL.get(level as usize).copied().unwrap_or(&[]));
+        buf.push_lossy(match level {
+            Level::Warn => b"warning: ",
+            Level::Error => b"error: ",
+            _ => b"",
+        });
         // Values from the command line, layout files and disks end up in messages: a control
         // character in one must not start a forged line on the console or in the log.
         expand(template, args, &mut |c| {
@@ -170,7 +174,6 @@ const _: () = assert!(24 + MAX_LINE + 1 <= 2048);
 
 /// The kernel log priorities of the levels, in `Level` order.
 const PRIO: &[u8] = b"<7><6><4><3>";
-const LABEL: [&[u8]; 4] = [b"", b"", b"warning: ", b"error: "];
 
 /// `[   12.345] ` like the kernel's own timestamps, from milliseconds since boot.
 fn push_stamp(out: &mut Line, ms: u64) {
