@@ -22,19 +22,18 @@ use util::fixed::Text;
 const HELP: &[u8] = b"immucore - mount a Kairos/cOS immutable OS root at boot
 
 Usage: immucore [--dry-run | --help | --version]
-  (none)     boot: mount the image named on /proc/cmdline on /sysroot with the overlays,
-             volumes and binds of /run/cos/cos-layout.env; as PID 1 also mount /proc /sys
-             /dev /run, load /etc/immucore/modules and switch root
-  --dry-run  print the steps in upstream's layer format and exit; touches nothing
+  (none)     mount the image named on /proc/cmdline on /sysroot, with the overlays, volumes
+             and binds of /run/cos/cos-layout.env (as PID 1: also /proc /sys /dev /run, the
+             modules in /etc/immucore/modules, and switch root)
+  --dry-run  print the steps and exit; touches nothing
   --version  version and commit
 
 Kernel command line: root=LABEL=COS_ACTIVE|COS_PASSIVE|COS_SYSTEM|COS_RECOVERY, root=live:...,
 cos-img/filename=, rd.cos.oemlabel=, rd.cos.oemtimeout=, rd.cos.overlay=tmpfs:<size>|LABEL=x,
 rd.cos.mount=LABEL=x:/mnt, rd.cos.debugrw, rd.cos.disable, kairos.reset, recovery-mode,
-rd.immucore.{sysrootwait=,debug,rebootonfailure} (win over rd.cos.*), fsck.mode=, fsck.repair=,
-init=, rd.shell=0
+rd.immucore.{sysrootwait=,debug,rebootonfailure}, fsck.mode=, fsck.repair=, init=, rd.shell=0
 Testing: HOST_PROC_CMDLINE, IMMUCORE_SYSROOT, IMMUCORE_CONFIG_DIR replace /proc/cmdline,
-/sysroot, /etc/immucore. Logs: /run/immucore/immucore.log, boot-timeline.json
+/sysroot, /etc/immucore. Logs: /run/immucore/
 ";
 
 fn out(s: &[u8]) {
