@@ -10,13 +10,14 @@ pub const TIMELINE_FILE: &[u8] = b"/run/immucore/boot-timeline.json";
 
 fn json_string(out: &mut Text<8192>, s: &[u8]) {
     out.push_lossy(b"\"");
-    for &c in s {
-        let byte = [c];
-        out.push_lossy(match c {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            0..=0x1f => b"?",
-            _ => &byte,
+    for c in s {
+        if matches!(c, b'"' | b'\\') {
+            out.push_lossy(b"\\");
+        }
+        out.push_lossy(if *c < 0x20 {
+            b"?"
+        } else {
+            core::slice::from_ref(c)
         });
     }
     out.push_lossy(b"\"");
