@@ -28,10 +28,10 @@ Usage: immucore [--dry-run | --help | --version]
   --dry-run  print the steps and exit; touches nothing
   --version  version and commit
 
-Kernel command line: root=LABEL=COS_ACTIVE|COS_PASSIVE|COS_SYSTEM|COS_RECOVERY, root=live:...,
-cos-img/filename=, rd.cos.oemlabel=, rd.cos.oemtimeout=, rd.cos.overlay=tmpfs:<size>|LABEL=x,
-rd.cos.mount=LABEL=x:/mnt, rd.cos.debugrw, rd.cos.disable, kairos.reset, recovery-mode,
-rd.immucore.{sysrootwait=,debug,rebootonfailure}, fsck.mode=, fsck.repair=, init=, rd.shell=0
+Kernel command line: root=LABEL=COS_{ACTIVE,PASSIVE,SYSTEM,RECOVERY}, root=live:...,
+cos-img/filename=, rd.cos.{oemlabel=,oemtimeout=,overlay=tmpfs:<size>|LABEL=x,debugrw,disable},
+rd.cos.mount=LABEL=x:/mnt, rd.immucore.{sysrootwait=,debug,rebootonfailure}, kairos.reset,
+recovery-mode, fsck.{mode,repair}=, init=, rd.shell=0
 Testing: HOST_PROC_CMDLINE, IMMUCORE_SYSROOT, IMMUCORE_CONFIG_DIR replace /proc/cmdline,
 /sysroot, /etc/immucore. Logs: /run/immucore/
 ";
