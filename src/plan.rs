@@ -196,9 +196,10 @@ impl Plan {
         // for steps not (yet) included, so deps on them are ignored.
         let mut layers = [0u8; MAX_STEPS];
         for s in table.iter().filter(|s| include(s.id)) {
-            let deepest = (0..MAX_STEPS)
-                .filter(|&d| (s.deps | s.after) & 1 << d != 0)
-                .fold(1, |l, d| l.max(layers.get(d).copied().unwrap_or(0)));
+            let deps = s.deps | s.after;
+            let deepest = (layers.iter().enumerate())
+                .filter(|&(d, _)| deps & 1 << d != 0)
+                .fold(1, |l, (_, &dl)| l.max(dl));
             let (Some(by_id), Some(step), Some(layer)) = (
                 layers.get_mut(s.id as usize),
                 plan.steps.get_mut(plan.len),
