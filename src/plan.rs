@@ -197,7 +197,9 @@ impl Plan {
         let mut layers = [0u8; MAX_STEPS];
         for s in table.iter().filter(|s| include(s.id)) {
             let deps = s.deps | s.after;
-            let deepest = (layers.iter().enumerate())
+            let deepest = layers
+                .iter()
+                .enumerate()
                 .filter(|&(d, _)| deps & 1 << d != 0)
                 .fold(1, |l, (_, &dl)| l.max(dl));
             let (Some(by_id), Some(step), Some(layer)) = (
