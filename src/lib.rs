@@ -117,7 +117,7 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
         const REBOOT: &[u8] = b"rd.immucore.rebootonfailure";
         let reboot = text.windows(REBOOT.len()).any(|w| w == REBOOT);
         let fail = (init_mode && !dry_run).then_some((reboot, true));
-        return give_up(&Plan::new(&[], &|_| false), reason.as_bytes(), text, fail);
+        return give_up(None, reason.as_bytes(), text, fail);
     };
     log::set_debug(cmd.debug);
     if dry_run {
@@ -170,13 +170,13 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
     let fail = init_mode.then_some((cmd.reboot_on_failure, cmd.shell_allowed));
     if sys::stop_requested() {
         let why = b"stopped by a signal before all steps ran";
-        return give_up(&plan, why, text, None);
+        return give_up(Some(&plan), why, text, None);
     }
     if let Some((step, e)) = plan.fatal() {
         reason.push_lossy(step.name().as_bytes());
         reason.push_lossy(b": ");
         reason.push_lossy(e.as_bytes());
-        return give_up(&plan, reason.as_bytes(), text, fail);
+        return give_up(Some(&plan), reason.as_bytes(), text, fail);
     }
     log::info(b"root assembled on {}", &[env.sysroot.as_bytes()]);
     if !init_mode {
@@ -186,12 +186,12 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
     log::set_step("switch-root");
     let why = boot::switch_root::switch_root(env.sysroot.as_bytes(), cmd.init.as_bytes(), process);
     log::set_step("");
-    give_up(&plan, why.as_bytes(), text, fail)
+    give_up(Some(&plan), why.as_bytes(), text, fail)
 }
 
 /// There is no root: the failure summary, then with `fail` (init mode: reboot on failure,
 /// shell allowed) the failure action, as PID 1 must never exit; else exit status 1.
-fn give_up(plan: &Plan, reason: &[u8], cmdline: &[u8], fail: Option<(bool, bool)>) -> i32 {
+fn give_up(plan: Option<&Plan>, reason: &[u8], cmdline: &[u8], fail: Option<(bool, bool)>) -> i32 {
     boot::report::failure_summary(plan, reason, cmdline);
     if let Some((reboot, shell)) = fail {
         boot::fail(reboot, shell);
