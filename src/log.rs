@@ -170,7 +170,9 @@ fn emit(template: &[u8], args: &[&[u8]], level: Level) {
 /// A log line with its time stamp (at most 24 bytes) and newline. A capacity other code uses
 /// too (its `Text` methods then exist once), a kilobyte more than needed.
 type Line = Text<2048>;
-const _: () = assert!(24 + MAX_LINE + 1 <= 2048);
+/// The most a `Line` holds: the time stamp, the line and the newline.
+const LINE_BYTES: usize = 24 + MAX_LINE + 1;
+const _: () = assert!(LINE_BYTES <= 2048);
 
 /// The kernel log priorities of the levels, in `Level` order.
 const PRIO: &[u8] = b"<7><6><4><3>";
