@@ -208,9 +208,13 @@ impl<const B: usize, const I: usize> Default for List<B, I> {
 }
 
 impl<const B: usize, const I: usize> List<B, I> {
+    /// All zero bytes, cleared at once (no call to `Text::new` in between).
     pub const fn new() -> Self {
         List {
-            bytes: Text::new(),
+            bytes: Text(Filled {
+                len: 0,
+                buf: [0; B],
+            }),
             ends: [0; I],
             count: 0,
         }
