@@ -40,7 +40,7 @@ static LOGGER: Global<Logger> = Global::new(Logger {
     kmsg: None,
     kmsg_limit_lifted: false,
     file: None,
-    early: Text::new(),
+    early: Text::EMPTY,
     quiet: false,
     step: None,
 });

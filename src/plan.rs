@@ -181,7 +181,7 @@ impl Plan {
         steps: [None; MAX_STEPS],
         layer: [0; MAX_STEPS],
         status: [Status::NotRun; MAX_STEPS],
-        why: [const { Text::new() }; MAX_STEPS],
+        why: [Text::EMPTY; MAX_STEPS],
         duration_ms: [0; MAX_STEPS],
         len: 0,
     };

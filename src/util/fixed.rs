@@ -37,12 +37,17 @@ impl<const N: usize> Default for Text<N> {
 }
 
 impl<const N: usize> Text<N> {
+    /// An empty text as a constant: in a struct literal, its zero bytes join the neighbours' in
+    /// one clearing (a `new()` call is a separate step).
+    pub const EMPTY: Self = Text(Filled {
+        len: 0,
+        buf: [0; N],
+    });
+
+    /// Out of line: a call is shorter than clearing `N` bytes in place.
     #[inline(never)]
     pub const fn new() -> Self {
-        Text(Filled {
-            len: 0,
-            buf: [0; N],
-        })
+        Self::EMPTY
     }
 
     /// Builds from `s`, or `Full` when it does not fit.
@@ -208,13 +213,10 @@ impl<const B: usize, const I: usize> Default for List<B, I> {
 }
 
 impl<const B: usize, const I: usize> List<B, I> {
-    /// All zero bytes, cleared at once (no call to `Text::new` in between).
+    /// All zero bytes, cleared at once (`Text::EMPTY`, not a `Text::new` call in between).
     pub const fn new() -> Self {
         List {
-            bytes: Text(Filled {
-                len: 0,
-                buf: [0; B],
-            }),
+            bytes: Text::EMPTY,
             ends: [0; I],
             count: 0,
         }
