@@ -21,27 +21,19 @@ use util::fixed::Text;
 
 const HELP: &[u8] = b"immucore - mount a Kairos/cOS immutable OS root at boot
 
-Usage: immucore [--dry-run | --help | --version | version]
+Usage: immucore [--dry-run | --help | --version]
+  (none)     mount the image named on /proc/cmdline on /sysroot, with the overlays, volumes
+             and binds of /run/cos/cos-layout.env (as PID 1: also /proc /sys /dev /run, the
+             modules in /etc/immucore/modules, and switch root)
+  --dry-run  print the steps and exit; touches nothing
+  --version  version and commit
 
-Without arguments, runs the boot: reads /proc/cmdline and /run/cos/cos-layout.env, mounts the
-image named by cos-img/filename= from COS_STATE/COS_RECOVERY read-only on /sysroot, tmpfs
-overlays on the RW paths, the persistent volumes and bind mounts, and writes /run/cos/<state>_mode
-and /sysroot/etc/fstab. As PID 1 (an initramfs /init) it also mounts /proc /sys /dev /run,
-loads the modules listed in /etc/immucore/modules and switches root into /sysroot.
-
-  --dry-run   print the steps in upstream's layer format and exit; touches nothing
-  --help      this text
-  --version   version and commit
-
-Kernel command line: root=LABEL=COS_ACTIVE|COS_PASSIVE|COS_SYSTEM|COS_RECOVERY, root=live:...,
-cos-img/filename=, rd.cos.oemlabel=, rd.cos.oemtimeout=, rd.cos.overlay=tmpfs:<size>|LABEL=x,
-rd.cos.mount=LABEL=x:/mnt (repeatable), rd.cos.debugrw, rd.cos.disable, kairos.reset,
-recovery-mode, rd.immucore.sysrootwait=, rd.immucore.debug, rd.immucore.rebootonfailure,
-fsck.mode=, fsck.repair=, init=, rd.shell=0 (rd.immucore.* spellings win over rd.cos.*).
-
-Environment (testing): HOST_PROC_CMDLINE=<file> instead of /proc/cmdline,
-IMMUCORE_SYSROOT=<dir> instead of /sysroot, IMMUCORE_CONFIG_DIR=<dir> instead of /etc/immucore.
-Logs: console, /run/immucore/immucore.log, /run/immucore/boot-timeline.json.
+Kernel command line: root=LABEL=COS_{ACTIVE,PASSIVE,SYSTEM,RECOVERY}, root=live:...,
+cos-img/filename=, rd.cos.{oemlabel=,oemtimeout=,overlay=tmpfs:<size>|LABEL=x,debugrw,disable},
+rd.cos.mount=LABEL=x:/mnt, rd.immucore.{sysrootwait=,debug,rebootonfailure}, kairos.reset,
+recovery-mode, fsck.{mode,repair}=, init=, rd.shell=0
+Testing: HOST_PROC_CMDLINE, IMMUCORE_SYSROOT, IMMUCORE_CONFIG_DIR replace /proc/cmdline,
+/sysroot, /etc/immucore. Logs: /run/immucore/
 ";
 
 fn out(s: &[u8]) {
@@ -95,7 +87,8 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
     let mut raw = [0u8; 4200];
     let read = sys::read_file(env.cmdline_path.as_bytes(), &mut raw);
     let text = raw.get(..*read.as_ref().unwrap_or(&0)).unwrap_or(&[]);
-    let mut reason = Text::<320>::new();
+    // 512: a step name, ": " and its 256-byte error fit (and a capacity used elsewhere).
+    let mut reason = Text::<512>::new();
     let parsed = match read {
         Err(e) => {
             log::error(
@@ -124,7 +117,7 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
         const REBOOT: &[u8] = b"rd.immucore.rebootonfailure";
         let reboot = text.windows(REBOOT.len()).any(|w| w == REBOOT);
         let fail = (init_mode && !dry_run).then_some((reboot, true));
-        return give_up(&Plan::new(&[], &|_| false), reason.as_bytes(), text, fail);
+        return give_up(None, reason.as_bytes(), text, fail);
     };
     log::set_debug(cmd.debug);
     if dry_run {
@@ -177,13 +170,13 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
     let fail = init_mode.then_some((cmd.reboot_on_failure, cmd.shell_allowed));
     if sys::stop_requested() {
         let why = b"stopped by a signal before all steps ran";
-        return give_up(&plan, why, text, None);
+        return give_up(Some(&plan), why, text, None);
     }
     if let Some((step, e)) = plan.fatal() {
         reason.push_lossy(step.name().as_bytes());
         reason.push_lossy(b": ");
         reason.push_lossy(e.as_bytes());
-        return give_up(&plan, reason.as_bytes(), text, fail);
+        return give_up(Some(&plan), reason.as_bytes(), text, fail);
     }
     log::info(b"root assembled on {}", &[env.sysroot.as_bytes()]);
     if !init_mode {
@@ -193,12 +186,12 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
     log::set_step("switch-root");
     let why = boot::switch_root::switch_root(env.sysroot.as_bytes(), cmd.init.as_bytes(), process);
     log::set_step("");
-    give_up(&plan, why.as_bytes(), text, fail)
+    give_up(Some(&plan), why.as_bytes(), text, fail)
 }
 
 /// There is no root: the failure summary, then with `fail` (init mode: reboot on failure,
 /// shell allowed) the failure action, as PID 1 must never exit; else exit status 1.
-fn give_up(plan: &Plan, reason: &[u8], cmdline: &[u8], fail: Option<(bool, bool)>) -> i32 {
+fn give_up(plan: Option<&Plan>, reason: &[u8], cmdline: &[u8], fail: Option<(bool, bool)>) -> i32 {
     boot::report::failure_summary(plan, reason, cmdline);
     if let Some((reboot, shell)) = fail {
         boot::fail(reboot, shell);

@@ -40,7 +40,7 @@ static LOGGER: Global<Logger> = Global::new(Logger {
     kmsg: None,
     kmsg_limit_lifted: false,
     file: None,
-    early: Text::new(),
+    early: Text::EMPTY,
     quiet: false,
     step: None,
 });
@@ -128,7 +128,11 @@ fn emit(template: &[u8], args: &[&[u8]], level: Level) {
             buf.push_lossy(step.as_bytes());
             buf.push_lossy(b": ");
         }
-        buf.push_lossy(LABEL.get(level as usize).copied().unwrap_or(&[]));
+        buf.push_lossy(match level {
+            Level::Warn => b"warning: ",
+            Level::Error => b"error: ",
+            _ => b"",
+        });
         // Values from the command line, layout files and disks end up in messages: a control
         // character in one must not start a forged line on the console or in the log.
         expand(template, args, &mut |c| {
@@ -163,12 +167,15 @@ fn emit(template: &[u8], args: &[&[u8]], level: Level) {
     });
 }
 
-/// A log line with its time stamp (at most 24 bytes) and newline.
-type Line = Text<{ 24 + MAX_LINE + 1 }>;
+/// A log line with its time stamp (at most 24 bytes) and newline. A capacity other code uses
+/// too (its `Text` methods then exist once), a kilobyte more than needed.
+type Line = Text<2048>;
+/// The most a `Line` holds: the time stamp, the line and the newline.
+const LINE_BYTES: usize = 24 + MAX_LINE + 1;
+const _: () = assert!(LINE_BYTES <= 2048);
 
 /// The kernel log priorities of the levels, in `Level` order.
 const PRIO: &[u8] = b"<7><6><4><3>";
-const LABEL: [&[u8]; 4] = [b"", b"", b"warning: ", b"error: "];
 
 /// `[   12.345] ` like the kernel's own timestamps, from milliseconds since boot.
 fn push_stamp(out: &mut Line, ms: u64) {

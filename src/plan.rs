@@ -181,7 +181,7 @@ impl Plan {
         steps: [None; MAX_STEPS],
         layer: [0; MAX_STEPS],
         status: [Status::NotRun; MAX_STEPS],
-        why: [const { Text::new() }; MAX_STEPS],
+        why: [Text::EMPTY; MAX_STEPS],
         duration_ms: [0; MAX_STEPS],
         len: 0,
     };
@@ -196,9 +196,12 @@ impl Plan {
         // for steps not (yet) included, so deps on them are ignored.
         let mut layers = [0u8; MAX_STEPS];
         for s in table.iter().filter(|s| include(s.id)) {
-            let deepest = (0..MAX_STEPS)
-                .filter(|&d| (s.deps | s.after) & 1 << d != 0)
-                .fold(1, |l, d| l.max(layers.get(d).copied().unwrap_or(0)));
+            let deps = s.deps | s.after;
+            let deepest = layers
+                .iter()
+                .enumerate()
+                .filter(|&(d, _)| deps & 1 << d != 0)
+                .fold(1, |l, (_, &dl)| l.max(dl));
             let (Some(by_id), Some(step), Some(layer)) = (
                 layers.get_mut(s.id as usize),
                 plan.steps.get_mut(plan.len),
@@ -318,7 +321,11 @@ impl Plan {
     /// Upstream's `--dry-run` format (reference §15): per layer a line `<n>.` and one line per
     /// step; layer 1 is the synthetic `init` node.
     pub fn render(&self, out: &mut dyn FnMut(&[u8])) {
-        out(b"1.\n init (background: false) (weak: false) (run: false)\n");
+        // Every line ends in these flags and then "true)" or "false)".
+        const FLAGS: &[u8] = b" (background: false) (weak: false) (run: ";
+        out(b"1.\n init");
+        out(FLAGS);
+        out(b"false)\n");
         // Layers are numbered densely: one whose steps were all left out leaves no gap.
         let (mut number, mut prev) = (1, 0);
         for i in 0..self.len {
@@ -342,11 +349,8 @@ impl Plan {
                 Some(Status::Ok) => true,
                 _ => false,
             };
-            out(if ran {
-                b" (background: false) (weak: false) (run: true)\n"
-            } else {
-                b" (background: false) (weak: false) (run: false)\n"
-            });
+            out(FLAGS);
+            out(if ran { b"true)\n" } else { b"false)\n" });
         }
     }
 }

@@ -8,30 +8,26 @@ use crate::config::state::Env;
 use crate::log;
 use crate::steps::{err_errno, Error};
 use crate::sys;
-use crate::util::fixed::Text;
+use crate::util::fixed::{packed_name, Text};
+
+/// Mount point and filesystem type of each base mount, back to back (see `packed_name`).
+const BASE_NAMES: &str = "/procproc/syssysfs/devdevtmpfs/runtmpfs";
+const BASE_ENDS: [u8; 8] = [5, 9, 13, 18, 22, 30, 34, 39];
 
 /// `base-mounts`: `/proc`, `/sys`, `/dev` (devtmpfs) and `/run` (tmpfs), unless mounted.
 pub fn base_mounts() -> Result<(), Error> {
     use sys::Flags as F;
-    // A static table, read in place (an array on the stack costs code to fill); the last
-    // field says whether the data string is `mode=0755`.
-    static TABLE: [(&[u8], &[u8], F, bool); 4] = [
-        (
-            b"/proc",
-            b"proc",
-            F::NOSUID.union(F::NODEV).union(F::NOEXEC),
-            false,
-        ),
-        (
-            b"/sys",
-            b"sysfs",
-            F::NOSUID.union(F::NODEV).union(F::NOEXEC),
-            false,
-        ),
-        (b"/dev", b"devtmpfs", F::NOSUID, true),
-        (b"/run", b"tmpfs", F::NOSUID.union(F::NODEV), true),
+    // Per mount (in `BASE_NAMES` order): its flags and whether its data string is `mode=0755`.
+    // A static table, read in place (an array on the stack costs code to fill).
+    static FLAGS: [(F, bool); 4] = [
+        (F::NOSUID.union(F::NODEV).union(F::NOEXEC), false),
+        (F::NOSUID.union(F::NODEV).union(F::NOEXEC), false),
+        (F::NOSUID, true),
+        (F::NOSUID.union(F::NODEV), true),
     ];
-    for &(path, fstype, flags, mode) in &TABLE {
+    for (i, &(flags, mode)) in FLAGS.iter().enumerate() {
+        let path = packed_name(BASE_NAMES, &BASE_ENDS, 2 * i).as_bytes();
+        let fstype = packed_name(BASE_NAMES, &BASE_ENDS, 2 * i + 1).as_bytes();
         let data: &[u8] = if mode { b"mode=0755" } else { b"" };
         let _ = sys::mkdir_p(path, 0o755);
         if sys::is_mountpoint_path(path) {
@@ -58,7 +54,7 @@ pub fn load_modules(env: &Env) -> Result<(), Error> {
         Err(sys::Errno::NOENT) => return Ok(()),
         Err(e) => return Err(err_errno(b"cannot read {}", &[list_path.as_bytes()], e)),
     };
-    let mut release = Text::<65>::new();
+    let mut release = Text::<64>::new();
     sys::kernel_release(&mut release);
     let (mut loaded, mut failed) = (0u64, 0u64);
     for line in buf.get(..n).unwrap_or(&[]).split(|&c| c == b'\n') {
@@ -108,5 +104,21 @@ pub fn fail(reboot_on_failure: bool, shell_allowed: bool) -> ! {
     loop {
         sys::sleep_ms(60_000);
         sys::reap_children();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_mount_names_split_as_meant() {
+        let names: std::vec::Vec<_> = (0..8)
+            .map(|i| packed_name(BASE_NAMES, &BASE_ENDS, i))
+            .collect();
+        assert_eq!(
+            names,
+            ["/proc", "proc", "/sys", "sysfs", "/dev", "devtmpfs", "/run", "tmpfs"]
+        );
     }
 }

@@ -10,13 +10,14 @@ pub const TIMELINE_FILE: &[u8] = b"/run/immucore/boot-timeline.json";
 
 fn json_string(out: &mut Text<8192>, s: &[u8]) {
     out.push_lossy(b"\"");
-    for &c in s {
-        let byte = [c];
-        out.push_lossy(match c {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            0..=0x1f => b"?",
-            _ => &byte,
+    for c in s {
+        if matches!(c, b'"' | b'\\') {
+            out.push_lossy(b"\\");
+        }
+        out.push_lossy(if *c < 0x20 {
+            b"?"
+        } else {
+            core::slice::from_ref(c)
         });
     }
     out.push_lossy(b"\"");
@@ -81,19 +82,23 @@ Cmdline: {}
 Logs:    {} and {}
 {}";
 
-pub fn failure_summary(plan: &Plan, reason: &[u8], cmdline: &[u8]) {
+/// Logs the failure summary. `plan` is `None` for a failure before there was a plan (no step
+/// failed or was skipped then).
+pub fn failure_summary(plan: Option<&Plan>, reason: &[u8], cmdline: &[u8]) {
     let rule = b"========================================";
     let mut failed = Text::<512>::new();
     let mut skipped = Text::<512>::new();
-    for i in 0..plan.len() {
-        let Some(step) = plan.step(i) else { continue };
-        let list = match plan.status.get(i) {
-            Some(Status::Failed) => &mut failed,
-            Some(Status::Skipped) => &mut skipped,
-            _ => continue,
-        };
-        list.push_lossy(b" ");
-        list.push_lossy(step.name().as_bytes());
+    if let Some(plan) = plan {
+        for i in 0..plan.len() {
+            let Some(step) = plan.step(i) else { continue };
+            let list = match plan.status.get(i) {
+                Some(Status::Failed) => &mut failed,
+                Some(Status::Skipped) => &mut skipped,
+                _ => continue,
+            };
+            list.push_lossy(b" ");
+            list.push_lossy(step.name().as_bytes());
+        }
     }
     // The `{}` marks of SUMMARY, in order.
     let mut args: &[&[u8]] = &[

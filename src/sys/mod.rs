@@ -243,10 +243,11 @@ pub fn append_file(path: &[u8], data: &[u8]) -> Result<()> {
 pub fn readlink(path: &[u8], out: &mut crate::util::fixed::Text<512>) -> Result<()> {
     let mut p = CBuf::new();
     let p = p.c_str(path)?;
-    let mut buf = [0u8; 512];
-    let len = rustix::fs::readlinkat_raw(CWD, p, &mut buf[..])?;
-    let name = buf.get(..len).unwrap_or(&[]);
-    if len >= 512 {
+    // Uninitialised: the kernel fills what it returns.
+    let mut buf = [MaybeUninit::<u8>::uninit(); 512];
+    let (name, rest) = rustix::fs::readlinkat_raw(CWD, p, &mut buf)?;
+    // A full buffer may hold a cut-off target.
+    if rest.is_empty() {
         return Err(Errno::NAMETOOLONG);
     }
     out.clear();
@@ -531,8 +532,9 @@ pub fn load_module(path: &[u8]) -> Result<()> {
     rustix::system::finit_module(&fd, c"", 0)
 }
 
-/// The running kernel's release (`uname -r`), for `/lib/modules/<release>`.
-pub fn kernel_release(out: &mut crate::util::fixed::Text<65>) {
+/// The running kernel's release (`uname -r`, at most 64 bytes: 65 with the NUL), for
+/// `/lib/modules/<release>`.
+pub fn kernel_release(out: &mut crate::util::fixed::Text<64>) {
     let u = rustix::system::uname();
     out.push_lossy(u.release().to_bytes());
 }

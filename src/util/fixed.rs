@@ -14,15 +14,20 @@
 pub struct Full;
 
 /// Byte string of at most `N` bytes. Contents are normally UTF-8 but nothing relies on it.
+#[derive(Clone)]
+pub struct Text<const N: usize>(Filled<[u8; N]>);
+
+/// The fields of a `Text`. `&Filled<[u8; N]>` coerces to `&Filled<[u8]>` (the buffer becomes a
+/// slice), so code that only reads the text exists once for all capacities.
 ///
 /// `len` comes first and the helpers take `len` and the text in the order of the methods'
 /// arguments, followed by the buffer: each method's per-capacity copy then only adds the buffer
 /// (pointer and `N`) to the registers it received.
 #[derive(Clone)]
 #[repr(C)]
-pub struct Text<const N: usize> {
+struct Filled<B: ?Sized> {
     len: usize,
-    buf: [u8; N],
+    buf: B,
 }
 
 impl<const N: usize> Default for Text<N> {
@@ -32,12 +37,17 @@ impl<const N: usize> Default for Text<N> {
 }
 
 impl<const N: usize> Text<N> {
+    /// An empty text as a constant: in a struct literal, its zero bytes join the neighbours' in
+    /// one clearing (a `new()` call is a separate step).
+    pub const EMPTY: Self = Text(Filled {
+        len: 0,
+        buf: [0; N],
+    });
+
+    /// Out of line: a call is shorter than clearing `N` bytes in place.
     #[inline(never)]
     pub const fn new() -> Self {
-        Text {
-            len: 0,
-            buf: [0; N],
-        }
+        Self::EMPTY
     }
 
     /// Builds from `s`, or `Full` when it does not fit.
@@ -51,7 +61,7 @@ impl<const N: usize> Text<N> {
     }
 
     pub fn push(&mut self, s: &[u8]) -> Result<(), Full> {
-        push(&mut self.len, s, &mut self.buf)
+        push(&mut self.0.len, s, &mut self.0.buf)
     }
 
     pub fn push_str(&mut self, s: &str) -> Result<(), Full> {
@@ -64,34 +74,35 @@ impl<const N: usize> Text<N> {
 
     /// Appends the decimal form of `n`.
     pub fn push_num(&mut self, n: u64) -> Result<(), Full> {
-        push_num(&mut self.len, n, &mut self.buf)
+        push_num(&mut self.0.len, n, &mut self.0.buf)
     }
 
     /// Appends `s`, cutting it to what fits (for messages, where a shortened text beats none).
     pub fn push_lossy(&mut self, s: &[u8]) {
-        push_lossy(&mut self.len, s, &mut self.buf)
+        push_lossy(&mut self.0.len, s, &mut self.0.buf)
     }
 
     pub fn truncate(&mut self, len: usize) {
-        if len < self.len {
-            self.len = len;
+        if len < self.0.len {
+            self.0.len = len;
         }
     }
 
     pub fn clear(&mut self) {
-        self.len = 0;
+        self.0.len = 0;
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.0.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.0.len == 0
     }
 
     pub fn as_bytes(&self) -> &[u8] {
-        filled(&self.len, &self.buf)
+        let all: &Filled<[u8]> = &self.0;
+        all.bytes()
     }
 
     /// The contents as `&str`; invalid UTF-8 yields `"?"` (only reachable from raw disk bytes).
@@ -100,10 +111,12 @@ impl<const N: usize> Text<N> {
     }
 }
 
-/// The first `len` bytes of `buf` (all of it if `len` is out of range, which never happens).
-#[inline(never)]
-fn filled<'a>(len: &usize, buf: &'a [u8]) -> &'a [u8] {
-    buf.get(..*len).unwrap_or(buf)
+impl Filled<[u8]> {
+    /// The first `len` bytes of `buf` (all of it if `len` is out of range, which never happens).
+    #[inline(never)]
+    fn bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or(&self.buf)
+    }
 }
 
 #[inline(never)]
@@ -200,9 +213,10 @@ impl<const B: usize, const I: usize> Default for List<B, I> {
 }
 
 impl<const B: usize, const I: usize> List<B, I> {
+    /// All zero bytes, cleared at once (`Text::EMPTY`, not a `Text::new` call in between).
     pub const fn new() -> Self {
         List {
-            bytes: Text::new(),
+            bytes: Text::EMPTY,
             ends: [0; I],
             count: 0,
         }
@@ -214,8 +228,8 @@ impl<const B: usize, const I: usize> List<B, I> {
             &mut self.count,
             item,
             &mut self.ends,
-            &mut bytes.len,
-            &mut bytes.buf,
+            &mut bytes.0.len,
+            &mut bytes.0.buf,
         )
     }
 
@@ -228,7 +242,7 @@ impl<const B: usize, const I: usize> List<B, I> {
     }
 
     pub fn contains(&self, item: &[u8]) -> bool {
-        self.iter().any(|x| x == item)
+        contains(self.iter(), item)
     }
 
     pub fn len(&self) -> usize {
@@ -250,14 +264,19 @@ impl<const B: usize, const I: usize> List<B, I> {
 
     /// The items in order (one iterator type for every capacity).
     pub fn iter(&self) -> Iter<'_> {
-        let bytes = &self.bytes;
-        Iter::new(&self.count, &self.ends, &bytes.len, &bytes.buf)
+        Iter::new(&self.count, &self.ends, &self.bytes.0)
     }
 
     /// Iterates as `&str` (items that are not UTF-8 read as `"?"`).
     pub fn iter_str(&self) -> impl Iterator<Item = &str> + '_ {
         self.iter().map(as_str)
     }
+}
+
+/// `List::contains` for every capacity.
+#[inline(never)]
+fn contains(mut items: Iter<'_>, item: &[u8]) -> bool {
+    items.any(|x| x == item)
 }
 
 /// `List::push` on the list's fields as slices (one copy for every capacity).
@@ -288,9 +307,9 @@ pub struct Iter<'a> {
 impl<'a> Iter<'a> {
     /// From the list's fields as slices (one copy for every capacity).
     #[inline(never)]
-    fn new(count: &usize, ends: &'a [u16], len: &usize, buf: &'a [u8]) -> Self {
+    fn new(count: &usize, ends: &'a [u16], bytes: &'a Filled<[u8]>) -> Self {
         Iter {
-            bytes: filled(len, buf),
+            bytes: bytes.bytes(),
             ends: ends.get(..*count).unwrap_or(ends),
             start: 0,
         }
