@@ -11,7 +11,7 @@ pub mod root;
 pub mod volumes;
 
 use crate::boot;
-use crate::config::cmdline::{Cmdline, Device, FsckMode, FsckRepair};
+use crate::config::cmdline::{words, Cmdline, Device, FsckMode, FsckRepair};
 use crate::config::layout::Layout;
 use crate::config::state::Env;
 use crate::dev::scan::{self, Table};
@@ -167,24 +167,21 @@ pub fn run(id: StepId, ctx: &mut Ctx) -> Result<(), Error> {
     }
 }
 
-/// The option words that are mount flags: each sets its flag, `rw` (first) clears `ro`'s, and
-/// an empty flag marks a word that only restates a default.
-const FLAG_WORDS: &[(&[u8], Flags)] = &[
-    (b"rw", Flags::RDONLY),
-    (b"ro", Flags::RDONLY),
-    (b"nosuid", Flags::NOSUID),
-    (b"nodev", Flags::NODEV),
-    (b"noexec", Flags::NOEXEC),
-    (b"noatime", Flags::NOATIME),
-    (b"relatime", Flags::RELATIME),
-    (b"sync", Flags::SYNCHRONOUS),
-    (b"bind", Flags::BIND),
-    (b"suid", Flags::empty()),
-    (b"dev", Flags::empty()),
-    (b"exec", Flags::empty()),
-    (b"async", Flags::empty()),
-    (b"defaults", Flags::empty()),
-    (b"auto", Flags::empty()),
+/// The option words that are mount flags, space-separated (a packed list: no string slice per
+/// word). The first `FLAGS.len()` set their flag, except `rw` (first), which clears `ro`'s;
+/// the others only restate a default.
+const FLAG_WORDS: &[u8] =
+    b"rw ro nosuid nodev noexec noatime relatime sync bind suid dev exec async defaults auto";
+const FLAGS: [Flags; 9] = [
+    Flags::RDONLY,
+    Flags::RDONLY,
+    Flags::NOSUID,
+    Flags::NODEV,
+    Flags::NOEXEC,
+    Flags::NOATIME,
+    Flags::RELATIME,
+    Flags::SYNCHRONOUS,
+    Flags::BIND,
 ];
 
 /// Mount flags and data string for an fstab-style option list (reference §6.3): flag words
@@ -192,9 +189,9 @@ const FLAG_WORDS: &[(&[u8], Flags)] = &[
 pub fn mount_options(opts: &[u8], data: &mut Text<1024>) -> Flags {
     let mut flags = Flags::empty();
     for o in opts.split(|&c| c == b',').filter(|o| !o.is_empty()) {
-        match FLAG_WORDS.iter().enumerate().find(|(_, (w, _))| *w == o) {
-            Some((0, _)) => flags.remove(Flags::RDONLY),
-            Some((_, (_, f))) => flags |= *f,
+        match words(FLAG_WORDS).position(|w| w == o) {
+            Some(0) => flags.remove(Flags::RDONLY),
+            Some(i) => flags |= FLAGS.get(i).copied().unwrap_or(Flags::empty()),
             None => {
                 if !data.is_empty() {
                     data.push_lossy(b",");
