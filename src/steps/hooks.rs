@@ -174,9 +174,12 @@ const API_FS: [&[u8]; 4] = [b"/dev", b"/proc", b"/sys", b"/run"];
 /// Makes `/dev`, `/proc`, `/sys` and `/run` visible inside the new root for chrooted hooks
 /// (`bind`), or removes them again, in reverse order.
 fn api_filesystems(sysroot: &[u8], bind: bool) {
+    // With four entries, `i ^ 3` runs 3, 2, 1, 0: the reverse order.
+    let flip = if bind { 0 } else { API_FS.len() - 1 };
     for i in 0..API_FS.len() {
-        let i = if bind { i } else { API_FS.len() - 1 - i };
-        let Some(fs) = API_FS.get(i) else { continue };
+        let Some(fs) = API_FS.get(i ^ flip) else {
+            continue;
+        };
         let mut target = Text::<256>::new();
         target.push_lossy(sysroot);
         target.push_lossy(fs);

@@ -48,31 +48,33 @@ pub fn mount_oem(ctx: &mut Ctx) -> Result<(), Error> {
 fn collect_volumes(ctx: &mut Ctx) -> Result<usize, Error> {
     let mut count = 0;
     // At most 16 + 16 specs: the command line and the layout each keep no more.
-    for v in ctx.cmd.mounts.iter().chain(ctx.layout.volumes.iter()) {
-        let (dev, mountpoint) =
-            volume_spec(v).map_err(|why| err(b"volume '{}': {}", &[v, why.as_bytes()]))?;
-        let mut spec = Text::<192>::new();
-        dev.by_path(&mut spec);
-        let existing = ctx
-            .volumes
-            .iter()
-            .take(count)
-            .position(|s| s.as_ref().is_some_and(|s| s.device == spec));
-        let slot = match existing {
-            Some(i) => i,
-            None if count < MAX_VOLUMES => {
-                count += 1;
-                count - 1
+    for list in [&ctx.cmd.mounts, &ctx.layout.volumes] {
+        for v in list.iter() {
+            let (dev, mountpoint) =
+                volume_spec(v).map_err(|why| err(b"volume '{}': {}", &[v, why.as_bytes()]))?;
+            let mut spec = Text::<192>::new();
+            dev.by_path(&mut spec);
+            let existing = ctx
+                .volumes
+                .iter()
+                .take(count)
+                .position(|s| s.as_ref().is_some_and(|s| s.device == spec));
+            let slot = match existing {
+                Some(i) => i,
+                None if count < MAX_VOLUMES => {
+                    count += 1;
+                    count - 1
+                }
+                None => return Err(err(b"more than 16 volumes", &[])),
+            };
+            if let Some(s) = ctx.volumes.get_mut(slot) {
+                *s = Some(Volume {
+                    mountpoint,
+                    device: spec,
+                    dev,
+                    mounted: false,
+                });
             }
-            None => return Err(err(b"more than 16 volumes", &[])),
-        };
-        if let Some(s) = ctx.volumes.get_mut(slot) {
-            *s = Some(Volume {
-                mountpoint,
-                device: spec,
-                dev,
-                mounted: false,
-            });
         }
     }
     Ok(count)
