@@ -55,14 +55,6 @@ fn run_all(dir: &[u8], names: &List<4096, 64>, envp: &[&CStr], chroot_to: Option
     }
 }
 
-/// `key` followed by `value` (cut at 160 bytes) as a C string in `buf`.
-fn env_var<'a>(buf: &'a mut CBuf, key: &[u8], value: &[u8]) -> Option<&'a CStr> {
-    let mut t = Text::<160>::new();
-    t.push_lossy(key);
-    t.push_lossy(value);
-    buf.c_str(t.as_bytes()).ok()
-}
-
 /// Runs `path` (a path inside `chroot_to` when given) with `args` (at most two), logging the
 /// outcome.
 fn run_one(path: &[u8], args: &[&CStr], envp: &[&CStr], chroot_to: Option<&[u8]>) {
@@ -94,28 +86,38 @@ fn run_one(path: &[u8], args: &[&CStr], envp: &[&CStr], chroot_to: Option<&[u8]>
 /// then a stage engine. The `initramfs` stage runs the image's programs chrooted into the new
 /// root (in a child).
 pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
-    let stage = if chrooted { "initramfs" } else { "rootfs" };
+    let stage_c = if chrooted { c"initramfs" } else { c"rootfs" };
+    let stage = stage_c.to_bytes();
     let sysroot = ctx.sysroot();
-    let mut bufs = [CBuf::new(), CBuf::new(), CBuf::new(), CBuf::new()];
-    let [a, b, c, s] = &mut bufs;
-    // Only a NUL fails these, and none of the values (literals, a state name, the sysroot from
-    // the environment) can hold one.
-    let (Some(a), Some(b), Some(c), Ok(stage_c)) = (
-        env_var(a, b"IMMUCORE_STAGE=", stage.as_bytes()),
-        env_var(b, b"IMMUCORE_STATE=", ctx.cmd.state.name().as_bytes()),
-        env_var(c, b"IMMUCORE_SYSROOT=", sysroot),
-        s.c_str(stage.as_bytes()),
-    ) else {
-        return Ok(());
-    };
-    let envp = [a, b, c, PATH_ENV];
+    // The hook environment: `KEY=value` strings back to back, each ended by a NUL. None of the
+    // values (literals, a state name, the sysroot from the environment, at most 128 bytes)
+    // holds a NUL, so each string is found again up to its own.
+    let mut vars = Text::<256>::new();
+    for (key, value) in [
+        (&b"IMMUCORE_STAGE="[..], stage),
+        (b"IMMUCORE_STATE=", ctx.cmd.state.name().as_bytes()),
+        (b"IMMUCORE_SYSROOT=", sysroot),
+    ] {
+        vars.push_lossy(key);
+        vars.push_lossy(value);
+        vars.push_lossy(b"\0");
+    }
+    let mut envp = [PATH_ENV; 4];
+    let mut rest = vars.as_bytes();
+    for slot in envp.iter_mut().take(3) {
+        let Some(var) = sys::c_str_until_nul(rest) else {
+            return Ok(());
+        };
+        rest = rest.get(var.to_bytes_with_nul().len()..).unwrap_or_default();
+        *slot = var;
+    }
 
     // The initramfs' hook directory first, then the image's (both fit: the configuration
     // directory and the sysroot hold at most 128 bytes).
     let mut dir = Text::<512>::new();
     dir.push_lossy(ctx.env.config_dir.as_bytes());
     dir.push_lossy(b"/");
-    dir.push_lossy(stage.as_bytes());
+    dir.push_lossy(stage);
     dir.push_lossy(b".d");
     let mut names = List::new();
     if let Ok(fd) = sys::open_dir(dir.as_bytes()) {
@@ -131,7 +133,7 @@ pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
     }
     let inside = dir.len();
     dir.push_lossy(b"/usr/lib/immucore/");
-    dir.push_lossy(stage.as_bytes());
+    dir.push_lossy(stage);
     dir.push_lossy(b".d");
     let hooks = dir.as_bytes();
     let image_dir = hooks.get(inside..).unwrap_or_default();
@@ -152,7 +154,7 @@ pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
         }
     });
     if names.is_empty() && agent.is_none() {
-        log::debug(b"no hooks for stage {}", &[stage.as_bytes()]);
+        log::debug(b"no hooks for stage {}", &[stage]);
         return Ok(());
     }
     let chroot_to = chrooted.then_some(sysroot);
