@@ -108,7 +108,9 @@ pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
         let Some(var) = sys::c_str_until_nul(rest) else {
             return Ok(());
         };
-        rest = rest.get(var.to_bytes_with_nul().len()..).unwrap_or_default();
+        rest = rest
+            .get(var.to_bytes_with_nul().len()..)
+            .unwrap_or_default();
         *slot = var;
     }
 
@@ -193,11 +195,9 @@ fn api_filesystems(sysroot: &[u8], bind: bool) {
     }
 }
 
-/// Where system and configuration extensions are kept, and where they are linked.
-const EXTENSIONS: &[(&[u8], &[u8])] = &[
-    (b"/var/lib/kairos/extensions", b"/run/extensions"),
-    (b"/var/lib/kairos/confexts", b"/run/confexts"),
-];
+/// The kinds of extension (system, configuration): kept in `/var/lib/kairos/<kind>`, linked
+/// into `/run/<kind>`.
+const EXTENSION_KINDS: [&[u8]; 2] = [b"extensions", b"confexts"];
 
 /// `enable-sysext-confext`: links `<state>/*.raw` and `common/*.raw` system and configuration
 /// extensions into `/run/extensions` and `/run/confexts` for systemd-sysext.
@@ -207,8 +207,8 @@ pub fn enable_sysext_confext(ctx: &mut Ctx) -> Result<(), Error> {
     };
     let root = ctx.root()?;
     // Each kind of extension from `<state>/`, then from `common/`.
-    for i in 0..2 * EXTENSIONS.len() {
-        let Some(&(source, run_dir)) = EXTENSIONS.get(i / 2) else {
+    for i in 0..2 * EXTENSION_KINDS.len() {
+        let Some(kind) = EXTENSION_KINDS.get(i / 2) else {
             continue;
         };
         let dir = if i % 2 == 0 {
@@ -216,38 +216,41 @@ pub fn enable_sysext_confext(ctx: &mut Ctx) -> Result<(), Error> {
         } else {
             b"common"
         };
-        let mut src = Text::<256>::new();
-        src.push_lossy(source);
-        src.push_lossy(b"/");
-        src.push_lossy(dir);
-        let Ok(fd) = root.open_at(src.as_bytes(), OFlags::RDONLY | OFlags::DIRECTORY, 0) else {
+        // The directory, then `<directory>/<name>` for each extension in it.
+        let mut to = Text::<256>::new();
+        to.push_lossy(b"/var/lib/kairos/");
+        to.push_lossy(kind);
+        to.push_lossy(b"/");
+        to.push_lossy(dir);
+        let Ok(fd) = root.open_at(to.as_bytes(), OFlags::RDONLY | OFlags::DIRECTORY, 0) else {
             continue;
         };
-        let _ = sys::mkdir_p(run_dir, 0o755);
-        let link: &mut EntryFn = &mut |name, ft| {
+        to.push_lossy(b"/");
+        let mut link = Text::<256>::new();
+        link.push_lossy(b"/run/");
+        link.push_lossy(kind);
+        let _ = sys::mkdir_p(link.as_bytes(), 0o755);
+        link.push_lossy(b"/");
+        let (to_dir, link_dir) = (to.len(), link.len());
+        let add: &mut EntryFn = &mut |name, ft| {
             if ft != FileType::RegularFile || !name.ends_with(b".raw") {
                 return;
             }
-            let mut link = Text::<256>::new();
-            link.push_lossy(run_dir);
-            link.push_lossy(b"/");
-            link.push_lossy(name);
-            let mut to = src.clone();
-            to.push_lossy(b"/");
+            to.truncate(to_dir);
             to.push_lossy(name);
-            if sys::exists(link.as_bytes()) {
-                log::warn(
-                    b"{} already exists; not linking {}",
-                    &[link.as_bytes(), to.as_bytes()],
-                );
+            link.truncate(link_dir);
+            link.push_lossy(name);
+            let (to, link) = (to.as_bytes(), link.as_bytes());
+            if sys::exists(link) {
+                log::warn(b"{} already exists; not linking {}", &[link, to]);
                 return;
             }
-            match sys::symlink(to.as_bytes(), link.as_bytes()) {
-                Ok(()) => log::info(b"enabled {}", &[to.as_bytes()]),
-                Err(e) => log::warn_errno(b"cannot link {}: {}", &[to.as_bytes()], e),
+            match sys::symlink(to, link) {
+                Ok(()) => log::info(b"enabled {}", &[to]),
+                Err(e) => log::warn_errno(b"cannot link {}: {}", &[to], e),
             }
         };
-        let _ = sys::for_each_entry(fd.as_fd(), link);
+        let _ = sys::for_each_entry(fd.as_fd(), add);
     }
     Ok(())
 }
