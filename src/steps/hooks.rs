@@ -67,19 +67,24 @@ fn run_one(path: &[u8], args: &[&CStr], envp: &[&CStr], chroot_to: Option<&[u8]>
         *slot = a;
     }
     let argv = argv.get(..1 + args.len()).unwrap_or(&argv);
-    let mut detail = Text::<48>::new();
-    let (level, template): (_, &[u8]) = match sys::run(argv, envp, chroot_to, HOOK_TIMEOUT_MS) {
-        Ok(0) => (log::Level::Info, b"ran {}"),
-        Ok(code) => {
-            let _ = detail.push_num(code as u64);
-            (log::Level::Warn, b"{} exited with status {}")
-        }
-        Err(e) => {
-            detail = log::errno(e);
-            (log::Level::Warn, b"cannot run {}: {}")
-        }
-    };
-    log::log(level, template, &[path, detail.as_bytes()]);
+    let (code, errno);
+    let (level, template, detail): (_, &[u8], &[u8]) =
+        match sys::run(argv, envp, chroot_to, HOOK_TIMEOUT_MS) {
+            Ok(0) => (log::Level::Info, b"ran {}", b""),
+            Ok(c) => {
+                code = log::num(c as u64);
+                (
+                    log::Level::Warn,
+                    b"{} exited with status {}",
+                    code.as_bytes(),
+                )
+            }
+            Err(e) => {
+                errno = log::errno(e);
+                (log::Level::Warn, b"cannot run {}: {}", errno.as_bytes())
+            }
+        };
+    log::log(level, template, &[path, detail]);
 }
 
 /// Stage `rootfs`, or `initramfs` when `chrooted`: the initramfs' hooks, the image's hooks,
