@@ -106,21 +106,16 @@ pub fn load_config(ctx: &mut Ctx) -> Result<(), Error> {
 /// `mount-base-overlay`: the store under every overlay's upper and work directory.
 pub fn mount_base_overlay(ctx: &mut Ctx) -> Result<(), Error> {
     let spec = ctx.layout.overlay.as_bytes();
-    let mut opts = Text::<64>::new();
-    let dev = match overlay_backing(spec) {
-        Ok(Backing::Tmpfs(size)) => {
-            opts.push_lossy(b"size=");
-            opts.push_lossy(size);
-            None
-        }
-        Ok(Backing::Device(dev)) => Some(dev),
-        Err(why) => return Err(err(b"overlay backing '{}': {}", &[spec, why.as_bytes()])),
-    };
+    let backing = overlay_backing(spec)
+        .map_err(|why| err(b"overlay backing '{}': {}", &[spec, why.as_bytes()]))?;
     sys::mkdir_p(OVERLAY_DIR, 0o700)
         .map_err(|e| err_errno(b"cannot create /run/overlay", &[], e))?;
     let target = Target::Host(OVERLAY_DIR);
-    match dev {
-        None => {
+    match backing {
+        Backing::Tmpfs(size) => {
+            let mut opts = Text::<64>::new();
+            opts.push_lossy(b"size=");
+            opts.push_lossy(size);
             let opts = opts.as_bytes();
             if mount_at(ctx, b"tmpfs", target, b"tmpfs", opts)? == Mounted::Now {
                 log::info(b"mounted tmpfs ({}) on /run/overlay", &[opts]);
@@ -128,7 +123,7 @@ pub fn mount_base_overlay(ctx: &mut Ctx) -> Result<(), Error> {
             }
             Ok(())
         }
-        Some(dev) => mount_device(ctx, &dev, target, b"", BACKING_TIMEOUT_MS, false),
+        Backing::Device(dev) => mount_device(ctx, &dev, target, b"", BACKING_TIMEOUT_MS, false),
     }
 }
 
