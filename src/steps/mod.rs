@@ -130,14 +130,19 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn root(&self) -> Result<&Root, Error> {
-        self.root
-            .as_ref()
-            .ok_or_else(|| err(b"the root is not mounted", &[]))
+        mounted_root(&self.root)
     }
 
     pub fn sysroot(&self) -> &[u8] {
         self.env.sysroot.as_bytes()
     }
+}
+
+/// The assembled root, or the error of a step that needs it before it is mounted.
+#[inline(never)]
+fn mounted_root(root: &Option<Root>) -> Result<&Root, Error> {
+    root.as_ref()
+        .ok_or_else(|| err(b"the root is not mounted", &[]))
 }
 
 /// Runs the action of step `id`.

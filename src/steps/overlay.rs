@@ -3,8 +3,8 @@
 
 use super::fstab::Fstab;
 use super::{
-    add_failure, err, err_errno, failures, log_error, mount_at, mount_device, Ctx, Error, Mounted,
-    Target,
+    add_failure, err, err_errno, failures, log_error, mount_at, mount_device, mounted_root, Ctx,
+    Error, Mounted, Target,
 };
 use crate::config::cmdline::{overlay_backing, Backing};
 use crate::config::layout::{parse_env, EnvVars, Layout};
@@ -133,7 +133,7 @@ pub fn mount_base_overlay(ctx: &mut Ctx) -> Result<(), Error> {
 pub fn overlay_mount(ctx: &mut Ctx) -> Result<(), Error> {
     let mut failed = Text::<256>::new();
     for path in ctx.layout.rw_paths.iter() {
-        if overlay_one(ctx.root.as_ref(), &mut ctx.fstab, path).is_err() {
+        if overlay_one(&ctx.root, &mut ctx.fstab, path).is_err() {
             log_error(Level::Error, b"{}");
             add_failure(&mut failed, b"overlay failed for", b"", &[path]);
         }
@@ -142,8 +142,8 @@ pub fn overlay_mount(ctx: &mut Ctx) -> Result<(), Error> {
 }
 
 #[inline(never)]
-fn overlay_one(root: Option<&Root>, fstab: &mut Fstab, path: &[u8]) -> Result<(), Error> {
-    let root = root.ok_or_else(|| err(b"the root is not mounted", &[]))?;
+fn overlay_one(root: &Option<Root>, fstab: &mut Fstab, path: &[u8]) -> Result<(), Error> {
+    let root = mounted_root(root)?;
     let lower = match root.mkdir_p(path, 0o755) {
         Ok(fd) => fd,
         Err(e) => {
