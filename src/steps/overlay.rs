@@ -64,22 +64,22 @@ pub fn load_config(ctx: &mut Ctx) -> Result<(), Error> {
     let layout = if found {
         let mut extra = EnvVars::new();
         let has_extra = read_env(EXTRA_LAYOUT_FILE, &mut extra)?;
-        Layout::from_env(&main, has_extra.then_some(&extra), overlay).map_err(|e| {
-            err(
-                b"{}: {} '{}': {}",
-                &[
-                    source,
-                    e.key.as_bytes(),
-                    e.item.as_bytes(),
-                    e.reason.as_bytes(),
-                ],
-            )
-        })?
+        Layout::from_env(&main, has_extra.then_some(&extra), overlay)
     } else {
         source = b"built-in defaults";
         Layout::builtin(cmd.state, overlay)
-            .map_err(|e| err(b"built-in layout: {}", &[e.reason.as_bytes()]))?
-    };
+    }
+    .map_err(|e| {
+        err(
+            b"{}: {} '{}': {}",
+            &[
+                source,
+                e.key.as_bytes(),
+                e.item.as_bytes(),
+                e.reason.as_bytes(),
+            ],
+        )
+    })?;
     if source != LAYOUT_FILE {
         let mut text = Text::<16384>::new();
         layout
