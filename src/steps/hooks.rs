@@ -98,15 +98,11 @@ pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
     // values (literals, a state name, the sysroot from the environment, at most 128 bytes)
     // holds a NUL, so each string is found again up to its own.
     let mut vars = Text::<256>::new();
-    for (key, value) in [
-        (&b"IMMUCORE_STAGE="[..], stage),
-        (b"IMMUCORE_STATE=", ctx.cmd.state.name().as_bytes()),
-        (b"IMMUCORE_SYSROOT=", sysroot),
-    ] {
-        vars.push_lossy(key);
-        vars.push_lossy(value);
-        vars.push_lossy(b"\0");
-    }
+    log::expand(
+        b"IMMUCORE_STAGE={}\0IMMUCORE_STATE={}\0IMMUCORE_SYSROOT={}\0",
+        &[stage, ctx.cmd.state.name().as_bytes(), sysroot],
+        &mut |c| vars.push_lossy(&[c]),
+    );
     let mut envp = [PATH_ENV; 4];
     let mut rest = vars.as_bytes();
     for slot in envp.iter_mut().take(3) {
