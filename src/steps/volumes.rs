@@ -22,16 +22,16 @@ pub fn mount_oem(ctx: &mut Ctx) -> Result<(), Error> {
         return Ok(());
     }
     let explicit = !ctx.cmd.oem_label.is_empty();
-    let label = Text::from(if explicit {
+    let mut dev = Device {
+        kind: DeviceKind::Label,
+        value: Text::new(),
+    };
+    // Fits: the command line keeps at most 64 bytes of a label.
+    dev.value.push_lossy(if explicit {
         ctx.cmd.oem_label.as_bytes()
     } else {
         b"COS_OEM"
-    })
-    .unwrap_or_default();
-    let dev = Device {
-        kind: DeviceKind::Label,
-        value: label,
-    };
+    });
     if !explicit {
         ctx.devices.refresh();
         if matches!(ctx.devices.find(&dev), Found::None) {
