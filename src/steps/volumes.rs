@@ -49,8 +49,10 @@ fn collect_volumes(ctx: &Ctx, volumes: &mut [Option<Volume>; MAX_VOLUMES]) -> Re
     // At most 16 + 16 specs: the command line and the layout each keep no more.
     for list in [&ctx.cmd.mounts, &ctx.layout.volumes] {
         for v in list.iter() {
-            let (dev, mountpoint) =
-                volume_spec(v).map_err(|why| err(b"volume '{}': {}", &[v, why.as_bytes()]))?;
+            let (dev, mountpoint) = match volume_spec(v) {
+                Ok(spec) => spec,
+                Err(why) => return Err(err(b"volume '{}': {}", &[v, why.as_bytes()])),
+            };
             let mut spec = Text::<192>::new();
             dev.by_path(&mut spec);
             // The device's slot, else the first free one (the slots fill in order).
