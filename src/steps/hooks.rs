@@ -36,12 +36,12 @@ fn executables(dir: BorrowedFd<'_>, out: &mut List<4096, 64>) {
 /// Runs `dir/<name>` for each of `names`, sorted bytewise.
 fn run_all(dir: &[u8], names: &List<4096, 64>, envp: &[&CStr], chroot_to: Option<&[u8]>) {
     // The names come from one directory, so they are unique: each round runs the smallest
-    // name after the previous one.
-    let mut prev: Option<&[u8]> = None;
+    // name after the previous one. No name is empty, so all sort after the first round's "".
+    let mut prev: &[u8] = b"";
     loop {
         let mut next: Option<&[u8]> = None;
         for n in names.iter() {
-            if prev.is_none_or(|p| n > p) && next.is_none_or(|b| n < b) {
+            if n > prev && next.is_none_or(|b| n < b) {
                 next = Some(n);
             }
         }
@@ -51,7 +51,7 @@ fn run_all(dir: &[u8], names: &List<4096, 64>, envp: &[&CStr], chroot_to: Option
         p.push_lossy(b"/");
         p.push_lossy(name);
         run_one(p.as_bytes(), &[], envp, chroot_to);
-        prev = next;
+        prev = name;
     }
 }
 
