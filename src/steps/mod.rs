@@ -314,10 +314,15 @@ pub fn mount_device(
     dev.by_path(&mut spec);
     let spec = spec.as_bytes();
     let path = target.path();
-    log::debug(b"found {} at {} ({})", &[spec, node, fstype]);
+    // One argument list for both lines: the last is the filesystem type, then the mount point.
+    let mut args = [spec, node, fstype];
+    log::debug(b"found {} at {} ({})", &args);
     let now = mount_checked(ctx, node, target, fstype, opts, true)? == Mounted::Now;
+    if let Some(last) = args.last_mut() {
+        *last = path;
+    }
     const TEMPLATES: [&[u8]; 2] = [b"already mounted: {} ({}) on {}", b"mounted {} ({}) on {}"];
-    log::info(TEMPLATES[now as usize], &[spec, node, path]);
+    log::info(TEMPLATES[now as usize], &args);
     if now || record_already {
         ctx.fstab.add(spec, path, fstype, opts);
     }
