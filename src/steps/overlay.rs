@@ -144,12 +144,14 @@ pub fn overlay_mount(ctx: &mut Ctx) -> Result<(), Error> {
 #[inline(never)]
 fn overlay_one(root: &Option<Root>, fstab: &mut Fstab, path: &[u8]) -> Result<(), Error> {
     let root = mounted_root(root)?;
+    // The argument list of the messages that name the path.
+    let named = &[path];
     let lower = match root.mkdir_p(path, 0o755) {
         Ok(fd) => fd,
         Err(e) => {
             log::warn_errno(
                 b"{} is missing in the image and cannot be created ({}): skipped",
-                &[path],
+                named,
                 e,
             );
             return Ok(());
@@ -157,9 +159,9 @@ fn overlay_one(root: &Option<Root>, fstab: &mut Fstab, path: &[u8]) -> Result<()
     };
     let mut lower_path = Text::<512>::new();
     real_path(lower.as_fd(), &mut lower_path)
-        .map_err(|e| err_errno(b"cannot name {}", &[path], e))?;
+        .map_err(|e| err_errno(b"cannot name {}", named, e))?;
     let mut dash = Text::<256>::new();
-    dash_name(path, &mut dash).map_err(|_| err(b"{}: name too long", &[path]))?;
+    dash_name(path, &mut dash).map_err(|_| err(b"{}: name too long", named))?;
     // `<OVERLAY_DIR>/<dash>/.overlay/upper` and `.../work`.
     let mut upper = Text::<512>::new();
     upper.push_lossy(b"/run/overlay/");
@@ -170,7 +172,7 @@ fn overlay_one(root: &Option<Root>, fstab: &mut Fstab, path: &[u8]) -> Result<()
     work.push_lossy(b"work");
     let mut opts = Text::<1024>::new();
     overlay_opts(&mut opts, &lower_path, &upper, &work)
-        .map_err(|_| err(b"{}: overlay options too long", &[path]))?;
+        .map_err(|_| err(b"{}: overlay options too long", named))?;
     let upper = upper.as_bytes();
     let opts = opts.as_bytes();
     if sys::is_mountpoint(lower.as_fd(), b"") {
@@ -191,7 +193,7 @@ fn overlay_one(root: &Option<Root>, fstab: &mut Fstab, path: &[u8]) -> Result<()
             sys::Flags::empty(),
             opts,
         )
-        .map_err(|e| err_errno(b"overlay on {} failed", &[path], e))?;
+        .map_err(|e| err_errno(b"overlay on {} failed", named, e))?;
         log::info(b"mounted overlay on {} (upper {})", &[path, upper]);
     }
     fstab.add(b"overlay", path, b"overlay", opts);
