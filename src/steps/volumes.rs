@@ -53,22 +53,22 @@ fn collect_volumes(ctx: &Ctx, volumes: &mut [Option<Volume>; MAX_VOLUMES]) -> Re
                 Ok(spec) => spec,
                 Err(why) => return Err(err(b"volume '{}': {}", &[v, why.as_bytes()])),
             };
-            let mut spec = Text::<192>::new();
-            dev.by_path(&mut spec);
+            let mut vol = Volume {
+                mountpoint,
+                device: Text::new(),
+                dev,
+                mounted: false,
+            };
+            vol.dev.by_path(&mut vol.device);
             // The device's slot, else the first free one (the slots fill in order).
             let existing = volumes
                 .iter()
-                .position(|s| s.as_ref().is_some_and(|s| s.device == spec));
+                .position(|s| s.as_ref().is_some_and(|s| s.device == vol.device));
             let free = volumes.iter().position(Option::is_none);
             let Some(slot) = existing.or(free).and_then(|i| volumes.get_mut(i)) else {
                 return Err(err(b"more than 16 volumes", &[]));
             };
-            *slot = Some(Volume {
-                mountpoint,
-                device: spec,
-                dev,
-                mounted: false,
-            });
+            *slot = Some(vol);
         }
     }
     Ok(())
