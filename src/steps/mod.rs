@@ -43,11 +43,10 @@ pub fn err(template: &[u8], args: &[&[u8]]) -> Error {
 
 /// A step error naming what failed and the errno.
 pub fn err_errno(template: &[u8], args: &[&[u8]], e: sys::Errno) -> Error {
-    let errno = log::errno(e);
     err(template, args);
     MESSAGE.with(|m| {
         m.push_lossy(b": ");
-        m.push_lossy(errno.as_bytes());
+        m.push_lossy(log::errno(e).as_bytes());
     });
     Error(())
 }
