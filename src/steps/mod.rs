@@ -338,6 +338,14 @@ const FSCK_PATHS: &[&CStr] = &[
     c"/bin/fsck",
 ];
 
+/// fsck's flag for `fsck.repair=`: `-a`, `-y`, `-n`, or none (empty). A packed table in the
+/// order of `FsckRepair`, 3 bytes with the NUL each (the test below checks the order).
+fn repair_flag(repair: FsckRepair) -> &'static CStr {
+    const FLAGS: &[u8] = b"-a\0-y\0-n\0\0";
+    let flag = FLAGS.get(3 * repair as usize..).unwrap_or_default();
+    sys::c_str_until_nul(flag).unwrap_or(c"")
+}
+
 /// Runs `fsck <dev> [-f] -a|-y|-n` before the first mount, as systemd-fsck would, when an
 /// fsck binary exists. Its result is logged, never fatal: the mount decides.
 pub fn fsck(cmd: &Cmdline, node: &[u8]) {
@@ -353,12 +361,7 @@ pub fn fsck(cmd: &Cmdline, node: &[u8]) {
     };
     // `-f` when forced, then the repair mode's flag (none for `none`).
     let force = cmd.fsck_mode == FsckMode::Force;
-    let repair = match cmd.fsck_repair {
-        FsckRepair::Preen => c"-a",
-        FsckRepair::Yes => c"-y",
-        FsckRepair::No => c"-n",
-        FsckRepair::None => c"",
-    };
+    let repair = repair_flag(cmd.fsck_repair);
     let mut argv = [bin, dev, c"-f", repair];
     if !force {
         argv[2] = repair;
@@ -408,5 +411,13 @@ mod tests {
         let f = mount_options(b"rw,suid,dev,exec,async", &mut data);
         assert_eq!(f, Flags::empty());
         assert!(data.is_empty());
+    }
+
+    #[test]
+    fn repair_flags_follow_the_repair_modes() {
+        assert_eq!(repair_flag(FsckRepair::Preen), c"-a");
+        assert_eq!(repair_flag(FsckRepair::Yes), c"-y");
+        assert_eq!(repair_flag(FsckRepair::No), c"-n");
+        assert_eq!(repair_flag(FsckRepair::None), c"");
     }
 }
