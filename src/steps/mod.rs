@@ -331,12 +331,8 @@ pub fn mount_device(
 /// fsck of a large, damaged filesystem can take minutes; a hung one must not hold the boot.
 const FSCK_TIMEOUT_MS: u64 = 600_000;
 
-const FSCK_PATHS: &[&CStr] = &[
-    c"/usr/sbin/fsck",
-    c"/sbin/fsck",
-    c"/usr/bin/fsck",
-    c"/bin/fsck",
-];
+/// Where fsck may be installed, first found wins: C strings back to back.
+const FSCK_PATHS: &[u8] = b"/usr/sbin/fsck\0/sbin/fsck\0/usr/bin/fsck\0/bin/fsck\0";
 
 /// fsck's flag for `fsck.repair=`: `-a`, `-y`, `-n`, or none (empty). A packed table in the
 /// order of `FsckRepair`, 3 bytes with the NUL each (the test below checks the order).
@@ -352,8 +348,17 @@ pub fn fsck(cmd: &Cmdline, node: &[u8]) {
     if cmd.fsck_mode == FsckMode::Skip {
         return;
     }
-    let Some(bin) = FSCK_PATHS.iter().find(|p| sys::is_executable(p.to_bytes())) else {
-        return;
+    let mut paths = FSCK_PATHS;
+    let bin = loop {
+        let Some(path) = sys::c_str_until_nul(paths) else {
+            return;
+        };
+        if sys::is_executable(path.to_bytes()) {
+            break path;
+        }
+        paths = paths
+            .get(path.to_bytes_with_nul().len()..)
+            .unwrap_or_default();
     };
     let mut dev = sys::CBuf::new();
     let Ok(dev) = dev.c_str(node) else {
