@@ -2,7 +2,7 @@
 //! `kairos-agent run-stage S` or its `yip`/`elemental` equivalents) and the system extension
 //! links. Hooks never fail the boot: their errors are logged.
 
-use super::{Ctx, Error};
+use super::{take_c_str, Ctx, Error};
 use crate::log;
 use crate::sys::{self, CBuf};
 use crate::util::fixed::{List, Text};
@@ -13,12 +13,10 @@ use rustix::fs::{FileType, OFlags};
 /// A hook that runs longer than this is killed; the boot goes on.
 const HOOK_TIMEOUT_MS: u64 = 300_000;
 const PATH_ENV: &CStr = c"PATH=/usr/bin:/usr/sbin:/bin:/sbin";
-/// Stage engines, first found wins: program and the word before the stage name.
-const AGENTS: &[(&[u8], &CStr)] = &[
-    (b"/usr/bin/kairos-agent", c"run-stage"),
-    (b"/usr/bin/yip", c"-s"),
-    (b"/usr/bin/elemental", c"run-stage"),
-];
+/// Stage engines, first found wins: program and the word before the stage name, as C strings
+/// back to back.
+const AGENTS: &[u8] =
+    b"/usr/bin/kairos-agent\0run-stage\0/usr/bin/yip\0-s\0/usr/bin/elemental\0run-stage\0";
 
 /// What `sys::for_each_entry` calls here: one instantiation of it serves both listings.
 type EntryFn<'a> = dyn FnMut(&[u8], FileType) + 'a;
@@ -106,12 +104,9 @@ pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
     let mut envp = [PATH_ENV; 4];
     let mut rest = vars.as_bytes();
     for slot in envp.iter_mut().take(3) {
-        let Some(var) = sys::c_str_until_nul(rest) else {
+        let Some(var) = take_c_str(&mut rest) else {
             return Ok(());
         };
-        rest = rest
-            .get(var.to_bytes_with_nul().len()..)
-            .unwrap_or_default();
         *slot = var;
     }
 
@@ -147,15 +142,23 @@ pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
             executables(fd.as_fd(), &mut names);
         }
     }
-    let agent = AGENTS.iter().find(|(p, _)| {
-        if chrooted {
+    let mut agents = AGENTS;
+    let agent = loop {
+        let (Some(path), Some(word)) = (take_c_str(&mut agents), take_c_str(&mut agents)) else {
+            break None;
+        };
+        let path = path.to_bytes();
+        let found = if chrooted {
             ctx.root
                 .as_ref()
-                .is_some_and(|r| r.open_at(p, OFlags::PATH, 0).is_ok())
+                .is_some_and(|r| r.open_at(path, OFlags::PATH, 0).is_ok())
         } else {
-            sys::is_executable(p)
+            sys::is_executable(path)
+        };
+        if found {
+            break Some((path, word));
         }
-    });
+    };
     if names.is_empty() && agent.is_none() {
         log::debug(b"no hooks for stage {}", &[stage]);
         return Ok(());
@@ -165,7 +168,7 @@ pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
         api_filesystems(sysroot, true);
     }
     run_all(hooks, &names, &envp, chroot_to);
-    if let Some(&(path, word)) = agent {
+    if let Some((path, word)) = agent {
         run_one(path, &[word, stage_c], &envp, chroot_to);
     }
     if chrooted {

@@ -331,6 +331,14 @@ pub fn mount_device(
 /// fsck of a large, damaged filesystem can take minutes; a hung one must not hold the boot.
 const FSCK_TIMEOUT_MS: u64 = 600_000;
 
+/// The C string at the start of `rest` (C strings packed back to back), taken off it.
+#[inline(never)]
+fn take_c_str<'a>(rest: &mut &'a [u8]) -> Option<&'a CStr> {
+    let s = sys::c_str_until_nul(rest)?;
+    *rest = rest.get(s.to_bytes_with_nul().len()..).unwrap_or_default();
+    Some(s)
+}
+
 /// Where fsck may be installed, first found wins: C strings back to back.
 const FSCK_PATHS: &[u8] = b"/usr/sbin/fsck\0/sbin/fsck\0/usr/bin/fsck\0/bin/fsck\0";
 
@@ -350,15 +358,12 @@ pub fn fsck(cmd: &Cmdline, node: &[u8]) {
     }
     let mut paths = FSCK_PATHS;
     let bin = loop {
-        let Some(path) = sys::c_str_until_nul(paths) else {
+        let Some(path) = take_c_str(&mut paths) else {
             return;
         };
         if sys::is_executable(path.to_bytes()) {
             break path;
         }
-        paths = paths
-            .get(path.to_bytes_with_nul().len()..)
-            .unwrap_or_default();
     };
     let mut dev = sys::CBuf::new();
     let Ok(dev) = dev.c_str(node) else {
