@@ -320,8 +320,12 @@ pub fn mount_device(
     if let Some(last) = args.last_mut() {
         *last = path;
     }
-    const TEMPLATES: [&[u8]; 2] = [b"already mounted: {} ({}) on {}", b"mounted {} ({}) on {}"];
-    log::info(TEMPLATES[now as usize], &args);
+    let template: &[u8] = if now {
+        b"mounted {} ({}) on {}"
+    } else {
+        b"already mounted: {} ({}) on {}"
+    };
+    log::info(template, &args);
     if now || record_already {
         ctx.fstab.add(spec, path, fstype, opts);
     }
