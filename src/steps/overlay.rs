@@ -106,13 +106,16 @@ pub fn load_config(ctx: &mut Ctx) -> Result<(), Error> {
 /// `mount-base-overlay`: the store under every overlay's upper and work directory.
 pub fn mount_base_overlay(ctx: &mut Ctx) -> Result<(), Error> {
     let spec = ctx.layout.overlay.as_bytes();
-    let backing = overlay_backing(spec)
-        .map_err(|why| err(b"overlay backing '{}': {}", &[spec, why.as_bytes()]))?;
-    sys::mkdir_p(OVERLAY_DIR, 0o700)
-        .map_err(|e| err_errno(b"cannot create /run/overlay", &[], e))?;
+    // Created once the backing is known to be valid.
+    let make_dir = || {
+        sys::mkdir_p(OVERLAY_DIR, 0o700)
+            .map_err(|e| err_errno(b"cannot create /run/overlay", &[], e))
+    };
     let target = Target::Host(OVERLAY_DIR);
-    match backing {
-        Backing::Tmpfs(size) => {
+    match overlay_backing(spec) {
+        Err(why) => Err(err(b"overlay backing '{}': {}", &[spec, why.as_bytes()])),
+        Ok(Backing::Tmpfs(size)) => {
+            make_dir()?;
             let mut opts = Text::<64>::new();
             opts.push_lossy(b"size=");
             opts.push_lossy(size);
@@ -123,7 +126,10 @@ pub fn mount_base_overlay(ctx: &mut Ctx) -> Result<(), Error> {
             }
             Ok(())
         }
-        Backing::Device(dev) => mount_device(ctx, &dev, target, b"", BACKING_TIMEOUT_MS, false),
+        Ok(Backing::Device(dev)) => {
+            make_dir()?;
+            mount_device(ctx, &dev, target, b"", BACKING_TIMEOUT_MS, false)
+        }
     }
 }
 
