@@ -199,10 +199,6 @@ fn api_filesystems(sysroot: &[u8], bind: bool) {
     }
 }
 
-/// The kinds of extension (system, configuration): kept in `/var/lib/kairos/<kind>`, linked
-/// into `/run/<kind>`.
-const EXTENSION_KINDS: [&[u8]; 2] = [b"extensions", b"confexts"];
-
 /// `enable-sysext-confext`: links `<state>/*.raw` and `common/*.raw` system and configuration
 /// extensions into `/run/extensions` and `/run/confexts` for systemd-sysext.
 pub fn enable_sysext_confext(ctx: &mut Ctx) -> Result<(), Error> {
@@ -210,11 +206,10 @@ pub fn enable_sysext_confext(ctx: &mut Ctx) -> Result<(), Error> {
         return Ok(());
     };
     let root = ctx.root()?;
-    // Each kind of extension from `<state>/`, then from `common/`.
-    for i in 0..2 * EXTENSION_KINDS.len() {
-        let Some(kind) = EXTENSION_KINDS.get(i / 2) else {
-            continue;
-        };
+    // Each kind of extension (system, configuration), kept in `/var/lib/kairos/<kind>` and
+    // linked into `/run/<kind>`: from `<state>/`, then from `common/`.
+    for i in 0..4 {
+        let kind: &[u8] = if i < 2 { b"extensions" } else { b"confexts" };
         let dir = if i % 2 == 0 {
             sub.as_bytes()
         } else {
