@@ -2,7 +2,7 @@
 //! `kairos-agent run-stage S` or its `yip`/`elemental` equivalents) and the system extension
 //! links. Hooks never fail the boot: their errors are logged.
 
-use super::{Ctx, Error};
+use super::{take_c_str, Ctx, Error};
 use crate::log;
 use crate::sys::{self, CBuf};
 use crate::util::fixed::{List, Text};
@@ -13,12 +13,10 @@ use rustix::fs::{FileType, OFlags};
 /// A hook that runs longer than this is killed; the boot goes on.
 const HOOK_TIMEOUT_MS: u64 = 300_000;
 const PATH_ENV: &CStr = c"PATH=/usr/bin:/usr/sbin:/bin:/sbin";
-/// Stage engines, first found wins: program and the word before the stage name.
-const AGENTS: &[(&[u8], &CStr)] = &[
-    (b"/usr/bin/kairos-agent", c"run-stage"),
-    (b"/usr/bin/yip", c"-s"),
-    (b"/usr/bin/elemental", c"run-stage"),
-];
+/// Stage engines, first found wins: program and the word before the stage name, as C strings
+/// back to back.
+const AGENTS: &[u8] =
+    b"/usr/bin/kairos-agent\0run-stage\0/usr/bin/yip\0-s\0/usr/bin/elemental\0run-stage\0";
 
 /// What `sys::for_each_entry` calls here: one instantiation of it serves both listings.
 type EntryFn<'a> = dyn FnMut(&[u8], FileType) + 'a;
@@ -36,12 +34,12 @@ fn executables(dir: BorrowedFd<'_>, out: &mut List<4096, 64>) {
 /// Runs `dir/<name>` for each of `names`, sorted bytewise.
 fn run_all(dir: &[u8], names: &List<4096, 64>, envp: &[&CStr], chroot_to: Option<&[u8]>) {
     // The names come from one directory, so they are unique: each round runs the smallest
-    // name after the previous one.
-    let mut prev: Option<&[u8]> = None;
+    // name after the previous one. No name is empty, so all sort after the first round's "".
+    let mut prev: &[u8] = b"";
     loop {
         let mut next: Option<&[u8]> = None;
         for n in names.iter() {
-            if prev.is_none_or(|p| n > p) && next.is_none_or(|b| n < b) {
+            if n > prev && next.is_none_or(|b| n < b) {
                 next = Some(n);
             }
         }
@@ -51,16 +49,8 @@ fn run_all(dir: &[u8], names: &List<4096, 64>, envp: &[&CStr], chroot_to: Option
         p.push_lossy(b"/");
         p.push_lossy(name);
         run_one(p.as_bytes(), &[], envp, chroot_to);
-        prev = next;
+        prev = name;
     }
-}
-
-/// `key` followed by `value` (cut at 160 bytes) as a C string in `buf`.
-fn env_var<'a>(buf: &'a mut CBuf, key: &[u8], value: &[u8]) -> Option<&'a CStr> {
-    let mut t = Text::<160>::new();
-    t.push_lossy(key);
-    t.push_lossy(value);
-    buf.c_str(t.as_bytes()).ok()
 }
 
 /// Runs `path` (a path inside `chroot_to` when given) with `args` (at most two), logging the
@@ -75,47 +65,57 @@ fn run_one(path: &[u8], args: &[&CStr], envp: &[&CStr], chroot_to: Option<&[u8]>
         *slot = a;
     }
     let argv = argv.get(..1 + args.len()).unwrap_or(&argv);
-    let mut detail = Text::<48>::new();
-    let (level, template): (_, &[u8]) = match sys::run(argv, envp, chroot_to, HOOK_TIMEOUT_MS) {
-        Ok(0) => (log::Level::Info, b"ran {}"),
-        Ok(code) => {
-            let _ = detail.push_num(code as u64);
-            (log::Level::Warn, b"{} exited with status {}")
-        }
-        Err(e) => {
-            detail = log::errno(e);
-            (log::Level::Warn, b"cannot run {}: {}")
-        }
-    };
-    log::log(level, template, &[path, detail.as_bytes()]);
+    let (code, errno);
+    let (level, template, detail): (_, &[u8], &[u8]) =
+        match sys::run(argv, envp, chroot_to, HOOK_TIMEOUT_MS) {
+            Ok(0) => (log::Level::Info, b"ran {}", b""),
+            Ok(c) => {
+                code = log::num(c as u64);
+                (
+                    log::Level::Warn,
+                    b"{} exited with status {}",
+                    code.as_bytes(),
+                )
+            }
+            Err(e) => {
+                errno = log::errno(e);
+                (log::Level::Warn, b"cannot run {}: {}", errno.as_bytes())
+            }
+        };
+    log::log(level, template, &[path, detail]);
 }
 
 /// Stage `rootfs`, or `initramfs` when `chrooted`: the initramfs' hooks, the image's hooks,
 /// then a stage engine. The `initramfs` stage runs the image's programs chrooted into the new
 /// root (in a child).
 pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
-    let stage = if chrooted { "initramfs" } else { "rootfs" };
+    let stage_c = if chrooted { c"initramfs" } else { c"rootfs" };
+    let stage = stage_c.to_bytes();
     let sysroot = ctx.sysroot();
-    let mut bufs = [CBuf::new(), CBuf::new(), CBuf::new(), CBuf::new()];
-    let [a, b, c, s] = &mut bufs;
-    // Only a NUL fails these, and none of the values (literals, a state name, the sysroot from
-    // the environment) can hold one.
-    let (Some(a), Some(b), Some(c), Ok(stage_c)) = (
-        env_var(a, b"IMMUCORE_STAGE=", stage.as_bytes()),
-        env_var(b, b"IMMUCORE_STATE=", ctx.cmd.state.name().as_bytes()),
-        env_var(c, b"IMMUCORE_SYSROOT=", sysroot),
-        s.c_str(stage.as_bytes()),
-    ) else {
-        return Ok(());
-    };
-    let envp = [a, b, c, PATH_ENV];
+    // The hook environment: `KEY=value` strings back to back, each ended by a NUL. None of the
+    // values (literals, a state name, the sysroot from the environment, at most 128 bytes)
+    // holds a NUL, so each string is found again up to its own.
+    let mut vars = Text::<256>::new();
+    log::expand(
+        b"IMMUCORE_STAGE={}\0IMMUCORE_STATE={}\0IMMUCORE_SYSROOT={}\0",
+        &[stage, ctx.cmd.state.name().as_bytes(), sysroot],
+        &mut |c| vars.push_lossy(&[c]),
+    );
+    let mut envp = [PATH_ENV; 4];
+    let mut rest = vars.as_bytes();
+    for slot in envp.iter_mut().take(3) {
+        let Some(var) = take_c_str(&mut rest) else {
+            return Ok(());
+        };
+        *slot = var;
+    }
 
     // The initramfs' hook directory first, then the image's (both fit: the configuration
     // directory and the sysroot hold at most 128 bytes).
     let mut dir = Text::<512>::new();
     dir.push_lossy(ctx.env.config_dir.as_bytes());
     dir.push_lossy(b"/");
-    dir.push_lossy(stage.as_bytes());
+    dir.push_lossy(stage);
     dir.push_lossy(b".d");
     let mut names = List::new();
     if let Ok(fd) = sys::open_dir(dir.as_bytes()) {
@@ -131,7 +131,7 @@ pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
     }
     let inside = dir.len();
     dir.push_lossy(b"/usr/lib/immucore/");
-    dir.push_lossy(stage.as_bytes());
+    dir.push_lossy(stage);
     dir.push_lossy(b".d");
     let hooks = dir.as_bytes();
     let image_dir = hooks.get(inside..).unwrap_or_default();
@@ -142,17 +142,25 @@ pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
             executables(fd.as_fd(), &mut names);
         }
     }
-    let agent = AGENTS.iter().find(|(p, _)| {
-        if chrooted {
+    let mut agents = AGENTS;
+    let agent = loop {
+        let (Some(path), Some(word)) = (take_c_str(&mut agents), take_c_str(&mut agents)) else {
+            break None;
+        };
+        let path = path.to_bytes();
+        let found = if chrooted {
             ctx.root
                 .as_ref()
-                .is_some_and(|r| r.open_at(p, OFlags::PATH, 0).is_ok())
+                .is_some_and(|r| r.open_at(path, OFlags::PATH, 0).is_ok())
         } else {
-            sys::is_executable(p)
+            sys::is_executable(path)
+        };
+        if found {
+            break Some((path, word));
         }
-    });
+    };
     if names.is_empty() && agent.is_none() {
-        log::debug(b"no hooks for stage {}", &[stage.as_bytes()]);
+        log::debug(b"no hooks for stage {}", &[stage]);
         return Ok(());
     }
     let chroot_to = chrooted.then_some(sysroot);
@@ -160,7 +168,7 @@ pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
         api_filesystems(sysroot, true);
     }
     run_all(hooks, &names, &envp, chroot_to);
-    if let Some(&(path, word)) = agent {
+    if let Some((path, word)) = agent {
         run_one(path, &[word, stage_c], &envp, chroot_to);
     }
     if chrooted {
@@ -174,9 +182,12 @@ const API_FS: [&[u8]; 4] = [b"/dev", b"/proc", b"/sys", b"/run"];
 /// Makes `/dev`, `/proc`, `/sys` and `/run` visible inside the new root for chrooted hooks
 /// (`bind`), or removes them again, in reverse order.
 fn api_filesystems(sysroot: &[u8], bind: bool) {
+    // With four entries, `i ^ 3` runs 3, 2, 1, 0: the reverse order.
+    let flip = if bind { 0 } else { API_FS.len() - 1 };
     for i in 0..API_FS.len() {
-        let i = if bind { i } else { API_FS.len() - 1 - i };
-        let Some(fs) = API_FS.get(i) else { continue };
+        let Some(fs) = API_FS.get(i ^ flip) else {
+            continue;
+        };
         let mut target = Text::<256>::new();
         target.push_lossy(sysroot);
         target.push_lossy(fs);
@@ -188,12 +199,6 @@ fn api_filesystems(sysroot: &[u8], bind: bool) {
     }
 }
 
-/// Where system and configuration extensions are kept, and where they are linked.
-const EXTENSIONS: &[(&[u8], &[u8])] = &[
-    (b"/var/lib/kairos/extensions", b"/run/extensions"),
-    (b"/var/lib/kairos/confexts", b"/run/confexts"),
-];
-
 /// `enable-sysext-confext`: links `<state>/*.raw` and `common/*.raw` system and configuration
 /// extensions into `/run/extensions` and `/run/confexts` for systemd-sysext.
 pub fn enable_sysext_confext(ctx: &mut Ctx) -> Result<(), Error> {
@@ -201,48 +206,50 @@ pub fn enable_sysext_confext(ctx: &mut Ctx) -> Result<(), Error> {
         return Ok(());
     };
     let root = ctx.root()?;
-    // Each kind of extension from `<state>/`, then from `common/`.
-    for i in 0..2 * EXTENSIONS.len() {
-        let Some(&(source, run_dir)) = EXTENSIONS.get(i / 2) else {
-            continue;
-        };
+    // Each kind of extension (system, configuration), kept in `/var/lib/kairos/<kind>` and
+    // linked into `/run/<kind>`: from `<state>/`, then from `common/`.
+    for i in 0..4 {
+        let kind: &[u8] = if i < 2 { b"extensions" } else { b"confexts" };
         let dir = if i % 2 == 0 {
             sub.as_bytes()
         } else {
             b"common"
         };
-        let mut src = Text::<256>::new();
-        src.push_lossy(source);
-        src.push_lossy(b"/");
-        src.push_lossy(dir);
-        let Ok(fd) = root.open_at(src.as_bytes(), OFlags::RDONLY | OFlags::DIRECTORY, 0) else {
+        // The directory, then `<directory>/<name>` for each extension in it.
+        let mut to = Text::<256>::new();
+        to.push_lossy(b"/var/lib/kairos/");
+        to.push_lossy(kind);
+        to.push_lossy(b"/");
+        to.push_lossy(dir);
+        let Ok(fd) = root.open_at(to.as_bytes(), OFlags::RDONLY | OFlags::DIRECTORY, 0) else {
             continue;
         };
-        let _ = sys::mkdir_p(run_dir, 0o755);
-        let link: &mut EntryFn = &mut |name, ft| {
+        to.push_lossy(b"/");
+        let mut link = Text::<256>::new();
+        link.push_lossy(b"/run/");
+        link.push_lossy(kind);
+        let _ = sys::mkdir_p(link.as_bytes(), 0o755);
+        link.push_lossy(b"/");
+        let (to_dir, link_dir) = (to.len(), link.len());
+        let add: &mut EntryFn = &mut |name, ft| {
             if ft != FileType::RegularFile || !name.ends_with(b".raw") {
                 return;
             }
-            let mut link = Text::<256>::new();
-            link.push_lossy(run_dir);
-            link.push_lossy(b"/");
-            link.push_lossy(name);
-            let mut to = src.clone();
-            to.push_lossy(b"/");
+            to.truncate(to_dir);
             to.push_lossy(name);
-            if sys::exists(link.as_bytes()) {
-                log::warn(
-                    b"{} already exists; not linking {}",
-                    &[link.as_bytes(), to.as_bytes()],
-                );
+            link.truncate(link_dir);
+            link.push_lossy(name);
+            let (to, link) = (to.as_bytes(), link.as_bytes());
+            if sys::exists(link) {
+                log::warn(b"{} already exists; not linking {}", &[link, to]);
                 return;
             }
-            match sys::symlink(to.as_bytes(), link.as_bytes()) {
-                Ok(()) => log::info(b"enabled {}", &[to.as_bytes()]),
-                Err(e) => log::warn_errno(b"cannot link {}: {}", &[to.as_bytes()], e),
+            match sys::symlink(to, link) {
+                Ok(()) => log::info(b"enabled {}", &[to]),
+                Err(e) => log::warn_errno(b"cannot link {}: {}", &[to], e),
             }
         };
-        let _ = sys::for_each_entry(fd.as_fd(), link);
+        let _ = sys::for_each_entry(fd.as_fd(), add);
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ pub mod root;
 pub mod volumes;
 
 use crate::boot;
-use crate::config::cmdline::{Cmdline, Device, FsckMode, FsckRepair};
+use crate::config::cmdline::{words, Cmdline, Device, FsckMode, FsckRepair};
 use crate::config::layout::Layout;
 use crate::config::state::Env;
 use crate::dev::scan::{self, Table};
@@ -43,11 +43,10 @@ pub fn err(template: &[u8], args: &[&[u8]]) -> Error {
 
 /// A step error naming what failed and the errno.
 pub fn err_errno(template: &[u8], args: &[&[u8]], e: sys::Errno) -> Error {
-    let errno = log::errno(e);
     err(template, args);
     MESSAGE.with(|m| {
         m.push_lossy(b": ");
-        m.push_lossy(errno.as_bytes());
+        m.push_lossy(log::errno(e).as_bytes());
     });
     Error(())
 }
@@ -130,14 +129,19 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn root(&self) -> Result<&Root, Error> {
-        self.root
-            .as_ref()
-            .ok_or_else(|| err(b"the root is not mounted", &[]))
+        mounted_root(&self.root)
     }
 
     pub fn sysroot(&self) -> &[u8] {
         self.env.sysroot.as_bytes()
     }
+}
+
+/// The assembled root, or the error of a step that needs it before it is mounted.
+#[inline(never)]
+fn mounted_root(root: &Option<Root>) -> Result<&Root, Error> {
+    root.as_ref()
+        .ok_or_else(|| err(b"the root is not mounted", &[]))
 }
 
 /// Runs the action of step `id`.
@@ -167,24 +171,21 @@ pub fn run(id: StepId, ctx: &mut Ctx) -> Result<(), Error> {
     }
 }
 
-/// The option words that are mount flags: each sets its flag, `rw` (first) clears `ro`'s, and
-/// an empty flag marks a word that only restates a default.
-const FLAG_WORDS: &[(&[u8], Flags)] = &[
-    (b"rw", Flags::RDONLY),
-    (b"ro", Flags::RDONLY),
-    (b"nosuid", Flags::NOSUID),
-    (b"nodev", Flags::NODEV),
-    (b"noexec", Flags::NOEXEC),
-    (b"noatime", Flags::NOATIME),
-    (b"relatime", Flags::RELATIME),
-    (b"sync", Flags::SYNCHRONOUS),
-    (b"bind", Flags::BIND),
-    (b"suid", Flags::empty()),
-    (b"dev", Flags::empty()),
-    (b"exec", Flags::empty()),
-    (b"async", Flags::empty()),
-    (b"defaults", Flags::empty()),
-    (b"auto", Flags::empty()),
+/// The option words that are mount flags, space-separated (a packed list: no string slice per
+/// word). The first `FLAGS.len()` set their flag, except `rw` (first), which clears `ro`'s;
+/// the others only restate a default.
+const FLAG_WORDS: &[u8] =
+    b"rw ro nosuid nodev noexec noatime relatime sync bind suid dev exec async defaults auto";
+const FLAGS: [Flags; 9] = [
+    Flags::RDONLY,
+    Flags::RDONLY,
+    Flags::NOSUID,
+    Flags::NODEV,
+    Flags::NOEXEC,
+    Flags::NOATIME,
+    Flags::RELATIME,
+    Flags::SYNCHRONOUS,
+    Flags::BIND,
 ];
 
 /// Mount flags and data string for an fstab-style option list (reference §6.3): flag words
@@ -192,9 +193,9 @@ const FLAG_WORDS: &[(&[u8], Flags)] = &[
 pub fn mount_options(opts: &[u8], data: &mut Text<1024>) -> Flags {
     let mut flags = Flags::empty();
     for o in opts.split(|&c| c == b',').filter(|o| !o.is_empty()) {
-        match FLAG_WORDS.iter().enumerate().find(|(_, (w, _))| *w == o) {
-            Some((0, _)) => flags.remove(Flags::RDONLY),
-            Some((_, (_, f))) => flags |= *f,
+        match words(FLAG_WORDS).position(|w| w == o) {
+            Some(0) => flags.remove(Flags::RDONLY),
+            Some(i) => flags |= FLAGS.get(i).copied().unwrap_or(Flags::empty()),
             None => {
                 if !data.is_empty() {
                     data.push_lossy(b",");
@@ -312,10 +313,19 @@ pub fn mount_device(
     dev.by_path(&mut spec);
     let spec = spec.as_bytes();
     let path = target.path();
-    log::debug(b"found {} at {} ({})", &[spec, node, fstype]);
+    // One argument list for both lines: the last is the filesystem type, then the mount point.
+    let mut args = [spec, node, fstype];
+    log::debug(b"found {} at {} ({})", &args);
     let now = mount_checked(ctx, node, target, fstype, opts, true)? == Mounted::Now;
-    const TEMPLATES: [&[u8]; 2] = [b"already mounted: {} ({}) on {}", b"mounted {} ({}) on {}"];
-    log::info(TEMPLATES[now as usize], &[spec, node, path]);
+    if let Some(last) = args.last_mut() {
+        *last = path;
+    }
+    let template: &[u8] = if now {
+        b"mounted {} ({}) on {}"
+    } else {
+        b"already mounted: {} ({}) on {}"
+    };
+    log::info(template, &args);
     if now || record_already {
         ctx.fstab.add(spec, path, fstype, opts);
     }
@@ -325,12 +335,24 @@ pub fn mount_device(
 /// fsck of a large, damaged filesystem can take minutes; a hung one must not hold the boot.
 const FSCK_TIMEOUT_MS: u64 = 600_000;
 
-const FSCK_PATHS: &[&CStr] = &[
-    c"/usr/sbin/fsck",
-    c"/sbin/fsck",
-    c"/usr/bin/fsck",
-    c"/bin/fsck",
-];
+/// The C string at the start of `rest` (C strings packed back to back), taken off it.
+#[inline(never)]
+fn take_c_str<'a>(rest: &mut &'a [u8]) -> Option<&'a CStr> {
+    let s = sys::c_str_until_nul(rest)?;
+    *rest = rest.get(s.to_bytes_with_nul().len()..).unwrap_or_default();
+    Some(s)
+}
+
+/// Where fsck may be installed, first found wins: C strings back to back.
+const FSCK_PATHS: &[u8] = b"/usr/sbin/fsck\0/sbin/fsck\0/usr/bin/fsck\0/bin/fsck\0";
+
+/// fsck's flag for `fsck.repair=`: `-a`, `-y`, `-n`, or none (empty). A packed table in the
+/// order of `FsckRepair`, 3 bytes with the NUL each (the test below checks the order).
+fn repair_flag(repair: FsckRepair) -> &'static CStr {
+    const FLAGS: &[u8] = b"-a\0-y\0-n\0\0";
+    let flag = FLAGS.get(3 * repair as usize..).unwrap_or_default();
+    sys::c_str_until_nul(flag).unwrap_or(c"")
+}
 
 /// Runs `fsck <dev> [-f] -a|-y|-n` before the first mount, as systemd-fsck would, when an
 /// fsck binary exists. Its result is logged, never fatal: the mount decides.
@@ -338,8 +360,14 @@ pub fn fsck(cmd: &Cmdline, node: &[u8]) {
     if cmd.fsck_mode == FsckMode::Skip {
         return;
     }
-    let Some(bin) = FSCK_PATHS.iter().find(|p| sys::is_executable(p.to_bytes())) else {
-        return;
+    let mut paths = FSCK_PATHS;
+    let bin = loop {
+        let Some(path) = take_c_str(&mut paths) else {
+            return;
+        };
+        if sys::is_executable(path.to_bytes()) {
+            break path;
+        }
     };
     let mut dev = sys::CBuf::new();
     let Ok(dev) = dev.c_str(node) else {
@@ -347,12 +375,7 @@ pub fn fsck(cmd: &Cmdline, node: &[u8]) {
     };
     // `-f` when forced, then the repair mode's flag (none for `none`).
     let force = cmd.fsck_mode == FsckMode::Force;
-    let repair = match cmd.fsck_repair {
-        FsckRepair::Preen => c"-a",
-        FsckRepair::Yes => c"-y",
-        FsckRepair::No => c"-n",
-        FsckRepair::None => c"",
-    };
+    let repair = repair_flag(cmd.fsck_repair);
     let mut argv = [bin, dev, c"-f", repair];
     if !force {
         argv[2] = repair;
@@ -402,5 +425,13 @@ mod tests {
         let f = mount_options(b"rw,suid,dev,exec,async", &mut data);
         assert_eq!(f, Flags::empty());
         assert!(data.is_empty());
+    }
+
+    #[test]
+    fn repair_flags_follow_the_repair_modes() {
+        assert_eq!(repair_flag(FsckRepair::Preen), c"-a");
+        assert_eq!(repair_flag(FsckRepair::Yes), c"-y");
+        assert_eq!(repair_flag(FsckRepair::No), c"-n");
+        assert_eq!(repair_flag(FsckRepair::None), c"");
     }
 }

@@ -3,8 +3,8 @@
 
 use super::fstab::Fstab;
 use super::{
-    add_failure, err, err_errno, failures, log_error, mount_at, mount_device, Ctx, Error, Mounted,
-    Target,
+    add_failure, err, err_errno, failures, log_error, mount_at, mount_device, mounted_root, Ctx,
+    Error, Mounted, Target,
 };
 use crate::config::cmdline::{overlay_backing, Backing};
 use crate::config::layout::{parse_env, EnvVars, Layout};
@@ -64,22 +64,22 @@ pub fn load_config(ctx: &mut Ctx) -> Result<(), Error> {
     let layout = if found {
         let mut extra = EnvVars::new();
         let has_extra = read_env(EXTRA_LAYOUT_FILE, &mut extra)?;
-        Layout::from_env(&main, has_extra.then_some(&extra), overlay).map_err(|e| {
-            err(
-                b"{}: {} '{}': {}",
-                &[
-                    source,
-                    e.key.as_bytes(),
-                    e.item.as_bytes(),
-                    e.reason.as_bytes(),
-                ],
-            )
-        })?
+        Layout::from_env(&main, has_extra.then_some(&extra), overlay)
     } else {
         source = b"built-in defaults";
         Layout::builtin(cmd.state, overlay)
-            .map_err(|e| err(b"built-in layout: {}", &[e.reason.as_bytes()]))?
-    };
+    }
+    .map_err(|e| {
+        err(
+            b"{}: {} '{}': {}",
+            &[
+                source,
+                e.key.as_bytes(),
+                e.item.as_bytes(),
+                e.reason.as_bytes(),
+            ],
+        )
+    })?;
     if source != LAYOUT_FILE {
         let mut text = Text::<16384>::new();
         layout
@@ -106,21 +106,19 @@ pub fn load_config(ctx: &mut Ctx) -> Result<(), Error> {
 /// `mount-base-overlay`: the store under every overlay's upper and work directory.
 pub fn mount_base_overlay(ctx: &mut Ctx) -> Result<(), Error> {
     let spec = ctx.layout.overlay.as_bytes();
-    let mut opts = Text::<64>::new();
-    let dev = match overlay_backing(spec) {
+    // Created once the backing is known to be valid.
+    let make_dir = || {
+        sys::mkdir_p(OVERLAY_DIR, 0o700)
+            .map_err(|e| err_errno(b"cannot create /run/overlay", &[], e))
+    };
+    let target = Target::Host(OVERLAY_DIR);
+    match overlay_backing(spec) {
+        Err(why) => Err(err(b"overlay backing '{}': {}", &[spec, why.as_bytes()])),
         Ok(Backing::Tmpfs(size)) => {
+            make_dir()?;
+            let mut opts = Text::<64>::new();
             opts.push_lossy(b"size=");
             opts.push_lossy(size);
-            None
-        }
-        Ok(Backing::Device(dev)) => Some(dev),
-        Err(why) => return Err(err(b"overlay backing '{}': {}", &[spec, why.as_bytes()])),
-    };
-    sys::mkdir_p(OVERLAY_DIR, 0o700)
-        .map_err(|e| err_errno(b"cannot create /run/overlay", &[], e))?;
-    let target = Target::Host(OVERLAY_DIR);
-    match dev {
-        None => {
             let opts = opts.as_bytes();
             if mount_at(ctx, b"tmpfs", target, b"tmpfs", opts)? == Mounted::Now {
                 log::info(b"mounted tmpfs ({}) on /run/overlay", &[opts]);
@@ -128,7 +126,10 @@ pub fn mount_base_overlay(ctx: &mut Ctx) -> Result<(), Error> {
             }
             Ok(())
         }
-        Some(dev) => mount_device(ctx, &dev, target, b"", BACKING_TIMEOUT_MS, false),
+        Ok(Backing::Device(dev)) => {
+            make_dir()?;
+            mount_device(ctx, &dev, target, b"", BACKING_TIMEOUT_MS, false)
+        }
     }
 }
 
@@ -138,7 +139,7 @@ pub fn mount_base_overlay(ctx: &mut Ctx) -> Result<(), Error> {
 pub fn overlay_mount(ctx: &mut Ctx) -> Result<(), Error> {
     let mut failed = Text::<256>::new();
     for path in ctx.layout.rw_paths.iter() {
-        if overlay_one(ctx.root.as_ref(), &mut ctx.fstab, path).is_err() {
+        if overlay_one(&ctx.root, &mut ctx.fstab, path).is_err() {
             log_error(Level::Error, b"{}");
             add_failure(&mut failed, b"overlay failed for", b"", &[path]);
         }
@@ -147,14 +148,16 @@ pub fn overlay_mount(ctx: &mut Ctx) -> Result<(), Error> {
 }
 
 #[inline(never)]
-fn overlay_one(root: Option<&Root>, fstab: &mut Fstab, path: &[u8]) -> Result<(), Error> {
-    let root = root.ok_or_else(|| err(b"the root is not mounted", &[]))?;
+fn overlay_one(root: &Option<Root>, fstab: &mut Fstab, path: &[u8]) -> Result<(), Error> {
+    let root = mounted_root(root)?;
+    // The argument list of the messages that name the path.
+    let named = &[path];
     let lower = match root.mkdir_p(path, 0o755) {
         Ok(fd) => fd,
         Err(e) => {
             log::warn_errno(
                 b"{} is missing in the image and cannot be created ({}): skipped",
-                &[path],
+                named,
                 e,
             );
             return Ok(());
@@ -162,9 +165,9 @@ fn overlay_one(root: Option<&Root>, fstab: &mut Fstab, path: &[u8]) -> Result<()
     };
     let mut lower_path = Text::<512>::new();
     real_path(lower.as_fd(), &mut lower_path)
-        .map_err(|e| err_errno(b"cannot name {}", &[path], e))?;
+        .map_err(|e| err_errno(b"cannot name {}", named, e))?;
     let mut dash = Text::<256>::new();
-    dash_name(path, &mut dash).map_err(|_| err(b"{}: name too long", &[path]))?;
+    dash_name(path, &mut dash).map_err(|_| err(b"{}: name too long", named))?;
     // `<OVERLAY_DIR>/<dash>/.overlay/upper` and `.../work`.
     let mut upper = Text::<512>::new();
     upper.push_lossy(b"/run/overlay/");
@@ -175,7 +178,7 @@ fn overlay_one(root: Option<&Root>, fstab: &mut Fstab, path: &[u8]) -> Result<()
     work.push_lossy(b"work");
     let mut opts = Text::<1024>::new();
     overlay_opts(&mut opts, &lower_path, &upper, &work)
-        .map_err(|_| err(b"{}: overlay options too long", &[path]))?;
+        .map_err(|_| err(b"{}: overlay options too long", named))?;
     let upper = upper.as_bytes();
     let opts = opts.as_bytes();
     if sys::is_mountpoint(lower.as_fd(), b"") {
@@ -196,7 +199,7 @@ fn overlay_one(root: Option<&Root>, fstab: &mut Fstab, path: &[u8]) -> Result<()
             sys::Flags::empty(),
             opts,
         )
-        .map_err(|e| err_errno(b"overlay on {} failed", &[path], e))?;
+        .map_err(|e| err_errno(b"overlay on {} failed", named, e))?;
         log::info(b"mounted overlay on {} (upper {})", &[path, upper]);
     }
     fstab.add(b"overlay", path, b"overlay", opts);

@@ -22,16 +22,16 @@ pub fn mount_oem(ctx: &mut Ctx) -> Result<(), Error> {
         return Ok(());
     }
     let explicit = !ctx.cmd.oem_label.is_empty();
-    let label = Text::from(if explicit {
+    let mut dev = Device {
+        kind: DeviceKind::Label,
+        value: Text::new(),
+    };
+    // Fits: the command line keeps at most 64 bytes of a label.
+    dev.value.push_lossy(if explicit {
         ctx.cmd.oem_label.as_bytes()
     } else {
         b"COS_OEM"
-    })
-    .unwrap_or_default();
-    let dev = Device {
-        kind: DeviceKind::Label,
-        value: label,
-    };
+    });
     if !explicit {
         ctx.devices.refresh();
         if matches!(ctx.devices.find(&dev), Found::None) {
@@ -45,37 +45,33 @@ pub fn mount_oem(ctx: &mut Ctx) -> Result<(), Error> {
 
 /// The extra volumes in order: `rd.cos.mount=`, `rd.immucore.mount=`, then `VOLUMES`. As
 /// upstream, a device named twice keeps its last mount point.
-fn collect_volumes(ctx: &mut Ctx) -> Result<usize, Error> {
-    let mut count = 0;
+fn collect_volumes(ctx: &Ctx, volumes: &mut [Option<Volume>; MAX_VOLUMES]) -> Result<(), Error> {
     // At most 16 + 16 specs: the command line and the layout each keep no more.
-    for v in ctx.cmd.mounts.iter().chain(ctx.layout.volumes.iter()) {
-        let (dev, mountpoint) =
-            volume_spec(v).map_err(|why| err(b"volume '{}': {}", &[v, why.as_bytes()]))?;
-        let mut spec = Text::<192>::new();
-        dev.by_path(&mut spec);
-        let existing = ctx
-            .volumes
-            .iter()
-            .take(count)
-            .position(|s| s.as_ref().is_some_and(|s| s.device == spec));
-        let slot = match existing {
-            Some(i) => i,
-            None if count < MAX_VOLUMES => {
-                count += 1;
-                count - 1
-            }
-            None => return Err(err(b"more than 16 volumes", &[])),
-        };
-        if let Some(s) = ctx.volumes.get_mut(slot) {
-            *s = Some(Volume {
+    for list in [&ctx.cmd.mounts, &ctx.layout.volumes] {
+        for v in list.iter() {
+            let (dev, mountpoint) = match volume_spec(v) {
+                Ok(spec) => spec,
+                Err(why) => return Err(err(b"volume '{}': {}", &[v, why.as_bytes()])),
+            };
+            let mut vol = Volume {
                 mountpoint,
-                device: spec,
+                device: Text::new(),
                 dev,
                 mounted: false,
-            });
+            };
+            vol.dev.by_path(&mut vol.device);
+            // The device's slot, else the first free one (the slots fill in order).
+            let existing = volumes
+                .iter()
+                .position(|s| s.as_ref().is_some_and(|s| s.device == vol.device));
+            let free = volumes.iter().position(Option::is_none);
+            let Some(slot) = existing.or(free).and_then(|i| volumes.get_mut(i)) else {
+                return Err(err(b"more than 16 volumes", &[]));
+            };
+            *slot = Some(vol);
         }
     }
-    Ok(count)
+    Ok(())
 }
 
 /// `custom-mount`: every extra volume, read-write. A failed volume fails the step (after all
@@ -83,13 +79,13 @@ fn collect_volumes(ctx: &mut Ctx) -> Result<usize, Error> {
 /// store's own filesystem is missing. OEM volumes may fail (upstream tolerates them).
 #[inline(never)]
 pub fn custom_mount(ctx: &mut Ctx) -> Result<(), Error> {
-    let count = collect_volumes(ctx)?;
+    // Collected and mounted outside the context (`mount_device` needs all of it), then stored
+    // there, also when a spec was refused (the volumes before it count as not mounted).
+    let mut volumes = [const { None }; MAX_VOLUMES];
+    let collected = collect_volumes(ctx, &mut volumes);
     let mut failed = Text::<256>::new();
-    for slot in 0..count {
-        // Out of the table while mounting (`mount_device` needs the whole context), back after.
-        let Some(mut vol) = ctx.volumes.get_mut(slot).and_then(Option::take) else {
-            continue;
-        };
+    // None is mounted when a spec was refused.
+    for vol in volumes.iter_mut().flatten().filter(|_| collected.is_ok()) {
         let (device, mountpoint) = (vol.device.as_bytes(), vol.mountpoint.as_bytes());
         let target = Target::InRoot(mountpoint);
         match mount_device(ctx, &vol.dev, target, b"rw", VOLUME_TIMEOUT_MS, true) {
@@ -107,10 +103,9 @@ pub fn custom_mount(ctx: &mut Ctx) -> Result<(), Error> {
                 );
             }
         }
-        if let Some(s) = ctx.volumes.get_mut(slot) {
-            *s = Some(vol);
-        }
     }
+    ctx.volumes = volumes;
+    collected?;
     failures(&failed)
 }
 
@@ -120,7 +115,10 @@ pub fn lvm_activation() -> Result<(), Error> {
         return Ok(());
     };
     let mut bin = sys::CBuf::new();
-    let bin = bin.c_str(lvm).map_err(|_| err(b"bad lvm path", &[]))?;
+    // Literals without a NUL: this cannot fail.
+    let Ok(bin) = bin.c_str(lvm) else {
+        return Ok(());
+    };
     let argv = [bin, c"vgchange", c"--activate", c"y", c"--sysinit"];
     match sys::run(
         &argv,
