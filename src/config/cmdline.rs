@@ -153,7 +153,7 @@ pub struct CmdlineError {
 fn error(reason: &'static str, token: &[u8]) -> CmdlineError {
     let mut e = CmdlineError {
         reason,
-        token: Text::new(),
+        token: Text::EMPTY,
     };
     e.token.push_lossy(token);
     e
@@ -452,10 +452,10 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
     let mut c = Cmdline {
         mode: Mode::Normal,
         state: BootState::Unknown,
-        image: Text::new(),
-        oem_label: Text::new(),
+        image: Text::EMPTY,
+        oem_label: Text::EMPTY,
         oem_timeout_s: OEM_TIMEOUT_S.default,
-        overlay: Text::new(),
+        overlay: Text::EMPTY,
         mounts: List::new(),
         debugrw: false,
         debug: false,
@@ -463,7 +463,7 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
         sysroot_wait_s: SYSROOT_WAIT_S.default,
         fsck_mode: FsckMode::Auto,
         fsck_repair: FsckRepair::Preen,
-        init: Text::new(),
+        init: Text::EMPTY,
         shell_allowed: true,
         ignored: List::new(),
         warnings: List::new(),
@@ -693,7 +693,7 @@ impl Device {
         ];
         let mut device = Device {
             kind: DeviceKind::Path,
-            value: Text::new(),
+            value: Text::EMPTY,
         };
         if let Some((value, kind)) = TAGGED.iter().find_map(|&kind| {
             // Prefixes as slices (`as_slice`) throughout: one `strip_prefix` instance for all

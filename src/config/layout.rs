@@ -216,7 +216,7 @@ pub fn parse_env(text: &[u8], vars: &mut EnvVars) -> Result<(), EnvError> {
     }
     let mut scratch = Scratch {
         raw: [0; MAX_VALUE],
-        value: Text::new(),
+        value: Text::EMPTY,
     };
     let mut pos = 0;
     loop {
@@ -390,7 +390,7 @@ pub struct LayoutError {
 fn layout_error(key: &'static str, item: &[u8], reason: &'static str) -> LayoutError {
     let mut e = LayoutError {
         key,
-        item: Text::new(),
+        item: Text::EMPTY,
         reason,
     };
     e.item.push_lossy(item);

@@ -55,9 +55,9 @@ impl Env {
         let mut e = Env {
             action: Action::Boot,
             init_mode: pid1,
-            sysroot: Text::new(),
-            config_dir: Text::new(),
-            cmdline_path: Text::new(),
+            sysroot: Text::EMPTY,
+            config_dir: Text::EMPTY,
+            cmdline_path: Text::EMPTY,
             bad_arg: None,
         };
         set(&mut e.sysroot, DEFAULT_SYSROOT);

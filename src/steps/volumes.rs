@@ -24,7 +24,7 @@ pub fn mount_oem(ctx: &mut Ctx) -> Result<(), Error> {
     let explicit = !ctx.cmd.oem_label.is_empty();
     let mut dev = Device {
         kind: DeviceKind::Label,
-        value: Text::new(),
+        value: Text::EMPTY,
     };
     // Fits: the command line keeps at most 64 bytes of a label.
     dev.value.push_lossy(if explicit {
@@ -55,7 +55,7 @@ fn collect_volumes(ctx: &Ctx, volumes: &mut [Option<Volume>; MAX_VOLUMES]) -> Re
             };
             let mut vol = Volume {
                 mountpoint,
-                device: Text::new(),
+                device: Text::EMPTY,
                 dev,
                 mounted: false,
             };
