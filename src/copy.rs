@@ -242,6 +242,7 @@ fn copy_entry(
     }
     let mut tbuf = [0u8; 256];
     let tmp = tmp_name(name.to_bytes(), &mut tbuf);
+    unlink(dst, tmp);
     let made = match ft {
         FileType::RegularFile => new_file(w, src, dst, name, tmp, st),
         FileType::Symlink | FileType::Fifo | FileType::CharacterDevice | FileType::BlockDevice => {
@@ -276,6 +277,7 @@ fn tmp_name<'a>(name: &[u8], buf: &'a mut [u8; 256]) -> &'a CStr {
 }
 
 /// Removes `name` (a temporary) from `dir`, if it is there.
+#[inline(never)]
 fn unlink(dir: BorrowedFd<'_>, name: &CStr) {
     let _ = rfs::unlinkat(dir, name, AtFlags::empty());
 }
@@ -297,7 +299,6 @@ fn new_file(
         w.op = Op::Open;
         return Err(Errno::STALE);
     }
-    unlink(dst, tmp);
     w.op = Op::Create;
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let d = rfs::openat(dst, tmp, flags, Mode::from_raw_mode(0o600))?;
@@ -338,7 +339,6 @@ fn new_special(
     ft: FileType,
     st: &Stat,
 ) -> Result<()> {
-    unlink(dst, tmp);
     if ft == FileType::Symlink {
         // Targets are at most PATH_MAX - 1 bytes, so a zeroed PATH_MAX buffer keeps a
         // terminator; a full buffer could only mean a cut target.
