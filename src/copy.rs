@@ -227,15 +227,16 @@ fn copy_entry(
             w.op = Op::Mkdir;
             rfs::mkdirat(dst, name, Mode::from_raw_mode(0o700))?;
         }
-        let s = open_dir(w, src, name)?;
-        let d = open_dir(w, dst, name)?;
+        let (s_dir, d_dir) = (open_dir(w, src, name)?, open_dir(w, dst, name)?);
+        // Borrowed once: each `as_fd` is a call.
+        let (s, d) = (s_dir.as_fd(), d_dir.as_fd());
         if !exists {
-            owner_mode_xattrs(w, s.as_fd(), d.as_fd(), st)?;
+            owner_mode_xattrs(w, s, d, st)?;
         }
-        copy_dir(w, s.as_fd(), d.as_fd(), depth + 1)?;
+        copy_dir(w, s, d, depth + 1)?;
         if !exists {
             // Times last: creating the children changed them.
-            set_times(w, d.as_fd(), st)?;
+            set_times(w, d, st)?;
             bump(&mut w.stats.dirs);
         }
         return Ok(());
@@ -293,22 +294,25 @@ fn new_file(
     w.op = Op::Open;
     // NONBLOCK: should the entry have turned into a fifo since the stat, open must not hang.
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    let s = rfs::openat(src, name, flags, Mode::empty())?;
+    let s_file = rfs::openat(src, name, flags, Mode::empty())?;
+    // Borrowed once: each `as_fd` is a call.
+    let s = s_file.as_fd();
     w.op = Op::Stat;
-    if file_type(ok_ref(&rfs::fstat(&s))?) != FileType::RegularFile {
+    if file_type(ok_ref(&rfs::fstat(s))?) != FileType::RegularFile {
         w.op = Op::Open;
         return Err(Errno::STALE);
     }
     w.op = Op::Create;
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let d = rfs::openat(dst, tmp, flags, Mode::from_raw_mode(0o600))?;
-    copy_data(w, s.as_fd(), d.as_fd())?;
+    let d_file = rfs::openat(dst, tmp, flags, Mode::from_raw_mode(0o600))?;
+    let d = d_file.as_fd();
+    copy_data(w, s, d)?;
     // Data first (writing clears setuid and capabilities), then owner (chown clears setuid
     // too), mode, xattrs (security.capability survives from here on), times.
-    owner_mode_xattrs(w, s.as_fd(), d.as_fd(), st)?;
-    set_times(w, d.as_fd(), st)?;
+    owner_mode_xattrs(w, s, d, st)?;
+    set_times(w, d, st)?;
     w.op = Op::Fsync;
-    rfs::fsync(&d)
+    rfs::fsync(d)
 }
 
 /// Copies the data with `sendfile`, which moves it inside the kernel on every filesystem that

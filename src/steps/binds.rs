@@ -127,10 +127,12 @@ fn bind_one(
     store.push_lossy(dash.as_bytes());
     store.push_lossy(b".bind");
     let store = store.as_bytes();
-    let target = root
+    let target_dir = root
         .mkdir_p(path, 0o755)
         .map_err(|e| err_errno(b"cannot create {} in the new root", &[path], e))?;
-    if sys::is_mountpoint(target.as_fd(), b"") {
+    // Each fd borrowed once: every `as_fd` is a call.
+    let target = target_dir.as_fd();
+    if sys::is_mountpoint(target, b"") {
         super::log_already_mounted(path);
         return Ok(());
     }
@@ -141,20 +143,21 @@ fn bind_one(
         root.open_at(p, OFlags::RDONLY | OFlags::DIRECTORY, 0)
             .map_err(|e| err_errno(b"cannot open {}", &[p], e))
     };
-    let src = open(path)?;
-    let dst = open(store)?;
+    let src_dir = open(path)?;
+    let dst_dir = open(store)?;
+    let (src, dst) = (src_dir.as_fd(), dst_dir.as_fd());
     let before = *stats;
     // Where the copy failed, relative to `path`.
     let mut at = Text::<256>::new();
-    copy_missing(src.as_fd(), dst.as_fd(), stats, &mut at).map_err(|e| {
+    copy_missing(src, dst, stats, &mut at).map_err(|e| {
         err_errno(
             b"copying {} into {} failed at '{}' ({})",
             &[path, store, at.as_bytes(), e.what.as_bytes()],
             e.errno,
         )
     })?;
-    let from = fd_path(dst.as_fd());
-    let to = fd_path(target.as_fd());
+    let from = fd_path(dst);
+    let to = fd_path(target);
     sys::mount_bind(from.as_bytes(), to.as_bytes())
         .map_err(|e| err_errno(b"bind mount of {} on {} failed", &[store, path], e))?;
     // Only a copy-up is news (a first boot, new paths in an upgraded image).
