@@ -409,30 +409,25 @@ fn set_times(w: &mut Walk, d: BorrowedFd<'_>, st: &Stat) -> Result<()> {
 /// or nowhere to put it, which is not an error.
 #[inline(never)] // keeps its buffer out of the recursive frames
 fn copy_xattrs(s: BorrowedFd<'_>, d: BorrowedFd<'_>) -> Result<()> {
-    let mut list = [0u8; 4096];
-    let n = match rfs::flistxattr(s, &mut list[..]) {
-        Ok(n) => n,
+    // Uninitialized buffers: the syscalls fill them and hand back the filled part.
+    let mut list = [MaybeUninit::<u8>::uninit(); 4096];
+    let mut rest: &[u8] = match rfs::flistxattr(s, &mut list) {
+        Ok((names, _)) => names,
         Err(Errno::NOTSUP) => return Ok(()),
         Err(e) => return Err(e),
     };
-    let mut rest = list.get(..n).unwrap_or(&[]);
-    let mut val = [0u8; 8192];
+    let mut val = [MaybeUninit::<u8>::uninit(); 8192];
     while let Some(key) = sys::c_str_until_nul(rest) {
         rest = rest.get(key.to_bytes().len() + 1..).unwrap_or(&[]);
         if key.is_empty() {
             continue;
         }
-        let len = match rfs::fgetxattr(s, key, &mut val[..]) {
-            Ok(len) => len,
+        let value = match rfs::fgetxattr(s, key, &mut val) {
+            Ok((value, _)) => value,
             Err(Errno::NODATA) => continue,
             Err(e) => return Err(e),
         };
-        match rfs::fsetxattr(
-            d,
-            key,
-            val.get(..len).unwrap_or(&[]),
-            rfs::XattrFlags::empty(),
-        ) {
+        match rfs::fsetxattr(d, key, value, rfs::XattrFlags::empty()) {
             Ok(()) | Err(Errno::NOTSUP) => {}
             Err(e) => return Err(e),
         }
