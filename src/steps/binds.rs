@@ -127,25 +127,25 @@ fn bind_one(
     store.push_lossy(dash.as_bytes());
     store.push_lossy(b".bind");
     let store = store.as_bytes();
-    let target_dir = root
-        .mkdir_p(path, 0o755)
-        .map_err(|e| err_errno(b"cannot create {} in the new root", &[path], e))?;
+    // Made if missing through the confined lookup, then opened again for reading by itself
+    // (`.`): the copy lists both directories, which an `O_PATH` descriptor cannot.
+    let dir = |p: &[u8], cannot_create: &[u8]| {
+        let made = root
+            .mkdir_p(p, 0o755)
+            .map_err(|e| err_errno(cannot_create, &[p], e))?;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        rustix::fs::openat(made, c".", flags, rustix::fs::Mode::empty())
+            .map_err(|e| err_errno(b"cannot open {}", &[p], e))
+    };
+    let src_dir = dir(path, b"cannot create {} in the new root")?;
     // Each fd borrowed once: every `as_fd` is a call.
-    let target = target_dir.as_fd();
-    if sys::is_mountpoint(target, b"") {
+    let src = src_dir.as_fd();
+    if sys::is_mountpoint(src, b"") {
         super::log_already_mounted(path);
         return Ok(());
     }
-    root.mkdir_p(store, 0o755)
-        .map_err(|e| err_errno(b"cannot create {}", &[store], e))?;
-    // Directories opened for reading (the copy lists them) through the same confined lookup.
-    let open = |p: &[u8]| {
-        root.open_at(p, OFlags::RDONLY | OFlags::DIRECTORY, 0)
-            .map_err(|e| err_errno(b"cannot open {}", &[p], e))
-    };
-    let src_dir = open(path)?;
-    let dst_dir = open(store)?;
-    let (src, dst) = (src_dir.as_fd(), dst_dir.as_fd());
+    let dst_dir = dir(store, b"cannot create {}")?;
+    let dst = dst_dir.as_fd();
     let before = *stats;
     // Where the copy failed, relative to `path`.
     let mut at = Text::<256>::new();
@@ -157,7 +157,7 @@ fn bind_one(
         )
     })?;
     let from = fd_path(dst);
-    let to = fd_path(target);
+    let to = fd_path(src);
     sys::mount_bind(from.as_bytes(), to.as_bytes())
         .map_err(|e| err_errno(b"bind mount of {} on {} failed", &[store, path], e))?;
     // Only a copy-up is news (a first boot, new paths in an upgraded image).
