@@ -33,11 +33,6 @@ pub struct CopyStats {
     pub dirs: u32,
     /// Symlinks created.
     pub links: u32,
-    /// Data bytes copied.
-    pub bytes: u64,
-    /// Entries left alone because the store already had that name (directories present on both
-    /// sides are descended into and not counted).
-    pub skipped_existing: u32,
 }
 
 #[derive(Clone, Copy)]
@@ -213,10 +208,7 @@ fn copy_entry(
     // (newer, older, other type) is kept as it is.
     let exists = match kind(w, dst, name) {
         Ok(FileType::Directory) if is_dir => true,
-        Ok(_) => {
-            bump(&mut w.stats.skipped_existing);
-            return Ok(());
-        }
+        Ok(_) => return Ok(()),
         Err(Errno::NOENT) => false,
         Err(e) => return Err(e),
     };
@@ -256,12 +248,15 @@ fn copy_entry(
     if !matches!(placed, Ok(true)) {
         unlink(dst, tmp);
     }
-    let stats = &mut *w.stats;
-    bump(match placed? {
-        false => &mut stats.skipped_existing,
-        true if ft == FileType::Symlink => &mut stats.links,
-        true => &mut stats.files,
-    });
+    // Not placed: `name` appeared meanwhile and is kept as it is.
+    if placed? {
+        let stats = &mut *w.stats;
+        bump(if ft == FileType::Symlink {
+            &mut stats.links
+        } else {
+            &mut stats.files
+        });
+    }
     Ok(())
 }
 
@@ -324,8 +319,7 @@ fn copy_data(w: &mut Walk, s: BorrowedFd<'_>, d: BorrowedFd<'_>) -> Result<()> {
     loop {
         match rfs::sendfile(d, s, None, 1 << 30) {
             Ok(0) => return Ok(()),
-            Ok(n) => w.stats.bytes = w.stats.bytes.saturating_add(n as u64),
-            Err(Errno::INTR) => {}
+            Ok(_) | Err(Errno::INTR) => {}
             Err(e) => return Err(e),
         }
     }
@@ -377,15 +371,9 @@ fn publish(w: &mut Walk, dst: BorrowedFd<'_>, tmp: &CStr, name: &CStr) -> Result
     match rfs::renameat_with(dst, tmp, dst, name, RenameFlags::NOREPLACE) {
         Ok(()) => Ok(true),
         Err(Errno::EXIST) => Ok(false),
-        // Filesystems without RENAME_NOREPLACE: check first; nothing else writes the store now.
-        Err(Errno::INVAL | Errno::NOSYS) => match kind(w, dst, name) {
-            Ok(_) => Ok(false),
-            Err(Errno::NOENT) => {
-                w.op = Op::Rename;
-                rfs::renameat(dst, tmp, dst, name).map(|()| true)
-            }
-            Err(e) => Err(e),
-        },
+        // Filesystems without RENAME_NOREPLACE: `copy_entry` found `name` missing before it made
+        // the entry, and nothing else writes the store now.
+        Err(Errno::INVAL | Errno::NOSYS) => rfs::renameat(dst, tmp, dst, name).map(|()| true),
         Err(e) => Err(e),
     }
 }
@@ -695,21 +683,13 @@ mod tests {
             files: 7,
             dirs: 4,
             links: 2,
-            bytes: (1 << 20) + 4 + 10 + 1 + 5 + 9,
-            skipped_existing: 0,
         };
         assert_eq!(stats, want);
 
         // A second run finds everything present and changes nothing.
         let (r, stats) = run(&src, &dst);
         r.unwrap();
-        assert_eq!(
-            stats,
-            CopyStats {
-                skipped_existing: 9,
-                ..CopyStats::default()
-            }
-        );
+        assert_eq!(stats, CopyStats::default());
         assert_eq!(snapshot(&dst), before);
         fs::remove_dir_all(&base).unwrap();
     }
@@ -737,8 +717,6 @@ mod tests {
             stats,
             CopyStats {
                 files: 2,
-                bytes: 10,
-                skipped_existing: 3,
                 ..CopyStats::default()
             }
         );
@@ -796,13 +774,7 @@ mod tests {
 
         let (r, stats) = run(&src, &dst);
         r.unwrap();
-        assert_eq!(
-            stats,
-            CopyStats {
-                skipped_existing: 2,
-                ..CopyStats::default()
-            }
-        );
+        assert_eq!(stats, CopyStats::default());
         assert!(fs::symlink_metadata(dst.join("conf")).unwrap().is_dir());
         assert_eq!(fs::read(dst.join("conf/user.cfg")).unwrap(), b"mine");
         assert_eq!(fs::read_link(dst.join("data")).unwrap(), outside);
