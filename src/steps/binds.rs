@@ -129,22 +129,22 @@ fn bind_one(
     let store = store.as_bytes();
     // Made if missing through the confined lookup, then opened again for reading by itself
     // (`.`): the copy lists both directories, which an `O_PATH` descriptor cannot.
-    let dir = |p: &[u8], cannot_create: &[u8]| {
+    let dir = |p: &[u8]| {
         let made = root
             .mkdir_p(p, 0o755)
-            .map_err(|e| err_errno(cannot_create, &[p], e))?;
+            .map_err(|e| err_errno(b"cannot create {} in the new root", &[p], e))?;
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         rustix::fs::openat(made, c".", flags, rustix::fs::Mode::empty())
             .map_err(|e| err_errno(b"cannot open {}", &[p], e))
     };
-    let src_dir = dir(path, b"cannot create {} in the new root")?;
+    let src_dir = dir(path)?;
     // Each fd borrowed once: every `as_fd` is a call.
     let src = src_dir.as_fd();
     if sys::is_mountpoint(src, b"") {
         super::log_already_mounted(path);
         return Ok(());
     }
-    let dst_dir = dir(store, b"cannot create {}")?;
+    let dst_dir = dir(store)?;
     let dst = dst_dir.as_fd();
     let before = *stats;
     // Where the copy failed, relative to `path`.

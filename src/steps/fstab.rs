@@ -83,10 +83,9 @@ pub fn write_fstab(ctx: &mut Ctx) -> Result<(), Error> {
         ));
     }
     let root = ctx.root()?;
-    let etc = root
-        .mkdir_p(b"/etc", 0o755)
-        .map_err(|e| err_errno(b"cannot open /etc in the new root", &[], e))?;
-    sys::write_file_atomic(etc.as_fd(), b"fstab", ctx.fstab.as_bytes(), 0o644)
+    // One message for both: making /etc is part of writing /etc/fstab, the errno tells why.
+    root.mkdir_p(b"/etc", 0o755)
+        .and_then(|etc| sys::write_file_atomic(etc.as_fd(), b"fstab", ctx.fstab.as_bytes(), 0o644))
         .map_err(|e| err_errno(b"cannot write /etc/fstab in the new root", &[], e))?;
     log::info(
         b"wrote /etc/fstab with {} entries",
