@@ -40,7 +40,7 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
     let volumes = volumes.iter().flatten();
     if let Some(v) = holder_of(target, volumes.map(|v| (v.mountpoint.as_bytes(), v))) {
         if !v.mounted {
-            return Err(err(b"persistent binds skipped: {} ({}), which holds {}, is not mounted; binding now would put persistent data in a place that is lost at reboot", &[v.device.as_bytes(), v.mountpoint.as_bytes(), target]));
+            return Err(err(b"persistent binds skipped: {} ({}), which holds {}, is not mounted (data bound now would be lost at reboot)", &[v.device.as_bytes(), v.mountpoint.as_bytes(), target]));
         }
     }
     let mut order = [0u8; 96];

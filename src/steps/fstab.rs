@@ -78,7 +78,7 @@ impl Fstab {
 pub fn write_fstab(ctx: &mut Ctx) -> Result<(), Error> {
     if ctx.fstab.overflow {
         return Err(err(
-            b"more mounts than fit in 16 KiB of fstab; not writing a partial one",
+            b"fstab would exceed 16 KiB; not writing a partial one",
             &[],
         ));
     }
