@@ -13,7 +13,7 @@
 //! - depth, buffers and names are bounded; nothing allocates.
 
 use crate::sys::{self, Errno};
-use crate::util::fixed::{copy_bytes, Text};
+use crate::util::fixed::{copy_bytes, packed_name, Text};
 use core::ffi::CStr;
 use core::mem::MaybeUninit;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -65,19 +65,17 @@ enum Op {
     Xattr,
 }
 
-/// The names of the operations back to back, in `Op` order, and where each one starts (the
-/// last bound is the end): a byte per name instead of a 16-byte string reference.
+/// The names of the operations back to back, in `Op` order, and where each one ends: a byte
+/// per name instead of a 16-byte string reference.
 const OP_NAMES: &str =
     "chmodchowncreatedepthfsyncmkdirmknodopenreaddirreadlinkrenamestatsymlinkutimeswritexattr";
-const OP_BOUNDS: [u8; 17] = [
-    0, 5, 10, 16, 21, 26, 31, 36, 40, 47, 55, 61, 65, 72, 78, 83, 88,
+const OP_ENDS: [u8; 16] = [
+    5, 10, 16, 21, 26, 31, 36, 40, 47, 55, 61, 65, 72, 78, 83, 88,
 ];
 
 impl Op {
     fn name(self) -> &'static str {
-        let i = self as usize;
-        let at = |i: usize| usize::from(OP_BOUNDS.get(i).copied().unwrap_or(0));
-        OP_NAMES.get(at(i)..at(i + 1)).unwrap_or("")
+        packed_name(OP_NAMES, &OP_ENDS, self as usize)
     }
 }
 
@@ -310,10 +308,10 @@ fn new_file(
     rfs::fsync(d)
 }
 
-/// Copies the data with `sendfile`, which moves it inside the kernel on every filesystem that
-/// can read a regular file into a pipe (a splice from the page cache). `copy_file_range` would
-/// not do better here: the image and the store are different filesystems, so it cannot clone
-/// extents and falls back to the same splice.
+/// Copies the data with `sendfile`: a splice from the page cache inside the kernel, which every
+/// filesystem an image or a store lives on supports, so no read/write fallback is needed.
+/// `copy_file_range` would only do better by cloning extents, which needs both sides on one
+/// filesystem that can (btrfs, xfs); the image and the store are different filesystems.
 fn copy_data(w: &mut Walk, s: BorrowedFd<'_>, d: BorrowedFd<'_>) -> Result<()> {
     w.op = Op::Write;
     loop {
