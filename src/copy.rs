@@ -304,6 +304,10 @@ fn new_file(
     // too), mode, xattrs (security.capability survives from here on), times.
     owner_mode_xattrs(w, s, d, st)?;
     set_times(w, d, st)?;
+    // Per file and before the rename. One syncfs before the bind mount would also have all
+    // data on disk before anything is bound, but not before the renames: with delayed
+    // allocation (ext4) a rename can reach the journal before the data, so after a power cut
+    // the real name could hold an empty or partial file, which the next run keeps as user data.
     w.op = Op::Fsync;
     rfs::fsync(d)
 }
