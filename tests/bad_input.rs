@@ -1184,8 +1184,8 @@ fn state_dir_symlink_on_the_persistent_partition_stays_inside() {
         assert_eq!(e, "bind failed for /home, /etc/ssh", "{name}\n{}", o.dump());
         assert_log(
             &o,
-            "immucore: mount-bind: error: cannot create /usr/local/.state/home.bind: \
-             symbolic link loop or dangling symlink",
+            "immucore: mount-bind: error: cannot create /usr/local/.state/home.bind \
+             in the new root: symbolic link loop or dangling symlink",
         );
         assert!(
             !o.mounts.iter().any(|m| m.root.contains(".bind")),
@@ -1301,7 +1301,8 @@ fn state_target_on_the_read_only_image_fails_each_bind() {
         assert_log(
             &o,
             &format!(
-                "immucore: mount-bind: error: cannot create /opt/state/{p}.bind: read-only file system"
+                "immucore: mount-bind: error: cannot create /opt/state/{p}.bind in the new root: \
+                 read-only file system"
             ),
         );
     }

@@ -40,7 +40,7 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
     let volumes = volumes.iter().flatten();
     if let Some(v) = holder_of(target, volumes.map(|v| (v.mountpoint.as_bytes(), v))) {
         if !v.mounted {
-            return Err(err(b"persistent binds skipped: {} ({}), which holds {}, is not mounted; binding now would put persistent data in a place that is lost at reboot", &[v.device.as_bytes(), v.mountpoint.as_bytes(), target]));
+            return Err(err(b"persistent binds skipped: {} ({}), which holds {}, is not mounted (data bound now would be lost at reboot)", &[v.device.as_bytes(), v.mountpoint.as_bytes(), target]));
         }
     }
     let mut order = [0u8; 96];
@@ -127,34 +127,37 @@ fn bind_one(
     store.push_lossy(dash.as_bytes());
     store.push_lossy(b".bind");
     let store = store.as_bytes();
-    let target = root
-        .mkdir_p(path, 0o755)
-        .map_err(|e| err_errno(b"cannot create {} in the new root", &[path], e))?;
-    if sys::is_mountpoint(target.as_fd(), b"") {
+    // Made if missing through the confined lookup, then opened again for reading by itself
+    // (`.`): the copy lists both directories, which an `O_PATH` descriptor cannot.
+    let dir = |p: &[u8]| {
+        let made = root
+            .mkdir_p(p, 0o755)
+            .map_err(|e| err_errno(b"cannot create {} in the new root", &[p], e))?;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        rustix::fs::openat(made, c".", flags, rustix::fs::Mode::empty())
+            .map_err(|e| err_errno(b"cannot open {}", &[p], e))
+    };
+    let src_dir = dir(path)?;
+    // Each fd borrowed once: every `as_fd` is a call.
+    let src = src_dir.as_fd();
+    if sys::is_mountpoint(src, b"") {
         super::log_already_mounted(path);
         return Ok(());
     }
-    root.mkdir_p(store, 0o755)
-        .map_err(|e| err_errno(b"cannot create {}", &[store], e))?;
-    // Directories opened for reading (the copy lists them) through the same confined lookup.
-    let open = |p: &[u8]| {
-        root.open_at(p, OFlags::RDONLY | OFlags::DIRECTORY, 0)
-            .map_err(|e| err_errno(b"cannot open {}", &[p], e))
-    };
-    let src = open(path)?;
-    let dst = open(store)?;
+    let dst_dir = dir(store)?;
+    let dst = dst_dir.as_fd();
     let before = *stats;
     // Where the copy failed, relative to `path`.
     let mut at = Text::<256>::new();
-    copy_missing(src.as_fd(), dst.as_fd(), stats, &mut at).map_err(|e| {
+    copy_missing(src, dst, stats, &mut at).map_err(|e| {
         err_errno(
             b"copying {} into {} failed at '{}' ({})",
             &[path, store, at.as_bytes(), e.what.as_bytes()],
             e.errno,
         )
     })?;
-    let from = fd_path(dst.as_fd());
-    let to = fd_path(target.as_fd());
+    let from = fd_path(dst);
+    let to = fd_path(src);
     sys::mount_bind(from.as_bytes(), to.as_bytes())
         .map_err(|e| err_errno(b"bind mount of {} on {} failed", &[store, path], e))?;
     // Only a copy-up is news (a first boot, new paths in an upgraded image).

@@ -31,38 +31,42 @@ impl Fstab {
         }
     }
 
-    /// Records `<spec> <file> <type> <opts> 0 0`, escaping blanks the way fstab(5) wants.
+    /// Records `<spec> <file> <type> <opts> 0 0`, escaping blanks the way fstab(5) wants. The
+    /// line is written straight into the text and taken back whole if it does not fit.
     pub fn add(&mut self, spec: &[u8], file: &[u8], fstype: &[u8], opts: &[u8]) {
-        let mut line = Text::<2048>::new();
-        for &field in &[
-            spec,
-            file,
-            fstype,
-            if opts.is_empty() { b"defaults" } else { opts },
-        ] {
+        let start = self.text.len();
+        let opts: &[u8] = if opts.is_empty() { b"defaults" } else { opts };
+        let mut fits = true;
+        for field in [spec, file, fstype, opts] {
             for &c in field {
                 // Blanks and `\` as fstab(5) wants (`\040` for a space), other control bytes
                 // (musl's getmntent also splits at \r \v \f) and a `#` that would turn the
                 // line into a comment (as the line's first byte): all as octal escapes.
-                if c <= b' ' || c == b'\\' || c == 0x7f || (line.is_empty() && c == b'#') {
-                    line.push_lossy(&[
-                        b'\\',
-                        b'0' + (c >> 6),
-                        b'0' + ((c >> 3) & 7),
-                        b'0' + (c & 7),
-                    ]);
+                let escaped = [
+                    b'\\',
+                    b'0' + (c >> 6),
+                    b'0' + ((c >> 3) & 7),
+                    b'0' + (c & 7),
+                ];
+                let out = if c <= b' '
+                    || c == b'\\'
+                    || c == 0x7f
+                    || (self.text.len() == start && c == b'#')
+                {
+                    &escaped[..]
                 } else {
-                    line.push_lossy(&[c]);
-                }
+                    core::slice::from_ref(&c)
+                };
+                fits &= self.text.push(out).is_ok();
             }
-            line.push_lossy(b" ");
+            fits &= self.text.push(b" ").is_ok();
         }
-        line.push_lossy(b"0 0\n");
-        if line.len() == 2048 || self.text.push(line.as_bytes()).is_err() {
+        if fits && self.text.push(b"0 0\n").is_ok() {
+            self.lines += 1;
+        } else {
+            self.text.truncate(start);
             self.overflow = true;
-            return;
         }
-        self.lines += 1;
     }
 
     pub fn as_bytes(&self) -> &[u8] {
@@ -74,15 +78,14 @@ impl Fstab {
 pub fn write_fstab(ctx: &mut Ctx) -> Result<(), Error> {
     if ctx.fstab.overflow {
         return Err(err(
-            b"more mounts than fit in 16 KiB of fstab; not writing a partial one",
+            b"fstab would exceed 16 KiB; not writing a partial one",
             &[],
         ));
     }
     let root = ctx.root()?;
-    let etc = root
-        .mkdir_p(b"/etc", 0o755)
-        .map_err(|e| err_errno(b"cannot open /etc in the new root", &[], e))?;
-    sys::write_file_atomic(etc.as_fd(), b"fstab", ctx.fstab.as_bytes(), 0o644)
+    // One message for both: making /etc is part of writing /etc/fstab, the errno tells why.
+    root.mkdir_p(b"/etc", 0o755)
+        .and_then(|etc| sys::write_file_atomic(etc.as_fd(), b"fstab", ctx.fstab.as_bytes(), 0o644))
         .map_err(|e| err_errno(b"cannot write /etc/fstab in the new root", &[], e))?;
     log::info(
         b"wrote /etc/fstab with {} entries",
