@@ -25,7 +25,7 @@ impl Default for Fstab {
 impl Fstab {
     pub const fn new() -> Fstab {
         Fstab {
-            text: Text::new(),
+            text: Text::EMPTY,
             lines: 0,
             overflow: false,
         }
