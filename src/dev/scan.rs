@@ -84,7 +84,7 @@ impl Table {
             {
                 return;
             }
-            let size = read_sys_u64(name, b"size");
+            let size = read_sys_u64(name, b"/size");
             let mut slots = self.entries.iter_mut().zip(present.iter_mut());
             if let Some((slot, seen)) =
                 slots.find(|(e, _)| e.as_ref().is_some_and(|e| e.name.as_bytes() == name))
@@ -112,39 +112,26 @@ impl Table {
         }
     }
 
-    /// Reads the GPT names and ids of the partitions that do not have them yet, one read of
-    /// each parent disk's table.
+    /// Reads the GPT name and id of each partition that does not have them yet from its
+    /// parent disk's table (once per partition: a few hundred small cached reads).
     fn load_gpt(&mut self) {
-        for i in 0..MAX_DEVICES {
-            let Some(Some(e)) = self.entries.get(i) else {
-                continue;
-            };
+        for e in self.entries.iter_mut().flatten() {
             if e.partn == 0 || e.gpt_done {
                 continue;
             }
+            e.gpt_done = true;
             let Some(disk) = parent_disk(e.name.as_bytes()) else {
                 continue;
             };
             let Ok(fd) = sys::open_ro(disk.as_bytes()) else {
                 continue;
             };
-            let entries = &mut self.entries;
             gpt_partitions(&mut FdRead(fd.as_fd()), 0, &mut |p: &GptPart| {
-                // Every partition of this disk gets its entry from this one read.
-                for e in entries.iter_mut().flatten() {
-                    if !e.gpt_done
-                        && e.partn == p.number as u64
-                        && parent_disk(e.name.as_bytes()).as_ref() == Some(&disk)
-                    {
-                        e.partlabel.push_lossy(p.name.as_bytes());
-                        e.partuuid.push_lossy(p.uuid.as_bytes());
-                        e.gpt_done = true;
-                    }
+                if u64::from(p.number) == e.partn {
+                    e.partlabel.push_lossy(p.name.as_bytes());
+                    e.partuuid.push_lossy(p.uuid.as_bytes());
                 }
             });
-            if let Some(Some(e)) = self.entries.get_mut(i) {
-                e.gpt_done = true;
-            }
         }
     }
 
@@ -191,11 +178,11 @@ fn matches(e: &Entry, dev: &Device) -> bool {
     })
 }
 
+/// `/sys/class/block/<name><file>`; `file` is empty or starts with `/`.
 fn sys_path(name: &[u8], file: &[u8]) -> Text<128> {
     let mut p = Text::new();
     p.push_lossy(b"/sys/class/block/");
     p.push_lossy(name);
-    p.push_lossy(b"/");
     p.push_lossy(file);
     p
 }
@@ -227,7 +214,7 @@ fn probe_entry(name: &[u8], size: u64) -> Entry {
     }
     // A partition: its number says which GPT entry of the parent disk describes it. The GPT
     // itself is read only if a PARTLABEL=/PARTUUID= lookup needs it (`load_gpt`).
-    e.partn = read_sys_u64(name, b"partition");
+    e.partn = read_sys_u64(name, b"/partition");
     e
 }
 
@@ -235,17 +222,11 @@ fn probe_entry(name: &[u8], size: u64) -> Entry {
 /// to `.../block/<disk>/<part>`.
 fn parent_disk(part: &[u8]) -> Option<Text<48>> {
     let mut link = Text::<512>::new();
-    let p = sys_path(part, b"");
-    // `sys_path` ends in `/`, which would follow the link: read the link itself.
-    let p = p.as_bytes();
-    sys::readlink(p.strip_suffix(b"/").unwrap_or(p), &mut link).ok()?;
-    let path = link.as_bytes();
-    let mut comps = path.rsplit(|&c| c == b'/');
-    comps.next()?;
-    let disk = comps.next()?;
+    sys::readlink(sys_path(part, b"").as_bytes(), &mut link).ok()?;
+    let (dir, _) = sys::split_parent(link.as_bytes());
     let mut t = Text::new();
     t.push(b"/dev/").ok()?;
-    t.push(disk).ok()?;
+    t.push(sys::split_parent(dir).1).ok()?;
     Some(t)
 }
 
