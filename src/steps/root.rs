@@ -93,9 +93,7 @@ pub fn discover_state(ctx: &mut Ctx) -> Result<(), Error> {
         .open_at(image, flags, 0)
         .map_err(|e| err_errno(b"cannot open image {} on the images partition", &[image], e))?;
     // A truncated image (an interrupted upgrade) mounts with a bare EINVAL: say what it is.
-    let file_size = rustix::fs::fstat(&file)
-        .map(|st| st.st_size as u64)
-        .unwrap_or(0);
+    let file_size = rustix::fs::seek(&file, rustix::fs::SeekFrom::End(0)).unwrap_or(0);
     if let Some(fs_size) = crate::dev::scan::ext_size_of(file.as_fd()) {
         if fs_size > file_size {
             return Err(err(
