@@ -155,6 +155,8 @@ fn xfs(s: &[u8], out: &mut FsInfo) -> Option<FsType> {
 /// ext2/3/4 the way blkid decides: ext4 once a feature outside ext3's set is on (extents,
 /// 64bit, flex_bg, huge_file, dir_nlink, extra_isize, metadata_csum, ...), else ext3 with a
 /// journal, else ext2. An external journal device (jbd) is no filesystem.
+// Not inlined: inside `probe_fs` it costs more code (measured, x86_64).
+#[inline(never)]
 fn ext(s: &[u8], out: &mut FsInfo) -> Option<FsType> {
     let (compat, incompat, ro) = (le32(s, 0x5C), le32(s, 0x60), le32(s, 0x64));
     if le16(s, 0x38) != 0xEF53 || incompat & 0x8 != 0 {
@@ -216,6 +218,8 @@ const NO_NAME: &[u8; 11] = b"NO NAME    ";
 /// FAT12/16/32. The label is the root-directory volume entry when there is one (as blkid and
 /// /dev/disk/by-label show it), else the boot-sector copy; "NO NAME" means none. Unlike
 /// current blkid (2.38), which then shows the boot-sector copy only as LABEL_FATBOOT, no LABEL.
+// Not inlined: inside `probe_fs` it costs more code (measured, x86_64).
+#[inline(never)]
 fn vfat(dev: &mut impl BlockRead, b: &[u8], out: &mut FsInfo) -> Option<FsType> {
     let bps = u64::from(le16(b, 0x0B));
     let spc = u64::from(*b.get(0x0D)?);
