@@ -168,13 +168,13 @@ fn matches(e: &Entry, dev: &Device) -> bool {
     };
     // Ids are hex, written in either case; labels match exactly.
     let is_id = matches!(dev.kind, DeviceKind::Uuid | DeviceKind::PartUuid);
-    // A plain loop: core's `eq_ignore_ascii_case` is several times larger.
-    #[allow(clippy::manual_ignore_case_cmp)]
+    // A plain loop: core's `eq_ignore_ascii_case` is several times larger. Two different bytes
+    // are the same letter in either case when they differ only in bit 0x20 and are letters.
     have.is_some_and(|h| {
         h.len() == want.len()
-            && h.iter()
-                .zip(want)
-                .all(|(a, b)| a == b || (is_id && a.to_ascii_lowercase() == b.to_ascii_lowercase()))
+            && h.iter().zip(want).all(|(&a, &b)| {
+                a == b || (is_id && a ^ b == 0x20 && (a | 0x20).is_ascii_lowercase())
+            })
     })
 }
 
