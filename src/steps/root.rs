@@ -2,7 +2,7 @@
 //! the read-only root on the sysroot (or, in live mode, waiting for someone else's sysroot).
 
 use super::{err, err_errno, mount_at, mount_device, Ctx, Error, Mounted, Target};
-use crate::config::cmdline::{Device, DeviceKind};
+use crate::config::cmdline::{words, Device, DeviceKind};
 use crate::log;
 use crate::sys::{self, inroot::Root, loopdev};
 use crate::util::fixed::Text;
@@ -172,7 +172,7 @@ fn open_root(ctx: &mut Ctx) -> Result<(), Error> {
 }
 
 /// What shows that a sysroot holds a system: `/system` as upstream checks, or an init.
-static SYSROOT_MARKERS: &[&[u8]] = &[b"/system", b"/sbin/init", b"/usr/lib/systemd/systemd"];
+const SYSROOT_MARKERS: &[u8] = b"/system /sbin/init /usr/lib/systemd/systemd";
 
 /// Live mode: someone else (dracut's dmsquash-live, an initramfs script) assembles the sysroot;
 /// wait until it holds a system (`/system` as upstream checks, or an init).
@@ -182,7 +182,7 @@ pub fn wait_for_sysroot(ctx: &mut Ctx) -> Result<(), Error> {
     let sysroot = ctx.env.sysroot.as_bytes();
     let mut probe = Text::<192>::new();
     loop {
-        for &marker in SYSROOT_MARKERS {
+        for marker in words(SYSROOT_MARKERS) {
             probe.clear();
             probe.push_lossy(sysroot);
             probe.push_lossy(marker);
