@@ -28,6 +28,18 @@ pub struct Entry {
 }
 
 impl Entry {
+    fn new(size: u64) -> Entry {
+        Entry {
+            name: Text::new(),
+            size,
+            fs: None,
+            partlabel: Text::new(),
+            partuuid: Text::new(),
+            partn: 0,
+            gpt_done: false,
+        }
+    }
+
     /// `/dev/<name>`, in the type `wait_for` returns.
     pub fn node(&self) -> Text<192> {
         let mut t = Text::new();
@@ -101,7 +113,7 @@ impl Table {
             }
             let mut slots = self.entries.iter_mut().zip(present.iter_mut());
             if let Some((slot, seen)) = slots.find(|(e, _)| e.is_none()) {
-                *slot = Some(probe_entry(name, size));
+                probe_entry(slot.insert(Entry::new(size)), name);
                 *seen = true;
             }
         });
@@ -198,16 +210,8 @@ fn read_sys_u64(name: &[u8], file: &[u8]) -> u64 {
     crate::util::fixed::parse_u64(text.get(..end).unwrap_or(&[])).unwrap_or(0)
 }
 
-fn probe_entry(name: &[u8], size: u64) -> Entry {
-    let mut e = Entry {
-        name: Text::new(),
-        size,
-        fs: None,
-        partlabel: Text::new(),
-        partuuid: Text::new(),
-        partn: 0,
-        gpt_done: false,
-    };
+/// Fills the new entry `e` for device `name`: its filesystem and partition number.
+fn probe_entry(e: &mut Entry, name: &[u8]) {
     e.name.push_lossy(name);
     if let Ok(fd) = sys::open_ro(e.node().as_bytes()) {
         e.fs = probe_fs(&mut FdRead(fd.as_fd()));
@@ -215,7 +219,6 @@ fn probe_entry(name: &[u8], size: u64) -> Entry {
     // A partition: its number says which GPT entry of the parent disk describes it. The GPT
     // itself is read only if a PARTLABEL=/PARTUUID= lookup needs it (`load_gpt`).
     e.partn = read_sys_u64(name, b"/partition");
-    e
 }
 
 /// `/dev/<disk>` of a partition, from the sysfs link `/sys/class/block/<part>`, which points
