@@ -222,8 +222,8 @@ fn probe_entry(e: &mut Entry, name: &[u8]) {
 }
 
 /// `/dev/<disk>` of a partition, from the sysfs link `/sys/class/block/<part>`, which points
-/// to `.../block/<disk>/<part>`.
-fn parent_disk(part: &[u8]) -> Option<Text<48>> {
+/// to `.../block/<disk>/<part>`. A `Text<192>` like `Entry::node`: one copy of the `Text` code.
+fn parent_disk(part: &[u8]) -> Option<Text<192>> {
     let mut link = Text::<512>::new();
     sys::readlink(sys_path(part, b"").as_bytes(), &mut link).ok()?;
     let (dir, _) = sys::split_parent(link.as_bytes());
