@@ -227,9 +227,10 @@ fn parent_disk(part: &[u8]) -> Option<Text<192>> {
     let mut link = Text::<512>::new();
     sys::readlink(sys_path(part, b"").as_bytes(), &mut link).ok()?;
     let (dir, _) = sys::split_parent(link.as_bytes());
+    // Kernel disk names are under 32 bytes: this always fits.
     let mut t = Text::new();
-    t.push(b"/dev/").ok()?;
-    t.push(sys::split_parent(dir).1).ok()?;
+    t.push_lossy(b"/dev/");
+    t.push_lossy(sys::split_parent(dir).1);
     Some(t)
 }
 
