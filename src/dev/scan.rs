@@ -42,10 +42,7 @@ impl Entry {
 
     /// `/dev/<name>`, in the type `wait_for` returns.
     pub fn node(&self) -> Text<192> {
-        let mut t = Text::new();
-        t.push_lossy(b"/dev/");
-        t.push_lossy(self.name.as_bytes());
-        t
+        dev_node(self.name.as_bytes())
     }
 }
 
@@ -221,17 +218,21 @@ fn probe_entry(e: &mut Entry, name: &[u8]) {
     e.partn = read_sys_u64(name, b"/partition");
 }
 
+/// `/dev/<name>` (kernel device names are under 32 bytes: always fits).
+fn dev_node(name: &[u8]) -> Text<192> {
+    let mut t = Text::new();
+    t.push_lossy(b"/dev/");
+    t.push_lossy(name);
+    t
+}
+
 /// `/dev/<disk>` of a partition, from the sysfs link `/sys/class/block/<part>`, which points
-/// to `.../block/<disk>/<part>`. A `Text<192>` like `Entry::node`: one copy of the `Text` code.
+/// to `.../block/<disk>/<part>`.
 fn parent_disk(part: &[u8]) -> Option<Text<192>> {
     let mut link = Text::<512>::new();
     sys::readlink(sys_path(part, b"").as_bytes(), &mut link).ok()?;
     let (dir, _) = sys::split_parent(link.as_bytes());
-    // Kernel disk names are under 32 bytes: this always fits.
-    let mut t = Text::new();
-    t.push_lossy(b"/dev/");
-    t.push_lossy(sys::split_parent(dir).1);
-    Some(t)
+    Some(dev_node(sys::split_parent(dir).1))
 }
 
 /// The udev link for `dev` (`/dev/disk/by-label/X`...) if udev made it.
