@@ -88,9 +88,8 @@ impl Table {
         };
         let mut present = [false; MAX_DEVICES];
         let _ = sys::for_each_entry(dir.as_fd(), &mut |name, _| {
-            if words(SKIP_PREFIXES).any(|p| name.starts_with(p))
-                || (name.starts_with(b"mmcblk") && name.ends_with(b"rpmb"))
-            {
+            // `rpmb`: the eMMC replay-protected area (`mmcblkNrpmb`), never a filesystem.
+            if words(SKIP_PREFIXES).any(|p| name.starts_with(p)) || name.ends_with(b"rpmb") {
                 return;
             }
             let size = read_sys_u64(name, b"/size");
