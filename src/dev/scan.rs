@@ -209,9 +209,7 @@ fn read_sys_u64(name: &[u8], file: &[u8]) -> u64 {
 /// Fills the new entry `e` for device `name`: its filesystem and partition number.
 fn probe_entry(e: &mut Entry, name: &[u8]) {
     e.name.push_lossy(name);
-    if let Ok(fd) = sys::open_ro(e.node().as_bytes()) {
-        e.fs = probe_fs(&mut FdRead(fd.as_fd()));
-    }
+    e.fs = probe_node(e.node().as_bytes());
     // A partition: its number says which GPT entry of the parent disk describes it. The GPT
     // itself is read only if a PARTLABEL=/PARTUUID= lookup needs it (`load_gpt`).
     e.partn = read_sys_u64(name, b"/partition");
