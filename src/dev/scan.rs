@@ -232,20 +232,6 @@ fn parent_disk(part: &[u8]) -> Option<Text<192>> {
     Some(dev_node(sys::split_parent(dir).1))
 }
 
-/// The udev link for `dev` (`/dev/disk/by-label/X`...) if udev made it.
-fn udev_link(dev: &Device) -> Option<Text<192>> {
-    if dev.kind == DeviceKind::Path {
-        return None;
-    }
-    let mut p = Text::new();
-    dev.by_path(&mut p);
-    if sys::exists(p.as_bytes()) {
-        Some(p)
-    } else {
-        None
-    }
-}
-
 /// Waits until `dev` exists, up to `timeout_ms`, and returns the device node to mount and, when
 /// the scan probed it already, its filesystem type. Two
 /// devices with the same identifier fail at once, naming both.
@@ -259,7 +245,9 @@ pub fn wait_for(
     loop {
         if dev.kind == DeviceKind::Path {
             if sys::exists(dev.value.as_bytes()) {
-                return Text::from(dev.value.as_bytes()).ok().map(|n| (n, None));
+                let mut node = Text::new();
+                node.push_lossy(dev.value.as_bytes()); // a `Text<128>`: always fits
+                return Some((node, None));
             }
         } else {
             table.refresh();
@@ -275,7 +263,10 @@ pub fn wait_for(
                     return None;
                 }
                 Found::None => {
-                    if let Some(link) = udev_link(dev) {
+                    // The udev link (`/dev/disk/by-label/X`...), if udev made it.
+                    let mut link = Text::new();
+                    dev.by_path(&mut link);
+                    if sys::exists(link.as_bytes()) {
                         return Some((link, None));
                     }
                 }
