@@ -22,9 +22,8 @@ pub struct Entry {
     pub fs: Option<FsInfo>,
     pub partlabel: Text<144>,
     pub partuuid: Text<40>,
-    /// Partition number (0: a whole disk), and whether its GPT entry was read.
+    /// Partition number whose GPT entry is still to be read (0: a whole disk, or read already).
     partn: u64,
-    gpt_done: bool,
 }
 
 impl Entry {
@@ -36,7 +35,6 @@ impl Entry {
             partlabel: Text::new(),
             partuuid: Text::new(),
             partn: 0,
-            gpt_done: false,
         }
     }
 
@@ -124,10 +122,11 @@ impl Table {
     /// parent disk's table (once per partition: a few hundred small cached reads).
     fn load_gpt(&mut self) {
         for e in self.entries.iter_mut().flatten() {
-            if e.partn == 0 || e.gpt_done {
+            // Read once: the number is not needed after.
+            let partn = core::mem::take(&mut e.partn);
+            if partn == 0 {
                 continue;
             }
-            e.gpt_done = true;
             let Some(disk) = parent_disk(e.name.as_bytes()) else {
                 continue;
             };
@@ -135,7 +134,7 @@ impl Table {
                 continue;
             };
             gpt_partitions(&mut FdRead(fd.as_fd()), 0, &mut |p: &GptPart| {
-                if u64::from(p.number) == e.partn {
+                if u64::from(p.number) == partn {
                     e.partlabel.push_lossy(p.name.as_bytes());
                     e.partuuid.push_lossy(p.uuid.as_bytes());
                 }
