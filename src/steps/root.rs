@@ -177,8 +177,8 @@ const SYSROOT_MARKERS: &[u8] = b"/system /sbin/init /usr/lib/systemd/systemd";
 /// Live mode: someone else (dracut's dmsquash-live, an initramfs script) assembles the sysroot;
 /// wait until it holds a system (`/system` as upstream checks, or an init).
 pub fn wait_for_sysroot(ctx: &mut Ctx) -> Result<(), Error> {
-    let timeout_ms = ctx.cmd.sysroot_wait_s as u64 * 1000;
-    let deadline = sys::now_ms().saturating_add(timeout_ms);
+    let wait_s = u64::from(ctx.cmd.sysroot_wait_s);
+    let deadline = sys::now_ms().saturating_add(wait_s * 1000);
     let sysroot = ctx.env.sysroot.as_bytes();
     let mut probe = Text::<192>::new();
     loop {
@@ -201,7 +201,7 @@ pub fn wait_for_sysroot(ctx: &mut Ctx) -> Result<(), Error> {
         if sys::now_ms() >= deadline {
             return Err(err(
                 b"{} held no system after {} s (rd.immucore.sysrootwait)",
-                &[sysroot, log::num(timeout_ms / 1000).as_bytes()],
+                &[sysroot, log::num(wait_s).as_bytes()],
             ));
         }
         sys::sleep_ms(100);
