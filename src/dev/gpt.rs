@@ -5,7 +5,7 @@
 //! not consulted.
 
 use super::probe::{arr, field, le16, le32, le64, push_uuid, read, BlockRead};
-use crate::util::fixed::{copy_bytes, Text};
+use crate::util::fixed::Text;
 
 pub struct GptPart {
     /// 1-based index in the entry array (the kernel's partition number).
@@ -98,9 +98,9 @@ fn entry(p: &mut GptPart, number: u32, e: &[u8; 4096]) {
     }
     // The first three GUID fields are stored little-endian; the text form shows them
     // big-endian.
-    let mut g: [u8; 16] = arr(e, 16);
     let head = u64::from(le32(e, 16)) << 32 | u64::from(le16(e, 20)) << 16 | u64::from(le16(e, 22));
-    copy_bytes(&mut g, &head.to_be_bytes());
+    let tail = u64::from_be_bytes(arr(e, 24));
+    let g = (u128::from(head) << 64 | u128::from(tail)).to_be_bytes();
     p.number = number;
     p.uuid.clear();
     push_uuid(&mut p.uuid, &g);
