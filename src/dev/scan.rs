@@ -232,8 +232,9 @@ fn parent_disk(part: &[u8]) -> Option<Text<192>> {
 }
 
 /// Waits until `dev` exists, up to `timeout_ms`, and returns the device node to mount and, when
-/// the scan probed it already, its filesystem type. Two
-/// devices with the same identifier fail at once, naming both.
+/// the scan probed it already, its filesystem type. Two devices with the same identifier fail
+/// at once, naming both. `err` (empty on entry) says why on `None`; on success it holds only
+/// the device's description.
 pub fn wait_for(
     table: &mut Table,
     dev: &Device,
@@ -241,6 +242,8 @@ pub fn wait_for(
     err: &mut Text<256>,
 ) -> Option<(Text<192>, Option<FsType>)> {
     let deadline = sys::now_ms().saturating_add(timeout_ms);
+    // Every failure message starts with the device.
+    describe(dev, err);
     loop {
         if dev.kind == DeviceKind::Path {
             if sys::exists(dev.value.as_bytes()) {
@@ -253,7 +256,6 @@ pub fn wait_for(
             match table.find(dev) {
                 Found::One(e) => return Some((e.node(), e.fs.as_ref().map(|f| f.fs))),
                 Found::Duplicate(a, b) => {
-                    describe(dev, err);
                     err.push_lossy(b" is carried by two devices, ");
                     err.push_lossy(a.node().as_bytes());
                     err.push_lossy(b" and ");
@@ -272,12 +274,10 @@ pub fn wait_for(
             }
         }
         if sys::stop_requested() {
-            describe(dev, err);
             err.push_lossy(b": stopped waiting, a stop signal (SIGTERM) arrived");
             return None;
         }
         if sys::now_ms() >= deadline {
-            describe(dev, err);
             err.push_lossy(b" did not appear within ");
             err.push_lossy(crate::log::num(timeout_ms / 1000).as_bytes());
             err.push_lossy(b" s");
