@@ -14,6 +14,8 @@ pub struct GptPart {
     pub name: Text<144>,
     /// Unique partition GUID, lower-case text form.
     pub uuid: Text<40>,
+    pub first_lba: u64,
+    pub last_lba: u64,
 }
 
 /// Calls `f` for each used entry of the GPT on `dev`; false if there is no valid GPT.
@@ -58,6 +60,8 @@ fn table(dev: &mut impl BlockRead, ss: u32, f: &mut impl FnMut(&GptPart)) -> Opt
         number: 0,
         name: Text::new(),
         uuid: Text::new(),
+        first_lba: 0,
+        last_lba: 0,
     };
     // Pass 0 checks the entry array's CRC, pass 1 reports the entries.
     for pass in 0..2 {
@@ -104,6 +108,8 @@ fn entry(p: &mut GptPart, number: u32, e: &[u8; 4096]) {
     p.number = number;
     p.uuid.clear();
     push_uuid(&mut p.uuid, &g);
+    p.first_lba = le64(e, 32);
+    p.last_lba = le64(e, 40);
 }
 
 /// CRC-32 (IEEE, reflected) update, bit by bit: no table. Start with `!0`, finish with `!`.
@@ -125,7 +131,7 @@ mod tests {
     use std::vec::Vec;
     use std::{format, vec};
 
-    type Row = (u32, String, String);
+    type Row = (u32, String, String, u64, u64);
 
     fn parts(dev: &mut impl BlockRead, ss: u32) -> Option<Vec<Row>> {
         let mut v = Vec::new();
@@ -134,6 +140,8 @@ mod tests {
                 p.number,
                 p.name.as_str().to_string(),
                 p.uuid.as_str().to_string(),
+                p.first_lba,
+                p.last_lba,
             ))
         });
         ok.then_some(v)
@@ -149,11 +157,14 @@ mod tests {
                 .trim()
                 .to_string()
         };
+        let lba = |k: &str| get(k).split(' ').next().unwrap().parse().unwrap();
         let name = get("Partition name:");
         (
             n,
             name.trim_matches('\'').to_string(),
             get("Partition unique GUID:").to_lowercase(),
+            lba("First sector:"),
+            lba("Last sector:"),
         )
     }
 
