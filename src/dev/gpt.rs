@@ -34,9 +34,11 @@ pub fn gpt_partitions(
 fn table(dev: &mut impl BlockRead, ss: u32, f: &mut impl FnMut(&GptPart)) -> Option<()> {
     let mbr = read::<512>(dev, 0);
     let protective = (0..4).any(|i| mbr.get(446 + 4 + i * 16) == Some(&0xEE));
-    if field(&mbr, 510, 2) != [0x55, 0xAA] || !protective || !matches!(ss, 512..=4096) {
+    if field(&mbr, 510, 2) != [0x55, 0xAA] || !protective {
         return None;
     }
+    // Callers pass 512 or 4096; a larger size would not fit `buf` (`get_mut` fails) and one
+    // smaller than a header fails the header-size check below.
     let ss = ss as usize;
     // Fields are read from the whole buffer (fixed size, so their bounds are known at compile
     // time): they lie in the part just read, the first 92 bytes of a header or 128 of an entry.
