@@ -197,12 +197,13 @@ fn sys_path(name: &[u8], file: &[u8]) -> Text<128> {
 fn read_sys_u64(name: &[u8], file: &[u8]) -> u64 {
     let mut buf = [0u8; 32];
     let n = sys::read_file(sys_path(name, file).as_bytes(), &mut buf).unwrap_or(0);
-    let text = buf.get(..n).unwrap_or(&[]);
-    let end = text
-        .iter()
-        .position(|c| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    crate::util::fixed::parse_u64(text.get(..end).unwrap_or(&[])).unwrap_or(0)
+    // The leading digits (sysfs ends the number with a newline); saturates rather than wraps.
+    buf.iter()
+        .take(n)
+        .take_while(|c| c.is_ascii_digit())
+        .fold(0, |v: u64, &c| {
+            v.saturating_mul(10).saturating_add(u64::from(c - b'0'))
+        })
 }
 
 /// Fills the new entry `e` for device `name`: its filesystem and partition number.
