@@ -58,9 +58,8 @@ pub fn attach(image: BorrowedFd<'_>, read_only: bool, name: &[u8]) -> Result<Loo
     for _ in 0..16 {
         let index = call(ctl.as_fd(), LOOP_CTL_GET_FREE, 0)?;
         let mut path = Text::<32>::new();
-        let _ = path
-            .push(b"/dev/loop")
-            .and_then(|_| path.push_num(index as u64));
+        path.push_lossy(b"/dev/loop");
+        let _ = path.push_num(index as u64); // at most 20 digits: fits
         let dev = open_node(path.as_bytes(), read_only)?;
         match configure(dev.as_fd(), image, read_only, name) {
             Ok(()) => return Ok(Loop { fd: dev, path }),
