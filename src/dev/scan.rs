@@ -122,8 +122,7 @@ impl Table {
     /// parent disk's table (once per partition: a few hundred small cached reads).
     fn load_gpt(&mut self) {
         for e in self.entries.iter_mut().flatten() {
-            // Read once: the number is not needed after.
-            let partn = core::mem::take(&mut e.partn);
+            let partn = e.partn;
             if partn == 0 {
                 continue;
             }
@@ -133,6 +132,8 @@ impl Table {
             let Ok(fd) = sys::open_ro(disk.as_bytes()) else {
                 continue;
             };
+            // The table is read once: the number is not needed after.
+            e.partn = 0;
             gpt_partitions(&mut FdRead(fd.as_fd()), 0, &mut |p: &GptPart| {
                 if u64::from(p.number) == partn {
                     e.partlabel.push_lossy(p.name.as_bytes());
