@@ -22,18 +22,25 @@ pub struct Entry {
     pub fs: Option<FsInfo>,
     pub partlabel: Text<144>,
     pub partuuid: Text<40>,
-    /// Partition number (0: a whole disk), and whether its GPT entry was read.
+    /// Partition number whose GPT entry is still to be read (0: a whole disk, or read already).
     partn: u64,
-    gpt_done: bool,
 }
 
 impl Entry {
+    fn new(size: u64) -> Entry {
+        Entry {
+            name: Text::new(),
+            size,
+            fs: None,
+            partlabel: Text::new(),
+            partuuid: Text::new(),
+            partn: 0,
+        }
+    }
+
     /// `/dev/<name>`, in the type `wait_for` returns.
     pub fn node(&self) -> Text<192> {
-        let mut t = Text::new();
-        t.push_lossy(b"/dev/");
-        t.push_lossy(self.name.as_bytes());
-        t
+        dev_node(self.name.as_bytes())
     }
 }
 
@@ -79,12 +86,11 @@ impl Table {
         };
         let mut present = [false; MAX_DEVICES];
         let _ = sys::for_each_entry(dir.as_fd(), &mut |name, _| {
-            if words(SKIP_PREFIXES).any(|p| name.starts_with(p))
-                || (name.starts_with(b"mmcblk") && name.ends_with(b"rpmb"))
-            {
+            // `rpmb`: the eMMC replay-protected area (`mmcblkNrpmb`), never a filesystem.
+            if words(SKIP_PREFIXES).any(|p| name.starts_with(p)) || name.ends_with(b"rpmb") {
                 return;
             }
-            let size = read_sys_u64(name, b"size");
+            let size = read_sys_u64(name, b"/size");
             let mut slots = self.entries.iter_mut().zip(present.iter_mut());
             if let Some((slot, seen)) =
                 slots.find(|(e, _)| e.as_ref().is_some_and(|e| e.name.as_bytes() == name))
@@ -101,7 +107,7 @@ impl Table {
             }
             let mut slots = self.entries.iter_mut().zip(present.iter_mut());
             if let Some((slot, seen)) = slots.find(|(e, _)| e.is_none()) {
-                *slot = Some(probe_entry(name, size));
+                probe_entry(slot.insert(Entry::new(size)), name);
                 *seen = true;
             }
         });
@@ -112,14 +118,12 @@ impl Table {
         }
     }
 
-    /// Reads the GPT names and ids of the partitions that do not have them yet, one read of
-    /// each parent disk's table.
+    /// Reads the GPT name and id of each partition that does not have them yet from its
+    /// parent disk's table (once per partition: a few hundred small cached reads).
     fn load_gpt(&mut self) {
-        for i in 0..MAX_DEVICES {
-            let Some(Some(e)) = self.entries.get(i) else {
-                continue;
-            };
-            if e.partn == 0 || e.gpt_done {
+        for e in self.entries.iter_mut().flatten() {
+            let partn = e.partn;
+            if partn == 0 {
                 continue;
             }
             let Some(disk) = parent_disk(e.name.as_bytes()) else {
@@ -128,23 +132,14 @@ impl Table {
             let Ok(fd) = sys::open_ro(disk.as_bytes()) else {
                 continue;
             };
-            let entries = &mut self.entries;
+            // The table is read once: the number is not needed after.
+            e.partn = 0;
             gpt_partitions(&mut FdRead(fd.as_fd()), 0, &mut |p: &GptPart| {
-                // Every partition of this disk gets its entry from this one read.
-                for e in entries.iter_mut().flatten() {
-                    if !e.gpt_done
-                        && e.partn == p.number as u64
-                        && parent_disk(e.name.as_bytes()).as_ref() == Some(&disk)
-                    {
-                        e.partlabel.push_lossy(p.name.as_bytes());
-                        e.partuuid.push_lossy(p.uuid.as_bytes());
-                        e.gpt_done = true;
-                    }
+                if u64::from(p.number) == partn {
+                    e.partlabel.push_lossy(p.name.as_bytes());
+                    e.partuuid.push_lossy(p.uuid.as_bytes());
                 }
             });
-            if let Some(Some(e)) = self.entries.get_mut(i) {
-                e.gpt_done = true;
-            }
         }
     }
 
@@ -181,21 +176,21 @@ fn matches(e: &Entry, dev: &Device) -> bool {
     };
     // Ids are hex, written in either case; labels match exactly.
     let is_id = matches!(dev.kind, DeviceKind::Uuid | DeviceKind::PartUuid);
-    // A plain loop: core's `eq_ignore_ascii_case` is several times larger.
-    #[allow(clippy::manual_ignore_case_cmp)]
+    // A plain loop: core's `eq_ignore_ascii_case` is several times larger. Two different bytes
+    // are the same letter in either case when they differ only in bit 0x20 and are letters.
     have.is_some_and(|h| {
         h.len() == want.len()
-            && h.iter()
-                .zip(want)
-                .all(|(a, b)| a == b || (is_id && a.to_ascii_lowercase() == b.to_ascii_lowercase()))
+            && h.iter().zip(want).all(|(&a, &b)| {
+                a == b || (is_id && a ^ b == 0x20 && (a | 0x20).is_ascii_lowercase())
+            })
     })
 }
 
+/// `/sys/class/block/<name><file>`; `file` is empty or starts with `/`.
 fn sys_path(name: &[u8], file: &[u8]) -> Text<128> {
     let mut p = Text::new();
     p.push_lossy(b"/sys/class/block/");
     p.push_lossy(name);
-    p.push_lossy(b"/");
     p.push_lossy(file);
     p
 }
@@ -203,69 +198,45 @@ fn sys_path(name: &[u8], file: &[u8]) -> Text<128> {
 fn read_sys_u64(name: &[u8], file: &[u8]) -> u64 {
     let mut buf = [0u8; 32];
     let n = sys::read_file(sys_path(name, file).as_bytes(), &mut buf).unwrap_or(0);
-    let text = buf.get(..n).unwrap_or(&[]);
-    let end = text
-        .iter()
-        .position(|c| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    crate::util::fixed::parse_u64(text.get(..end).unwrap_or(&[])).unwrap_or(0)
+    // The leading digits (sysfs ends the number with a newline); saturates rather than wraps.
+    buf.iter()
+        .take(n)
+        .take_while(|c| c.is_ascii_digit())
+        .fold(0, |v: u64, &c| {
+            v.saturating_mul(10).saturating_add(u64::from(c - b'0'))
+        })
 }
 
-fn probe_entry(name: &[u8], size: u64) -> Entry {
-    let mut e = Entry {
-        name: Text::new(),
-        size,
-        fs: None,
-        partlabel: Text::new(),
-        partuuid: Text::new(),
-        partn: 0,
-        gpt_done: false,
-    };
+/// Fills the new entry `e` for device `name`: its filesystem and partition number.
+fn probe_entry(e: &mut Entry, name: &[u8]) {
     e.name.push_lossy(name);
-    if let Ok(fd) = sys::open_ro(e.node().as_bytes()) {
-        e.fs = probe_fs(&mut FdRead(fd.as_fd()));
-    }
+    e.fs = probe_node(e.node().as_bytes());
     // A partition: its number says which GPT entry of the parent disk describes it. The GPT
     // itself is read only if a PARTLABEL=/PARTUUID= lookup needs it (`load_gpt`).
-    e.partn = read_sys_u64(name, b"partition");
-    e
+    e.partn = read_sys_u64(name, b"/partition");
+}
+
+/// `/dev/<name>` (kernel device names are under 32 bytes: always fits).
+fn dev_node(name: &[u8]) -> Text<192> {
+    let mut t = Text::new();
+    t.push_lossy(b"/dev/");
+    t.push_lossy(name);
+    t
 }
 
 /// `/dev/<disk>` of a partition, from the sysfs link `/sys/class/block/<part>`, which points
 /// to `.../block/<disk>/<part>`.
-fn parent_disk(part: &[u8]) -> Option<Text<48>> {
+fn parent_disk(part: &[u8]) -> Option<Text<192>> {
     let mut link = Text::<512>::new();
-    let p = sys_path(part, b"");
-    // `sys_path` ends in `/`, which would follow the link: read the link itself.
-    let p = p.as_bytes();
-    sys::readlink(p.strip_suffix(b"/").unwrap_or(p), &mut link).ok()?;
-    let path = link.as_bytes();
-    let mut comps = path.rsplit(|&c| c == b'/');
-    comps.next()?;
-    let disk = comps.next()?;
-    let mut t = Text::new();
-    t.push(b"/dev/").ok()?;
-    t.push(disk).ok()?;
-    Some(t)
-}
-
-/// The udev link for `dev` (`/dev/disk/by-label/X`...) if udev made it.
-fn udev_link(dev: &Device) -> Option<Text<192>> {
-    if dev.kind == DeviceKind::Path {
-        return None;
-    }
-    let mut p = Text::new();
-    dev.by_path(&mut p);
-    if sys::exists(p.as_bytes()) {
-        Some(p)
-    } else {
-        None
-    }
+    sys::readlink(sys_path(part, b"").as_bytes(), &mut link).ok()?;
+    let (dir, _) = sys::split_parent(link.as_bytes());
+    Some(dev_node(sys::split_parent(dir).1))
 }
 
 /// Waits until `dev` exists, up to `timeout_ms`, and returns the device node to mount and, when
-/// the scan probed it already, its filesystem type. Two
-/// devices with the same identifier fail at once, naming both.
+/// the scan probed it already, its filesystem type. Two devices with the same identifier fail
+/// at once, naming both. `err` (empty on entry) says why on `None`; on success it holds only
+/// the device's description.
 pub fn wait_for(
     table: &mut Table,
     dev: &Device,
@@ -273,17 +244,20 @@ pub fn wait_for(
     err: &mut Text<256>,
 ) -> Option<(Text<192>, Option<FsType>)> {
     let deadline = sys::now_ms().saturating_add(timeout_ms);
+    // Every failure message starts with the device.
+    describe(dev, err);
     loop {
         if dev.kind == DeviceKind::Path {
             if sys::exists(dev.value.as_bytes()) {
-                return Text::from(dev.value.as_bytes()).ok().map(|n| (n, None));
+                let mut node = Text::new();
+                node.push_lossy(dev.value.as_bytes()); // a `Text<128>`: always fits
+                return Some((node, None));
             }
         } else {
             table.refresh();
             match table.find(dev) {
                 Found::One(e) => return Some((e.node(), e.fs.as_ref().map(|f| f.fs))),
                 Found::Duplicate(a, b) => {
-                    describe(dev, err);
                     err.push_lossy(b" is carried by two devices, ");
                     err.push_lossy(a.node().as_bytes());
                     err.push_lossy(b" and ");
@@ -292,19 +266,20 @@ pub fn wait_for(
                     return None;
                 }
                 Found::None => {
-                    if let Some(link) = udev_link(dev) {
+                    // The udev link (`/dev/disk/by-label/X`...), if udev made it.
+                    let mut link = Text::new();
+                    dev.by_path(&mut link);
+                    if sys::exists(link.as_bytes()) {
                         return Some((link, None));
                     }
                 }
             }
         }
         if sys::stop_requested() {
-            describe(dev, err);
             err.push_lossy(b": stopped waiting, a stop signal (SIGTERM) arrived");
             return None;
         }
         if sys::now_ms() >= deadline {
-            describe(dev, err);
             err.push_lossy(b" did not appear within ");
             err.push_lossy(crate::log::num(timeout_ms / 1000).as_bytes());
             err.push_lossy(b" s");

@@ -2,7 +2,7 @@
 //! the read-only root on the sysroot (or, in live mode, waiting for someone else's sysroot).
 
 use super::{err, err_errno, mount_at, mount_device, Ctx, Error, Mounted, Target};
-use crate::config::cmdline::{Device, DeviceKind};
+use crate::config::cmdline::{words, Device, DeviceKind};
 use crate::log;
 use crate::sys::{self, inroot::Root, loopdev};
 use crate::util::fixed::Text;
@@ -93,9 +93,7 @@ pub fn discover_state(ctx: &mut Ctx) -> Result<(), Error> {
         .open_at(image, flags, 0)
         .map_err(|e| err_errno(b"cannot open image {} on the images partition", &[image], e))?;
     // A truncated image (an interrupted upgrade) mounts with a bare EINVAL: say what it is.
-    let file_size = rustix::fs::fstat(&file)
-        .map(|st| st.st_size as u64)
-        .unwrap_or(0);
+    let file_size = rustix::fs::seek(&file, rustix::fs::SeekFrom::End(0)).unwrap_or(0);
     if let Some(fs_size) = crate::dev::scan::ext_size_of(file.as_fd()) {
         if fs_size > file_size {
             return Err(err(
@@ -174,17 +172,17 @@ fn open_root(ctx: &mut Ctx) -> Result<(), Error> {
 }
 
 /// What shows that a sysroot holds a system: `/system` as upstream checks, or an init.
-static SYSROOT_MARKERS: &[&[u8]] = &[b"/system", b"/sbin/init", b"/usr/lib/systemd/systemd"];
+const SYSROOT_MARKERS: &[u8] = b"/system /sbin/init /usr/lib/systemd/systemd";
 
 /// Live mode: someone else (dracut's dmsquash-live, an initramfs script) assembles the sysroot;
 /// wait until it holds a system (`/system` as upstream checks, or an init).
 pub fn wait_for_sysroot(ctx: &mut Ctx) -> Result<(), Error> {
-    let timeout_ms = ctx.cmd.sysroot_wait_s as u64 * 1000;
-    let deadline = sys::now_ms().saturating_add(timeout_ms);
+    let wait_s = u64::from(ctx.cmd.sysroot_wait_s);
+    let deadline = sys::now_ms().saturating_add(wait_s * 1000);
     let sysroot = ctx.env.sysroot.as_bytes();
     let mut probe = Text::<192>::new();
     loop {
-        for &marker in SYSROOT_MARKERS {
+        for marker in words(SYSROOT_MARKERS) {
             probe.clear();
             probe.push_lossy(sysroot);
             probe.push_lossy(marker);
@@ -203,7 +201,7 @@ pub fn wait_for_sysroot(ctx: &mut Ctx) -> Result<(), Error> {
         if sys::now_ms() >= deadline {
             return Err(err(
                 b"{} held no system after {} s (rd.immucore.sysrootwait)",
-                &[sysroot, log::num(timeout_ms / 1000).as_bytes()],
+                &[sysroot, log::num(wait_s).as_bytes()],
             ));
         }
         sys::sleep_ms(100);

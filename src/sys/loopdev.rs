@@ -54,22 +54,20 @@ pub struct Loop {
 /// so the device goes away with its last user.
 pub fn attach(image: BorrowedFd<'_>, read_only: bool, name: &[u8]) -> Result<Loop> {
     let ctl = open(b"/dev/loop-control", OFlags::RDWR, 0)?;
-    let mut last = Errno::BUSY;
     // Another process may take the device between GET_FREE and configuring it: ask again.
     for _ in 0..16 {
         let index = call(ctl.as_fd(), LOOP_CTL_GET_FREE, 0)?;
         let mut path = Text::<32>::new();
-        let _ = path
-            .push(b"/dev/loop")
-            .and_then(|_| path.push_num(index as u64));
+        path.push_lossy(b"/dev/loop");
+        let _ = path.push_num(index as u64); // at most 20 digits: fits
         let dev = open_node(path.as_bytes(), read_only)?;
         match configure(dev.as_fd(), image, read_only, name) {
             Ok(()) => return Ok(Loop { fd: dev, path }),
-            Err(Errno::BUSY) | Err(Errno::AGAIN) => last = Errno::BUSY,
+            Err(Errno::BUSY) | Err(Errno::AGAIN) => {}
             Err(e) => return Err(e),
         }
     }
-    Err(last)
+    Err(Errno::BUSY)
 }
 
 /// devtmpfs creates the node when the device is allocated; allow it a moment (util-linux
@@ -128,17 +126,20 @@ fn configure_legacy(
 ) -> Result<()> {
     call(dev, LOOP_SET_FD, image.as_raw_fd() as usize)?;
     info.lo_flags = LO_FLAGS_AUTOCLEAR as u32;
+    let mut r = Err(Errno::AGAIN);
     for _ in 0..20 {
-        match call(dev, LOOP_SET_STATUS64, info as *mut loop_info64 as usize) {
-            Ok(_) => return Ok(()),
-            // The kernel flushes the page cache and asks to retry if it was dirtied meanwhile.
-            Err(Errno::AGAIN) => sleep_ms(10),
-            Err(e) => {
-                let _ = call(dev, LOOP_CLR_FD, 0);
-                return Err(e);
-            }
+        r = call(dev, LOOP_SET_STATUS64, info as *mut loop_info64 as usize);
+        // The kernel flushes the page cache and asks to retry if it was dirtied meanwhile.
+        if !matches!(r, Err(Errno::AGAIN)) {
+            break;
+        }
+        sleep_ms(10);
+    }
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let _ = call(dev, LOOP_CLR_FD, 0);
+            Err(e)
         }
     }
-    let _ = call(dev, LOOP_CLR_FD, 0);
-    Err(Errno::AGAIN)
 }
