@@ -60,8 +60,8 @@ fn table(dev: &mut impl BlockRead, ss: u32, f: &mut impl FnMut(&GptPart)) -> Opt
     let start = lba.checked_mul(ss as u64)?;
     let mut part = GptPart {
         number: 0,
-        name: Text::new(),
-        uuid: Text::new(),
+        name: Text::EMPTY,
+        uuid: Text::EMPTY,
         first_lba: 0,
         last_lba: 0,
     };

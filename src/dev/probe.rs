@@ -132,8 +132,8 @@ pub fn probe_fs(dev: &mut impl BlockRead) -> Option<FsInfo> {
     // Each probe fills in label and UUID only when it matches.
     let mut out = FsInfo {
         fs: FsType::Ext2,
-        label: Text::new(),
-        uuid: Text::new(),
+        label: Text::EMPTY,
+        uuid: Text::EMPTY,
     };
     out.fs = xfs(&sb0, &mut out)
         .or_else(|| ext(&sb1, &mut out))
@@ -694,8 +694,8 @@ pub(crate) mod tests {
         let label = |raw: &[u8]| {
             let mut out = FsInfo {
                 fs: FsType::Ext2,
-                label: Text::new(),
-                uuid: Text::new(),
+                label: Text::EMPTY,
+                uuid: Text::EMPTY,
             };
             found(&mut out, FsType::Ext2, raw, &[]);
             out.label

@@ -29,11 +29,11 @@ pub struct Entry {
 impl Entry {
     fn new(size: u64) -> Entry {
         Entry {
-            name: Text::new(),
+            name: Text::EMPTY,
             size,
             fs: None,
-            partlabel: Text::new(),
-            partuuid: Text::new(),
+            partlabel: Text::EMPTY,
+            partuuid: Text::EMPTY,
             partn: 0,
         }
     }
