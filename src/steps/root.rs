@@ -41,10 +41,13 @@ pub fn mount_tmpfs(ctx: &mut Ctx) -> Result<(), Error> {
 }
 
 fn label_device(label: &str) -> Device {
-    Device {
+    let mut dev = Device {
         kind: DeviceKind::Label,
-        value: Text::from(label.as_bytes()).unwrap_or_default(),
-    }
+        value: Text::EMPTY,
+    };
+    // Fits: the labels here are the built-in COS_* ones.
+    dev.value.push_lossy(label.as_bytes());
+    dev
 }
 
 /// Mounts `COS_STATE` (or `COS_RECOVERY`) read-only on `/run/initramfs/cos-state`.
