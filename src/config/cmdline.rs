@@ -449,22 +449,24 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
     // Without a trailing newline (by hand: `strip_suffix` would be one more generic instance).
     let newline = usize::from(text.last() == Some(&b'\n'));
     let body = text.get(..text.len() - newline).unwrap_or(text);
+    // The fields decided at the end start as zeros (`Active`, 0, `false`), so one clearing
+    // makes the whole struct; every one of them is set before `Ok`.
     let mut c = Cmdline {
         mode: Mode::Normal,
-        state: BootState::Unknown,
+        state: BootState::Active,
         image: Text::EMPTY,
         oem_label: Text::EMPTY,
-        oem_timeout_s: OEM_TIMEOUT_S.default,
+        oem_timeout_s: 0,
         overlay: Text::EMPTY,
         mounts: List::new(),
         debugrw: false,
         debug: false,
         reboot_on_failure: false,
-        sysroot_wait_s: SYSROOT_WAIT_S.default,
+        sysroot_wait_s: 0,
         fsck_mode: FsckMode::Auto,
         fsck_repair: FsckRepair::Preen,
         init: Text::EMPTY,
-        shell_allowed: true,
+        shell_allowed: false,
         ignored: List::new(),
         warnings: List::new(),
     };
