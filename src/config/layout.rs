@@ -31,13 +31,16 @@ impl Default for EnvVars {
 }
 
 impl EnvVars {
+    /// Through a constant: all zero bytes, cleared at once (a `spans` array built at run time
+    /// would be made on the stack and copied).
     pub const fn new() -> Self {
-        EnvVars {
+        const EMPTY: EnvVars = EnvVars {
             keys: List::new(),
             spans: [(0, 0); MAX_VARS],
             store: [0; VALUE_STORE],
             used: 0,
-        }
+        };
+        EMPTY
     }
 
     fn index(&self, key: &[u8]) -> Option<usize> {
@@ -364,7 +367,7 @@ const DEFAULT_STATE_TARGET: &[u8] = b"/usr/local/.state";
 const DEFAULT_OVERLAY: &[u8] = b"tmpfs:20%";
 
 /// The layout to apply.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 #[cfg_attr(test, derive(Debug))]
 pub struct Layout {
     /// Ephemeral overlay mount points.
@@ -376,6 +379,19 @@ pub struct Layout {
     pub state_target: Text<256>,
     /// `<device>:<mountpoint>` specs as written, each valid for [`volume_spec`].
     pub volumes: List<2048, 16>,
+}
+
+impl Default for Layout {
+    /// Empty; all zero bytes, cleared at once (the derived `default` clears field by field).
+    fn default() -> Self {
+        Layout {
+            rw_paths: List::new(),
+            binds: List::new(),
+            overlay: Text::EMPTY,
+            state_target: Text::EMPTY,
+            volumes: List::new(),
+        }
+    }
 }
 
 /// A layout we refuse: which key, which item of it, why.
