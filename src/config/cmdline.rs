@@ -470,12 +470,14 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
         ignored: List::new(),
         warnings: List::new(),
     };
-    let mut choices = [Choice {
+    // A constant: cleared at once, not filled entry by entry.
+    const ABSENT: [Choice; VALUES] = [Choice {
         rank: 0,
         key: 0,
         start: 0,
         len: 0,
     }; VALUES];
+    let mut choices = ABSENT;
     let mut flags = 0;
     // rd.immucore.mount= values go after all rd.cos.mount= ones, as upstream merges them.
     let mut late_mounts: List<2048, MAX_MOUNTS> = List::new();
