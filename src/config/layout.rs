@@ -62,14 +62,10 @@ impl EnvVars {
     }
 
     /// Sets `key`, replacing an earlier value (its bytes are reclaimed, so repeated keys do not
-    /// eat the store).
-    pub fn set(&mut self, key: &[u8], value: &[u8]) -> Result<(), &'static str> {
-        if key.len() > MAX_KEY {
-            return Err("key too long");
-        }
-        if value.len() > MAX_VALUE {
-            return Err("value too long");
-        }
+    /// eat the store). Keys of at most `MAX_KEY` bytes and values of at most `MAX_VALUE`: `entry`
+    /// refuses longer keys, and its value buffers hold no more (the store and the key list
+    /// refuse overflows whatever the lengths).
+    fn set(&mut self, key: &[u8], value: &[u8]) -> Result<(), &'static str> {
         let existing = self.index(key);
         let (old_start, old_len) = existing
             .and_then(|i| self.spans.get(i))
