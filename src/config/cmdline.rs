@@ -718,8 +718,9 @@ impl Device {
         }
         let mut path = Text::new();
         normalize(spec, &mut path)?;
-        // `/dev/`, `/dev/.` normalize to `/dev` itself: a directory, not a device node.
-        if !path.as_bytes().starts_with(b"/dev/") {
+        // `/dev/`, `/dev/.` normalize to `/dev` itself: a directory, not a device node. (Any
+        // other path starting with `/dev/` keeps that start: `..` is refused.)
+        if path.as_bytes() == b"/dev" {
             return Err("no device name after /dev/");
         }
         device
