@@ -200,16 +200,12 @@ fn expand(s: &[u8], vars: &EnvVars, out: &mut Text<MAX_VALUE>) -> Result<(), Ful
 
 /// Parses a layout file into `vars` (godotenv v1.5.1 syntax, see the module comment).
 pub fn parse_env(text: &[u8], vars: &mut EnvVars) -> Result<(), EnvError> {
-    if let Some(nul) = text.iter().position(|&c| c == 0) {
+    // The first NUL or byte that is not UTF-8 (a NUL is valid UTF-8: both are looked for).
+    let nul = text.iter().position(|&c| c == 0).unwrap_or(text.len());
+    let binary = nul.min(utf8_valid_up_to(text));
+    if binary < text.len() {
         return Err(EnvError {
-            line: line_of(text, nul),
-            reason: "binary data",
-        });
-    }
-    let valid = utf8_valid_up_to(text);
-    if valid != text.len() {
-        return Err(EnvError {
-            line: line_of(text, valid),
+            line: line_of(text, binary),
             reason: "binary data",
         });
     }
