@@ -354,6 +354,9 @@ pub type PathList = List<4096, 96>;
 const LIST_KEYS: &str = "RW_PATHSPERSISTENT_STATE_PATHSCUSTOM_BIND_MOUNTS\
 PERSISTENT_STATE_PATHS (extra-layout.env)";
 const LIST_KEY_ENDS: [u8; 4] = [8, 30, 48, 89];
+/// The first two on their own, sliced out at compile time: the text exists once.
+const RW_PATHS: &str = LIST_KEYS.split_at(8).0;
+const PERSISTENT_STATE_PATHS: &str = LIST_KEYS.split_at(30).0.split_at(8).1;
 const DEFAULT_RW_PATHS: &[u8] = b"/etc /root /home /opt /srv /usr/local /var";
 const DEFAULT_STATE_TARGET: &[u8] = b"/usr/local/.state";
 const DEFAULT_OVERLAY: &[u8] = b"tmpfs:20%";
@@ -484,7 +487,7 @@ impl Layout {
                 3 => (
                     &mut self.binds,
                     extra
-                        .and_then(|extra| extra.get(b"PERSISTENT_STATE_PATHS"))
+                        .and_then(|extra| extra.get(PERSISTENT_STATE_PATHS.as_bytes()))
                         .unwrap_or(&[]),
                 ),
                 _ => (&mut self.binds, get(key)),
@@ -546,8 +549,11 @@ impl Layout {
         // Recovery and reset boots keep everything ephemeral: nothing persists.
         if matches!(state, BootState::Active | BootState::Passive) {
             let _ = vars.set(b"VOLUMES", b"LABEL=COS_PERSISTENT:/usr/local");
-            let _ = vars.set(b"RW_PATHS", b"/var /etc /srv");
-            let _ = vars.set(b"PERSISTENT_STATE_PATHS", KAIROS_PERSISTENT_STATE_PATHS);
+            let _ = vars.set(RW_PATHS.as_bytes(), b"/var /etc /srv");
+            let _ = vars.set(
+                PERSISTENT_STATE_PATHS.as_bytes(),
+                KAIROS_PERSISTENT_STATE_PATHS,
+            );
         }
         Layout::from_env(&vars, None, cmdline_overlay)
     }
@@ -588,13 +594,13 @@ impl Layout {
             "OVERLAY",
             &mut core::iter::once(self.overlay.as_bytes()),
         )?;
-        render_line(out, "PERSISTENT_STATE_PATHS", &mut self.binds.iter())?;
+        render_line(out, PERSISTENT_STATE_PATHS, &mut self.binds.iter())?;
         render_line(
             out,
             "PERSISTENT_STATE_TARGET",
             &mut core::iter::once(self.state_target.as_bytes()),
         )?;
-        render_line(out, "RW_PATHS", &mut self.rw_paths.iter())?;
+        render_line(out, RW_PATHS, &mut self.rw_paths.iter())?;
         render_line(out, "VOLUMES", &mut self.volumes.iter())
     }
 }
