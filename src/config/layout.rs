@@ -355,8 +355,12 @@ const LIST_KEYS: &str = "RW_PATHSPERSISTENT_STATE_PATHSCUSTOM_BIND_MOUNTS\
 PERSISTENT_STATE_PATHS (extra-layout.env)";
 const LIST_KEY_ENDS: [u8; 4] = [8, 30, 48, 89];
 /// The first two on their own, sliced out at compile time: the text exists once.
-const RW_PATHS: &str = LIST_KEYS.split_at(8).0;
-const PERSISTENT_STATE_PATHS: &str = LIST_KEYS.split_at(30).0.split_at(8).1;
+const RW_PATHS: &str = LIST_KEYS.split_at(LIST_KEY_ENDS[0] as usize).0;
+const PERSISTENT_STATE_PATHS: &str = LIST_KEYS
+    .split_at(LIST_KEY_ENDS[1] as usize)
+    .0
+    .split_at(LIST_KEY_ENDS[0] as usize)
+    .1;
 const DEFAULT_RW_PATHS: &[u8] = b"/etc /root /home /opt /srv /usr/local /var";
 const DEFAULT_STATE_TARGET: &[u8] = b"/usr/local/.state";
 const DEFAULT_OVERLAY: &[u8] = b"tmpfs:20%";
