@@ -209,11 +209,19 @@ struct Choice {
 /// What was chosen for a parameter: key, value (cut to the limit), and whether it was longer.
 type Chosen<'a> = Option<(&'a [u8], &'a [u8], bool)>;
 
-/// The choice in `slot`, resolved in `unquoted` (the tokens `parse` keeps).
+/// The choices of `parse` and `unquoted`, the tokens they point into. The helpers below take
+/// it with a slot, so each use is one call.
+struct Picks<'a> {
+    choices: &'a [Choice; VALUES],
+    unquoted: &'a [u8],
+}
+
+/// The choice in `slot`, resolved.
 #[inline(never)]
-fn chosen<'a>(choices: &[Choice; VALUES], unquoted: &'a [u8], slot: u8) -> Chosen<'a> {
+fn chosen<'a>(picks: &Picks<'a>, slot: u8) -> Chosen<'a> {
+    let unquoted = picks.unquoted;
     let slot = usize::from(slot);
-    let choice = choices.get(slot)?;
+    let choice = picks.choices.get(slot)?;
     if choice.rank == 0 {
         return None;
     }
@@ -229,8 +237,8 @@ fn chosen<'a>(choices: &[Choice; VALUES], unquoted: &'a [u8], slot: u8) -> Chose
 
 /// Which word of the space-separated `list` was chosen: 0 when the key is absent, `n` for its
 /// `n`th word, `usize::MAX` for any other value (including one cut to its limit).
-fn word(chosen: Chosen<'_>, list: &'static [u8]) -> usize {
-    let Some((_, value, cut)) = chosen else {
+fn word(picks: &Picks<'_>, slot: u8, list: &'static [u8]) -> usize {
+    let Some((_, value, cut)) = chosen(picks, slot) else {
         return 0;
     };
     match word_index(list, value) {
@@ -254,14 +262,16 @@ fn warn(warnings: &mut List<1024, 8>, key: &[u8], value: &[u8], reason: &[u8], t
     let _ = warnings.push(msg.as_bytes());
 }
 
-/// The chosen value if `check` accepts it; otherwise a warning ending in `then`, and nothing.
+/// The value chosen in `slot` if `check` accepts it; otherwise a warning ending in `then`, and
+/// nothing.
 fn checked<'a>(
-    chosen: Chosen<'a>,
+    picks: &Picks<'a>,
+    slot: u8,
     check: fn(&[u8]) -> Result<(), &'static str>,
     then: &[u8],
     warnings: &mut List<1024, 8>,
 ) -> &'a [u8] {
-    let Some((key, value, _)) = chosen else {
+    let Some((key, value, _)) = chosen(picks, slot) else {
         return &[];
     };
     match check(value) {
@@ -273,10 +283,10 @@ fn checked<'a>(
     }
 }
 
-/// The number chosen, or the default of `rule` with its warning when it is not one (or is
-/// below its minimum).
-fn number(chosen: Chosen<'_>, rule: &NumberRule, warnings: &mut List<1024, 8>) -> u32 {
-    let Some((key, value, cut)) = chosen else {
+/// The number chosen in `slot`, or the default of `rule` with its warning when it is not one
+/// (or is below its minimum).
+fn number(picks: &Picks<'_>, slot: u8, rule: &NumberRule, warnings: &mut List<1024, 8>) -> u32 {
+    let Some((key, value, cut)) = chosen(picks, slot) else {
         return rule.default;
     };
     match parse_u64(value).and_then(|n| u32::try_from(n).ok()) {
@@ -449,31 +459,35 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
     // Without a trailing newline (by hand: `strip_suffix` would be one more generic instance).
     let newline = usize::from(text.last() == Some(&b'\n'));
     let body = text.get(..text.len() - newline).unwrap_or(text);
+    // The fields decided at the end start as zeros (`Active`, 0, `false`), so one clearing
+    // makes the whole struct; every one of them is set before `Ok`.
     let mut c = Cmdline {
         mode: Mode::Normal,
-        state: BootState::Unknown,
+        state: BootState::Active,
         image: Text::EMPTY,
         oem_label: Text::EMPTY,
-        oem_timeout_s: OEM_TIMEOUT_S.default,
+        oem_timeout_s: 0,
         overlay: Text::EMPTY,
         mounts: List::new(),
         debugrw: false,
         debug: false,
         reboot_on_failure: false,
-        sysroot_wait_s: SYSROOT_WAIT_S.default,
+        sysroot_wait_s: 0,
         fsck_mode: FsckMode::Auto,
         fsck_repair: FsckRepair::Preen,
         init: Text::EMPTY,
-        shell_allowed: true,
+        shell_allowed: false,
         ignored: List::new(),
         warnings: List::new(),
     };
-    let mut choices = [Choice {
+    // A constant: cleared at once, not filled entry by entry.
+    const ABSENT: [Choice; VALUES] = [Choice {
         rank: 0,
         key: 0,
         start: 0,
         len: 0,
     }; VALUES];
+    let mut choices = ABSENT;
     let mut flags = 0;
     // rd.immucore.mount= values go after all rd.cos.mount= ones, as upstream merges them.
     let mut late_mounts: List<2048, MAX_MOUNTS> = List::new();
@@ -550,30 +564,34 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
         }
 
         let unquoted = unquoted.get(..used).unwrap_or(&[]);
-        let pick = |slot| chosen(&choices, unquoted, slot);
-        if let Some((_, value, _)) = pick(IMAGE) {
+        let picks = &Picks {
+            choices: &choices,
+            unquoted,
+        };
+        if let Some((_, value, _)) = chosen(picks, IMAGE) {
             if let Err(reason) = normalize(value, &mut c.image) {
                 break 'refuse (reason, value);
             }
         }
         let warnings = &mut c.warnings;
         let oem = checked(
-            pick(OEM_LABEL),
+            picks,
+            OEM_LABEL,
             check_tag,
             b", looking for COS_OEM",
             warnings,
         );
         c.oem_label.push_lossy(oem);
         let overlay_ok = |value: &[u8]| overlay_backing(value).map(drop);
-        let overlay = checked(pick(OVERLAY), overlay_ok, b", using tmpfs:20%", warnings);
+        let overlay = checked(picks, OVERLAY, overlay_ok, b", using tmpfs:20%", warnings);
         c.overlay.push_lossy(match overlay {
             [] => DEFAULT_OVERLAY,
             spec => spec,
         });
-        let init = checked(pick(INIT), check_path, b", using the default", warnings);
+        let init = checked(picks, INIT, check_path, b", using the default", warnings);
         c.init.push_lossy(init);
 
-        let (root_live, root_boot_state) = match pick(ROOT) {
+        let (root_live, root_boot_state) = match chosen(picks, ROOT) {
             Some((_, value, _)) => root_state(value),
             None => (false, None),
         };
@@ -597,12 +615,12 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
         c.debug = flags & DEBUG != 0;
         c.reboot_on_failure = flags & REBOOT_ON_FAILURE != 0;
 
-        c.oem_timeout_s = number(pick(OEM_TIMEOUT), &OEM_TIMEOUT_S, warnings);
-        c.sysroot_wait_s = number(pick(SYSROOT_WAIT), &SYSROOT_WAIT_S, warnings);
+        c.oem_timeout_s = number(picks, OEM_TIMEOUT, &OEM_TIMEOUT_S, warnings);
+        c.sysroot_wait_s = number(picks, SYSROOT_WAIT, &SYSROOT_WAIT_S, warnings);
         // Settings by `word`'s answer: the first for an absent key, then one per word (a table:
         // a `match` needs more code); `unwrap_or` covers any other value.
         const MODES: [FsckMode; 3] = [FsckMode::Auto, FsckMode::Skip, FsckMode::Force];
-        let mode = word(pick(FSCK_MODE), b"skip force");
+        let mode = word(picks, FSCK_MODE, b"skip force");
         c.fsck_mode = MODES.get(mode).copied().unwrap_or(FsckMode::Auto);
         const REPAIRS: [FsckRepair; 4] = [
             FsckRepair::Preen,
@@ -610,10 +628,10 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
             FsckRepair::Yes,
             FsckRepair::No,
         ];
-        let repair = word(pick(FSCK_REPAIR), b"preen yes no");
+        let repair = word(picks, FSCK_REPAIR, b"preen yes no");
         c.fsck_repair = REPAIRS.get(repair).copied().unwrap_or(FsckRepair::None);
         // dracut's boolean words for "off".
-        c.shell_allowed = !matches!(word(pick(SHELL), b"0 no off"), 1..=3);
+        c.shell_allowed = !matches!(word(picks, SHELL, b"0 no off"), 1..=3);
         return Ok(c);
     };
     Err(error(reason, token))
@@ -714,8 +732,9 @@ impl Device {
         }
         let mut path = Text::new();
         normalize(spec, &mut path)?;
-        // `/dev/`, `/dev/.` normalize to `/dev` itself: a directory, not a device node.
-        if !path.as_bytes().starts_with(b"/dev/") {
+        // `/dev/`, `/dev/.` normalize to `/dev` itself: a directory, not a device node. (Any
+        // other path starting with `/dev/` keeps that start: `..` is refused.)
+        if path.as_bytes() == b"/dev" {
             return Err("no device name after /dev/");
         }
         device

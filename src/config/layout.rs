@@ -31,13 +31,16 @@ impl Default for EnvVars {
 }
 
 impl EnvVars {
+    /// Through a constant: all zero bytes, cleared at once (a `spans` array built at run time
+    /// would be made on the stack and copied).
     pub const fn new() -> Self {
-        EnvVars {
+        const EMPTY: EnvVars = EnvVars {
             keys: List::new(),
             spans: [(0, 0); MAX_VARS],
             store: [0; VALUE_STORE],
             used: 0,
-        }
+        };
+        EMPTY
     }
 
     fn index(&self, key: &[u8]) -> Option<usize> {
@@ -59,14 +62,10 @@ impl EnvVars {
     }
 
     /// Sets `key`, replacing an earlier value (its bytes are reclaimed, so repeated keys do not
-    /// eat the store).
-    pub fn set(&mut self, key: &[u8], value: &[u8]) -> Result<(), &'static str> {
-        if key.len() > MAX_KEY {
-            return Err("key too long");
-        }
-        if value.len() > MAX_VALUE {
-            return Err("value too long");
-        }
+    /// eat the store). Keys of at most `MAX_KEY` bytes and values of at most `MAX_VALUE`: `entry`
+    /// refuses longer keys, and its value buffers hold no more (the store and the key list
+    /// refuse overflows whatever the lengths).
+    fn set(&mut self, key: &[u8], value: &[u8]) -> Result<(), &'static str> {
         let existing = self.index(key);
         let (old_start, old_len) = existing
             .and_then(|i| self.spans.get(i))
@@ -201,16 +200,12 @@ fn expand(s: &[u8], vars: &EnvVars, out: &mut Text<MAX_VALUE>) -> Result<(), Ful
 
 /// Parses a layout file into `vars` (godotenv v1.5.1 syntax, see the module comment).
 pub fn parse_env(text: &[u8], vars: &mut EnvVars) -> Result<(), EnvError> {
-    if let Some(nul) = text.iter().position(|&c| c == 0) {
+    // The first NUL or byte that is not UTF-8 (a NUL is valid UTF-8: both are looked for).
+    let nul = text.iter().position(|&c| c == 0).unwrap_or(text.len());
+    let binary = nul.min(utf8_valid_up_to(text));
+    if binary < text.len() {
         return Err(EnvError {
-            line: line_of(text, nul),
-            reason: "binary data",
-        });
-    }
-    let valid = utf8_valid_up_to(text);
-    if valid != text.len() {
-        return Err(EnvError {
-            line: line_of(text, valid),
+            line: line_of(text, binary),
             reason: "binary data",
         });
     }
@@ -359,12 +354,19 @@ pub type PathList = List<4096, 96>;
 const LIST_KEYS: &str = "RW_PATHSPERSISTENT_STATE_PATHSCUSTOM_BIND_MOUNTS\
 PERSISTENT_STATE_PATHS (extra-layout.env)";
 const LIST_KEY_ENDS: [u8; 4] = [8, 30, 48, 89];
+/// The first two on their own, sliced out at compile time: the text exists once.
+const RW_PATHS: &str = LIST_KEYS.split_at(LIST_KEY_ENDS[0] as usize).0;
+const PERSISTENT_STATE_PATHS: &str = LIST_KEYS
+    .split_at(LIST_KEY_ENDS[1] as usize)
+    .0
+    .split_at(LIST_KEY_ENDS[0] as usize)
+    .1;
 const DEFAULT_RW_PATHS: &[u8] = b"/etc /root /home /opt /srv /usr/local /var";
 const DEFAULT_STATE_TARGET: &[u8] = b"/usr/local/.state";
 const DEFAULT_OVERLAY: &[u8] = b"tmpfs:20%";
 
 /// The layout to apply.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 #[cfg_attr(test, derive(Debug))]
 pub struct Layout {
     /// Ephemeral overlay mount points.
@@ -376,6 +378,19 @@ pub struct Layout {
     pub state_target: Text<256>,
     /// `<device>:<mountpoint>` specs as written, each valid for [`volume_spec`].
     pub volumes: List<2048, 16>,
+}
+
+impl Default for Layout {
+    /// Empty; all zero bytes, cleared at once (the derived `default` clears field by field).
+    fn default() -> Self {
+        Layout {
+            rw_paths: List::new(),
+            binds: List::new(),
+            overlay: Text::EMPTY,
+            state_target: Text::EMPTY,
+            volumes: List::new(),
+        }
+    }
 }
 
 /// A layout we refuse: which key, which item of it, why.
@@ -476,7 +491,7 @@ impl Layout {
                 3 => (
                     &mut self.binds,
                     extra
-                        .and_then(|extra| extra.get(b"PERSISTENT_STATE_PATHS"))
+                        .and_then(|extra| extra.get(PERSISTENT_STATE_PATHS.as_bytes()))
                         .unwrap_or(&[]),
                 ),
                 _ => (&mut self.binds, get(key)),
@@ -538,8 +553,11 @@ impl Layout {
         // Recovery and reset boots keep everything ephemeral: nothing persists.
         if matches!(state, BootState::Active | BootState::Passive) {
             let _ = vars.set(b"VOLUMES", b"LABEL=COS_PERSISTENT:/usr/local");
-            let _ = vars.set(b"RW_PATHS", b"/var /etc /srv");
-            let _ = vars.set(b"PERSISTENT_STATE_PATHS", KAIROS_PERSISTENT_STATE_PATHS);
+            let _ = vars.set(RW_PATHS.as_bytes(), b"/var /etc /srv");
+            let _ = vars.set(
+                PERSISTENT_STATE_PATHS.as_bytes(),
+                KAIROS_PERSISTENT_STATE_PATHS,
+            );
         }
         Layout::from_env(&vars, None, cmdline_overlay)
     }
@@ -580,13 +598,13 @@ impl Layout {
             "OVERLAY",
             &mut core::iter::once(self.overlay.as_bytes()),
         )?;
-        render_line(out, "PERSISTENT_STATE_PATHS", &mut self.binds.iter())?;
+        render_line(out, PERSISTENT_STATE_PATHS, &mut self.binds.iter())?;
         render_line(
             out,
             "PERSISTENT_STATE_TARGET",
             &mut core::iter::once(self.state_target.as_bytes()),
         )?;
-        render_line(out, "RW_PATHS", &mut self.rw_paths.iter())?;
+        render_line(out, RW_PATHS, &mut self.rw_paths.iter())?;
         render_line(out, "VOLUMES", &mut self.volumes.iter())
     }
 }
