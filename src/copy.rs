@@ -226,7 +226,7 @@ fn copy_entry(
         copy_dir(w, s, d, depth + 1)?;
         if !exists {
             // Times last: creating the children changed them.
-            set_times(w, d, st)?;
+            set_times(w, dst, name, st)?;
             bump(&mut w.stats.dirs);
         }
         return Ok(());
@@ -303,7 +303,7 @@ fn new_file(
     // Data first (writing clears setuid and capabilities), then owner (chown clears setuid
     // too), mode, xattrs (security.capability survives from here on), times.
     owner_mode_xattrs(w, s, d, st)?;
-    set_times(w, d, st)?;
+    set_times(w, dst, tmp, st)?;
     // Per file and before the rename. One syncfs before the bind mount would also have all
     // data on disk before anything is bound, but not before the renames: with delayed
     // allocation (ext4) a rename can reach the journal before the data, so after a power cut
@@ -363,8 +363,7 @@ fn new_special(
         w.op = Op::Chmod;
         rfs::chmodat(dst, tmp, mode(st), AtFlags::empty())?;
     }
-    w.op = Op::Utimes;
-    rfs::utimensat(dst, tmp, &times(st), nofollow)
+    set_times(w, dst, tmp, st)
 }
 
 /// Renames `tmp` to `name` unless `name` exists; `Ok(false)` when it does (left as it is).
@@ -390,9 +389,10 @@ fn owner_mode_xattrs(w: &mut Walk, s: BorrowedFd<'_>, d: BorrowedFd<'_>, st: &St
     copy_xattrs(s, d)
 }
 
-fn set_times(w: &mut Walk, d: BorrowedFd<'_>, st: &Stat) -> Result<()> {
+/// The times in `st` for `name` in `dir` (an entry this copy made), not following a symlink.
+fn set_times(w: &mut Walk, dir: BorrowedFd<'_>, name: &CStr, st: &Stat) -> Result<()> {
     w.op = Op::Utimes;
-    rfs::futimens(d, &times(st))
+    rfs::utimensat(dir, name, &times(st), AtFlags::SYMLINK_NOFOLLOW)
 }
 
 /// Copies all extended attributes; a side without xattr support means there is nothing to copy

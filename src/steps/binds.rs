@@ -52,7 +52,7 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
         let Some(path) = layout.binds.get(i as usize) else {
             continue;
         };
-        match bind_one(root.as_ref(), fstab, path, target, &mut stats) {
+        match bind_one(root, fstab, path, target, &mut stats) {
             Ok(()) => bound += 1,
             Err(_) => {
                 log_error(log::Level::Error, b"{}");
@@ -112,13 +112,13 @@ fn log_copied(
 }
 
 fn bind_one(
-    root: Option<&Root>,
+    root: &Option<Root>,
     fstab: &mut Fstab,
     path: &[u8],
     state_target: &[u8],
     stats: &mut CopyStats,
 ) -> Result<(), Error> {
-    let root = root.ok_or_else(|| err(b"the root is not mounted", &[]))?;
+    let root = super::mounted_root(root)?;
     let mut dash = Text::<256>::new();
     dash_name(path, &mut dash).map_err(|_| err(b"{}: name too long", &[path]))?;
     let mut store = Text::<512>::new();

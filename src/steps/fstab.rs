@@ -36,7 +36,8 @@ impl Fstab {
     pub fn add(&mut self, spec: &[u8], file: &[u8], fstype: &[u8], opts: &[u8]) {
         let start = self.text.len();
         let opts: &[u8] = if opts.is_empty() { b"defaults" } else { opts };
-        let mut fits = true;
+        // Only the closing `0 0\n` is checked: every push is all or nothing and at most 4 bytes,
+        // so one that did not fit left fewer than 4 bytes free, and the closing one fails too.
         for field in [spec, file, fstype, opts] {
             for &c in field {
                 // Blanks and `\` as fstab(5) wants (`\040` for a space), other control bytes
@@ -57,11 +58,11 @@ impl Fstab {
                 } else {
                     core::slice::from_ref(&c)
                 };
-                fits &= self.text.push(out).is_ok();
+                let _ = self.text.push(out);
             }
-            fits &= self.text.push(b" ").is_ok();
+            let _ = self.text.push(b" ");
         }
-        if fits && self.text.push(b"0 0\n").is_ok() {
+        if self.text.push(b"0 0\n").is_ok() {
             self.lines += 1;
         } else {
             self.text.truncate(start);
