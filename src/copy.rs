@@ -242,18 +242,20 @@ fn copy_entry(
         // Sockets belong to a running service and mean nothing in a copy.
         _ => return Ok(()),
     };
-    let placed = made.and_then(|()| publish(w, dst, tmp, name));
-    if !matches!(placed, Ok(true)) {
-        unlink(dst, tmp);
-    }
-    // Not placed: `name` appeared meanwhile and is kept as it is.
-    if placed? {
-        let stats = &mut *w.stats;
-        bump(if ft == FileType::Symlink {
-            &mut stats.links
-        } else {
-            &mut stats.files
-        });
+    match made.and_then(|()| publish(w, dst, tmp, name)) {
+        Ok(true) => {
+            let stats = &mut *w.stats;
+            bump(if ft == FileType::Symlink {
+                &mut stats.links
+            } else {
+                &mut stats.files
+            });
+        }
+        // Not placed (`Ok(false)`: `name` appeared meanwhile and is kept as it is) or failed.
+        r => {
+            unlink(dst, tmp);
+            r?;
+        }
     }
     Ok(())
 }

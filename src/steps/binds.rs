@@ -34,6 +34,7 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
     if layout.binds.is_empty() {
         return Ok(());
     }
+    let root = super::mounted_root(root)?;
     let target = layout.state_target.as_bytes();
     // Binding onto the image or an overlay would look like persistence and lose every write at
     // reboot: refuse loudly when the store's own volume did not mount.
@@ -64,7 +65,7 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
     if stats.files | stats.dirs | stats.links != 0 {
         // syncfs needs a real open (an O_PATH descriptor gets EBADF).
         let flags = OFlags::RDONLY | OFlags::DIRECTORY;
-        if let Ok(store) = ctx.root()?.open_at(target, flags, 0) {
+        if let Ok(store) = root.open_at(target, flags, 0) {
             if let Err(e) = sys::syncfs(store.as_fd()) {
                 log::warn_errno(b"cannot flush {}: {}", &[target], e);
             }
@@ -112,13 +113,12 @@ fn log_copied(
 }
 
 fn bind_one(
-    root: &Option<Root>,
+    root: &Root,
     fstab: &mut Fstab,
     path: &[u8],
     state_target: &[u8],
     stats: &mut CopyStats,
 ) -> Result<(), Error> {
-    let root = super::mounted_root(root)?;
     let mut dash = Text::<256>::new();
     dash_name(path, &mut dash).map_err(|_| err(b"{}: name too long", &[path]))?;
     let mut store = Text::<512>::new();
