@@ -355,7 +355,14 @@ fn new_special(
         rfs::symlinkat(target, dst, tmp)?;
     } else {
         w.op = Op::Mknod;
-        rfs::mknodat(dst, tmp, ft, Mode::from_raw_mode(0o600), st.st_rdev as _)?;
+        // Fifos and device nodes only: one constant per arm instead of rustix's conversion of
+        // any type to mode bits.
+        let node = match ft {
+            FileType::Fifo => FileType::Fifo,
+            FileType::CharacterDevice => FileType::CharacterDevice,
+            _ => FileType::BlockDevice,
+        };
+        rfs::mknodat(dst, tmp, node, Mode::from_raw_mode(0o600), st.st_rdev as _)?;
     }
     let nofollow = AtFlags::SYMLINK_NOFOLLOW;
     w.op = Op::Chown;

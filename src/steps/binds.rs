@@ -41,7 +41,7 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
     let volumes = volumes.iter().flatten();
     if let Some(v) = holder_of(target, volumes.map(|v| (v.mountpoint.as_bytes(), v))) {
         if !v.mounted {
-            return Err(err(b"persistent binds skipped: {} ({}), which holds {}, is not mounted (data bound now would be lost at reboot)", &[v.device.as_bytes(), v.mountpoint.as_bytes(), target]));
+            return Err(err(b"persistent binds skipped: {}, which holds {}, is not mounted (data bound now would be lost at reboot)", &[v.device.as_bytes(), target]));
         }
     }
     let mut order = [0u8; 96];
@@ -128,14 +128,13 @@ fn bind_one(
     store.push_lossy(b".bind");
     let store = store.as_bytes();
     // Made if missing through the confined lookup, then opened again for reading by itself
-    // (`.`): the copy lists both directories, which an `O_PATH` descriptor cannot.
+    // (`.`): the copy lists both directories, which an `O_PATH` descriptor cannot. One message
+    // for both steps: the directory is not usable either way, and the errno tells why.
     let dir = |p: &[u8]| {
-        let made = root
-            .mkdir_p(p, 0o755)
-            .map_err(|e| err_errno(b"cannot create {} in the new root", &[p], e))?;
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        rustix::fs::openat(made, c".", flags, rustix::fs::Mode::empty())
-            .map_err(|e| err_errno(b"cannot open {}", &[p], e))
+        root.mkdir_p(p, 0o755)
+            .and_then(|made| rustix::fs::openat(made, c".", flags, rustix::fs::Mode::empty()))
+            .map_err(|e| err_errno(b"cannot create {} in the new root", &[p], e))
     };
     let src_dir = dir(path)?;
     // Each fd borrowed once: every `as_fd` is a call.
