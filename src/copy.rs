@@ -96,7 +96,7 @@ struct Walk<'a> {
 /// first error, leaving in `path` where it failed (relative to `src`, cut if longer); what was
 /// completed before it stays (every entry is whole or absent).
 ///
-/// Files are fsync'd before their rename; the caller makes the renames durable with one syncfs
+/// Files are fsync'd before their rename; the caller makes the renames durable with one sync
 /// after all its copies (one journal commit instead of one per directory).
 pub fn copy_missing(
     src: BorrowedFd<'_>,
@@ -123,6 +123,7 @@ fn open_dir(w: &mut Walk, parent: BorrowedFd<'_>, name: &CStr) -> Result<OwnedFd
 }
 
 /// `name` in `dir`, not following a symlink.
+#[inline(never)]
 fn lstat(w: &mut Walk, dir: BorrowedFd<'_>, name: &CStr) -> Result<Stat> {
     w.op = Op::Stat;
     rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
@@ -136,12 +137,6 @@ fn ok_ref(r: &Result<Stat>) -> Result<&Stat> {
 
 fn file_type(st: &Stat) -> FileType {
     FileType::from_raw_mode(st.st_mode as _)
-}
-
-/// The type of `name` in `dir`, not following a symlink.
-#[inline(never)]
-fn kind(w: &mut Walk, dir: BorrowedFd<'_>, name: &CStr) -> Result<FileType> {
-    ok_ref(&lstat(w, dir, name)).map(file_type)
 }
 
 #[inline(never)] // one saturating add for all the counters
@@ -204,7 +199,7 @@ fn copy_entry(
     }
     // Same name on both sides: only a directory pair is entered; anything else in the store
     // (newer, older, other type) is kept as it is.
-    let exists = match kind(w, dst, name) {
+    let exists = match ok_ref(&lstat(w, dst, name)).map(file_type) {
         Ok(FileType::Directory) if is_dir => true,
         Ok(_) => return Ok(()),
         Err(Errno::NOENT) => false,
@@ -306,7 +301,7 @@ fn new_file(
     // too), mode, xattrs (security.capability survives from here on), times.
     owner_mode_xattrs(w, s, d, st)?;
     set_times(w, dst, tmp, st)?;
-    // Per file and before the rename. One syncfs before the bind mount would also have all
+    // Per file and before the rename. One sync before the bind mount would also have all
     // data on disk before anything is bound, but not before the renames: with delayed
     // allocation (ext4) a rename can reach the journal before the data, so after a power cut
     // the real name could hold an empty or partial file, which the next run keeps as user data.

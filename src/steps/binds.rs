@@ -61,15 +61,11 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
             }
         }
     }
-    // One flush for all the copies: the renames of copied files become durable together.
+    // One flush for all the copies: the renames of copied files become durable together. A
+    // plain sync: in the initramfs the stores' filesystems are all that has much to write, and
+    // it needs no descriptor for each and cannot fail.
     if stats.files | stats.dirs | stats.links != 0 {
-        // syncfs needs a real open (an O_PATH descriptor gets EBADF).
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY;
-        if let Ok(store) = root.open_at(target, flags, 0) {
-            if let Err(e) = sys::syncfs(store.as_fd()) {
-                log::warn_errno(b"cannot flush {}: {}", &[target], e);
-            }
-        }
+        sys::sync();
     }
     log_copied(
         b"{} persistent paths bound from {} (copied up {} files, {} dirs, {} links)",

@@ -43,22 +43,17 @@ impl Fstab {
                 // Blanks and `\` as fstab(5) wants (`\040` for a space), other control bytes
                 // (musl's getmntent also splits at \r \v \f) and a `#` that would turn the
                 // line into a comment (as the line's first byte): all as octal escapes.
-                let escaped = [
-                    b'\\',
+                let escape =
+                    c <= b' ' || c == b'\\' || c == 0x7f || (self.text.len() == start && c == b'#');
+                // `\ooo`, or only its first byte replaced by `c` itself.
+                let out = [
+                    if escape { b'\\' } else { c },
                     b'0' + (c >> 6),
                     b'0' + ((c >> 3) & 7),
                     b'0' + (c & 7),
                 ];
-                let out = if c <= b' '
-                    || c == b'\\'
-                    || c == 0x7f
-                    || (self.text.len() == start && c == b'#')
-                {
-                    &escaped[..]
-                } else {
-                    core::slice::from_ref(&c)
-                };
-                let _ = self.text.push(out);
+                let len = if escape { out.len() } else { 1 };
+                let _ = self.text.push(out.get(..len).unwrap_or(&out));
             }
             let _ = self.text.push(b" ");
         }
