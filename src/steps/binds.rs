@@ -144,17 +144,19 @@ fn bind_one(
     let before = *stats;
     // Where the copy failed, relative to `path`.
     let mut at = Text::<256>::new();
-    copy_missing(src, dst, stats, &mut at).map_err(|e| {
-        err_errno(
-            b"copying {} into {} failed at '{}' ({})",
-            &[path, store, at.as_bytes(), e.what.as_bytes()],
-            e.errno,
-        )
-    })?;
+    // One argument list for both failures: the path and its store (all the bind message
+    // uses), then where the copy failed.
+    let mut args: [&[u8]; 4] = [path, store, b"", b""];
+    if let Err(e) = copy_missing(src, dst, stats, &mut at) {
+        args[2] = at.as_bytes();
+        args[3] = e.what.as_bytes();
+        let template = b"copying {} into {} failed at '{}' ({})";
+        return Err(err_errno(template, &args, e.errno));
+    }
     let from = fd_path(dst);
     let to = fd_path(src);
     sys::mount_bind(from.as_bytes(), to.as_bytes())
-        .map_err(|e| err_errno(b"bind mount of {} on {} failed", &[store, path], e))?;
+        .map_err(|e| err_errno(b"bind mount on {} from {} failed", &args, e))?;
     // Only a copy-up is news (a first boot, new paths in an upgraded image).
     log_copied(
         b"{} on {} (copied {} files, {} dirs, {} links)",
