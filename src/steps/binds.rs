@@ -115,8 +115,10 @@ fn bind_one(
     state_target: &[u8],
     stats: &mut CopyStats,
 ) -> Result<(), Error> {
+    // Cannot fail: layout paths are normalized to at most `MAX_PATH` (240) bytes when the
+    // layout is read (`config::path::normalize`), so the name and the store path fit.
     let mut dash = Text::<256>::new();
-    dash_name(path, &mut dash).map_err(|_| err(b"{}: name too long", &[path]))?;
+    let _ = dash_name(path, &mut dash);
     let mut store = Text::<512>::new();
     store.push_lossy(state_target);
     store.push_lossy(b"/");
