@@ -96,7 +96,7 @@ struct Walk<'a> {
 /// first error, leaving in `path` where it failed (relative to `src`, cut if longer); what was
 /// completed before it stays (every entry is whole or absent).
 ///
-/// Files are fsync'd before their rename; the caller makes the renames durable with one syncfs
+/// Files are fsync'd before their rename; the caller makes the renames durable with one sync
 /// after all its copies (one journal commit instead of one per directory).
 pub fn copy_missing(
     src: BorrowedFd<'_>,
@@ -123,6 +123,7 @@ fn open_dir(w: &mut Walk, parent: BorrowedFd<'_>, name: &CStr) -> Result<OwnedFd
 }
 
 /// `name` in `dir`, not following a symlink.
+#[inline(never)]
 fn lstat(w: &mut Walk, dir: BorrowedFd<'_>, name: &CStr) -> Result<Stat> {
     w.op = Op::Stat;
     rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
@@ -136,12 +137,6 @@ fn ok_ref(r: &Result<Stat>) -> Result<&Stat> {
 
 fn file_type(st: &Stat) -> FileType {
     FileType::from_raw_mode(st.st_mode as _)
-}
-
-/// The type of `name` in `dir`, not following a symlink.
-#[inline(never)]
-fn kind(w: &mut Walk, dir: BorrowedFd<'_>, name: &CStr) -> Result<FileType> {
-    ok_ref(&lstat(w, dir, name)).map(file_type)
 }
 
 #[inline(never)] // one saturating add for all the counters
@@ -204,7 +199,7 @@ fn copy_entry(
     }
     // Same name on both sides: only a directory pair is entered; anything else in the store
     // (newer, older, other type) is kept as it is.
-    let exists = match kind(w, dst, name) {
+    let exists = match ok_ref(&lstat(w, dst, name)).map(file_type) {
         Ok(FileType::Directory) if is_dir => true,
         Ok(_) => return Ok(()),
         Err(Errno::NOENT) => false,
@@ -226,7 +221,7 @@ fn copy_entry(
         copy_dir(w, s, d, depth + 1)?;
         if !exists {
             // Times last: creating the children changed them.
-            set_times(w, d, st)?;
+            set_times(w, dst, name, st)?;
             bump(&mut w.stats.dirs);
         }
         return Ok(());
@@ -242,18 +237,20 @@ fn copy_entry(
         // Sockets belong to a running service and mean nothing in a copy.
         _ => return Ok(()),
     };
-    let placed = made.and_then(|()| publish(w, dst, tmp, name));
-    if !matches!(placed, Ok(true)) {
-        unlink(dst, tmp);
-    }
-    // Not placed: `name` appeared meanwhile and is kept as it is.
-    if placed? {
-        let stats = &mut *w.stats;
-        bump(if ft == FileType::Symlink {
-            &mut stats.links
-        } else {
-            &mut stats.files
-        });
+    match made.and_then(|()| publish(w, dst, tmp, name)) {
+        Ok(true) => {
+            let stats = &mut *w.stats;
+            bump(if ft == FileType::Symlink {
+                &mut stats.links
+            } else {
+                &mut stats.files
+            });
+        }
+        // Not placed (`Ok(false)`: `name` appeared meanwhile and is kept as it is) or failed.
+        r => {
+            unlink(dst, tmp);
+            r?;
+        }
     }
     Ok(())
 }
@@ -303,8 +300,8 @@ fn new_file(
     // Data first (writing clears setuid and capabilities), then owner (chown clears setuid
     // too), mode, xattrs (security.capability survives from here on), times.
     owner_mode_xattrs(w, s, d, st)?;
-    set_times(w, d, st)?;
-    // Per file and before the rename. One syncfs before the bind mount would also have all
+    set_times(w, dst, tmp, st)?;
+    // Per file and before the rename. One sync before the bind mount would also have all
     // data on disk before anything is bound, but not before the renames: with delayed
     // allocation (ext4) a rename can reach the journal before the data, so after a power cut
     // the real name could hold an empty or partial file, which the next run keeps as user data.
@@ -353,7 +350,14 @@ fn new_special(
         rfs::symlinkat(target, dst, tmp)?;
     } else {
         w.op = Op::Mknod;
-        rfs::mknodat(dst, tmp, ft, Mode::from_raw_mode(0o600), st.st_rdev as _)?;
+        // Fifos and device nodes only: one constant per arm instead of rustix's conversion of
+        // any type to mode bits.
+        let node = match ft {
+            FileType::Fifo => FileType::Fifo,
+            FileType::CharacterDevice => FileType::CharacterDevice,
+            _ => FileType::BlockDevice,
+        };
+        rfs::mknodat(dst, tmp, node, Mode::from_raw_mode(0o600), st.st_rdev as _)?;
     }
     let nofollow = AtFlags::SYMLINK_NOFOLLOW;
     w.op = Op::Chown;
@@ -363,8 +367,7 @@ fn new_special(
         w.op = Op::Chmod;
         rfs::chmodat(dst, tmp, mode(st), AtFlags::empty())?;
     }
-    w.op = Op::Utimes;
-    rfs::utimensat(dst, tmp, &times(st), nofollow)
+    set_times(w, dst, tmp, st)
 }
 
 /// Renames `tmp` to `name` unless `name` exists; `Ok(false)` when it does (left as it is).
@@ -390,9 +393,10 @@ fn owner_mode_xattrs(w: &mut Walk, s: BorrowedFd<'_>, d: BorrowedFd<'_>, st: &St
     copy_xattrs(s, d)
 }
 
-fn set_times(w: &mut Walk, d: BorrowedFd<'_>, st: &Stat) -> Result<()> {
+/// The times in `st` for `name` in `dir` (an entry this copy made), not following a symlink.
+fn set_times(w: &mut Walk, dir: BorrowedFd<'_>, name: &CStr, st: &Stat) -> Result<()> {
     w.op = Op::Utimes;
-    rfs::futimens(d, &times(st))
+    rfs::utimensat(dir, name, &times(st), AtFlags::SYMLINK_NOFOLLOW)
 }
 
 /// Copies all extended attributes; a side without xattr support means there is nothing to copy

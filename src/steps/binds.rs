@@ -34,13 +34,14 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
     if layout.binds.is_empty() {
         return Ok(());
     }
+    let root = super::mounted_root(root)?;
     let target = layout.state_target.as_bytes();
     // Binding onto the image or an overlay would look like persistence and lose every write at
     // reboot: refuse loudly when the store's own volume did not mount.
     let volumes = volumes.iter().flatten();
     if let Some(v) = holder_of(target, volumes.map(|v| (v.mountpoint.as_bytes(), v))) {
         if !v.mounted {
-            return Err(err(b"persistent binds skipped: {} ({}), which holds {}, is not mounted (data bound now would be lost at reboot)", &[v.device.as_bytes(), v.mountpoint.as_bytes(), target]));
+            return Err(err(b"persistent binds skipped: {}, which holds {}, is not mounted (data bound now would be lost at reboot)", &[v.device.as_bytes(), target]));
         }
     }
     let mut order = [0u8; 96];
@@ -52,7 +53,7 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
         let Some(path) = layout.binds.get(i as usize) else {
             continue;
         };
-        match bind_one(root.as_ref(), fstab, path, target, &mut stats) {
+        match bind_one(root, fstab, path, target, &mut stats) {
             Ok(()) => bound += 1,
             Err(_) => {
                 log_error(log::Level::Error, b"{}");
@@ -60,15 +61,11 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
             }
         }
     }
-    // One flush for all the copies: the renames of copied files become durable together.
+    // One flush for all the copies: the renames of copied files become durable together. A
+    // plain sync: in the initramfs the stores' filesystems are all that has much to write, and
+    // it needs no descriptor for each and cannot fail.
     if stats.files | stats.dirs | stats.links != 0 {
-        // syncfs needs a real open (an O_PATH descriptor gets EBADF).
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY;
-        if let Ok(store) = ctx.root()?.open_at(target, flags, 0) {
-            if let Err(e) = sys::syncfs(store.as_fd()) {
-                log::warn_errno(b"cannot flush {}: {}", &[target], e);
-            }
-        }
+        sys::sync();
     }
     log_copied(
         b"{} persistent paths bound from {} (copied up {} files, {} dirs, {} links)",
@@ -112,15 +109,16 @@ fn log_copied(
 }
 
 fn bind_one(
-    root: Option<&Root>,
+    root: &Root,
     fstab: &mut Fstab,
     path: &[u8],
     state_target: &[u8],
     stats: &mut CopyStats,
 ) -> Result<(), Error> {
-    let root = root.ok_or_else(|| err(b"the root is not mounted", &[]))?;
+    // Cannot fail: layout paths are normalized to at most `MAX_PATH` (240) bytes when the
+    // layout is read (`config::path::normalize`), so the name and the store path fit.
     let mut dash = Text::<256>::new();
-    dash_name(path, &mut dash).map_err(|_| err(b"{}: name too long", &[path]))?;
+    let _ = dash_name(path, &mut dash);
     let mut store = Text::<512>::new();
     store.push_lossy(state_target);
     store.push_lossy(b"/");
@@ -128,14 +126,13 @@ fn bind_one(
     store.push_lossy(b".bind");
     let store = store.as_bytes();
     // Made if missing through the confined lookup, then opened again for reading by itself
-    // (`.`): the copy lists both directories, which an `O_PATH` descriptor cannot.
+    // (`.`): the copy lists both directories, which an `O_PATH` descriptor cannot. One message
+    // for both steps: the directory is not usable either way, and the errno tells why.
     let dir = |p: &[u8]| {
-        let made = root
-            .mkdir_p(p, 0o755)
-            .map_err(|e| err_errno(b"cannot create {} in the new root", &[p], e))?;
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        rustix::fs::openat(made, c".", flags, rustix::fs::Mode::empty())
-            .map_err(|e| err_errno(b"cannot open {}", &[p], e))
+        root.mkdir_p(p, 0o755)
+            .and_then(|made| rustix::fs::openat(made, c".", flags, rustix::fs::Mode::empty()))
+            .map_err(|e| err_errno(b"cannot create {} in the new root", &[p], e))
     };
     let src_dir = dir(path)?;
     // Each fd borrowed once: every `as_fd` is a call.
@@ -149,17 +146,19 @@ fn bind_one(
     let before = *stats;
     // Where the copy failed, relative to `path`.
     let mut at = Text::<256>::new();
-    copy_missing(src, dst, stats, &mut at).map_err(|e| {
-        err_errno(
-            b"copying {} into {} failed at '{}' ({})",
-            &[path, store, at.as_bytes(), e.what.as_bytes()],
-            e.errno,
-        )
-    })?;
+    // One argument list for both failures: the path and its store (all the bind message
+    // uses), then where the copy failed.
+    let mut args: [&[u8]; 4] = [path, store, b"", b""];
+    if let Err(e) = copy_missing(src, dst, stats, &mut at) {
+        args[2] = at.as_bytes();
+        args[3] = e.what.as_bytes();
+        let template = b"copying {} into {} failed at '{}' ({})";
+        return Err(err_errno(template, &args, e.errno));
+    }
     let from = fd_path(dst);
     let to = fd_path(src);
     sys::mount_bind(from.as_bytes(), to.as_bytes())
-        .map_err(|e| err_errno(b"bind mount of {} on {} failed", &[store, path], e))?;
+        .map_err(|e| err_errno(b"bind mount on {} from {} failed", &args, e))?;
     // Only a copy-up is news (a first boot, new paths in an upgraded image).
     log_copied(
         b"{} on {} (copied {} files, {} dirs, {} links)",

@@ -35,38 +35,40 @@ impl Fstab {
     /// line is written straight into the text and taken back whole if it does not fit.
     pub fn add(&mut self, spec: &[u8], file: &[u8], fstype: &[u8], opts: &[u8]) {
         let start = self.text.len();
-        let opts: &[u8] = if opts.is_empty() { b"defaults" } else { opts };
-        let mut fits = true;
-        for field in [spec, file, fstype, opts] {
-            for &c in field {
-                // Blanks and `\` as fstab(5) wants (`\040` for a space), other control bytes
-                // (musl's getmntent also splits at \r \v \f) and a `#` that would turn the
-                // line into a comment (as the line's first byte): all as octal escapes.
-                let escaped = [
-                    b'\\',
-                    b'0' + (c >> 6),
-                    b'0' + ((c >> 3) & 7),
-                    b'0' + (c & 7),
-                ];
-                let out = if c <= b' '
-                    || c == b'\\'
-                    || c == 0x7f
-                    || (self.text.len() == start && c == b'#')
-                {
-                    &escaped[..]
-                } else {
-                    core::slice::from_ref(&c)
-                };
-                fits &= self.text.push(out).is_ok();
-            }
-            fits &= self.text.push(b" ").is_ok();
-        }
-        if fits && self.text.push(b"0 0\n").is_ok() {
+        self.field(spec, start);
+        self.field(file, start);
+        self.field(fstype, start);
+        self.field(if opts.is_empty() { b"defaults" } else { opts }, start);
+        // Only the closing `0 0\n` is checked: every push is all or nothing and at most 4 bytes,
+        // so one that did not fit left fewer than 4 bytes free, and the closing one fails too.
+        if self.text.push(b"0 0\n").is_ok() {
             self.lines += 1;
         } else {
             self.text.truncate(start);
             self.overflow = true;
         }
+    }
+
+    /// Writes `field` and a space, for the line that starts at `start`.
+    #[inline(never)]
+    fn field(&mut self, field: &[u8], start: usize) {
+        for &c in field {
+            // Blanks and `\` as fstab(5) wants (`\040` for a space), other control bytes
+            // (musl's getmntent also splits at \r \v \f) and a `#` that would turn the
+            // line into a comment (as the line's first byte): all as octal escapes.
+            let escape =
+                c <= b' ' || c == b'\\' || c == 0x7f || (self.text.len() == start && c == b'#');
+            // `\ooo`, or only its first byte replaced by `c` itself.
+            let out = [
+                if escape { b'\\' } else { c },
+                b'0' + (c >> 6),
+                b'0' + ((c >> 3) & 7),
+                b'0' + (c & 7),
+            ];
+            let len = if escape { out.len() } else { 1 };
+            let _ = self.text.push(out.get(..len).unwrap_or(&out));
+        }
+        let _ = self.text.push(b" ");
     }
 
     pub fn as_bytes(&self) -> &[u8] {
