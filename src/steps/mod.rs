@@ -11,7 +11,7 @@ pub mod root;
 pub mod volumes;
 
 use crate::boot;
-use crate::config::cmdline::{words, Cmdline, Device, FsckMode, FsckRepair};
+use crate::config::cmdline::{word_index, Cmdline, Device, FsckMode, FsckRepair};
 use crate::config::layout::Layout;
 use crate::config::state::Env;
 use crate::dev::scan::{self, Table};
@@ -193,7 +193,7 @@ const FLAGS: [Flags; 9] = [
 pub fn mount_options(opts: &[u8], data: &mut Text<1024>) -> Flags {
     let mut flags = Flags::empty();
     for o in opts.split(|&c| c == b',').filter(|o| !o.is_empty()) {
-        match words(FLAG_WORDS).position(|w| w == o) {
+        match word_index(FLAG_WORDS, o) {
             Some(0) => flags.remove(Flags::RDONLY),
             Some(i) => flags |= FLAGS.get(i).copied().unwrap_or(Flags::empty()),
             None => {
