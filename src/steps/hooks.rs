@@ -2,7 +2,7 @@
 //! `kairos-agent run-stage S` or its `yip`/`elemental` equivalents) and the system extension
 //! links. Hooks never fail the boot: their errors are logged.
 
-use super::{take_c_str, Ctx, Error};
+use super::{log_error, run_program, take_c_str, Ctx, Error};
 use crate::log;
 use crate::sys::{self, CBuf};
 use crate::util::fixed::{List, Text};
@@ -65,24 +65,10 @@ fn run_one(path: &[u8], args: &[&CStr], envp: &[&CStr], chroot_to: Option<&[u8]>
         *slot = a;
     }
     let argv = argv.get(..1 + args.len()).unwrap_or(&argv);
-    let (code, errno);
-    let (level, template, detail): (_, &[u8], &[u8]) =
-        match sys::run(argv, envp, chroot_to, HOOK_TIMEOUT_MS) {
-            Ok(0) => (log::Level::Info, b"ran {}", b""),
-            Ok(c) => {
-                code = log::num(c as u64);
-                (
-                    log::Level::Warn,
-                    b"{} exited with status {}",
-                    code.as_bytes(),
-                )
-            }
-            Err(e) => {
-                errno = log::errno(e);
-                (log::Level::Warn, b"cannot run {}: {}", errno.as_bytes())
-            }
-        };
-    log::log(level, template, &[path, detail]);
+    match run_program(argv, envp, chroot_to, HOOK_TIMEOUT_MS, [b"", path], 0) {
+        Ok(_) => log::info(b"ran {}", &[path]),
+        Err(_) => log_error(log::Level::Warn, b"{}"),
+    }
 }
 
 /// Stage `rootfs`, or `initramfs` when `chrooted`: the initramfs' hooks, the image's hooks,

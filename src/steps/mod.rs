@@ -381,34 +381,43 @@ pub fn fsck(cmd: &Cmdline, node: &[u8]) {
         argv[2] = repair;
     }
     let argc = 2 + force as usize + !repair.is_empty() as usize;
-    let r = sys::run(
+    let outcome = run_program(
         argv.get(..argc).unwrap_or(&[]),
-        &[c"PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+        &[RUN_PATH],
         None,
         FSCK_TIMEOUT_MS,
+        [b"fsck ", node],
+        1,
     );
-    let (code, errno);
-    let (level, template, detail): (_, &[u8], &[u8]) = match r {
-        Ok(0) => (log::Level::Debug, b"fsck {}: clean", b""),
-        Ok(1) => (log::Level::Info, b"fsck {}: errors corrected", b""),
-        Ok(c) => {
-            code = log::num(c as u64);
-            (
-                log::Level::Warn,
-                b"fsck {} exited with status {}",
-                code.as_bytes(),
-            )
-        }
-        Err(e) => {
-            errno = log::errno(e);
-            (
-                log::Level::Warn,
-                b"fsck {} could not run: {}",
-                errno.as_bytes(),
-            )
-        }
-    };
-    log::log(level, template, &[node, detail]);
+    match outcome {
+        Ok(0) => log::debug(b"fsck {}: clean", &[node]),
+        Ok(_) => log::info(b"fsck {}: errors corrected", &[node]),
+        Err(_) => log_error(log::Level::Warn, b"{}"),
+    }
+}
+
+/// The search path of the programs immucore runs itself (fsck, lvm).
+const RUN_PATH: &CStr = c"PATH=/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Runs `argv` (see `sys::run`) and returns its exit status if that is 0 or `also_ok`; else an
+/// error naming the program as `what` (`fsck ` and the device, say) with the status or errno.
+/// The one outcome check of fsck, lvm and the hooks.
+fn run_program(
+    argv: &[&CStr],
+    envp: &[&CStr],
+    chroot_to: Option<&[u8]>,
+    timeout_ms: u64,
+    what: [&[u8]; 2],
+    also_ok: i32,
+) -> Result<i32, Error> {
+    match sys::run(argv, envp, chroot_to, timeout_ms) {
+        Ok(c) if c == 0 || c == also_ok => Ok(c),
+        Ok(c) => Err(err(
+            b"{}{} exited with status {}",
+            &[what[0], what[1], log::num(c as u64).as_bytes()],
+        )),
+        Err(e) => Err(err_errno(b"cannot run {}{}", &what, e)),
+    }
 }
 
 #[cfg(test)]
