@@ -61,12 +61,12 @@ fn collect_volumes(ctx: &Ctx, volumes: &mut [Option<Volume>; MAX_VOLUMES]) -> Re
                 mounted: false,
             };
             vol.dev.by_path(&mut vol.device);
-            // The device's slot, else the first free one (the slots fill in order).
-            let existing = volumes
-                .iter()
-                .position(|s| s.as_ref().is_some_and(|s| s.device == vol.device));
-            let free = volumes.iter().position(Option::is_none);
-            let Some(slot) = existing.or(free).and_then(|i| volumes.get_mut(i)) else {
+            // The device's slot, else the first free one: the slots fill in order, so one
+            // holding the device comes before any free one.
+            let Some(slot) = volumes
+                .iter_mut()
+                .find(|s| s.as_ref().is_none_or(|s| s.device == vol.device))
+            else {
                 return Err(err(b"more than 16 volumes", &[]));
             };
             *slot = Some(vol);
