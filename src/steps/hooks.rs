@@ -195,27 +195,26 @@ pub fn enable_sysext_confext(ctx: &mut Ctx) -> Result<(), Error> {
     // Each kind of extension (system, configuration), kept in `/var/lib/kairos/<kind>` and
     // linked into `/run/<kind>`: from `<state>/`, then from `common/`.
     for i in 0..4 {
-        let kind: &[u8] = if i < 2 { b"extensions" } else { b"confexts" };
+        let kind: &[u8] = if i < 2 { b"extensions/" } else { b"confexts/" };
         let dir = if i % 2 == 0 {
             sub.as_bytes()
         } else {
             b"common"
         };
-        // The directory, then `<directory>/<name>` for each extension in it.
+        // The directory (with its trailing `/`), then `<directory>/<name>` for each extension
+        // in it.
         let mut to = Text::<256>::new();
         to.push_lossy(b"/var/lib/kairos/");
         to.push_lossy(kind);
-        to.push_lossy(b"/");
         to.push_lossy(dir);
+        to.push_lossy(b"/");
         let Ok(fd) = root.open_at(to.as_bytes(), OFlags::RDONLY | OFlags::DIRECTORY, 0) else {
             continue;
         };
-        to.push_lossy(b"/");
         let mut link = Text::<256>::new();
         link.push_lossy(b"/run/");
         link.push_lossy(kind);
         let _ = sys::mkdir_p(link.as_bytes(), 0o755);
-        link.push_lossy(b"/");
         let (to_dir, link_dir) = (to.len(), link.len());
         let add: &mut EntryFn = &mut |name, ft| {
             if ft != FileType::RegularFile || !name.ends_with(b".raw") {
