@@ -75,7 +75,12 @@ fn run_one(path: &[u8], args: &[&CStr], envp: &[&CStr], chroot_to: Option<&[u8]>
 /// then a stage engine. The `initramfs` stage runs the image's programs chrooted into the new
 /// root (in a child).
 pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
-    let stage_c = if chrooted { c"initramfs" } else { c"rootfs" };
+    // The stage, and the name of its hook directories.
+    let (stage_c, hooks_d): (_, &[u8]) = if chrooted {
+        (c"initramfs", b"/initramfs.d")
+    } else {
+        (c"rootfs", b"/rootfs.d")
+    };
     let stage = stage_c.to_bytes();
     let sysroot = ctx.sysroot();
     // The hook environment: `KEY=value` strings back to back, each ended by a NUL. None of the
@@ -100,9 +105,7 @@ pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
     // directory and the sysroot hold at most 128 bytes).
     let mut dir = Text::<512>::new();
     dir.push_lossy(ctx.env.config_dir.as_bytes());
-    dir.push_lossy(b"/");
-    dir.push_lossy(stage);
-    dir.push_lossy(b".d");
+    dir.push_lossy(hooks_d);
     let mut names = List::new();
     if let Ok(fd) = sys::open_dir(dir.as_bytes()) {
         executables(fd.as_fd(), &mut names);
@@ -116,9 +119,8 @@ pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
         dir.push_lossy(sysroot);
     }
     let inside = dir.len();
-    dir.push_lossy(b"/usr/lib/immucore/");
-    dir.push_lossy(stage);
-    dir.push_lossy(b".d");
+    dir.push_lossy(b"/usr/lib/immucore");
+    dir.push_lossy(hooks_d);
     let hooks = dir.as_bytes();
     let image_dir = hooks.get(inside..).unwrap_or_default();
     // Listed through the confined lookup.
