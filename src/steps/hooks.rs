@@ -31,7 +31,7 @@ fn executables(dir: BorrowedFd<'_>, out: &mut List<4096, 64>) {
     let _ = sys::for_each_entry(dir, add);
 }
 
-/// Runs `dir/<name>` for each of `names`, sorted bytewise.
+/// Runs `<dir><name>` for each of `names`, sorted bytewise (`dir` ends in a `/`).
 fn run_all(dir: &[u8], names: &List<4096, 64>, envp: &[&CStr], chroot_to: Option<&[u8]>) {
     // The names come from one directory, so they are unique: each round runs the smallest
     // name after the previous one. No name is empty, so all sort after the first round's "".
@@ -46,7 +46,6 @@ fn run_all(dir: &[u8], names: &List<4096, 64>, envp: &[&CStr], chroot_to: Option
         let Some(name) = next else { break };
         let mut p = Text::<256>::new();
         p.push_lossy(dir);
-        p.push_lossy(b"/");
         p.push_lossy(name);
         run_one(p.as_bytes(), &[], envp, chroot_to);
         prev = name;
@@ -75,11 +74,11 @@ fn run_one(path: &[u8], args: &[&CStr], envp: &[&CStr], chroot_to: Option<&[u8]>
 /// then a stage engine. The `initramfs` stage runs the image's programs chrooted into the new
 /// root (in a child).
 pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
-    // The stage, and the name of its hook directories.
+    // The stage, and the name of its hook directories (with a trailing `/`, for the names).
     let (stage_c, hooks_d): (_, &[u8]) = if chrooted {
-        (c"initramfs", b"/initramfs.d")
+        (c"initramfs", b"/initramfs.d/")
     } else {
-        (c"rootfs", b"/rootfs.d")
+        (c"rootfs", b"/rootfs.d/")
     };
     let stage = stage_c.to_bytes();
     let sysroot = ctx.sysroot();
