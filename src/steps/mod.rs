@@ -392,8 +392,14 @@ pub fn fsck(cmd: &Cmdline, node: &[u8]) {
         1,
     );
     match outcome {
-        Ok(0) => log::debug(b"fsck {}: clean", &[node]),
-        Ok(_) => log::info(b"fsck {}: errors corrected", &[node]),
+        Ok(status) => {
+            let (level, template): (_, &[u8]) = if status == 0 {
+                (log::Level::Debug, b"fsck {}: clean")
+            } else {
+                (log::Level::Info, b"fsck {}: errors corrected")
+            };
+            log::log(level, template, &[node]);
+        }
         Err(_) => log_error(log::Level::Warn, b"{}"),
     }
 }
