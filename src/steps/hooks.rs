@@ -7,7 +7,7 @@ use crate::log;
 use crate::sys::{self, CBuf};
 use crate::util::fixed::{List, Text};
 use core::ffi::CStr;
-use rustix::fd::{AsFd, BorrowedFd};
+use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{FileType, OFlags};
 
 /// A hook that runs longer than this is killed; the boot goes on.
@@ -21,14 +21,17 @@ const AGENTS: &[u8] =
 /// What `sys::for_each_entry` calls here: one instantiation of it serves both listings.
 type EntryFn<'a> = dyn FnMut(&[u8], FileType) + 'a;
 
-/// Adds the names of the executables in directory `dir` to `out`.
-fn executables(dir: BorrowedFd<'_>, out: &mut List<4096, 64>) {
+/// Adds the names of the executables in directory `dir` to `out`, if it could be opened.
+fn executables(dir: sys::Result<OwnedFd>, out: &mut List<4096, 64>) {
+    let Ok(dir) = dir else {
+        return;
+    };
     let add: &mut EntryFn = &mut |name, ft| {
         if ft == FileType::RegularFile || ft == FileType::Symlink || ft == FileType::Unknown {
             let _ = out.push(name);
         }
     };
-    let _ = sys::for_each_entry(dir, add);
+    let _ = sys::for_each_entry(dir.as_fd(), add);
 }
 
 /// Runs `<dir><name>` for each of `names`, sorted bytewise (`dir` ends in a `/`).
@@ -106,9 +109,7 @@ pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
     dir.push_lossy(ctx.env.config_dir.as_bytes());
     dir.push_lossy(hooks_d);
     let mut names = List::new();
-    if let Ok(fd) = sys::open_dir(dir.as_bytes()) {
-        executables(fd.as_fd(), &mut names);
-    }
+    executables(sys::open_dir(dir.as_bytes()), &mut names);
     run_all(dir.as_bytes(), &names, &envp, None);
 
     // The image's hook directory, as the hooks see it: from inside the new root when chrooted,
@@ -125,9 +126,8 @@ pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
     // Listed through the confined lookup.
     names.clear();
     if let Some(root) = &ctx.root {
-        if let Ok(fd) = root.open_at(image_dir, OFlags::RDONLY | OFlags::DIRECTORY, 0) {
-            executables(fd.as_fd(), &mut names);
-        }
+        let fd = root.open_at(image_dir, OFlags::RDONLY | OFlags::DIRECTORY, 0);
+        executables(fd, &mut names);
     }
     let mut agents = AGENTS;
     let agent = loop {
