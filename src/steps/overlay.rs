@@ -188,12 +188,14 @@ fn overlay_one(root: &Option<Root>, fstab: &mut Fstab, path: &[u8]) -> Result<()
     } else {
         // The work directory, then the upper one, which `dir` keeps naming.
         let base = dir.len();
-        for leaf in [&b"work"[..], b"upper"] {
+        let mut make = |leaf: &[u8]| {
             dir.truncate(base);
             dir.push_lossy(leaf);
             let made = dir.as_bytes();
-            sys::mkdir_p(made, 0o755).map_err(|e| err_errno(b"cannot create {}", &[made], e))?;
-        }
+            sys::mkdir_p(made, 0o755).map_err(|e| err_errno(b"cannot create {}", &[made], e))
+        };
+        make(b"work")?;
+        make(b"upper")?;
         let upper = dir.as_bytes();
         // The merged directory takes mode and owner from the upper root: copy them from the
         // lower directory, or e.g. /root (0700) would become 0755.
