@@ -189,8 +189,9 @@ const FLAGS: [Flags; 9] = [
 ];
 
 /// Mount flags and data string for an fstab-style option list (reference §6.3): flag words
-/// become flags, everything else joins the data string in order.
-pub fn mount_options(opts: &[u8], data: &mut Text<1024>) -> Flags {
+/// become flags, everything else joins the data string in order. (`data` has the capacity of
+/// a log line: its `Text` methods exist once for both.)
+pub fn mount_options(opts: &[u8], data: &mut Text<2048>) -> Flags {
     let mut flags = Flags::empty();
     for o in opts.split(|&c| c == b',').filter(|o| !o.is_empty()) {
         match word_index(FLAG_WORDS, o) {
@@ -251,7 +252,7 @@ fn mount_checked(
     opts: &[u8],
     check: bool,
 ) -> Result<Mounted, Error> {
-    let mut data = Text::<1024>::new();
+    let mut data = Text::<2048>::new();
     let flags = mount_options(opts, &mut data);
     let path = target.path();
     // In the new root the directory is resolved once and mounted on through its fd.
