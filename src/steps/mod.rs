@@ -85,7 +85,9 @@ fn log_already_mounted(path: &[u8]) {
 impl Error {
     /// Why the step failed: the text of the last step error.
     pub fn message(self) -> Text<256> {
-        MESSAGE.with(|m| m.clone())
+        let mut text = Text::new();
+        MESSAGE.with(|m| text.push_lossy(m.as_bytes()));
+        text
     }
 }
 
