@@ -2,12 +2,12 @@
 //! `kairos-agent run-stage S` or its `yip`/`elemental` equivalents) and the system extension
 //! links. Hooks never fail the boot: their errors are logged.
 
-use super::{take_c_str, Ctx, Error};
+use super::{log_error, run_program, take_c_str, Ctx, Error};
 use crate::log;
 use crate::sys::{self, CBuf};
 use crate::util::fixed::{List, Text};
 use core::ffi::CStr;
-use rustix::fd::{AsFd, BorrowedFd};
+use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{FileType, OFlags};
 
 /// A hook that runs longer than this is killed; the boot goes on.
@@ -21,17 +21,20 @@ const AGENTS: &[u8] =
 /// What `sys::for_each_entry` calls here: one instantiation of it serves both listings.
 type EntryFn<'a> = dyn FnMut(&[u8], FileType) + 'a;
 
-/// Adds the names of the executables in directory `dir` to `out`.
-fn executables(dir: BorrowedFd<'_>, out: &mut List<4096, 64>) {
+/// Adds the names of the executables in directory `dir` to `out`, if it could be opened.
+fn executables(dir: sys::Result<OwnedFd>, out: &mut List<4096, 64>) {
+    let Ok(dir) = dir else {
+        return;
+    };
     let add: &mut EntryFn = &mut |name, ft| {
         if ft == FileType::RegularFile || ft == FileType::Symlink || ft == FileType::Unknown {
             let _ = out.push(name);
         }
     };
-    let _ = sys::for_each_entry(dir, add);
+    let _ = sys::for_each_entry(dir.as_fd(), add);
 }
 
-/// Runs `dir/<name>` for each of `names`, sorted bytewise.
+/// Runs `<dir><name>` for each of `names`, sorted bytewise (`dir` ends in a `/`).
 fn run_all(dir: &[u8], names: &List<4096, 64>, envp: &[&CStr], chroot_to: Option<&[u8]>) {
     // The names come from one directory, so they are unique: each round runs the smallest
     // name after the previous one. No name is empty, so all sort after the first round's "".
@@ -46,7 +49,6 @@ fn run_all(dir: &[u8], names: &List<4096, 64>, envp: &[&CStr], chroot_to: Option
         let Some(name) = next else { break };
         let mut p = Text::<256>::new();
         p.push_lossy(dir);
-        p.push_lossy(b"/");
         p.push_lossy(name);
         run_one(p.as_bytes(), &[], envp, chroot_to);
         prev = name;
@@ -65,31 +67,22 @@ fn run_one(path: &[u8], args: &[&CStr], envp: &[&CStr], chroot_to: Option<&[u8]>
         *slot = a;
     }
     let argv = argv.get(..1 + args.len()).unwrap_or(&argv);
-    let (code, errno);
-    let (level, template, detail): (_, &[u8], &[u8]) =
-        match sys::run(argv, envp, chroot_to, HOOK_TIMEOUT_MS) {
-            Ok(0) => (log::Level::Info, b"ran {}", b""),
-            Ok(c) => {
-                code = log::num(c as u64);
-                (
-                    log::Level::Warn,
-                    b"{} exited with status {}",
-                    code.as_bytes(),
-                )
-            }
-            Err(e) => {
-                errno = log::errno(e);
-                (log::Level::Warn, b"cannot run {}: {}", errno.as_bytes())
-            }
-        };
-    log::log(level, template, &[path, detail]);
+    match run_program(argv, envp, chroot_to, HOOK_TIMEOUT_MS, [b"", path], 0) {
+        Ok(_) => log::info(b"ran {}", &[path]),
+        Err(_) => log_error(log::Level::Warn, b"{}"),
+    }
 }
 
 /// Stage `rootfs`, or `initramfs` when `chrooted`: the initramfs' hooks, the image's hooks,
 /// then a stage engine. The `initramfs` stage runs the image's programs chrooted into the new
 /// root (in a child).
 pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
-    let stage_c = if chrooted { c"initramfs" } else { c"rootfs" };
+    // The stage, and the name of its hook directories (with a trailing `/`, for the names).
+    let (stage_c, hooks_d): (_, &[u8]) = if chrooted {
+        (c"initramfs", b"/initramfs.d/")
+    } else {
+        (c"rootfs", b"/rootfs.d/")
+    };
     let stage = stage_c.to_bytes();
     let sysroot = ctx.sysroot();
     // The hook environment: `KEY=value` strings back to back, each ended by a NUL. None of the
@@ -114,13 +107,9 @@ pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
     // directory and the sysroot hold at most 128 bytes).
     let mut dir = Text::<512>::new();
     dir.push_lossy(ctx.env.config_dir.as_bytes());
-    dir.push_lossy(b"/");
-    dir.push_lossy(stage);
-    dir.push_lossy(b".d");
+    dir.push_lossy(hooks_d);
     let mut names = List::new();
-    if let Ok(fd) = sys::open_dir(dir.as_bytes()) {
-        executables(fd.as_fd(), &mut names);
-    }
+    executables(sys::open_dir(dir.as_bytes()), &mut names);
     run_all(dir.as_bytes(), &names, &envp, None);
 
     // The image's hook directory, as the hooks see it: from inside the new root when chrooted,
@@ -130,17 +119,15 @@ pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
         dir.push_lossy(sysroot);
     }
     let inside = dir.len();
-    dir.push_lossy(b"/usr/lib/immucore/");
-    dir.push_lossy(stage);
-    dir.push_lossy(b".d");
+    dir.push_lossy(b"/usr/lib/immucore");
+    dir.push_lossy(hooks_d);
     let hooks = dir.as_bytes();
     let image_dir = hooks.get(inside..).unwrap_or_default();
     // Listed through the confined lookup.
     names.clear();
     if let Some(root) = &ctx.root {
-        if let Ok(fd) = root.open_at(image_dir, OFlags::RDONLY | OFlags::DIRECTORY, 0) {
-            executables(fd.as_fd(), &mut names);
-        }
+        let fd = root.open_at(image_dir, OFlags::RDONLY | OFlags::DIRECTORY, 0);
+        executables(fd, &mut names);
     }
     let mut agents = AGENTS;
     let agent = loop {
@@ -209,27 +196,26 @@ pub fn enable_sysext_confext(ctx: &mut Ctx) -> Result<(), Error> {
     // Each kind of extension (system, configuration), kept in `/var/lib/kairos/<kind>` and
     // linked into `/run/<kind>`: from `<state>/`, then from `common/`.
     for i in 0..4 {
-        let kind: &[u8] = if i < 2 { b"extensions" } else { b"confexts" };
+        let kind: &[u8] = if i < 2 { b"extensions/" } else { b"confexts/" };
         let dir = if i % 2 == 0 {
             sub.as_bytes()
         } else {
             b"common"
         };
-        // The directory, then `<directory>/<name>` for each extension in it.
+        // The directory (with its trailing `/`), then `<directory>/<name>` for each extension
+        // in it.
         let mut to = Text::<256>::new();
         to.push_lossy(b"/var/lib/kairos/");
         to.push_lossy(kind);
-        to.push_lossy(b"/");
         to.push_lossy(dir);
+        to.push_lossy(b"/");
         let Ok(fd) = root.open_at(to.as_bytes(), OFlags::RDONLY | OFlags::DIRECTORY, 0) else {
             continue;
         };
-        to.push_lossy(b"/");
         let mut link = Text::<256>::new();
         link.push_lossy(b"/run/");
         link.push_lossy(kind);
         let _ = sys::mkdir_p(link.as_bytes(), 0o755);
-        link.push_lossy(b"/");
         let (to_dir, link_dir) = (to.len(), link.len());
         let add: &mut EntryFn = &mut |name, ft| {
             if ft != FileType::RegularFile || !name.ends_with(b".raw") {

@@ -11,7 +11,7 @@ pub mod root;
 pub mod volumes;
 
 use crate::boot;
-use crate::config::cmdline::{words, Cmdline, Device, FsckMode, FsckRepair};
+use crate::config::cmdline::{word_index, Cmdline, Device, FsckMode, FsckRepair};
 use crate::config::layout::Layout;
 use crate::config::state::Env;
 use crate::dev::scan::{self, Table};
@@ -85,7 +85,9 @@ fn log_already_mounted(path: &[u8]) {
 impl Error {
     /// Why the step failed: the text of the last step error.
     pub fn message(self) -> Text<256> {
-        MESSAGE.with(|m| m.clone())
+        let mut text = Text::new();
+        MESSAGE.with(|m| text.push_lossy(m.as_bytes()));
+        text
     }
 }
 
@@ -189,11 +191,12 @@ const FLAGS: [Flags; 9] = [
 ];
 
 /// Mount flags and data string for an fstab-style option list (reference §6.3): flag words
-/// become flags, everything else joins the data string in order.
-pub fn mount_options(opts: &[u8], data: &mut Text<1024>) -> Flags {
+/// become flags, everything else joins the data string in order. (`data` has the capacity of
+/// a log line: its `Text` methods exist once for both.)
+pub fn mount_options(opts: &[u8], data: &mut Text<2048>) -> Flags {
     let mut flags = Flags::empty();
     for o in opts.split(|&c| c == b',').filter(|o| !o.is_empty()) {
-        match words(FLAG_WORDS).position(|w| w == o) {
+        match word_index(FLAG_WORDS, o) {
             Some(0) => flags.remove(Flags::RDONLY),
             Some(i) => flags |= FLAGS.get(i).copied().unwrap_or(Flags::empty()),
             None => {
@@ -231,6 +234,8 @@ pub enum Mounted {
 }
 
 /// Mounts `source` on `target`; an existing mount there counts as done (upstream behaviour).
+/// Inlined: the call with one more argument is shorter than a function passing them on.
+#[inline(always)]
 pub fn mount_at(
     ctx: &Ctx,
     source: &[u8],
@@ -251,7 +256,7 @@ fn mount_checked(
     opts: &[u8],
     check: bool,
 ) -> Result<Mounted, Error> {
-    let mut data = Text::<1024>::new();
+    let mut data = Text::<2048>::new();
     let flags = mount_options(opts, &mut data);
     let path = target.path();
     // In the new root the directory is resolved once and mounted on through its fd.
@@ -355,7 +360,9 @@ fn repair_flag(repair: FsckRepair) -> &'static CStr {
 }
 
 /// Runs `fsck <dev> [-f] -a|-y|-n` before the first mount, as systemd-fsck would, when an
-/// fsck binary exists. Its result is logged, never fatal: the mount decides.
+/// fsck binary exists. Its result is logged, never fatal: the mount decides. Kept out of
+/// `mount_checked`: the two are smaller apart.
+#[inline(never)]
 pub fn fsck(cmd: &Cmdline, node: &[u8]) {
     if cmd.fsck_mode == FsckMode::Skip {
         return;
@@ -381,34 +388,49 @@ pub fn fsck(cmd: &Cmdline, node: &[u8]) {
         argv[2] = repair;
     }
     let argc = 2 + force as usize + !repair.is_empty() as usize;
-    let r = sys::run(
+    let outcome = run_program(
         argv.get(..argc).unwrap_or(&[]),
-        &[c"PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+        &[RUN_PATH],
         None,
         FSCK_TIMEOUT_MS,
+        [b"fsck ", node],
+        1,
     );
-    let (code, errno);
-    let (level, template, detail): (_, &[u8], &[u8]) = match r {
-        Ok(0) => (log::Level::Debug, b"fsck {}: clean", b""),
-        Ok(1) => (log::Level::Info, b"fsck {}: errors corrected", b""),
-        Ok(c) => {
-            code = log::num(c as u64);
-            (
-                log::Level::Warn,
-                b"fsck {} exited with status {}",
-                code.as_bytes(),
-            )
+    match outcome {
+        Ok(status) => {
+            let (level, template): (_, &[u8]) = if status == 0 {
+                (log::Level::Debug, b"fsck {}: clean")
+            } else {
+                (log::Level::Info, b"fsck {}: errors corrected")
+            };
+            log::log(level, template, &[node]);
         }
-        Err(e) => {
-            errno = log::errno(e);
-            (
-                log::Level::Warn,
-                b"fsck {} could not run: {}",
-                errno.as_bytes(),
-            )
-        }
-    };
-    log::log(level, template, &[node, detail]);
+        Err(_) => log_error(log::Level::Warn, b"{}"),
+    }
+}
+
+/// The search path of the programs immucore runs itself (fsck, lvm).
+const RUN_PATH: &CStr = c"PATH=/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Runs `argv` (see `sys::run`) and returns its exit status if that is 0 or `also_ok`; else an
+/// error naming the program as `what` (`fsck ` and the device, say) with the status or errno.
+/// The one outcome check of fsck, lvm and the hooks.
+fn run_program(
+    argv: &[&CStr],
+    envp: &[&CStr],
+    chroot_to: Option<&[u8]>,
+    timeout_ms: u64,
+    what: [&[u8]; 2],
+    also_ok: i32,
+) -> Result<i32, Error> {
+    match sys::run(argv, envp, chroot_to, timeout_ms) {
+        Ok(c) if c == 0 || c == also_ok => Ok(c),
+        Ok(c) => Err(err(
+            b"{}{} exited with status {}",
+            &[what[0], what[1], log::num(c as u64).as_bytes()],
+        )),
+        Err(e) => Err(err_errno(b"cannot run {}{}", &what, e)),
+    }
 }
 
 #[cfg(test)]

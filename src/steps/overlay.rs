@@ -14,7 +14,7 @@ use crate::sys::{
     self,
     inroot::{real_path, Root},
 };
-use crate::util::fixed::{Full, Text};
+use crate::util::fixed::Text;
 use rustix::fd::AsFd;
 
 pub const LAYOUT_FILE: &[u8] = b"/run/cos/cos-layout.env";
@@ -167,26 +167,36 @@ fn overlay_one(root: &Option<Root>, fstab: &mut Fstab, path: &[u8]) -> Result<()
     real_path(lower.as_fd(), &mut lower_path)
         .map_err(|e| err_errno(b"cannot name {}", named, e))?;
     let mut dash = Text::<256>::new();
-    dash_name(path, &mut dash).map_err(|_| err(b"{}: name too long", named))?;
-    // `<OVERLAY_DIR>/<dash>/.overlay/upper` and `.../work`.
-    let mut upper = Text::<512>::new();
-    upper.push_lossy(b"/run/overlay/");
-    upper.push_lossy(dash.as_bytes());
-    upper.push_lossy(b"/.overlay/");
-    let mut work = upper.clone();
-    upper.push_lossy(b"upper");
-    work.push_lossy(b"work");
-    let mut opts = Text::<1024>::new();
-    overlay_opts(&mut opts, &lower_path, &upper, &work)
-        .map_err(|_| err(b"{}: overlay options too long", named))?;
-    let upper = upper.as_bytes();
+    // Cannot fail: layout paths are normalized, at most `MAX_PATH` (240) bytes.
+    let _ = dash_name(path, &mut dash);
+    // `<OVERLAY_DIR>/<dash>/.overlay/`, where the upper and the work directory go.
+    let mut dir = Text::<512>::new();
+    dir.push_lossy(b"/run/overlay/");
+    dir.push_lossy(dash.as_bytes());
+    dir.push_lossy(b"/.overlay/");
+    let (lower_dir, layers) = (lower_path.as_bytes(), dir.as_bytes());
+    // Always fits: the lower path has at most 512 bytes, the directory 267.
+    let mut opts = Text::<2048>::new();
+    log::expand(
+        b"lowerdir={},upperdir={}upper,workdir={}work",
+        &[lower_dir, layers, layers],
+        &mut |c| opts.push_lossy(&[c]),
+    );
     let opts = opts.as_bytes();
     if sys::is_mountpoint(lower.as_fd(), b"") {
         super::log_already_mounted(path);
     } else {
-        for &dir in &[upper, work.as_bytes()] {
-            sys::mkdir_p(dir, 0o755).map_err(|e| err_errno(b"cannot create {}", &[dir], e))?;
-        }
+        // The work directory, then the upper one, which `dir` keeps naming.
+        let base = dir.len();
+        let mut make = |leaf: &[u8]| {
+            dir.truncate(base);
+            dir.push_lossy(leaf);
+            let made = dir.as_bytes();
+            sys::mkdir_p(made, 0o755).map_err(|e| err_errno(b"cannot create {}", &[made], e))
+        };
+        make(b"work")?;
+        make(b"upper")?;
+        let upper = dir.as_bytes();
         // The merged directory takes mode and owner from the upper root: copy them from the
         // lower directory, or e.g. /root (0700) would become 0755.
         sys::copy_owner_and_mode(lower.as_fd(), upper)
@@ -204,19 +214,4 @@ fn overlay_one(root: &Option<Root>, fstab: &mut Fstab, path: &[u8]) -> Result<()
     }
     fstab.add(b"overlay", path, b"overlay", opts);
     Ok(())
-}
-
-/// `lowerdir=<lower>,upperdir=<upper>,workdir=<work>`.
-fn overlay_opts(
-    opts: &mut Text<1024>,
-    lower: &Text<512>,
-    upper: &Text<512>,
-    work: &Text<512>,
-) -> Result<(), Full> {
-    opts.push(b"lowerdir=")?;
-    opts.push(lower.as_bytes())?;
-    opts.push(b",upperdir=")?;
-    opts.push(upper.as_bytes())?;
-    opts.push(b",workdir=")?;
-    opts.push(work.as_bytes())
 }

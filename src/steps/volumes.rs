@@ -2,7 +2,8 @@
 //! LVM activation where an `lvm` binary exists.
 
 use super::{
-    add_failure, err, failures, log_error, mount_device, Ctx, Error, Target, Volume, MAX_VOLUMES,
+    add_failure, err, failures, log_error, mount_device, run_program, Ctx, Error, Target, Volume,
+    MAX_VOLUMES, RUN_PATH,
 };
 use crate::config::cmdline::{volume_spec, BootState, Device, DeviceKind};
 use crate::dev::scan::Found;
@@ -60,12 +61,12 @@ fn collect_volumes(ctx: &Ctx, volumes: &mut [Option<Volume>; MAX_VOLUMES]) -> Re
                 mounted: false,
             };
             vol.dev.by_path(&mut vol.device);
-            // The device's slot, else the first free one (the slots fill in order).
-            let existing = volumes
-                .iter()
-                .position(|s| s.as_ref().is_some_and(|s| s.device == vol.device));
-            let free = volumes.iter().position(Option::is_none);
-            let Some(slot) = existing.or(free).and_then(|i| volumes.get_mut(i)) else {
+            // The device's slot, else the first free one: the slots fill in order, so one
+            // holding the device comes before any free one.
+            let Some(slot) = volumes
+                .iter_mut()
+                .find(|s| s.as_ref().is_none_or(|s| s.device == vol.device))
+            else {
                 return Err(err(b"more than 16 volumes", &[]));
             };
             *slot = Some(vol);
@@ -120,20 +121,14 @@ pub fn lvm_activation() -> Result<(), Error> {
         return Ok(());
     };
     let argv = [bin, c"vgchange", c"--activate", c"y", c"--sysinit"];
-    match sys::run(
+    run_program(
         &argv,
-        &[c"PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+        &[RUN_PATH],
         None,
         LVM_TIMEOUT_MS,
-    ) {
-        Ok(0) => {
-            log::info(b"volume groups activated", &[]);
-            Ok(())
-        }
-        Ok(code) => Err(err(
-            b"lvm vgchange exited with status {}",
-            &[log::num(code as u64).as_bytes()],
-        )),
-        Err(e) => Err(super::err_errno(b"cannot run lvm", &[], e)),
-    }
+        [b"lvm ", b"vgchange"],
+        0,
+    )?;
+    log::info(b"volume groups activated", &[]);
+    Ok(())
 }
