@@ -334,13 +334,17 @@ fn add_mount(
         warn(warnings, key, value, reason.as_bytes(), b", ignored");
         return Ok(());
     }
-    mounts.push(value).map_err(|_| {
-        if mounts.len() >= MAX_MOUNTS {
-            "more than 16 mounts"
-        } else {
-            "mount specs too long in total"
-        }
-    })
+    mounts.push(value).map_err(|_| why_full(mounts))
+}
+
+/// Why a spec did not fit in `mounts`: too many of them, or too many bytes.
+#[inline(never)]
+fn why_full(mounts: &List<2048, MAX_MOUNTS>) -> &'static str {
+    if mounts.len() >= MAX_MOUNTS {
+        "more than 16 mounts"
+    } else {
+        "mount specs too long in total"
+    }
 }
 
 /// Flags set by bare keys.
@@ -559,7 +563,7 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
         }
         for spec in late_mounts.iter() {
             if c.mounts.push(spec).is_err() {
-                break 'refuse ("more than 16 mounts", spec);
+                break 'refuse (why_full(&c.mounts), spec);
             }
         }
 
@@ -964,6 +968,21 @@ mod tests {
         );
         let e = parse(std::format!("{line} rd.cos.mount=LABEL=x:/x").as_bytes()).unwrap_err();
         assert_eq!(e.reason, "more than 16 mounts");
+    }
+
+    #[test]
+    fn mount_specs_over_the_byte_limit_say_so() {
+        // Specs of 306 bytes (labels and paths near their limits): six fit in the 2048-byte
+        // list, a seventh does not, far from the 16-mount limit.
+        let spec = |i: usize| std::format!("LABEL={}{i}:/{}", "l".repeat(59), "m".repeat(238));
+        let mut line = std::string::String::new();
+        for i in 0..6 {
+            line += &std::format!("rd.cos.mount={} ", spec(i));
+        }
+        for key in ["rd.cos.mount", "rd.immucore.mount"] {
+            let e = parse(std::format!("{line}{key}={}", spec(6)).as_bytes()).unwrap_err();
+            assert_eq!(e.reason, "mount specs too long in total", "{key}");
+        }
     }
 
     #[test]
