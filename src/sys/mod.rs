@@ -287,25 +287,12 @@ pub fn is_dir(path: &[u8]) -> bool {
     file_type(path) == Ok(0o040000)
 }
 
-/// `mkdir -p` for paths of the initramfs itself (`/run/...`), not for the sysroot.
+/// `mkdir -p` for paths of the initramfs itself (`/run/...`), not for the sysroot: the
+/// sysroot's `mkdir -p` (one implementation) with `/` as the root, where resolving in the root
+/// is plain resolution (a relative path: from the working directory).
 pub fn mkdir_p(path: &[u8], mode: u32) -> Result<()> {
-    let mut end = 0;
-    while end < path.len() {
-        end = path
-            .iter()
-            .skip(end + 1)
-            .position(|&c| c == b'/')
-            .map_or(path.len(), |i| end + 1 + i);
-        let prefix = path.get(..end).unwrap_or(path);
-        if prefix.is_empty() || prefix == b"/" {
-            continue;
-        }
-        match rustix::fs::mkdir(CBuf::new().c_str(prefix)?, Mode::from_raw_mode(mode)) {
-            Ok(()) | Err(Errno::EXIST) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    let top: &[u8] = if path.starts_with(b"/") { b"/" } else { b"." };
+    inroot::Root::open(top)?.mkdir_p(path, mode).map(drop)
 }
 
 pub fn symlink(target: &[u8], link: &[u8]) -> Result<()> {
