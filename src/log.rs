@@ -228,15 +228,16 @@ pub fn warn(template: &[u8], args: &[&[u8]]) {
 #[inline(never)]
 pub fn warn_errno(template: &[u8], args: &[&[u8]], e: sys::Errno) {
     let text = errno(e);
-    let mut all: [&[u8]; 4] = [&[]; 4];
-    let n = args.len().min(3);
-    for (slot, a) in all.iter_mut().zip(args.iter().take(n)) {
+    // The errno text in every slot that no argument takes.
+    let mut all = [text.as_bytes(); 4];
+    for (slot, a) in all.iter_mut().zip(args) {
         *slot = a;
     }
-    if let Some(slot) = all.get_mut(n) {
-        *slot = text.as_bytes();
-    }
-    emit(template, all.get(..=n).unwrap_or(&all), Level::Warn);
+    emit(
+        template,
+        all.get(..=args.len()).unwrap_or(&all),
+        Level::Warn,
+    );
 }
 
 pub fn error(template: &[u8], args: &[&[u8]]) {
