@@ -9,6 +9,7 @@ mod raw;
 
 use core::ffi::CStr;
 use core::mem::MaybeUninit;
+use linux_raw_sys::general as ms;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{Mode, OFlags, CWD};
 pub use rustix::io::Errno;
@@ -340,6 +341,14 @@ pub fn mount(
     flags: MountFlags,
     data: &[u8],
 ) -> Result<()> {
+    mount_raw(source, target, fstype, flags.bits(), data)
+}
+
+/// `mount(2)` for every kind of mount, with its flags as the kernel takes them (`MS_MOVE` and
+/// the others that `MountFlags` leaves to separate rustix calls, each a wrapper of its own);
+/// an empty `data` is none. Where the kernel ignores the source or type, they are `""`.
+#[inline(never)]
+fn mount_raw(source: &[u8], target: &[u8], fstype: &[u8], flags: u32, data: &[u8]) -> Result<()> {
     let (mut s, mut t, mut f, mut d) = (CBuf::new(), CBuf::new(), CBuf::new(), CBuf::new());
     let (s, t, f) = (s.c_str(source)?, t.c_str(target)?, f.c_str(fstype)?);
     let data = if data.is_empty() {
@@ -347,28 +356,26 @@ pub fn mount(
     } else {
         Some(d.c_str(data)?)
     };
-    rustix::mount::mount(s, t, f, flags, data)
+    raw::mount(s, t, f, flags, data)
 }
 
 pub fn mount_bind(source: &[u8], target: &[u8]) -> Result<()> {
-    with_paths(source, target, |s, t| rustix::mount::mount_bind(s, t))
+    mount_raw(source, target, b"", ms::MS_BIND, b"")
 }
 
 /// Makes an existing bind mount read-only (a bind ignores MS_RDONLY on creation).
 pub fn remount_bind_ro(target: &[u8]) -> Result<()> {
-    with_path(target, |t| {
-        rustix::mount::mount_remount(t, MountFlags::BIND | MountFlags::RDONLY, c"")
-    })
+    let flags = ms::MS_REMOUNT | ms::MS_BIND | ms::MS_RDONLY;
+    mount_raw(b"", target, b"", flags, b"")
 }
 
 pub fn mount_move(source: &[u8], target: &[u8]) -> Result<()> {
-    with_paths(source, target, |s, t| rustix::mount::mount_move(s, t))
+    mount_raw(source, target, b"", ms::MS_MOVE, b"")
 }
 
 /// Makes every mount under `/` private, so MS_MOVE works (it refuses shared parents).
 pub fn make_root_private() -> Result<()> {
-    use rustix::mount::MountPropagationFlags as P;
-    rustix::mount::mount_change(c"/", P::PRIVATE | P::REC)
+    mount_raw(b"", b"/", b"", ms::MS_PRIVATE | ms::MS_REC, b"")
 }
 
 /// True when `path` is the root of a mount (statx `STATX_ATTR_MOUNT_ROOT`, Linux ≥ 5.8).

@@ -1,9 +1,11 @@
 //! Raw system calls that rustix does not offer publicly (its `runtime` module is unstable):
-//! `exit_group`, `execve`, a plain `fork`, the signal mask, and a `statx` without rustix's
-//! compatibility probe.
+//! `exit_group`, `execve`, a plain `fork`, the signal mask, a `statx` without rustix's
+//! compatibility probe, and one `mount` for every kind of mount.
 
 use core::arch::asm;
+use core::ffi::CStr;
 use linux_raw_sys::general as nr;
+use rustix::io::Errno;
 
 #[cfg(target_arch = "x86_64")]
 unsafe fn syscall4(n: u32, a: usize, b: usize, c: usize, d: usize) -> isize {
@@ -107,6 +109,34 @@ pub fn is_mount_root(dir: rustix::fd::BorrowedFd<'_>, path: &core::ffi::CStr) ->
         )
     };
     r == 0 && st.stx_attributes & st.stx_attributes_mask & u64::from(nr::STATX_ATTR_MOUNT_ROOT) != 0
+}
+
+/// `mount(2)` straight to the kernel (rustix's wrapper passes its arguments through a chain of
+/// closures); no data string when `data` is `None`.
+pub fn mount(
+    source: &CStr,
+    target: &CStr,
+    fstype: &CStr,
+    flags: u32,
+    data: Option<&CStr>,
+) -> Result<(), Errno> {
+    let data = data.map_or(core::ptr::null(), CStr::as_ptr);
+    // SAFETY: the strings are NUL-terminated and live across the call; the kernel only reads
+    // them.
+    let r = unsafe {
+        syscall5(
+            nr::__NR_mount,
+            source.as_ptr() as usize,
+            target.as_ptr() as usize,
+            fstype.as_ptr() as usize,
+            flags as usize,
+            data as usize,
+        )
+    };
+    if r < 0 {
+        return Err(Errno::from_raw_os_error(-r as i32));
+    }
+    Ok(())
 }
 
 /// Ends every thread of the process.
