@@ -78,13 +78,6 @@ fn with_path<T>(path: &[u8], f: fn(&CStr) -> Result<T>) -> Result<T> {
     f(CBuf::new().c_str(path)?)
 }
 
-/// `f(a, b)` with both paths as C strings.
-#[inline(never)]
-fn with_paths(a: &[u8], b: &[u8], f: fn(&CStr, &CStr) -> Result<()>) -> Result<()> {
-    let (mut a_c, mut b_c) = (CBuf::new(), CBuf::new());
-    f(a_c.c_str(a)?, b_c.c_str(b)?)
-}
-
 fn fd_from_raw(n: i32) -> BorrowedFd<'static> {
     // SAFETY: used only for the standard descriptors 0..=2, which this program never closes.
     unsafe { BorrowedFd::borrow_raw(n) }
@@ -196,8 +189,8 @@ pub fn pread_exact(fd: BorrowedFd<'_>, off: u64, buf: &mut [u8]) -> bool {
     true
 }
 
-/// Creates or replaces `path` with `data`: written to `<path>.tmp` first, then renamed, so a
-/// reader (or a power cut) never sees a half-written file.
+/// Creates or replaces `name` (resolved from `dir`) with `data`: written to `<name>.tmp` first,
+/// then renamed, so a reader (or a power cut) never sees a half-written file.
 pub fn write_file_atomic(dir: BorrowedFd<'_>, name: &[u8], data: &[u8], mode: u32) -> Result<()> {
     let mut tmp = crate::util::fixed::Text::<256>::new();
     tmp.push_lossy(name);
@@ -217,11 +210,10 @@ pub fn write_file_atomic(dir: BorrowedFd<'_>, name: &[u8], data: &[u8], mode: u3
     rustix::fs::renameat(dir, tmp_c, dir, name_c)
 }
 
-/// `write_file_atomic` for an absolute path outside the sysroot (files in `/run`).
+/// `write_file_atomic` for a path outside the sysroot (files in `/run`): `<path>.tmp` is in
+/// the same directory, so both resolve from the working directory.
 pub fn write_path_atomic(path: &[u8], data: &[u8], mode: u32) -> Result<()> {
-    let (dir, name) = split_parent(path);
-    let dir_fd = open(dir, OFlags::PATH | OFlags::DIRECTORY, 0)?;
-    write_file_atomic(dir_fd.as_fd(), name, data, mode)
+    write_file_atomic(CWD, path, data, mode)
 }
 
 /// Writes `data` into the existing file `path` (sysctls in /proc/sys cannot be renamed over).
@@ -255,18 +247,6 @@ pub fn readlink(path: &[u8], out: &mut crate::util::fixed::Text<512>) -> Result<
     out.push(name).map_err(|_| Errno::NAMETOOLONG)
 }
 
-/// Splits `/a/b/c` into (`/a/b`, `c`); a bare name gets `.` as directory.
-pub fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
-    match path.iter().rposition(|&c| c == b'/') {
-        Some(0) => (b"/", path.get(1..).unwrap_or(&[])),
-        Some(i) => (
-            path.get(..i).unwrap_or(&[]),
-            path.get(i + 1..).unwrap_or(&[]),
-        ),
-        None => (b".", path),
-    }
-}
-
 pub fn exists(path: &[u8]) -> bool {
     with_path(path, |p| rustix::fs::access(p, rustix::fs::Access::EXISTS)).is_ok()
 }
@@ -297,7 +277,8 @@ pub fn mkdir_p(path: &[u8], mode: u32) -> Result<()> {
 }
 
 pub fn symlink(target: &[u8], link: &[u8]) -> Result<()> {
-    with_paths(target, link, |t, l| rustix::fs::symlink(t, l))
+    let (mut t, mut l) = (CBuf::new(), CBuf::new());
+    rustix::fs::symlink(t.c_str(target)?, l.c_str(link)?)
 }
 
 /// Calls `f(name, type)` for each entry of the directory `dir` (skipping `.` and `..`). A `dyn`
