@@ -272,7 +272,11 @@ pub fn is_dir(path: &[u8]) -> bool {
 /// sysroot's `mkdir -p` (one implementation) with `/` as the root, where resolving in the root
 /// is plain resolution (a relative path: from the working directory).
 pub fn mkdir_p(path: &[u8], mode: u32) -> Result<()> {
-    let top: &[u8] = if path.starts_with(b"/") { b"/" } else { b"." };
+    let top: &[u8] = if path.first() == Some(&b'/') {
+        b"/"
+    } else {
+        b"."
+    };
     inroot::Root::open(top)?.mkdir_p(path, mode).map(drop)
 }
 

@@ -95,8 +95,8 @@ unsafe fn syscall5(n: u32, a: usize, b: usize, c: usize, d: usize, e: usize) -> 
 /// rustix's wrapper adds a fallback probe and returns the 256-byte result by value.
 pub fn is_mount_root(dir: rustix::fd::BorrowedFd<'_>, path: &core::ffi::CStr) -> bool {
     use rustix::fd::AsRawFd;
-    // SAFETY: all-zero bytes are a valid `statx` (integers only).
-    let mut st: nr::statx = unsafe { core::mem::zeroed() };
+    // Not cleared: read only after the kernel filled it.
+    let mut st = core::mem::MaybeUninit::<nr::statx>::uninit();
     // SAFETY: `path` is NUL-terminated and the kernel writes at most one `statx` into `st`.
     let r = unsafe {
         syscall5(
@@ -105,10 +105,15 @@ pub fn is_mount_root(dir: rustix::fd::BorrowedFd<'_>, path: &core::ffi::CStr) ->
             path.as_ptr() as usize,
             (nr::AT_SYMLINK_NOFOLLOW | nr::AT_EMPTY_PATH) as usize,
             0,
-            &mut st as *mut nr::statx as usize,
+            st.as_mut_ptr() as usize,
         )
     };
-    r == 0 && st.stx_attributes & st.stx_attributes_mask & u64::from(nr::STATX_ATTR_MOUNT_ROOT) != 0
+    if r != 0 {
+        return false;
+    }
+    // SAFETY: a successful `statx` writes the whole struct.
+    let st = unsafe { st.assume_init_ref() };
+    st.stx_attributes & st.stx_attributes_mask & u64::from(nr::STATX_ATTR_MOUNT_ROOT) != 0
 }
 
 /// `mount(2)` straight to the kernel (rustix's wrapper passes its arguments through a chain of
