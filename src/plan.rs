@@ -55,36 +55,58 @@ const STEP_NAME_ENDS: [u8; 20] = [
     11, 23, 38, 49, 63, 74, 88, 98, 114, 123, 134, 145, 163, 176, 188, 198, 219, 230, 244, 255,
 ];
 
-/// A row of a step table. Deps are bit sets of `StepId`s (`1 << id`): a table of 12-byte rows
-/// instead of one of two slices and a name each.
+/// A row of a step table. Deps are bit sets of `StepId`s: a table of 8-byte rows instead of
+/// one of two slices and a name each.
 pub struct Step {
     pub id: StepId,
     /// Failure means no usable root: exit 1 in service mode, failure summary in init mode.
     pub critical: bool,
     /// A failed or skipped strong dep skips this step.
-    deps: u32,
+    deps: Ids,
     /// Ordering only: run after these if they are in the plan, whatever their outcome.
-    after: u32,
+    after: Ids,
 }
 
 impl Step {
     pub fn name(&self) -> &'static str {
         self.id.name()
     }
+
+    /// The strong deps, bit `id` for each.
+    fn deps(&self) -> u32 {
+        self.deps.bits()
+    }
+
+    /// The strong and ordering-only deps.
+    fn all_deps(&self) -> u32 {
+        self.deps.bits() | self.after.bits()
+    }
 }
 
-// Every id has a bit in a `u32`.
-const _: () = assert!((SwitchRoot as u32) < 32);
+/// A bit set of `StepId`s (`1 << id`) in three little-endian bytes: with byte alignment a row
+/// is 8 bytes (a `u32` would make it 12).
+struct Ids([u8; 3]);
+
+// Every id has a bit in three bytes.
+const _: () = assert!((SwitchRoot as u32) < 24);
+
+impl Ids {
+    fn bits(&self) -> u32 {
+        let [a, b, c] = self.0;
+        u32::from_le_bytes([a, b, c, 0])
+    }
+}
 
 /// The bit set of `ids`.
-const fn ids(ids: &[StepId]) -> u32 {
-    let mut set = 0;
+const fn ids(ids: &[StepId]) -> Ids {
+    let mut set: u32 = 0;
     let mut i = 0;
     while i < ids.len() {
         set |= 1 << ids[i] as u32;
         i += 1;
     }
-    set
+    let [a, b, c, _] = set.to_le_bytes();
+    Ids([a, b, c])
 }
 
 const fn step(id: StepId, deps: &[StepId], after: &[StepId]) -> Step {
@@ -196,7 +218,7 @@ impl Plan {
         // for steps not (yet) included, so deps on them are ignored.
         let mut layers = [0u8; MAX_STEPS];
         for s in table.iter().filter(|s| include(s.id)) {
-            let deps = s.deps | s.after;
+            let deps = s.all_deps();
             let deepest = layers
                 .iter()
                 .enumerate()
@@ -248,7 +270,7 @@ impl Plan {
     /// Why step `i` must be skipped: the first (in run order) of its strong deps that failed
     /// or was skipped.
     fn blocked_by(&self, i: usize) -> Option<&'static str> {
-        let deps = self.step(i)?.deps;
+        let deps = self.step(i)?.deps();
         (0..i).find_map(|j| match (self.step(j)?, self.status.get(j)?) {
             (d, Status::Failed | Status::Skipped) if deps & 1 << d.id as u32 != 0 => Some(d.name()),
             _ => None,
