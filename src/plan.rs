@@ -55,13 +55,11 @@ const STEP_NAME_ENDS: [u8; 20] = [
     11, 23, 38, 49, 63, 74, 88, 98, 114, 123, 134, 145, 163, 176, 188, 198, 219, 230, 244, 255,
 ];
 
-/// A row of a step table. Deps are bit sets of `StepId`s: a table of 8-byte rows instead of
+/// A row of a step table. Deps are bit sets of `StepId`s: a table of 7-byte rows instead of
 /// one of two slices and a name each.
 pub struct Step {
     pub id: StepId,
-    /// Failure means no usable root: exit 1 in service mode, failure summary in init mode.
-    pub critical: bool,
-    /// A failed or skipped strong dep skips this step.
+    /// A failed or skipped strong dep skips this step. `CRITICAL` marks a critical step.
     deps: Ids,
     /// Ordering only: run after these if they are in the plan, whatever their outcome.
     after: Ids,
@@ -72,7 +70,12 @@ impl Step {
         self.id.name()
     }
 
-    /// The strong deps, bit `id` for each.
+    /// Failure means no usable root: exit 1 in service mode, failure summary in init mode.
+    pub fn critical(&self) -> bool {
+        self.deps.bits() & CRITICAL != 0
+    }
+
+    /// The strong deps, bit `id` for each (and `CRITICAL`, which is no step's bit).
     fn deps(&self) -> u32 {
         self.deps.bits()
     }
@@ -87,8 +90,10 @@ impl Step {
 /// is 8 bytes (a `u32` would make it 12).
 struct Ids([u8; 3]);
 
-// Every id has a bit in three bytes.
-const _: () = assert!((SwitchRoot as u32) < 24);
+/// The bit of a step's `deps` that marks it critical: the last of the three bytes, after
+/// every id's (a plan's layers by id, which `Plan::new` looks up by these bits, are 0 there).
+const CRITICAL: u32 = 1 << 23;
+const _: () = assert!((SwitchRoot as u32) < 23);
 
 impl Ids {
     fn bits(&self) -> u32 {
@@ -112,17 +117,15 @@ const fn ids(ids: &[StepId]) -> Ids {
 const fn step(id: StepId, deps: &[StepId], after: &[StepId]) -> Step {
     Step {
         id,
-        critical: false,
         deps: ids(deps),
         after: ids(after),
     }
 }
 
 const fn critical(id: StepId, deps: &[StepId], after: &[StepId]) -> Step {
-    Step {
-        critical: true,
-        ..step(id, deps, after)
-    }
+    let mut s = step(id, deps, after);
+    s.deps.0[2] |= (CRITICAL >> 16) as u8;
+    s
 }
 
 /// Active, passive and recovery boots from an image file.
@@ -335,7 +338,7 @@ impl Plan {
     /// The first critical step that failed or was skipped, and why: the boot has no root.
     pub fn fatal(&self) -> Option<(&'static Step, &Text<256>)> {
         (0..self.len).find_map(|i| match (self.step(i)?, self.status.get(i)?) {
-            (s, Status::Failed | Status::Skipped) if s.critical => Some((s, self.why.get(i)?)),
+            (s, Status::Failed | Status::Skipped) if s.critical() => Some((s, self.why.get(i)?)),
             _ => None,
         })
     }
