@@ -146,12 +146,13 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
         // `base` is set only in init mode, where base-mounts is the plan's first step (no
         // dependencies): the first call takes the outcome. Its error text is still the last
         // step error: nothing in between makes one.
-        |id| {
+        |id, why| {
             match base.take().filter(|_| id == StepId::BaseMounts) {
                 Some(r) => r,
                 None => steps::run(id, &mut ctx),
             }
-            .map_err(steps::Error::message)
+            .map_err(|e| *why = e.message())
+            .is_ok()
         },
         sys::now_ms,
         // The plan named the step in the log (`log::set_step`).

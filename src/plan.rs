@@ -280,11 +280,12 @@ impl Plan {
         })
     }
 
-    /// Runs every step in order through `action` (which returns the step's error text) and
-    /// `now` (a millisecond clock); `report` hears about each outcome (and why) as it happens.
+    /// Runs every step in order through `action` (which returns whether the step succeeded,
+    /// and if not leaves why in its second argument) and `now` (a millisecond clock); `report`
+    /// hears about each outcome (and why) as it happens.
     pub fn run(
         &mut self,
-        action: impl FnMut(StepId) -> Result<(), Text<256>>,
+        action: impl FnMut(StepId, &mut Text<256>) -> bool,
         now: impl Fn() -> u64,
         report: impl FnMut(&Step, Status, &[u8]),
     ) {
@@ -296,7 +297,7 @@ impl Plan {
     /// under the step's name.
     pub fn run_until(
         &mut self,
-        mut action: impl FnMut(StepId) -> Result<(), Text<256>>,
+        mut action: impl FnMut(StepId, &mut Text<256>) -> bool,
         now: impl Fn() -> u64,
         mut report: impl FnMut(&Step, Status, &[u8]),
         stop: impl Fn() -> bool,
@@ -321,12 +322,10 @@ impl Plan {
                 why.push_lossy(b" did not succeed");
             } else {
                 let start = now();
-                *status = match action(step.id) {
-                    Ok(()) => Status::Ok,
-                    Err(e) => {
-                        *why = e;
-                        Status::Failed
-                    }
+                *status = if action(step.id, why) {
+                    Status::Ok
+                } else {
+                    Status::Failed
                 };
                 *ms = now().saturating_sub(start);
             }
@@ -401,13 +400,12 @@ mod tests {
     fn run_failing(p: &mut Plan, failing: &[StepId]) -> Vec<StepId> {
         let mut ran = Vec::new();
         p.run(
-            |id| {
+            |id, why| {
                 ran.push(id);
                 if failing.contains(&id) {
-                    Err(Text::from(b"boom").unwrap())
-                } else {
-                    Ok(())
+                    *why = Text::from(b"boom").unwrap();
                 }
+                !failing.contains(&id)
             },
             || 0,
             |_, _, _| {},
@@ -616,9 +614,9 @@ mod tests {
         let mut p = normal_service();
         let ran = std::cell::RefCell::new(Vec::new());
         p.run_until(
-            |id| {
+            |id, _| {
                 ran.borrow_mut().push(id);
-                Ok(())
+                true
             },
             || 0,
             |_, _, _| {},
@@ -641,7 +639,7 @@ mod tests {
         let mut p = normal_service();
         let t = std::cell::Cell::new(0u64);
         p.run(
-            |_| Ok(()),
+            |_, _| true,
             || {
                 t.set(t.get() + 5);
                 t.get()
