@@ -75,7 +75,7 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
     if !dry_run {
         if init_mode {
             let started = sys::now_ms();
-            log::set_step("base-mounts");
+            log::set_step(StepId::BaseMounts.name());
             base = Some(boot::base_mounts());
             log::set_step("");
             base_ms = sys::now_ms().saturating_sub(started);
@@ -188,7 +188,7 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
         return 0;
     }
     drop(ctx);
-    log::set_step("switch-root");
+    log::set_step(StepId::SwitchRoot.name());
     // `reason` is still empty: every failure before returned.
     boot::switch_root::switch_root(
         env.sysroot.as_bytes(),

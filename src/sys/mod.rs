@@ -114,7 +114,7 @@ pub fn exit(code: i32) -> ! {
 /// mode parks forever after saying so; otherwise exit with a distinct status.
 pub fn on_panic() -> ! {
     let _ = write_all(stderr(), b"immucore: internal error (panic)\n");
-    if rustix::process::getpid().is_init() {
+    if is_pid1() {
         loop {
             sleep_ms(3_600_000);
         }
