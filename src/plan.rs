@@ -217,24 +217,21 @@ impl Plan {
     /// layer, then table order.
     pub fn new(table: &'static [Step], include: &dyn Fn(StepId) -> bool) -> Plan {
         let mut plan = Plan::EMPTY;
-        // Layers by step id: one more than the deepest dep (layer 1 is upstream's `init`); 0
-        // for steps not (yet) included, so deps on them are ignored.
-        let mut layers = [0u8; MAX_STEPS];
         for s in table.iter().filter(|s| include(s.id)) {
             let deps = s.all_deps();
-            let deepest = layers
+            // One more than the deepest dep included so far (layer 1 is upstream's `init`).
+            let deepest = plan
+                .steps
                 .iter()
-                .enumerate()
-                .filter(|&(d, _)| deps & 1 << d != 0)
+                .zip(&plan.layer)
+                .filter(|(d, _)| d.is_some_and(|d| deps & 1 << d.id as u32 != 0))
                 .fold(1, |l, (_, &dl)| l.max(dl));
-            let (Some(by_id), Some(step), Some(layer)) = (
-                layers.get_mut(s.id as usize),
-                plan.steps.get_mut(plan.len),
-                plan.layer.get_mut(plan.len),
-            ) else {
+            let (Some(step), Some(layer)) =
+                (plan.steps.get_mut(plan.len), plan.layer.get_mut(plan.len))
+            else {
                 continue;
             };
-            (*by_id, *step, *layer) = (deepest + 1, Some(s), deepest + 1);
+            (*step, *layer) = (Some(s), deepest + 1);
             plan.len += 1;
         }
         plan
