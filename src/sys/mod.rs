@@ -222,16 +222,6 @@ pub fn write_existing(path: &[u8], data: &[u8]) -> Result<()> {
     write_all(fd.as_fd(), data)
 }
 
-/// Appends `data` to `path`, creating it.
-pub fn append_file(path: &[u8], data: &[u8]) -> Result<()> {
-    let fd = open(
-        path,
-        OFlags::WRONLY | OFlags::CREATE | OFlags::APPEND,
-        0o644,
-    )?;
-    write_all(fd.as_fd(), data)
-}
-
 /// The target of the symlink `path`, into `out`.
 pub fn readlink(path: &[u8], out: &mut crate::util::fixed::Text<512>) -> Result<()> {
     let mut p = CBuf::new();
@@ -346,12 +336,6 @@ fn mount_raw(source: &[u8], target: &[u8], fstype: &[u8], flags: u32, data: &[u8
 
 pub fn mount_bind(source: &[u8], target: &[u8]) -> Result<()> {
     mount_raw(source, target, b"", ms::MS_BIND, b"")
-}
-
-/// Makes an existing bind mount read-only (a bind ignores MS_RDONLY on creation).
-pub fn remount_bind_ro(target: &[u8]) -> Result<()> {
-    let flags = ms::MS_REMOUNT | ms::MS_BIND | ms::MS_RDONLY;
-    mount_raw(b"", target, b"", flags, b"")
 }
 
 pub fn mount_move(source: &[u8], target: &[u8]) -> Result<()> {
@@ -521,10 +505,6 @@ pub fn kernel_release(out: &mut crate::util::fixed::Text<64>) {
 /// Opens a device node read-only for probing.
 pub fn open_ro(path: &[u8]) -> Result<OwnedFd> {
     open(path, OFlags::RDONLY | OFlags::NONBLOCK, 0)
-}
-
-pub fn cwd() -> BorrowedFd<'static> {
-    CWD
 }
 
 /// A process-wide value for this single-threaded program (the logger). Access goes through a
