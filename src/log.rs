@@ -255,10 +255,11 @@ pub fn num(n: u64) -> Text<20> {
     t
 }
 
-/// The errnos `errno` names, in the order of their texts in `ERRNO_TEXTS`.
-const ERRNOS: [sys::Errno; 21] = {
+/// The errnos `errno` names (their numbers, all below 256), in the order of their texts in
+/// `ERRNO_TEXTS`.
+const ERRNOS: [u8; 21] = {
     use sys::Errno as E;
-    [
+    let errnos = [
         E::NOENT,
         E::ACCESS,
         E::PERM,
@@ -280,7 +281,16 @@ const ERRNOS: [sys::Errno; 21] = {
         E::NOTTY,
         E::TIMEDOUT,
         E::UCLEAN,
-    ]
+    ];
+    let mut raw = [0u8; 21];
+    let mut i = 0;
+    while i < raw.len() {
+        let n = errnos[i].raw_os_error();
+        assert!(n < 256);
+        raw[i] = n as u8;
+        i += 1;
+    }
+    raw
 };
 
 /// One text per entry of `ERRNOS`, each ended by a NUL (one string instead of 21 slices).
@@ -300,7 +310,7 @@ pub fn errno(e: sys::Errno) -> Text<48> {
     for &known in &ERRNOS {
         let end = texts.iter().position(|&c| c == 0).unwrap_or(texts.len());
         let (text, rest) = texts.split_at_checked(end).unwrap_or((texts, &[]));
-        if known == e {
+        if i32::from(known) == e.raw_os_error() {
             t.push_lossy(text);
             return t;
         }
