@@ -237,6 +237,18 @@ pub fn readlink(path: &[u8], out: &mut crate::util::fixed::Text<512>) -> Result<
     out.push(name).map_err(|_| Errno::NAMETOOLONG)
 }
 
+/// Splits `/a/b/c` into (`/a/b`, `c`); a bare name gets `.` as directory.
+pub fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&c| c == b'/') {
+        Some(0) => (b"/", path.get(1..).unwrap_or(&[])),
+        Some(i) => (
+            path.get(..i).unwrap_or(&[]),
+            path.get(i + 1..).unwrap_or(&[]),
+        ),
+        None => (b".", path),
+    }
+}
+
 pub fn exists(path: &[u8]) -> bool {
     with_path(path, |p| rustix::fs::access(p, rustix::fs::Access::EXISTS)).is_ok()
 }
