@@ -75,8 +75,8 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
     if !dry_run {
         if init_mode {
             let started = sys::now_ms();
-            log::set_step("base-mounts");
-            base = Some(boot::base_mounts().map_err(steps::Error::message));
+            log::set_step(StepId::BaseMounts.name());
+            base = Some(boot::base_mounts());
             log::set_step("");
             base_ms = sys::now_ms().saturating_sub(started);
         } else {
@@ -144,10 +144,15 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
     let mut ctx = steps::Ctx::new(&env, &cmd);
     plan.run_until(
         // `base` is set only in init mode, where base-mounts is the plan's first step (no
-        // dependencies): the first call takes the outcome.
-        |id| match base.take().filter(|_| id == StepId::BaseMounts) {
-            Some(r) => r,
-            None => steps::run(id, &mut ctx).map_err(steps::Error::message),
+        // dependencies): the first call takes the outcome. Its error text is still the last
+        // step error: nothing in between makes one.
+        |id, why| {
+            match base.take().filter(|_| id == StepId::BaseMounts) {
+                Some(r) => r,
+                None => steps::run(id, &mut ctx),
+            }
+            .map_err(|e| *why = e.message())
+            .is_ok()
         },
         sys::now_ms,
         // The plan named the step in the log (`log::set_step`).
@@ -183,10 +188,16 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
         return 0;
     }
     drop(ctx);
-    log::set_step("switch-root");
-    let why = boot::switch_root::switch_root(env.sysroot.as_bytes(), cmd.init.as_bytes(), process);
+    log::set_step(StepId::SwitchRoot.name());
+    // `reason` is still empty: every failure before returned.
+    boot::switch_root::switch_root(
+        env.sysroot.as_bytes(),
+        cmd.init.as_bytes(),
+        process,
+        &mut reason,
+    );
     log::set_step("");
-    give_up(Some(&plan), why.as_bytes(), text, fail)
+    give_up(Some(&plan), reason.as_bytes(), text, fail)
 }
 
 /// There is no root: the failure summary, then with `fail` (init mode: reboot on failure,

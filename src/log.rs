@@ -228,15 +228,16 @@ pub fn warn(template: &[u8], args: &[&[u8]]) {
 #[inline(never)]
 pub fn warn_errno(template: &[u8], args: &[&[u8]], e: sys::Errno) {
     let text = errno(e);
-    let mut all: [&[u8]; 4] = [&[]; 4];
-    let n = args.len().min(3);
-    for (slot, a) in all.iter_mut().zip(args.iter().take(n)) {
+    // The errno text in every slot that no argument takes.
+    let mut all = [text.as_bytes(); 4];
+    for (slot, a) in all.iter_mut().zip(args) {
         *slot = a;
     }
-    if let Some(slot) = all.get_mut(n) {
-        *slot = text.as_bytes();
-    }
-    emit(template, all.get(..=n).unwrap_or(&all), Level::Warn);
+    emit(
+        template,
+        all.get(..=args.len()).unwrap_or(&all),
+        Level::Warn,
+    );
 }
 
 pub fn error(template: &[u8], args: &[&[u8]]) {
@@ -254,10 +255,11 @@ pub fn num(n: u64) -> Text<20> {
     t
 }
 
-/// The errnos `errno` names, in the order of their texts in `ERRNO_TEXTS`.
-const ERRNOS: [sys::Errno; 21] = {
+/// The errnos `errno` names (their numbers, all below 256), in the order of their texts in
+/// `ERRNO_TEXTS`.
+const ERRNOS: [u8; 21] = {
     use sys::Errno as E;
-    [
+    let errnos = [
         E::NOENT,
         E::ACCESS,
         E::PERM,
@@ -279,7 +281,16 @@ const ERRNOS: [sys::Errno; 21] = {
         E::NOTTY,
         E::TIMEDOUT,
         E::UCLEAN,
-    ]
+    ];
+    let mut raw = [0u8; 21];
+    let mut i = 0;
+    while i < raw.len() {
+        let n = errnos[i].raw_os_error();
+        assert!(n < 256);
+        raw[i] = n as u8;
+        i += 1;
+    }
+    raw
 };
 
 /// One text per entry of `ERRNOS`, each ended by a NUL (one string instead of 21 slices).
@@ -299,7 +310,7 @@ pub fn errno(e: sys::Errno) -> Text<48> {
     for &known in &ERRNOS {
         let end = texts.iter().position(|&c| c == 0).unwrap_or(texts.len());
         let (text, rest) = texts.split_at_checked(end).unwrap_or((texts, &[]));
-        if known == e {
+        if i32::from(known) == e.raw_os_error() {
             t.push_lossy(text);
             return t;
         }

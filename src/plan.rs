@@ -55,52 +55,77 @@ const STEP_NAME_ENDS: [u8; 20] = [
     11, 23, 38, 49, 63, 74, 88, 98, 114, 123, 134, 145, 163, 176, 188, 198, 219, 230, 244, 255,
 ];
 
-/// A row of a step table. Deps are bit sets of `StepId`s (`1 << id`): a table of 12-byte rows
-/// instead of one of two slices and a name each.
+/// A row of a step table. Deps are bit sets of `StepId`s: a table of 7-byte rows instead of
+/// one of two slices and a name each.
 pub struct Step {
     pub id: StepId,
-    /// Failure means no usable root: exit 1 in service mode, failure summary in init mode.
-    pub critical: bool,
-    /// A failed or skipped strong dep skips this step.
-    deps: u32,
+    /// A failed or skipped strong dep skips this step. `CRITICAL` marks a critical step.
+    deps: Ids,
     /// Ordering only: run after these if they are in the plan, whatever their outcome.
-    after: u32,
+    after: Ids,
 }
 
 impl Step {
     pub fn name(&self) -> &'static str {
         self.id.name()
     }
+
+    /// Failure means no usable root: exit 1 in service mode, failure summary in init mode.
+    pub fn critical(&self) -> bool {
+        self.deps.bits() & CRITICAL != 0
+    }
+
+    /// The strong deps, bit `id` for each (and `CRITICAL`, which is no step's bit).
+    fn deps(&self) -> u32 {
+        self.deps.bits()
+    }
+
+    /// The strong and ordering-only deps.
+    fn all_deps(&self) -> u32 {
+        self.deps.bits() | self.after.bits()
+    }
 }
 
-// Every id has a bit in a `u32`.
-const _: () = assert!((SwitchRoot as u32) < 32);
+/// A bit set of `StepId`s (`1 << id`) in three little-endian bytes: with byte alignment a row
+/// is 8 bytes (a `u32` would make it 12).
+struct Ids([u8; 3]);
+
+/// The bit of a step's `deps` that marks it critical: the last of the three bytes, after
+/// every id's (a plan's layers by id, which `Plan::new` looks up by these bits, are 0 there).
+const CRITICAL: u32 = 1 << 23;
+const _: () = assert!((SwitchRoot as u32) < 23);
+
+impl Ids {
+    fn bits(&self) -> u32 {
+        let [a, b, c] = self.0;
+        u32::from_le_bytes([a, b, c, 0])
+    }
+}
 
 /// The bit set of `ids`.
-const fn ids(ids: &[StepId]) -> u32 {
-    let mut set = 0;
+const fn ids(ids: &[StepId]) -> Ids {
+    let mut set: u32 = 0;
     let mut i = 0;
     while i < ids.len() {
         set |= 1 << ids[i] as u32;
         i += 1;
     }
-    set
+    let [a, b, c, _] = set.to_le_bytes();
+    Ids([a, b, c])
 }
 
 const fn step(id: StepId, deps: &[StepId], after: &[StepId]) -> Step {
     Step {
         id,
-        critical: false,
         deps: ids(deps),
         after: ids(after),
     }
 }
 
 const fn critical(id: StepId, deps: &[StepId], after: &[StepId]) -> Step {
-    Step {
-        critical: true,
-        ..step(id, deps, after)
-    }
+    let mut s = step(id, deps, after);
+    s.deps.0[2] |= (CRITICAL >> 16) as u8;
+    s
 }
 
 /// Active, passive and recovery boots from an image file.
@@ -192,24 +217,21 @@ impl Plan {
     /// layer, then table order.
     pub fn new(table: &'static [Step], include: &dyn Fn(StepId) -> bool) -> Plan {
         let mut plan = Plan::EMPTY;
-        // Layers by step id: one more than the deepest dep (layer 1 is upstream's `init`); 0
-        // for steps not (yet) included, so deps on them are ignored.
-        let mut layers = [0u8; MAX_STEPS];
         for s in table.iter().filter(|s| include(s.id)) {
-            let deps = s.deps | s.after;
-            let deepest = layers
+            let deps = s.all_deps();
+            // One more than the deepest dep included so far (layer 1 is upstream's `init`).
+            let deepest = plan
+                .steps
                 .iter()
-                .enumerate()
-                .filter(|&(d, _)| deps & 1 << d != 0)
+                .zip(&plan.layer)
+                .filter(|(d, _)| d.is_some_and(|d| deps & 1 << d.id as u32 != 0))
                 .fold(1, |l, (_, &dl)| l.max(dl));
-            let (Some(by_id), Some(step), Some(layer)) = (
-                layers.get_mut(s.id as usize),
-                plan.steps.get_mut(plan.len),
-                plan.layer.get_mut(plan.len),
-            ) else {
+            let (Some(step), Some(layer)) =
+                (plan.steps.get_mut(plan.len), plan.layer.get_mut(plan.len))
+            else {
                 continue;
             };
-            (*by_id, *step, *layer) = (deepest + 1, Some(s), deepest + 1);
+            (*step, *layer) = (Some(s), deepest + 1);
             plan.len += 1;
         }
         plan
@@ -248,18 +270,19 @@ impl Plan {
     /// Why step `i` must be skipped: the first (in run order) of its strong deps that failed
     /// or was skipped.
     fn blocked_by(&self, i: usize) -> Option<&'static str> {
-        let deps = self.step(i)?.deps;
+        let deps = self.step(i)?.deps();
         (0..i).find_map(|j| match (self.step(j)?, self.status.get(j)?) {
             (d, Status::Failed | Status::Skipped) if deps & 1 << d.id as u32 != 0 => Some(d.name()),
             _ => None,
         })
     }
 
-    /// Runs every step in order through `action` (which returns the step's error text) and
-    /// `now` (a millisecond clock); `report` hears about each outcome (and why) as it happens.
+    /// Runs every step in order through `action` (which returns whether the step succeeded,
+    /// and if not leaves why in its second argument) and `now` (a millisecond clock); `report`
+    /// hears about each outcome (and why) as it happens.
     pub fn run(
         &mut self,
-        action: impl FnMut(StepId) -> Result<(), Text<256>>,
+        action: impl FnMut(StepId, &mut Text<256>) -> bool,
         now: impl Fn() -> u64,
         report: impl FnMut(&Step, Status, &[u8]),
     ) {
@@ -271,7 +294,7 @@ impl Plan {
     /// under the step's name.
     pub fn run_until(
         &mut self,
-        mut action: impl FnMut(StepId) -> Result<(), Text<256>>,
+        mut action: impl FnMut(StepId, &mut Text<256>) -> bool,
         now: impl Fn() -> u64,
         mut report: impl FnMut(&Step, Status, &[u8]),
         stop: impl Fn() -> bool,
@@ -296,12 +319,10 @@ impl Plan {
                 why.push_lossy(b" did not succeed");
             } else {
                 let start = now();
-                *status = match action(step.id) {
-                    Ok(()) => Status::Ok,
-                    Err(e) => {
-                        *why = e;
-                        Status::Failed
-                    }
+                *status = if action(step.id, why) {
+                    Status::Ok
+                } else {
+                    Status::Failed
                 };
                 *ms = now().saturating_sub(start);
             }
@@ -313,7 +334,7 @@ impl Plan {
     /// The first critical step that failed or was skipped, and why: the boot has no root.
     pub fn fatal(&self) -> Option<(&'static Step, &Text<256>)> {
         (0..self.len).find_map(|i| match (self.step(i)?, self.status.get(i)?) {
-            (s, Status::Failed | Status::Skipped) if s.critical => Some((s, self.why.get(i)?)),
+            (s, Status::Failed | Status::Skipped) if s.critical() => Some((s, self.why.get(i)?)),
             _ => None,
         })
     }
@@ -376,13 +397,12 @@ mod tests {
     fn run_failing(p: &mut Plan, failing: &[StepId]) -> Vec<StepId> {
         let mut ran = Vec::new();
         p.run(
-            |id| {
+            |id, why| {
                 ran.push(id);
                 if failing.contains(&id) {
-                    Err(Text::from(b"boom").unwrap())
-                } else {
-                    Ok(())
+                    *why = Text::from(b"boom").unwrap();
                 }
+                !failing.contains(&id)
             },
             || 0,
             |_, _, _| {},
@@ -591,9 +611,9 @@ mod tests {
         let mut p = normal_service();
         let ran = std::cell::RefCell::new(Vec::new());
         p.run_until(
-            |id| {
+            |id, _| {
                 ran.borrow_mut().push(id);
-                Ok(())
+                true
             },
             || 0,
             |_, _, _| {},
@@ -616,7 +636,7 @@ mod tests {
         let mut p = normal_service();
         let t = std::cell::Cell::new(0u64);
         p.run(
-            |_| Ok(()),
+            |_, _| true,
             || {
                 t.set(t.get() + 5);
                 t.get()

@@ -3,7 +3,6 @@
 //! (without crossing mounts), make the new root `/`, and exec its init.
 
 use crate::log;
-use crate::steps::err;
 use crate::sys::{self, CBuf, Errno};
 use crate::util::fixed::Text;
 use rustix::fd::{AsFd, BorrowedFd};
@@ -13,9 +12,14 @@ const API_FS: &[&[u8]] = &[b"/dev", b"/proc", b"/sys", b"/run"];
 const INIT_FALLBACKS: &[&[u8]] = &[b"/sbin/init", b"/etc/init", b"/bin/init", b"/bin/sh"];
 
 /// Moves everything and execs the new init (with the arguments and environment we were started
-/// with); returns only with the reason it could not.
+/// with); returns only after putting the reason it could not into `why`.
 #[inline(never)]
-pub fn switch_root(sysroot: &[u8], init: &[u8], process: sys::args::ProcessArgs) -> Text<256> {
+pub fn switch_root(
+    sysroot: &[u8],
+    init: &[u8],
+    process: sys::args::ProcessArgs,
+    why: &mut Text<512>,
+) {
     log::info(b"switching to {}", &[sysroot]);
     let _ = sys::make_root_private();
     // MS_MOVE needs the new root to be a mount point (a live sysroot may be a plain dir).
@@ -41,21 +45,23 @@ pub fn switch_root(sysroot: &[u8], init: &[u8], process: sys::args::ProcessArgs)
         }
     }
     let entered = sys::chdir(sysroot)
-        .map_err(|e| (&b"chdir to the new root failed: {}"[..], e))
+        .map_err(|e| (&b"chdir to the new root failed"[..], e))
         .and_then(|()| {
-            sys::mount_move(b".", b"/")
-                .map_err(|e| (&b"moving the new root onto / failed: {}"[..], e))
+            sys::mount_move(b".", b"/").map_err(|e| (&b"moving the new root onto / failed"[..], e))
         })
         .and_then(|()| {
             sys::chroot(b".")
                 .and_then(|()| sys::chdir(b"/"))
-                .map_err(|e| (&b"chroot into the new root failed: {}"[..], e))
+                .map_err(|e| (&b"chroot into the new root failed"[..], e))
         });
-    if let Err((template, e)) = entered {
-        return err(template, &[log::errno(e).as_bytes()]).message();
+    if let Err((what, e)) = entered {
+        why.push_lossy(what);
+        why.push_lossy(b": ");
+        why.push_lossy(log::errno(e).as_bytes());
+        return;
     }
     log_peak_memory();
-    let mut tried = Text::<256>::new();
+    why.push_lossy(b"no init could be started (tried");
     for path in core::iter::once(init).chain(INIT_FALLBACKS.iter().copied()) {
         if path.is_empty() {
             continue;
@@ -68,10 +74,10 @@ pub fn switch_root(sysroot: &[u8], init: &[u8], process: sys::args::ProcessArgs)
         if e != Errno::NOENT {
             log::warn_errno(b"cannot exec {}: {}", &[path], e);
         }
-        tried.push_lossy(path);
-        tried.push_lossy(b" ");
+        why.push_lossy(b" ");
+        why.push_lossy(path);
     }
-    err(b"no init could be started (tried {})", &[tried.as_bytes()]).message()
+    why.push_lossy(b")");
 }
 
 /// Deletes the contents of `dir`, staying on filesystem `dev` (so mounts below, the new root

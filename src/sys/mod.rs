@@ -9,6 +9,7 @@ mod raw;
 
 use core::ffi::CStr;
 use core::mem::MaybeUninit;
+use linux_raw_sys::general as ms;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{Mode, OFlags, CWD};
 pub use rustix::io::Errno;
@@ -77,13 +78,6 @@ fn with_path<T>(path: &[u8], f: fn(&CStr) -> Result<T>) -> Result<T> {
     f(CBuf::new().c_str(path)?)
 }
 
-/// `f(a, b)` with both paths as C strings.
-#[inline(never)]
-fn with_paths(a: &[u8], b: &[u8], f: fn(&CStr, &CStr) -> Result<()>) -> Result<()> {
-    let (mut a_c, mut b_c) = (CBuf::new(), CBuf::new());
-    f(a_c.c_str(a)?, b_c.c_str(b)?)
-}
-
 fn fd_from_raw(n: i32) -> BorrowedFd<'static> {
     // SAFETY: used only for the standard descriptors 0..=2, which this program never closes.
     unsafe { BorrowedFd::borrow_raw(n) }
@@ -120,7 +114,7 @@ pub fn exit(code: i32) -> ! {
 /// mode parks forever after saying so; otherwise exit with a distinct status.
 pub fn on_panic() -> ! {
     let _ = write_all(stderr(), b"immucore: internal error (panic)\n");
-    if rustix::process::getpid().is_init() {
+    if is_pid1() {
         loop {
             sleep_ms(3_600_000);
         }
@@ -195,8 +189,8 @@ pub fn pread_exact(fd: BorrowedFd<'_>, off: u64, buf: &mut [u8]) -> bool {
     true
 }
 
-/// Creates or replaces `path` with `data`: written to `<path>.tmp` first, then renamed, so a
-/// reader (or a power cut) never sees a half-written file.
+/// Creates or replaces `name` (resolved from `dir`) with `data`: written to `<name>.tmp` first,
+/// then renamed, so a reader (or a power cut) never sees a half-written file.
 pub fn write_file_atomic(dir: BorrowedFd<'_>, name: &[u8], data: &[u8], mode: u32) -> Result<()> {
     let mut tmp = crate::util::fixed::Text::<256>::new();
     tmp.push_lossy(name);
@@ -216,26 +210,15 @@ pub fn write_file_atomic(dir: BorrowedFd<'_>, name: &[u8], data: &[u8], mode: u3
     rustix::fs::renameat(dir, tmp_c, dir, name_c)
 }
 
-/// `write_file_atomic` for an absolute path outside the sysroot (files in `/run`).
+/// `write_file_atomic` for a path outside the sysroot (files in `/run`): `<path>.tmp` is in
+/// the same directory, so both resolve from the working directory.
 pub fn write_path_atomic(path: &[u8], data: &[u8], mode: u32) -> Result<()> {
-    let (dir, name) = split_parent(path);
-    let dir_fd = open(dir, OFlags::PATH | OFlags::DIRECTORY, 0)?;
-    write_file_atomic(dir_fd.as_fd(), name, data, mode)
+    write_file_atomic(CWD, path, data, mode)
 }
 
 /// Writes `data` into the existing file `path` (sysctls in /proc/sys cannot be renamed over).
 pub fn write_existing(path: &[u8], data: &[u8]) -> Result<()> {
     let fd = open(path, OFlags::WRONLY | OFlags::TRUNC, 0)?;
-    write_all(fd.as_fd(), data)
-}
-
-/// Appends `data` to `path`, creating it.
-pub fn append_file(path: &[u8], data: &[u8]) -> Result<()> {
-    let fd = open(
-        path,
-        OFlags::WRONLY | OFlags::CREATE | OFlags::APPEND,
-        0o644,
-    )?;
     write_all(fd.as_fd(), data)
 }
 
@@ -287,29 +270,21 @@ pub fn is_dir(path: &[u8]) -> bool {
     file_type(path) == Ok(0o040000)
 }
 
-/// `mkdir -p` for paths of the initramfs itself (`/run/...`), not for the sysroot.
+/// `mkdir -p` for paths of the initramfs itself (`/run/...`), not for the sysroot: the
+/// sysroot's `mkdir -p` (one implementation) with `/` as the root, where resolving in the root
+/// is plain resolution (a relative path: from the working directory).
 pub fn mkdir_p(path: &[u8], mode: u32) -> Result<()> {
-    let mut end = 0;
-    while end < path.len() {
-        end = path
-            .iter()
-            .skip(end + 1)
-            .position(|&c| c == b'/')
-            .map_or(path.len(), |i| end + 1 + i);
-        let prefix = path.get(..end).unwrap_or(path);
-        if prefix.is_empty() || prefix == b"/" {
-            continue;
-        }
-        match rustix::fs::mkdir(CBuf::new().c_str(prefix)?, Mode::from_raw_mode(mode)) {
-            Ok(()) | Err(Errno::EXIST) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    let top: &[u8] = if path.first() == Some(&b'/') {
+        b"/"
+    } else {
+        b"."
+    };
+    inroot::Root::open(top)?.mkdir_p(path, mode).map(drop)
 }
 
 pub fn symlink(target: &[u8], link: &[u8]) -> Result<()> {
-    with_paths(target, link, |t, l| rustix::fs::symlink(t, l))
+    let (mut t, mut l) = (CBuf::new(), CBuf::new());
+    rustix::fs::symlink(t.c_str(target)?, l.c_str(link)?)
 }
 
 /// Calls `f(name, type)` for each entry of the directory `dir` (skipping `.` and `..`). A `dyn`
@@ -353,6 +328,14 @@ pub fn mount(
     flags: MountFlags,
     data: &[u8],
 ) -> Result<()> {
+    mount_raw(source, target, fstype, flags.bits(), data)
+}
+
+/// `mount(2)` for every kind of mount, with its flags as the kernel takes them (`MS_MOVE` and
+/// the others that `MountFlags` leaves to separate rustix calls, each a wrapper of its own);
+/// an empty `data` is none. Where the kernel ignores the source or type, they are `""`.
+#[inline(never)]
+fn mount_raw(source: &[u8], target: &[u8], fstype: &[u8], flags: u32, data: &[u8]) -> Result<()> {
     let (mut s, mut t, mut f, mut d) = (CBuf::new(), CBuf::new(), CBuf::new(), CBuf::new());
     let (s, t, f) = (s.c_str(source)?, t.c_str(target)?, f.c_str(fstype)?);
     let data = if data.is_empty() {
@@ -360,28 +343,20 @@ pub fn mount(
     } else {
         Some(d.c_str(data)?)
     };
-    rustix::mount::mount(s, t, f, flags, data)
+    raw::mount(s, t, f, flags, data)
 }
 
 pub fn mount_bind(source: &[u8], target: &[u8]) -> Result<()> {
-    with_paths(source, target, |s, t| rustix::mount::mount_bind(s, t))
-}
-
-/// Makes an existing bind mount read-only (a bind ignores MS_RDONLY on creation).
-pub fn remount_bind_ro(target: &[u8]) -> Result<()> {
-    with_path(target, |t| {
-        rustix::mount::mount_remount(t, MountFlags::BIND | MountFlags::RDONLY, c"")
-    })
+    mount_raw(source, target, b"", ms::MS_BIND, b"")
 }
 
 pub fn mount_move(source: &[u8], target: &[u8]) -> Result<()> {
-    with_paths(source, target, |s, t| rustix::mount::mount_move(s, t))
+    mount_raw(source, target, b"", ms::MS_MOVE, b"")
 }
 
 /// Makes every mount under `/` private, so MS_MOVE works (it refuses shared parents).
 pub fn make_root_private() -> Result<()> {
-    use rustix::mount::MountPropagationFlags as P;
-    rustix::mount::mount_change(c"/", P::PRIVATE | P::REC)
+    mount_raw(b"", b"/", b"", ms::MS_PRIVATE | ms::MS_REC, b"")
 }
 
 /// True when `path` is the root of a mount (statx `STATX_ATTR_MOUNT_ROOT`, Linux ≥ 5.8).
@@ -542,10 +517,6 @@ pub fn kernel_release(out: &mut crate::util::fixed::Text<64>) {
 /// Opens a device node read-only for probing.
 pub fn open_ro(path: &[u8]) -> Result<OwnedFd> {
     open(path, OFlags::RDONLY | OFlags::NONBLOCK, 0)
-}
-
-pub fn cwd() -> BorrowedFd<'static> {
-    CWD
 }
 
 /// A process-wide value for this single-threaded program (the logger). Access goes through a

@@ -1,9 +1,11 @@
 //! Raw system calls that rustix does not offer publicly (its `runtime` module is unstable):
-//! `exit_group`, `execve`, a plain `fork`, the signal mask, and a `statx` without rustix's
-//! compatibility probe.
+//! `exit_group`, `execve`, a plain `fork`, the signal mask, a `statx` without rustix's
+//! compatibility probe, and one `mount` for every kind of mount.
 
 use core::arch::asm;
+use core::ffi::CStr;
 use linux_raw_sys::general as nr;
+use rustix::io::Errno;
 
 #[cfg(target_arch = "x86_64")]
 unsafe fn syscall4(n: u32, a: usize, b: usize, c: usize, d: usize) -> isize {
@@ -93,8 +95,8 @@ unsafe fn syscall5(n: u32, a: usize, b: usize, c: usize, d: usize, e: usize) -> 
 /// rustix's wrapper adds a fallback probe and returns the 256-byte result by value.
 pub fn is_mount_root(dir: rustix::fd::BorrowedFd<'_>, path: &core::ffi::CStr) -> bool {
     use rustix::fd::AsRawFd;
-    // SAFETY: all-zero bytes are a valid `statx` (integers only).
-    let mut st: nr::statx = unsafe { core::mem::zeroed() };
+    // Not cleared: read only after the kernel filled it.
+    let mut st = core::mem::MaybeUninit::<nr::statx>::uninit();
     // SAFETY: `path` is NUL-terminated and the kernel writes at most one `statx` into `st`.
     let r = unsafe {
         syscall5(
@@ -103,10 +105,43 @@ pub fn is_mount_root(dir: rustix::fd::BorrowedFd<'_>, path: &core::ffi::CStr) ->
             path.as_ptr() as usize,
             (nr::AT_SYMLINK_NOFOLLOW | nr::AT_EMPTY_PATH) as usize,
             0,
-            &mut st as *mut nr::statx as usize,
+            st.as_mut_ptr() as usize,
         )
     };
-    r == 0 && st.stx_attributes & st.stx_attributes_mask & u64::from(nr::STATX_ATTR_MOUNT_ROOT) != 0
+    if r != 0 {
+        return false;
+    }
+    // SAFETY: a successful `statx` writes the whole struct.
+    let st = unsafe { st.assume_init_ref() };
+    st.stx_attributes & st.stx_attributes_mask & u64::from(nr::STATX_ATTR_MOUNT_ROOT) != 0
+}
+
+/// `mount(2)` straight to the kernel (rustix's wrapper passes its arguments through a chain of
+/// closures); no data string when `data` is `None`.
+pub fn mount(
+    source: &CStr,
+    target: &CStr,
+    fstype: &CStr,
+    flags: u32,
+    data: Option<&CStr>,
+) -> Result<(), Errno> {
+    let data = data.map_or(core::ptr::null(), CStr::as_ptr);
+    // SAFETY: the strings are NUL-terminated and live across the call; the kernel only reads
+    // them.
+    let r = unsafe {
+        syscall5(
+            nr::__NR_mount,
+            source.as_ptr() as usize,
+            target.as_ptr() as usize,
+            fstype.as_ptr() as usize,
+            flags as usize,
+            data as usize,
+        )
+    };
+    if r < 0 {
+        return Err(Errno::from_raw_os_error(-r as i32));
+    }
+    Ok(())
 }
 
 /// Ends every thread of the process.
