@@ -416,54 +416,33 @@ mod tests {
 
     #[test]
     fn step_names_are_upstreams() {
-        let all = [
-            BaseMounts,
-            LoadModules,
-            CreateSentinel,
-            MountTmpfs,
-            LvmActivation,
-            MountState,
-            DiscoverState,
-            MountRoot,
-            WaitForSysroot,
-            MountOem,
-            RootfsHook,
-            LoadConfig,
-            MountBaseOverlay,
-            OverlayMount,
-            CustomMount,
-            MountBind,
-            EnableSysextConfext,
-            WriteFstab,
-            InitramfsHook,
-            SwitchRoot,
+        let expected = [
+            (BaseMounts, "base-mounts"),
+            (LoadModules, "load-modules"),
+            (CreateSentinel, "create-sentinel"),
+            (MountTmpfs, "mount-tmpfs"),
+            (LvmActivation, "lvm-activation"),
+            (MountState, "mount-state"),
+            (DiscoverState, "discover-state"),
+            (MountRoot, "mount-root"),
+            (WaitForSysroot, "wait-for-sysroot"),
+            (MountOem, "mount-oem"),
+            (RootfsHook, "rootfs-hook"),
+            (LoadConfig, "load-config"),
+            (MountBaseOverlay, "mount-base-overlay"),
+            (OverlayMount, "overlay-mount"),
+            (CustomMount, "custom-mount"),
+            (MountBind, "mount-bind"),
+            (EnableSysextConfext, "enable-sysext-confext"),
+            (WriteFstab, "write-fstab"),
+            (InitramfsHook, "initramfs-hook"),
+            (SwitchRoot, "switch-root"),
         ];
-        let names: Vec<_> = all.iter().map(|s| s.name()).collect();
-        assert_eq!(
-            names,
-            [
-                "base-mounts",
-                "load-modules",
-                "create-sentinel",
-                "mount-tmpfs",
-                "lvm-activation",
-                "mount-state",
-                "discover-state",
-                "mount-root",
-                "wait-for-sysroot",
-                "mount-oem",
-                "rootfs-hook",
-                "load-config",
-                "mount-base-overlay",
-                "overlay-mount",
-                "custom-mount",
-                "mount-bind",
-                "enable-sysext-confext",
-                "write-fstab",
-                "initramfs-hook",
-                "switch-root",
-            ]
-        );
+        for (id, name) in expected {
+            assert_eq!(id.name(), name, "{id:?}");
+        }
+        // Every id is in the list (`SwitchRoot` is the last).
+        assert_eq!(expected.len(), SwitchRoot as usize + 1);
     }
 
     #[test]
