@@ -118,12 +118,14 @@ impl Table {
         }
     }
 
-    /// Reads the GPT name and id of each partition that does not have them yet from its
-    /// parent disk's table (once per partition: a few hundred small cached reads).
+    /// Reads the GPT name and id of the partitions that do not have them yet, one read of each
+    /// parent disk's table for all its partitions.
     fn load_gpt(&mut self) {
-        for e in self.entries.iter_mut().flatten() {
-            let partn = e.partn;
-            if partn == 0 {
+        for i in 0..MAX_DEVICES {
+            let Some(Some(e)) = self.entries.get(i) else {
+                continue;
+            };
+            if e.partn == 0 {
                 continue;
             }
             let Some(disk) = parent_disk(e.name.as_bytes()) else {
@@ -132,14 +134,28 @@ impl Table {
             let Ok(fd) = sys::open_ro(disk.as_bytes()) else {
                 continue;
             };
-            // The table is read once: the number is not needed after.
-            e.partn = 0;
+            // The partitions of this disk still to fill in (one sysfs lookup each).
+            let mut mine = [false; MAX_DEVICES];
+            for (m, e) in mine.iter_mut().zip(&self.entries) {
+                *m = e.as_ref().is_some_and(|e| {
+                    e.partn != 0 && parent_disk(e.name.as_bytes()).as_ref() == Some(&disk)
+                });
+            }
+            let entries = &mut self.entries;
             gpt_partitions(&mut FdRead(fd.as_fd()), 0, &mut |p: &GptPart| {
-                if u64::from(p.number) == partn {
-                    e.partlabel.push_lossy(p.name.as_bytes());
-                    e.partuuid.push_lossy(p.uuid.as_bytes());
+                for (e, _) in entries.iter_mut().zip(&mine).filter(|(_, &m)| m) {
+                    if let Some(e) = e.as_mut().filter(|e| e.partn == u64::from(p.number)) {
+                        e.partlabel.push_lossy(p.name.as_bytes());
+                        e.partuuid.push_lossy(p.uuid.as_bytes());
+                    }
                 }
             });
+            // The disk's table is read: none of its partitions asks for it again.
+            for (e, _) in self.entries.iter_mut().zip(&mine).filter(|(_, &m)| m) {
+                if let Some(e) = e {
+                    e.partn = 0;
+                }
+            }
         }
     }
 
