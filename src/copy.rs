@@ -13,7 +13,7 @@
 //! - depth, buffers and names are bounded; nothing allocates.
 
 use crate::sys::{self, Errno};
-use crate::util::fixed::{copy_bytes, packed_name, Text};
+use crate::util::fixed::{copy_bytes, packed_name, packed_names, Text};
 use core::ffi::CStr;
 use core::mem::MaybeUninit;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -65,13 +65,27 @@ enum Op {
     Xattr,
 }
 
-/// The names of the operations back to back, in `Op` order, and where each one ends: a byte
-/// per name instead of a 16-byte string reference.
-const OP_NAMES: &str =
-    "chmodchowncreatedepthfsyncmkdirmknodopenreaddirreadlinkrenamestatsymlinkutimeswritexattr";
-const OP_ENDS: [u8; 16] = [
-    5, 10, 16, 21, 26, 31, 36, 40, 47, 55, 61, 65, 72, 78, 83, 88,
-];
+// The names of the operations back to back, in `Op` order, and where each one ends: a byte
+// per name instead of a 16-byte string reference.
+packed_names!(
+    OP_NAMES,
+    OP_ENDS = "chmod",
+    "chown",
+    "create",
+    "depth",
+    "fsync",
+    "mkdir",
+    "mknod",
+    "open",
+    "readdir",
+    "readlink",
+    "rename",
+    "stat",
+    "symlink",
+    "utimes",
+    "write",
+    "xattr"
+);
 
 impl Op {
     fn name(self) -> &'static str {

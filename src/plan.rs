@@ -10,7 +10,7 @@
 //! because it depends on which volume holds `PERSISTENT_STATE_TARGET`.
 
 use crate::log;
-use crate::util::fixed::{packed_name, Text};
+use crate::util::fixed::{packed_name, packed_names, Text};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(test, derive(Debug))]
@@ -46,14 +46,30 @@ impl StepId {
     }
 }
 
-/// The names of the steps in `StepId` order, back to back (see `packed_name`).
-const STEP_NAMES: &str = "base-mountsload-modulescreate-sentinelmount-tmpfslvm-activation\
-mount-statediscover-statemount-rootwait-for-sysrootmount-oemrootfs-hookload-config\
-mount-base-overlayoverlay-mountcustom-mountmount-bindenable-sysext-confextwrite-fstab\
-initramfs-hookswitch-root";
-const STEP_NAME_ENDS: [u8; 20] = [
-    11, 23, 38, 49, 63, 74, 88, 98, 114, 123, 134, 145, 163, 176, 188, 198, 219, 230, 244, 255,
-];
+// The names of the steps in `StepId` order, back to back (see `packed_name`).
+packed_names!(
+    STEP_NAMES,
+    STEP_NAME_ENDS = "base-mounts",
+    "load-modules",
+    "create-sentinel",
+    "mount-tmpfs",
+    "lvm-activation",
+    "mount-state",
+    "discover-state",
+    "mount-root",
+    "wait-for-sysroot",
+    "mount-oem",
+    "rootfs-hook",
+    "load-config",
+    "mount-base-overlay",
+    "overlay-mount",
+    "custom-mount",
+    "mount-bind",
+    "enable-sysext-confext",
+    "write-fstab",
+    "initramfs-hook",
+    "switch-root"
+);
 
 /// A row of a step table. Deps are bit sets of `StepId`s: a table of 7-byte rows instead of
 /// one of two slices and a name each.

@@ -8,11 +8,20 @@ use crate::config::state::Env;
 use crate::log;
 use crate::steps::{err_errno, Error};
 use crate::sys;
-use crate::util::fixed::{packed_name, Text};
+use crate::util::fixed::{packed_name, packed_names, Text};
 
-/// Mount point and filesystem type of each base mount, back to back (see `packed_name`).
-const BASE_NAMES: &str = "/procproc/syssysfs/devdevtmpfs/runtmpfs";
-const BASE_ENDS: [u8; 8] = [5, 9, 13, 18, 22, 30, 34, 39];
+// Mount point and filesystem type of each base mount, back to back (see `packed_name`).
+packed_names!(
+    BASE_NAMES,
+    BASE_ENDS = "/proc",
+    "proc",
+    "/sys",
+    "sysfs",
+    "/dev",
+    "devtmpfs",
+    "/run",
+    "tmpfs"
+);
 
 /// `base-mounts`: `/proc`, `/sys`, `/dev` (devtmpfs) and `/run` (tmpfs), unless mounted.
 pub fn base_mounts() -> Result<(), Error> {

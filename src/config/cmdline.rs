@@ -6,7 +6,7 @@
 //! double quote may wrap spaces, anywhere in the token; the quotes themselves are dropped.
 
 use crate::config::path::{check_path, normalize};
-use crate::util::fixed::{packed_name, parse_u64, utf8_valid_up_to, List, Text};
+use crate::util::fixed::{packed_name, packed_names, parse_u64, utf8_valid_up_to, List, Text};
 
 /// Longest command line accepted (the kernel's own limit on x86 is 2048, other arches 4096).
 pub const MAX_CMDLINE: usize = 4096;
@@ -47,20 +47,40 @@ impl BootState {
     /// Name of the `/run/cos/<sentinel>` file announcing the state to the booted system. (The
     /// name tables below list the states in variant order.)
     pub fn sentinel(self) -> &'static str {
-        const NAMES: &str = "active_modepassive_moderecovery_modeautoreset_modelive_modeunknown";
-        packed_name(NAMES, &[11, 23, 36, 50, 59, 66], self as usize)
+        packed_names!(
+            NAMES,
+            ENDS = "active_mode",
+            "passive_mode",
+            "recovery_mode",
+            "autoreset_mode",
+            "live_mode",
+            "unknown"
+        );
+        packed_name(NAMES, &ENDS, self as usize)
     }
 
     /// Label of the partition holding the image files.
     pub fn images_label(self) -> Option<&'static str> {
-        const NAMES: &str = "COS_STATECOS_STATECOS_RECOVERYCOS_RECOVERY";
-        non_empty(packed_name(NAMES, &[9, 18, 30, 42], self as usize))
+        packed_names!(
+            NAMES,
+            ENDS = "COS_STATE",
+            "COS_STATE",
+            "COS_RECOVERY",
+            "COS_RECOVERY"
+        );
+        non_empty(packed_name(NAMES, &ENDS, self as usize))
     }
 
     /// Filesystem label inside the root image.
     pub fn root_label(self) -> Option<&'static str> {
-        const NAMES: &str = "COS_ACTIVECOS_PASSIVECOS_SYSTEMCOS_SYSTEM";
-        non_empty(packed_name(NAMES, &[10, 21, 31, 41], self as usize))
+        packed_names!(
+            NAMES,
+            ENDS = "COS_ACTIVE",
+            "COS_PASSIVE",
+            "COS_SYSTEM",
+            "COS_SYSTEM"
+        );
+        non_empty(packed_name(NAMES, &ENDS, self as usize))
     }
 
     /// Sub-directory of the sysext/confext stores used in this state.
@@ -655,7 +675,8 @@ pub enum DeviceKind {
 impl DeviceKind {
     /// `LABEL`, `UUID`, `PARTLABEL` or `PARTUUID` (`LABEL=x`...); `""` for a path.
     pub fn tag(self) -> &'static str {
-        packed_name("LABELUUIDPARTLABELPARTUUID", &[5, 9, 18, 26], self as usize)
+        packed_names!(NAMES, ENDS = "LABEL", "UUID", "PARTLABEL", "PARTUUID");
+        packed_name(NAMES, &ENDS, self as usize)
     }
 }
 

@@ -8,7 +8,9 @@
 
 use crate::config::cmdline::{overlay_backing, volume_spec, BootState};
 use crate::config::path::{is_within, normalize};
-use crate::util::fixed::{copy_bytes, packed_name, utf8_valid_up_to, Full, List, Text};
+use crate::util::fixed::{
+    copy_bytes, packed_name, packed_names, utf8_valid_up_to, Full, List, Text,
+};
 
 pub const MAX_VARS: usize = 64;
 pub const MAX_KEY: usize = 64;
@@ -350,10 +352,14 @@ fn entry(
 /// Paths of one list key, normalized, in order, without duplicates.
 pub type PathList = List<4096, 96>;
 
-/// Keys of the path lists (packed, see `packed_name`): `RW_PATHS`, then the bind lists.
-const LIST_KEYS: &str = "RW_PATHSPERSISTENT_STATE_PATHSCUSTOM_BIND_MOUNTS\
-PERSISTENT_STATE_PATHS (extra-layout.env)";
-const LIST_KEY_ENDS: [u8; 4] = [8, 30, 48, 89];
+// Keys of the path lists (packed, see `packed_name`): `RW_PATHS`, then the bind lists.
+packed_names!(
+    LIST_KEYS,
+    LIST_KEY_ENDS = "RW_PATHS",
+    "PERSISTENT_STATE_PATHS",
+    "CUSTOM_BIND_MOUNTS",
+    "PERSISTENT_STATE_PATHS (extra-layout.env)"
+);
 /// The first two on their own, sliced out at compile time: the text exists once.
 const RW_PATHS: &str = LIST_KEYS.split_at(LIST_KEY_ENDS[0] as usize).0;
 const PERSISTENT_STATE_PATHS: &str = LIST_KEYS
