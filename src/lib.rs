@@ -143,11 +143,11 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
     }
     let mut ctx = steps::Ctx::new(&env, &cmd);
     plan.run_until(
-        // `base` is set only in init mode, where base-mounts is the plan's first step (no
-        // dependencies): the first call takes the outcome. Its error text is still the last
-        // step error: nothing in between makes one.
+        // `base` is set only in init mode: base-mounts takes the outcome. It is the plan's first
+        // step (no dependencies), so its error text is still the last step error: nothing in
+        // between makes one.
         |id, why| {
-            match base.take().filter(|_| id == StepId::BaseMounts) {
+            match base.take_if(|_| id == StepId::BaseMounts) {
                 Some(r) => r,
                 None => steps::run(id, &mut ctx),
             }

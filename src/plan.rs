@@ -106,8 +106,8 @@ impl Step {
 /// is 8 bytes (a `u32` would make it 12).
 struct Ids([u8; 3]);
 
-/// The bit of a step's `deps` that marks it critical: the last of the three bytes, after
-/// every id's (a plan's layers by id, which `Plan::new` looks up by these bits, are 0 there).
+/// The bit of a step's `deps` that marks it critical: the last of the three bytes, which is no
+/// step id's bit (asserted below), so dependency lookups never match it.
 const CRITICAL: u32 = 1 << 23;
 const _: () = assert!((SwitchRoot as u32) < 23);
 

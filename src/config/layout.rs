@@ -83,16 +83,18 @@ impl EnvVars {
                 self.keys.len() - 1
             }
         };
-        // Reclaim the old value (none for a new key): the values after it move down.
-        if let Some(tail) = self.store.get_mut(old_start..self.used) {
-            if old_len <= tail.len() {
-                tail.copy_within(old_len.., 0);
+        // Reclaim the old value, if there is one: the values after it move down.
+        if old_len > 0 {
+            if let Some(tail) = self.store.get_mut(old_start..self.used) {
+                if old_len <= tail.len() {
+                    tail.copy_within(old_len.., 0);
+                }
             }
-        }
-        self.used -= old_len;
-        for span in self.spans.iter_mut() {
-            if span.0 as usize > old_start {
-                span.0 -= old_len as u16;
+            self.used -= old_len;
+            for span in self.spans.iter_mut().take(self.keys.len()) {
+                if span.0 as usize > old_start {
+                    span.0 -= old_len as u16;
+                }
             }
         }
         let start = self.used;
