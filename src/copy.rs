@@ -220,8 +220,10 @@ fn copy_entry(
         Err(e) => return Err(e),
     };
     if is_dir {
-        // A new directory is created under its final name: a partial one is completed by the
-        // next run, which descends into it.
+        // A new directory is created under its final name; the next run descends into a
+        // partial one and adds its missing children. (Its owner, mode and xattrs come right
+        // after the mkdir: a power cut in between leaves root's 0700, which no later run
+        // repairs.)
         if !exists {
             w.op = Op::Mkdir;
             rfs::mkdirat(dst, name, Mode::from_raw_mode(0o700))?;
@@ -242,7 +244,6 @@ fn copy_entry(
     }
     let mut tbuf = [0u8; 256];
     let tmp = tmp_name(name.to_bytes(), &mut tbuf);
-    unlink(dst, tmp);
     let made = match ft {
         FileType::RegularFile => new_file(w, src, dst, name, tmp, st),
         FileType::Symlink | FileType::Fifo | FileType::CharacterDevice | FileType::BlockDevice => {
@@ -270,8 +271,9 @@ fn copy_entry(
 }
 
 /// `.immucore-tmp.<name>`, the name cut so the whole stays within NAME_MAX. Two long names
-/// sharing a cut prefix are harmless: entries are built one after the other and each temporary
-/// is made fresh (`O_EXCL` after unlinking).
+/// sharing a cut prefix are harmless: entries are built one after the other, and a temporary
+/// never outlives its entry (renamed, or removed on failure; `remove_stale` clears those an
+/// interrupted run left), so each is made fresh (`O_EXCL`).
 fn tmp_name<'a>(name: &[u8], buf: &'a mut [u8; 256]) -> &'a CStr {
     copy_bytes(buf, TMP_PREFIX);
     // At most 255 - 14 bytes of the name: the zeroed buffer keeps a NUL at its end.
@@ -390,9 +392,16 @@ fn publish(w: &mut Walk, dst: BorrowedFd<'_>, tmp: &CStr, name: &CStr) -> Result
     match rfs::renameat_with(dst, tmp, dst, name, RenameFlags::NOREPLACE) {
         Ok(()) => Ok(true),
         Err(Errno::EXIST) => Ok(false),
-        // Filesystems without RENAME_NOREPLACE: `copy_entry` found `name` missing before it made
-        // the entry, and nothing else writes the store now.
-        Err(Errno::INVAL | Errno::NOSYS) => rfs::renameat(dst, tmp, dst, name).map(|()| true),
+        // Filesystems without RENAME_NOREPLACE: look again right before the plain rename, which
+        // would replace (nothing else writes the store now).
+        Err(Errno::INVAL | Errno::NOSYS) => match lstat(w, dst, name) {
+            Ok(_) => Ok(false),
+            Err(Errno::NOENT) => {
+                w.op = Op::Rename;
+                rfs::renameat(dst, tmp, dst, name).map(|()| true)
+            }
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     }
 }

@@ -61,11 +61,16 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
             }
         }
     }
-    // One flush for all the copies: the renames of copied files become durable together. A
-    // plain sync: in the initramfs the stores' filesystems are all that has much to write, and
-    // it needs no descriptor for each and cannot fail.
+    // One flush for all the copies: the renames of copied files become durable together.
+    // `syncfs` of the store's filesystem, not `sync`: it reports a failed writeback (EIO).
     if stats.files | stats.dirs | stats.links != 0 {
-        sys::sync();
+        // syncfs needs a real open (an O_PATH descriptor gets EBADF).
+        let flushed = root
+            .open_at(target, OFlags::RDONLY | OFlags::DIRECTORY, 0)
+            .and_then(|store| sys::syncfs(store.as_fd()));
+        if let Err(e) = flushed {
+            log::warn_errno(b"cannot flush {}: {}", &[target], e);
+        }
     }
     log_copied(
         b"{} persistent paths bound from {} (copied up {} files, {} dirs, {} links)",

@@ -488,6 +488,11 @@ pub fn chroot(path: &[u8]) -> Result<()> {
     with_path(path, |p| rustix::process::chroot(p))
 }
 
+/// Flushes the filesystem holding `fd` (makes renames and new directories durable).
+pub fn syncfs(fd: BorrowedFd<'_>) -> Result<()> {
+    rustix::fs::syncfs(fd)
+}
+
 pub fn sync() {
     rustix::fs::sync();
 }
