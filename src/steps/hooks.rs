@@ -96,11 +96,11 @@ pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
     );
     let mut envp = [PATH_ENV; 4];
     let mut rest = vars.as_bytes();
+    // Always three: each value fits in `vars` and holds no NUL (see above).
     for slot in envp.iter_mut().take(3) {
-        let Some(var) = take_c_str(&mut rest) else {
-            return Ok(());
-        };
-        *slot = var;
+        if let Some(var) = take_c_str(&mut rest) {
+            *slot = var;
+        }
     }
 
     // The initramfs' hook directory first, then the image's (both fit: the configuration
@@ -169,10 +169,8 @@ const API_FS: [&[u8]; 4] = [b"/dev", b"/proc", b"/sys", b"/run"];
 /// Makes `/dev`, `/proc`, `/sys` and `/run` visible inside the new root for chrooted hooks
 /// (`bind`), or removes them again, in reverse order.
 fn api_filesystems(sysroot: &[u8], bind: bool) {
-    // With four entries, `i ^ 3` runs 3, 2, 1, 0: the reverse order.
-    let flip = if bind { 0 } else { API_FS.len() - 1 };
     for i in 0..API_FS.len() {
-        let Some(fs) = API_FS.get(i ^ flip) else {
+        let Some(fs) = API_FS.get(if bind { i } else { API_FS.len() - 1 - i }) else {
             continue;
         };
         let mut target = Text::<256>::new();

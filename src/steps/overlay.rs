@@ -171,7 +171,8 @@ fn overlay_one(root: &Option<Root>, fstab: &mut Fstab, path: &[u8]) -> Result<()
     let _ = dash_name(path, &mut dash);
     // `<OVERLAY_DIR>/<dash>/.overlay/`, where the upper and the work directory go.
     let mut dir = Text::<512>::new();
-    dir.push_lossy(b"/run/overlay/");
+    dir.push_lossy(OVERLAY_DIR);
+    dir.push_lossy(b"/");
     dir.push_lossy(dash.as_bytes());
     dir.push_lossy(b"/.overlay/");
     let (lower_dir, layers) = (lower_path.as_bytes(), dir.as_bytes());

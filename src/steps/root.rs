@@ -40,13 +40,14 @@ pub fn mount_tmpfs(ctx: &mut Ctx) -> Result<(), Error> {
     Ok(())
 }
 
-fn label_device(label: &str) -> Device {
+/// `LABEL=<label>`. Fits: the built-in COS_* labels, and the command line keeps at most 64
+/// bytes of one.
+pub(super) fn label_device(label: &[u8]) -> Device {
     let mut dev = Device {
         kind: DeviceKind::Label,
         value: Text::EMPTY,
     };
-    // Fits: the labels here are the built-in COS_* ones.
-    dev.value.push_lossy(label.as_bytes());
+    dev.value.push_lossy(label);
     dev
 }
 
@@ -62,7 +63,7 @@ pub fn mount_state(ctx: &mut Ctx) -> Result<(), Error> {
     let opts = root_opts(ctx);
     mount_device(
         ctx,
-        &label_device(label),
+        &label_device(label.as_bytes()),
         Target::Host(STATE_DIR),
         opts,
         STATE_TIMEOUT_MS,
@@ -160,7 +161,7 @@ pub fn mount_root(ctx: &mut Ctx) -> Result<(), Error> {
     };
     open_root(ctx)?;
     let mut spec = Text::<192>::new();
-    label_device(want).by_path(&mut spec);
+    label_device(want.as_bytes()).by_path(&mut spec);
     ctx.fstab
         .add(spec.as_bytes(), b"/", fstype.as_bytes(), opts);
     Ok(())

@@ -5,7 +5,7 @@ use super::{
     add_failure, err, failures, log_error, mount_device, run_program, Ctx, Error, Target, Volume,
     MAX_VOLUMES, RUN_PATH,
 };
-use crate::config::cmdline::{volume_spec, BootState, Device, DeviceKind};
+use crate::config::cmdline::{volume_spec, BootState};
 use crate::dev::scan::Found;
 use crate::log::{self, Level};
 use crate::sys;
@@ -23,12 +23,7 @@ pub fn mount_oem(ctx: &mut Ctx) -> Result<(), Error> {
         return Ok(());
     }
     let explicit = !ctx.cmd.oem_label.is_empty();
-    let mut dev = Device {
-        kind: DeviceKind::Label,
-        value: Text::EMPTY,
-    };
-    // Fits: the command line keeps at most 64 bytes of a label.
-    dev.value.push_lossy(if explicit {
+    let dev = super::root::label_device(if explicit {
         ctx.cmd.oem_label.as_bytes()
     } else {
         b"COS_OEM"
