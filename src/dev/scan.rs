@@ -24,6 +24,9 @@ pub struct Entry {
     pub partuuid: Text<40>,
     /// Partition number whose GPT entry is still to be read (0: a whole disk, or read already).
     partn: u64,
+    /// `/dev/<disk>` of a partition, once a GPT lookup needed it (kernel names are under 32
+    /// bytes).
+    disk: Text<40>,
 }
 
 impl Entry {
@@ -35,6 +38,7 @@ impl Entry {
             partlabel: Text::EMPTY,
             partuuid: Text::EMPTY,
             partn: 0,
+            disk: Text::EMPTY,
         }
     }
 
@@ -121,38 +125,38 @@ impl Table {
     /// Reads the GPT name and id of the partitions that do not have them yet, one read of each
     /// parent disk's table for all its partitions.
     fn load_gpt(&mut self) {
+        // The disk of each partition still to fill in, looked up once (a sysfs readlink).
+        for e in self.entries.iter_mut().flatten() {
+            if e.partn != 0 && e.disk.is_empty() {
+                if let Some(disk) = parent_disk(e.name.as_bytes()) {
+                    e.disk.push_lossy(disk.as_bytes());
+                }
+            }
+        }
         for i in 0..MAX_DEVICES {
             let Some(Some(e)) = self.entries.get(i) else {
                 continue;
             };
-            if e.partn == 0 {
+            if e.partn == 0 || e.disk.is_empty() {
                 continue;
             }
-            let Some(disk) = parent_disk(e.name.as_bytes()) else {
-                continue;
-            };
+            let disk = e.disk.clone();
             let Ok(fd) = sys::open_ro(disk.as_bytes()) else {
                 continue;
             };
-            // The partitions of this disk still to fill in (one sysfs lookup each).
-            let mut mine = [false; MAX_DEVICES];
-            for (m, e) in mine.iter_mut().zip(&self.entries) {
-                *m = e.as_ref().is_some_and(|e| {
-                    e.partn != 0 && parent_disk(e.name.as_bytes()).as_ref() == Some(&disk)
-                });
-            }
             let entries = &mut self.entries;
             gpt_partitions(&mut FdRead(fd.as_fd()), 0, &mut |p: &GptPart| {
-                for (e, _) in entries.iter_mut().zip(&mine).filter(|(_, &m)| m) {
-                    if let Some(e) = e.as_mut().filter(|e| e.partn == u64::from(p.number)) {
+                let number = u64::from(p.number);
+                for e in entries.iter_mut().flatten() {
+                    if e.partn == number && e.disk == disk {
                         e.partlabel.push_lossy(p.name.as_bytes());
                         e.partuuid.push_lossy(p.uuid.as_bytes());
                     }
                 }
             });
             // The disk's table is read: none of its partitions asks for it again.
-            for (e, _) in self.entries.iter_mut().zip(&mine).filter(|(_, &m)| m) {
-                if let Some(e) = e {
+            for e in self.entries.iter_mut().flatten() {
+                if e.disk == disk {
                     e.partn = 0;
                 }
             }
@@ -323,4 +327,15 @@ pub fn ext_size_of(fd: BorrowedFd<'_>) -> Option<u64> {
 pub fn probe_node(node: &[u8]) -> Option<FsInfo> {
     let fd = sys::open_ro(node).ok()?;
     probe_fs(&mut FdRead(fd.as_fd()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An empty word (a doubled or trailing space) would match every device name.
+    #[test]
+    fn skipped_prefixes_are_all_non_empty() {
+        assert!(words(SKIP_PREFIXES).all(|w| !w.is_empty()));
+    }
 }

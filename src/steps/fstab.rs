@@ -125,6 +125,16 @@ mod tests {
     }
 
     #[test]
+    fn blanks_backslashes_controls_and_a_leading_hash_are_escaped() {
+        let mut f = Fstab::new();
+        f.add(b"#a\\b", b"/t\tn\nd\x7f#", b"ext4", b"rw");
+        assert_eq!(
+            f.as_bytes(),
+            b"\\043a\\134b /t\\011n\\012d\\177# ext4 rw 0 0\n"
+        );
+    }
+
+    #[test]
     fn overflow_is_remembered_not_truncated_silently() {
         let mut f = Fstab::new();
         let long = [b'a'; 1000];

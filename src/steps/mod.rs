@@ -452,6 +452,30 @@ mod tests {
     }
 
     #[test]
+    fn every_flag_word_sets_its_flag() {
+        let cases = [
+            ("ro", Flags::RDONLY),
+            ("nosuid", Flags::NOSUID),
+            ("nodev", Flags::NODEV),
+            ("noexec", Flags::NOEXEC),
+            ("noatime", Flags::NOATIME),
+            ("relatime", Flags::RELATIME),
+            ("sync", Flags::SYNCHRONOUS),
+            ("bind", Flags::BIND),
+        ];
+        for (word, flag) in cases {
+            let mut data = Text::new();
+            assert_eq!(mount_options(word.as_bytes(), &mut data), flag, "{word}");
+            assert!(data.is_empty(), "{word}");
+        }
+        // `rw` clears an earlier `ro`; the defaults restate nothing.
+        let mut data = Text::new();
+        let f = mount_options(b"ro,rw,suid,dev,exec,async,defaults,auto", &mut data);
+        assert_eq!(f, Flags::empty());
+        assert!(data.is_empty());
+    }
+
+    #[test]
     fn repair_flags_follow_the_repair_modes() {
         assert_eq!(repair_flag(FsckRepair::Preen), c"-a");
         assert_eq!(repair_flag(FsckRepair::Yes), c"-y");

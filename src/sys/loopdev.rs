@@ -99,7 +99,8 @@ fn configure(
     // SAFETY: loop_config is a plain C struct for which all-zero is valid.
     let mut cfg: loop_config = unsafe { core::mem::zeroed() };
     cfg.fd = image.as_raw_fd() as u32;
-    // The fallback passes the same status (`cfg.info`), so it is filled in once.
+    // The fallback passes the same status (`cfg.info`), less the read-only flag, which
+    // LOOP_SET_STATUS64 cannot set (see `configure_legacy`).
     let info = &mut cfg.info;
     info.lo_flags = LO_FLAGS_AUTOCLEAR as u32;
     if read_only {

@@ -272,7 +272,8 @@ pub fn is_dir(path: &[u8]) -> bool {
 
 /// `mkdir -p` for paths of the initramfs itself (`/run/...`), not for the sysroot: the
 /// sysroot's `mkdir -p` (one implementation) with `/` as the root, where resolving in the root
-/// is plain resolution (a relative path: from the working directory).
+/// is plain resolution. A relative path is made under the working directory, as its root:
+/// an absolute symlink on the way resolves there too.
 pub fn mkdir_p(path: &[u8], mode: u32) -> Result<()> {
     let top: &[u8] = if path.first() == Some(&b'/') {
         b"/"
