@@ -12,6 +12,9 @@ use crate::util::fixed::{packed_name, packed_names, parse_u64, utf8_valid_up_to,
 pub const MAX_CMDLINE: usize = 4096;
 const MAX_MOUNTS: usize = 16;
 const DEFAULT_OVERLAY: &[u8] = b"tmpfs:20%";
+/// The end of the warning for a refused overlay value (`number_warnings_name_their_defaults`
+/// checks that it names `DEFAULT_OVERLAY`).
+const USING_DEFAULT_OVERLAY: &[u8] = b", using tmpfs:20%";
 
 /// Numeric keys: the smallest value accepted, the default, and the warning for anything else
 /// (which names the default).
@@ -607,7 +610,7 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
         );
         c.oem_label.push_lossy(oem);
         let overlay_ok = |value: &[u8]| overlay_backing(value).map(drop);
-        let overlay = checked(picks, OVERLAY, overlay_ok, b", using tmpfs:20%", warnings);
+        let overlay = checked(picks, OVERLAY, overlay_ok, USING_DEFAULT_OVERLAY, warnings);
         c.overlay.push_lossy(match overlay {
             [] => DEFAULT_OVERLAY,
             spec => spec,
@@ -837,6 +840,16 @@ pub fn overlay_backing(spec: &[u8]) -> Result<Backing<'_>, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The warnings spell the defaults out (no formatting code): they must match the values.
+    #[test]
+    fn number_warnings_name_their_defaults() {
+        for rule in [&OEM_TIMEOUT_S, &SYSROOT_WAIT_S] {
+            let end = std::format!("using {}", rule.default);
+            assert!(rule.bad.ends_with(end.as_bytes()), "{}", rule.default);
+        }
+        assert!(USING_DEFAULT_OVERLAY.ends_with(DEFAULT_OVERLAY));
+    }
     use std::vec::Vec;
 
     fn ok(line: &str) -> Cmdline {
