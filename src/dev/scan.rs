@@ -249,8 +249,13 @@ fn dev_node(name: &[u8]) -> Text<192> {
 fn parent_disk(part: &[u8]) -> Option<Text<192>> {
     let mut link = Text::<512>::new();
     sys::readlink(sys_path(part, b"").as_bytes(), &mut link).ok()?;
-    let (dir, _) = sys::split_parent(link.as_bytes());
-    Some(dev_node(sys::split_parent(dir).1))
+    Some(dev_node(disk_of_link(link.as_bytes())))
+}
+
+/// The disk's name in a partition's sysfs link `.../block/<disk>/<part>`.
+fn disk_of_link(link: &[u8]) -> &[u8] {
+    let (dir, _) = sys::split_parent(link);
+    sys::split_parent(dir).1
 }
 
 /// Waits until `dev` exists, up to `timeout_ms`, and returns the device node to mount and, when
@@ -332,6 +337,20 @@ pub fn probe_node(node: &[u8]) -> Option<FsInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partition_link_names_its_disk() {
+        let cases = [
+            ("../../devices/pci0000:00/0000:00:04.0/virtio1/block/vda/vda1", "vda"),
+            ("../../devices/pci0000:00/0000:00:1f.2/ata1/host0/target0:0:0/0:0:0:0/block/sda/sda2", "sda"),
+            ("../../devices/pci0000:00/0000:00:1d.0/nvme/nvme0/nvme0n1/nvme0n1p3", "nvme0n1"),
+            ("../../devices/platform/soc/mmc_host/mmc0/mmc0:0001/block/mmcblk0/mmcblk0p1", "mmcblk0"),
+            ("../../devices/virtual/block/loop0/loop0p1", "loop0"),
+        ];
+        for (link, disk) in cases {
+            assert_eq!(disk_of_link(link.as_bytes()), disk.as_bytes(), "{link}");
+        }
+    }
 
     /// An empty word (a doubled or trailing space) would match every device name.
     #[test]
