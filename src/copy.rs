@@ -69,22 +69,11 @@ enum Op {
 // per name instead of a 16-byte string reference.
 packed_names!(
     OP_NAMES,
-    OP_ENDS = "chmod",
-    "chown",
-    "create",
-    "depth",
-    "fsync",
-    "mkdir",
-    "mknod",
-    "open",
-    "readdir",
-    "readlink",
-    "rename",
-    "stat",
-    "symlink",
-    "utimes",
-    "write",
-    "xattr"
+    OP_ENDS,
+    [
+        "chmod", "chown", "create", "depth", "fsync", "mkdir", "mknod", "open", "readdir",
+        "readlink", "rename", "stat", "symlink", "utimes", "write", "xattr"
+    ]
 );
 
 impl Op {

@@ -49,26 +49,29 @@ impl StepId {
 // The names of the steps in `StepId` order, back to back (see `packed_name`).
 packed_names!(
     STEP_NAMES,
-    STEP_NAME_ENDS = "base-mounts",
-    "load-modules",
-    "create-sentinel",
-    "mount-tmpfs",
-    "lvm-activation",
-    "mount-state",
-    "discover-state",
-    "mount-root",
-    "wait-for-sysroot",
-    "mount-oem",
-    "rootfs-hook",
-    "load-config",
-    "mount-base-overlay",
-    "overlay-mount",
-    "custom-mount",
-    "mount-bind",
-    "enable-sysext-confext",
-    "write-fstab",
-    "initramfs-hook",
-    "switch-root"
+    STEP_NAME_ENDS,
+    [
+        "base-mounts",
+        "load-modules",
+        "create-sentinel",
+        "mount-tmpfs",
+        "lvm-activation",
+        "mount-state",
+        "discover-state",
+        "mount-root",
+        "wait-for-sysroot",
+        "mount-oem",
+        "rootfs-hook",
+        "load-config",
+        "mount-base-overlay",
+        "overlay-mount",
+        "custom-mount",
+        "mount-bind",
+        "enable-sysext-confext",
+        "write-fstab",
+        "initramfs-hook",
+        "switch-root"
+    ]
 );
 
 /// A row of a step table. Deps are bit sets of `StepId`s: a table of 7-byte rows instead of

@@ -13,14 +13,8 @@ use crate::util::fixed::{packed_name, packed_names, Text};
 // Mount point and filesystem type of each base mount, back to back (see `packed_name`).
 packed_names!(
     BASE_NAMES,
-    BASE_ENDS = "/proc",
-    "proc",
-    "/sys",
-    "sysfs",
-    "/dev",
-    "devtmpfs",
-    "/run",
-    "tmpfs"
+    BASE_ENDS,
+    ["/proc", "proc", "/sys", "sysfs", "/dev", "devtmpfs", "/run", "tmpfs"]
 );
 
 /// `base-mounts`: `/proc`, `/sys`, `/dev` (devtmpfs) and `/run` (tmpfs), unless mounted.

@@ -52,12 +52,15 @@ impl BootState {
     pub fn sentinel(self) -> &'static str {
         packed_names!(
             NAMES,
-            ENDS = "active_mode",
-            "passive_mode",
-            "recovery_mode",
-            "autoreset_mode",
-            "live_mode",
-            "unknown"
+            ENDS,
+            [
+                "active_mode",
+                "passive_mode",
+                "recovery_mode",
+                "autoreset_mode",
+                "live_mode",
+                "unknown"
+            ]
         );
         packed_name(NAMES, &ENDS, self as usize)
     }
@@ -66,10 +69,8 @@ impl BootState {
     pub fn images_label(self) -> Option<&'static str> {
         packed_names!(
             NAMES,
-            ENDS = "COS_STATE",
-            "COS_STATE",
-            "COS_RECOVERY",
-            "COS_RECOVERY"
+            ENDS,
+            ["COS_STATE", "COS_STATE", "COS_RECOVERY", "COS_RECOVERY"]
         );
         non_empty(packed_name(NAMES, &ENDS, self as usize))
     }
@@ -78,10 +79,8 @@ impl BootState {
     pub fn root_label(self) -> Option<&'static str> {
         packed_names!(
             NAMES,
-            ENDS = "COS_ACTIVE",
-            "COS_PASSIVE",
-            "COS_SYSTEM",
-            "COS_SYSTEM"
+            ENDS,
+            ["COS_ACTIVE", "COS_PASSIVE", "COS_SYSTEM", "COS_SYSTEM"]
         );
         non_empty(packed_name(NAMES, &ENDS, self as usize))
     }
@@ -678,7 +677,7 @@ pub enum DeviceKind {
 impl DeviceKind {
     /// `LABEL`, `UUID`, `PARTLABEL` or `PARTUUID` (`LABEL=x`...); `""` for a path.
     pub fn tag(self) -> &'static str {
-        packed_names!(NAMES, ENDS = "LABEL", "UUID", "PARTLABEL", "PARTUUID");
+        packed_names!(NAMES, ENDS, ["LABEL", "UUID", "PARTLABEL", "PARTUUID"]);
         packed_name(NAMES, &ENDS, self as usize)
     }
 }

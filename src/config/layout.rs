@@ -357,10 +357,13 @@ pub type PathList = List<4096, 96>;
 // Keys of the path lists (packed, see `packed_name`): `RW_PATHS`, then the bind lists.
 packed_names!(
     LIST_KEYS,
-    LIST_KEY_ENDS = "RW_PATHS",
-    "PERSISTENT_STATE_PATHS",
-    "CUSTOM_BIND_MOUNTS",
-    "PERSISTENT_STATE_PATHS (extra-layout.env)"
+    LIST_KEY_ENDS,
+    [
+        "RW_PATHS",
+        "PERSISTENT_STATE_PATHS",
+        "CUSTOM_BIND_MOUNTS",
+        "PERSISTENT_STATE_PATHS (extra-layout.env)"
+    ]
 );
 /// The first two on their own, sliced out at compile time: the text exists once.
 const RW_PATHS: &str = LIST_KEYS.split_at(LIST_KEY_ENDS[0] as usize).0;

@@ -138,10 +138,11 @@ fn push_num(len: &mut usize, n: u64, buf: &mut [u8]) -> Result<(), Full> {
     push(len, fmt_u64(n, &mut digits), buf)
 }
 
-/// Defines a packed name table for `packed_name` from a list of names: `$names`, the names back
-/// to back, and `$ends`, where each ends, so no offset is counted by hand.
+/// Defines a packed name table for `packed_name` from a list of names,
+/// `packed_names!(NAMES, ENDS, ["a", "b"])`: `NAMES`, the names back to back, and `ENDS`, where
+/// each ends, so no offset is counted by hand.
 macro_rules! packed_names {
-    ($names:ident, $ends:ident = $($name:literal),+ $(,)?) => {
+    ($names:ident, $ends:ident, [$($name:literal),+ $(,)?]) => {
         const $names: &str = concat!($($name),+);
         const $ends: [u8; [$($name),+].len()] = $crate::util::fixed::name_ends([$($name),+]);
     };
