@@ -56,9 +56,31 @@ fn kit(script: &str, args: &[&str]) {
     );
 }
 
-/// Builds (once per variant) the tiny initramfs of `arch`: immucore as /init, modules, and
-/// optionally a layout file or a pre-populated /sysroot.
+/// The release binary of `arch` built with the default profile (`scripts/test` builds it).
+fn default_binary(arch: &str) -> PathBuf {
+    repo()
+        .join("target")
+        .join(triple(arch))
+        .join("release/immucore")
+}
+
+/// The release binary of `arch` built with the `tiny` profile, which `scripts/test` builds into
+/// `target/profile-tiny`.
+fn tiny_binary(arch: &str) -> PathBuf {
+    repo()
+        .join("target/profile-tiny")
+        .join(triple(arch))
+        .join("release/immucore")
+}
+
+/// Builds (once per variant) the tiny initramfs of `arch` with the default profile's binary.
 fn initramfs(arch: &str, variant: &str, extra: &[&str]) -> PathBuf {
+    initramfs_of(arch, variant, &default_binary(arch), extra)
+}
+
+/// Builds (once per variant) the tiny initramfs of `arch`: `bin` as /init, modules, and
+/// optionally a layout file or a pre-populated /sysroot.
+fn initramfs_of(arch: &str, variant: &str, bin: &Path, extra: &[&str]) -> PathBuf {
     // Tests run in parallel: build each variant once, under a lock.
     static BUILT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
@@ -66,15 +88,10 @@ fn initramfs(arch: &str, variant: &str, extra: &[&str]) -> PathBuf {
     if built.contains(&out) {
         return out;
     }
-    let bin = repo()
-        .join("target")
-        .join(triple(arch))
-        .join("release/immucore");
     assert!(
         bin.exists(),
-        "{} missing: run scripts/test (or cargo build --release --target {})",
-        bin.display(),
-        triple(arch)
+        "{} missing: run scripts/test (it builds every profile for every arch)",
+        bin.display()
     );
     assert!(
         repo().join("qemu/cache").join(arch).join("kernel").exists(),
@@ -255,6 +272,52 @@ fn active_and_persistence(arch: &str) {
         );
     }
     report_timing(arch, &b);
+}
+
+/// The `tiny` profile (no hooks, LVM, fsck, GPT names or probes beyond ext2/3/4) boots the
+/// same installed disk: read-only image, overlays, the persistent volume and binds, and what a
+/// first boot wrote is there on the second.
+fn tiny_active(arch: &str) {
+    let d = disk(arch, "tiny", &[]);
+    let initrd = initramfs_of(arch, "tiny", &tiny_binary(arch), &[]);
+    let b = boot(arch, &d, &initrd, ACTIVE, &[]);
+    b.completed();
+    assert_eq!(b.one("image"), "active");
+    b.assert_mount("/", "ext4 ro");
+    assert!(!b.writable("/"), "/ must be read-only");
+    for p in ["/etc", "/var", "/srv"] {
+        b.assert_mount(p, "overlay");
+        assert!(b.writable(p), "{p} must be writable");
+    }
+    b.assert_mount("/usr/local", "/dev/vda4 ext4 rw");
+    b.assert_mount("/oem", "ext4 rw");
+    assert!(
+        b.mount("/var/log").is_some(),
+        "persistent bind /var/log missing"
+    );
+    assert_eq!(b.one("sentinel"), "active_mode 1");
+    // This build has no hooks: the image's initramfs-stage hook did not run.
+    assert!(
+        !b.reports.contains_key("hook"),
+        "{arch}: a hook ran in the tiny build"
+    );
+    assert_eq!(b.one("imagefile"), "/etc/ssh/image-file present");
+
+    let b2 = boot(arch, &d, &initrd, ACTIVE, &[]);
+    b2.completed();
+    assert_eq!(b2.one("bootcount"), "2");
+    let persist = b2.all("persist");
+    for (path, state) in [
+        ("/usr/local/marker", "present"),
+        ("/var/log/marker", "present"),
+        ("/etc/ssh/marker", "present"),
+        ("/etc/marker", "absent"),
+    ] {
+        assert!(
+            persist.iter().any(|l| l == &format!("{path} {state}")),
+            "{arch}: {path} should be {state}: {persist:#?}"
+        );
+    }
 }
 
 /// Prints the time from the kernel starting /init to immucore exec'ing the real init.
@@ -503,3 +566,4 @@ per_arch!(custom_layout: x86_64, aarch64, armv7);
 per_arch!(no_oem: x86_64, aarch64, armv7);
 per_arch!(failures: x86_64, aarch64, armv7);
 per_arch!(late_device: x86_64, aarch64, armv7);
+per_arch!(tiny_active: x86_64, aarch64, armv7);
