@@ -520,21 +520,66 @@ pub fn open_ro(path: &[u8]) -> Result<OwnedFd> {
     open(path, OFlags::RDONLY | OFlags::NONBLOCK, 0)
 }
 
-/// A process-wide value for this single-threaded program (the logger). Access goes through a
-/// closure so no reference outlives the call; callers never re-enter `with` on the same value.
-pub struct Global<T>(core::cell::UnsafeCell<T>);
+/// A process-wide value (the logger, the text of the last step error). Access goes through a
+/// closure, so no reference outlives the call; callers never re-enter `with` on the same value.
+///
+/// How access is made exclusive depends on the build. The `immucore` binary is built with
+/// `panic = "abort"` (Cargo.toml's profiles) and runs one thread (forked children get their own
+/// copy): there a plain cell is sound and costs nothing. Every build that unwinds is a host
+/// program linking the library (the unit tests, `tests/*.rs`), whose test harness runs tests on
+/// many threads at once: there each access takes a lock.
+pub struct Global<T> {
+    value: core::cell::UnsafeCell<T>,
+    #[cfg(panic = "unwind")]
+    locked: core::sync::atomic::AtomicBool,
+}
 
-// SAFETY: the program has one thread (forked children get their own copy).
-unsafe impl<T> Sync for Global<T> {}
+// SAFETY: `with` hands out the value to one caller at a time: in the binary because it has one
+// thread, in unwinding builds because of the lock.
+unsafe impl<T: Send> Sync for Global<T> {}
 
 impl<T> Global<T> {
     pub const fn new(v: T) -> Self {
-        Global(core::cell::UnsafeCell::new(v))
+        Global {
+            value: core::cell::UnsafeCell::new(v),
+            #[cfg(panic = "unwind")]
+            locked: core::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        // SAFETY: single thread and no re-entrant use, so this is the only live reference.
-        f(unsafe { &mut *self.0.get() })
+        #[cfg(panic = "unwind")]
+        let _held = SpinLock::acquire(&self.locked);
+        // SAFETY: one thread in the binary, the lock elsewhere, and no re-entrant use: this
+        // is the only live reference.
+        f(unsafe { &mut *self.value.get() })
+    }
+}
+
+/// A held `Global` lock, released when dropped (also when a test panics while holding it).
+#[cfg(panic = "unwind")]
+struct SpinLock<'a>(&'a core::sync::atomic::AtomicBool);
+
+#[cfg(panic = "unwind")]
+impl<'a> SpinLock<'a> {
+    /// A spin lock: the library has no `std` to park on, and the sections are a few
+    /// microseconds long (one log line).
+    fn acquire(flag: &'a core::sync::atomic::AtomicBool) -> Self {
+        use core::sync::atomic::Ordering;
+        while flag
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            core::hint::spin_loop();
+        }
+        SpinLock(flag)
+    }
+}
+
+#[cfg(panic = "unwind")]
+impl Drop for SpinLock<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, core::sync::atomic::Ordering::Release);
     }
 }
 
@@ -566,6 +611,30 @@ mod tests {
         assert_eq!(c_str_until_nul(b"\0"), Some(c""));
         assert_eq!(c_str_until_nul(b"abc"), None);
         assert_eq!(c_str_until_nul(b""), None);
+    }
+
+    /// Many threads add one to a shared counter by reading it, yielding, and writing it back:
+    /// without exclusive access updates are lost (and it is a data race, as ThreadSanitizer
+    /// reported for the logger).
+    #[test]
+    fn global_access_is_exclusive_across_threads() {
+        static COUNTER: Global<u64> = Global::new(0);
+        const THREADS: u64 = 8;
+        const ROUNDS: u64 = 2_000;
+        std::thread::scope(|s| {
+            for _ in 0..THREADS {
+                s.spawn(|| {
+                    for _ in 0..ROUNDS {
+                        COUNTER.with(|n| {
+                            let seen = core::hint::black_box(*n);
+                            std::thread::yield_now();
+                            *n = seen + 1;
+                        });
+                    }
+                });
+            }
+        });
+        assert_eq!(COUNTER.with(|n| *n), THREADS * ROUNDS);
     }
 
     #[test]
