@@ -1056,3 +1056,54 @@ fn debugrw_mounts_state_and_root_read_write() {
         "{fstab}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hooks: a long name runs whole; the image's hook directory is resolved inside the image
+
+#[test]
+fn image_hooks_resolve_inside_the_image_and_long_names_run_whole() {
+    // The image's rootfs.d is an absolute symlink: inside the image it leads to
+    // /immucore-elsewhere; from the initramfs (the host here), nowhere.
+    let elsewhere = "/immucore-elsewhere";
+    assert!(
+        !Path::new(elsewhere).exists(),
+        "{elsewhere} exists on the host: remove it"
+    );
+    let mut img = os_image("COS_ACTIVE", "active");
+    img.nodes.extend([
+        Node::File(
+            "/immucore-elsewhere/10-mark",
+            "#!/bin/sh\necho \"$IMMUCORE_STAGE\" > /run/image-hook-ran",
+        ),
+        Node::Mode("/immucore-elsewhere/10-mark", 0o755),
+        Node::Link("/usr/lib/immucore/rootfs.d", "/immucore-elsewhere"),
+    ]);
+    let state = images_fs("COS_STATE", vec![("/cOS/active.img", img)]);
+    let t = Bench::new("image-hooks");
+    let _disk = t.attach(&replace(standard_disk(), "state", state));
+    // A hook name of 230 bytes: with the directory, longer than the 256 bytes the path once
+    // was cut to.
+    let hooks = t.dir.join("cfg/rootfs.d");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let long = hooks.join(format!("20-{}", "l".repeat(227)));
+    std::fs::write(&long, "#!/bin/sh\necho long > /run/long-hook-ran\n").unwrap();
+    sh(&format!("chmod 755 '{}'", long.display()));
+    let o = t.boot(&Boot {
+        cmdline: ACTIVE,
+        checks: &["cat /run/image-hook-ran", "cat /run/long-hook-ran"],
+        ..Default::default()
+    });
+    o.expect_code(0);
+    assert_eq!(
+        o.ok(0),
+        "rootfs\n",
+        "the image's hook did not run\n{}",
+        o.dump()
+    );
+    assert_eq!(
+        o.ok(1),
+        "long\n",
+        "the long-named hook did not run\n{}",
+        o.dump()
+    );
+}

@@ -8,7 +8,9 @@ use crate::util::fixed::Text;
 use rustix::fd::{AsFd, BorrowedFd};
 use rustix::fs::{fstat, openat, unlinkat, AtFlags, FileType, Mode, OFlags};
 
-const API_FS: &[&[u8]] = &[b"/dev", b"/proc", b"/sys", b"/run"];
+/// The API filesystems of the initramfs, which the new root gets too (moved at the hand-over,
+/// bound for the chrooted hooks).
+pub const API_FS: [&[u8]; 4] = [b"/dev", b"/proc", b"/sys", b"/run"];
 const INIT_FALLBACKS: &[&[u8]] = &[b"/sbin/init", b"/etc/init", b"/bin/init", b"/bin/sh"];
 
 /// Moves everything and execs the new init (with the arguments and environment we were started
@@ -26,7 +28,7 @@ pub fn switch_root(
     if !sys::is_mountpoint_path(sysroot) {
         let _ = sys::mount_bind(sysroot, sysroot);
     }
-    for fs in API_FS {
+    for fs in &API_FS {
         let mut target = Text::<256>::new();
         target.push_lossy(sysroot);
         target.push_lossy(fs);
