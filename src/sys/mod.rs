@@ -371,10 +371,10 @@ pub fn is_mountpoint_path(path: &[u8]) -> bool {
     is_mountpoint(rustix::fs::CWD, path)
 }
 
-/// Filesystem magic of the filesystem holding `path` (ramfs/tmpfs detection before freeing
-/// the initramfs).
-pub fn fs_magic(path: &[u8]) -> Result<u64> {
-    with_path(path, |p| Ok(rustix::fs::statfs(p)?.f_type as u64))
+/// Filesystem magic of the filesystem holding the open file `fd` (ramfs/tmpfs detection
+/// before freeing the initramfs).
+pub fn fs_magic(fd: BorrowedFd<'_>) -> Result<u64> {
+    Ok(rustix::fs::fstatfs(fd)?.f_type as u64)
 }
 
 pub const RAMFS_MAGIC: u64 = 0x8584_58f6;
