@@ -371,6 +371,37 @@ pub fn is_mountpoint_path(path: &[u8]) -> bool {
     is_mountpoint(rustix::fs::CWD, path)
 }
 
+/// The device node (`/dev/<name>`) of the block device holding the filesystem of `path`,
+/// found from its device number through `/sys/dev/block/<major>:<minor>`. `ENODEV` for a
+/// filesystem without one (tmpfs, overlay, btrfs subvolumes: device major 0).
+pub fn block_device_of(path: &[u8], node: &mut crate::util::fixed::Text<32>) -> Result<()> {
+    let dev = with_path(path, |p| Ok(rustix::fs::stat(p)?.st_dev))?;
+    let major = u64::from(rustix::fs::major(dev));
+    if major == 0 {
+        return Err(Errno::NODEV);
+    }
+    let mut link = crate::util::fixed::Text::<64>::new();
+    link.push_lossy(b"/sys/dev/block/");
+    let _ = link.push_num(major);
+    link.push_lossy(b":");
+    let _ = link.push_num(u64::from(rustix::fs::minor(dev)));
+    let mut target = crate::util::fixed::Text::<512>::new();
+    readlink(link.as_bytes(), &mut target)?;
+    // `../../devices/.../block/sda/sda1`: the device's name is the last component.
+    let (_, name) = split_parent(target.as_bytes());
+    node.clear();
+    node.push(b"/dev/")
+        .and_then(|()| node.push(name))
+        .map_err(|_| Errno::NAMETOOLONG)
+}
+
+/// The device and inode numbers of the open file `fd` (to compare with a loop device's
+/// backing file).
+pub fn file_id(fd: BorrowedFd<'_>) -> Result<(u64, u64)> {
+    let st = rustix::fs::fstat(fd)?;
+    Ok((st.st_dev, st.st_ino))
+}
+
 /// Filesystem magic of the filesystem holding the open file `fd` (ramfs/tmpfs detection
 /// before freeing the initramfs).
 pub fn fs_magic(fd: BorrowedFd<'_>) -> Result<u64> {
