@@ -1174,7 +1174,7 @@ fn sysroot_premounted_from_another_kairos_filesystem_is_refused() {
     o.expect_code(1);
     o.expect_stderr("IMMUCORE BOOT FAILED");
     o.expect_stderr(&format!(
-        "is already mounted from {} (ext4, label COS_OEM), expected the image /cOS/active.img or label 'COS_ACTIVE'",
+        "is already mounted from {} (ext4, label COS_OEM), not the image /cOS/active.img: refusing",
         disk.part("oem")
     ));
     assert!(
@@ -1203,7 +1203,7 @@ fn second_run_in_the_same_boot_describes_what_is_mounted() {
         ..Default::default()
     });
     o.expect_code(0);
-    o.expect_stderr("a loop device over the image /cOS/active.img");
+    o.expect_stderr("(ext4, label COS_ACTIVE), a loop device over the image");
     let fstab = o.ok(0);
     assert!(
         fstab.contains("/dev/disk/by-label/COS_ACTIVE / ext4 ro 0 0"),

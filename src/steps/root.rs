@@ -92,8 +92,12 @@ fn open_image(image: &[u8], flags: OFlags) -> Result<OwnedFd, Error> {
 }
 
 /// `ext4, label COS_ACTIVE` or `squashfs, no label`: what a probe found, for messages.
-fn describe_fs(fs: &FsInfo) -> Text<96> {
+fn describe_fs(fs: Option<&FsInfo>) -> Text<96> {
     let mut t = Text::new();
+    let Some(fs) = fs else {
+        t.push_lossy(b"unknown filesystem");
+        return t;
+    };
     t.push_lossy(fs.fs.name().as_bytes());
     if fs.label.is_empty() {
         t.push_lossy(b", no label");
@@ -148,7 +152,7 @@ pub fn discover_state(ctx: &mut Ctx) -> Result<(), Error> {
     }
     log::info(
         b"{} attached to {} ({})",
-        &[image, dev, describe_fs(&fs).as_bytes()],
+        &[image, dev, describe_fs(Some(&fs)).as_bytes()],
     );
     ctx.root_loop = Some((lp, fs.fs.name()));
     Ok(())
@@ -164,49 +168,45 @@ const KAIROS_LABELS: &[u8] =
 /// an earlier run of immucore): no loop device is needed, but what is mounted there is
 /// checked and named. The image (a loop device over the image file) and a filesystem with the
 /// expected label are booted; another Kairos filesystem is refused; anything else (a root
-/// someone prepared, a bind mount) is booted with a warning that it is not the image.
+/// someone prepared, a bind mount of a directory) is booted with a warning that it is not the
+/// image.
 fn check_premounted(ctx: &Ctx) -> Result<(), Error> {
     let sysroot = ctx.env.sysroot.as_bytes();
     let image = ctx.cmd.image.as_bytes();
     let want = ctx.cmd.state.root_label().unwrap_or("").as_bytes();
     let mut node = Text::<32>::new();
-    if let Err(e) = sys::block_device_of(sysroot, &mut node) {
-        log::warn_errno(
-            b"{} is already mounted, not from the image {} (no block device: {}); booting what is there",
-            &[sysroot, image],
-            e,
-        );
-        return Ok(());
-    }
-    let dev = node.as_bytes();
-    let Some(fs) = probe_node(dev) else {
-        log::warn(
-            b"{} is already mounted from {}, which holds no filesystem immucore knows, not the image {}; booting what is there",
-            &[sysroot, dev, image],
-        );
-        return Ok(());
+    let fs = sys::block_device_of(sysroot, &mut node)
+        .ok()
+        .and_then(|()| probe_node(node.as_bytes()));
+    let what = describe_fs(fs.as_ref());
+    let label = fs.as_ref().map_or(&b""[..], |f| f.label.as_bytes());
+    let dev: &[u8] = if node.is_empty() {
+        b"no block device"
+    } else {
+        node.as_bytes()
     };
-    let what = describe_fs(&fs);
-    let args = [sysroot, dev, what.as_bytes(), image];
-    let label = fs.label.as_bytes();
-    if is_loop_over(dev, image) {
-        log::info(
-            b"{} is already mounted from {} ({}), a loop device over the image {}",
-            &args,
-        );
+    // One argument list for every message: the last is the image, or what it is instead.
+    let mut args = [sysroot, dev, what.as_bytes(), image];
+    let verdict: &[u8] = if is_loop_over(dev, image) {
+        b"a loop device over the image"
     } else if !label.is_empty() && label == want {
-        log::info(b"{} is already mounted from {} ({})", &args);
+        b"the expected label"
     } else if words(KAIROS_LABELS).any(|l| l == label) {
         return Err(err(
-            b"{} is already mounted from {} ({}), expected the image {} or label '{}': refusing to boot the wrong system",
-            &[sysroot, dev, what.as_bytes(), image, want],
+            b"{} is already mounted from {} ({}), not the image {}: refusing to boot the wrong system",
+            &args,
         ));
     } else {
         log::warn(
-            b"{} is already mounted from {} ({}), not from the image {}; booting what is there",
+            b"{} is already mounted from {} ({}), not the image {}; booting what is there",
             &args,
         );
+        return Ok(());
+    };
+    if let Some(last) = args.last_mut() {
+        *last = verdict;
     }
+    log::info(b"{} is already mounted from {} ({}), {}", &args);
     Ok(())
 }
 
