@@ -175,9 +175,7 @@ fn check_premounted(ctx: &Ctx) -> Result<(), Error> {
     let image = ctx.cmd.image.as_bytes();
     let want = ctx.cmd.state.root_label().unwrap_or("").as_bytes();
     let mut node = Text::<32>::new();
-    let fs = sys::block_device_of(sysroot, &mut node)
-        .ok()
-        .and_then(|()| probe_node(node.as_bytes()));
+    let fs = mounted_fs(sysroot, &mut node);
     let what = describe_fs(fs.as_ref());
     let label = fs.as_ref().map_or(&b""[..], |f| f.label.as_bytes());
     let dev: &[u8] = if node.is_empty() {
@@ -208,6 +206,13 @@ fn check_premounted(ctx: &Ctx) -> Result<(), Error> {
     }
     log::info(b"{} is already mounted from {} ({}), {}", &args);
     Ok(())
+}
+
+/// What is mounted on `path`: its block device (into `node`, left empty when there is none)
+/// and what the device's superblock says.
+fn mounted_fs(path: &[u8], node: &mut Text<32>) -> Option<FsInfo> {
+    sys::block_device_of(path, node).ok()?;
+    probe_node(node.as_bytes())
 }
 
 /// Whether the block device `dev` is a loop device over the image file `image`.
@@ -245,9 +250,7 @@ pub fn mount_root(ctx: &mut Ctx) -> Result<(), Error> {
     // block device (a bind of a prepared directory), the expected label and `auto`.
     let mut spec = Text::<192>::new();
     let mut node = Text::<32>::new();
-    let fs = sys::block_device_of(sysroot, &mut node)
-        .ok()
-        .and_then(|()| probe_node(node.as_bytes()));
+    let fs = mounted_fs(sysroot, &mut node);
     let fstype = fs.as_ref().map_or("auto", |f| f.fs.name());
     match fs {
         Some(f) if f.label.as_bytes() != want.as_bytes() => spec.push_lossy(node.as_bytes()),

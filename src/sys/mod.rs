@@ -371,8 +371,9 @@ pub fn is_mountpoint_path(path: &[u8]) -> bool {
     is_mountpoint(rustix::fs::CWD, path)
 }
 
-/// The device node (`/dev/<name>`) of the block device holding the filesystem of `path`,
-/// found from its device number through `/sys/dev/block/<major>:<minor>`. `ENODEV` for a
+/// The device node (`/dev/<name>`) of the block device holding the filesystem of `path`, into
+/// `node` (untouched on error), found from its device number through
+/// `/sys/dev/block/<major>:<minor>`. `ENODEV` for a
 /// filesystem without one (tmpfs, overlay, btrfs subvolumes: device major 0).
 pub fn block_device_of(path: &[u8], node: &mut crate::util::fixed::Text<32>) -> Result<()> {
     let dev = with_path(path, |p| Ok(rustix::fs::stat(p)?.st_dev))?;
@@ -389,10 +390,13 @@ pub fn block_device_of(path: &[u8], node: &mut crate::util::fixed::Text<32>) -> 
     readlink(link.as_bytes(), &mut target)?;
     // `../../devices/.../block/sda/sda1`: the device's name is the last component.
     let (_, name) = split_parent(target.as_bytes());
-    node.clear();
-    node.push(b"/dev/")
-        .and_then(|()| node.push(name))
-        .map_err(|_| Errno::NAMETOOLONG)
+    let mut found = crate::util::fixed::Text::<32>::new();
+    found
+        .push(b"/dev/")
+        .and_then(|()| found.push(name))
+        .map_err(|_| Errno::NAMETOOLONG)?;
+    *node = found;
+    Ok(())
 }
 
 /// The device and inode numbers of the open file `fd` (to compare with a loop device's
