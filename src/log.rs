@@ -153,8 +153,13 @@ fn emit(template: &[u8], args: &[&[u8]], level: Level) {
             let _ = sys::write_all(sys::stderr(), line);
         }
         if let Some(k) = &l.kmsg {
-            let at = level as usize * 3;
-            let prio = PRIO.get(at..at + 3).unwrap_or(&[]);
+            // The kernel log priority of the level.
+            let prio: &[u8] = match level {
+                Level::Debug => b"<7>",
+                Level::Info => b"<6>",
+                Level::Warn => b"<4>",
+                Level::Error => b"<3>",
+            };
             // One write is one kernel log record.
             let _ = rustix::io::writev(k, &[IoSlice::new(prio), IoSlice::new(line)]);
         }
@@ -173,9 +178,6 @@ type Line = Text<2048>;
 /// The most a `Line` holds: the time stamp, the line and the newline.
 const LINE_BYTES: usize = 24 + MAX_LINE + 1;
 const _: () = assert!(LINE_BYTES <= 2048);
-
-/// The kernel log priorities of the levels, in `Level` order.
-const PRIO: &[u8] = b"<7><6><4><3>";
 
 /// `[   12.345] ` like the kernel's own timestamps, from milliseconds since boot.
 fn push_stamp(out: &mut Line, ms: u64) {
@@ -255,69 +257,39 @@ pub fn num(n: u64) -> Text<20> {
     t
 }
 
-/// The errnos `errno` names (their numbers, all below 256), in the order of their texts in
-/// `ERRNO_TEXTS`.
-const ERRNOS: [u8; 21] = {
-    use sys::Errno as E;
-    let errnos = [
-        E::NOENT,
-        E::ACCESS,
-        E::PERM,
-        E::BUSY,
-        E::EXIST,
-        E::NOTDIR,
-        E::INVAL,
-        E::ROFS,
-        E::NOSPC,
-        E::NODEV,
-        E::NXIO,
-        E::LOOP,
-        E::XDEV,
-        E::NAMETOOLONG,
-        E::IO,
-        E::FBIG,
-        E::NOEXEC,
-        E::AGAIN,
-        E::NOTTY,
-        E::TIMEDOUT,
-        E::UCLEAN,
-    ];
-    let mut raw = [0u8; 21];
-    let mut i = 0;
-    while i < raw.len() {
-        let n = errnos[i].raw_os_error();
-        assert!(n < 256);
-        raw[i] = n as u8;
-        i += 1;
-    }
-    raw
-};
-
-/// One text per entry of `ERRNOS`, each ended by a NUL (one string instead of 21 slices).
-const ERRNO_TEXTS: &[u8] = b"no such file or directory\0permission denied\0\
-operation not permitted\0device or resource busy\0file exists\0not a directory\0\
-invalid argument\0read-only file system\0no space left on device\0\
-no such device (filesystem type not supported?)\0no such device or address\0\
-symbolic link loop or dangling symlink\0path leads outside the root\0name too long\0\
-input/output error\0file too large\0exec format error\0resource temporarily unavailable\0\
-inappropriate ioctl for device\0timed out (killed)\0\
-structure needs cleaning (filesystem corrupted)\0";
-
 /// The text of an errno (`no such file or directory`; `errno 95` for the ones not named).
 pub fn errno(e: sys::Errno) -> Text<48> {
+    use sys::Errno as E;
     let mut t = Text::new();
-    let mut texts = ERRNO_TEXTS;
-    for &known in &ERRNOS {
-        let end = texts.iter().position(|&c| c == 0).unwrap_or(texts.len());
-        let (text, rest) = texts.split_at_checked(end).unwrap_or((texts, &[]));
-        if i32::from(known) == e.raw_os_error() {
-            t.push_lossy(text);
+    let text: &[u8] = match e {
+        E::NOENT => b"no such file or directory",
+        E::ACCESS => b"permission denied",
+        E::PERM => b"operation not permitted",
+        E::BUSY => b"device or resource busy",
+        E::EXIST => b"file exists",
+        E::NOTDIR => b"not a directory",
+        E::INVAL => b"invalid argument",
+        E::ROFS => b"read-only file system",
+        E::NOSPC => b"no space left on device",
+        E::NODEV => b"no such device (filesystem type not supported?)",
+        E::NXIO => b"no such device or address",
+        E::LOOP => b"symbolic link loop or dangling symlink",
+        E::XDEV => b"path leads outside the root",
+        E::NAMETOOLONG => b"name too long",
+        E::IO => b"input/output error",
+        E::FBIG => b"file too large",
+        E::NOEXEC => b"exec format error",
+        E::AGAIN => b"resource temporarily unavailable",
+        E::NOTTY => b"inappropriate ioctl for device",
+        E::TIMEDOUT => b"timed out (killed)",
+        E::UCLEAN => b"structure needs cleaning (filesystem corrupted)",
+        _ => {
+            t.push_lossy(b"errno ");
+            let _ = t.push_num(e.raw_os_error() as u64);
             return t;
         }
-        texts = rest.get(1..).unwrap_or(&[]);
-    }
-    t.push_lossy(b"errno ");
-    let _ = t.push_num(e.raw_os_error() as u64);
+    };
+    t.push_lossy(text);
     t
 }
 
@@ -343,7 +315,6 @@ mod tests {
 
     #[test]
     fn every_named_errno_has_its_text() {
-        assert_eq!(ERRNO_TEXTS.split(|&c| c == 0).count(), ERRNOS.len() + 1);
         assert_eq!(
             errno(sys::Errno::NOENT).as_str(),
             "no such file or directory"
@@ -353,6 +324,29 @@ mod tests {
             "structure needs cleaning (filesystem corrupted)"
         );
         assert_eq!(errno(sys::Errno::NOTSUP).as_str(), "errno 95");
+    }
+
+    /// The test harness runs tests on many threads, and some of them log: naming steps and
+    /// logging from several threads at once must be sound (ThreadSanitizer reported a data
+    /// race here), and every line sees a whole step name, never half of another.
+    #[test]
+    fn logging_from_many_threads_is_sound() {
+        const STEPS: [&str; 2] = ["a", "a-much-longer-step-name"];
+        set_console(false);
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                s.spawn(move || {
+                    for i in 0..2_000 {
+                        set_step(STEPS[(i + t) % 2]);
+                        warn(b"line {}", &[b"x"]);
+                        let step = LOGGER.with(|l| l.step);
+                        assert!(step.is_some_and(|s| STEPS.contains(&s)), "{step:?}");
+                    }
+                });
+            }
+        });
+        set_step("");
+        set_console(true);
     }
 
     #[test]

@@ -1056,3 +1056,165 @@ fn debugrw_mounts_state_and_root_read_write() {
         "{fstab}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hooks: a long name runs whole; the image's hook directory is resolved inside the image
+
+#[test]
+fn image_hooks_resolve_inside_the_image_and_long_names_run_whole() {
+    // The image's rootfs.d is an absolute symlink: inside the image it leads to
+    // /immucore-elsewhere; from the initramfs (the host here), nowhere.
+    let elsewhere = "/immucore-elsewhere";
+    assert!(
+        !Path::new(elsewhere).exists(),
+        "{elsewhere} exists on the host: remove it"
+    );
+    let mut img = os_image("COS_ACTIVE", "active");
+    img.nodes.extend([
+        Node::File(
+            "/immucore-elsewhere/10-mark",
+            "#!/bin/sh\necho \"$IMMUCORE_STAGE\" > /run/image-hook-ran",
+        ),
+        Node::Mode("/immucore-elsewhere/10-mark", 0o755),
+        Node::Link("/usr/lib/immucore/rootfs.d", "/immucore-elsewhere"),
+    ]);
+    let state = images_fs("COS_STATE", vec![("/cOS/active.img", img)]);
+    let t = Bench::new("image-hooks");
+    let _disk = t.attach(&replace(standard_disk(), "state", state));
+    // A hook name of 230 bytes: with the directory, longer than the 256 bytes the path once
+    // was cut to.
+    let hooks = t.dir.join("cfg/rootfs.d");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let long = hooks.join(format!("20-{}", "l".repeat(227)));
+    std::fs::write(&long, "#!/bin/sh\necho long > /run/long-hook-ran\n").unwrap();
+    sh(&format!("chmod 755 '{}'", long.display()));
+    let o = t.boot(&Boot {
+        cmdline: ACTIVE,
+        checks: &["cat /run/image-hook-ran", "cat /run/long-hook-ran"],
+        ..Default::default()
+    });
+    o.expect_code(0);
+    assert_eq!(
+        o.ok(0),
+        "rootfs\n",
+        "the image's hook did not run\n{}",
+        o.dump()
+    );
+    assert_eq!(
+        o.ok(1),
+        "long\n",
+        "the long-named hook did not run\n{}",
+        o.dump()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the root is: a label-less image, a sysroot mounted by someone else, a second run
+
+/// The mount point directories of `os_image`, made in `$D` by shell (for images built by hand).
+const OS_DIRS: &str =
+    "etc/ssh var/log var/lib srv usr/local usr/libexec oem home opt root proc sys \
+                       dev run tmp sbin data";
+
+#[test]
+fn label_less_squashfs_image_boots() {
+    let t = Bench::new("squashfs-root");
+    // A squashfs image (squashfs has no label at all), put on the images partition before
+    // the boot.
+    let img = t.dir.join("active.squashfs");
+    sh(&format!(
+        "D={d}/squash-tree; rm -rf $D; mkdir -p $D; cd $D && mkdir -p {OS_DIRS} && \
+         echo squash > etc/image-name && mksquashfs $D {img} -noappend -quiet >/dev/null",
+        d = t.dir.display(),
+        img = img.display()
+    ));
+    let disk = t.attach(&replace(
+        standard_disk(),
+        "state",
+        images_fs("COS_STATE", vec![]),
+    ));
+    let o = t.boot(&Boot {
+        cmdline: ACTIVE,
+        before: &format!(
+            "mkdir -p $W/state && mount {} $W/state && mkdir -p $W/state/cOS && \
+             cp {} $W/state/cOS/active.img && umount $W/state",
+            disk.part("state"),
+            img.display()
+        ),
+        checks: &["cat $S/etc/image-name", "cat $S/etc/fstab"],
+        ..Default::default()
+    });
+    assert_eq!(o.step_error("discover-state"), None, "{}", o.dump());
+    assert_eq!(o.step_error("mount-root"), None, "{}", o.dump());
+    let root = o.root_mount("/");
+    assert!(
+        root.fstype == "squashfs" && is_image_loop(&root.source),
+        "root is not the squashfs image: {root:?}\n{}",
+        o.dump()
+    );
+    assert_eq!(o.ok(0), "squash\n");
+    o.expect_stderr("(squashfs, no label)");
+    // Without a label there is no by-label link: the fstab names the loop device.
+    let fstab = o.ok(1);
+    assert!(
+        fstab.contains(&format!("{} / squashfs ro 0 0", root.source)),
+        "{fstab}"
+    );
+}
+
+#[test]
+fn sysroot_premounted_from_another_kairos_filesystem_is_refused() {
+    let t = Bench::new("premounted-oem");
+    let disk = t.attach(&standard_disk());
+    let o = t.boot(&Boot {
+        cmdline: ACTIVE,
+        before: &format!("mount -o ro {} $S", disk.part("oem")),
+        ..Default::default()
+    });
+    o.expect_code(1);
+    o.expect_stderr("IMMUCORE BOOT FAILED");
+    o.expect_stderr(&format!(
+        "is already mounted from {} (ext4, label COS_OEM), not the image /cOS/active.img: refusing",
+        disk.part("oem")
+    ));
+    assert!(
+        o.step_error("discover-state").is_some(),
+        "discover-state did not fail\n{}",
+        o.dump()
+    );
+}
+
+#[test]
+fn second_run_in_the_same_boot_describes_what_is_mounted() {
+    let t = Bench::new("second-run");
+    let _disk = t.attach(&standard_disk());
+    let o = t.boot(&Boot {
+        cmdline: ACTIVE,
+        layout: Some(
+            "VOLUMES=\"LABEL=COS_OEM:/oem LABEL=COS_PERSISTENT:/usr/local\"\n\
+             RW_PATHS=\"/var /etc /srv\"\nPERSISTENT_STATE_PATHS=\"/home\"\n",
+        ),
+        // The first run, in the same namespace: the second finds everything mounted.
+        before: &format!(
+            "HOST_PROC_CMDLINE=$W/cmdline IMMUCORE_SYSROOT=$S IMMUCORE_CONFIG_DIR=$W/cfg {BIN} \
+             > $W/first.out 2>&1"
+        ),
+        checks: &["cat $S/etc/fstab"],
+        ..Default::default()
+    });
+    o.expect_code(0);
+    o.expect_stderr("(ext4, label COS_ACTIVE), a loop device over the image");
+    let fstab = o.ok(0);
+    assert!(
+        fstab.contains("/dev/disk/by-label/COS_ACTIVE / ext4 ro 0 0"),
+        "the root line does not say what is mounted:\n{fstab}"
+    );
+    let oem = fstab
+        .lines()
+        .filter(|l| l.split(' ').nth(1) == Some("/oem"));
+    assert_eq!(
+        oem.count(),
+        1,
+        "/oem listed more or less than once:\n{fstab}"
+    );
+}

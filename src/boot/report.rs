@@ -26,22 +26,23 @@ fn json_string(out: &mut Text<8192>, s: &[u8]) {
 /// `[{"name": .., "duration_ms": .., "error": ..}]` of the steps that ran, slowest first.
 pub fn timeline(plan: &Plan, out: &mut Text<8192>) {
     out.push_lossy(b"[\n");
-    // Selection by duration, descending: the first of equal durations wins (plan order). `done`
-    // has a bit per step.
-    const _: () = assert!(crate::plan::MAX_STEPS <= 32);
-    let mut done = 0u32;
+    // Selection by duration, descending: the first of equal durations wins (plan order).
+    let mut done = [false; crate::plan::MAX_STEPS];
     let mut sep: &[u8] = b"";
     loop {
         let mut best = None;
         for i in 0..plan.len() {
             let d = plan.duration_ms.get(i);
             let ran = plan.status.get(i).is_some_and(|s| *s != Status::NotRun);
-            if ran && done & (1 << i) == 0 && best.is_none_or(|b| d > plan.duration_ms.get(b)) {
+            let listed = done.get(i).copied().unwrap_or(true);
+            if ran && !listed && best.is_none_or(|b| d > plan.duration_ms.get(b)) {
                 best = Some(i);
             }
         }
         let Some(i) = best else { break };
-        done |= 1 << i;
+        if let Some(listed) = done.get_mut(i) {
+            *listed = true;
+        }
         let (Some(step), Some(status)) = (plan.step(i), plan.status.get(i)) else {
             continue;
         };

@@ -1,6 +1,10 @@
-//! The hand-over from the initramfs to the new root (SPEC §2), in util-linux/systemd order:
-//! move the API filesystems into the new root, free the initramfs if it is a ramfs/tmpfs
-//! (without crossing mounts), make the new root `/`, and exec its init.
+//! The hand-over from the initramfs to the new root (SPEC §2), in systemd's order
+//! (`switch-root.c`, as u-root does too): move the API filesystems into the new root, keep an
+//! fd of the old root, make the new root `/`, then free the initramfs through that fd if it is
+//! a ramfs/tmpfs (without crossing mounts), and exec the new init.
+//!
+//! Freeing comes after entering the new root, not before (util-linux's order): if entering
+//! fails, the initramfs, with the rescue shell the failure path starts, is still whole.
 
 use crate::log;
 use crate::sys::{self, CBuf, Errno};
@@ -8,7 +12,9 @@ use crate::util::fixed::Text;
 use rustix::fd::{AsFd, BorrowedFd};
 use rustix::fs::{fstat, openat, unlinkat, AtFlags, FileType, Mode, OFlags};
 
-const API_FS: &[&[u8]] = &[b"/dev", b"/proc", b"/sys", b"/run"];
+/// The API filesystems of the initramfs, which the new root gets too (moved at the hand-over,
+/// bound for the chrooted hooks).
+pub const API_FS: [&[u8]; 4] = [b"/dev", b"/proc", b"/sys", b"/run"];
 const INIT_FALLBACKS: &[&[u8]] = &[b"/sbin/init", b"/etc/init", b"/bin/init", b"/bin/sh"];
 
 /// Moves everything and execs the new init (with the arguments and environment we were started
@@ -26,7 +32,7 @@ pub fn switch_root(
     if !sys::is_mountpoint_path(sysroot) {
         let _ = sys::mount_bind(sysroot, sysroot);
     }
-    for fs in API_FS {
+    for fs in &API_FS {
         let mut target = Text::<256>::new();
         target.push_lossy(sysroot);
         target.push_lossy(fs);
@@ -34,16 +40,14 @@ pub fn switch_root(
             log::warn_errno(b"cannot move {} to {}: {}", &[fs, target.as_bytes()], e);
         }
     }
-    let free = matches!(
-        sys::fs_magic(b"/"),
-        Ok(sys::RAMFS_MAGIC) | Ok(sys::TMPFS_MAGIC)
-    );
-    if free {
-        if let Ok(root) = sys::open_dir(b"/") {
-            let dev = fstat(&root).map(|s| s.st_dev).unwrap_or(0);
-            remove_children(root.as_fd(), dev, 0);
-        }
-    }
+    // The old root, kept open: once the new root is mounted over `/`, this fd is the only way
+    // left to reach the initramfs' files.
+    let old_root = sys::open_dir(b"/").ok().filter(|fd| {
+        matches!(
+            sys::fs_magic(fd.as_fd()),
+            Ok(sys::RAMFS_MAGIC) | Ok(sys::TMPFS_MAGIC)
+        )
+    });
     let entered = sys::chdir(sysroot)
         .map_err(|e| (&b"chdir to the new root failed"[..], e))
         .and_then(|()| {
@@ -59,6 +63,12 @@ pub fn switch_root(
         why.push_lossy(b": ");
         why.push_lossy(log::errno(e).as_bytes());
         return;
+    }
+    // In the new root: the initramfs' memory is freed by deleting its files, staying on its
+    // filesystem (the moved API filesystems left empty directories behind).
+    if let Some(old_root) = old_root {
+        let dev = fstat(&old_root).map(|s| s.st_dev).unwrap_or(0);
+        remove_children(old_root.as_fd(), dev, 0);
     }
     log_peak_memory();
     why.push_lossy(b"no init could be started (tried");

@@ -32,7 +32,10 @@ impl Fstab {
     }
 
     /// Records `<spec> <file> <type> <opts> 0 0`, escaping blanks the way fstab(5) wants. The
-    /// line is written straight into the text and taken back whole if it does not fit.
+    /// line is written straight into the text and taken back whole if it does not fit. One
+    /// line per mount point: a second line for `file` (a volume that is also the OEM
+    /// partition, a mount found already there) is dropped, the first stays (systemd would warn
+    /// about a duplicate entry and use the first).
     pub fn add(&mut self, spec: &[u8], file: &[u8], fstype: &[u8], opts: &[u8]) {
         let start = self.text.len();
         self.field(spec, start);
@@ -41,11 +44,21 @@ impl Fstab {
         self.field(if opts.is_empty() { b"defaults" } else { opts }, start);
         // Only the closing `0 0\n` is checked: every push is all or nothing and at most 4 bytes,
         // so one that did not fit left fewer than 4 bytes free, and the closing one fails too.
-        if self.text.push(b"0 0\n").is_ok() {
-            self.lines += 1;
-        } else {
+        if self.text.push(b"0 0\n").is_err() {
             self.text.truncate(start);
             self.overflow = true;
+            return;
+        }
+        let bytes = self.text.as_bytes();
+        let (earlier, line) = bytes.split_at_checked(start).unwrap_or((bytes, &[]));
+        if earlier
+            .split(|&c| c == b'\n')
+            .any(|l| mount_point(l) == mount_point(line))
+        {
+            log::debug(b"fstab lists {} already", &[file]);
+            self.text.truncate(start);
+        } else {
+            self.lines += 1;
         }
     }
 
@@ -74,6 +87,12 @@ impl Fstab {
     pub fn as_bytes(&self) -> &[u8] {
         self.text.as_bytes()
     }
+}
+
+/// The mount point of an fstab line: its second field (the fields are escaped, so spaces only
+/// separate them).
+fn mount_point(line: &[u8]) -> Option<&[u8]> {
+    line.split(|&c| c == b' ').nth(1)
 }
 
 /// `write-fstab`: `<sysroot>/etc/fstab`, written to a temporary file and renamed.
@@ -135,11 +154,30 @@ mod tests {
     }
 
     #[test]
+    fn one_line_per_mount_point_the_first_stays() {
+        let mut f = Fstab::new();
+        f.add(b"/dev/disk/by-label/COS_OEM", b"/oem", b"ext4", b"rw");
+        f.add(b"/dev/disk/by-label/COS_OEM", b"/oem", b"ext4", b"defaults");
+        f.add(b"/dev/disk/by-label/X", b"/oem/x", b"ext4", b"rw");
+        f.add(b"/dev/disk/by-label/Y", b"/oem", b"xfs", b"ro");
+        f.add(b"/dev/disk/by-label/Z", b"/my dir", b"ext4", b"rw");
+        f.add(b"/dev/disk/by-label/Z", b"/my dir", b"ext4", b"rw");
+        assert_eq!(
+            core::str::from_utf8(f.as_bytes()).unwrap(),
+            "/dev/disk/by-label/COS_OEM /oem ext4 rw 0 0\n\
+             /dev/disk/by-label/X /oem/x ext4 rw 0 0\n\
+             /dev/disk/by-label/Z /my\\040dir ext4 rw 0 0\n"
+        );
+        assert_eq!(f.lines, 3);
+    }
+
+    #[test]
     fn overflow_is_remembered_not_truncated_silently() {
         let mut f = Fstab::new();
         let long = [b'a'; 1000];
-        for _ in 0..20 {
-            f.add(&long, b"/x", b"ext4", b"rw");
+        // A mount point of its own for each line (a second line for one would be dropped).
+        for i in b'a'..b'a' + 20 {
+            f.add(&long, &[b'/', i], b"ext4", b"rw");
         }
         assert!(f.overflow);
         assert!(f.as_bytes().ends_with(b"0 0\n"));

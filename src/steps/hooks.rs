@@ -2,9 +2,10 @@
 //! `kairos-agent run-stage S` or its `yip`/`elemental` equivalents) and the system extension
 //! links. Hooks never fail the boot: their errors are logged.
 
-use super::{log_error, run_program, take_c_str, Ctx, Error};
+use super::{log_error, run_program, Ctx, Error, RUN_PATH};
+use crate::boot::switch_root::API_FS;
 use crate::log;
-use crate::sys::{self, CBuf};
+use crate::sys::{self, inroot::Root, CBuf, Errno};
 use crate::util::fixed::{List, Text};
 use core::ffi::CStr;
 use rustix::fd::{AsFd, OwnedFd};
@@ -12,11 +13,12 @@ use rustix::fs::{FileType, OFlags};
 
 /// A hook that runs longer than this is killed; the boot goes on.
 const HOOK_TIMEOUT_MS: u64 = 300_000;
-const PATH_ENV: &CStr = c"PATH=/usr/bin:/usr/sbin:/bin:/sbin";
-/// Stage engines, first found wins: program and the word before the stage name, as C strings
-/// back to back.
-const AGENTS: &[u8] =
-    b"/usr/bin/kairos-agent\0run-stage\0/usr/bin/yip\0-s\0/usr/bin/elemental\0run-stage\0";
+/// Stage engines, first found wins: the program and the word before the stage name.
+const AGENTS: [[&CStr; 2]; 3] = [
+    [c"/usr/bin/kairos-agent", c"run-stage"],
+    [c"/usr/bin/yip", c"-s"],
+    [c"/usr/bin/elemental", c"run-stage"],
+];
 
 /// What `sys::for_each_entry` calls here: one instantiation of it serves both listings.
 type EntryFn<'a> = dyn FnMut(&[u8], FileType) + 'a;
@@ -34,8 +36,51 @@ fn executables(dir: sys::Result<OwnedFd>, out: &mut List<4096, 64>) {
     let _ = sys::for_each_entry(dir.as_fd(), add);
 }
 
+/// Where a directory of hooks is, and so how its hooks are found and run.
+enum HookDir<'a> {
+    /// A directory of the initramfs (`<config dir>/rootfs.d/`): hooks run by their path.
+    Initramfs,
+    /// The image's directory (`/usr/lib/immucore/rootfs.d/`, a path inside `root`). Each hook
+    /// is resolved inside the root, so a symlink on the way (the directory itself, or the
+    /// hook), absolute or relative, leads where it leads in the image; the hook then runs by
+    /// the real path that resolution found: from the initramfs (`sysroot/...`), or chrooted
+    /// into the root (`chroot_to`) by its path there. (Not `execveat` on the resolved fd: a
+    /// script run that way is handed to its interpreter as `/dev/fd/N`, which an initramfs
+    /// with immucore as PID 1 does not have.)
+    Image {
+        root: &'a Root,
+        chroot_to: Option<&'a [u8]>,
+    },
+}
+
+/// Longest hook path: the directory (configuration directory or sysroot, at most 128 bytes,
+/// and `/usr/lib/immucore/initramfs.d/`) and a name (at most 255 bytes) fit.
+type HookPath = Text<512>;
+
+/// `<dir><name>`, or `None` (with a warning) when it does not fit: a hook never runs under a
+/// cut-off path, which could name another program.
+fn hook_path(dir: &[u8], name: &[u8]) -> Option<HookPath> {
+    let mut path = HookPath::new();
+    if path.push(dir).and_then(|()| path.push(name)).is_err() {
+        log::warn(
+            b"skipping hook {}{}: the path is longer than 511 bytes",
+            &[dir, name],
+        );
+        return None;
+    }
+    Some(path)
+}
+
 /// Runs `<dir><name>` for each of `names`, sorted bytewise (`dir` ends in a `/`).
-fn run_all(dir: &[u8], names: &List<4096, 64>, envp: &[&CStr], chroot_to: Option<&[u8]>) {
+fn run_all(dir: &[u8], names: &List<4096, 64>, envp: &[&CStr], how: &HookDir) {
+    // The real path of the root, which the real path of each of its hooks starts with.
+    let mut root_path = Text::<512>::new();
+    if let HookDir::Image { root, .. } = how {
+        if let Err(e) = sys::inroot::real_path(root.fd(), &mut root_path) {
+            log::warn_errno(b"cannot run the hooks in {}: {}", &[dir], e);
+            return;
+        }
+    }
     // The names come from one directory, so they are unique: each round runs the smallest
     // name after the previous one. No name is empty, so all sort after the first round's "".
     let mut prev: &[u8] = b"";
@@ -47,12 +92,45 @@ fn run_all(dir: &[u8], names: &List<4096, 64>, envp: &[&CStr], chroot_to: Option
             }
         }
         let Some(name) = next else { break };
-        let mut p = Text::<256>::new();
-        p.push_lossy(dir);
-        p.push_lossy(name);
-        run_one(p.as_bytes(), &[], envp, chroot_to);
         prev = name;
+        let Some(path) = hook_path(dir, name) else {
+            continue;
+        };
+        match *how {
+            HookDir::Initramfs => run_one(path.as_bytes(), &[], envp, None),
+            HookDir::Image { root, chroot_to } => {
+                let mut real = Text::<512>::new();
+                let resolved = root
+                    .open_at(path.as_bytes(), OFlags::PATH, 0)
+                    .and_then(|fd| sys::inroot::real_path(fd.as_fd(), &mut real));
+                if let Err(e) = resolved {
+                    log::warn_errno(b"cannot run hook {}: {}", &[path.as_bytes()], e);
+                    continue;
+                }
+                let run = match chroot_to {
+                    Some(_) => path_below(real.as_bytes(), root_path.as_bytes()),
+                    None => Some(real.as_bytes()),
+                };
+                match run {
+                    Some(run) => run_one(run, &[], envp, chroot_to),
+                    None => log::warn(
+                        b"not running hook {}: it resolved to {}, outside the root",
+                        &[path.as_bytes(), real.as_bytes()],
+                    ),
+                }
+            }
+        }
     }
+}
+
+/// `path` as seen from `root` (both real paths): `/a/b` of `<root>/a/b`; `None` when `path`
+/// is not below `root`.
+fn path_below<'p>(path: &'p [u8], root: &[u8]) -> Option<&'p [u8]> {
+    if root == b"/" {
+        return Some(path);
+    }
+    let rest = path.strip_prefix(root)?;
+    rest.starts_with(b"/").then_some(rest)
 }
 
 /// Runs `path` (a path inside `chroot_to` when given) with `args` (at most two), logging the
@@ -73,6 +151,15 @@ fn run_one(path: &[u8], args: &[&CStr], envp: &[&CStr], chroot_to: Option<&[u8]>
     }
 }
 
+/// `NAME=value` (`name` ends in `=`) as a C string in `buf`.
+fn env_var<'b>(buf: &'b mut CBuf, name: &[u8], value: &[u8]) -> sys::Result<&'b CStr> {
+    let mut var = Text::<256>::new();
+    var.push(name)
+        .and_then(|()| var.push(value))
+        .map_err(|_| Errno::NAMETOOLONG)?;
+    buf.c_str(var.as_bytes())
+}
+
 /// Stage `rootfs`, or `initramfs` when `chrooted`: the initramfs' hooks, the image's hooks,
 /// then a stage engine. The `initramfs` stage runs the image's programs chrooted into the new
 /// root (in a child).
@@ -85,67 +172,50 @@ pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
     };
     let stage = stage_c.to_bytes();
     let sysroot = ctx.sysroot();
-    // The hook environment: `KEY=value` strings back to back, each ended by a NUL. None of the
-    // values (literals, a state name, the sysroot from the environment, at most 128 bytes)
-    // holds a NUL, so each string is found again up to its own.
-    let mut vars = Text::<256>::new();
-    log::expand(
-        b"IMMUCORE_STAGE={}\0IMMUCORE_STATE={}\0IMMUCORE_SYSROOT={}\0",
-        &[stage, ctx.cmd.state.name().as_bytes(), sysroot],
-        &mut |c| vars.push_lossy(&[c]),
-    );
-    let mut envp = [PATH_ENV; 4];
-    let mut rest = vars.as_bytes();
-    // Always three: each value fits in `vars` and holds no NUL (see above).
-    for slot in envp.iter_mut().take(3) {
-        if let Some(var) = take_c_str(&mut rest) {
-            *slot = var;
-        }
-    }
+    // The hook environment. Each variable fits (a state name; the sysroot holds at most 128
+    // bytes) and holds no NUL (values from the environment cannot).
+    let (mut stage_var, mut state_var, mut sysroot_var) = (CBuf::new(), CBuf::new(), CBuf::new());
+    let envp = match (
+        env_var(&mut stage_var, b"IMMUCORE_STAGE=", stage),
+        env_var(
+            &mut state_var,
+            b"IMMUCORE_STATE=",
+            ctx.cmd.state.name().as_bytes(),
+        ),
+        env_var(&mut sysroot_var, b"IMMUCORE_SYSROOT=", sysroot),
+    ) {
+        (Ok(stage), Ok(state), Ok(sysroot)) => [RUN_PATH, stage, state, sysroot],
+        _ => return Err(super::err(b"the hook environment does not fit", &[])),
+    };
 
-    // The initramfs' hook directory first, then the image's (both fit: the configuration
-    // directory and the sysroot hold at most 128 bytes).
+    // The initramfs' hook directory first, then the image's.
     let mut dir = Text::<512>::new();
     dir.push_lossy(ctx.env.config_dir.as_bytes());
     dir.push_lossy(hooks_d);
     let mut names = List::new();
     executables(sys::open_dir(dir.as_bytes()), &mut names);
-    run_all(dir.as_bytes(), &names, &envp, None);
+    run_all(dir.as_bytes(), &names, &envp, &HookDir::Initramfs);
 
-    // The image's hook directory, as the hooks see it: from inside the new root when chrooted,
-    // through the sysroot otherwise.
+    // The image's hook directory, listed and resolved inside the root.
     dir.clear();
-    if !chrooted {
-        dir.push_lossy(sysroot);
-    }
-    let inside = dir.len();
     dir.push_lossy(b"/usr/lib/immucore");
     dir.push_lossy(hooks_d);
-    let hooks = dir.as_bytes();
-    let image_dir = hooks.get(inside..).unwrap_or_default();
-    // Listed through the confined lookup.
+    let image_dir = dir.as_bytes();
     names.clear();
-    if let Some(root) = &ctx.root {
+    let root = ctx.root.as_ref();
+    if let Some(root) = root {
         let fd = root.open_at(image_dir, OFlags::RDONLY | OFlags::DIRECTORY, 0);
         executables(fd, &mut names);
     }
-    let mut agents = AGENTS;
-    let agent = loop {
-        let (Some(path), Some(word)) = (take_c_str(&mut agents), take_c_str(&mut agents)) else {
-            break None;
-        };
+    // The rootfs stage runs the initramfs' engine, the initramfs stage the image's.
+    let agent = AGENTS.iter().find(|[path, _]| {
         let path = path.to_bytes();
-        let found = if chrooted {
-            ctx.root
-                .as_ref()
-                .is_some_and(|r| r.open_at(path, OFlags::PATH, 0).is_ok())
+        if chrooted {
+            root.is_some_and(|r| r.open_at(path, OFlags::PATH, 0).is_ok())
         } else {
             sys::is_executable(path)
-        };
-        if found {
-            break Some((path, word));
         }
-    };
+    });
     if names.is_empty() && agent.is_none() {
         log::debug(b"no hooks for stage {}", &[stage]);
         return Ok(());
@@ -154,17 +224,22 @@ pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
     if chrooted {
         api_filesystems(sysroot, true);
     }
-    run_all(hooks, &names, &envp, chroot_to);
-    if let Some((path, word)) = agent {
-        run_one(path, &[word, stage_c], &envp, chroot_to);
+    if let Some(root) = root {
+        run_all(
+            image_dir,
+            &names,
+            &envp,
+            &HookDir::Image { root, chroot_to },
+        );
+    }
+    if let Some([path, word]) = agent {
+        run_one(path.to_bytes(), &[word, stage_c], &envp, chroot_to);
     }
     if chrooted {
         api_filesystems(sysroot, false);
     }
     Ok(())
 }
-
-const API_FS: [&[u8]; 4] = [b"/dev", b"/proc", b"/sys", b"/run"];
 
 /// Makes `/dev`, `/proc`, `/sys` and `/run` visible inside the new root for chrooted hooks
 /// (`bind`), or removes them again, in reverse order.
@@ -236,4 +311,43 @@ pub fn enable_sysext_confext(ctx: &mut Ctx) -> Result<(), Error> {
         let _ = sys::for_each_entry(fd.as_fd(), add);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hook_whose_path_does_not_fit_is_skipped_not_cut_off() {
+        let name = [b'h'; 255];
+        let fits = hook_path(b"/etc/immucore/rootfs.d/", &name).unwrap();
+        assert_eq!(fits.len(), 23 + 255);
+        let dir = [b'd'; 300];
+        assert!(hook_path(&dir, &name).is_none());
+    }
+
+    #[test]
+    fn the_path_of_a_hook_in_the_root_is_its_real_path_below_the_root() {
+        let root: &[u8] = b"/sysroot";
+        assert_eq!(
+            path_below(b"/sysroot/elsewhere/10", root),
+            Some(&b"/elsewhere/10"[..])
+        );
+        assert_eq!(path_below(b"/sysroot2/x", root), None);
+        assert_eq!(path_below(b"/run/x", root), None);
+        assert_eq!(path_below(b"/x/y", b"/"), Some(&b"/x/y"[..]));
+    }
+
+    #[test]
+    fn every_hook_variable_is_one_c_string() {
+        let mut buf = CBuf::new();
+        assert_eq!(
+            env_var(&mut buf, b"IMMUCORE_STAGE=", b"rootfs"),
+            Ok(c"IMMUCORE_STAGE=rootfs")
+        );
+        assert_eq!(
+            env_var(&mut buf, b"IMMUCORE_SYSROOT=", &[b's'; 250]),
+            Err(Errno::NAMETOOLONG)
+        );
+    }
 }

@@ -3,10 +3,12 @@
 
 use super::{err, err_errno, mount_at, mount_device, Ctx, Error, Mounted, Target};
 use crate::config::cmdline::{words, Device, DeviceKind};
+use crate::dev::probe::FsInfo;
+use crate::dev::scan::probe_node;
 use crate::log;
 use crate::sys::{self, inroot::Root, loopdev};
 use crate::util::fixed::Text;
-use rustix::fd::AsFd;
+use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::OFlags;
 
 pub const SENTINEL_DIR: &[u8] = b"/run/cos";
@@ -80,22 +82,41 @@ fn root_opts(ctx: &Ctx) -> &'static [u8] {
     }
 }
 
+/// Opens the image file on the images partition, resolved inside it: a symlink there cannot
+/// point at some other file.
+fn open_image(image: &[u8], flags: OFlags) -> Result<OwnedFd, Error> {
+    let state = Root::open(STATE_DIR).map_err(|e| err_errno(b"cannot open {}", &[STATE_DIR], e))?;
+    state
+        .open_at(image, flags, 0)
+        .map_err(|e| err_errno(b"cannot open image {} on the images partition", &[image], e))
+}
+
+/// `ext4, label COS_ACTIVE` or `squashfs, no label`: what a probe found, for messages.
+fn describe_fs(fs: Option<&FsInfo>) -> Text<96> {
+    let mut t = Text::new();
+    let Some(fs) = fs else {
+        t.push_lossy(b"unknown filesystem");
+        return t;
+    };
+    t.push_lossy(fs.fs.name().as_bytes());
+    if fs.label.is_empty() {
+        t.push_lossy(b", no label");
+    } else {
+        t.push_lossy(b", label ");
+        t.push_lossy(fs.label.as_bytes());
+    }
+    t
+}
+
 /// Attaches the image file to a loop device and checks it carries the expected filesystem.
 pub fn discover_state(ctx: &mut Ctx) -> Result<(), Error> {
     let sysroot = ctx.env.sysroot.as_bytes();
     if sys::is_mountpoint_path(sysroot) {
-        log::info(b"{} is already mounted; no loop device needed", &[sysroot]);
-        return Ok(());
+        return check_premounted(ctx);
     }
     let image = ctx.cmd.image.as_bytes();
-    // The image path is resolved inside the images partition: a symlink there cannot point
-    // the loop device at some other file.
-    let state = Root::open(STATE_DIR).map_err(|e| err_errno(b"cannot open {}", &[STATE_DIR], e))?;
     let rw = ctx.cmd.debugrw;
-    let flags = if rw { OFlags::RDWR } else { OFlags::RDONLY };
-    let file = state
-        .open_at(image, flags, 0)
-        .map_err(|e| err_errno(b"cannot open image {} on the images partition", &[image], e))?;
+    let file = open_image(image, if rw { OFlags::RDWR } else { OFlags::RDONLY })?;
     // A truncated image (an interrupted upgrade) mounts with a bare EINVAL: say what it is.
     let file_size = rustix::fs::seek(&file, rustix::fs::SeekFrom::End(0)).unwrap_or(0);
     if let Some(fs_size) = crate::dev::scan::ext_size_of(file.as_fd()) {
@@ -114,25 +135,93 @@ pub fn discover_state(ctx: &mut Ctx) -> Result<(), Error> {
         .map_err(|e| err_errno(b"cannot attach {} to a loop device", &[image], e))?;
     let want = ctx.cmd.state.root_label().unwrap_or("").as_bytes();
     let dev = lp.path.as_bytes();
-    let Some(fs) = crate::dev::scan::probe_node(dev) else {
+    let Some(fs) = probe_node(dev) else {
         return Err(err(
             b"{} is not a filesystem image (no known superblock on {})",
             &[image, dev],
         ));
     };
+    // The label check is for filesystems that carry one: squashfs has none, and erofs or
+    // ext4 may be made without one.
     let label = fs.label.as_bytes();
-    if label != want {
+    if !label.is_empty() && label != want {
         return Err(err(
             b"{} carries the label '{}', expected '{}': refusing to boot the wrong image",
             &[image, label, want],
         ));
     }
     log::info(
-        b"{} attached to {} ({}, label {})",
-        &[image, dev, fs.fs.name().as_bytes(), want],
+        b"{} attached to {} ({})",
+        &[image, dev, describe_fs(Some(&fs)).as_bytes()],
     );
     ctx.root_loop = Some((lp, fs.fs.name()));
     Ok(())
+}
+
+/// Kairos' own filesystem labels. A sysroot mounted from one of them other than the expected
+/// root label is another part of this installation (the other image, a partition), never
+/// the system asked for.
+const KAIROS_LABELS: &[u8] =
+    b"COS_ACTIVE COS_PASSIVE COS_SYSTEM COS_RECOVERY COS_STATE COS_PERSISTENT COS_OEM COS_GRUB";
+
+/// `discover-state` when someone else mounted the sysroot already (dracut's `sysroot.mount`,
+/// an earlier run of immucore): no loop device is needed, but what is mounted there is
+/// checked and named. The image (a loop device over the image file) and a filesystem with the
+/// expected label are booted; another Kairos filesystem is refused; anything else (a root
+/// someone prepared, a bind mount of a directory) is booted with a warning that it is not the
+/// image.
+fn check_premounted(ctx: &Ctx) -> Result<(), Error> {
+    let sysroot = ctx.env.sysroot.as_bytes();
+    let image = ctx.cmd.image.as_bytes();
+    let want = ctx.cmd.state.root_label().unwrap_or("").as_bytes();
+    let mut node = Text::<32>::new();
+    let fs = mounted_fs(sysroot, &mut node);
+    let what = describe_fs(fs.as_ref());
+    let label = fs.as_ref().map_or(&b""[..], |f| f.label.as_bytes());
+    let dev: &[u8] = if node.is_empty() {
+        b"no block device"
+    } else {
+        node.as_bytes()
+    };
+    // One argument list for every message: the last is the image, or what it is instead.
+    let mut args = [sysroot, dev, what.as_bytes(), image];
+    let verdict: &[u8] = if is_loop_over(dev, image) {
+        b"a loop device over the image"
+    } else if !label.is_empty() && label == want {
+        b"the expected label"
+    } else if words(KAIROS_LABELS).any(|l| l == label) {
+        return Err(err(
+            b"{} is already mounted from {} ({}), not the image {}: refusing to boot the wrong system",
+            &args,
+        ));
+    } else {
+        log::warn(
+            b"{} is already mounted from {} ({}), not the image {}; booting what is there",
+            &args,
+        );
+        return Ok(());
+    };
+    if let Some(last) = args.last_mut() {
+        *last = verdict;
+    }
+    log::info(b"{} is already mounted from {} ({}), {}", &args);
+    Ok(())
+}
+
+/// What is mounted on `path`: its block device (into `node`, left empty when there is none)
+/// and what the device's superblock says.
+fn mounted_fs(path: &[u8], node: &mut Text<32>) -> Option<FsInfo> {
+    sys::block_device_of(path, node).ok()?;
+    probe_node(node.as_bytes())
+}
+
+/// Whether the block device `dev` is a loop device over the image file `image`.
+fn is_loop_over(dev: &[u8], image: &[u8]) -> bool {
+    let Ok(file) = open_image(image, OFlags::PATH) else {
+        return false;
+    };
+    let backing = sys::open_ro(dev).and_then(|d| loopdev::backing_file(d.as_fd()));
+    backing.is_ok() && backing == sys::file_id(file.as_fd())
 }
 
 /// Mounts the image's filesystem on the sysroot, read-only unless `rd.*.debugrw`.
@@ -140,7 +229,7 @@ pub fn mount_root(ctx: &mut Ctx) -> Result<(), Error> {
     let sysroot = ctx.env.sysroot.as_bytes();
     let want = ctx.cmd.state.root_label().unwrap_or("");
     let opts = root_opts(ctx);
-    let fstype = match ctx.root_loop.take() {
+    match ctx.root_loop.take() {
         Some((lp, fs)) => {
             let dev = lp.path.as_bytes();
             if mount_at(ctx, dev, Target::Host(sysroot), fs.as_bytes(), opts)? == Mounted::Now {
@@ -149,19 +238,24 @@ pub fn mount_root(ctx: &mut Ctx) -> Result<(), Error> {
                     &[dev, want.as_bytes(), sysroot, opts],
                 );
             }
-            // The mount holds the loop device now; closing our fd lets autoclear work later
-            // (at the end of this arm).
-            fs
+            // The mount holds the loop device now; closing our fd (here) lets autoclear
+            // work later.
         }
-        None if sys::is_mountpoint_path(sysroot) => {
-            super::log_already_mounted(sysroot);
-            "auto"
-        }
+        None if sys::is_mountpoint_path(sysroot) => super::log_already_mounted(sysroot),
         None => return Err(err(b"no loop device for the root image", &[])),
-    };
+    }
     open_root(ctx)?;
+    // The fstab line says what is mounted, whoever mounted it: the expected label when the
+    // filesystem carries it, else its device; its filesystem type. For a root without a
+    // block device (a bind of a prepared directory), the expected label and `auto`.
     let mut spec = Text::<192>::new();
-    label_device(want.as_bytes()).by_path(&mut spec);
+    let mut node = Text::<32>::new();
+    let fs = mounted_fs(sysroot, &mut node);
+    let fstype = fs.as_ref().map_or("auto", |f| f.fs.name());
+    match fs {
+        Some(f) if f.label.as_bytes() != want.as_bytes() => spec.push_lossy(node.as_bytes()),
+        _ => label_device(want.as_bytes()).by_path(&mut spec),
+    }
     ctx.fstab
         .add(spec.as_bytes(), b"/", fstype.as_bytes(), opts);
     Ok(())

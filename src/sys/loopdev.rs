@@ -7,7 +7,8 @@ use linux_raw_sys::loop_device::{
     loop_config, loop_info64, LO_FLAGS_AUTOCLEAR, LO_FLAGS_READ_ONLY,
 };
 use linux_raw_sys::loop_device::{
-    LOOP_CLR_FD, LOOP_CONFIGURE, LOOP_CTL_GET_FREE, LOOP_SET_FD, LOOP_SET_STATUS64,
+    LOOP_CLR_FD, LOOP_CONFIGURE, LOOP_CTL_GET_FREE, LOOP_GET_STATUS64, LOOP_SET_FD,
+    LOOP_SET_STATUS64,
 };
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use rustix::fs::OFlags;
@@ -68,6 +69,19 @@ pub fn attach(image: BorrowedFd<'_>, read_only: bool, name: &[u8]) -> Result<Loo
         }
     }
     Err(Errno::BUSY)
+}
+
+/// The backing file of the loop device `dev`, as its device and inode numbers (those
+/// `sys::file_id` gives for the file), the way util-linux's `losetup -j` compares them.
+pub fn backing_file(dev: BorrowedFd<'_>) -> Result<(u64, u64)> {
+    // SAFETY: loop_info64 is a plain C struct for which all-zero is valid.
+    let mut info: loop_info64 = unsafe { core::mem::zeroed() };
+    call(
+        dev,
+        LOOP_GET_STATUS64,
+        &mut info as *mut loop_info64 as usize,
+    )?;
+    Ok((info.lo_device, info.lo_inode))
 }
 
 /// devtmpfs creates the node when the device is allocated; allow it a moment (util-linux

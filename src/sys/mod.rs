@@ -371,10 +371,45 @@ pub fn is_mountpoint_path(path: &[u8]) -> bool {
     is_mountpoint(rustix::fs::CWD, path)
 }
 
-/// Filesystem magic of the filesystem holding `path` (ramfs/tmpfs detection before freeing
-/// the initramfs).
-pub fn fs_magic(path: &[u8]) -> Result<u64> {
-    with_path(path, |p| Ok(rustix::fs::statfs(p)?.f_type as u64))
+/// The device node (`/dev/<name>`) of the block device holding the filesystem of `path`, into
+/// `node` (untouched on error), found from its device number through
+/// `/sys/dev/block/<major>:<minor>`. `ENODEV` for a
+/// filesystem without one (tmpfs, overlay, btrfs subvolumes: device major 0).
+pub fn block_device_of(path: &[u8], node: &mut crate::util::fixed::Text<32>) -> Result<()> {
+    let dev = with_path(path, |p| Ok(rustix::fs::stat(p)?.st_dev))?;
+    let major = u64::from(rustix::fs::major(dev));
+    if major == 0 {
+        return Err(Errno::NODEV);
+    }
+    let mut link = crate::util::fixed::Text::<64>::new();
+    link.push_lossy(b"/sys/dev/block/");
+    let _ = link.push_num(major);
+    link.push_lossy(b":");
+    let _ = link.push_num(u64::from(rustix::fs::minor(dev)));
+    let mut target = crate::util::fixed::Text::<512>::new();
+    readlink(link.as_bytes(), &mut target)?;
+    // `../../devices/.../block/sda/sda1`: the device's name is the last component.
+    let (_, name) = split_parent(target.as_bytes());
+    let mut found = crate::util::fixed::Text::<32>::new();
+    found
+        .push(b"/dev/")
+        .and_then(|()| found.push(name))
+        .map_err(|_| Errno::NAMETOOLONG)?;
+    *node = found;
+    Ok(())
+}
+
+/// The device and inode numbers of the open file `fd` (to compare with a loop device's
+/// backing file).
+pub fn file_id(fd: BorrowedFd<'_>) -> Result<(u64, u64)> {
+    let st = rustix::fs::fstat(fd)?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// Filesystem magic of the filesystem holding the open file `fd` (ramfs/tmpfs detection
+/// before freeing the initramfs).
+pub fn fs_magic(fd: BorrowedFd<'_>) -> Result<u64> {
+    Ok(rustix::fs::fstatfs(fd)?.f_type as u64)
 }
 
 pub const RAMFS_MAGIC: u64 = 0x8584_58f6;
@@ -520,21 +555,70 @@ pub fn open_ro(path: &[u8]) -> Result<OwnedFd> {
     open(path, OFlags::RDONLY | OFlags::NONBLOCK, 0)
 }
 
-/// A process-wide value for this single-threaded program (the logger). Access goes through a
-/// closure so no reference outlives the call; callers never re-enter `with` on the same value.
-pub struct Global<T>(core::cell::UnsafeCell<T>);
+/// A process-wide value (the logger, the text of the last step error). Access goes through a
+/// closure, so no reference outlives the call; callers never re-enter `with` on the same value.
+///
+/// How access is made exclusive depends on the build. The `immucore` binary is built with
+/// `panic = "abort"` (Cargo.toml's profiles) and runs one thread (forked children get their own
+/// copy): there a plain cell is sound and costs nothing. Every build that unwinds is a host
+/// program linking the library (the unit tests, `tests/*.rs`), whose test harness runs tests on
+/// many threads at once: there each access takes a lock.
+pub struct Global<T> {
+    value: core::cell::UnsafeCell<T>,
+    #[cfg(panic = "unwind")]
+    locked: core::sync::atomic::AtomicBool,
+}
 
-// SAFETY: the program has one thread (forked children get their own copy).
-unsafe impl<T> Sync for Global<T> {}
+// SAFETY: `with` hands out the value to one caller at a time: in the binary because it has one
+// thread, in unwinding builds because of the lock.
+unsafe impl<T: Send> Sync for Global<T> {}
 
 impl<T> Global<T> {
     pub const fn new(v: T) -> Self {
-        Global(core::cell::UnsafeCell::new(v))
+        Global {
+            value: core::cell::UnsafeCell::new(v),
+            #[cfg(panic = "unwind")]
+            locked: core::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        // SAFETY: single thread and no re-entrant use, so this is the only live reference.
-        f(unsafe { &mut *self.0.get() })
+        #[cfg(panic = "unwind")]
+        let _held = SpinLock::acquire(&self.locked);
+        // SAFETY: one thread in the binary, the lock elsewhere, and no re-entrant use: this
+        // is the only live reference.
+        f(unsafe { &mut *self.value.get() })
+    }
+}
+
+/// A held `Global` lock, released when dropped (also when a test panics while holding it).
+#[cfg(panic = "unwind")]
+struct SpinLock<'a>(&'a core::sync::atomic::AtomicBool);
+
+#[cfg(panic = "unwind")]
+impl<'a> SpinLock<'a> {
+    /// A spin lock: the library has no `std` to park on outside its unit tests, and the
+    /// sections are a few microseconds long (one log line).
+    fn acquire(flag: &'a core::sync::atomic::AtomicBool) -> Self {
+        use core::sync::atomic::Ordering;
+        while flag
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            // Unit tests run more threads than cores: give the holder the core (the library
+            // has `std` only there).
+            #[cfg(test)]
+            std::thread::yield_now();
+            core::hint::spin_loop();
+        }
+        SpinLock(flag)
+    }
+}
+
+#[cfg(panic = "unwind")]
+impl Drop for SpinLock<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, core::sync::atomic::Ordering::Release);
     }
 }
 
@@ -566,6 +650,30 @@ mod tests {
         assert_eq!(c_str_until_nul(b"\0"), Some(c""));
         assert_eq!(c_str_until_nul(b"abc"), None);
         assert_eq!(c_str_until_nul(b""), None);
+    }
+
+    /// Many threads add one to a shared counter by reading it, yielding, and writing it back:
+    /// without exclusive access updates are lost (and it is a data race, as ThreadSanitizer
+    /// reported for the logger).
+    #[test]
+    fn global_access_is_exclusive_across_threads() {
+        static COUNTER: Global<u64> = Global::new(0);
+        const THREADS: u64 = 8;
+        const ROUNDS: u64 = 2_000;
+        std::thread::scope(|s| {
+            for _ in 0..THREADS {
+                s.spawn(|| {
+                    for _ in 0..ROUNDS {
+                        COUNTER.with(|n| {
+                            let seen = core::hint::black_box(*n);
+                            std::thread::yield_now();
+                            *n = seen + 1;
+                        });
+                    }
+                });
+            }
+        });
+        assert_eq!(COUNTER.with(|n| *n), THREADS * ROUNDS);
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! Process entry point, memory intrinsics and panic handler for the static, libc-free binary.
 //!
 //! Only the `immucore` binary includes this file: host tests and fuzzers link the library
-//! against std, which provides all three itself.
+//! against std, which provides all three itself. Neither is this file in the binary's own
+//! test build (`cargo clippy --all-targets` checks it), which links std as well: a second
+//! panic handler there would not compile.
+#![cfg(not(test))]
 
 use core::arch::global_asm;
 
