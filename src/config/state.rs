@@ -1,7 +1,6 @@
 //! How this run was started: mode of operation, the paths it works on (with the test seams of
 //! SPEC §2) and the command line it read.
 
-use crate::config::cmdline::word_index;
 use crate::util::fixed::Text;
 
 pub const DEFAULT_SYSROOT: &[u8] = b"/sysroot";
@@ -17,18 +16,17 @@ pub enum Action {
     Version,
 }
 
-/// The words `Env::new` knows (a table: a `match` on byte strings compiles to far more code),
-/// then the action of each word.
-const ACTION_WORDS: &[u8] = b"--dry-run --help -h help --version -v version";
-const ACTIONS: [Action; 7] = [
-    Action::DryRun,
-    Action::Help,
-    Action::Help,
-    Action::Help,
-    Action::Version,
-    Action::Version,
-    Action::Version,
-];
+impl Action {
+    /// The action a program argument asks for; `None` for a word we do not know.
+    fn of_word(word: &[u8]) -> Option<Action> {
+        match word {
+            b"--dry-run" => Some(Action::DryRun),
+            b"--help" | b"-h" | b"help" => Some(Action::Help),
+            b"--version" | b"-v" | b"version" => Some(Action::Version),
+            _ => None,
+        }
+    }
+}
 
 pub struct Env {
     pub action: Action,
@@ -64,9 +62,8 @@ impl Env {
         set(&mut e.config_dir, DEFAULT_CONFIG_DIR);
         set(&mut e.cmdline_path, PROC_CMDLINE);
         for a in args {
-            let known = word_index(ACTION_WORDS, a);
-            match known.and_then(|i| ACTIONS.get(i)) {
-                Some(&action) => e.action = action,
+            match Action::of_word(a) {
+                Some(action) => e.action = action,
                 // The kernel passes unknown boot words (`single`, runlevels) to init: they are
                 // for the real init, which gets the same argv after switch_root.
                 None if pid1 => {}
@@ -78,19 +75,17 @@ impl Env {
                 continue;
             };
             let (key, val) = (kv.get(..eq).unwrap_or(&[]), kv.get(eq + 1..).unwrap_or(&[]));
-            match word_index(SEAMS, key) {
-                Some(0) => set(&mut e.sysroot, val),
-                Some(1) => set(&mut e.config_dir, val),
-                Some(_) => set(&mut e.cmdline_path, val),
-                None => {}
+            // The test seams of SPEC §2.
+            match key {
+                b"IMMUCORE_SYSROOT" => set(&mut e.sysroot, val),
+                b"IMMUCORE_CONFIG_DIR" => set(&mut e.config_dir, val),
+                b"HOST_PROC_CMDLINE" => set(&mut e.cmdline_path, val),
+                _ => {}
             }
         }
         e
     }
 }
-
-/// The environment variables `Env::new` reads (space-separated), in the order of its `match`.
-const SEAMS: &[u8] = b"IMMUCORE_SYSROOT IMMUCORE_CONFIG_DIR HOST_PROC_CMDLINE";
 
 /// Sets `path` to `value` when it fits; an empty or overlong value leaves it as it is.
 fn set<const N: usize>(path: &mut Text<N>, value: &[u8]) {
