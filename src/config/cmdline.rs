@@ -15,6 +15,7 @@
 
 use crate::config::path::{check_path, normalize, normalize_device};
 use crate::util::fixed::{parse_u64, utf8_valid_up_to, List, Text};
+use crate::util::words::lookup;
 /// The word-list helpers live in `util::words`; re-exported for the modules that import them
 /// from here.
 pub use crate::util::words::{word_index, words};
@@ -550,33 +551,32 @@ struct Collected {
     late_mounts: List<2048, MAX_MOUNTS>,
 }
 
+/// No choice made yet.
+const NO_CHOICES: Choices = Choices {
+    root: ABSENT,
+    image: ABSENT,
+    oem_label: ABSENT,
+    oem_timeout: ABSENT,
+    overlay: ABSENT,
+    sysroot_wait: ABSENT,
+    fsck_mode: ABSENT,
+    fsck_repair: ABSENT,
+    shell: ABSENT,
+    init: ABSENT,
+};
+
 impl Collected {
-    /// Through a constant: all zero bytes, cleared at once (not filled field by field).
-    const EMPTY: Collected = Collected {
-        line: [0; MAX_CMDLINE],
-        used: 0,
-        choices: Choices {
-            root: ABSENT,
-            image: ABSENT,
-            oem_label: ABSENT,
-            oem_timeout: ABSENT,
-            overlay: ABSENT,
-            sysroot_wait: ABSENT,
-            fsck_mode: ABSENT,
-            fsck_repair: ABSENT,
-            shell: ABSENT,
-            init: ABSENT,
-        },
-        flags: Flags {
-            debugrw: false,
-            debug: false,
-            reboot_on_failure: false,
-            disable: false,
-            reset: false,
-            recovery_mode: false,
-        },
-        late_mounts: List::new(),
-    };
+    /// Nothing collected yet. (Not a constant: a constant that is not all zeros would be kept
+    /// whole, line buffer and all, in the binary, to be copied.)
+    fn new() -> Collected {
+        Collected {
+            line: [0; MAX_CMDLINE],
+            used: 0,
+            choices: NO_CHOICES,
+            flags: Flags::default(),
+            late_mounts: List::new(),
+        }
+    }
 
     fn get(&self, span: Span) -> &[u8] {
         span.of(&self.line)
@@ -685,6 +685,9 @@ fn collect(body: &[u8], col: &mut Collected, c: &mut Cmdline) -> Result<(), Cmdl
 // ---------------------------------------------------------------------------------------------
 // Phase 3: resolve
 
+/// Why `resolve` refuses the command line, and the offending text in [`Collected::line`].
+type Refusal = (&'static str, Span);
+
 /// A chosen value: the key spelling used, and the value.
 struct Chosen<'a> {
     key: &'a [u8],
@@ -694,7 +697,7 @@ struct Chosen<'a> {
 impl Collected {
     /// The value chosen in `choice`, `None` when absent; a refused overlong value is an error.
     /// An overlong value that is judged comes back cut to its limit.
-    fn chosen(&self, choice: &Choice) -> Result<Option<Chosen<'_>>, CmdlineError> {
+    fn chosen(&self, choice: &Choice) -> Result<Option<Chosen<'_>>, Refusal> {
         if choice.rank == 0 {
             return Ok(None);
         }
@@ -705,7 +708,7 @@ impl Collected {
                 len: choice.key.len + 1 + choice.value.len,
                 ..choice.key
             };
-            return Err(error("value too long", self.get(whole)));
+            return Err(("value too long", whole));
         }
         Ok(Some(Chosen {
             key: self.get(choice.key),
@@ -721,7 +724,7 @@ impl Collected {
         check: fn(&[u8]) -> Result<(), &'static str>,
         then: &[u8],
         warnings: &mut List<1024, 8>,
-    ) -> Result<&[u8], CmdlineError> {
+    ) -> Result<&[u8], Refusal> {
         let Some(Chosen { key, value }) = self.chosen(choice)? else {
             return Ok(&[]);
         };
@@ -741,7 +744,7 @@ impl Collected {
         choice: &Choice,
         rule: &NumberRule,
         warnings: &mut List<1024, 8>,
-    ) -> Result<u32, CmdlineError> {
+    ) -> Result<u32, Refusal> {
         let Some(Chosen { key, value }) = self.chosen(choice)? else {
             return Ok(rule.default);
         };
@@ -756,7 +759,7 @@ impl Collected {
     }
 
     /// The word chosen in `choice` (empty when absent).
-    fn word(&self, choice: &Choice) -> Result<&[u8], CmdlineError> {
+    fn word(&self, choice: &Choice) -> Result<&[u8], Refusal> {
         Ok(match self.chosen(choice)? {
             // The whole value: a cut one is no word we know.
             Some(_) => self.get(choice.value),
@@ -772,36 +775,39 @@ fn root_state(value: &[u8]) -> (bool, Option<BootState>) {
         Some(rest) => (true, rest),
         None => (false, value),
     };
-    let prefixes: [&[u8]; 3] = [b"LABEL=", b"CDLABEL=", b"/dev/disk/by-label/"];
-    let label = prefixes.iter().find_map(|p| rest.strip_prefix(*p));
-    let state = match label {
-        Some(b"COS_ACTIVE") => Some(BootState::Active),
-        Some(b"COS_PASSIVE") => Some(BootState::Passive),
-        Some(b"COS_RECOVERY" | b"COS_SYSTEM") => Some(BootState::Recovery),
-        _ => None,
-    };
-    (live, state)
+    const PREFIXES: [&str; 3] = ["LABEL=", "CDLABEL=", "/dev/disk/by-label/"];
+    const STATES: &[(&str, BootState)] = &[
+        ("COS_ACTIVE", BootState::Active),
+        ("COS_PASSIVE", BootState::Passive),
+        ("COS_RECOVERY", BootState::Recovery),
+        ("COS_SYSTEM", BootState::Recovery),
+    ];
+    let label = PREFIXES
+        .iter()
+        .find_map(|p| rest.strip_prefix(p.as_bytes()));
+    (live, label.and_then(|l| lookup(STATES, l)))
 }
 
 /// The image path of a `cos-img/filename=` value, normalized into `image`. Upstream joins the
 /// value to the images partition's mount point, so `cOS/active.img` names `/cOS/active.img`.
-fn image_path(value: &[u8], image: &mut Text<256>) -> Result<(), CmdlineError> {
+fn image_path(value: &[u8], image: &mut Text<256>) -> Result<(), &'static str> {
     let mut absolute: Text<257> = Text::new();
     if value.first() != Some(&b'/') {
         absolute.push_lossy(b"/");
     }
     // Never cut: the value is at most 256 bytes (`KEYS`).
     absolute.push_lossy(value);
-    normalize(absolute.as_bytes(), image).map_err(|reason| error(reason, value))
+    normalize(absolute.as_bytes(), image)
 }
 
 /// Turns what `collect` gathered into the settings of `c`, defaults applied. The error: a
 /// value that cannot be used and has no safe default (an image path that escapes, a value too
 /// long to keep).
-fn resolve(col: &Collected, c: &mut Cmdline) -> Result<(), CmdlineError> {
+fn resolve(col: &Collected, c: &mut Cmdline) -> Result<(), Refusal> {
     let choices = &col.choices;
     if let Some(image) = col.chosen(&choices.image)? {
-        image_path(image.value, &mut c.image)?;
+        // The error names the value as given.
+        image_path(image.value, &mut c.image).map_err(|reason| (reason, choices.image.value))?;
     }
     let warnings = &mut c.warnings;
     let oem_then = b", looking for COS_OEM";
@@ -850,19 +856,20 @@ fn resolve(col: &Collected, c: &mut Cmdline) -> Result<(), CmdlineError> {
 
     c.oem_timeout_s = col.number(&choices.oem_timeout, &OEM_TIMEOUT_S, warnings)?;
     c.sysroot_wait_s = col.number(&choices.sysroot_wait, &SYSROOT_WAIT_S, warnings)?;
-    c.fsck_mode = match col.word(&choices.fsck_mode)? {
-        b"skip" => FsckMode::Skip,
-        b"force" => FsckMode::Force,
-        _ => FsckMode::Auto,
-    };
-    c.fsck_repair = match col.word(&choices.fsck_repair)? {
-        b"" | b"preen" => FsckRepair::Preen,
-        b"yes" => FsckRepair::Yes,
-        b"no" => FsckRepair::No,
-        _ => FsckRepair::None,
-    };
+    const MODES: &[(&str, FsckMode)] = &[("skip", FsckMode::Skip), ("force", FsckMode::Force)];
+    let mode = lookup(MODES, col.word(&choices.fsck_mode)?);
+    c.fsck_mode = mode.unwrap_or(FsckMode::Auto);
+    const REPAIRS: &[(&str, FsckRepair)] = &[
+        ("", FsckRepair::Preen),
+        ("preen", FsckRepair::Preen),
+        ("yes", FsckRepair::Yes),
+        ("no", FsckRepair::No),
+    ];
+    let repair = lookup(REPAIRS, col.word(&choices.fsck_repair)?);
+    c.fsck_repair = repair.unwrap_or(FsckRepair::None);
     // dracut's boolean words for "off".
-    c.shell_allowed = !matches!(col.word(&choices.shell)?, b"0" | b"no" | b"off");
+    const OFF: &[(&str, bool)] = &[("0", false), ("no", false), ("off", false)];
+    c.shell_allowed = lookup(OFF, col.word(&choices.shell)?).unwrap_or(true);
     Ok(())
 }
 
@@ -896,9 +903,9 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
         ignored: List::new(),
         warnings: List::new(),
     };
-    let mut col = Collected::EMPTY;
+    let mut col = Collected::new();
     collect(body, &mut col, &mut c)?;
-    resolve(&col, &mut c)?;
+    resolve(&col, &mut c).map_err(|(reason, token)| error(reason, col.get(token)))?;
     Ok(c)
 }
 
@@ -1711,7 +1718,7 @@ mod tests {
     /// `collect` on `line`, and what it gathered.
     fn collected(line: &str) -> (Collected, Cmdline) {
         let mut c = ok("");
-        let mut col = Collected::EMPTY;
+        let mut col = Collected::new();
         collect(line.as_bytes(), &mut col, &mut c).unwrap();
         (col, c)
     }
@@ -1752,7 +1759,7 @@ mod tests {
         assert_eq!(items(&c.ignored), ["kairos.ram.size"]);
         // An unterminated quote stops the collection.
         let mut c = ok("");
-        let mut col = Collected::EMPTY;
+        let mut col = Collected::new();
         let e = collect(b"a \"b", &mut col, &mut c).unwrap_err();
         assert_eq!((e.reason, e.token.as_str()), ("unterminated quote", "\"b"));
     }
@@ -1778,9 +1785,12 @@ mod tests {
         let (col, mut c) = collected(&std::format!(
             "cos-img/filename=/cOS/active.img cos-img/filename=/{long}"
         ));
-        let e = resolve(&col, &mut c).unwrap_err();
-        assert_eq!(e.reason, "value too long");
-        assert!(e.token.as_str().starts_with("cos-img/filename=/iii"));
+        let (reason, token) = resolve(&col, &mut c).unwrap_err();
+        assert_eq!(reason, "value too long");
+        assert_eq!(
+            col.get(token),
+            std::format!("cos-img/filename=/{long}").as_bytes()
+        );
         // A judged value is not refused: the key's own check warns.
         let (col, mut c) = collected(&std::format!("fsck.mode={long} rd.cos.oemtimeout={long}"));
         resolve(&col, &mut c).unwrap();

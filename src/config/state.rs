@@ -2,6 +2,7 @@
 //! SPEC §2) and the command line it read.
 
 use crate::util::fixed::Text;
+use crate::util::words::lookup;
 
 pub const DEFAULT_SYSROOT: &[u8] = b"/sysroot";
 pub const DEFAULT_CONFIG_DIR: &[u8] = b"/etc/immucore";
@@ -16,17 +17,16 @@ pub enum Action {
     Version,
 }
 
-impl Action {
-    /// The action a program argument asks for; `None` for a word we do not know.
-    fn of_word(word: &[u8]) -> Option<Action> {
-        match word {
-            b"--dry-run" => Some(Action::DryRun),
-            b"--help" | b"-h" | b"help" => Some(Action::Help),
-            b"--version" | b"-v" | b"version" => Some(Action::Version),
-            _ => None,
-        }
-    }
-}
+/// The program arguments `Env::new` knows, and the action each asks for.
+const ACTIONS: &[(&str, Action)] = &[
+    ("--dry-run", Action::DryRun),
+    ("--help", Action::Help),
+    ("-h", Action::Help),
+    ("help", Action::Help),
+    ("--version", Action::Version),
+    ("-v", Action::Version),
+    ("version", Action::Version),
+];
 
 pub struct Env {
     pub action: Action,
@@ -62,7 +62,7 @@ impl Env {
         set(&mut e.config_dir, DEFAULT_CONFIG_DIR);
         set(&mut e.cmdline_path, PROC_CMDLINE);
         for a in args {
-            match Action::of_word(a) {
+            match lookup(ACTIONS, a) {
                 Some(action) => e.action = action,
                 // The kernel passes unknown boot words (`single`, runlevels) to init: they are
                 // for the real init, which gets the same argv after switch_root.
@@ -75,17 +75,29 @@ impl Env {
                 continue;
             };
             let (key, val) = (kv.get(..eq).unwrap_or(&[]), kv.get(eq + 1..).unwrap_or(&[]));
-            // The test seams of SPEC §2.
-            match key {
-                b"IMMUCORE_SYSROOT" => set(&mut e.sysroot, val),
-                b"IMMUCORE_CONFIG_DIR" => set(&mut e.config_dir, val),
-                b"HOST_PROC_CMDLINE" => set(&mut e.cmdline_path, val),
-                _ => {}
+            match lookup(SEAMS, key) {
+                Some(Seam::Sysroot) => set(&mut e.sysroot, val),
+                Some(Seam::ConfigDir) => set(&mut e.config_dir, val),
+                Some(Seam::CmdlinePath) => set(&mut e.cmdline_path, val),
+                None => {}
             }
         }
         e
     }
 }
+
+/// The test seams of SPEC §2: what each environment variable `Env::new` reads sets.
+#[derive(Clone, Copy)]
+enum Seam {
+    Sysroot,
+    ConfigDir,
+    CmdlinePath,
+}
+const SEAMS: &[(&str, Seam)] = &[
+    ("IMMUCORE_SYSROOT", Seam::Sysroot),
+    ("IMMUCORE_CONFIG_DIR", Seam::ConfigDir),
+    ("HOST_PROC_CMDLINE", Seam::CmdlinePath),
+];
 
 /// Sets `path` to `value` when it fits; an empty or overlong value leaves it as it is.
 fn set<const N: usize>(path: &mut Text<N>, value: &[u8]) {

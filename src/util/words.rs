@@ -1,5 +1,5 @@
-//! Space-separated word lists: a short list of byte words written as one string
-//! (`b"skip force"`), for the modules that look words up in such a list.
+//! Looking words up: in a table of (word, value) pairs, or in a space-separated list written as
+//! one string (`b"skip force"`).
 
 /// The words of the space-separated `list`, in order.
 pub fn words(list: &'static [u8]) -> impl Iterator<Item = &'static [u8]> {
@@ -11,6 +11,14 @@ pub fn words(list: &'static [u8]) -> impl Iterator<Item = &'static [u8]> {
 #[inline(never)]
 pub fn word_index(list: &[u8], word: &[u8]) -> Option<usize> {
     list.split(|&c| c == b' ').position(|w| w == word)
+}
+
+/// The value paired with `word` in `table`, a list of (word, value) pairs. (A table rather than
+/// a `match` on byte strings, which compiles every arm to its own inline comparison: several
+/// times the code, see size-report.md.)
+pub fn lookup<T: Copy>(table: &[(&str, T)], word: &[u8]) -> Option<T> {
+    let found = table.iter().find(|(name, _)| name.as_bytes() == word);
+    found.map(|&(_, value)| value)
 }
 
 #[cfg(test)]
@@ -31,5 +39,14 @@ mod tests {
         assert_eq!(word_index(b"skip force", b"for"), None);
         assert_eq!(word_index(b"skip force", b"skip force"), None);
         assert_eq!(word_index(b"a ", b""), Some(1));
+    }
+
+    #[test]
+    fn lookup_gives_the_paired_value() {
+        let table = [("no", 0), ("off", 0), ("yes", 1)];
+        assert_eq!(lookup(&table, b"off"), Some(0));
+        assert_eq!(lookup(&table, b"yes"), Some(1));
+        assert_eq!(lookup(&table, b"ye"), None);
+        assert_eq!(lookup(&table, b""), None);
     }
 }
