@@ -8,10 +8,12 @@
 //! A repeated key: `root=` and `cos-img/filename=` take their LAST value, as the kernel, dracut
 //! and systemd read `root=` (this is how an entry is overridden at the bootloader prompt); every
 //! other key takes its first value, and its `rd.immucore.*` spelling beats `rd.cos.*` whatever
-//! the order. An empty value (`key=`) counts as absent. [`KEYS`] says it key by key.
+//! the order. An empty value (`key=`) counts as absent. `KEYS` says it key by key. Volumes
+//! (`rd.cos.mount=` ones, then `rd.immucore.mount=`) are kept up to 16; an invalid one, and
+//! each one beyond 16, is skipped with a warning naming it.
 //!
-//! [`parse`] runs in three phases: [`tokenize`] splits the line into tokens, [`collect`] files
-//! each token under its key, and [`resolve`] turns what was collected into a [`Cmdline`].
+//! [`parse`] runs in three phases: `tokenize` splits the line into tokens, `collect` files
+//! each token under its key, and `resolve` turns what was collected into a [`Cmdline`].
 
 use crate::config::path::{check_path, normalize, normalize_device};
 use crate::util::fixed::{parse_u64, utf8_valid_up_to, List, Text};

@@ -5,6 +5,12 @@
 //! (the last ` #` of an unquoted line starts the comment, only `[A-Z0-9_]` names expand, a quote
 //! right after `\` never closes a value). It is stricter where godotenv silently produces garbage
 //! keys (a line without `=`, spaces inside a key).
+//!
+//! An entry of a list (`RW_PATHS`, `PERSISTENT_STATE_PATHS`, `CUSTOM_BIND_MOUNTS`, `VOLUMES`)
+//! that immucore refuses (a relative path, `..`, a volume without mount point, one too many) is
+//! skipped on its own, named in [`Layout::warnings`], and the rest of the layout applies. A
+//! refused single value (`OVERLAY`, `PERSISTENT_STATE_TARGET`) still refuses the layout: there
+//! is no safe part of it to keep.
 
 use crate::config::cmdline::{overlay_backing, volume_spec, BootState};
 use crate::config::path::{is_within, normalize};

@@ -43,7 +43,7 @@ pub struct Env {
 }
 
 impl Env {
-    /// Builds the run's settings from program arguments (without argv[0]) and `KEY=value`
+    /// Builds the run's settings from program arguments (without `argv[0]`) and `KEY=value`
     /// environment strings.
     pub fn new<'a>(
         args: impl Iterator<Item = &'a [u8]>,
