@@ -25,7 +25,8 @@ pub use crate::util::words::{word_index, words};
 /// Longest command line accepted (the kernel's own limit on x86 is 2048, other arches 4096).
 pub const MAX_CMDLINE: usize = 4096;
 const MAX_MOUNTS: usize = 16;
-const DEFAULT_OVERLAY: &[u8] = b"tmpfs:20%";
+/// Backing of `/run/overlay` when neither the command line nor the layout names one.
+pub const DEFAULT_OVERLAY: &[u8] = b"tmpfs:20%";
 /// The end of the warning for a refused overlay value (`number_warnings_name_their_defaults`
 /// checks that it names `DEFAULT_OVERLAY`).
 const USING_DEFAULT_OVERLAY: &[u8] = b", using tmpfs:20%";
@@ -230,15 +231,14 @@ const ONLY: u8 = 1;
 enum Overlong {
     /// Refuses the command line ("value too long"): cut, the value would name something else.
     Refused,
-    /// Nothing special: the key's own check judges the value (a number too large, a word we
-    /// do not know) and warns.
+    /// Nothing special: the key's own check judges the whole value (a number too large, a
+    /// word we do not know) and warns, quoting at most `limit` bytes of it.
     Judged,
 }
 use Overlong::{Judged, Refused};
 
 /// An effect of a bare key (its value, if any, is not read).
 #[derive(Clone, Copy)]
-#[cfg_attr(test, derive(Debug, PartialEq))]
 enum Flag {
     DebugRw,
     Debug,
@@ -292,6 +292,8 @@ const fn value(
     limit: usize,
     overlong: Overlong,
 ) -> KeySpec {
+    // Evaluated at compile time: a limit that does not fit fails the build.
+    assert!(limit <= u16::MAX as usize, "limit too large");
     let limit = limit as u16;
     let sets = Sets::Value {
         slot,
@@ -322,73 +324,33 @@ const fn out_of_scope(name: &'static str) -> KeySpec {
 /// scope). Single values: name, slot, rank, which repeated value wins, limit, what a longer
 /// value does. (A table rather than a `match` on byte strings, which compiles to a long chain
 /// of inline comparisons: about 8 KB of code, see size-report.md.)
+#[rustfmt::skip]
 const KEYS: &[KeySpec] = &[
-    value("root", Slot::Root, ONLY, Last, MAX_CMDLINE, Refused),
-    value("cos-img/filename", Slot::Image, ONLY, Last, 256, Refused),
-    value(
-        "rd.immucore.oemlabel",
-        Slot::OemLabel,
-        RD_IMMUCORE,
-        First,
-        64,
-        Refused,
-    ),
-    value(
-        "rd.cos.oemlabel",
-        Slot::OemLabel,
-        RD_COS,
-        First,
-        64,
-        Refused,
-    ),
-    value(
-        "rd.immucore.oemtimeout",
-        Slot::OemTimeout,
-        RD_IMMUCORE,
-        First,
-        24,
-        Judged,
-    ),
-    value(
-        "rd.cos.oemtimeout",
-        Slot::OemTimeout,
-        RD_COS,
-        First,
-        24,
-        Judged,
-    ),
-    value(
-        "rd.immucore.overlay",
-        Slot::Overlay,
-        RD_IMMUCORE,
-        First,
-        128,
-        Refused,
-    ),
-    value("rd.cos.overlay", Slot::Overlay, RD_COS, First, 128, Refused),
-    value(
-        "rd.immucore.sysrootwait",
-        Slot::SysrootWait,
-        ONLY,
-        First,
-        24,
-        Judged,
-    ),
-    value("fsck.mode", Slot::FsckMode, ONLY, First, 8, Judged),
-    value("fsck.repair", Slot::FsckRepair, ONLY, First, 8, Judged),
-    value("rd.shell", Slot::Shell, ONLY, First, 8, Judged),
-    value("init", Slot::Init, ONLY, First, 256, Refused),
-    mount("rd.cos.mount", MountList::Cos),
-    mount("rd.immucore.mount", MountList::Immucore),
-    flag("rd.cos.debugrw", Flag::DebugRw),
-    flag("rd.immucore.debugrw", Flag::DebugRw),
-    flag("rd.immucore.debug", Flag::Debug),
-    flag("rd.immucore.rebootonfailure", Flag::RebootOnFailure),
-    flag("rd.cos.disable", Flag::Disable),
-    flag("rd.immucore.disable", Flag::Disable),
-    flag("netboot", Flag::Disable),
-    flag("kairos.reset", Flag::Reset),
-    flag("recovery-mode", Flag::RecoveryMode),
+    //    name                       slot               rank         wins   limit        overlong
+    value("root",                    Slot::Root,        ONLY,        Last,  MAX_CMDLINE, Refused),
+    value("cos-img/filename",        Slot::Image,       ONLY,        Last,  256,         Refused),
+    value("rd.immucore.oemlabel",    Slot::OemLabel,    RD_IMMUCORE, First, 64,          Refused),
+    value("rd.cos.oemlabel",         Slot::OemLabel,    RD_COS,      First, 64,          Refused),
+    value("rd.immucore.oemtimeout",  Slot::OemTimeout,  RD_IMMUCORE, First, 24,          Judged),
+    value("rd.cos.oemtimeout",       Slot::OemTimeout,  RD_COS,      First, 24,          Judged),
+    value("rd.immucore.overlay",     Slot::Overlay,     RD_IMMUCORE, First, 128,         Refused),
+    value("rd.cos.overlay",          Slot::Overlay,     RD_COS,      First, 128,         Refused),
+    value("rd.immucore.sysrootwait", Slot::SysrootWait, ONLY,        First, 24,          Judged),
+    value("fsck.mode",               Slot::FsckMode,    ONLY,        First, 8,           Judged),
+    value("fsck.repair",             Slot::FsckRepair,  ONLY,        First, 8,           Judged),
+    value("rd.shell",                Slot::Shell,       ONLY,        First, 8,           Judged),
+    value("init",                    Slot::Init,        ONLY,        First, 256,         Refused),
+    mount("rd.cos.mount",                MountList::Cos),
+    mount("rd.immucore.mount",           MountList::Immucore),
+    flag("rd.cos.debugrw",               Flag::DebugRw),
+    flag("rd.immucore.debugrw",          Flag::DebugRw),
+    flag("rd.immucore.debug",            Flag::Debug),
+    flag("rd.immucore.rebootonfailure",  Flag::RebootOnFailure),
+    flag("rd.cos.disable",               Flag::Disable),
+    flag("rd.immucore.disable",          Flag::Disable),
+    flag("netboot",                      Flag::Disable),
+    flag("kairos.reset",                 Flag::Reset),
+    flag("recovery-mode",                Flag::RecoveryMode),
     out_of_scope("rd.immucore.uki"),
     out_of_scope("rd.immucore.securebootdisabled"),
     out_of_scope("kairos.config_url"),

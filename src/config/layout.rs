@@ -12,7 +12,7 @@
 //! refused single value (`OVERLAY`, `PERSISTENT_STATE_TARGET`) still refuses the layout: there
 //! is no safe part of it to keep.
 
-use crate::config::cmdline::{overlay_backing, volume_spec, BootState};
+use crate::config::cmdline::{overlay_backing, volume_spec, BootState, DEFAULT_OVERLAY};
 use crate::config::path::{is_within, normalize};
 use crate::util::fixed::{copy_bytes, utf8_valid_up_to, Full, List, Text};
 
@@ -366,7 +366,6 @@ const CUSTOM_BIND_MOUNTS: &str = "CUSTOM_BIND_MOUNTS";
 const EXTRA_PERSISTENT_STATE_PATHS: &str = "PERSISTENT_STATE_PATHS (extra-layout.env)";
 const DEFAULT_RW_PATHS: &[u8] = b"/etc /root /home /opt /srv /usr/local /var";
 const DEFAULT_STATE_TARGET: &[u8] = b"/usr/local/.state";
-const DEFAULT_OVERLAY: &[u8] = b"tmpfs:20%";
 
 /// The layout to apply.
 #[derive(Clone)]
