@@ -168,29 +168,16 @@ fn refused_command_lines_are_fatal_before_any_mount() {
         "immucore: error: kernel command line: contains .. (at '/..')",
         "invalid kernel command line: contains ..",
     );
-    case(
-        "root=LABEL=COS_ACTIVE cos-img/filename=cOS/active.img",
-        "immucore: error: kernel command line: not absolute (at 'cOS/active.img')",
-        "invalid kernel command line: not absolute",
-    );
+    // A relative name is joined to the images partition (issue 12 #15), and may not leave it.
     case(
         "root=LABEL=COS_ACTIVE cos-img/filename=../active.img",
-        "immucore: error: kernel command line: not absolute (at '../active.img')",
-        "invalid kernel command line: not absolute",
+        "immucore: error: kernel command line: contains .. (at '../active.img')",
+        "invalid kernel command line: contains ..",
     );
     case(
         "root=LABEL=COS_ACTIVE \"cos-img/filename=/cOS/my image.img\"",
         "immucore: error: kernel command line: contains a space, quote or backslash (at '/cOS/my image.img')",
         "invalid kernel command line: contains a space, quote or backslash",
-    );
-    // More extra volumes than the table holds.
-    let mounts: String = (0..17)
-        .map(|i| format!(" rd.cos.mount=LABEL=V{i}:/v{i}"))
-        .collect();
-    case(
-        &format!("{ACTIVE}{mounts}"),
-        "immucore: error: kernel command line: more than 16 mounts (at 'LABEL=V16:/v16')",
-        "invalid kernel command line: more than 16 mounts",
     );
     eprintln!("bad command lines tried: {tried}");
 }
@@ -266,7 +253,8 @@ fn tolerated_command_line_oddities_boot_with_the_documented_winner() {
     );
 
     // Duplicates: within a spelling the first non-empty value wins, rd.immucore.* beats rd.cos.*,
-    // the first root= wins, repeated flags are harmless.
+    // except root= and cos-img/filename=, whose last non-empty value wins (issue 12 #17);
+    // repeated flags are harmless.
     let o = t.boot(&Boot {
         cmdline: "root=LABEL=COS_PASSIVE root=LABEL=COS_ACTIVE cos-img/filename= \
                   cos-img/filename=/cOS/passive.img cos-img/filename=/cOS/active.img \
@@ -277,8 +265,8 @@ fn tolerated_command_line_oddities_boot_with_the_documented_winner() {
         ..Default::default()
     });
     o.expect_code(0);
-    assert_eq!(o.ok(0), "passive\n");
-    assert_eq!(o.ok(1), "cos-layout.env\npassive_mode\n");
+    assert_eq!(o.ok(0), "active\n");
+    assert_eq!(o.ok(1), "active_mode\ncos-layout.env\n");
     assert!(
         o.root_mount("/").has_opt("rw"),
         "rd.cos.debugrw twice: not rw"
@@ -510,54 +498,8 @@ fn refused_layout_files_skip_only_the_layout() {
     case(big.as_bytes(), false, " line 3: value too long");
     let unquoted = format!("{good}PERSISTENT_STATE_PATHS={}\n", "/c".repeat(4200));
     case(unquoted.as_bytes(), false, " line 3: value too long");
-    // Paths with `..`, relative paths, paths with control characters.
-    case(
-        format!("{good}PERSISTENT_STATE_PATHS=\"/etc/ssh /etc/../root\"\n").as_bytes(),
-        false,
-        ": PERSISTENT_STATE_PATHS '/etc/../root': contains ..",
-    );
-    case(
-        format!("{good}CUSTOM_BIND_MOUNTS=\"/home/..\"\n").as_bytes(),
-        false,
-        ": CUSTOM_BIND_MOUNTS '/home/..': contains ..",
-    );
-    case(
-        b"RW_PATHS=\"/var etc\"\n",
-        true,
-        ": RW_PATHS 'etc': not absolute",
-    );
-    case(
-        format!("{good}PERSISTENT_STATE_PATHS=\"./home\"\n").as_bytes(),
-        false,
-        ": PERSISTENT_STATE_PATHS './home': not absolute",
-    );
-    case(
-        format!("{good}VOLUMES=\"LABEL=COS_PERSISTENT:usr/local\"\n").as_bytes(),
-        false,
-        ": VOLUMES 'LABEL=COS_PERSISTENT:usr/local': no mount point",
-    );
-    case(
-        format!("{good}VOLUMES=\"LABEL=COS_PERSISTENT:/usr/../usr/local\"\n").as_bytes(),
-        false,
-        ": VOLUMES 'LABEL=COS_PERSISTENT:/usr/../usr/local': contains ..",
-    );
-    case(
-        format!("{good}VOLUMES=\"LABEL=COS_PERSISTENT\"\n").as_bytes(),
-        false,
-        ": VOLUMES 'LABEL=COS_PERSISTENT': no mount point",
-    );
-    // A newline inside a quoted list separates items: it can never end up inside a path, so
-    // the piece after it must stand on its own (here it does not: relative).
-    case(
-        format!("{good}CUSTOM_BIND_MOUNTS=\"/etc/ss\nh\"\n").as_bytes(),
-        false,
-        ": CUSTOM_BIND_MOUNTS 'h': not absolute",
-    );
-    case(
-        format!("{good}CUSTOM_BIND_MOUNTS=\"/etc/ss\\nh\"\n").as_bytes(),
-        false,
-        ": CUSTOM_BIND_MOUNTS 'h': not absolute",
-    );
+    // A bad entry of a list (a path with `..`, a relative path, a volume without mount point)
+    // is refused on its own: see `refused_layout_entries_skip_only_the_entry`.
     // Single paths are not split: a newline in them is refused.
     case(
         format!("{good}PERSISTENT_STATE_PATHS=/home\nPERSISTENT_STATE_TARGET=\"/usr/local/.st\\nate\"\n")
@@ -615,6 +557,201 @@ fn refused_layout_files_skip_only_the_layout() {
         " line 1: invalid character in key",
     );
     eprintln!("bad layout files tried: {tried}");
+}
+
+/// A layout with a bad entry in every list (issue 12 #4), next to good ones: a path with `..`,
+/// relative paths, a path with a space (two items, one not a path), volumes without a mount
+/// point or with `..`.
+const LAYOUT_WITH_BAD_ENTRIES: &str = "RW_PATHS=\"/var etc /etc /srv\"\n\
+    VOLUMES=\"LABEL=COS_PERSISTENT:/usr/local LABEL=COS_PERSISTENT:usr/local \
+    LABEL=COS_PERSISTENT:/usr/../x LABEL=COS_OEM\"\n\
+    PERSISTENT_STATE_PATHS=\"/etc/../root /etc/ssh ./home /home\"\n\
+    CUSTOM_BIND_MOUNTS=\"/home/.. /etc/ss\nh /srv/my data\"\n";
+
+/// Issue 12 #4: each refused entry is skipped on its own; load-config succeeds and every other
+/// entry applies. (Before: load-config failed, and the boot went on with read-only /etc and
+/// /var and nothing persistent.)
+#[test]
+fn refused_layout_entries_skip_only_the_entry() {
+    let t = Bench::new("bad-layout-entry");
+    let disk = t.attach(&standard_disk());
+    let o = t.boot(&Boot {
+        cmdline: ACTIVE,
+        layout: Some(LAYOUT_WITH_BAD_ENTRIES),
+        checks: &["cat /run/cos/cos-layout.env"],
+        ..Default::default()
+    });
+    o.expect_code(0);
+    assert_eq!(o.step_error("load-config"), None, "{}", o.dump());
+    assert!(
+        !o.timeline.contains("\"error\""),
+        "a step failed\n{}",
+        o.dump()
+    );
+    assert_root_mounts(
+        &o,
+        &[
+            "/",
+            "/oem",
+            "/var",
+            "/etc",
+            "/srv",
+            "/usr/local",
+            "/etc/ssh",
+            "/home",
+            "/etc/ss",
+            "/srv/my",
+        ],
+    );
+    for p in ["/var", "/etc", "/srv"] {
+        assert_eq!(o.root_mount(p).fstype, "overlay", "{p}\n{}", o.dump());
+    }
+    assert_eq!(o.root_mount("/usr/local").source, disk.part("persistent"));
+    for p in ["/etc/ssh", "/home", "/etc/ss", "/srv/my"] {
+        let m = o.root_mount(p);
+        assert!(
+            m.source == disk.part("persistent") && m.root == format!("/.state/{}.bind", dash(p)),
+            "{p}: not a bind of the persistent store: {m:?}\n{}",
+            o.dump()
+        );
+    }
+    // The layout the booted system reads is the one applied, without the refused entries.
+    let env = o.ok(0);
+    for l in [
+        "RW_PATHS=\"/var /etc /srv\"",
+        "PERSISTENT_STATE_PATHS=\"/etc/ssh /home /etc/ss /srv/my\"",
+        "VOLUMES=\"LABEL=COS_PERSISTENT:/usr/local\"",
+    ] {
+        assert!(
+            env.lines().any(|x| x == l),
+            "cos-layout.env lacks {l}:\n{env}"
+        );
+    }
+}
+
+/// Issue 12 #4: each refused layout entry is named in a warning in the log.
+#[test]
+#[ignore = "needs load-config (src/steps/overlay.rs) to log Layout::warnings: un-ignore after the merge"]
+fn refused_layout_entries_are_named_in_the_log() {
+    let t = Bench::new("bad-layout-entry-log");
+    let _disk = t.attach(&standard_disk());
+    let o = t.boot(&Boot {
+        cmdline: ACTIVE,
+        layout: Some(LAYOUT_WITH_BAD_ENTRIES),
+        ..Default::default()
+    });
+    o.expect_code(0);
+    for w in [
+        "RW_PATHS 'etc': not absolute, ignored",
+        "VOLUMES 'LABEL=COS_PERSISTENT:usr/local': no mount point, ignored",
+        "VOLUMES 'LABEL=COS_PERSISTENT:/usr/../x': contains .., ignored",
+        "VOLUMES 'LABEL=COS_OEM': no mount point, ignored",
+        "PERSISTENT_STATE_PATHS '/etc/../root': contains .., ignored",
+        "PERSISTENT_STATE_PATHS './home': not absolute, ignored",
+        "CUSTOM_BIND_MOUNTS '/home/..': contains .., ignored",
+        "CUSTOM_BIND_MOUNTS 'h': not absolute, ignored",
+        "CUSTOM_BIND_MOUNTS 'data': not absolute, ignored",
+    ] {
+        assert!(
+            o.stderr
+                .lines()
+                .any(|l| l.contains("warning") && l.ends_with(w)),
+            "stderr lacks the warning {w:?}\n{}",
+            o.dump()
+        );
+        assert!(
+            o.log
+                .lines()
+                .any(|l| l.contains("warning") && l.ends_with(w)),
+            "immucore.log lacks the warning {w:?}:\n{}",
+            o.log
+        );
+    }
+}
+
+/// Issue 12 #15: `cos-img/filename=` without the leading `/` names the same file at the top of
+/// the images partition, as upstream joins it (before: refused as "not absolute", no boot).
+#[test]
+fn relative_image_name_boots_from_the_images_partition() {
+    let t = Bench::new("relative-image");
+    let _disk = t.attach(&standard_disk());
+    let o = t.boot(&Boot {
+        cmdline: "root=LABEL=COS_ACTIVE cos-img/filename=cOS/active.img rd.cos.oemlabel=COS_OEM",
+        checks: &["cat $S/etc/image-name"],
+        ..Default::default()
+    });
+    o.expect_code(0);
+    assert_eq!(o.ok(0), "active\n");
+    o.expect_stderr("image /cOS/active.img");
+    assert!(
+        !o.timeline.contains("\"error\""),
+        "a step failed\n{}",
+        o.dump()
+    );
+}
+
+/// Issue 12 #16: more than 16 `rd.cos.mount=` volumes boot with the first 16; each surplus one
+/// is named in a warning (before: the whole command line was refused, no boot).
+#[test]
+fn surplus_cmdline_mounts_are_skipped_with_a_warning() {
+    let t = Bench::new("surplus-mounts");
+    let mut parts = standard_disk();
+    parts.push(part(
+        "data",
+        Fs {
+            label: "DATA",
+            mb: 8,
+            nodes: vec![Node::File("/data-marker", "data")],
+        },
+    ));
+    let disk = t.attach(&parts);
+    let mounts: String = (0..18)
+        .map(|i| format!(" rd.cos.mount=LABEL=DATA:/srv/d{i}"))
+        .collect();
+    let o = t.boot(&Boot {
+        cmdline: &format!("{ACTIVE}{mounts}"),
+        checks: &["cat $S/srv/d15/data-marker"],
+        ..Default::default()
+    });
+    o.expect_code(0);
+    // custom-mount mounts a device once, at the last mount point given for it: the 16th.
+    assert_eq!(o.ok(0), "data\n");
+    assert_eq!(o.root_mount("/srv/d15").source, disk.part("data"));
+    for i in [16, 17] {
+        assert!(
+            o.mount_at(&o.in_root(&format!("/srv/d{i}"))).is_none(),
+            "{}",
+            o.dump()
+        );
+        assert_log(
+            &o,
+            &format!(
+                "immucore: warning: rd.cos.mount=LABEL=DATA:/srv/d{i}: more than 16 mounts, ignored"
+            ),
+        );
+    }
+    assert!(
+        !o.timeline.contains("\"error\""),
+        "a step failed\n{}",
+        o.dump()
+    );
+}
+
+/// Issue 12 #17: `root=` given twice boots the last one, with the last `cos-img/filename=`, as
+/// the kernel, dracut and systemd read it (before: the first).
+#[test]
+fn repeated_root_boots_the_last_one() {
+    let t = Bench::new("repeated-root");
+    let _disk = t.attach(&standard_disk());
+    let o = t.boot(&Boot {
+        cmdline: "root=LABEL=COS_ACTIVE cos-img/filename=/cOS/active.img rd.cos.oemlabel=COS_OEM \
+                  root=LABEL=COS_PASSIVE cos-img/filename=/cOS/passive.img",
+        checks: &["cat $S/etc/image-name", "ls /run/cos"],
+        ..Default::default()
+    });
+    o.expect_code(0);
+    assert_eq!(o.ok(0), "passive\n");
+    assert_eq!(o.ok(1), "cos-layout.env\npassive_mode\n");
 }
 
 /// Repeated keys: the last assignment wins (godotenv), and repeating one thousands of times does

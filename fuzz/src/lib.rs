@@ -7,7 +7,7 @@
 
 use immucore::config::cmdline::{self, overlay_backing, volume_spec, Backing, Device, DeviceKind};
 use immucore::config::layout::{parse_env, EnvVars, Layout};
-use immucore::config::path::{check_path, dash_name, is_within, normalize};
+use immucore::config::path::{check_path, dash_name, is_within, normalize, normalize_device};
 use immucore::dev::gpt::gpt_partitions;
 use immucore::dev::probe::{probe_fs, BlockRead, FsType};
 use immucore::steps::fstab::Fstab;
@@ -233,7 +233,20 @@ pub fn check_device(spec: &[u8], d: Device) {
         show(p)
     );
     if d.kind == DeviceKind::Path {
-        assert_normalized(p);
+        // A device path keeps every rule of a normalized path except that it may contain `:`
+        // (every /dev/disk/by-path name has one).
+        let mut again = Text::<256>::new();
+        normalize_device(p, &mut again).expect("a device path normalizes");
+        assert_eq!(
+            again.as_bytes(),
+            p,
+            "normalize_device is not idempotent on {s}"
+        );
+        let colons_hidden: Vec<u8> = p
+            .iter()
+            .map(|&c| if c == b':' { b'_' } else { c })
+            .collect();
+        assert_normalized(&colons_hidden);
         assert!(p.len() <= 128);
         return;
     }

@@ -4,14 +4,29 @@
 //! keys here match exactly: `rd.immucore.debugrw` does not turn on `rd.immucore.debug`, and a
 //! `netboot` inside some other token does not select live mode. Quoting follows the kernel: a
 //! double quote may wrap spaces, anywhere in the token; the quotes themselves are dropped.
+//!
+//! A repeated key: `root=` and `cos-img/filename=` take their LAST value, as the kernel, dracut
+//! and systemd read `root=` (this is how an entry is overridden at the bootloader prompt); every
+//! other key takes its first value, and its `rd.immucore.*` spelling beats `rd.cos.*` whatever
+//! the order. An empty value (`key=`) counts as absent. `KEYS` says it key by key. Volumes
+//! (`rd.cos.mount=` ones, then `rd.immucore.mount=`) are kept up to 16; an invalid one, and
+//! each one beyond 16, is skipped with a warning naming it.
+//!
+//! [`parse`] runs in three phases: `tokenize` splits the line into tokens, `collect` files
+//! each token under its key, and `resolve` turns what was collected into a [`Cmdline`].
 
-use crate::config::path::{check_path, normalize};
-use crate::util::fixed::{packed_name, packed_names, parse_u64, utf8_valid_up_to, List, Text};
+use crate::config::path::{check_path, normalize, normalize_device};
+use crate::util::fixed::{parse_u64, utf8_valid_up_to, List, Text};
+use crate::util::words::lookup;
+/// The word-list helpers live in `util::words`; re-exported for the modules that import them
+/// from here.
+pub use crate::util::words::{word_index, words};
 
 /// Longest command line accepted (the kernel's own limit on x86 is 2048, other arches 4096).
 pub const MAX_CMDLINE: usize = 4096;
 const MAX_MOUNTS: usize = 16;
-const DEFAULT_OVERLAY: &[u8] = b"tmpfs:20%";
+/// Backing of `/run/overlay` when neither the command line nor the layout names one.
+pub const DEFAULT_OVERLAY: &[u8] = b"tmpfs:20%";
 /// The end of the warning for a refused overlay value (`number_warnings_name_their_defaults`
 /// checks that it names `DEFAULT_OVERLAY`).
 const USING_DEFAULT_OVERLAY: &[u8] = b", using tmpfs:20%";
@@ -47,42 +62,35 @@ pub enum BootState {
 }
 
 impl BootState {
-    /// Name of the `/run/cos/<sentinel>` file announcing the state to the booted system. (The
-    /// name tables below list the states in variant order.)
+    /// Name of the `/run/cos/<sentinel>` file announcing the state to the booted system.
     pub fn sentinel(self) -> &'static str {
-        packed_names!(
-            NAMES,
-            ENDS,
-            [
-                "active_mode",
-                "passive_mode",
-                "recovery_mode",
-                "autoreset_mode",
-                "live_mode",
-                "unknown"
-            ]
-        );
-        packed_name(NAMES, &ENDS, self as usize)
+        match self {
+            BootState::Active => "active_mode",
+            BootState::Passive => "passive_mode",
+            BootState::Recovery => "recovery_mode",
+            BootState::AutoReset => "autoreset_mode",
+            BootState::Live => "live_mode",
+            BootState::Unknown => "unknown",
+        }
     }
 
     /// Label of the partition holding the image files.
     pub fn images_label(self) -> Option<&'static str> {
-        packed_names!(
-            NAMES,
-            ENDS,
-            ["COS_STATE", "COS_STATE", "COS_RECOVERY", "COS_RECOVERY"]
-        );
-        non_empty(packed_name(NAMES, &ENDS, self as usize))
+        match self {
+            BootState::Active | BootState::Passive => Some("COS_STATE"),
+            BootState::Recovery | BootState::AutoReset => Some("COS_RECOVERY"),
+            BootState::Live | BootState::Unknown => None,
+        }
     }
 
     /// Filesystem label inside the root image.
     pub fn root_label(self) -> Option<&'static str> {
-        packed_names!(
-            NAMES,
-            ENDS,
-            ["COS_ACTIVE", "COS_PASSIVE", "COS_SYSTEM", "COS_SYSTEM"]
-        );
-        non_empty(packed_name(NAMES, &ENDS, self as usize))
+        match self {
+            BootState::Active => Some("COS_ACTIVE"),
+            BootState::Passive => Some("COS_PASSIVE"),
+            BootState::Recovery | BootState::AutoReset => Some("COS_SYSTEM"),
+            BootState::Live | BootState::Unknown => None,
+        }
     }
 
     /// Sub-directory of the sysext/confext stores used in this state.
@@ -94,17 +102,17 @@ impl BootState {
         }
     }
 
-    /// `active`, `passive`, `recovery`, `autoreset`, `live` or `unknown`: the sentinel name
-    /// without its `_mode` (one table of strings instead of two).
+    /// The state's name in the log: the sentinel without its `_mode`.
     pub fn name(self) -> &'static str {
-        let sentinel = self.sentinel();
-        sentinel.strip_suffix("_mode").unwrap_or(sentinel)
+        match self {
+            BootState::Active => "active",
+            BootState::Passive => "passive",
+            BootState::Recovery => "recovery",
+            BootState::AutoReset => "autoreset",
+            BootState::Live => "live",
+            BootState::Unknown => "unknown",
+        }
     }
-}
-
-/// `None` for the empty name `packed_name` gives the states without one (live, unknown).
-fn non_empty(name: &'static str) -> Option<&'static str> {
-    Some(name).filter(|n| !n.is_empty())
 }
 
 /// Normal boot from an image, or live/disabled (reference §7.3).
@@ -140,14 +148,16 @@ pub enum FsckRepair {
 pub struct Cmdline {
     pub mode: Mode,
     pub state: BootState,
-    /// `cos-img/filename=`, normalized; empty when absent.
+    /// `cos-img/filename=` (the last one), normalized; empty when absent. A name without the
+    /// leading `/` is read from the top of the images partition, as upstream joins it.
     pub image: Text<256>,
     /// Empty: the caller looks for a `COS_OEM` filesystem.
     pub oem_label: Text<64>,
     pub oem_timeout_s: u32,
     /// Backing of `/run/overlay`, always valid for [`overlay_backing`].
     pub overlay: Text<128>,
-    /// Valid `<device>:<mountpoint>` specs as given: `rd.cos.mount=` ones, then `rd.immucore.mount=`.
+    /// Valid `<device>:<mountpoint>` specs as given: `rd.cos.mount=` ones, then
+    /// `rd.immucore.mount=`; at most 16, the surplus skipped with a warning naming it.
     pub mounts: List<2048, MAX_MOUNTS>,
     pub debugrw: bool,
     pub debug: bool,
@@ -181,91 +191,367 @@ fn error(reason: &'static str, token: &[u8]) -> CmdlineError {
     e
 }
 
+// ---------------------------------------------------------------------------------------------
+// The keys
+
+/// Where a single-valued key's value goes (one per `Cmdline` setting; two spellings of a key
+/// share one).
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(test, derive(Debug))]
+enum Slot {
+    Root,
+    Image,
+    OemLabel,
+    OemTimeout,
+    Overlay,
+    SysrootWait,
+    FsckMode,
+    FsckRepair,
+    Shell,
+    Init,
+}
+
+/// Which value of a repeated key counts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wins {
+    First,
+    Last,
+}
+use Wins::{First, Last};
+
+/// How a spelling ranks: a value of a higher rank beats any value of a lower one, whatever the
+/// order on the line.
+const RD_COS: u8 = 1;
+const RD_IMMUCORE: u8 = 2;
+/// A key with a single spelling.
+const ONLY: u8 = 1;
+
+/// What a value longer than `limit` bytes does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Overlong {
+    /// Refuses the command line ("value too long"): cut, the value would name something else.
+    Refused,
+    /// Nothing special: the key's own check judges the whole value (a number too large, a
+    /// word we do not know) and warns, quoting at most `limit` bytes of it.
+    Judged,
+}
+use Overlong::{Judged, Refused};
+
+/// An effect of a bare key (its value, if any, is not read).
+#[derive(Clone, Copy)]
+enum Flag {
+    DebugRw,
+    Debug,
+    RebootOnFailure,
+    /// Live mode: immucore mounts nothing of its own.
+    Disable,
+    Reset,
+    RecoveryMode,
+}
+
+/// Which list a volume spec goes to: upstream merges every `rd.cos.mount=` before every
+/// `rd.immucore.mount=`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MountList {
+    Cos,
+    Immucore,
+}
+
+/// What a key sets.
+#[derive(Clone, Copy)]
+enum Sets {
+    /// A single value: its slot, the rank of this spelling, which repeated value counts, its
+    /// longest value in bytes (for kept values, the capacity of the `Cmdline` field) and what a
+    /// longer one does.
+    Value {
+        slot: Slot,
+        rank: u8,
+        wins: Wins,
+        limit: u16,
+        overlong: Overlong,
+    },
+    /// One more volume spec.
+    Mount(MountList),
+    Flag(Flag),
+    /// An upstream feature out of scope (UKI, in-RAM, remote config): named in a debug line.
+    OutOfScope,
+}
+
+/// A key `parse` knows, and what it sets.
+struct KeySpec {
+    name: &'static str,
+    sets: Sets,
+}
+
+/// A row of [`KEYS`] for a single-valued key.
+const fn value(
+    name: &'static str,
+    slot: Slot,
+    rank: u8,
+    wins: Wins,
+    limit: usize,
+    overlong: Overlong,
+) -> KeySpec {
+    // Evaluated at compile time: a limit that does not fit fails the build.
+    assert!(limit <= u16::MAX as usize, "limit too large");
+    let limit = limit as u16;
+    let sets = Sets::Value {
+        slot,
+        rank,
+        wins,
+        limit,
+        overlong,
+    };
+    KeySpec { name, sets }
+}
+
+const fn mount(name: &'static str, list: MountList) -> KeySpec {
+    let sets = Sets::Mount(list);
+    KeySpec { name, sets }
+}
+
+const fn flag(name: &'static str, flag: Flag) -> KeySpec {
+    let sets = Sets::Flag(flag);
+    KeySpec { name, sets }
+}
+
+const fn out_of_scope(name: &'static str) -> KeySpec {
+    let sets = Sets::OutOfScope;
+    KeySpec { name, sets }
+}
+
+/// Every key `parse` knows (and, like `kairos.ram`, each `kairos.ram.*` option is out of
+/// scope). Single values: name, slot, rank, which repeated value wins, limit, what a longer
+/// value does. (A table rather than a `match` on byte strings, which compiles to a long chain
+/// of inline comparisons: about 8 KB of code, see size-report.md.)
+#[rustfmt::skip]
+const KEYS: &[KeySpec] = &[
+    //    name                       slot               rank         wins   limit        overlong
+    value("root",                    Slot::Root,        ONLY,        Last,  MAX_CMDLINE, Refused),
+    value("cos-img/filename",        Slot::Image,       ONLY,        Last,  256,         Refused),
+    value("rd.immucore.oemlabel",    Slot::OemLabel,    RD_IMMUCORE, First, 64,          Refused),
+    value("rd.cos.oemlabel",         Slot::OemLabel,    RD_COS,      First, 64,          Refused),
+    value("rd.immucore.oemtimeout",  Slot::OemTimeout,  RD_IMMUCORE, First, 24,          Judged),
+    value("rd.cos.oemtimeout",       Slot::OemTimeout,  RD_COS,      First, 24,          Judged),
+    value("rd.immucore.overlay",     Slot::Overlay,     RD_IMMUCORE, First, 128,         Refused),
+    value("rd.cos.overlay",          Slot::Overlay,     RD_COS,      First, 128,         Refused),
+    value("rd.immucore.sysrootwait", Slot::SysrootWait, ONLY,        First, 24,          Judged),
+    value("fsck.mode",               Slot::FsckMode,    ONLY,        First, 8,           Judged),
+    value("fsck.repair",             Slot::FsckRepair,  ONLY,        First, 8,           Judged),
+    value("rd.shell",                Slot::Shell,       ONLY,        First, 8,           Judged),
+    value("init",                    Slot::Init,        ONLY,        First, 256,         Refused),
+    mount("rd.cos.mount",                MountList::Cos),
+    mount("rd.immucore.mount",           MountList::Immucore),
+    flag("rd.cos.debugrw",               Flag::DebugRw),
+    flag("rd.immucore.debugrw",          Flag::DebugRw),
+    flag("rd.immucore.debug",            Flag::Debug),
+    flag("rd.immucore.rebootonfailure",  Flag::RebootOnFailure),
+    flag("rd.cos.disable",               Flag::Disable),
+    flag("rd.immucore.disable",          Flag::Disable),
+    flag("netboot",                      Flag::Disable),
+    flag("kairos.reset",                 Flag::Reset),
+    flag("recovery-mode",                Flag::RecoveryMode),
+    out_of_scope("rd.immucore.uki"),
+    out_of_scope("rd.immucore.securebootdisabled"),
+    out_of_scope("kairos.config_url"),
+    out_of_scope("cos.setup"),
+    out_of_scope("kairos.ram"),
+];
+
+/// What `key` sets; `None` for a key `parse` does not know.
+fn key_spec(key: &[u8]) -> Option<Sets> {
+    match KEYS.iter().find(|spec| spec.name.as_bytes() == key) {
+        Some(spec) => Some(spec.sets),
+        None if key.starts_with(b"kairos.ram.") => Some(Sets::OutOfScope),
+        None => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phase 1: tokenize
+
+/// Where a token, key or value lies in [`Collected::line`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(test, derive(Debug))]
+struct Span {
+    // `u16`: a line is at most `MAX_CMDLINE` (4096) bytes, and a smaller `Choice` is copied
+    // with less code.
+    start: u16,
+    len: u16,
+}
+
+impl Span {
+    /// The bytes of `line` the span covers.
+    fn of(self, line: &[u8]) -> &[u8] {
+        let start = usize::from(self.start);
+        line.get(start..start + usize::from(self.len))
+            .unwrap_or(&[])
+    }
+}
+
 fn is_space(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c')
 }
 
-/// Where each single-valued parameter is kept in `parse` (`u8`, which keeps `KEYS` small).
-const ROOT: u8 = 0;
-const IMAGE: u8 = 1;
-const OEM_LABEL: u8 = 2;
-const OEM_TIMEOUT: u8 = 3;
-const OVERLAY: u8 = 4;
-const SYSROOT_WAIT: u8 = 5;
-const FSCK_MODE: u8 = 6;
-const FSCK_REPAIR: u8 = 7;
-const SHELL: u8 = 8;
-const INIT: u8 = 9;
-const VALUES: usize = 10;
+/// Splits the next token off `rest` the way the kernel does (a double quote may wrap spaces,
+/// anywhere in the token) and appends it without its quotes to `line` at `used`. Returns where
+/// the unquoted token lies, or the raw token when its quote is never closed; `None` at the end
+/// of the line. `line` holds any line of at most `MAX_CMDLINE` bytes: unquoting never grows.
+#[inline(never)]
+fn tokenize<'a>(
+    rest: &mut &'a [u8],
+    line: &mut [u8; MAX_CMDLINE],
+    used: &mut usize,
+) -> Option<Result<Span, &'a [u8]>> {
+    let skip = rest.iter().position(|&c| !is_space(c))?;
+    let start = *used;
+    let mut in_quote = false;
+    let mut end = skip;
+    for &c in rest.get(skip..).unwrap_or(&[]) {
+        if is_space(c) && !in_quote {
+            break;
+        }
+        end += 1;
+        if c == b'"' {
+            in_quote = !in_quote;
+        } else if let Some(slot) = line.get_mut(*used) {
+            *slot = c;
+            *used += 1;
+        }
+    }
+    let raw = rest.get(skip..end).unwrap_or(&[]);
+    *rest = rest.get(end..).unwrap_or(&[]);
+    if in_quote {
+        return Some(Err(raw));
+    }
+    let len = *used - start;
+    // Both at most MAX_CMDLINE: they fit a u16.
+    let (start, len) = (start as u16, len as u16);
+    Some(Ok(Span { start, len }))
+}
 
-/// Longest value of each parameter above (for kept values, the capacity of their `Cmdline`
-/// field), and whether a longer one is refused ("value too long"). Numbers that do not fit are
-/// reported as bad numbers instead, and unknown words just mean "default", so those are only
-/// judged at the end. (`u16`: a smaller table.)
-const LIMITS: [(u16, bool); VALUES] = [
-    (4096, true), // ROOT (MAX_CMDLINE)
-    (256, true),  // IMAGE
-    (64, true),   // OEM_LABEL
-    (24, false),  // OEM_TIMEOUT
-    (128, true),  // OVERLAY
-    (24, false),  // SYSROOT_WAIT
-    (8, false),   // FSCK_MODE
-    (8, false),   // FSCK_REPAIR
-    (8, false),   // SHELL
-    (256, true),  // INIT
-];
+// ---------------------------------------------------------------------------------------------
+// Phase 2: collect
 
-/// A single-valued parameter: the first non-empty value of the highest-ranked spelling
-/// (`rd.immucore.*` = 2 beats `rd.cos.*` = 1); `rank` 0 while absent.
+/// The value chosen so far for a slot: where its key (the spelling used) and value lie, and
+/// what the row of that spelling says about its length. `rank` 0: absent.
 #[derive(Clone, Copy)]
 struct Choice {
     rank: u8,
-    /// Where the key (the spelling used) starts in the unquoted tokens; the value follows it
-    /// after its `=`.
-    key: usize,
-    /// Where the value lies in the unquoted tokens.
-    start: usize,
-    len: usize,
+    key: Span,
+    value: Span,
+    limit: u16,
+    overlong: Overlong,
 }
 
-/// What was chosen for a parameter: key, value (cut to the limit), and whether it was longer.
-type Chosen<'a> = Option<(&'a [u8], &'a [u8], bool)>;
+/// All zero bytes (only `rank` counts while absent; `Refused` is the first variant), so the
+/// choices start cleared at once instead of copied from a table: 170 bytes less code.
+const ABSENT: Choice = Choice {
+    rank: 0,
+    key: Span { start: 0, len: 0 },
+    value: Span { start: 0, len: 0 },
+    limit: 0,
+    overlong: Refused,
+};
 
-/// The choices of `parse` and `unquoted`, the tokens they point into. The helpers below take
-/// it with a slot, so each use is one call.
-struct Picks<'a> {
-    choices: &'a [Choice; VALUES],
-    unquoted: &'a [u8],
+/// The choice of every slot.
+#[derive(Clone, Copy)]
+struct Choices {
+    root: Choice,
+    image: Choice,
+    oem_label: Choice,
+    oem_timeout: Choice,
+    overlay: Choice,
+    sysroot_wait: Choice,
+    fsck_mode: Choice,
+    fsck_repair: Choice,
+    shell: Choice,
+    init: Choice,
 }
 
-/// The choice in `slot`, resolved.
-#[inline(never)]
-fn chosen<'a>(picks: &Picks<'a>, slot: u8) -> Chosen<'a> {
-    let unquoted = picks.unquoted;
-    let slot = usize::from(slot);
-    let choice = picks.choices.get(slot)?;
-    if choice.rank == 0 {
-        return None;
+impl Choices {
+    fn slot(&mut self, slot: Slot) -> &mut Choice {
+        match slot {
+            Slot::Root => &mut self.root,
+            Slot::Image => &mut self.image,
+            Slot::OemLabel => &mut self.oem_label,
+            Slot::OemTimeout => &mut self.oem_timeout,
+            Slot::Overlay => &mut self.overlay,
+            Slot::SysrootWait => &mut self.sysroot_wait,
+            Slot::FsckMode => &mut self.fsck_mode,
+            Slot::FsckRepair => &mut self.fsck_repair,
+            Slot::Shell => &mut self.shell,
+            Slot::Init => &mut self.init,
+        }
     }
-    let value = unquoted.get(choice.start..choice.start + choice.len)?;
-    let limit = usize::from(LIMITS.get(slot)?.0);
-    let name = unquoted.get(choice.key..choice.start.checked_sub(1)?)?;
-    Some((
-        name,
-        value.get(..limit).unwrap_or(value),
-        value.len() > limit,
-    ))
 }
 
-/// Which word of the space-separated `list` was chosen: 0 when the key is absent, `n` for its
-/// `n`th word, `usize::MAX` for any other value (including one cut to its limit).
-fn word(picks: &Picks<'_>, slot: u8, list: &'static [u8]) -> usize {
-    let Some((_, value, cut)) = chosen(picks, slot) else {
-        return 0;
-    };
-    match word_index(list, value) {
-        Some(i) if !cut => i + 1,
-        _ => usize::MAX,
+/// The bare keys present.
+#[derive(Clone, Copy, Default)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
+struct Flags {
+    debugrw: bool,
+    debug: bool,
+    reboot_on_failure: bool,
+    disable: bool,
+    reset: bool,
+    recovery_mode: bool,
+}
+
+impl Flags {
+    fn set(&mut self, flag: Flag) {
+        let bit = match flag {
+            Flag::DebugRw => &mut self.debugrw,
+            Flag::Debug => &mut self.debug,
+            Flag::RebootOnFailure => &mut self.reboot_on_failure,
+            Flag::Disable => &mut self.disable,
+            Flag::Reset => &mut self.reset,
+            Flag::RecoveryMode => &mut self.recovery_mode,
+        };
+        *bit = true;
+    }
+}
+
+/// What [`collect`] gathered for [`resolve`].
+struct Collected {
+    /// Every token without its quotes, back to back: the choices point into it.
+    line: [u8; MAX_CMDLINE],
+    used: usize,
+    choices: Choices,
+    flags: Flags,
+    /// `rd.immucore.mount=` specs, appended to `Cmdline::mounts` at the end.
+    late_mounts: List<2048, MAX_MOUNTS>,
+}
+
+/// No choice made yet.
+const NO_CHOICES: Choices = Choices {
+    root: ABSENT,
+    image: ABSENT,
+    oem_label: ABSENT,
+    oem_timeout: ABSENT,
+    overlay: ABSENT,
+    sysroot_wait: ABSENT,
+    fsck_mode: ABSENT,
+    fsck_repair: ABSENT,
+    shell: ABSENT,
+    init: ABSENT,
+};
+
+impl Collected {
+    /// Nothing collected yet. (Not a constant: a constant that is not all zeros would be kept
+    /// whole, line buffer and all, in the binary, to be copied.)
+    fn new() -> Collected {
+        Collected {
+            line: [0; MAX_CMDLINE],
+            used: 0,
+            choices: NO_CHOICES,
+            flags: Flags::default(),
+            late_mounts: List::new(),
+        }
+    }
+
+    fn get(&self, span: Span) -> &[u8] {
+        span.of(&self.line)
     }
 }
 
@@ -284,39 +570,180 @@ fn warn(warnings: &mut List<1024, 8>, key: &[u8], value: &[u8], reason: &[u8], t
     let _ = warnings.push(msg.as_bytes());
 }
 
-/// The value chosen in `slot` if `check` accepts it; otherwise a warning ending in `then`, and
-/// nothing.
-fn checked<'a>(
-    picks: &Picks<'a>,
-    slot: u8,
-    check: fn(&[u8]) -> Result<(), &'static str>,
-    then: &[u8],
+/// Keeps a valid mount spec; an invalid one, or one more than 16, is skipped with a warning.
+/// The error: the specs no longer fit in their bytes (the boot stops).
+fn add_mount(
+    mounts: &mut List<2048, MAX_MOUNTS>,
     warnings: &mut List<1024, 8>,
-) -> &'a [u8] {
-    let Some((key, value, _)) = chosen(picks, slot) else {
-        return &[];
-    };
-    match check(value) {
-        Ok(()) => value,
-        Err(reason) => {
-            warn(warnings, key, value, reason.as_bytes(), then);
-            &[]
+    key: &[u8],
+    value: &[u8],
+) -> Result<(), CmdlineError> {
+    let refused = match volume_spec(value) {
+        Err(reason) => reason,
+        Ok(_) if mounts.len() >= MAX_MOUNTS => "more than 16 mounts",
+        Ok(_) => {
+            return mounts
+                .push(value)
+                .map_err(|_| error("mount specs too long in total", value))
         }
-    }
+    };
+    warn(warnings, key, value, refused.as_bytes(), b", ignored");
+    Ok(())
 }
 
-/// The number chosen in `slot`, or the default of `rule` with its warning when it is not one
-/// (or is below its minimum).
-fn number(picks: &Picks<'_>, slot: u8, rule: &NumberRule, warnings: &mut List<1024, 8>) -> u32 {
-    let Some((key, value, cut)) = chosen(picks, slot) else {
-        return rule.default;
+/// The key and value of `token` (`text`, its bytes): around its first `=`; without one the
+/// whole token is the key and the value is empty.
+fn split_at_equals(token: Span, text: &[u8]) -> (Span, Span) {
+    // A position in the token, so at most MAX_CMDLINE: it fits a u16.
+    let key_len = text.iter().position(|&c| c == b'=').unwrap_or(text.len()) as u16;
+    let value_len = token.len.saturating_sub(key_len + 1);
+    let key = Span {
+        len: key_len,
+        ..token
     };
-    match parse_u64(value).and_then(|n| u32::try_from(n).ok()) {
-        Some(n) if !cut && n >= rule.min => n,
-        _ => {
-            warn(warnings, key, value, rule.bad, b"");
-            rule.default
+    let value = Span {
+        start: token.start + token.len - value_len,
+        len: value_len,
+    };
+    (key, value)
+}
+
+/// Reads the command line (`body`, at most `MAX_CMDLINE` bytes) token by token into `col`:
+/// the choice of each single-valued key, the flags, the mounts. Mounts, ignored keys and
+/// warnings go straight to `c`. The error: an unterminated quote, or mount specs too long.
+fn collect(body: &[u8], col: &mut Collected, c: &mut Cmdline) -> Result<(), CmdlineError> {
+    let mut rest = body;
+    while let Some(token) = tokenize(&mut rest, &mut col.line, &mut col.used) {
+        let token = token.map_err(|raw| error("unterminated quote", raw))?;
+        let (key, value) = split_at_equals(token, col.get(token));
+        let Some(sets) = key_spec(col.get(key)) else {
+            continue;
+        };
+        match sets {
+            Sets::Value {
+                slot,
+                rank,
+                wins,
+                limit,
+                overlong,
+            } => {
+                let choice = col.choices.slot(slot);
+                let wins = match wins {
+                    First => rank > choice.rank,
+                    Last => rank >= choice.rank,
+                };
+                if value.len > 0 && wins {
+                    *choice = Choice {
+                        rank,
+                        key,
+                        value,
+                        limit,
+                        overlong,
+                    };
+                }
+            }
+            Sets::Mount(list) if value.len > 0 => {
+                let mounts = match list {
+                    MountList::Cos => &mut c.mounts,
+                    MountList::Immucore => &mut col.late_mounts,
+                };
+                let (key, value) = (key.of(&col.line), value.of(&col.line));
+                add_mount(mounts, &mut c.warnings, key, value)?;
+            }
+            Sets::Mount(_) => {}
+            Sets::Flag(flag) => col.flags.set(flag),
+            Sets::OutOfScope => note_ignored(&mut c.ignored, col.get(key)),
         }
+    }
+    for spec in col.late_mounts.iter() {
+        add_mount(&mut c.mounts, &mut c.warnings, b"rd.immucore.mount", spec)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phase 3: resolve
+
+/// Why `resolve` refuses the command line, and the offending text in [`Collected::line`].
+type Refusal = (&'static str, Span);
+
+/// A chosen value: the key spelling used, and the value.
+struct Chosen<'a> {
+    key: &'a [u8],
+    value: &'a [u8],
+}
+
+impl Collected {
+    /// The value chosen in `choice`, `None` when absent; a refused overlong value is an error.
+    /// An overlong value that is judged comes back cut to its limit.
+    fn chosen(&self, choice: &Choice) -> Result<Option<Chosen<'_>>, Refusal> {
+        if choice.rank == 0 {
+            return Ok(None);
+        }
+        let value = self.get(choice.value);
+        let limit = usize::from(choice.limit);
+        if value.len() > limit && choice.overlong == Refused {
+            let whole = Span {
+                len: choice.key.len + 1 + choice.value.len,
+                ..choice.key
+            };
+            return Err(("value too long", whole));
+        }
+        Ok(Some(Chosen {
+            key: self.get(choice.key),
+            value: value.get(..limit).unwrap_or(value),
+        }))
+    }
+
+    /// The value chosen in `choice` if `check` accepts it; otherwise a warning ending in
+    /// `then`, and nothing.
+    fn checked(
+        &self,
+        choice: &Choice,
+        check: fn(&[u8]) -> Result<(), &'static str>,
+        then: &[u8],
+        warnings: &mut List<1024, 8>,
+    ) -> Result<&[u8], Refusal> {
+        let Some(Chosen { key, value }) = self.chosen(choice)? else {
+            return Ok(&[]);
+        };
+        Ok(match check(value) {
+            Ok(()) => value,
+            Err(reason) => {
+                warn(warnings, key, value, reason.as_bytes(), then);
+                &[]
+            }
+        })
+    }
+
+    /// The number chosen in `choice`, or the default of `rule` with its warning when it is not
+    /// one (or is below its minimum).
+    fn number(
+        &self,
+        choice: &Choice,
+        rule: &NumberRule,
+        warnings: &mut List<1024, 8>,
+    ) -> Result<u32, Refusal> {
+        let Some(Chosen { key, value }) = self.chosen(choice)? else {
+            return Ok(rule.default);
+        };
+        let whole = self.get(choice.value);
+        Ok(match parse_u64(whole).and_then(|n| u32::try_from(n).ok()) {
+            Some(n) if n >= rule.min => n,
+            _ => {
+                warn(warnings, key, value, rule.bad, b"");
+                rule.default
+            }
+        })
+    }
+
+    /// The word chosen in `choice` (empty when absent).
+    fn word(&self, choice: &Choice) -> Result<&[u8], Refusal> {
+        Ok(match self.chosen(choice)? {
+            // The whole value: a cut one is no word we know.
+            Some(_) => self.get(choice.value),
+            None => &[],
+        })
     }
 }
 
@@ -327,155 +754,102 @@ fn root_state(value: &[u8]) -> (bool, Option<BootState>) {
         Some(rest) => (true, rest),
         None => (false, value),
     };
-    const PREFIXES: &[u8] = b"LABEL= CDLABEL= /dev/disk/by-label/";
-    // The labels, then the state of each.
-    const LABELS: &[u8] = b"COS_ACTIVE COS_PASSIVE COS_RECOVERY COS_SYSTEM";
-    const STATES: [BootState; 4] = [
-        BootState::Active,
-        BootState::Passive,
-        BootState::Recovery,
-        BootState::Recovery,
+    const PREFIXES: [&str; 3] = ["LABEL=", "CDLABEL=", "/dev/disk/by-label/"];
+    const STATES: &[(&str, BootState)] = &[
+        ("COS_ACTIVE", BootState::Active),
+        ("COS_PASSIVE", BootState::Passive),
+        ("COS_RECOVERY", BootState::Recovery),
+        ("COS_SYSTEM", BootState::Recovery),
     ];
-    let label = words(PREFIXES).find_map(|p| rest.strip_prefix(p));
-    let state = label.and_then(|l| word_index(LABELS, l));
-    (live, state.and_then(|i| STATES.get(i).copied()))
+    let label = PREFIXES
+        .iter()
+        .find_map(|p| rest.strip_prefix(p.as_bytes()));
+    (live, label.and_then(|l| lookup(STATES, l)))
 }
 
-/// Keeps a valid mount spec, or warns and skips an invalid one; the error is why the spec
-/// does not fit.
-fn add_mount(
-    mounts: &mut List<2048, MAX_MOUNTS>,
-    warnings: &mut List<1024, 8>,
-    key: &[u8],
-    value: &[u8],
-) -> Result<(), &'static str> {
-    if value.is_empty() {
-        return Ok(());
+/// The image path of a `cos-img/filename=` value, normalized into `image`. Upstream joins the
+/// value to the images partition's mount point, so `cOS/active.img` names `/cOS/active.img`.
+fn image_path(value: &[u8], image: &mut Text<256>) -> Result<(), &'static str> {
+    let mut absolute: Text<257> = Text::new();
+    if value.first() != Some(&b'/') {
+        absolute.push_lossy(b"/");
     }
-    if let Err(reason) = volume_spec(value) {
-        warn(warnings, key, value, reason.as_bytes(), b", ignored");
-        return Ok(());
+    // Never cut: the value is at most 256 bytes (`KEYS`).
+    absolute.push_lossy(value);
+    normalize(absolute.as_bytes(), image)
+}
+
+/// Turns what `collect` gathered into the settings of `c`, defaults applied. The error: a
+/// value that cannot be used and has no safe default (an image path that escapes, a value too
+/// long to keep).
+fn resolve(col: &Collected, c: &mut Cmdline) -> Result<(), Refusal> {
+    let choices = &col.choices;
+    if let Some(image) = col.chosen(&choices.image)? {
+        // The error names the value as given.
+        image_path(image.value, &mut c.image).map_err(|reason| (reason, choices.image.value))?;
     }
-    mounts.push(value).map_err(|_| why_full(mounts))
-}
+    let warnings = &mut c.warnings;
+    let oem_then = b", looking for COS_OEM";
+    let oem = col.checked(&choices.oem_label, check_tag, oem_then, warnings)?;
+    c.oem_label.push_lossy(oem);
+    let overlay_ok = |value: &[u8]| overlay_backing(value).map(drop);
+    let overlay = col.checked(
+        &choices.overlay,
+        overlay_ok,
+        USING_DEFAULT_OVERLAY,
+        warnings,
+    )?;
+    c.overlay.push_lossy(match overlay {
+        [] => DEFAULT_OVERLAY,
+        spec => spec,
+    });
+    let init = col.checked(&choices.init, check_path, b", using the default", warnings)?;
+    c.init.push_lossy(init);
 
-/// Why a spec did not fit in `mounts`: too many of them, or too many bytes.
-#[inline(never)]
-fn why_full(mounts: &List<2048, MAX_MOUNTS>) -> &'static str {
-    if mounts.len() >= MAX_MOUNTS {
-        "more than 16 mounts"
-    } else {
-        "mount specs too long in total"
-    }
-}
-
-/// Flags set by bare keys.
-const DEBUG_RW: u8 = 1;
-const DEBUG: u8 = 2;
-const REBOOT_ON_FAILURE: u8 = 4;
-const DISABLE: u8 = 8;
-const RESET: u8 = 16;
-const RECOVERY_MODE: u8 = 32;
-
-/// What a command line key sets.
-#[derive(Clone, Copy)]
-enum Key {
-    /// The single-valued parameter kept in this slot (see `LIMITS`).
-    Value(u8),
-    CosMount,
-    ImmucoreMount,
-    /// These flag bits.
-    Flag(u8),
-    /// Upstream features out of scope (UKI, in-RAM, remote config): named for a debug line.
-    OutOfScope,
-}
-
-/// Defines `KEY_NAMES`, the names of the keys `parse` knows, each followed by a space (one
-/// string: a string slice per key would take 16 bytes of table each), and `KEYS`, what each one
-/// sets, in the same order.
-macro_rules! keys {
-    ($($name:literal => $key:expr, $rank:literal;)*) => {
-        const KEY_NAMES: &str = concat!($($name, " "),*);
-        const KEYS: &[(Key, u8)] = &[$(($key, $rank)),*];
+    let flags = col.flags;
+    let (root_live, root_boot_state) = match col.chosen(&choices.root)? {
+        Some(root) => root_state(root.value),
+        None => (false, None),
     };
-}
+    c.mode = if flags.disable || root_live {
+        Mode::Live
+    } else {
+        Mode::Normal
+    };
+    // Same order as upstream §3.2, with exact tokens instead of substrings: kairos.reset, then
+    // the label in root=, then recovery-mode, then live mode.
+    c.state = if flags.reset {
+        BootState::AutoReset
+    } else if let Some(state) = root_boot_state {
+        state
+    } else if flags.recovery_mode {
+        BootState::Recovery
+    } else if c.mode == Mode::Live {
+        BootState::Live
+    } else {
+        BootState::Unknown
+    };
+    c.debugrw = flags.debugrw;
+    c.debug = flags.debug;
+    c.reboot_on_failure = flags.reboot_on_failure;
 
-// The keys `parse` knows, with the rank of each spelling (`rd.immucore.*` = 2 beats
-// `rd.cos.*` = 1, see `Choice`). A table rather than a `match` on byte strings, which compiles
-// to a long chain of inline comparisons (8 KB of code, see size-report.md).
-keys! {
-    "root" => Key::Value(ROOT), 1;
-    "cos-img/filename" => Key::Value(IMAGE), 1;
-    "rd.immucore.oemlabel" => Key::Value(OEM_LABEL), 2;
-    "rd.cos.oemlabel" => Key::Value(OEM_LABEL), 1;
-    "rd.immucore.oemtimeout" => Key::Value(OEM_TIMEOUT), 2;
-    "rd.cos.oemtimeout" => Key::Value(OEM_TIMEOUT), 1;
-    "rd.immucore.overlay" => Key::Value(OVERLAY), 2;
-    "rd.cos.overlay" => Key::Value(OVERLAY), 1;
-    "rd.immucore.sysrootwait" => Key::Value(SYSROOT_WAIT), 1;
-    "fsck.mode" => Key::Value(FSCK_MODE), 1;
-    "fsck.repair" => Key::Value(FSCK_REPAIR), 1;
-    "rd.shell" => Key::Value(SHELL), 1;
-    "init" => Key::Value(INIT), 1;
-    "rd.cos.mount" => Key::CosMount, 1;
-    "rd.immucore.mount" => Key::ImmucoreMount, 1;
-    "rd.cos.debugrw" => Key::Flag(DEBUG_RW), 1;
-    "rd.immucore.debugrw" => Key::Flag(DEBUG_RW), 1;
-    "rd.immucore.debug" => Key::Flag(DEBUG), 1;
-    "rd.immucore.rebootonfailure" => Key::Flag(REBOOT_ON_FAILURE), 1;
-    "rd.cos.disable" => Key::Flag(DISABLE), 1;
-    "rd.immucore.disable" => Key::Flag(DISABLE), 1;
-    "netboot" => Key::Flag(DISABLE), 1;
-    "kairos.reset" => Key::Flag(RESET), 1;
-    "recovery-mode" => Key::Flag(RECOVERY_MODE), 1;
-    "rd.immucore.uki" => Key::OutOfScope, 1;
-    "rd.immucore.securebootdisabled" => Key::OutOfScope, 1;
-    "kairos.config_url" => Key::OutOfScope, 1;
-    "cos.setup" => Key::OutOfScope, 1;
-    "kairos.ram" => Key::OutOfScope, 1;
-}
-
-/// The words of a space-separated list: word tables kept as one string, since a string slice
-/// per word takes 16 bytes of table (one function, so one copy of the splitting code).
-pub(crate) fn words(list: &'static [u8]) -> impl Iterator<Item = &'static [u8]> {
-    list.split(|&c| c == b' ')
-}
-
-/// Index of `word` in the space-separated `list`. Not inlined: one copy of the search serves
-/// every word table. (`KEY_NAMES` ends in a space, so an empty word finds the empty last name,
-/// which has no entry in `KEYS`.)
-#[inline(never)]
-pub(crate) fn word_index(list: &[u8], word: &[u8]) -> Option<usize> {
-    list.split(|&c| c == b' ').position(|w| w == word)
-}
-
-/// Splits the next token off `rest` the way the kernel does (a double quote may wrap spaces,
-/// anywhere in the token) and appends it without its quotes to `unquoted` at `used`. Returns the
-/// raw token and whether its quotes are closed; `None` at the end of the line.
-#[inline(never)]
-fn next_token<'a>(
-    rest: &mut &'a [u8],
-    unquoted: &mut [u8],
-    used: &mut usize,
-) -> Option<(&'a [u8], bool)> {
-    let skip = rest.iter().position(|&c| !is_space(c))?;
-    let mut in_quote = false;
-    let mut end = skip;
-    for &c in rest.get(skip..).unwrap_or(&[]) {
-        if is_space(c) && !in_quote {
-            break;
-        }
-        end += 1;
-        if c == b'"' {
-            in_quote = !in_quote;
-        } else if let Some(slot) = unquoted.get_mut(*used) {
-            *slot = c;
-            *used += 1;
-        }
-    }
-    let raw = rest.get(skip..end).unwrap_or(&[]);
-    *rest = rest.get(end..).unwrap_or(&[]);
-    Some((raw, !in_quote))
+    c.oem_timeout_s = col.number(&choices.oem_timeout, &OEM_TIMEOUT_S, warnings)?;
+    c.sysroot_wait_s = col.number(&choices.sysroot_wait, &SYSROOT_WAIT_S, warnings)?;
+    const MODES: &[(&str, FsckMode)] = &[("skip", FsckMode::Skip), ("force", FsckMode::Force)];
+    let mode = lookup(MODES, col.word(&choices.fsck_mode)?);
+    c.fsck_mode = mode.unwrap_or(FsckMode::Auto);
+    const REPAIRS: &[(&str, FsckRepair)] = &[
+        ("", FsckRepair::Preen),
+        ("preen", FsckRepair::Preen),
+        ("yes", FsckRepair::Yes),
+        ("no", FsckRepair::No),
+    ];
+    let repair = lookup(REPAIRS, col.word(&choices.fsck_repair)?);
+    c.fsck_repair = repair.unwrap_or(FsckRepair::None);
+    // dracut's boolean words for "off".
+    const OFF: &[(&str, bool)] = &[("0", false), ("no", false), ("off", false)];
+    c.shell_allowed = lookup(OFF, col.word(&choices.shell)?).unwrap_or(true);
+    Ok(())
 }
 
 /// Parses the command line (`/proc/cmdline` contents, trailing newline allowed). Not inlined:
@@ -485,8 +859,10 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
     // Without a trailing newline (by hand: `strip_suffix` would be one more generic instance).
     let newline = usize::from(text.last() == Some(&b'\n'));
     let body = text.get(..text.len() - newline).unwrap_or(text);
-    // The fields decided at the end start as zeros (`Active`, 0, `false`), so one clearing
-    // makes the whole struct; every one of them is set before `Ok`.
+    if body.len() > MAX_CMDLINE {
+        return Err(error("command line too long", body));
+    }
+    // Every field `resolve` decides is set there; these are only its starting zeros.
     let mut c = Cmdline {
         mode: Mode::Normal,
         state: BootState::Active,
@@ -506,161 +882,10 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
         ignored: List::new(),
         warnings: List::new(),
     };
-    // A constant: cleared at once, not filled entry by entry.
-    const ABSENT: [Choice; VALUES] = [Choice {
-        rank: 0,
-        key: 0,
-        start: 0,
-        len: 0,
-    }; VALUES];
-    let mut choices = ABSENT;
-    let mut flags = 0;
-    // rd.immucore.mount= values go after all rd.cos.mount= ones, as upstream merges them.
-    let mut late_mounts: List<2048, MAX_MOUNTS> = List::new();
-
-    // Every token without its quotes, back to back (never longer than `body`), so the choices
-    // can point into it.
-    let mut unquoted = [0u8; MAX_CMDLINE];
-    let mut used = 0;
-    let mut rest = body;
-    // Every refusal leaves through the end of this block: why, and the offending token.
-    let (reason, token) = 'refuse: {
-        if body.len() > MAX_CMDLINE {
-            break 'refuse ("command line too long", body);
-        }
-        loop {
-            let start = used;
-            let Some((raw, closed)) = next_token(&mut rest, &mut unquoted, &mut used) else {
-                break;
-            };
-            if !closed {
-                break 'refuse ("unterminated quote", raw);
-            }
-            let token = unquoted.get(start..used).unwrap_or(&[]);
-            let (key, value_start) = match token.iter().position(|&c| c == b'=') {
-                Some(eq) => (token.get(..eq).unwrap_or(&[]), start + eq + 1),
-                None => (token, used),
-            };
-            let value = unquoted.get(value_start..used).unwrap_or(&[]);
-            let known = word_index(KEY_NAMES.as_bytes(), key).and_then(|i| KEYS.get(i));
-            let (what, rank) = match known {
-                Some(&known) => known,
-                // Like `kairos.ram`, each of its `kairos.ram.*` options.
-                None if key.starts_with(b"kairos.ram.") => (Key::OutOfScope, 1),
-                None => continue,
-            };
-            match what {
-                Key::Value(slot) => {
-                    let slot = usize::from(slot);
-                    let (Some(choice), Some(&(limit, refuse))) =
-                        (choices.get_mut(slot), LIMITS.get(slot))
-                    else {
-                        continue;
-                    };
-                    if value.is_empty() || rank <= choice.rank {
-                        continue;
-                    }
-                    *choice = Choice {
-                        rank,
-                        key: start,
-                        start: value_start,
-                        len: value.len(),
-                    };
-                    if refuse && value.len() > usize::from(limit) {
-                        break 'refuse ("value too long", raw);
-                    }
-                }
-                Key::CosMount | Key::ImmucoreMount => {
-                    let mounts = match what {
-                        Key::CosMount => &mut c.mounts,
-                        _ => &mut late_mounts,
-                    };
-                    if let Err(reason) = add_mount(mounts, &mut c.warnings, key, value) {
-                        break 'refuse (reason, value);
-                    }
-                }
-                Key::Flag(bit) => flags |= bit,
-                Key::OutOfScope => note_ignored(&mut c.ignored, key),
-            }
-        }
-        for spec in late_mounts.iter() {
-            if c.mounts.push(spec).is_err() {
-                break 'refuse (why_full(&c.mounts), spec);
-            }
-        }
-
-        let unquoted = unquoted.get(..used).unwrap_or(&[]);
-        let picks = &Picks {
-            choices: &choices,
-            unquoted,
-        };
-        if let Some((_, value, _)) = chosen(picks, IMAGE) {
-            if let Err(reason) = normalize(value, &mut c.image) {
-                break 'refuse (reason, value);
-            }
-        }
-        let warnings = &mut c.warnings;
-        let oem = checked(
-            picks,
-            OEM_LABEL,
-            check_tag,
-            b", looking for COS_OEM",
-            warnings,
-        );
-        c.oem_label.push_lossy(oem);
-        let overlay_ok = |value: &[u8]| overlay_backing(value).map(drop);
-        let overlay = checked(picks, OVERLAY, overlay_ok, USING_DEFAULT_OVERLAY, warnings);
-        c.overlay.push_lossy(match overlay {
-            [] => DEFAULT_OVERLAY,
-            spec => spec,
-        });
-        let init = checked(picks, INIT, check_path, b", using the default", warnings);
-        c.init.push_lossy(init);
-
-        let (root_live, root_boot_state) = match chosen(picks, ROOT) {
-            Some((_, value, _)) => root_state(value),
-            None => (false, None),
-        };
-        if flags & DISABLE != 0 || root_live {
-            c.mode = Mode::Live;
-        }
-        // Same order as upstream §3.2, with exact tokens instead of substrings: kairos.reset, then the
-        // label in root=, then recovery-mode, then live mode.
-        c.state = if flags & RESET != 0 {
-            BootState::AutoReset
-        } else if let Some(state) = root_boot_state {
-            state
-        } else if flags & RECOVERY_MODE != 0 {
-            BootState::Recovery
-        } else if c.mode == Mode::Live {
-            BootState::Live
-        } else {
-            BootState::Unknown
-        };
-        c.debugrw = flags & DEBUG_RW != 0;
-        c.debug = flags & DEBUG != 0;
-        c.reboot_on_failure = flags & REBOOT_ON_FAILURE != 0;
-
-        c.oem_timeout_s = number(picks, OEM_TIMEOUT, &OEM_TIMEOUT_S, warnings);
-        c.sysroot_wait_s = number(picks, SYSROOT_WAIT, &SYSROOT_WAIT_S, warnings);
-        // Settings by `word`'s answer: the first for an absent key, then one per word (a table:
-        // a `match` needs more code); `unwrap_or` covers any other value.
-        const MODES: [FsckMode; 3] = [FsckMode::Auto, FsckMode::Skip, FsckMode::Force];
-        let mode = word(picks, FSCK_MODE, b"skip force");
-        c.fsck_mode = MODES.get(mode).copied().unwrap_or(FsckMode::Auto);
-        const REPAIRS: [FsckRepair; 4] = [
-            FsckRepair::Preen,
-            FsckRepair::Preen,
-            FsckRepair::Yes,
-            FsckRepair::No,
-        ];
-        let repair = word(picks, FSCK_REPAIR, b"preen yes no");
-        c.fsck_repair = REPAIRS.get(repair).copied().unwrap_or(FsckRepair::None);
-        // dracut's boolean words for "off".
-        c.shell_allowed = !matches!(word(picks, SHELL, b"0 no off"), 1..=3);
-        return Ok(c);
-    };
-    Err(error(reason, token))
+    let mut col = Collected::new();
+    collect(body, &mut col, &mut c)?;
+    resolve(&col, &mut c).map_err(|(reason, token)| error(reason, col.get(token)))?;
+    Ok(c)
 }
 
 /// How a device is named.
@@ -677,12 +902,18 @@ pub enum DeviceKind {
 impl DeviceKind {
     /// `LABEL`, `UUID`, `PARTLABEL` or `PARTUUID` (`LABEL=x`...); `""` for a path.
     pub fn tag(self) -> &'static str {
-        packed_names!(NAMES, ENDS, ["LABEL", "UUID", "PARTLABEL", "PARTUUID"]);
-        packed_name(NAMES, &ENDS, self as usize)
+        match self {
+            DeviceKind::Label => "LABEL",
+            DeviceKind::Uuid => "UUID",
+            DeviceKind::PartLabel => "PARTLABEL",
+            DeviceKind::PartUuid => "PARTUUID",
+            DeviceKind::Path => "",
+        }
     }
 }
 
-/// A block device as configured: `LABEL=x`, `UUID=x`, `PARTLABEL=x`, `PARTUUID=x` or `/dev/...`.
+/// A block device as configured: `LABEL=x`, `UUID=x`, `PARTLABEL=x`, `PARTUUID=x` or `/dev/...`
+/// (which may contain `:`, as every `/dev/disk/by-path` name does).
 #[derive(Clone, PartialEq)]
 #[cfg_attr(test, derive(Debug))]
 pub struct Device {
@@ -758,7 +989,7 @@ impl Device {
             return Err("unknown device (use LABEL=, UUID=, PARTLABEL=, PARTUUID= or /dev/...)");
         }
         let mut path = Text::new();
-        normalize(spec, &mut path)?;
+        normalize_device(spec, &mut path)?;
         // `/dev/`, `/dev/.` normalize to `/dev` itself: a directory, not a device node. (Any
         // other path starting with `/dev/` keeps that start: `..` is refused.)
         if path.as_bytes() == b"/dev" {
@@ -799,7 +1030,9 @@ impl Device {
 }
 
 /// Splits `<device>:<mountpoint>` (cmdline mounts and layout `VOLUMES`) at the last `:` that is
-/// followed by `/`; the mount point comes back normalized.
+/// followed by `/`, where the absolute mount point starts: a mount point never has a `:`, so the
+/// device before it may (`/dev/disk/by-path/pci-0000:00:1f.2-ata-1:/data`). The mount point
+/// comes back normalized.
 pub fn volume_spec(raw: &[u8]) -> Result<(Device, Text<256>), &'static str> {
     let colon = raw
         .windows(2)
@@ -932,7 +1165,7 @@ mod tests {
     }
 
     #[test]
-    fn immucore_spelling_wins_and_first_non_empty_wins() {
+    fn immucore_spelling_wins_and_first_non_empty_wins_except_root_and_image() {
         let c = ok("rd.cos.oemlabel=A rd.immucore.oemlabel= rd.immucore.oemlabel=B rd.cos.oemlabel=C rd.immucore.oemlabel=D");
         assert_eq!(c.oem_label.as_str(), "B");
         let c = ok("rd.cos.oemlabel= rd.cos.oemlabel rd.cos.oemlabel=A rd.cos.oemlabel=B");
@@ -940,10 +1173,17 @@ mod tests {
         let c = ok("rd.immucore.overlay=tmpfs:1G rd.cos.overlay=tmpfs:2G rd.cos.oemtimeout=7 rd.immucore.oemtimeout=9");
         assert_eq!(c.overlay.as_str(), "tmpfs:1G");
         assert_eq!(c.oem_timeout_s, 9);
+        // root= and cos-img/filename= take their last non-empty value (#17).
         let c = ok(
             "cos-img/filename= cos-img/filename=/cOS/passive.img cos-img/filename=/cOS/active.img",
         );
-        assert_eq!(c.image.as_str(), "/cOS/passive.img");
+        assert_eq!(c.image.as_str(), "/cOS/active.img");
+        let c = ok("root=LABEL=COS_PASSIVE cos-img/filename=/cOS/passive.img \
+                    root=LABEL=COS_ACTIVE cos-img/filename=/cOS/active.img cos-img/filename=");
+        assert_eq!(
+            (c.state, c.image.as_str()),
+            (BootState::Active, "/cOS/active.img")
+        );
         let c =
             ok("fsck.mode=skip fsck.mode=force fsck.repair= fsck.repair=no rd.shell=1 rd.shell=0");
         assert_eq!(
@@ -987,20 +1227,41 @@ mod tests {
         );
     }
 
+    /// #16: the 17th mount and later are skipped with a warning naming each; the boot goes on.
     #[test]
-    fn more_than_16_mounts_is_an_error() {
+    fn more_than_16_mounts_skip_the_surplus_with_a_warning() {
         let mut line = std::string::String::new();
         for i in 0..16 {
             line += &std::format!("rd.cos.mount=LABEL=d{i}:/m{i} ");
         }
         assert_eq!(ok(&line).mounts.len(), 16);
-        let e = parse(std::format!("{line} rd.immucore.mount=LABEL=x:/x").as_bytes()).unwrap_err();
+        let c = ok(&std::format!(
+            "rd.immucore.mount=LABEL=x:/x {line} rd.cos.mount=LABEL=y:/y root=LABEL=COS_ACTIVE"
+        ));
+        assert_eq!(c.mounts.len(), 16);
+        assert_eq!(c.mounts.get(15), Some(&b"LABEL=d15:/m15"[..]));
+        assert_eq!(c.state, BootState::Active);
         assert_eq!(
-            (e.reason, e.token.as_str()),
-            ("more than 16 mounts", "LABEL=x:/x")
+            items(&c.warnings),
+            [
+                "rd.cos.mount=LABEL=y:/y: more than 16 mounts, ignored",
+                "rd.immucore.mount=LABEL=x:/x: more than 16 mounts, ignored"
+            ]
         );
-        let e = parse(std::format!("{line} rd.cos.mount=LABEL=x:/x").as_bytes()).unwrap_err();
-        assert_eq!(e.reason, "more than 16 mounts");
+        // rd.immucore.mount= specs fill what rd.cos.mount= ones leave.
+        let mut line = std::string::String::new();
+        for i in 0..10 {
+            line +=
+                &std::format!("rd.immucore.mount=LABEL=i{i}:/i{i} rd.cos.mount=LABEL=c{i}:/c{i} ");
+        }
+        let c = ok(&line);
+        assert_eq!(c.mounts.get(9), Some(&b"LABEL=c9:/c9"[..]));
+        assert_eq!(c.mounts.get(15), Some(&b"LABEL=i5:/i5"[..]));
+        assert_eq!(c.warnings.len(), 4);
+        assert_eq!(
+            c.warnings.get(0),
+            Some(&b"rd.immucore.mount=LABEL=i6:/i6: more than 16 mounts, ignored"[..])
+        );
     }
 
     #[test]
@@ -1040,7 +1301,9 @@ mod tests {
             ("root=LABEL=COS_OTHER", BootState::Unknown, Mode::Normal),
             ("root=UUID=1234", BootState::Unknown, Mode::Normal),
             ("COS_ACTIVE foo=COS_PASSIVE", BootState::Unknown, Mode::Normal),
-            ("root= root=LABEL=COS_PASSIVE root=LABEL=COS_ACTIVE", BootState::Passive, Mode::Normal),
+            // The last root= wins (#17), an empty one counts as absent.
+            ("root= root=LABEL=COS_PASSIVE root=LABEL=COS_ACTIVE", BootState::Active, Mode::Normal),
+            ("root=LABEL=COS_ACTIVE root=LABEL=COS_PASSIVE root=", BootState::Passive, Mode::Normal),
         ];
         for (line, state, mode) in cases {
             let c = ok(line);
@@ -1195,15 +1458,31 @@ mod tests {
             ("contains ..", "/cOS/../etc/shadow")
         );
         assert_eq!(
-            parse(b"cos-img/filename=cOS/active.img")
-                .unwrap_err()
-                .reason,
-            "not absolute"
-        );
-        assert_eq!(
             ok("cos-img/filename=//cOS/./active.img").image.as_str(),
             "/cOS/active.img"
         );
+    }
+
+    /// #15: a name without the leading `/` is joined to the images partition, as upstream does.
+    #[test]
+    fn relative_image_names_start_at_the_images_partition() {
+        assert_eq!(
+            ok("cos-img/filename=cOS/active.img").image.as_str(),
+            "/cOS/active.img"
+        );
+        assert_eq!(
+            ok("cos-img/filename=./cOS//recovery.img").image.as_str(),
+            "/cOS/recovery.img"
+        );
+        // Joined, it still may not leave the partition; the error names the value as given.
+        let e = parse(b"cos-img/filename=../active.img").unwrap_err();
+        assert_eq!(
+            (e.reason, e.token.as_str()),
+            ("contains ..", "../active.img")
+        );
+        // The longest value kept (256 bytes) is still judged whole, as too long a path.
+        let long = std::format!("cos-img/filename={}", "a".repeat(256));
+        assert_eq!(parse(long.as_bytes()).unwrap_err().reason, "too long");
     }
 
     #[test]
@@ -1381,6 +1660,168 @@ mod tests {
             "unknown device (use LABEL=, UUID=, PARTLABEL=, PARTUUID= or /dev/...)"
         );
         assert_eq!(volume_spec(b"LABEL=x:/a,b").unwrap_err(), "contains , or :");
+    }
+
+    /// The unquoted tokens `tokenize` splits `line` into, or the raw unterminated token.
+    fn tokens(line: &str) -> Result<Vec<std::string::String>, std::string::String> {
+        let mut buf = [0u8; MAX_CMDLINE];
+        let mut used = 0;
+        let mut rest = line.as_bytes();
+        let mut out = Vec::new();
+        while let Some(token) = tokenize(&mut rest, &mut buf, &mut used) {
+            let span =
+                token.map_err(|raw| std::string::String::from_utf8_lossy(raw).into_owned())?;
+            out.push(std::string::String::from_utf8_lossy(span.of(&buf)).into_owned());
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn tokenize_splits_like_the_kernel() {
+        assert_eq!(tokens(""), Ok(Vec::new()));
+        assert_eq!(tokens(" \t\n"), Ok(Vec::new()));
+        assert_eq!(
+            tokens("a  b\tc=d\n"),
+            Ok(["a", "b", "c=d"].map(Into::into).to_vec())
+        );
+        assert_eq!(
+            tokens(r#"x="a b" "y=c d"e q"" "#),
+            Ok(["x=a b", "y=c de", "q"].map(Into::into).to_vec())
+        );
+        assert_eq!(
+            tokens(r#"ok bad="open end"#),
+            Err(r#"bad="open end"#.into())
+        );
+    }
+
+    /// `collect` on `line`, and what it gathered.
+    fn collected(line: &str) -> (Collected, Cmdline) {
+        let mut c = ok("");
+        let mut col = Collected::new();
+        collect(line.as_bytes(), &mut col, &mut c).unwrap();
+        (col, c)
+    }
+
+    fn chosen_value(col: &Collected, choice: &Choice) -> Option<std::string::String> {
+        let chosen = col.chosen(choice).unwrap()?;
+        Some(std::string::String::from_utf8_lossy(chosen.value).into_owned())
+    }
+
+    #[test]
+    fn collect_files_each_token_under_its_key() {
+        let (col, c) = collected(
+            "root=LABEL=A rd.cos.oemlabel=cos rd.immucore.oemlabel=imm root=LABEL=B \
+             rd.immucore.oemlabel=late netboot=1 rd.immucore.debug kairos.ram.size=1 \
+             rd.immucore.mount=LABEL=i:/i rd.cos.mount=LABEL=c:/c unknown=x",
+        );
+        let choices = &col.choices;
+        assert_eq!(
+            chosen_value(&col, &choices.root).as_deref(),
+            Some("LABEL=B")
+        );
+        assert_eq!(
+            chosen_value(&col, &choices.oem_label).as_deref(),
+            Some("imm")
+        );
+        assert_eq!(chosen_value(&col, &choices.init), None);
+        assert_eq!(
+            col.flags,
+            Flags {
+                disable: true,
+                debug: true,
+                ..Flags::default()
+            }
+        );
+        // rd.immucore.mount= specs wait in their own list and are appended at the end.
+        assert_eq!(items(&c.mounts), ["LABEL=c:/c", "LABEL=i:/i"]);
+        assert_eq!(items(&col.late_mounts), ["LABEL=i:/i"]);
+        assert_eq!(items(&c.ignored), ["kairos.ram.size"]);
+        // An unterminated quote stops the collection.
+        let mut c = ok("");
+        let mut col = Collected::new();
+        let e = collect(b"a \"b", &mut col, &mut c).unwrap_err();
+        assert_eq!((e.reason, e.token.as_str()), ("unterminated quote", "\"b"));
+    }
+
+    #[test]
+    fn tokens_split_at_their_first_equals_sign() {
+        let split = |text: &str| {
+            let token = Span {
+                start: 3,
+                len: text.len() as u16,
+            };
+            let mut line = std::vec![b'#'; 3];
+            line.extend(text.bytes());
+            let (key, value) = split_at_equals(token, text.as_bytes());
+            (
+                std::string::String::from_utf8(key.of(&line).to_vec()).unwrap(),
+                std::string::String::from_utf8(value.of(&line).to_vec()).unwrap(),
+            )
+        };
+        assert_eq!(split("root=LABEL=x"), ("root".into(), "LABEL=x".into()));
+        assert_eq!(split("netboot"), ("netboot".into(), "".into()));
+        assert_eq!(split("init="), ("init".into(), "".into()));
+        assert_eq!(split("=x"), ("".into(), "x".into()));
+    }
+
+    #[test]
+    fn every_key_row_is_found_by_its_name() {
+        for spec in KEYS {
+            assert!(key_spec(spec.name.as_bytes()).is_some(), "{}", spec.name);
+        }
+        assert!(key_spec(b"").is_none());
+        assert!(key_spec(b"root ").is_none());
+    }
+
+    #[test]
+    fn resolve_refuses_only_the_overlong_value_that_wins() {
+        let long = "i".repeat(300);
+        // An overlong image name overridden by a later one is no error: only the winner counts.
+        let (col, mut c) = collected(&std::format!(
+            "cos-img/filename=/{long} cos-img/filename=/cOS/active.img"
+        ));
+        resolve(&col, &mut c).unwrap();
+        assert_eq!(c.image.as_str(), "/cOS/active.img");
+        let (col, mut c) = collected(&std::format!(
+            "cos-img/filename=/cOS/active.img cos-img/filename=/{long}"
+        ));
+        let (reason, token) = resolve(&col, &mut c).unwrap_err();
+        assert_eq!(reason, "value too long");
+        assert_eq!(
+            col.get(token),
+            std::format!("cos-img/filename=/{long}").as_bytes()
+        );
+        // A judged value is not refused: the key's own check warns.
+        let (col, mut c) = collected(&std::format!("fsck.mode={long} rd.cos.oemtimeout={long}"));
+        resolve(&col, &mut c).unwrap();
+        assert_eq!((c.fsck_mode, c.oem_timeout_s), (FsckMode::Auto, 5));
+        assert_eq!(c.warnings.len(), 1);
+    }
+
+    #[test]
+    fn by_path_devices_are_volumes() {
+        let spec = b"/dev/disk/by-path/pci-0000:00:1f.2-ata-1-part1:/var/lib/data";
+        let (d, mp) = volume_spec(spec).unwrap();
+        assert_eq!(
+            (d.kind, d.value.as_str(), mp.as_str()),
+            (
+                DeviceKind::Path,
+                "/dev/disk/by-path/pci-0000:00:1f.2-ata-1-part1",
+                "/var/lib/data"
+            )
+        );
+        let c = ok("rd.cos.mount=/dev/disk/by-path/virtio-pci-0000:00:05.0:/data");
+        assert_eq!(
+            items(&c.mounts),
+            ["/dev/disk/by-path/virtio-pci-0000:00:05.0:/data"]
+        );
+        assert!(c.warnings.is_empty());
+        assert!(overlay_backing(b"/dev/disk/by-path/pci-0000:00:1f.2-ata-1").is_ok());
+        // The mount point still may not have one.
+        assert_eq!(
+            volume_spec(b"/dev/disk/by-path/a:1:/mnt:x").unwrap_err(),
+            "contains , or :"
+        );
     }
 
     #[test]

@@ -5,12 +5,16 @@
 //! (the last ` #` of an unquoted line starts the comment, only `[A-Z0-9_]` names expand, a quote
 //! right after `\` never closes a value). It is stricter where godotenv silently produces garbage
 //! keys (a line without `=`, spaces inside a key).
+//!
+//! An entry of a list (`RW_PATHS`, `PERSISTENT_STATE_PATHS`, `CUSTOM_BIND_MOUNTS`, `VOLUMES`)
+//! that immucore refuses (a relative path, `..`, a volume without mount point, one too many) is
+//! skipped on its own, named in [`Layout::warnings`], and the rest of the layout applies. A
+//! refused single value (`OVERLAY`, `PERSISTENT_STATE_TARGET`) still refuses the layout: there
+//! is no safe part of it to keep.
 
-use crate::config::cmdline::{overlay_backing, volume_spec, BootState};
+use crate::config::cmdline::{overlay_backing, volume_spec, BootState, DEFAULT_OVERLAY};
 use crate::config::path::{is_within, normalize};
-use crate::util::fixed::{
-    copy_bytes, packed_name, packed_names, utf8_valid_up_to, Full, List, Text,
-};
+use crate::util::fixed::{copy_bytes, utf8_valid_up_to, Full, List, Text};
 
 pub const MAX_VARS: usize = 64;
 pub const MAX_KEY: usize = 64;
@@ -354,27 +358,14 @@ fn entry(
 /// Paths of one list key, normalized, in order, without duplicates.
 pub type PathList = List<4096, 96>;
 
-// Keys of the path lists (packed, see `packed_name`): `RW_PATHS`, then the bind lists.
-packed_names!(
-    LIST_KEYS,
-    LIST_KEY_ENDS,
-    [
-        "RW_PATHS",
-        "PERSISTENT_STATE_PATHS",
-        "CUSTOM_BIND_MOUNTS",
-        "PERSISTENT_STATE_PATHS (extra-layout.env)"
-    ]
-);
-/// The first two on their own, sliced out at compile time: the text exists once.
-const RW_PATHS: &str = LIST_KEYS.split_at(LIST_KEY_ENDS[0] as usize).0;
-const PERSISTENT_STATE_PATHS: &str = LIST_KEYS
-    .split_at(LIST_KEY_ENDS[1] as usize)
-    .0
-    .split_at(LIST_KEY_ENDS[0] as usize)
-    .1;
+// The keys of the path lists.
+const RW_PATHS: &str = "RW_PATHS";
+const PERSISTENT_STATE_PATHS: &str = "PERSISTENT_STATE_PATHS";
+const CUSTOM_BIND_MOUNTS: &str = "CUSTOM_BIND_MOUNTS";
+/// `extra-layout.env`'s `PERSISTENT_STATE_PATHS`, as messages name it.
+const EXTRA_PERSISTENT_STATE_PATHS: &str = "PERSISTENT_STATE_PATHS (extra-layout.env)";
 const DEFAULT_RW_PATHS: &[u8] = b"/etc /root /home /opt /srv /usr/local /var";
 const DEFAULT_STATE_TARGET: &[u8] = b"/usr/local/.state";
-const DEFAULT_OVERLAY: &[u8] = b"tmpfs:20%";
 
 /// The layout to apply.
 #[derive(Clone)]
@@ -389,7 +380,15 @@ pub struct Layout {
     pub state_target: Text<256>,
     /// `<device>:<mountpoint>` specs as written, each valid for [`volume_spec`].
     pub volumes: List<2048, 16>,
+    /// The entries of the lists that were refused (skipped, the rest of the layout applies),
+    /// as `KEY 'item': why, ignored` messages for the log.
+    pub warnings: Warnings,
+    /// How many more entries were refused than `warnings` holds.
+    pub unreported_warnings: usize,
 }
+
+/// Messages about refused layout entries.
+pub type Warnings = List<2048, 16>;
 
 impl Default for Layout {
     /// Empty; all zero bytes, cleared at once (the derived `default` clears field by field).
@@ -400,6 +399,8 @@ impl Default for Layout {
             overlay: Text::EMPTY,
             state_target: Text::EMPTY,
             volumes: List::new(),
+            warnings: List::new(),
+            unreported_warnings: 0,
         }
     }
 }
@@ -434,14 +435,45 @@ fn items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// A refused layout before it becomes a [`LayoutError`]: key, item, reason.
 type Bad<'a> = (&'static str, &'a [u8], &'static str);
 
-fn add_paths<'a>(list: &mut PathList, key: &'static str, value: &'a [u8]) -> Result<(), Bad<'a>> {
-    let mut path = Text::new();
-    for item in items(value) {
-        normalize(item, &mut path).map_err(|reason| (key, item, reason))?;
-        list.push_unique(path.as_bytes())
-            .map_err(|_| (key, item, "too many items"))?;
+impl Layout {
+    /// Records a refused list entry: `KEY 'item': why, ignored` (the item cut to 64 bytes).
+    fn refuse_entry(&mut self, key: &str, item: &[u8], reason: &str) {
+        let mut msg: Text<200> = Text::new();
+        let item = item.get(..64).unwrap_or(item);
+        let parts = [key.as_bytes(), item, reason.as_bytes()];
+        crate::log::expand(b"{} '{}': {}, ignored", &parts, &mut |b| {
+            msg.push_lossy(&[b])
+        });
+        if self.warnings.push(msg.as_bytes()).is_err() {
+            self.unreported_warnings += 1;
+        }
     }
-    Ok(())
+
+    /// Adds the paths of the list `value` of `key` to `list` (the rw paths or the binds),
+    /// normalized, without duplicates; refuses each bad or surplus entry on its own.
+    fn add_paths(&mut self, list: ListOf, key: &'static str, value: &[u8]) {
+        let mut path = Text::new();
+        for item in items(value) {
+            let list = match list {
+                ListOf::RwPaths => &mut self.rw_paths,
+                ListOf::Binds => &mut self.binds,
+            };
+            let added = normalize(item, &mut path).and_then(|()| {
+                list.push_unique(path.as_bytes())
+                    .map_err(|_| "too many items")
+            });
+            if let Err(reason) = added {
+                self.refuse_entry(key, item, reason);
+            }
+        }
+    }
+}
+
+/// Which path list of a [`Layout`] a key fills.
+#[derive(Clone, Copy)]
+enum ListOf {
+    RwPaths,
+    Binds,
 }
 
 /// Sort key of upstream's bind order: number of `/`-separated parts (as the number of `/`),
@@ -493,26 +525,22 @@ impl Layout {
     ) -> Result<(), Bad<'a>> {
         let get = |key: &str| main.get(key.as_bytes()).unwrap_or(&[]);
 
-        // The path lists: `RW_PATHS`, then the bind lists, the last one from `extra`.
-        for i in 0..LIST_KEY_ENDS.len() {
-            let key = packed_name(LIST_KEYS, &LIST_KEY_ENDS, i);
-            let (list, mut value) = match i {
-                0 => (&mut self.rw_paths, get(key)),
-                // Named `PERSISTENT_STATE_PATHS` in that file too.
-                3 => (
-                    &mut self.binds,
-                    extra
-                        .and_then(|extra| extra.get(PERSISTENT_STATE_PATHS.as_bytes()))
-                        .unwrap_or(&[]),
-                ),
-                _ => (&mut self.binds, get(key)),
-            };
-            // Upstream also uses the defaults when RW_PATHS is present but empty.
-            if i == 0 && items(value).next().is_none() {
-                value = DEFAULT_RW_PATHS;
-            }
-            add_paths(list, key, value)?;
+        // Upstream also uses the defaults when RW_PATHS is present but empty; so do we
+        // when every entry of it was refused.
+        self.add_paths(ListOf::RwPaths, RW_PATHS, get(RW_PATHS));
+        if self.rw_paths.is_empty() {
+            self.add_paths(ListOf::RwPaths, RW_PATHS, DEFAULT_RW_PATHS);
         }
+        self.add_paths(
+            ListOf::Binds,
+            PERSISTENT_STATE_PATHS,
+            get(PERSISTENT_STATE_PATHS),
+        );
+        self.add_paths(ListOf::Binds, CUSTOM_BIND_MOUNTS, get(CUSTOM_BIND_MOUNTS));
+        // Named `PERSISTENT_STATE_PATHS` in that file too.
+        let extra_binds = extra.and_then(|extra| extra.get(PERSISTENT_STATE_PATHS.as_bytes()));
+        let extra_binds = extra_binds.unwrap_or(&[]);
+        self.add_paths(ListOf::Binds, EXTRA_PERSISTENT_STATE_PATHS, extra_binds);
 
         let (overlay_key, overlay) = match get("OVERLAY") {
             [] if cmdline_overlay.is_empty() => ("rd.cos.overlay", DEFAULT_OVERLAY),
@@ -528,22 +556,26 @@ impl Layout {
             [] => DEFAULT_STATE_TARGET,
             from_file => from_file,
         };
-        // Normalized before the volumes, which are checked against it; a bad volume is still
-        // reported before a bad target.
-        let target_ok = normalize(target, &mut self.state_target);
-        let state_target = self.state_target.as_bytes();
+        let target_error = |reason| ("PERSISTENT_STATE_TARGET", target, reason);
+        normalize(target, &mut self.state_target).map_err(target_error)?;
         // Volumes are mounted after the overlays, so one covering the target hides the overlay.
         let mut on_volume = false;
         for item in items(get("VOLUMES")) {
-            let (_, mount_point) = volume_spec(item).map_err(|reason| ("VOLUMES", item, reason))?;
-            on_volume |= is_within(state_target, mount_point.as_bytes());
-            self.volumes
-                .push_unique(item)
-                .map_err(|_| ("VOLUMES", item, "too many items"))?;
+            let added = volume_spec(item).and_then(|(_, mount_point)| {
+                self.volumes
+                    .push_unique(item)
+                    .map_err(|_| "too many items")?;
+                Ok(mount_point)
+            });
+            match added {
+                Ok(mount_point) => {
+                    let state_target = self.state_target.as_bytes();
+                    on_volume |= is_within(state_target, mount_point.as_bytes());
+                }
+                Err(reason) => self.refuse_entry("VOLUMES", item, reason),
+            }
         }
-
-        let target_error = |reason| ("PERSISTENT_STATE_TARGET", target, reason);
-        target_ok.map_err(target_error)?;
+        let state_target = self.state_target.as_bytes();
         if state_target == b"/" {
             return Err(target_error("is / (the read-only root image)"));
         }
@@ -971,56 +1003,116 @@ Q="one" # trailing comment
         assert_eq!(e.key, "rd.cos.overlay");
     }
 
+    /// The warnings of a layout.
+    fn warnings(l: &Layout) -> Vec<&str> {
+        list(&l.warnings)
+    }
+
+    /// #4: a refused entry is skipped with a warning naming key and item; the rest applies.
     #[test]
-    fn invalid_items_name_key_and_item() {
-        let e = layout("RW_PATHS=\"/var etc\"").unwrap_err();
-        assert_eq!(e, layout_error("RW_PATHS", b"etc", "not absolute"));
-        let e = layout("PERSISTENT_STATE_PATHS=\"/etc/../root\"").unwrap_err();
+    fn invalid_items_are_skipped_naming_key_and_item() {
+        let l = layout("RW_PATHS=\"/var etc\"").unwrap();
+        assert_eq!(list(&l.rw_paths), ["/var"]);
+        assert_eq!(warnings(&l), ["RW_PATHS 'etc': not absolute, ignored"]);
+        let l = layout(
+            "PERSISTENT_STATE_PATHS=\"/etc/ssh /etc/../root /home\"\nVOLUMES=LABEL=P:/usr/local",
+        )
+        .unwrap();
+        assert_eq!(list(&l.binds), ["/etc/ssh", "/home"]);
         assert_eq!(
-            e,
-            layout_error("PERSISTENT_STATE_PATHS", b"/etc/../root", "contains ..")
+            warnings(&l),
+            ["PERSISTENT_STATE_PATHS '/etc/../root': contains .., ignored"]
         );
-        let e = layout("CUSTOM_BIND_MOUNTS=\"/a,b\"").unwrap_err();
+        // A path with a space is two items: the piece that is not a path is refused.
+        let l =
+            layout("CUSTOM_BIND_MOUNTS=\"/a,b /my data /ok\"\nVOLUMES=LABEL=P:/usr/local").unwrap();
+        assert_eq!(list(&l.binds), ["/my", "/ok"]);
         assert_eq!(
-            e,
-            layout_error("CUSTOM_BIND_MOUNTS", b"/a,b", "contains , or :")
+            warnings(&l),
+            [
+                "CUSTOM_BIND_MOUNTS '/a,b': contains , or :, ignored",
+                "CUSTOM_BIND_MOUNTS 'data': not absolute, ignored"
+            ]
         );
-        let e = layout(&std::format!("RW_PATHS=/{}", "a".repeat(300))).unwrap_err();
+        let l = layout(&std::format!("RW_PATHS=\"/srv /{}\"", "a".repeat(300))).unwrap();
+        assert_eq!(list(&l.rw_paths), ["/srv"]);
+        let w = warnings(&l);
         assert_eq!(
-            (e.key, e.reason, e.item.len()),
-            ("RW_PATHS", "too long", 64)
+            w,
+            [std::format!(
+                "RW_PATHS '/{}': too long, ignored",
+                "a".repeat(63)
+            )]
         );
-        let e = layout("RW_PATHS=\"/a\x01b\"").unwrap_err();
+        let l = layout("RW_PATHS=\"/a\x01b\"").unwrap();
         assert_eq!(
-            e,
-            layout_error("RW_PATHS", b"/a\x01b", "contains a control character")
+            warnings(&l),
+            ["RW_PATHS '/a\x01b': contains a control character, ignored"]
         );
-        let e = layout("VOLUMES=\"LABEL=x\"").unwrap_err();
-        assert_eq!(e, layout_error("VOLUMES", b"LABEL=x", "no mount point"));
+        let l = layout("VOLUMES=\"LABEL=x LABEL=P:/usr/local LABEL=..:/y\"").unwrap();
+        assert_eq!(list(&l.volumes), ["LABEL=P:/usr/local"]);
+        assert_eq!(
+            warnings(&l),
+            [
+                "VOLUMES 'LABEL=x': no mount point, ignored",
+                "VOLUMES 'LABEL=..:/y': label or id is . or .., ignored"
+            ]
+        );
+        let extra = env("PERSISTENT_STATE_PATHS=\"x /snap\"");
+        let main = env("VOLUMES=LABEL=P:/usr/local");
+        let l = Layout::from_env(&main, Some(&extra), b"").unwrap();
+        assert_eq!(list(&l.binds), ["/snap"]);
+        assert_eq!(
+            warnings(&l),
+            ["PERSISTENT_STATE_PATHS (extra-layout.env) 'x': not absolute, ignored"]
+        );
+        // Single values are not entries: a bad one still refuses the layout.
         let e = layout("PERSISTENT_STATE_TARGET=relative").unwrap_err();
         assert_eq!(
             e,
             layout_error("PERSISTENT_STATE_TARGET", b"relative", "not absolute")
         );
-        let extra = env("PERSISTENT_STATE_PATHS=x");
-        let e = Layout::from_env(&env(""), Some(&extra), b"").unwrap_err();
-        assert_eq!(e.key, "PERSISTENT_STATE_PATHS (extra-layout.env)");
+    }
+
+    /// #4: `/dev/disk/by-path` names (every one has a `:`) are volumes like any device path.
+    #[test]
+    fn by_path_volumes_are_accepted() {
+        let by_path = "/dev/disk/by-path/pci-0000:00:1f.2-ata-1-part3:/var/lib/data";
+        let l = layout(&std::format!("VOLUMES=\"LABEL=P:/usr/local {by_path}\"")).unwrap();
+        assert_eq!(list(&l.volumes), ["LABEL=P:/usr/local", by_path]);
+        assert!(l.warnings.is_empty());
     }
 
     #[test]
-    fn too_many_items() {
+    fn every_refused_rw_path_means_the_defaults() {
+        let l = layout("RW_PATHS=\"etc var\"").unwrap();
+        assert_eq!(l.rw_paths.len(), 7);
+        assert_eq!(l.warnings.len(), 2);
+    }
+
+    #[test]
+    fn too_many_items_skip_the_surplus() {
         let many: String = (0..97).map(|i| std::format!("/p{i} ")).collect();
-        let e = layout(&std::format!("PERSISTENT_STATE_PATHS=\"{many}\"")).unwrap_err();
+        let l = layout(&std::format!(
+            "PERSISTENT_STATE_PATHS=\"{many}\"\nVOLUMES=LABEL=P:/usr/local"
+        ))
+        .unwrap();
+        assert_eq!(l.binds.len(), 96);
         assert_eq!(
-            e,
-            layout_error("PERSISTENT_STATE_PATHS", b"/p96", "too many items")
+            warnings(&l),
+            ["PERSISTENT_STATE_PATHS '/p96': too many items, ignored"]
         );
         let vols: String = (0..17).map(|i| std::format!("LABEL=v{i}:/v{i} ")).collect();
-        let e = layout(&std::format!("VOLUMES=\"{vols}\"")).unwrap_err();
+        let l = layout(&std::format!("VOLUMES=\"{vols}\"")).unwrap();
+        assert_eq!(l.volumes.len(), 16);
         assert_eq!(
-            e,
-            layout_error("VOLUMES", b"LABEL=v16:/v16", "too many items")
+            warnings(&l),
+            ["VOLUMES 'LABEL=v16:/v16': too many items, ignored"]
         );
+        // Warnings beyond what the list holds are counted.
+        let bad: String = (0..20).map(|i| std::format!("x{i} ")).collect();
+        let l = layout(&std::format!("RW_PATHS=/var\nCUSTOM_BIND_MOUNTS=\"{bad}\"")).unwrap();
+        assert_eq!((l.warnings.len(), l.unreported_warnings), (16, 4));
     }
 
     #[test]

@@ -12,6 +12,20 @@ pub const MAX_PATH: usize = 240;
 
 /// Validates a configured path; the error is a short reason for the log.
 pub fn check_path(p: &[u8]) -> Result<(), &'static str> {
+    check(p, Colon::Refused)
+}
+
+/// Whether a path may contain `:`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Colon {
+    /// Mount points: a `:` separates overlay layers and ends the device of a volume spec.
+    Refused,
+    /// Device nodes: every `/dev/disk/by-path` name has one (`pci-0000:00:1f.2-ata-1`). A
+    /// device path only ever is a mount source or the first fstab field, where `:` is plain.
+    Allowed,
+}
+
+fn check(p: &[u8], colon: Colon) -> Result<(), &'static str> {
     if p.is_empty() {
         return Err("empty");
     }
@@ -25,7 +39,7 @@ pub fn check_path(p: &[u8]) -> Result<(), &'static str> {
         if c < 0x20 || c == 0x7f {
             return Err("contains a control character");
         }
-        if c == b',' || c == b':' {
+        if c == b',' || (c == b':' && colon == Colon::Refused) {
             return Err("contains , or :");
         }
         if c == b' ' || c == b'"' || c == b'\\' {
@@ -41,6 +55,19 @@ pub fn check_path(p: &[u8]) -> Result<(), &'static str> {
 /// Checks `p`, then writes it with `//` and `/./` collapsed and without a trailing `/`.
 pub fn normalize(p: &[u8], out: &mut Text<256>) -> Result<(), &'static str> {
     check_path(p)?;
+    collapse(p, out);
+    Ok(())
+}
+
+/// [`normalize`] for a device node path, which may contain `:` (see `Colon::Allowed`).
+pub fn normalize_device(p: &[u8], out: &mut Text<256>) -> Result<(), &'static str> {
+    check(p, Colon::Allowed)?;
+    collapse(p, out);
+    Ok(())
+}
+
+/// Writes the checked path `p` with `//` and `/./` collapsed and without a trailing `/`.
+fn collapse(p: &[u8], out: &mut Text<256>) {
     out.clear();
     for part in p
         .split(|&c| c == b'/')
@@ -53,7 +80,6 @@ pub fn normalize(p: &[u8], out: &mut Text<256>) -> Result<(), &'static str> {
     if out.is_empty() {
         out.push_lossy(b"/");
     }
-    Ok(())
 }
 
 /// Upstream's on-disk name of a path: without the leading `/`, every `/` turned into `-`
@@ -139,6 +165,25 @@ mod tests {
         );
         assert_eq!(norm("/etc/../x"), Err("contains .."));
         assert_eq!(norm("etc"), Err("not absolute"));
+    }
+
+    #[test]
+    fn device_paths_may_contain_colons() {
+        let mut t = Text::new();
+        let by_path = b"/dev/disk/by-path//pci-0000:00:1f.2-ata-1-part1";
+        assert_eq!(normalize_device(by_path, &mut t), Ok(()));
+        assert_eq!(t.as_str(), "/dev/disk/by-path/pci-0000:00:1f.2-ata-1-part1");
+        assert_eq!(normalize(by_path, &mut t), Err("contains , or :"));
+        // Every other rule holds for devices too.
+        assert_eq!(
+            normalize_device(b"/dev/a,b", &mut t),
+            Err("contains , or :")
+        );
+        assert_eq!(normalize_device(b"/dev/../x", &mut t), Err("contains .."));
+        assert_eq!(
+            normalize_device(b"/dev/a b", &mut t),
+            Err("contains a space, quote or backslash")
+        );
     }
 
     #[test]

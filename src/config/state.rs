@@ -1,8 +1,8 @@
 //! How this run was started: mode of operation, the paths it works on (with the test seams of
 //! SPEC §2) and the command line it read.
 
-use crate::config::cmdline::word_index;
 use crate::util::fixed::Text;
+use crate::util::words::lookup;
 
 pub const DEFAULT_SYSROOT: &[u8] = b"/sysroot";
 pub const DEFAULT_CONFIG_DIR: &[u8] = b"/etc/immucore";
@@ -17,17 +17,15 @@ pub enum Action {
     Version,
 }
 
-/// The words `Env::new` knows (a table: a `match` on byte strings compiles to far more code),
-/// then the action of each word.
-const ACTION_WORDS: &[u8] = b"--dry-run --help -h help --version -v version";
-const ACTIONS: [Action; 7] = [
-    Action::DryRun,
-    Action::Help,
-    Action::Help,
-    Action::Help,
-    Action::Version,
-    Action::Version,
-    Action::Version,
+/// The program arguments `Env::new` knows, and the action each asks for.
+const ACTIONS: &[(&str, Action)] = &[
+    ("--dry-run", Action::DryRun),
+    ("--help", Action::Help),
+    ("-h", Action::Help),
+    ("help", Action::Help),
+    ("--version", Action::Version),
+    ("-v", Action::Version),
+    ("version", Action::Version),
 ];
 
 pub struct Env {
@@ -45,7 +43,7 @@ pub struct Env {
 }
 
 impl Env {
-    /// Builds the run's settings from program arguments (without argv[0]) and `KEY=value`
+    /// Builds the run's settings from program arguments (without `argv[0]`) and `KEY=value`
     /// environment strings.
     pub fn new<'a>(
         args: impl Iterator<Item = &'a [u8]>,
@@ -64,9 +62,8 @@ impl Env {
         set(&mut e.config_dir, DEFAULT_CONFIG_DIR);
         set(&mut e.cmdline_path, PROC_CMDLINE);
         for a in args {
-            let known = word_index(ACTION_WORDS, a);
-            match known.and_then(|i| ACTIONS.get(i)) {
-                Some(&action) => e.action = action,
+            match lookup(ACTIONS, a) {
+                Some(action) => e.action = action,
                 // The kernel passes unknown boot words (`single`, runlevels) to init: they are
                 // for the real init, which gets the same argv after switch_root.
                 None if pid1 => {}
@@ -78,10 +75,10 @@ impl Env {
                 continue;
             };
             let (key, val) = (kv.get(..eq).unwrap_or(&[]), kv.get(eq + 1..).unwrap_or(&[]));
-            match word_index(SEAMS, key) {
-                Some(0) => set(&mut e.sysroot, val),
-                Some(1) => set(&mut e.config_dir, val),
-                Some(_) => set(&mut e.cmdline_path, val),
+            match lookup(SEAMS, key) {
+                Some(Seam::Sysroot) => set(&mut e.sysroot, val),
+                Some(Seam::ConfigDir) => set(&mut e.config_dir, val),
+                Some(Seam::CmdlinePath) => set(&mut e.cmdline_path, val),
                 None => {}
             }
         }
@@ -89,8 +86,18 @@ impl Env {
     }
 }
 
-/// The environment variables `Env::new` reads (space-separated), in the order of its `match`.
-const SEAMS: &[u8] = b"IMMUCORE_SYSROOT IMMUCORE_CONFIG_DIR HOST_PROC_CMDLINE";
+/// The test seams of SPEC §2: what each environment variable `Env::new` reads sets.
+#[derive(Clone, Copy)]
+enum Seam {
+    Sysroot,
+    ConfigDir,
+    CmdlinePath,
+}
+const SEAMS: &[(&str, Seam)] = &[
+    ("IMMUCORE_SYSROOT", Seam::Sysroot),
+    ("IMMUCORE_CONFIG_DIR", Seam::ConfigDir),
+    ("HOST_PROC_CMDLINE", Seam::CmdlinePath),
+];
 
 /// Sets `path` to `value` when it fits; an empty or overlong value leaves it as it is.
 fn set<const N: usize>(path: &mut Text<N>, value: &[u8]) {

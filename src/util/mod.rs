@@ -1,2 +1,3 @@
 //! Small helpers shared by every layer: fixed buffers, numbers.
 pub mod fixed;
+pub mod words;

@@ -1,0 +1,52 @@
+//! Looking words up: in a table of (word, value) pairs, or in a space-separated list written as
+//! one string (`b"skip force"`).
+
+/// The words of the space-separated `list`, in order.
+pub fn words(list: &'static [u8]) -> impl Iterator<Item = &'static [u8]> {
+    list.split(|&c| c == b' ')
+}
+
+/// Index of `word` in the space-separated `list`. Not inlined: one copy of the search serves
+/// every word list.
+#[inline(never)]
+pub fn word_index(list: &[u8], word: &[u8]) -> Option<usize> {
+    list.split(|&c| c == b' ').position(|w| w == word)
+}
+
+/// The value paired with `word` in `table`, a list of (word, value) pairs. (A table rather than
+/// a `match` on byte strings, which compiles every arm to its own inline comparison: several
+/// times the code, see size-report.md.)
+pub fn lookup<T: Copy>(table: &[(&str, T)], word: &[u8]) -> Option<T> {
+    let found = table.iter().find(|(name, _)| name.as_bytes() == word);
+    found.map(|&(_, value)| value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    #[test]
+    fn words_split_on_single_spaces() {
+        let all: Vec<&[u8]> = words(b"ro rw  x").collect();
+        assert_eq!(all, [&b"ro"[..], b"rw", b"", b"x"]);
+    }
+
+    #[test]
+    fn word_index_finds_whole_words_only() {
+        assert_eq!(word_index(b"skip force", b"force"), Some(1));
+        assert_eq!(word_index(b"skip force", b"skip"), Some(0));
+        assert_eq!(word_index(b"skip force", b"for"), None);
+        assert_eq!(word_index(b"skip force", b"skip force"), None);
+        assert_eq!(word_index(b"a ", b""), Some(1));
+    }
+
+    #[test]
+    fn lookup_gives_the_paired_value() {
+        let table = [("no", 0), ("off", 0), ("yes", 1)];
+        assert_eq!(lookup(&table, b"off"), Some(0));
+        assert_eq!(lookup(&table, b"yes"), Some(1));
+        assert_eq!(lookup(&table, b"ye"), None);
+        assert_eq!(lookup(&table, b""), None);
+    }
+}
