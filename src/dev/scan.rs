@@ -373,6 +373,25 @@ mod tests {
         }
     }
 
+    /// Without the gpt feature a GPT name fails at once, naming the feature: never a wait that
+    /// ends in "did not appear".
+    #[cfg(not(feature = "gpt"))]
+    #[test]
+    fn gpt_names_need_the_gpt_feature() {
+        for spec in [
+            "PARTLABEL=data",
+            "PARTUUID=0b4cbb7c-a3c7-456a-a892-7e5f4f5c3478",
+        ] {
+            let dev = Device::parse(spec.as_bytes()).unwrap();
+            let mut why = Text::new();
+            let start = sys::now_ms();
+            assert!(wait_for(&mut Table::new(), &dev, 60_000, &mut why).is_none());
+            assert!(sys::now_ms() - start < 1000, "{spec}: waited");
+            let want = std::format!("{spec} needs the gpt feature, not in this build");
+            assert_eq!(why.as_str(), want);
+        }
+    }
+
     #[test]
     fn ids_match_in_either_case_labels_exactly() {
         assert!(same_id(b"c0ffee-AB", b"C0FFEE-ab", true));
