@@ -2,9 +2,10 @@
 //!
 //! Trusts a table only as the kernel and blkid do: a protective MBR, an "EFI PART" header whose
 //! CRC32 matches and that names its own LBA, and a matching CRC32 over the entry array. When the
-//! primary header (LBA 1) or its entry array fails, the backup is used, as blkid does: at the
-//! primary header's AlternateLBA while that header is intact (only its entry array is
-//! damaged, or the disk grew since the table was written), else at the disk's last LBA.
+//! primary header (LBA 1) or its entry array fails, the backup is used, as blkid (and the kernel
+//! booted with `gpt`) do: at the primary header's AlternateLBA while that header is intact (only
+//! its entry array is damaged, or the disk grew since the table was written), else at the
+//! disk's last LBA.
 //!
 //! The parser is pure (no I/O of its own) and always compiled, so the fuzz target checks it in
 //! every build; the `gpt` feature decides whether the device scan uses it (`scan.rs`).

@@ -22,6 +22,9 @@ const SKIP_PREFIXES: &[u8] = b"ram zram fd nbd sr mtd";
 /// Room for a kernel block device name: disks have under 32 bytes (`DISK_NAME_LEN`), partitions
 /// add `p` and a number. A longer name makes the lookup refuse rather than skip the device.
 const NAME_MAX: usize = 64;
+/// What a partition's name adds to its disk's: `p` and a number up to 256 (the GPT entries
+/// `gpt_partitions` reports).
+const PARTITION_SUFFIX_MAX: usize = 4;
 /// Poll period while waiting for a device to appear.
 const POLL_MS: u64 = 50;
 
@@ -103,17 +106,10 @@ impl Table {
             if self.second.is_some() || is_skipped(name) {
                 return;
             }
-            // Room for a partition's `p` and number (at most 256, the GPT entries we read).
-            let Ok(name) = Text::from(name).map_err(|_| ()).and_then(|t| {
-                if t.len() + 4 > NAME_MAX {
-                    Err(())
-                } else {
-                    Ok(t)
-                }
-            }) else {
+            if name.len() > NAME_MAX - PARTITION_SUFFIX_MAX {
                 name_too_long = true;
                 return;
-            };
+            }
             self.look_at(name, dev);
         });
         if name_too_long {
@@ -137,13 +133,13 @@ impl Table {
 
     /// Probes the device `name` for `dev` and records it (or, for a GPT name or id, its
     /// partitions) when it matches.
-    fn look_at(&mut self, name: Text<NAME_MAX>, dev: &Device) {
-        let size = read_sys_u64(name.as_bytes(), b"/size") * 512;
+    fn look_at(&mut self, name: &[u8], dev: &Device) {
+        let size = read_sys_u64(name, b"/size").saturating_mul(512);
         // An unattached loop device has size 0; nothing to probe.
         if size == 0 {
             return;
         }
-        let Ok(fd) = sys::open_ro(dev_node(name.as_bytes()).as_bytes()) else {
+        let Ok(fd) = sys::open_ro(dev_node(name).as_bytes()) else {
             return;
         };
         let want = dev.value.as_bytes();
@@ -163,7 +159,7 @@ impl Table {
             #[cfg(feature = "gpt")]
             DeviceKind::PartLabel | DeviceKind::PartUuid => {
                 // Partitions are found through their disk's table (the GPT describes them all).
-                if sys::exists(sys_path(name.as_bytes(), b"/partition").as_bytes()) {
+                if sys::exists(sys_path(name, b"/partition").as_bytes()) {
                     return;
                 }
                 gpt_partitions(&mut FdRead(fd.as_fd()), size, 0, &mut |p: &GptPart| {
@@ -175,9 +171,9 @@ impl Table {
                         return;
                     }
                     // Only a partition the kernel made counts (one it did not is no device).
-                    let part = partition_name(name.as_bytes(), p.number);
+                    let part = partition_name(name, p.number);
                     if sys::exists(sys_path(part.as_bytes(), b"").as_bytes()) {
-                        self.record(part, None);
+                        self.record(part.as_bytes(), None);
                     }
                 });
             }
@@ -185,8 +181,14 @@ impl Table {
         }
     }
 
-    fn record(&mut self, name: Text<NAME_MAX>, fs: Option<FsType>) {
-        let m = Some(Match { name, fs });
+    /// Keeps the first two matches (`find` has checked that `name` fits).
+    fn record(&mut self, name: &[u8], fs: Option<FsType>) {
+        let mut m = Match {
+            name: Text::EMPTY,
+            fs,
+        };
+        m.name.push_lossy(name);
+        let m = Some(m);
         if self.first.is_none() {
             self.first = m;
         } else if self.second.is_none() {
@@ -214,7 +216,7 @@ fn same_id(have: &[u8], want: &[u8], is_id: bool) -> bool {
 
 /// The kernel's name of partition `number` of `disk`: `sda` → `sda1`, `nvme0n1` → `nvme0n1p1`
 /// (a `p` when the disk's name ends in a digit). Fits: `find` refuses disk names without room
-/// for `p` and three digits.
+/// for `PARTITION_SUFFIX_MAX`.
 #[cfg(feature = "gpt")]
 fn partition_name(disk: &[u8], number: u32) -> Text<NAME_MAX> {
     let mut t = Text::new();
