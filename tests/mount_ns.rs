@@ -625,7 +625,7 @@ fn a_label_twice_among_more_than_64_block_devices_is_refused() {
 fn partition_name_from_the_backup_gpt_header() {
     let t = Bench::new("gpt-backup");
     let _disk = t.attach(&standard_disk());
-    let second = t.attach_damaged(
+    let second = t.attach_edited(
         "damaged.img",
         &[part("bkdata", marked_fs("BKDATA"))],
         |img| {

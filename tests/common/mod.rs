@@ -522,31 +522,7 @@ impl Bench {
 
     /// Copies the (cached) disk into the test dir and attaches it with its partitions.
     pub fn attach(&self, parts: &[Part]) -> Disk {
-        let img = self.dir.join("disk.img");
-        sh(&format!(
-            "cp --sparse=always {} {}",
-            q(&build_disk(parts)),
-            q(&img)
-        ));
-        let dev = sh(&format!("losetup -P -f --show {}", q(&img)))
-            .trim()
-            .to_string();
-        let disk = Disk {
-            dev,
-            names: parts.iter().map(|p| p.name).collect(),
-        };
-        let last = format!(
-            "/sys/class/block/{}p{}",
-            disk.dev.trim_start_matches("/dev/"),
-            parts.len()
-        );
-        let end = Instant::now() + Duration::from_secs(10);
-        while !Path::new(&last).exists() {
-            let _ = command("partx").args(["-u", &disk.dev]).output();
-            assert!(Instant::now() < end, "{last} did not appear");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        disk
+        self.attach_edited("disk.img", parts, |_| {})
     }
 
     /// A second disk: the disk of `build_many_partitions(count, filled)` attached with its
@@ -561,12 +537,12 @@ impl Bench {
         )
     }
 
-    /// A further disk of `parts`, whose image `damage` may change (as bytes on the host) before
-    /// it is attached. Partitions the kernel does not find are added as blkid sees them
-    /// (`partx -u`), as for every disk.
-    pub fn attach_damaged(&self, file: &str, parts: &[Part], damage: impl FnOnce(&Path)) -> Disk {
+    /// The disk of `parts` attached from the copy `file` in the test dir, after `edit` changed
+    /// that image (as a file on the host: a damaged partition table, say). Partitions the
+    /// kernel does not find are added as blkid sees them (`partx -u`).
+    pub fn attach_edited(&self, file: &str, parts: &[Part], edit: impl FnOnce(&Path)) -> Disk {
         let names: Vec<&'static str> = parts.iter().map(|p| p.name).collect();
-        self.attach_copy(file, &build_disk(parts), &names, parts.len(), damage)
+        self.attach_copy(file, &build_disk(parts), &names, parts.len(), edit)
     }
 
     /// Copies `img` to `file` in the test dir, lets `edit` change it, attaches it and waits
