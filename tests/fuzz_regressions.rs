@@ -375,6 +375,7 @@ fn btrfs_label_of_256_non_nul_bytes_is_no_label() {
     checks::check_probe(&data);
 }
 
+#[cfg(feature = "btrfs")]
 fn sb_label_fits(data: &mut [u8]) {
     data[0x10000 + 0x12B + 64..0x10000 + 0x12B + 256].fill(0);
     assert_eq!(
