@@ -316,10 +316,13 @@ fn gpt_entry_count_ffffffff_is_refused_at_once() {
     };
     assert!(!immucore::dev::gpt::gpt_partitions(
         &mut dev,
+        data.len() as u64,
         512,
         &mut |_| panic!("an entry")
     ));
-    assert!(dev.reads <= 2, "{} reads", dev.reads);
+    // The MBR, the primary header, and the backup header at the last LBA (the primary was
+    // refused, so the backup is tried; its AlternateLBA lies past the end, never read).
+    assert!(dev.reads <= 3, "{} reads", dev.reads);
     assert_eq!(checks::gpt_summary(&data, 4096), None);
     // The same header with no entries is a valid, empty table.
     assert_eq!(
@@ -356,6 +359,7 @@ fn ext4_label_field_without_nul() {
     );
 }
 
+#[cfg(feature = "btrfs")]
 #[test]
 fn btrfs_label_of_256_non_nul_bytes_is_no_label() {
     let mut data = vec![0u8; 0x10000 + 1024];
@@ -371,6 +375,7 @@ fn btrfs_label_of_256_non_nul_bytes_is_no_label() {
     checks::check_probe(&data);
 }
 
+#[cfg(feature = "btrfs")]
 fn sb_label_fits(data: &mut [u8]) {
     data[0x10000 + 0x12B + 64..0x10000 + 0x12B + 256].fill(0);
     assert_eq!(
@@ -382,6 +387,7 @@ fn sb_label_fits(data: &mut [u8]) {
     );
 }
 
+#[cfg(feature = "vfat")]
 #[test]
 fn vfat_root_cluster_out_of_range_falls_back_to_the_boot_label() {
     for name in ["vfat-root-cluster-past-fat", "vfat-root-cluster-past-image"] {

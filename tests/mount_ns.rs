@@ -518,6 +518,141 @@ fn extra_volume_by_gpt_partition_name() {
     );
 }
 
+// ---------------------------------------------------------------------------------------------
+// Many block devices: every one is looked at (issue 12, item 1)
+
+/// Labels on late partitions (85 to 98) of the 100-partition disk, each found.
+const MANY: [&str; 14] = [
+    "MANY01", "MANY02", "MANY03", "MANY04", "MANY05", "MANY06", "MANY07", "MANY08", "MANY09",
+    "MANY10", "MANY11", "MANY12", "MANY13", "MANY14",
+];
+/// Labels carried twice: TWIN<k> by partitions k + 1 and 70 + k.
+const TWINS: [&str; 8] = [
+    "TWIN1", "TWIN2", "TWIN3", "TWIN4", "TWIN5", "TWIN6", "TWIN7", "TWIN8",
+];
+
+fn marked(label: &'static str) -> Fs {
+    Fs {
+        label,
+        mb: 1,
+        nodes: vec![Node::File("/marker", label)],
+    }
+}
+
+/// With the standard disk and the host's devices, well over 64 block devices. The scan lists
+/// them in kernfs (hash) order, so a table that kept the first 64 would miss some of 14 labels
+/// or a copy of some of 8 twins on almost every run.
+fn attach_many(t: &Bench) -> Disk {
+    let mut filled: Vec<(usize, Fs)> = (85..).zip(MANY.map(marked)).collect();
+    for (k, &twin) in (1..).zip(&TWINS) {
+        filled.push((k + 1, marked(twin)));
+        filled.push((70 + k, marked(twin)));
+    }
+    filled.push((100, marked("LAST")));
+    let disk = t.attach_many(100, &filled);
+    let devices = std::fs::read_dir("/sys/class/block").unwrap().count();
+    assert!(devices > 100, "only {devices} block devices");
+    disk
+}
+
+#[test]
+fn labels_are_found_among_more_than_64_block_devices() {
+    let t = Bench::new("many-devices");
+    let _disk = t.attach(&standard_disk());
+    let many = attach_many(&t);
+    let volumes: String = MANY
+        .iter()
+        .enumerate()
+        .map(|(i, label)| format!(" LABEL={label}:/var/many/{i}"))
+        .collect();
+    let o = t.boot(&Boot {
+        cmdline: ACTIVE,
+        layout: Some(&format!(
+            "VOLUMES=\"PARTLABEL=p100:/var/many/last{volumes}\"\n"
+        )),
+        checks: &["cat $S/var/many/last/marker"],
+        ..Default::default()
+    });
+    o.expect_code(0);
+    assert_eq!(o.step_error("custom-mount"), None, "{}", o.dump());
+    for (i, n) in (85..).take(MANY.len()).enumerate() {
+        let m = o.root_mount(&format!("/var/many/{i}"));
+        assert_eq!(m.source, many.nth(n), "{}", o.dump());
+    }
+    assert_eq!(o.root_mount("/var/many/last").source, many.nth(100));
+    assert_eq!(o.ok(0), "LAST\n");
+}
+
+#[test]
+fn a_label_twice_among_more_than_64_block_devices_is_refused() {
+    let t = Bench::new("many-twins");
+    let _disk = t.attach(&standard_disk());
+    let many = attach_many(&t);
+    let volumes: String = TWINS
+        .iter()
+        .map(|twin| format!(" LABEL={twin}:/var/{twin}"))
+        .collect();
+    let o = t.boot(&Boot {
+        cmdline: ACTIVE,
+        layout: Some(&format!("VOLUMES=\"{}\"\n", volumes.trim_start())),
+        ..Default::default()
+    });
+    for (k, twin) in (1..).zip(TWINS) {
+        let (a, b) = (many.nth(k + 1), many.nth(70 + k));
+        let line = |x: &str, y: &str| {
+            format!(
+                "LABEL={twin} is carried by two devices, {x} and {y}: refusing to guess which \
+                 one to mount"
+            )
+        };
+        assert!(
+            o.stderr.contains(&line(&a, &b)) || o.stderr.contains(&line(&b, &a)),
+            "{twin} not refused naming {a} and {b}\n{}",
+            o.dump()
+        );
+        assert!(
+            o.mount_at(&o.in_root(&format!("/var/{twin}"))).is_none(),
+            "{twin} mounted\n{}",
+            o.dump()
+        );
+    }
+}
+
+/// PARTLABEL= on a disk whose primary GPT header is destroyed: found through the backup header
+/// at the end of the disk, as blkid (which added the partitions, `partx`) finds them (issue 12,
+/// item 10).
+#[test]
+fn partition_name_from_the_backup_gpt_header() {
+    let t = Bench::new("gpt-backup");
+    let _disk = t.attach(&standard_disk());
+    let second = t.attach_edited(
+        "damaged.img",
+        &[part("bkdata", marked_fs("BKDATA"))],
+        |img| {
+            // LBA 1, the primary header.
+            sh(&format!(
+                "dd if=/dev/zero of='{}' bs=512 seek=1 count=1 conv=notrunc status=none",
+                img.display()
+            ));
+        },
+    );
+    let o = t.boot(&Boot {
+        cmdline: &format!("{ACTIVE} rd.immucore.mount=PARTLABEL=bkdata:/data"),
+        checks: &["cat $S/data/marker"],
+        ..Default::default()
+    });
+    o.expect_code(0);
+    assert_eq!(o.root_mount("/data").source, second.part("bkdata"));
+    assert_eq!(o.ok(0), "BKDATA\n");
+}
+
+fn marked_fs(label: &'static str) -> Fs {
+    Fs {
+        mb: 8,
+        ..marked(label)
+    }
+}
+
 /// A service manager's stop (SIGTERM) while immucore waits for a device: it stops between
 /// steps, never inside a mount, says so, and exits 1 with the summary, well before the deadline.
 #[test]

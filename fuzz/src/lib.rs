@@ -464,7 +464,7 @@ pub fn probe_summary(data: &[u8]) -> Option<String> {
 pub fn gpt_summary(data: &[u8], sector_size: u32) -> Option<Vec<String>> {
     let mut rows = Vec::new();
     let mut dev = data;
-    gpt_partitions(&mut dev, sector_size, &mut |p| {
+    gpt_partitions(&mut dev, data.len() as u64, sector_size, &mut |p| {
         rows.push(format!(
             "{} {} {} {} {}",
             p.number,
@@ -521,7 +521,7 @@ pub fn check_probe(data: &[u8]) {
             };
             let mut last = 0;
             let mut count = 0;
-            let found = gpt_partitions(&mut dev, ss, &mut |p| {
+            let found = gpt_partitions(&mut dev, len, ss, &mut |p| {
                 assert!(p.number > last && p.number <= 256, "entry numbers");
                 last = p.number;
                 count += 1;

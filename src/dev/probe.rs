@@ -4,8 +4,12 @@
 //! access goes through `field`/`arr` (out of range reads as empty/zero) and offsets built from
 //! disk values stay inside proven bounds. Types are tried in a fixed order and the first match
 //! wins, so a device never matches two types.
+//!
+//! ext2/3/4 is always probed; every other type has a cargo feature of its name. A type whose
+//! feature is off is not recognised (`NOT_PROBED` lists them), but keeps its `FsType` variant:
+//! a root image's type still has a name, and the fuzz checks match on every type in any build.
 
-use crate::util::fixed::{packed_name, Text};
+use crate::util::fixed::Text;
 
 /// Random-access reads from a block device or an image.
 pub trait BlockRead {
@@ -43,12 +47,36 @@ pub enum FsType {
 impl FsType {
     /// The type name `mount(2)`, fstab and `blkid` use.
     pub fn name(self) -> &'static str {
-        // The names back to back and where each ends, in variant order: smaller than a table
-        // of string slices.
-        const NAMES: &str = "ext2ext3ext4xfsbtrfsvfaterofsiso9660squashfs";
-        packed_name(NAMES, &[4, 8, 12, 15, 20, 24, 29, 36, 44], self as usize)
+        match self {
+            FsType::Ext2 => "ext2",
+            FsType::Ext3 => "ext3",
+            FsType::Ext4 => "ext4",
+            FsType::Xfs => "xfs",
+            FsType::Btrfs => "btrfs",
+            FsType::Vfat => "vfat",
+            FsType::Erofs => "erofs",
+            FsType::Iso9660 => "iso9660",
+            FsType::Squashfs => "squashfs",
+        }
     }
 }
+
+/// The filesystems this build does not probe (their feature is off): a label or UUID on one of
+/// them is never found.
+pub const NOT_PROBED: &[&str] = &[
+    #[cfg(not(feature = "xfs"))]
+    "xfs",
+    #[cfg(not(feature = "btrfs"))]
+    "btrfs",
+    #[cfg(not(feature = "vfat"))]
+    "vfat",
+    #[cfg(not(feature = "erofs"))]
+    "erofs",
+    #[cfg(not(feature = "iso9660"))]
+    "iso9660",
+    #[cfg(not(feature = "squashfs"))]
+    "squashfs",
+];
 
 /// What a probe found. An empty `label`/`uuid` means the filesystem has none (or, for a label
 /// longer than 64 bytes, that it cannot be matched).
@@ -82,6 +110,7 @@ pub(crate) fn le64(b: &[u8], off: usize) -> u64 {
     u64::from_le_bytes(arr(b, off))
 }
 
+#[cfg(feature = "xfs")]
 fn be32(b: &[u8], off: usize) -> u32 {
     u32::from_be_bytes(arr(b, off))
 }
@@ -125,26 +154,55 @@ fn found(out: &mut FsInfo, fs: FsType, raw_label: &[u8], uuid: &[u8]) -> Option<
     Some(fs)
 }
 
-/// Identifies the filesystem on `dev`, or `None` when no supported type matches.
+/// Identifies the filesystem on `dev`, or `None` when no type this build probes matches.
 pub fn probe_fs(dev: &mut impl BlockRead) -> Option<FsInfo> {
-    let sb0 = read::<512>(dev, 0);
-    let sb1 = read::<1024>(dev, 1024);
     // Each probe fills in label and UUID only when it matches.
     let mut out = FsInfo {
         fs: FsType::Ext2,
         label: Text::EMPTY,
         uuid: Text::EMPTY,
     };
-    out.fs = xfs(&sb0, &mut out)
-        .or_else(|| ext(&sb1, &mut out))
-        .or_else(|| btrfs(&read::<1024>(dev, 0x10000), &mut out))
-        .or_else(|| erofs(&sb1, &mut out))
-        .or_else(|| squashfs(&sb0))
-        .or_else(|| vfat(dev, &sb0, &mut out))
-        .or_else(|| iso9660(dev, &mut out))?;
+    out.fs = identify(dev, &mut out)?;
     Some(out)
 }
 
+/// The probes in their fixed order, the first match winning; the blocks several of them look
+/// at are read once.
+fn identify(dev: &mut impl BlockRead, out: &mut FsInfo) -> Option<FsType> {
+    #[cfg(any(feature = "xfs", feature = "squashfs", feature = "vfat"))]
+    let sb0 = read::<512>(dev, 0);
+    let sb1 = read::<1024>(dev, 1024);
+    #[cfg(feature = "xfs")]
+    if let Some(fs) = xfs(&sb0, out) {
+        return Some(fs);
+    }
+    if let Some(fs) = ext(&sb1, out) {
+        return Some(fs);
+    }
+    #[cfg(feature = "btrfs")]
+    if let Some(fs) = btrfs(&read::<1024>(dev, 0x10000), out) {
+        return Some(fs);
+    }
+    #[cfg(feature = "erofs")]
+    if let Some(fs) = erofs(&sb1, out) {
+        return Some(fs);
+    }
+    #[cfg(feature = "squashfs")]
+    if let Some(fs) = squashfs(&sb0) {
+        return Some(fs);
+    }
+    #[cfg(feature = "vfat")]
+    if let Some(fs) = vfat(dev, &sb0, out) {
+        return Some(fs);
+    }
+    #[cfg(feature = "iso9660")]
+    if let Some(fs) = iso9660(dev, out) {
+        return Some(fs);
+    }
+    None
+}
+
+#[cfg(feature = "xfs")]
 fn xfs(s: &[u8], out: &mut FsInfo) -> Option<FsType> {
     let bs = be32(s, 4);
     if field(s, 0, 4) != b"XFSB" || !bs.is_power_of_two() || !matches!(bs, 512..=65536) {
@@ -194,6 +252,7 @@ pub fn ext_size(dev: &mut impl BlockRead) -> Option<u64> {
     blocks.checked_mul(block_size)
 }
 
+#[cfg(feature = "btrfs")]
 fn btrfs(s: &[u8], out: &mut FsInfo) -> Option<FsType> {
     if field(s, 0x40, 8) != b"_BHRfS_M" {
         return None;
@@ -201,6 +260,7 @@ fn btrfs(s: &[u8], out: &mut FsInfo) -> Option<FsType> {
     found(out, FsType::Btrfs, field(s, 0x12B, 256), field(s, 0x20, 16))
 }
 
+#[cfg(feature = "erofs")]
 fn erofs(s: &[u8], out: &mut FsInfo) -> Option<FsType> {
     let blkszbits = *s.get(12)?;
     if le32(s, 0) != 0xE0F5_E1E2 || !matches!(blkszbits, 9..=16) {
@@ -210,10 +270,12 @@ fn erofs(s: &[u8], out: &mut FsInfo) -> Option<FsType> {
 }
 
 /// No label or UUID read.
+#[cfg(feature = "squashfs")]
 fn squashfs(s: &[u8]) -> Option<FsType> {
     (field(s, 0, 4) == b"hsqs" && le16(s, 28) == 4).then_some(FsType::Squashfs)
 }
 
+#[cfg(feature = "vfat")]
 const NO_NAME: &[u8; 11] = b"NO NAME    ";
 
 /// FAT12/16/32. The label is the root-directory volume entry when there is one (as blkid and
@@ -221,6 +283,7 @@ const NO_NAME: &[u8; 11] = b"NO NAME    ";
 /// current blkid (2.38), which then shows the boot-sector copy only as LABEL_FATBOOT, no LABEL.
 // Not inlined: inside `probe_fs` it costs more code (measured, x86_64).
 #[inline(never)]
+#[cfg(feature = "vfat")]
 fn vfat(dev: &mut impl BlockRead, b: &[u8], out: &mut FsInfo) -> Option<FsType> {
     let bps = u64::from(le16(b, 0x0B));
     let spc = u64::from(*b.get(0x0D)?);
@@ -280,6 +343,7 @@ fn vfat(dev: &mut impl BlockRead, b: &[u8], out: &mut FsInfo) -> Option<FsType> 
 }
 
 /// The volume-label entry among the first `entries` (at most 65535) of the directory at `off`.
+#[cfg(feature = "vfat")]
 fn dir_label(dev: &mut impl BlockRead, off: u64, entries: u64) -> Option<[u8; 11]> {
     let mut chunk = [0u8; 512];
     for i in 0..entries {
@@ -302,6 +366,7 @@ fn dir_label(dev: &mut impl BlockRead, off: u64, entries: u64) -> Option<[u8; 11
 
 /// ISO 9660: the primary volume descriptor among the first 16. blkid makes the UUID from the
 /// modification date, else the creation date.
+#[cfg(feature = "iso9660")]
 fn iso9660(dev: &mut impl BlockRead, out: &mut FsInfo) -> Option<FsType> {
     for i in 0..16 {
         let d = read::<1024>(dev, 0x8000 + i * 2048);
@@ -320,6 +385,7 @@ fn iso9660(dev: &mut impl BlockRead, out: &mut FsInfo) -> Option<FsType> {
 
 /// Appends `YYYYMMDDHHMMSSCC` digits as `YYYY-MM-DD-HH-MM-SS-CC` to `t`; false (and nothing
 /// appended) when unset (all '0') or not such digits.
+#[cfg(feature = "iso9660")]
 fn iso_date(d: &[u8], t: &mut Text<40>) -> bool {
     if d.len() != 16 || !d.iter().all(u8::is_ascii_digit) || d.iter().all(|&c| c == b'0') {
         return false;
@@ -542,25 +608,44 @@ pub(crate) mod tests {
         std::fs::remove_dir_all(d).unwrap();
     }
 
+    #[cfg(feature = "xfs")]
     #[test]
-    fn xfs_btrfs_erofs_squashfs_match_blkid() {
-        let d = scratch("misc");
+    fn xfs_matches_blkid() {
+        let d = scratch("xfs");
         let xfs = sparse(&d.join("xfs"), 300 << 20);
         run("mkfs.xfs", &["-q", "-f", "-L", "COS_OEM", &xfs]);
         check(&xfs, FsType::Xfs, "COS_OEM", 0);
+        std::fs::remove_dir_all(d).unwrap();
+    }
 
+    #[cfg(feature = "btrfs")]
+    #[test]
+    fn btrfs_matches_blkid() {
+        let d = scratch("btrfs");
         let btrfs = sparse(&d.join("btrfs"), 128 << 20);
         run("mkfs.btrfs", &["-q", "-f", "-L", "COS_PERSISTENT", &btrfs]);
         check(&btrfs, FsType::Btrfs, "COS_PERSISTENT", 0x10040);
+        std::fs::remove_dir_all(d).unwrap();
+    }
 
+    /// A directory with one file, to make read-only images from.
+    #[cfg(any(feature = "erofs", feature = "squashfs", feature = "iso9660"))]
+    fn source_tree(d: &Path) -> String {
         let src = d.join("src");
         std::fs::create_dir(&src).unwrap();
         std::fs::write(src.join("hello"), b"hi").unwrap();
-        let src = src.to_str().unwrap();
+        src.to_str().unwrap().to_string()
+    }
+
+    #[cfg(feature = "erofs")]
+    #[test]
+    fn erofs_matches_blkid() {
+        let d = scratch("erofs");
+        let src = source_tree(&d);
         let erofs = d.join("erofs").to_str().unwrap().to_string();
         run(
             "mkfs.erofs",
-            &["-Uc0ffee00-1111-4222-8333-444455556666", &erofs, src],
+            &["-Uc0ffee00-1111-4222-8333-444455556666", &erofs, &src],
         );
         check(&erofs, FsType::Erofs, "", 1024);
         // Older mkfs.erofs has no -L: write the label, dropping the superblock-checksum flag
@@ -570,35 +655,50 @@ pub(crate) mod tests {
         data[1024 + 8] &= !1;
         std::fs::write(&erofs, &data).unwrap();
         check(&erofs, FsType::Erofs, "COS_ACTIVE", 1024);
+        std::fs::remove_dir_all(d).unwrap();
+    }
 
+    #[cfg(feature = "squashfs")]
+    #[test]
+    fn squashfs_matches_blkid() {
+        let d = scratch("squashfs");
+        let src = source_tree(&d);
         let sq = d.join("squash").to_str().unwrap().to_string();
         run(
             "mksquashfs",
-            &[src, &sq, "-quiet", "-noappend", "-no-progress"],
+            &[&src, &sq, "-quiet", "-noappend", "-no-progress"],
         );
         check(&sq, FsType::Squashfs, "", 0);
         std::fs::remove_dir_all(d).unwrap();
     }
 
+    /// Without its feature a type is not recognised at all: not as another type either.
+    #[test]
+    fn types_without_their_feature_are_not_recognised() {
+        let d = scratch("not-probed");
+        let img = sparse(&d.join("vfat"), 4 << 20);
+        run("mkfs.vfat", &["-n", "COS_GRUB", &img]);
+        let got = probe_file(&img).map(|i| i.fs);
+        if cfg!(feature = "vfat") {
+            assert_eq!(got, Some(FsType::Vfat));
+            assert!(!NOT_PROBED.contains(&"vfat"));
+        } else {
+            assert_eq!(got, None);
+            assert!(NOT_PROBED.contains(&"vfat"));
+        }
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[cfg(feature = "iso9660")]
     #[test]
     fn iso9660_matches_blkid() {
         let d = scratch("iso");
-        let src = d.join("src");
-        std::fs::create_dir(&src).unwrap();
-        std::fs::write(src.join("hello"), b"hi").unwrap();
+        let src = source_tree(&d);
         let iso = d.join("live.iso").to_str().unwrap().to_string();
         run(
             "xorriso",
             &[
-                "-as",
-                "mkisofs",
-                "-quiet",
-                "-J",
-                "-V",
-                "COS_LIVE",
-                "-o",
-                &iso,
-                src.to_str().unwrap(),
+                "-as", "mkisofs", "-quiet", "-J", "-V", "COS_LIVE", "-o", &iso, &src,
             ],
         );
         check(&iso, FsType::Iso9660, "COS_LIVE", 0x8001);
@@ -606,6 +706,7 @@ pub(crate) mod tests {
         std::fs::remove_dir_all(d).unwrap();
     }
 
+    #[cfg(feature = "vfat")]
     #[test]
     fn vfat_matches_blkid() {
         let d = scratch("vfat");
@@ -626,6 +727,7 @@ pub(crate) mod tests {
     }
 
     /// Offset of the volume-label entry in a fresh mkfs.vfat image's root directory.
+    #[cfg(feature = "vfat")]
     fn label_entry(img: &[u8]) -> usize {
         let (bps, res, nfats) = (
             le16(img, 11) as usize,
@@ -646,6 +748,7 @@ pub(crate) mod tests {
         root
     }
 
+    #[cfg(feature = "vfat")]
     #[test]
     fn vfat_directory_label_wins_over_boot_sector() {
         let d = scratch("vfatlbl");
@@ -702,13 +805,6 @@ pub(crate) mod tests {
         };
         assert_eq!(label(b"abc  \0xyz").as_str(), "abc");
         assert_eq!(label(&[b'x'; 65]).as_str(), "");
-        let mut t = Text::new();
-        assert!(iso_date(b"2024010203040506", &mut t));
-        assert_eq!(t.as_str(), "2024-01-02-03-04-05-06");
-        let mut t = Text::new();
-        assert!(!iso_date(b"0000000000000000", &mut t));
-        assert!(!iso_date(b"2024", &mut t));
-        assert!(t.is_empty());
         let all = [
             FsType::Ext2,
             FsType::Ext3,
@@ -725,5 +821,17 @@ pub(crate) mod tests {
             names,
             ["ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "erofs", "iso9660", "squashfs"]
         );
+    }
+
+    #[cfg(feature = "iso9660")]
+    #[test]
+    fn iso_dates() {
+        let mut t = Text::new();
+        assert!(iso_date(b"2024010203040506", &mut t));
+        assert_eq!(t.as_str(), "2024-01-02-03-04-05-06");
+        let mut t = Text::new();
+        assert!(!iso_date(b"0000000000000000", &mut t));
+        assert!(!iso_date(b"2024", &mut t));
+        assert!(t.is_empty());
     }
 }

@@ -322,6 +322,42 @@ pub fn build_disk(parts: &[Part]) -> PathBuf {
     out
 }
 
+/// Builds (or reuses) a GPT disk image of `count` (at most 128) partitions of 1 MiB, named
+/// `p1`, `p2`...: a machine with many block devices. The partitions numbered in `filled` get
+/// that filesystem (of 1 MiB), the others stay blank.
+pub fn build_many_partitions(count: usize, filled: &[(usize, Fs)]) -> PathBuf {
+    let out = scratch()
+        .join("cache")
+        .join(format!("many-{}.img", key(&(count, filled))));
+    if out.exists() {
+        return out;
+    }
+    let tmp = out.with_extension("tmp");
+    let gpt: String = (1..=count)
+        .map(|n| format!(" -n {n}:0:+1M -c {n}:p{n}"))
+        .collect();
+    let mut dd = String::new();
+    for (n, fs) in filled {
+        assert!(
+            fs.mb == 1 && (1..=count).contains(n),
+            "partition {n}: {fs:?}"
+        );
+        // Partition n starts at MiB n (sgdisk aligns the first one to 1 MiB).
+        dd += &format!(
+            "dd if={} of={} bs=1M seek={n} conv=notrunc,sparse status=none\n",
+            q(&build_fs(fs)),
+            q(&tmp)
+        );
+    }
+    sh(&format!(
+        "rm -f {t}; truncate -s {total}M {t} && sgdisk{gpt} {t} >/dev/null\n{dd}",
+        total = count + 2,
+        t = q(&tmp)
+    ));
+    fs::rename(&tmp, &out).unwrap();
+    out
+}
+
 // ---------------------------------------------------------------------------------------------
 // Loop devices
 
@@ -341,6 +377,11 @@ impl Disk {
             .expect("no such partition")
             + 1;
         format!("{}p{i}", self.dev)
+    }
+
+    /// `/dev/loopNpK` of partition number `n`.
+    pub fn nth(&self, n: usize) -> String {
+        format!("{}p{n}", self.dev)
     }
 
     /// Waits until no mount namespace holds the ext4 filesystem of partition `name` (namespace
@@ -481,23 +522,52 @@ impl Bench {
 
     /// Copies the (cached) disk into the test dir and attaches it with its partitions.
     pub fn attach(&self, parts: &[Part]) -> Disk {
-        let img = self.dir.join("disk.img");
-        sh(&format!(
-            "cp --sparse=always {} {}",
-            q(&build_disk(parts)),
-            q(&img)
-        ));
-        let dev = sh(&format!("losetup -P -f --show {}", q(&img)))
+        self.attach_edited("disk.img", parts, |_| {})
+    }
+
+    /// A second disk: the disk of `build_many_partitions(count, filled)` attached with its
+    /// partitions, which `Disk::nth` names.
+    pub fn attach_many(&self, count: usize, filled: &[(usize, Fs)]) -> Disk {
+        self.attach_copy(
+            "many.img",
+            &build_many_partitions(count, filled),
+            &[],
+            count,
+            |_| {},
+        )
+    }
+
+    /// The disk of `parts` attached from the copy `file` in the test dir, after `edit` changed
+    /// that image (as a file on the host: a damaged partition table, say). Partitions the
+    /// kernel does not find are added as blkid sees them (`partx -u`).
+    pub fn attach_edited(&self, file: &str, parts: &[Part], edit: impl FnOnce(&Path)) -> Disk {
+        let names: Vec<&'static str> = parts.iter().map(|p| p.name).collect();
+        self.attach_copy(file, &build_disk(parts), &names, parts.len(), edit)
+    }
+
+    /// Copies `img` to `file` in the test dir, lets `edit` change it, attaches it and waits
+    /// for partition `count`.
+    fn attach_copy(
+        &self,
+        file: &str,
+        img: &Path,
+        names: &[&'static str],
+        count: usize,
+        edit: impl FnOnce(&Path),
+    ) -> Disk {
+        let copy = self.dir.join(file);
+        sh(&format!("cp --sparse=always {} {}", q(img), q(&copy)));
+        edit(&copy);
+        let dev = sh(&format!("losetup -P -f --show {}", q(&copy)))
             .trim()
             .to_string();
         let disk = Disk {
             dev,
-            names: parts.iter().map(|p| p.name).collect(),
+            names: names.to_vec(),
         };
         let last = format!(
-            "/sys/class/block/{}p{}",
-            disk.dev.trim_start_matches("/dev/"),
-            parts.len()
+            "/sys/class/block/{}",
+            disk.nth(count).trim_start_matches("/dev/")
         );
         let end = Instant::now() + Duration::from_secs(10);
         while !Path::new(&last).exists() {
