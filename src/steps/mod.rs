@@ -393,14 +393,20 @@ pub fn fsck(cmd: &Cmdline, node: &[u8]) {
 /// (`fsck.mode=force`), it says so, once.
 #[cfg(not(feature = "fsck"))]
 pub fn fsck(cmd: &Cmdline, _node: &[u8]) {
-    use core::sync::atomic::{AtomicBool, Ordering};
-    static WARNED: AtomicBool = AtomicBool::new(false);
-    if cmd.fsck_mode == FsckMode::Force && !WARNED.swap(true, Ordering::Relaxed) {
+    if first_forced_fsck(cmd.fsck_mode) {
         log::warn(
             b"fsck.mode=force needs the fsck feature, which this build lacks: mounting unchecked",
             &[],
         );
     }
+}
+
+/// Whether `mode` forces fsck and this is the first time it is asked.
+#[cfg(not(feature = "fsck"))]
+fn first_forced_fsck(mode: FsckMode) -> bool {
+    use core::sync::atomic::{AtomicBool, Ordering};
+    static ASKED: AtomicBool = AtomicBool::new(false);
+    mode == FsckMode::Force && !ASKED.swap(true, Ordering::Relaxed)
 }
 
 /// The C string at the start of `rest` (C strings packed back to back), taken off it.
@@ -483,6 +489,16 @@ mod tests {
         let f = mount_options(b"ro,rw,suid,dev,exec,async,defaults,auto", &mut data);
         assert_eq!(f, Flags::empty());
         assert!(data.is_empty());
+    }
+
+    /// The one test that asks (the answer is kept for the whole process).
+    #[cfg(not(feature = "fsck"))]
+    #[test]
+    fn without_fsck_a_forced_fsck_is_reported_once() {
+        assert!(!first_forced_fsck(FsckMode::Auto));
+        assert!(!first_forced_fsck(FsckMode::Skip));
+        assert!(first_forced_fsck(FsckMode::Force));
+        assert!(!first_forced_fsck(FsckMode::Force));
     }
 
     #[cfg(feature = "fsck")]
