@@ -58,10 +58,50 @@ fn out_features() {
     }
 }
 
+fn print_help() -> i32 {
+    out(HELP);
+    out(b"Build features: ");
+    out_features();
+    out(b"\n");
+    0
+}
+
+fn print_version() -> i32 {
+    out(concat!(
+        "immucore ",
+        env!("CARGO_PKG_VERSION"),
+        " (commit ",
+        env!("IMMUCORE_COMMIT"),
+        "; features: "
+    )
+    .as_bytes());
+    out_features();
+    out(b")\n");
+    0
+}
+
 /// What PID 1 does when there is no root (`boot::fail`).
 struct OnFailure {
     reboot: bool,
     shell: bool,
+}
+
+impl OnFailure {
+    /// For a command line that was not understood: only its raw text can ask for a reboot.
+    fn unparsed(cmdline: &[u8]) -> OnFailure {
+        const REBOOT: &[u8] = b"rd.immucore.rebootonfailure";
+        OnFailure {
+            reboot: cmdline.windows(REBOOT.len()).any(|w| w == REBOOT),
+            shell: true,
+        }
+    }
+
+    fn parsed(cmd: &Cmdline) -> OnFailure {
+        OnFailure {
+            reboot: cmd.reboot_on_failure,
+            shell: cmd.shell_allowed,
+        }
+    }
 }
 
 /// `base-mounts`, run before the plan exists (see `start`): its outcome and duration.
@@ -74,26 +114,8 @@ struct BaseMounts {
 pub fn main(process: sys::args::ProcessArgs) -> i32 {
     let env = Env::new(process.args().skip(1), process.vars(), sys::is_pid1());
     let dry_run = match env.action {
-        Action::Help => {
-            out(HELP);
-            out(b"Build features: ");
-            out_features();
-            out(b"\n");
-            return 0;
-        }
-        Action::Version => {
-            out(concat!(
-                "immucore ",
-                env!("CARGO_PKG_VERSION"),
-                " (commit ",
-                env!("IMMUCORE_COMMIT"),
-                "; features: "
-            )
-            .as_bytes());
-            out_features();
-            out(b")\n");
-            return 0;
-        }
+        Action::Help => return print_help(),
+        Action::Version => return print_version(),
         Action::DryRun => true,
         Action::Boot => false,
     };
@@ -107,12 +129,7 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
     let cmd = match parsed {
         Ok(cmd) => cmd,
         Err(reason) => {
-            // The command line was not understood, so only its raw text can ask for a reboot.
-            const REBOOT: &[u8] = b"rd.immucore.rebootonfailure";
-            let on_failure = (env.init_mode && !dry_run).then(|| OnFailure {
-                reboot: text.windows(REBOOT.len()).any(|w| w == REBOOT),
-                shell: true,
-            });
+            let on_failure = (env.init_mode && !dry_run).then(|| OnFailure::unparsed(text));
             return give_up(None, reason.as_bytes(), text, on_failure);
         }
     };
@@ -253,12 +270,7 @@ fn run_plan(plan: &mut Plan, ctx: &mut steps::Ctx, base: Option<BaseMounts>) {
 /// steps left (`ctx`: the loop device over the image, say) still there.
 fn hand_over(plan: &Plan, ctx: steps::Ctx, process: sys::args::ProcessArgs, text: &[u8]) -> i32 {
     let (env, cmd) = (ctx.env, ctx.cmd);
-    let on_failure = || {
-        env.init_mode.then_some(OnFailure {
-            reboot: cmd.reboot_on_failure,
-            shell: cmd.shell_allowed,
-        })
-    };
+    let on_failure = || env.init_mode.then(|| OnFailure::parsed(cmd));
     if sys::stop_requested() {
         let why = b"stopped by a signal before all steps ran";
         return give_up(Some(plan), why, text, None);
