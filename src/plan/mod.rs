@@ -409,6 +409,25 @@ mod tests {
         );
     }
 
+    #[test]
+    fn gated_steps_have_their_function_only_with_their_feature() {
+        let built = |id: StepId| id.row().unwrap().run.is_some();
+        for id in [RootfsHook, EnableSysextConfext, InitramfsHook] {
+            assert_eq!(built(id), cfg!(feature = "hooks"), "{id:?}");
+        }
+        assert_eq!(built(LvmActivation), cfg!(feature = "lvm"));
+        // The other steps are in every build.
+        let gated = [
+            RootfsHook,
+            EnableSysextConfext,
+            InitramfsHook,
+            LvmActivation,
+        ];
+        for s in STEPS.iter().filter(|s| !gated.contains(&s.id)) {
+            assert!(s.run.is_some(), "{:?}", s.id);
+        }
+    }
+
     #[cfg(feature = "hooks")]
     #[test]
     fn normal_service_layers_match_upstream_shape() {
