@@ -28,7 +28,7 @@ use rustix::fd::AsFd;
 /// A step failed; `message` says why. The text is kept aside rather than in the error, so the
 /// results of all step code stay small instead of carrying 256 bytes through every `?`. A
 /// token, neither `Copy` nor `Clone`: reading the message (`message`, `log`) consumes it, so
-/// one error's text is read once, and before the next error replaces it.
+/// an error's text is read at most once, and only through the error it belongs to.
 #[must_use = "a step error is returned, or its message read (`message`, `log`)"]
 #[cfg_attr(test, derive(Debug))]
 pub struct Error(());
