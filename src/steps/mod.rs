@@ -1,22 +1,24 @@
-//! What each step of the plan does to the system. `Ctx` carries what steps hand to each other
-//! (the mounted root, the layout, the fstab lines, which volumes mounted); `run` dispatches a
-//! step id to its action. Helpers shared by several steps (the mount primitive, fsck, option
-//! strings) live here too.
+//! What each step of the plan does to the system (the step table, `plan::STEPS`, names the
+//! function of each). `Ctx` carries what steps hand to each other (the mounted root, the
+//! layout, the fstab lines, which volumes mounted). Helpers shared by several steps (the mount
+//! primitive, fsck, option strings) live here too.
 
 pub mod binds;
 pub mod fstab;
+#[cfg(feature = "hooks")]
 pub mod hooks;
+pub mod init;
 pub mod overlay;
 pub mod root;
 pub mod volumes;
 
-use crate::boot;
-use crate::config::cmdline::{word_index, Cmdline, Device, FsckMode, FsckRepair};
+#[cfg(feature = "fsck")]
+use crate::config::cmdline::FsckRepair;
+use crate::config::cmdline::{Cmdline, Device, FsckMode};
 use crate::config::layout::Layout;
 use crate::config::state::Env;
 use crate::dev::scan::{self, Table};
 use crate::log;
-use crate::plan::StepId;
 use crate::sys::inroot::{fd_path, Root};
 use crate::sys::{self, Flags, Global};
 use crate::util::fixed::Text;
@@ -24,8 +26,10 @@ use core::ffi::CStr;
 use rustix::fd::AsFd;
 
 /// A step failed; `message` says why. The text is kept aside rather than in the error, so the
-/// results of all step code stay small instead of carrying 256 bytes through every `?`.
-#[derive(Clone, Copy)]
+/// results of all step code stay small instead of carrying 256 bytes through every `?`. A
+/// token, neither `Copy` nor `Clone`: reading the message (`message`, `log`) consumes it, so
+/// an error's text is read at most once, and only through the error it belongs to.
+#[must_use = "a step error is returned, or its message read (`message`, `log`)"]
 #[cfg_attr(test, derive(Debug))]
 pub struct Error(());
 
@@ -43,16 +47,16 @@ pub fn err(template: &[u8], args: &[&[u8]]) -> Error {
 
 /// A step error naming what failed and the errno.
 pub fn err_errno(template: &[u8], args: &[&[u8]], e: sys::Errno) -> Error {
-    err(template, args);
+    let error = err(template, args);
     MESSAGE.with(|m| {
         m.push_lossy(b": ");
         m.push_lossy(log::errno(e).as_bytes());
     });
-    Error(())
+    error
 }
 
 /// Logs the text of the last step error (of one of several things a step tries) into
-/// `template`'s `{}`.
+/// `template`'s `{}`. `Error::log` does this and consumes the error.
 fn log_error(level: log::Level, template: &[u8]) {
     MESSAGE.with(|m| log::log(level, template, &[m.as_bytes()]));
 }
@@ -83,11 +87,17 @@ fn log_already_mounted(path: &[u8]) {
 }
 
 impl Error {
-    /// Why the step failed: the text of the last step error.
+    /// Why the step failed.
     pub fn message(self) -> Text<256> {
         let mut text = Text::new();
         MESSAGE.with(|m| text.push_lossy(m.as_bytes()));
         text
+    }
+
+    /// Logs why the step failed into `template`'s `{}` (for one of several things a step
+    /// tries: the step goes on).
+    pub fn log(self, level: log::Level, template: &[u8]) {
+        log_error(level, template);
     }
 }
 
@@ -146,71 +156,41 @@ fn mounted_root(root: &Option<Root>) -> Result<&Root, Error> {
         .ok_or_else(|| err(b"the root is not mounted", &[]))
 }
 
-/// Runs the action of step `id`. Never inlined: it holds most step bodies, and inlined into
-/// `main` (which LLVM starts doing once it is a little smaller) it costs about 800 bytes more.
-#[inline(never)]
-pub fn run(id: StepId, ctx: &mut Ctx) -> Result<(), Error> {
-    match id {
-        StepId::BaseMounts => boot::base_mounts(),
-        StepId::LoadModules => boot::load_modules(ctx.env),
-        StepId::CreateSentinel => root::create_sentinel(ctx),
-        StepId::MountTmpfs => root::mount_tmpfs(ctx),
-        StepId::LvmActivation => volumes::lvm_activation(),
-        StepId::MountState => root::mount_state(ctx),
-        StepId::DiscoverState => root::discover_state(ctx),
-        StepId::MountRoot => root::mount_root(ctx),
-        StepId::WaitForSysroot => root::wait_for_sysroot(ctx),
-        StepId::MountOem => volumes::mount_oem(ctx),
-        StepId::RootfsHook => hooks::run_stage(ctx, false),
-        StepId::LoadConfig => overlay::load_config(ctx),
-        StepId::MountBaseOverlay => overlay::mount_base_overlay(ctx),
-        StepId::OverlayMount => overlay::overlay_mount(ctx),
-        StepId::CustomMount => volumes::custom_mount(ctx),
-        StepId::MountBind => binds::mount_bind(ctx),
-        StepId::EnableSysextConfext => hooks::enable_sysext_confext(ctx),
-        StepId::WriteFstab => fstab::write_fstab(ctx),
-        StepId::InitramfsHook => hooks::run_stage(ctx, true),
-        // The hand-over happens after the plan ran (main), so the summary can be printed first.
-        StepId::SwitchRoot => Ok(()),
-    }
-}
-
-/// The option words that are mount flags, space-separated (a packed list: no string slice per
-/// word). The first `FLAGS.len()` set their flag, except `rw` (first), which clears `ro`'s;
-/// the others only restate a default.
-const FLAG_WORDS: &[u8] =
-    b"rw ro nosuid nodev noexec noatime relatime sync bind suid dev exec async defaults auto";
-const FLAGS: [Flags; 9] = [
-    Flags::RDONLY,
-    Flags::RDONLY,
-    Flags::NOSUID,
-    Flags::NODEV,
-    Flags::NOEXEC,
-    Flags::NOATIME,
-    Flags::RELATIME,
-    Flags::SYNCHRONOUS,
-    Flags::BIND,
-];
-
 /// Mount flags and data string for an fstab-style option list (reference §6.3): flag words
 /// become flags, everything else joins the data string in order. (`data` has the capacity of
 /// a log line: its `Text` methods exist once for both.)
 pub fn mount_options(opts: &[u8], data: &mut Text<2048>) -> Flags {
     let mut flags = Flags::empty();
     for o in opts.split(|&c| c == b',').filter(|o| !o.is_empty()) {
-        match word_index(FLAG_WORDS, o) {
-            Some(0) => flags.remove(Flags::RDONLY),
-            Some(i) => flags |= FLAGS.get(i).copied().unwrap_or(Flags::empty()),
-            None => {
-                if !data.is_empty() {
-                    data.push_lossy(b",");
-                }
-                data.push_lossy(o);
+        if o == b"rw" {
+            flags.remove(Flags::RDONLY);
+        } else if let Some((_, flag)) = FLAG_WORDS.iter().find(|(word, _)| *word == o) {
+            flags |= *flag;
+        } else if !DEFAULT_WORDS.contains(&o) {
+            if !data.is_empty() {
+                data.push_lossy(b",");
             }
+            data.push_lossy(o);
         }
     }
     flags
 }
+
+/// The option words that are mount flags, and the flag each sets (`rw` clears `ro`'s).
+// Pairs searched by a loop: 430 bytes smaller than a `match` on the words (x86_64).
+const FLAG_WORDS: [(&[u8], Flags); 8] = [
+    (b"ro", Flags::RDONLY),
+    (b"nosuid", Flags::NOSUID),
+    (b"nodev", Flags::NODEV),
+    (b"noexec", Flags::NOEXEC),
+    (b"noatime", Flags::NOATIME),
+    (b"relatime", Flags::RELATIME),
+    (b"sync", Flags::SYNCHRONOUS),
+    (b"bind", Flags::BIND),
+];
+
+/// The option words that restate a default: no flag, and nothing for the filesystem either.
+const DEFAULT_WORDS: [&[u8]; 6] = [b"suid", b"dev", b"exec", b"async", b"defaults", b"auto"];
 
 /// Where a mount goes: a path of the initramfs itself, or a path inside the sysroot (resolved
 /// with `RESOLVE_IN_ROOT`, created if missing).
@@ -340,65 +320,63 @@ pub fn mount_device(
 }
 
 /// fsck of a large, damaged filesystem can take minutes; a hung one must not hold the boot.
+#[cfg(feature = "fsck")]
 const FSCK_TIMEOUT_MS: u64 = 600_000;
 
-/// The C string at the start of `rest` (C strings packed back to back), taken off it.
-#[inline(never)]
-fn take_c_str<'a>(rest: &mut &'a [u8]) -> Option<&'a CStr> {
-    let s = sys::c_str_until_nul(rest)?;
-    *rest = rest.get(s.to_bytes_with_nul().len()..).unwrap_or_default();
-    Some(s)
+/// Where fsck may be installed, first found wins.
+#[cfg(feature = "fsck")]
+const FSCK_PATHS: [&CStr; 4] = [
+    c"/usr/sbin/fsck",
+    c"/sbin/fsck",
+    c"/usr/bin/fsck",
+    c"/bin/fsck",
+];
+
+/// fsck's flag for `fsck.repair=`, if it has one.
+#[cfg(feature = "fsck")]
+fn repair_flag(repair: FsckRepair) -> Option<&'static CStr> {
+    match repair {
+        FsckRepair::Preen => Some(c"-a"),
+        FsckRepair::Yes => Some(c"-y"),
+        FsckRepair::No => Some(c"-n"),
+        FsckRepair::None => None,
+    }
 }
 
-/// Where fsck may be installed, first found wins: C strings back to back.
-const FSCK_PATHS: &[u8] = b"/usr/sbin/fsck\0/sbin/fsck\0/usr/bin/fsck\0/bin/fsck\0";
-
-/// fsck's flag for `fsck.repair=`: `-a`, `-y`, `-n`, or none (empty). A packed table in the
-/// order of `FsckRepair`, 3 bytes with the NUL each (the test below checks the order).
-fn repair_flag(repair: FsckRepair) -> &'static CStr {
-    const FLAGS: &[u8] = b"-a\0-y\0-n\0\0";
-    let flag = FLAGS.get(3 * repair as usize..).unwrap_or_default();
-    sys::c_str_until_nul(flag).unwrap_or(c"")
-}
-
-/// Runs `fsck <dev> [-f] -a|-y|-n` before the first mount, as systemd-fsck would, when an
+/// Runs `fsck <dev> [-f] [-a|-y|-n]` before the first mount, as systemd-fsck would, when an
 /// fsck binary exists. Its result is logged, never fatal: the mount decides. Kept out of
 /// `mount_checked`: the two are smaller apart.
+#[cfg(feature = "fsck")]
 #[inline(never)]
 pub fn fsck(cmd: &Cmdline, node: &[u8]) {
     if cmd.fsck_mode == FsckMode::Skip {
         return;
     }
-    let mut paths = FSCK_PATHS;
-    let bin = loop {
-        let Some(path) = take_c_str(&mut paths) else {
-            return;
-        };
-        if sys::is_executable(path.to_bytes()) {
-            break path;
-        }
+    let Some(bin) = FSCK_PATHS
+        .into_iter()
+        .find(|path| sys::is_executable(path.to_bytes()))
+    else {
+        return;
     };
     let mut dev = sys::CBuf::new();
     let Ok(dev) = dev.c_str(node) else {
         return;
     };
-    // `-f` when forced, then the repair mode's flag (none for `none`).
     let force = cmd.fsck_mode == FsckMode::Force;
-    let repair = repair_flag(cmd.fsck_repair);
-    let mut argv = [bin, dev, c"-f", repair];
-    if !force {
-        argv[2] = repair;
-    }
-    let argc = 2 + force as usize + !repair.is_empty() as usize;
-    let outcome = run_program(
-        argv.get(..argc).unwrap_or(&[]),
+    let argv: &[&CStr] = match (force, repair_flag(cmd.fsck_repair)) {
+        (true, Some(repair)) => &[bin, dev, c"-f", repair],
+        (true, None) => &[bin, dev, c"-f"],
+        (false, Some(repair)) => &[bin, dev, repair],
+        (false, None) => &[bin, dev],
+    };
+    match run_program(
+        argv,
         &[RUN_PATH],
         None,
         FSCK_TIMEOUT_MS,
         [b"fsck ", node],
         1,
-    );
-    match outcome {
+    ) {
         Ok(status) => {
             let (level, template): (_, &[u8]) = if status == 0 {
                 (log::Level::Debug, b"fsck {}: clean")
@@ -407,16 +385,54 @@ pub fn fsck(cmd: &Cmdline, node: &[u8]) {
             };
             log::log(level, template, &[node]);
         }
-        Err(_) => log_error(log::Level::Warn, b"{}"),
+        Err(e) => e.log(log::Level::Warn, b"{}"),
     }
 }
 
+/// A build without the fsck feature mounts unchecked; if the command line asks for fsck
+/// (`fsck.mode=force`), it says so, once.
+#[cfg(not(feature = "fsck"))]
+pub fn fsck(cmd: &Cmdline, _node: &[u8]) {
+    if first_forced_fsck(cmd.fsck_mode) {
+        log::warn(
+            b"fsck.mode=force needs the fsck feature, which this build lacks: mounting unchecked",
+            &[],
+        );
+    }
+}
+
+/// Whether `mode` forces fsck and this is the first time it is asked.
+#[cfg(not(feature = "fsck"))]
+fn first_forced_fsck(mode: FsckMode) -> bool {
+    use core::sync::atomic::{AtomicBool, Ordering};
+    static ASKED: AtomicBool = AtomicBool::new(false);
+    mode == FsckMode::Force && !ASKED.swap(true, Ordering::Relaxed)
+}
+
+/// The C string at the start of `rest` (C strings packed back to back), taken off it.
+#[cfg(feature = "hooks")]
+#[inline(never)]
+fn take_c_str<'a>(rest: &mut &'a [u8]) -> Option<&'a CStr> {
+    let s = sys::c_str_until_nul(rest)?;
+    *rest = rest.get(s.to_bytes_with_nul().len()..).unwrap_or_default();
+    Some(s)
+}
+
 /// The search path of the programs immucore runs itself (fsck, lvm).
+// Unused in a build without fsck, lvm and hooks (the tiny one).
+#[cfg_attr(
+    not(any(feature = "fsck", feature = "lvm", feature = "hooks")),
+    allow(dead_code)
+)]
 const RUN_PATH: &CStr = c"PATH=/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Runs `argv` (see `sys::run`) and returns its exit status if that is 0 or `also_ok`; else an
 /// error naming the program as `what` (`fsck ` and the device, say) with the status or errno.
 /// The one outcome check of fsck, lvm and the hooks.
+#[cfg_attr(
+    not(any(feature = "fsck", feature = "lvm", feature = "hooks")),
+    allow(dead_code)
+)]
 fn run_program(
     argv: &[&CStr],
     envp: &[&CStr],
@@ -475,11 +491,22 @@ mod tests {
         assert!(data.is_empty());
     }
 
+    /// The one test that asks (the answer is kept for the whole process).
+    #[cfg(not(feature = "fsck"))]
+    #[test]
+    fn without_fsck_a_forced_fsck_is_reported_once() {
+        assert!(!first_forced_fsck(FsckMode::Auto));
+        assert!(!first_forced_fsck(FsckMode::Skip));
+        assert!(first_forced_fsck(FsckMode::Force));
+        assert!(!first_forced_fsck(FsckMode::Force));
+    }
+
+    #[cfg(feature = "fsck")]
     #[test]
     fn repair_flags_follow_the_repair_modes() {
-        assert_eq!(repair_flag(FsckRepair::Preen), c"-a");
-        assert_eq!(repair_flag(FsckRepair::Yes), c"-y");
-        assert_eq!(repair_flag(FsckRepair::No), c"-n");
-        assert_eq!(repair_flag(FsckRepair::None), c"");
+        assert_eq!(repair_flag(FsckRepair::Preen), Some(c"-a"));
+        assert_eq!(repair_flag(FsckRepair::Yes), Some(c"-y"));
+        assert_eq!(repair_flag(FsckRepair::No), Some(c"-n"));
+        assert_eq!(repair_flag(FsckRepair::None), None);
     }
 }
