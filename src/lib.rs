@@ -19,6 +19,3 @@ pub mod steps;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod util;
-
-/// The program's entry, which `_start` (`sys/start.rs`) calls.
-pub use app::main;

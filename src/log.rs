@@ -5,7 +5,7 @@
 //! kept in memory and written when the file is opened.
 
 use crate::sys::{self, Global};
-use crate::util::fixed::{fmt_u64, Text};
+use crate::util::fixed::{fmt_u64, hex_digit, Text};
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::io::IoSlice;
 
@@ -137,7 +137,7 @@ fn emit(template: &[u8], args: &[&[u8]], level: Level) {
         // character in one must not start a forged line on the console or in the log.
         expand(template, args, &mut |c| {
             if c < 0x20 || c == 0x7f {
-                buf.push_lossy(&[b'\\', b'x', HEX[(c >> 4) as usize], HEX[c as usize & 15]]);
+                buf.push_lossy(&[b'\\', b'x', hex_digit(c >> 4), hex_digit(c)]);
             } else {
                 buf.push_lossy(&[c]);
             }
@@ -197,8 +197,6 @@ fn push_stamp(out: &mut Line, ms: u64) {
     );
     out.push_lossy(b"] ");
 }
-
-const HEX: [u8; 16] = *b"0123456789abcdef";
 
 /// Feeds `template` to `out` byte by byte with each `{}` replaced by the next of `args` (a `{}`
 /// without an argument left stays as it is).

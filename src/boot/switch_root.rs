@@ -7,14 +7,12 @@
 //! fails, the initramfs, with the rescue shell the failure path starts, is still whole.
 
 use crate::log;
+use crate::steps::init::API_FILESYSTEMS;
 use crate::sys::{self, CBuf, Errno};
 use crate::util::fixed::Text;
 use rustix::fd::{AsFd, BorrowedFd};
 use rustix::fs::{fstat, openat, unlinkat, AtFlags, FileType, Mode, OFlags};
 
-/// The API filesystems of the initramfs, which the new root gets too (moved at the hand-over,
-/// bound for the chrooted hooks).
-pub const API_FS: [&[u8]; 4] = [b"/dev", b"/proc", b"/sys", b"/run"];
 const INIT_FALLBACKS: &[&[u8]] = &[b"/sbin/init", b"/etc/init", b"/bin/init", b"/bin/sh"];
 
 /// Moves everything and execs the new init (with the arguments and environment we were started
@@ -32,7 +30,8 @@ pub fn switch_root(
     if !sys::is_mountpoint_path(sysroot) {
         let _ = sys::mount_bind(sysroot, sysroot);
     }
-    for fs in &API_FS {
+    // The API filesystems of the initramfs go with it into the new root.
+    for fs in API_FILESYSTEMS.iter().map(|fs| fs.path) {
         let mut target = Text::<256>::new();
         target.push_lossy(sysroot);
         target.push_lossy(fs);

@@ -16,11 +16,8 @@
 //! each token under its key, and `resolve` turns what was collected into a [`Cmdline`].
 
 use crate::config::path::{check_path, normalize, normalize_device};
-use crate::util::fixed::{parse_u64, utf8_valid_up_to, List, Text};
+use crate::util::fixed::{hex_digit, parse_u64, utf8_valid_up_to, List, Text};
 use crate::util::words::lookup;
-/// The word-list helpers live in `util::words`; re-exported for the modules that import them
-/// from here.
-pub use crate::util::words::{word_index, words};
 
 /// Longest command line accepted (the kernel's own limit on x86 is 2048, other arches 4096).
 pub const MAX_CMDLINE: usize = 4096;
@@ -1016,10 +1013,8 @@ impl Device {
             out.push_lossy(&[c.to_ascii_lowercase()]);
         }
         out.push_lossy(b"/");
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let hex = |n: u8| HEX.get(usize::from(n & 15)).copied().unwrap_or(b'0');
         for c in self.value.as_bytes() {
-            let escaped = [b'\\', b'x', hex(c >> 4), hex(*c)];
+            let escaped = [b'\\', b'x', hex_digit(c >> 4), hex_digit(*c)];
             out.push_lossy(if is_plain_in_by_name(*c) {
                 core::slice::from_ref(c)
             } else {

@@ -12,10 +12,11 @@
 #[cfg(feature = "gpt")]
 use super::gpt::{gpt_partitions, GptPart};
 use super::probe::{probe_fs, BlockRead, FsInfo, FsType, NOT_PROBED};
-use crate::config::cmdline::{words, Device, DeviceKind};
+use crate::config::cmdline::{Device, DeviceKind};
 use crate::log;
 use crate::sys;
 use crate::util::fixed::Text;
+use crate::util::words::words;
 use rustix::fd::{AsFd, BorrowedFd};
 
 /// Devices we never open: slow or unsafe to probe, or never a Kairos partition.

@@ -2,8 +2,8 @@
 //! `kairos-agent run-stage S` or its `yip`/`elemental` equivalents) and the system extension
 //! links. Hooks never fail the boot: their errors are logged.
 
+use super::init::API_FILESYSTEMS;
 use super::{log_error, run_program, Ctx, Error, RUN_PATH};
-use crate::boot::switch_root::API_FS;
 use crate::log;
 use crate::sys::{self, inroot::Root, CBuf, Errno};
 use crate::util::fixed::{List, Text};
@@ -241,13 +241,15 @@ pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
     Ok(())
 }
 
-/// Makes `/dev`, `/proc`, `/sys` and `/run` visible inside the new root for chrooted hooks
+/// Makes the API filesystems visible inside the new root for chrooted hooks
 /// (`bind`), or removes them again, in reverse order.
 fn api_filesystems(sysroot: &[u8], bind: bool) {
-    for i in 0..API_FS.len() {
-        let Some(fs) = API_FS.get(if bind { i } else { API_FS.len() - 1 - i }) else {
+    let count = API_FILESYSTEMS.len();
+    for i in 0..count {
+        let Some(fs) = API_FILESYSTEMS.get(if bind { i } else { count - 1 - i }) else {
             continue;
         };
+        let fs = fs.path;
         let mut target = Text::<256>::new();
         target.push_lossy(sysroot);
         target.push_lossy(fs);

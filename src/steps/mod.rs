@@ -409,15 +409,6 @@ fn first_forced_fsck(mode: FsckMode) -> bool {
     mode == FsckMode::Force && !ASKED.swap(true, Ordering::Relaxed)
 }
 
-/// The C string at the start of `rest` (C strings packed back to back), taken off it.
-#[cfg(feature = "hooks")]
-#[inline(never)]
-fn take_c_str<'a>(rest: &mut &'a [u8]) -> Option<&'a CStr> {
-    let s = sys::c_str_until_nul(rest)?;
-    *rest = rest.get(s.to_bytes_with_nul().len()..).unwrap_or_default();
-    Some(s)
-}
-
 /// The search path of the programs immucore runs itself (fsck, lvm).
 // Unused in a build without fsck, lvm and hooks (the tiny one).
 #[cfg_attr(

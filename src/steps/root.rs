@@ -2,12 +2,13 @@
 //! the read-only root on the sysroot (or, in live mode, waiting for someone else's sysroot).
 
 use super::{err, err_errno, mount_at, mount_device, Ctx, Error, Mounted, Target};
-use crate::config::cmdline::{words, Device, DeviceKind};
+use crate::config::cmdline::{Device, DeviceKind};
 use crate::dev::probe::FsInfo;
 use crate::dev::scan::probe_node;
 use crate::log;
 use crate::sys::{self, inroot::Root, loopdev};
 use crate::util::fixed::Text;
+use crate::util::words::words;
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::OFlags;
 

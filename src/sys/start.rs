@@ -80,7 +80,8 @@ unsafe extern "C" fn start_rust(sp: *const usize) -> ! {
         core::sync::atomic::Ordering::Relaxed,
     );
     // SAFETY: argv and envp are the kernel's NULL-terminated arrays on the initial stack.
-    let code = immucore::main(unsafe { immucore::sys::args::ProcessArgs::from_raw(argv, envp) });
+    let code =
+        immucore::app::main(unsafe { immucore::sys::args::ProcessArgs::from_raw(argv, envp) });
     immucore::sys::exit(code)
 }
 

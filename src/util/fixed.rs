@@ -375,6 +375,14 @@ pub fn copy_bytes(dst: &mut [u8], src: &[u8]) {
 }
 
 /// Formats `n` in decimal into `buf`, returning the digits.
+/// The lower-case hex digit of the low four bits of `n`.
+pub fn hex_digit(n: u8) -> u8 {
+    match n & 15 {
+        d @ 0..=9 => b'0' + d,
+        d => b'a' + d - 10,
+    }
+}
+
 pub fn fmt_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     loop {
