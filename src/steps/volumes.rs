@@ -1,18 +1,18 @@
 //! Partitions other than the root chain: OEM, `VOLUMES` and `rd.*.mount` extra volumes, and
-//! LVM activation where an `lvm` binary exists.
+//! (feature `lvm`) LVM activation where an `lvm` binary exists.
 
 use super::{
-    add_failure, err, failures, log_error, mount_device, run_program, Ctx, Error, Target, Volume,
-    MAX_VOLUMES, RUN_PATH,
+    add_failure, err, failures, log_error, mount_device, Ctx, Error, Target, Volume, MAX_VOLUMES,
 };
 use crate::config::cmdline::{volume_spec, BootState};
 use crate::dev::scan::Found;
 use crate::log::{self, Level};
-use crate::sys;
 use crate::util::fixed::Text;
 
 const VOLUME_TIMEOUT_MS: u64 = 3_000;
+#[cfg(feature = "lvm")]
 const LVM_TIMEOUT_MS: u64 = 120_000;
+#[cfg(feature = "lvm")]
 pub const LVM_PATHS: &[&[u8]] = &[b"/usr/sbin/lvm", b"/sbin/lvm"];
 
 /// `mount-oem`: `COS_OEM` (or `rd.*.oemlabel=`) on `<sysroot>/oem`. Without an explicit label
@@ -106,7 +106,10 @@ pub fn custom_mount(ctx: &mut Ctx) -> Result<(), Error> {
 }
 
 /// `lvm-activation`: activate volume groups so labels on logical volumes can be found.
+#[cfg(feature = "lvm")]
 pub fn lvm_activation() -> Result<(), Error> {
+    use super::{run_program, RUN_PATH};
+    use crate::sys;
     let Some(lvm) = LVM_PATHS.iter().find(|p| sys::is_executable(p)) else {
         return Ok(());
     };
