@@ -901,10 +901,10 @@ fn full_persistent_partition_during_copy_up() {
     assert_eq!(e, "bind failed for /var/lib/big", "{}", o.dump());
     assert_log(
         &o,
-        "immucore: mount-bind: error: /var/lib/big not bound: its first copy-up into \
-         /usr/local/.state/.immucore-partial.var-lib-big.bind is incomplete, 1 entries not added \
-         (first 'b-huge.bin' (write): no space left on device); the image's content stays, and the \
-         next boot resumes the copy",
+        "immucore: mount-bind: error: /var/lib/big: copy-up into \
+         /usr/local/.state/.immucore-partial.var-lib-big.bind incomplete, 1 entries of the image \
+         not added (first 'b-huge.bin' (write): no space left on device); not bound, the next boot \
+         resumes the copy",
     );
     assert_eq!(o.ok(0), "", "temporaries left in the store");
     // Copy order is directory order (the htree hash of each mkfs): the small files may or may
@@ -1008,9 +1008,9 @@ fn full_persistent_partition_on_upgrade_still_binds_the_existing_store() {
     );
     assert_log(
         &o,
-        "immucore: mount-bind: error: /var/lib/big bound, but its store \
-         /usr/local/.state/var-lib-big.bind is incomplete: 1 entries of the image not added \
-         (first 'new-huge.bin' (write): no space left on device)",
+        "immucore: mount-bind: error: /var/lib/big: copy-up into \
+         /usr/local/.state/var-lib-big.bind incomplete, 1 entries of the image not added \
+         (first 'new-huge.bin' (write): no space left on device); bound anyway",
     );
     assert_log(
         &o,

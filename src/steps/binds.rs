@@ -18,8 +18,9 @@ use crate::config::layout::Layout;
 use crate::config::path::{dash_name, is_within};
 use crate::copy::{copy_missing, CopyStats, Missed};
 use crate::log;
-use crate::sys::{self, inroot::fd_path, inroot::real_path, inroot::Root, Errno, Flags};
+use crate::sys::{self, inroot::fd_path, inroot::real_path, inroot::Root, CBuf, Errno, Flags};
 use crate::util::fixed::Text;
+use core::ffi::CStr;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{Mode, OFlags, RenameFlags};
 
@@ -231,7 +232,7 @@ const DIR: OFlags = OFlags::RDONLY
     .union(OFlags::CLOEXEC);
 
 /// `name` in `dir`, a directory opened for reading, not following a symlink.
-fn open_dir_at(dir: BorrowedFd<'_>, name: &[u8]) -> Result<OwnedFd, Errno> {
+fn open_dir_at(dir: BorrowedFd<'_>, name: &CStr) -> Result<OwnedFd, Errno> {
     rustix::fs::openat(dir, name, DIR, Mode::empty())
 }
 
@@ -257,7 +258,7 @@ fn bind_one(
     // reading by itself (`.`): the copy lists it, which an `O_PATH` descriptor cannot.
     let src_dir = root
         .mkdir_p(path, 0o755)
-        .and_then(|made| open_dir_at(made.as_fd(), b"."))
+        .and_then(|made| open_dir_at(made.as_fd(), c"."))
         .map_err(|e| err_errno(b"cannot create {} in the new root", &[path], e))?;
     // Each fd borrowed once: every `as_fd` is a call.
     let src = src_dir.as_fd();
@@ -266,10 +267,12 @@ fn bind_one(
     let cannot_create = |e| err_errno(b"cannot create {} in the new root", &[store], e);
     let targets = root
         .mkdir_p(at.target, 0o755)
-        .and_then(|made| open_dir_at(made.as_fd(), b"."))
+        .and_then(|made| open_dir_at(made.as_fd(), c"."))
         .map_err(cannot_create)?;
     let targets = targets.as_fd();
-    let existing = match open_dir_at(targets, name) {
+    let (mut name_c, mut partial_c) = (CBuf::new(), CBuf::new());
+    let name_c = name_c.c_str(name).map_err(cannot_create)?;
+    let existing = match open_dir_at(targets, name_c) {
         Ok(dir) => Some(dir),
         Err(Errno::NOENT) => None,
         Err(e) => return Err(cannot_create(e)),
@@ -284,11 +287,12 @@ fn bind_one(
         return Err(cannot_create(Errno::NAMETOOLONG));
     }
     let partial = partial.as_bytes();
+    let partial_c = partial_c.c_str(partial).map_err(cannot_create)?;
     let first_copy = existing.is_none();
     let dst_dir = match existing {
         Some(dir) => dir,
-        None => match rustix::fs::mkdirat(targets, partial, Mode::from_raw_mode(0o755)) {
-            Ok(()) | Err(Errno::EXIST) => open_dir_at(targets, partial),
+        None => match rustix::fs::mkdirat(targets, partial_c, Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(Errno::EXIST) => open_dir_at(targets, partial_c),
             Err(e) => Err(e),
         }
         .map_err(cannot_create)?,
@@ -305,20 +309,12 @@ fn bind_one(
         missed.errno = Some(e.errno);
     }
     if missed.count > 0 && first_copy {
-        add_report_line(report, path, b"unbound", &missed);
-        return Err(missed_error(
-            b"{} not bound: its first copy-up into {}/{} is incomplete, {} entries not added (first '{}' ({}){}); the image's content stays, and the next boot resumes the copy",
-            path,
-            at.target,
-            partial,
-            &missed,
-        ));
+        return Err(incomplete(report, at, partial, false, &missed));
     }
     let mut kept = Kept::new();
     kept.find(at, src)?;
-    kept.prepare(dst, path)?;
     if first_copy {
-        rustix::fs::renameat_with(targets, partial, targets, name, RenameFlags::NOREPLACE)
+        rustix::fs::renameat_with(targets, partial_c, targets, name_c, RenameFlags::NOREPLACE)
             .map_err(|e| {
                 err_errno(
                     b"cannot rename {}/{} to {}",
@@ -342,56 +338,60 @@ fn bind_one(
     if missed.count == 0 {
         return Ok(Bound::Yes);
     }
-    add_report_line(report, path, b"bound", &missed);
-    missed_error(
-        b"{} bound, but its store {}/{} is incomplete: {} entries of the image not added (first '{}' ({}){})",
-        path,
-        at.target,
-        name,
-        &missed,
-    );
+    incomplete(report, at, name, true, &missed);
     log_error(log::Level::Error, b"{}");
     Ok(Bound::Incomplete)
 }
 
-/// The step error for entries that could not be added: `template` gets the path, the store
-/// (as directory and name), the count, the first entry, the operation and `: <errno>`.
-fn missed_error(template: &[u8], path: &[u8], dir: &[u8], name: &[u8], m: &Missed) -> Error {
+/// Reports entries of the image that could not be added to the store `<target>/<name>` of
+/// `at.path`: a line of [`INCOMPLETE_FILE`] and the step error (returned, for the caller to
+/// log or fail with), saying whether the store got `bound` all the same.
+fn incomplete(report: &mut Text<4096>, at: &Place, name: &[u8], bound: bool, m: &Missed) -> Error {
+    let state: [&[u8]; 2] = if bound {
+        [b"bound", b"bound anyway"]
+    } else {
+        [b"unbound", b"not bound, the next boot resumes the copy"]
+    };
+    add_report_line(report, at.path, state[0], m);
     let count = log::num(m.count.into());
     let mut errno = Text::<64>::new();
     if let Some(e) = m.errno {
         errno.push_lossy(b": ");
         errno.push_lossy(log::errno(e).as_bytes());
     }
-    let args: [&[u8]; 7] = [
-        path,
-        dir,
+    let args: [&[u8]; 8] = [
+        at.path,
+        at.target,
         name,
         count.as_bytes(),
         m.first.as_bytes(),
         m.what.as_bytes(),
         errno.as_bytes(),
+        state[1],
     ];
-    err(template, &args)
+    err(
+        b"{}: copy-up into {}/{} incomplete, {} entries of the image not added (first '{}' ({}){}); {}",
+        &args,
+    )
 }
 
 /// Adds the line of `path` to the report of [`INCOMPLETE_FILE`] (dropped whole if it does not
 /// fit: the step's failure names the path anyway).
 fn add_report_line(report: &mut Text<4096>, path: &[u8], state: &[u8], m: &Missed) {
-    let start = report.len();
     let mut first = Text::<1024>::new();
     for &c in m.first.as_bytes() {
-        if c <= b' ' || c == b'\\' || c == 0x7f {
-            let octal = [
-                b'\\',
-                b'0' + (c >> 6),
-                b'0' + ((c >> 3) & 7),
-                b'0' + (c & 7),
-            ];
-            first.push_lossy(&octal);
+        let octal = [
+            b'\\',
+            b'0' + (c >> 6),
+            b'0' + ((c >> 3) & 7),
+            b'0' + (c & 7),
+        ];
+        let blank = c <= b' ' || c == b'\\' || c == 0x7f;
+        first.push_lossy(if blank {
+            &octal
         } else {
-            first.push_lossy(&[c]);
-        }
+            core::slice::from_ref(&c)
+        });
     }
     let errno = match m.errno {
         Some(e) => log::num(e.raw_os_error() as u64),
@@ -406,12 +406,12 @@ fn add_report_line(report: &mut Text<4096>, path: &[u8], state: &[u8], m: &Misse
         m.what.as_bytes(),
         errno.as_bytes(),
     ];
-    let mut fit = true;
-    for (i, field) in fields.iter().enumerate() {
-        let sep: &[u8] = if i + 1 == fields.len() { b"\n" } else { b" " };
-        fit &= report.push(field).and_then(|()| report.push(sep)).is_ok();
-    }
-    if !fit {
+    let start = report.len();
+    log::expand(b"{} {} {} {} {} {}\n", &fields, &mut |c| {
+        report.push_lossy(&[c])
+    });
+    // Cut short: the closing newline did not fit.
+    if !report.as_bytes().ends_with(b"\n") {
         report.truncate(start);
     }
 }
@@ -452,9 +452,8 @@ impl Kept {
         }
     }
 
-    /// Finds the configured mount points that are mounted below `src` (compared by the paths
-    /// the kernel gives, so symlinks in the image count as they resolve), the outermost only:
-    /// a recursive bind takes the ones below along.
+    /// Finds the configured mount points that are mounted below `src`, compared by the paths
+    /// the kernel gives, so symlinks in the image count as they resolve.
     fn find(&mut self, at: &Place, src: BorrowedFd<'_>) -> Result<(), Error> {
         let mut top = Text::<512>::new();
         real_path(src, &mut top).map_err(|e| err_errno(b"cannot name {}", &[at.path], e))?;
@@ -463,7 +462,7 @@ impl Kept {
         let configured = (at.layout.rw_paths.iter())
             .chain(volumes.map(|v| v.mountpoint.as_bytes()))
             .chain(at.layout.binds.iter());
-        let mut n = 0;
+        let mut slots = self.mounts.iter_mut();
         for mount_point in configured {
             let Ok(fd) = at.root.dir(mount_point) else {
                 continue;
@@ -475,103 +474,75 @@ impl Kept {
             let Some(rel) = real.as_bytes().strip_prefix(top.as_bytes()) else {
                 continue;
             };
-            let Ok(rel) = Text::<256>::from(rel) else {
-                return Err(err(b"{}: path below {} too long", &[mount_point, at.path]));
-            };
-            let slot = self
-                .mounts
-                .get_mut(n)
-                .ok_or_else(|| err(b"more than 16 mounts below {} to keep visible", &[at.path]))?;
-            *slot = Some((fd, rel));
-            n += 1;
-        }
-        // Keep the outermost of nested ones, and one of two on the same place (the same
-        // topmost mount: both descriptors lead to it).
-        for i in 0..n {
-            let Some((_, rel)) = self.mounts.get(i).and_then(Option::as_ref) else {
-                continue;
-            };
-            let rel = rel.as_bytes();
-            let covered = self.mounts.iter().enumerate().any(|(j, other)| {
-                other.as_ref().is_some_and(|(_, o)| {
-                    j != i && is_within(rel, o.as_bytes()) && (rel != o.as_bytes() || j < i)
-                })
-            });
-            if covered {
-                if let Some(slot) = self.mounts.get_mut(i) {
-                    *slot = None;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Makes the mount points of the kept mounts in the store `dst` before anything is bound,
-    /// so a store that cannot hold one (a file or a symlink there) is refused untouched.
-    fn prepare(&self, dst: BorrowedFd<'_>, path: &[u8]) -> Result<(), Error> {
-        for (_, rel) in self.mounts.iter().flatten() {
-            mount_point(dst, rel.as_bytes(), true).map_err(|e| {
-                err_errno(
-                    b"{} not bound: cannot keep {}/{} visible, the store has no directory there",
-                    &[path, path, rel.as_bytes()],
-                    e,
+            let slot = slots.next().ok_or_else(|| {
+                err(
+                    b"{} not bound: more than 16 mounts below it to keep visible",
+                    &[at.path],
                 )
             })?;
+            // Fits: below a path of at most 240 bytes, and within `MAX_PATH` itself.
+            *slot = Some((fd, Text::from(rel).unwrap_or_default()));
         }
         Ok(())
     }
 
-    /// Binds every kept mount again below the store now mounted on `path`, then detaches the
-    /// original, which the store covers. If one cannot be bound, the store is unmounted again:
-    /// the path keeps the image's content rather than hide a configured mount.
-    fn attach(&self, root: &Root, path: &[u8]) -> Result<(), Error> {
+    /// Binds every kept mount again below the store now mounted on `path` (its mount point
+    /// made in the store if missing, never through a symlink), then detaches the original, which
+    /// the store covers. The outer ones first: a recursive bind takes the mounts below along,
+    /// and a place that holds a mount already is skipped. If one cannot be bound, the store is
+    /// unmounted again: the path keeps the image's content rather than hide a configured mount.
+    fn attach(&mut self, root: &Root, path: &[u8]) -> Result<(), Error> {
         if self.mounts.iter().all(Option::is_none) {
             return Ok(());
         }
         let bound = root
             .dir(path)
             .map_err(|e| err_errno(b"cannot open {} after binding it", &[path], e))?;
-        for (fd, rel) in self.mounts.iter().flatten() {
-            let moved = mount_point(bound.as_fd(), rel.as_bytes(), false).and_then(|mp| {
-                let (from, to) = (fd_path(fd.as_fd()), fd_path(mp.as_fd()));
-                sys::mount(
-                    from.as_bytes(),
-                    to.as_bytes(),
-                    b"",
-                    Flags::BIND | Flags::REC,
-                    b"",
-                )
+        let bound = bound.as_fd();
+        while let Some(next) = (self.mounts.iter_mut())
+            .filter(|m| m.is_some())
+            .min_by_key(|m| m.as_ref().map_or(0, |(_, rel)| rel.len()))
+        {
+            let Some((fd, rel)) = next.take() else { break };
+            let (from, rel) = (fd_path(fd.as_fd()), rel.as_bytes());
+            let attached = mount_point(bound, rel).and_then(|mp| {
+                if sys::is_mountpoint(mp.as_fd(), b"") {
+                    return Ok(false);
+                }
+                let (to, bind) = (fd_path(mp.as_fd()), Flags::BIND | Flags::REC);
+                sys::mount(from.as_bytes(), to.as_bytes(), b"", bind, b"").map(|()| true)
             });
-            if let Err(e) = moved {
-                let _ = sys::unmount_detach(fd_path(bound.as_fd()).as_bytes());
-                return Err(err_errno(
-                    b"{} not bound: cannot keep {}/{} visible below it",
-                    &[path, path, rel.as_bytes()],
-                    e,
-                ));
-            }
-            if let Err(e) = sys::unmount_detach(fd_path(fd.as_fd()).as_bytes()) {
-                log::warn_errno(
-                    b"{}/{}: the covered mount stays: {}",
-                    &[path, rel.as_bytes()],
-                    e,
-                );
+            match attached {
+                Ok(true) => {
+                    if let Err(e) = sys::unmount_detach(from.as_bytes()) {
+                        log::warn_errno(b"{}/{}: the covered mount stays: {}", &[path, rel], e);
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    let _ = sys::unmount_detach(fd_path(bound).as_bytes());
+                    return Err(err_errno(
+                        b"{} not bound: cannot keep {}/{} visible below it",
+                        &[path, path, rel],
+                        e,
+                    ));
+                }
             }
         }
         Ok(())
     }
 }
 
-/// The directory `rel` below `dir`, each part opened by name without following a symlink
-/// (the store is user data), made first if missing when `create`.
-fn mount_point(dir: BorrowedFd<'_>, rel: &[u8], create: bool) -> Result<OwnedFd, Errno> {
-    let mut at = open_dir_at(dir, b".")?;
+/// The directory `rel` below `dir`, each part made if missing and opened by name without
+/// following a symlink (the store is user data).
+fn mount_point(dir: BorrowedFd<'_>, rel: &[u8]) -> Result<OwnedFd, Errno> {
+    let mut at = open_dir_at(dir, c".")?;
     for part in rel.split(|&c| c == b'/').filter(|p| !p.is_empty()) {
-        if create {
-            match rustix::fs::mkdirat(&at, part, Mode::from_raw_mode(0o755)) {
-                Ok(()) | Err(Errno::EXIST) => {}
-                Err(e) => return Err(e),
-            }
+        let mut c = CBuf::new();
+        let part = c.c_str(part)?;
+        match rustix::fs::mkdirat(&at, part, Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(e),
         }
         at = rustix::fs::openat(&at, part, OFlags::PATH | DIR, Mode::empty())?;
     }
