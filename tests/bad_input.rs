@@ -1026,6 +1026,84 @@ fn full_persistent_partition_on_upgrade_still_binds_the_existing_store() {
     );
 }
 
+/// A store holding a symlink (to `/etc`) where a volume configured below the persistent path
+/// has its mount point: the volume is never mounted through it, and the store is not bound
+/// over the volume either (that would hide it): the path is refused loudly and the volume stays
+/// visible where it was configured.
+#[test]
+fn store_without_a_directory_for_a_volume_below_it_is_not_bound() {
+    let t = Bench::new("store-mount-point-link");
+    let mut parts = standard_disk();
+    parts = replace(
+        parts,
+        "persistent",
+        Fs {
+            label: "COS_PERSISTENT",
+            mb: 16,
+            nodes: vec![
+                Node::File("/.state/var-lib-rancher.bind/mine", "mine"),
+                Node::Link("/.state/var-lib-rancher.bind/storage", "/etc"),
+            ],
+        },
+    );
+    parts.push(part(
+        "data",
+        Fs {
+            label: "DATA",
+            mb: 8,
+            nodes: vec![Node::File("/data-marker", "data")],
+        },
+    ));
+    let disk = t.attach(&parts);
+    let o = t.boot(&Boot {
+        cmdline: ACTIVE,
+        layout: Some(
+            "RW_PATHS=\"/var /etc /srv\"\nPERSISTENT_STATE_PATHS=\"/etc/ssh /var/lib/rancher\"\n\
+             VOLUMES=\"LABEL=COS_PERSISTENT:/usr/local LABEL=DATA:/var/lib/rancher/storage\"\n",
+        ),
+        checks: &[
+            "cat $S/var/lib/rancher/storage/data-marker",
+            "test -e $S/var/lib/rancher/mine",
+            "test -e $S/etc/data-marker",
+        ],
+        ..Default::default()
+    });
+    o.expect_code(0);
+    assert_eq!(o.ok(0), "data\n", "the DATA volume is hidden\n{}", o.dump());
+    o.fails(1);
+    o.fails(2);
+    assert_eq!(
+        o.step_error("mount-bind").as_deref(),
+        Some("bind failed for /var/lib/rancher"),
+        "{}",
+        o.dump()
+    );
+    assert_log(
+        &o,
+        "immucore: mount-bind: error: /var/lib/rancher not bound: cannot keep \
+         /var/lib/rancher/storage visible below it: not a directory",
+    );
+    let data: Vec<_> = o
+        .mounts
+        .iter()
+        .filter(|m| m.source == disk.part("data"))
+        .map(|m| m.target.as_str())
+        .collect();
+    assert_eq!(
+        data,
+        [o.in_root("/var/lib/rancher/storage")],
+        "{}",
+        o.dump()
+    );
+    assert!(
+        o.mount_at(&o.in_root("/var/lib/rancher")).is_none(),
+        "{}",
+        o.dump()
+    );
+    assert_eq!(o.root_mount("/etc/ssh").root, "/.state/etc-ssh.bind");
+    assert_nothing_outside(&o);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. Image content: symlinks and files where directories are expected
 
