@@ -78,8 +78,8 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
     let target = layout.state_target.as_bytes();
     // Binding onto the image or an overlay would look like persistence and lose every write at
     // reboot: refuse loudly when the store's own volume did not mount.
-    let mounted = volumes.iter().flatten();
-    if let Some(v) = holder_of(target, mounted.map(|v| (v.mountpoint.as_bytes(), v))) {
+    let configured = volumes.iter().flatten();
+    if let Some(v) = holder_of(target, configured.map(|v| (v.mountpoint.as_bytes(), v))) {
         if !v.mounted {
             return Err(err(b"persistent binds skipped: {}, which holds {}, is not mounted (data bound now would be lost at reboot)", &[v.device.as_bytes(), target]));
         }
