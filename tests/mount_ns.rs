@@ -1067,10 +1067,22 @@ fn debugrw_mounts_state_and_root_read_write() {
 /// the bind covered both: DATA's files vanished and writes went to COS_PERSISTENT.
 #[test]
 fn volume_and_overlay_below_a_persistent_path_stay_visible() {
-    let t = Bench::new("below-bind");
+    below_a_persistent_path("below-bind", "");
+}
+
+/// The same under shared mount propagation, as systemd sets up `/` in an initrd (where
+/// `MS_MOVE` of a mount below a shared parent is refused).
+#[test]
+fn volume_and_overlay_below_a_persistent_path_stay_visible_when_shared() {
+    below_a_persistent_path("below-bind-shared", "mount --make-rshared /");
+}
+
+fn below_a_persistent_path(name: &str, before: &str) {
+    let t = Bench::new(name);
     let disk = t.attach(&data_disk());
     let o = t.boot(&Boot {
         cmdline: ACTIVE,
+        before,
         layout: Some(
             "RW_PATHS=\"/var /etc /srv /var/lib/rancher/cache\"\n\
              PERSISTENT_STATE_PATHS=\"/etc/ssh /var/lib/rancher\"\n\
