@@ -26,8 +26,9 @@ use rustix::fs::{Mode, OFlags, RenameFlags};
 
 /// One line per persistent path whose store lacks entries of the image, for the booted system
 /// to check: `<path> <bound|unbound> <entries not added> <first one> <operation> <errno>`
-/// (the first entry relative to the path, blanks and `\` escaped as `\ooo`; errno a number,
-/// `-` when none). Absent when every store is complete.
+/// (the first entry relative to the path, `.` for the path itself, blanks and `\` escaped as
+/// `\ooo`; errno a number; `-` for an operation or errno not known). Absent when every store is
+/// complete.
 pub const INCOMPLETE_FILE: &[u8] = b"/run/immucore/persistent-incomplete";
 
 /// Prefix of a store whose first copy has not finished.
@@ -399,13 +400,18 @@ fn add_report_line(report: &mut Text<4096>, path: &[u8], state: &[u8], m: &Misse
         Some(e) => log::num(e.raw_os_error() as u64),
         None => Text::from(b"-").unwrap_or_default(),
     };
+    // No empty field: the fields are split at blanks.
+    if first.is_empty() {
+        first.push_lossy(b".");
+    }
+    let what = if m.what.is_empty() { "-" } else { m.what };
     let count = log::num(m.count.into());
     let fields: [&[u8]; 6] = [
         path,
         state,
         count.as_bytes(),
         first.as_bytes(),
-        m.what.as_bytes(),
+        what.as_bytes(),
         errno.as_bytes(),
     ];
     let start = report.len();
@@ -587,10 +593,16 @@ mod tests {
         add_report_line(&mut report, b"/var/lib/big", b"bound", &m);
         m.errno = None;
         add_report_line(&mut report, b"/home", b"unbound", &m);
+        let top = Missed {
+            count: 1,
+            ..Missed::default()
+        };
+        add_report_line(&mut report, b"/opt", b"bound", &top);
         assert_eq!(
             report.as_str(),
             "/var/lib/big bound 3 dir/a\\040b\\134c write 28\n\
-             /home unbound 3 dir/a\\040b\\134c write -\n"
+             /home unbound 3 dir/a\\040b\\134c write -\n\
+             /opt bound 1 . - -\n"
         );
     }
 }
