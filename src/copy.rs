@@ -82,6 +82,33 @@ impl Op {
     }
 }
 
+/// Entries of the image that could not be added to the store (the copy goes on past them).
+#[derive(Default)]
+pub struct Missed {
+    pub count: u32,
+    pub first: Text<256>,
+    pub what: &'static str,
+    pub errno: Option<Errno>,
+}
+
+/// Interim shim with the signature of the copy that goes on past failing entries: this one
+/// stops at the first (replaced by the copy helper's `copy_missing` at merge).
+pub fn copy_missing(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    stats: &mut CopyStats,
+    missed: &mut Missed,
+) -> Result<(), CopyError> {
+    let mut at = Text::new();
+    if let Err(e) = copy_until_error(src, dst, stats, &mut at) {
+        missed.count += 1;
+        missed.first = at;
+        missed.what = e.what;
+        missed.errno = Some(e.errno);
+    }
+    Ok(())
+}
+
 type Result<T, E = Errno> = core::result::Result<T, E>;
 
 /// One copy in progress. `op` is the operation under way, set before each step that can
@@ -101,7 +128,7 @@ struct Walk<'a> {
 ///
 /// Files are fsync'd before their rename; the caller makes the renames durable with one sync
 /// after all its copies (one journal commit instead of one per directory).
-pub fn copy_missing(
+pub fn copy_until_error(
     src: BorrowedFd<'_>,
     dst: BorrowedFd<'_>,
     stats: &mut CopyStats,
@@ -554,7 +581,7 @@ mod tests {
         let (s, d) = (open(src), open(dst));
         let mut stats = CopyStats::default();
         let mut path = Text::new();
-        let r = copy_missing(s.as_fd(), d.as_fd(), &mut stats, &mut path);
+        let r = copy_until_error(s.as_fd(), d.as_fd(), &mut stats, &mut path);
         let r = r.map_err(|e| Failed {
             errno: e.errno,
             what: e.what,

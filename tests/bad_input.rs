@@ -631,7 +631,6 @@ fn refused_layout_entries_skip_only_the_entry() {
 
 /// Issue 12 #4: each refused layout entry is named in a warning in the log.
 #[test]
-#[ignore = "needs load-config (src/steps/overlay.rs) to log Layout::warnings: un-ignore after the merge"]
 fn refused_layout_entries_are_named_in_the_log() {
     let t = Bench::new("bad-layout-entry-log");
     let _disk = t.attach(&standard_disk());
@@ -996,9 +995,11 @@ fn oem_partition_that_fails_to_mount_fails_only_mount_oem() {
     assert_nothing_outside(&o);
 }
 
-/// A persistent partition too small for the image's content: the bind that runs out of space is
-/// reported with ENOSPC and the path, the others are done, and the store holds no half-written
-/// file (no temporary left, every present file identical to the image's).
+/// A persistent partition too small for the image's content on the first boot: the first copy
+/// of the path that runs out of space fills a partial store (`.immucore-partial.<name>.bind`),
+/// which is not bound; the step fails naming it, `/run/immucore/persistent-incomplete` lists it,
+/// the other paths are bound, and no half-written file exists anywhere (no temporary left, every
+/// present file identical to the image's).
 #[test]
 fn full_persistent_partition_during_copy_up() {
     let t = Bench::new("persistent-full");
@@ -1022,11 +1023,12 @@ fn full_persistent_partition_during_copy_up() {
         ),
         checks: &[
             "find $S/usr/local -name '.immucore-tmp.*'",
-            // Every file in the store is the image's file, byte for byte.
-            "cd $S/usr/local/.state/var-lib-big.bind && for f in $(find . -type f); do \
+            // Every file in the partial store is the image's file, byte for byte.
+            "cd $S/usr/local/.state/.immucore-partial.var-lib-big.bind && for f in $(find . -type f); do \
              cmp $f $S/var/lib/big/$f || exit 1; echo $f; done",
             "cat $S/var/lib/zzz/after $S/etc/ssh/sshd_config",
-            "df -k $S/usr/local | tail -1",
+            "test -e $S/usr/local/.state/var-lib-big.bind",
+            "cat /run/immucore/persistent-incomplete",
         ],
         ..Default::default()
     });
@@ -1035,8 +1037,10 @@ fn full_persistent_partition_during_copy_up() {
     assert_eq!(e, "bind failed for /var/lib/big", "{}", o.dump());
     assert_log(
         &o,
-        "immucore: mount-bind: error: copying /var/lib/big into /usr/local/.state/var-lib-big.bind \
-         failed at 'b-huge.bin' (write): no space left on device",
+        "immucore: mount-bind: error: /var/lib/big: copy-up into \
+         /usr/local/.state/.immucore-partial.var-lib-big.bind incomplete, 1 entries of the image \
+         not added (first 'b-huge.bin' (write): no space left on device); not bound, the next boot \
+         resumes the copy",
     );
     assert_eq!(o.ok(0), "", "temporaries left in the store");
     // Copy order is directory order (the htree hash of each mkfs): the small files may or may
@@ -1049,6 +1053,13 @@ fn full_persistent_partition_during_copy_up() {
         "store content after ENOSPC: {present:?}"
     );
     assert_eq!(o.ok(2), "after\nhi\n");
+    o.fails(3);
+    assert_eq!(
+        o.ok(4),
+        "/var/lib/big unbound 1 b-huge.bin write 28\n",
+        "{}",
+        o.dump()
+    );
     assert!(
         o.mount_at(&o.in_root("/var/lib/big")).is_none(),
         "half-copied store bound\n{}",
@@ -1061,6 +1072,171 @@ fn full_persistent_partition_during_copy_up() {
             "{p}: {m:?}"
         );
     }
+    assert_nothing_outside(&o);
+}
+
+/// An upgrade on a full persistent partition: the new image brings a file the store has no room
+/// for. The user's existing store is bound all the same (their data stays visible and writes
+/// stay persistent), and the incomplete copy is reported loudly: the step fails naming the
+/// path, the log says which entry is missing and why, and `/run/immucore/persistent-incomplete`
+/// lists it for the booted system. (Before: the store was not bound at all, exit 0.)
+#[test]
+fn full_persistent_partition_on_upgrade_still_binds_the_existing_store() {
+    let t = Bench::new("persistent-full-upgrade");
+    // The old image (passive) and the new one (active, with a file too large for the store).
+    let mut old = os_image("COS_PASSIVE", "passive");
+    old.nodes.push(Node::File("/var/lib/big/old", "old"));
+    let mut new = os_image("COS_ACTIVE", "active");
+    new.mb = 24;
+    new.nodes.extend([
+        Node::File("/var/lib/big/old", "old"),
+        Node::Noise("/var/lib/big/new-huge.bin", 12 << 20),
+    ]);
+    let state = images_fs(
+        "COS_STATE",
+        vec![("/cOS/active.img", new), ("/cOS/passive.img", old)],
+    );
+    let mut parts = replace(standard_disk(), "state", state);
+    parts = replace(parts, "persistent", empty_fs("COS_PERSISTENT", 6));
+    let disk = t.attach(&parts);
+    let layout = "VOLUMES=\"LABEL=COS_PERSISTENT:/usr/local\"\nRW_PATHS=\"/var /etc /srv\"\n\
+                  PERSISTENT_STATE_PATHS=\"/etc/ssh /var/lib/big /home\"\n";
+    let first = t.boot(&Boot {
+        cmdline: "root=LABEL=COS_PASSIVE cos-img/filename=/cOS/passive.img",
+        layout: Some(layout),
+        checks: &["echo mine > $S/var/lib/big/user-data && sync"],
+        ..Default::default()
+    });
+    first.expect_code(0);
+    first.ok(0);
+    assert_eq!(first.step_error("mount-bind"), None, "{}", first.dump());
+    let o = t.boot(&Boot {
+        cmdline: ACTIVE,
+        layout: Some(layout),
+        checks: &[
+            "cat $S/var/lib/big/user-data $S/var/lib/big/old",
+            "echo more > $S/var/lib/big/more && sync",
+            "cat /run/immucore/persistent-incomplete",
+            "find $S/usr/local -name '.immucore-*'",
+            "test -e $S/var/lib/big/new-huge.bin",
+        ],
+        ..Default::default()
+    });
+    o.expect_code(0);
+    assert_eq!(
+        o.ok(0),
+        "mine\nold\n",
+        "the user's store is hidden\n{}",
+        o.dump()
+    );
+    o.ok(1);
+    let m = o.root_mount("/var/lib/big");
+    assert!(
+        m.source == disk.part("persistent") && m.root == "/.state/var-lib-big.bind",
+        "{m:?}\n{}",
+        o.dump()
+    );
+    assert_eq!(
+        o.step_error("mount-bind").as_deref(),
+        Some("copy-up incomplete (bound) for /var/lib/big"),
+        "{}",
+        o.dump()
+    );
+    assert_log(
+        &o,
+        "immucore: mount-bind: error: /var/lib/big: copy-up into \
+         /usr/local/.state/var-lib-big.bind incomplete, 1 entries of the image not added \
+         (first 'new-huge.bin' (write): no space left on device); bound anyway",
+    );
+    assert_log(
+        &o,
+        "immucore: mount-bind: error: failed: copy-up incomplete (bound) for /var/lib/big",
+    );
+    assert_eq!(o.ok(2), "/var/lib/big bound 1 new-huge.bin write 28\n");
+    assert_eq!(o.ok(3), "", "temporaries or a partial store left");
+    o.fails(4);
+    assert_eq!(
+        disk.read("persistent", "/.state/var-lib-big.bind/more"),
+        "more\n",
+        "writes after the incomplete copy-up are not persistent"
+    );
+}
+
+/// A store holding a symlink (to `/etc`) where a volume configured below the persistent path
+/// has its mount point: the volume is never mounted through it, and the store is not bound
+/// over the volume either (that would hide it): the path is refused loudly and the volume stays
+/// visible where it was configured.
+#[test]
+fn store_without_a_directory_for_a_volume_below_it_is_not_bound() {
+    let t = Bench::new("store-mount-point-link");
+    let mut parts = standard_disk();
+    parts = replace(
+        parts,
+        "persistent",
+        Fs {
+            label: "COS_PERSISTENT",
+            mb: 16,
+            nodes: vec![
+                Node::File("/.state/var-lib-rancher.bind/mine", "mine"),
+                Node::Link("/.state/var-lib-rancher.bind/storage", "/etc"),
+            ],
+        },
+    );
+    parts.push(part(
+        "data",
+        Fs {
+            label: "DATA",
+            mb: 8,
+            nodes: vec![Node::File("/data-marker", "data")],
+        },
+    ));
+    let disk = t.attach(&parts);
+    let o = t.boot(&Boot {
+        cmdline: ACTIVE,
+        layout: Some(
+            "RW_PATHS=\"/var /etc /srv\"\nPERSISTENT_STATE_PATHS=\"/etc/ssh /var/lib/rancher\"\n\
+             VOLUMES=\"LABEL=COS_PERSISTENT:/usr/local LABEL=DATA:/var/lib/rancher/storage\"\n",
+        ),
+        checks: &[
+            "cat $S/var/lib/rancher/storage/data-marker",
+            "test -e $S/var/lib/rancher/mine",
+            "test -e $S/etc/data-marker",
+        ],
+        ..Default::default()
+    });
+    o.expect_code(0);
+    assert_eq!(o.ok(0), "data\n", "the DATA volume is hidden\n{}", o.dump());
+    o.fails(1);
+    o.fails(2);
+    assert_eq!(
+        o.step_error("mount-bind").as_deref(),
+        Some("bind failed for /var/lib/rancher"),
+        "{}",
+        o.dump()
+    );
+    assert_log(
+        &o,
+        "immucore: mount-bind: error: /var/lib/rancher not bound: cannot keep \
+         /var/lib/rancher/storage visible below it: not a directory",
+    );
+    let data: Vec<_> = o
+        .mounts
+        .iter()
+        .filter(|m| m.source == disk.part("data"))
+        .map(|m| m.target.as_str())
+        .collect();
+    assert_eq!(
+        data,
+        [o.in_root("/var/lib/rancher/storage")],
+        "{}",
+        o.dump()
+    );
+    assert!(
+        o.mount_at(&o.in_root("/var/lib/rancher")).is_none(),
+        "{}",
+        o.dump()
+    );
+    assert_eq!(o.root_mount("/etc/ssh").root, "/.state/etc-ssh.bind");
     assert_nothing_outside(&o);
 }
 

@@ -1353,3 +1353,165 @@ fn second_run_in_the_same_boot_describes_what_is_mounted() {
         "/oem listed more or less than once:\n{fstab}"
     );
 }
+
+// 10. Persistent paths and what is configured around them
+
+/// `VOLUMES` puts DATA on `/var/lib/rancher/storage` and `RW_PATHS` an ephemeral overlay on
+/// `/var/lib/rancher/cache`, both below the persistent `/var/lib/rancher`: the more specific
+/// path wins, so after the boot the volume and the overlay are still what is seen there (writes
+/// land on DATA and in the overlay), and the rest of `/var/lib/rancher` is the store. Before,
+/// the bind covered both: DATA's files vanished and writes went to COS_PERSISTENT.
+#[test]
+fn volume_and_overlay_below_a_persistent_path_stay_visible() {
+    below_a_persistent_path("below-bind", "");
+}
+
+/// The same under shared mount propagation, as systemd sets up `/` in an initrd (where
+/// `MS_MOVE` of a mount below a shared parent is refused).
+#[test]
+fn volume_and_overlay_below_a_persistent_path_stay_visible_when_shared() {
+    below_a_persistent_path("below-bind-shared", "mount --make-rshared /");
+}
+
+fn below_a_persistent_path(name: &str, before: &str) {
+    let t = Bench::new(name);
+    let disk = t.attach(&data_disk());
+    let o = t.boot(&Boot {
+        cmdline: ACTIVE,
+        before,
+        layout: Some(
+            "RW_PATHS=\"/var /etc /srv /var/lib/rancher/cache\"\n\
+             PERSISTENT_STATE_PATHS=\"/etc/ssh /var/lib/rancher\"\n\
+             VOLUMES=\"LABEL=COS_PERSISTENT:/usr/local LABEL=DATA:/var/lib/rancher/storage\"\n",
+        ),
+        checks: &[
+            "cat $S/var/lib/rancher/storage/data-marker",
+            "echo d > $S/var/lib/rancher/storage/written && echo p > $S/var/lib/rancher/persisted \
+             && echo c > $S/var/lib/rancher/cache/ephemeral && sync",
+            "cat /run/overlay/var-lib-rancher-cache/.overlay/upper/ephemeral",
+            "cat $S/etc/fstab",
+        ],
+        ..Default::default()
+    });
+    o.expect_code(0);
+    assert_eq!(o.ok(0), "data\n", "the DATA volume is hidden\n{}", o.dump());
+    o.ok(1);
+    assert_eq!(o.ok(2), "c\n", "the overlay below the bind is hidden");
+    assert_binds(&o, &disk, &["/var/lib/rancher", "/etc/ssh"]);
+    assert_eq!(
+        o.root_mount("/var/lib/rancher/storage").source,
+        disk.part("data")
+    );
+    assert_overlays(&o, &["/var/lib/rancher/cache"]);
+    // One mount on each, the copies below the store: the covered originals were detached.
+    for p in ["/var/lib/rancher/storage", "/var/lib/rancher/cache"] {
+        let on = o.mounts.iter().filter(|m| m.target == o.in_root(p)).count();
+        assert_eq!(on, 1, "{p}: {on} mounts\n{}", o.dump());
+    }
+    let fstab = o.ok(3);
+    for l in [
+        "/usr/local/.state/var-lib-rancher.bind /var/lib/rancher none bind 0 0",
+        "/dev/disk/by-label/DATA /var/lib/rancher/storage ext4 rw 0 0",
+    ] {
+        assert!(fstab.lines().any(|x| x == l), "fstab lacks {l}:\n{fstab}");
+    }
+    assert_eq!(o.step_error("mount-bind"), None, "{}", o.dump());
+    assert_eq!(disk.read("data", "/written"), "d\n", "a write missed DATA");
+    assert_eq!(
+        disk.read("persistent", "/.state/var-lib-rancher.bind/persisted"),
+        "p\n"
+    );
+}
+
+/// A persistent path that is also an overlay (`RW_PATHS`) cannot be both: it stays an overlay,
+/// and the log says loudly that it is NOT persistent and does not count it as bound.
+#[test]
+fn persistent_path_that_is_also_an_overlay_is_reported_not_persistent() {
+    let t = Bench::new("bind-and-overlay");
+    let disk = t.attach(&standard_disk());
+    let o = t.boot(&Boot {
+        cmdline: ACTIVE,
+        layout: Some(
+            "RW_PATHS=\"/var /etc /srv /home\"\nPERSISTENT_STATE_PATHS=\"/home /etc/ssh\"\n\
+             VOLUMES=\"LABEL=COS_PERSISTENT:/usr/local\"\n",
+        ),
+        ..Default::default()
+    });
+    o.expect_code(0);
+    assert_overlays(&o, &["/home"]);
+    assert_binds(&o, &disk, &["/etc/ssh"]);
+    o.expect_stderr(
+        "immucore: mount-bind: warning: /home is in RW_PATHS too: it stays an ephemeral overlay \
+         and is NOT persistent\n",
+    );
+    o.expect_stderr("immucore: mount-bind: 1 persistent paths bound from /usr/local/.state ");
+}
+
+/// `/var/lib/foo-bar` and `/var/lib/foo/bar` both map to the store `var-lib-foo-bar.bind`
+/// (upstream's naming, kept for existing installs): the second is refused, naming both, rather
+/// than mixing their contents.
+#[test]
+fn persistent_paths_with_the_same_store_name_bind_only_the_first() {
+    let t = Bench::new("bind-collision");
+    let disk = t.attach(&standard_disk());
+    let o = t.boot(&Boot {
+        cmdline: ACTIVE,
+        layout: Some(
+            "RW_PATHS=\"/var /etc /srv\"\nPERSISTENT_STATE_PATHS=\"/var/lib/foo/bar /var/lib/foo-bar\"\n\
+             VOLUMES=\"LABEL=COS_PERSISTENT:/usr/local\"\n",
+        ),
+        ..Default::default()
+    });
+    o.expect_code(0);
+    assert_binds(&o, &disk, &["/var/lib/foo-bar"]);
+    assert!(
+        o.mount_at(&o.in_root("/var/lib/foo/bar")).is_none(),
+        "both bound from one store\n{}",
+        o.dump()
+    );
+    o.expect_stderr(
+        "immucore: mount-bind: error: /var/lib/foo/bar not bound: its store name is the one of \
+         /var/lib/foo-bar (both map to the same .bind directory)",
+    );
+    assert_eq!(
+        o.step_error("mount-bind").as_deref(),
+        Some("bind failed for /var/lib/foo/bar")
+    );
+}
+
+/// immucore run a second time in the same boot (everything is mounted already): the fstab it
+/// writes still lists the binds, since it describes what is mounted, whoever mounted it.
+#[test]
+fn second_run_in_the_same_boot_keeps_the_binds_in_fstab() {
+    let t = Bench::new("second-run");
+    let disk = t.attach(&standard_disk());
+    let again = format!(
+        "HOST_PROC_CMDLINE=$W/cmdline IMMUCORE_SYSROOT=$S IMMUCORE_CONFIG_DIR=$W/cfg {BIN} \
+         >/dev/null 2>$W/second.err; cat $S/etc/fstab"
+    );
+    let o = t.boot(&Boot {
+        cmdline: ACTIVE,
+        checks: &[&again, "cat $W/second.err"],
+        ..Default::default()
+    });
+    o.expect_code(0);
+    assert_binds(&o, &disk, &["/etc/ssh", "/var/log"]);
+    let fstab = o.ok(0);
+    for l in [
+        "/usr/local/.state/etc-ssh.bind /etc/ssh none bind 0 0",
+        "/usr/local/.state/var-log.bind /var/log none bind 0 0",
+    ] {
+        assert!(
+            fstab.lines().any(|x| x == l),
+            "second fstab lacks {l}:\n{fstab}\n{}",
+            o.ok(1)
+        );
+    }
+    let binds = o
+        .mounts
+        .iter()
+        .filter(|m| m.root.starts_with("/.state/"))
+        .count();
+    let lines = fstab.lines().filter(|l| l.contains(" none bind ")).count();
+    assert_eq!(lines, binds, "fstab:\n{fstab}");
+}

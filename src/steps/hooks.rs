@@ -3,7 +3,7 @@
 //! links. Hooks never fail the boot: their errors are logged.
 
 use super::init::API_FILESYSTEMS;
-use super::{log_error, run_program, Ctx, Error, RUN_PATH};
+use super::{run_program, Ctx, Error, RUN_PATH};
 use crate::log;
 use crate::sys::{self, inroot::Root, CBuf, Errno};
 use crate::util::fixed::{List, Text};
@@ -147,7 +147,7 @@ fn run_one(path: &[u8], args: &[&CStr], envp: &[&CStr], chroot_to: Option<&[u8]>
     let argv = argv.get(..1 + args.len()).unwrap_or(&argv);
     match run_program(argv, envp, chroot_to, HOOK_TIMEOUT_MS, [b"", path], 0) {
         Ok(_) => log::info(b"ran {}", &[path]),
-        Err(_) => log_error(log::Level::Warn, b"{}"),
+        Err(e) => e.log(log::Level::Warn, b"{}"),
     }
 }
 

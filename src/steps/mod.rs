@@ -55,12 +55,6 @@ pub fn err_errno(template: &[u8], args: &[&[u8]], e: sys::Errno) -> Error {
     error
 }
 
-/// Logs the text of the last step error (of one of several things a step tries) into
-/// `template`'s `{}`. `Error::log` does this and consumes the error.
-fn log_error(level: log::Level, template: &[u8]) {
-    MESSAGE.with(|m| log::log(level, template, &[m.as_bytes()]));
-}
-
 /// Adds an item (`parts` joined) to the list of what failed in a step that tries several
 /// things and fails after trying all: `head` starts the list, `sep` and a space separate items.
 fn add_failure(list: &mut Text<256>, head: &[u8], sep: &[u8], parts: &[&[u8]]) {
@@ -97,7 +91,7 @@ impl Error {
     /// Logs why the step failed into `template`'s `{}` (for one of several things a step
     /// tries: the step goes on).
     pub fn log(self, level: log::Level, template: &[u8]) {
-        log_error(level, template);
+        MESSAGE.with(|m| log::log(level, template, &[m.as_bytes()]));
     }
 }
 

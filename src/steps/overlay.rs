@@ -3,8 +3,8 @@
 
 use super::fstab::Fstab;
 use super::{
-    add_failure, err, err_errno, failures, log_error, mount_at, mount_device, mounted_root, Ctx,
-    Error, Mounted, Target,
+    add_failure, err, err_errno, failures, mount_at, mount_device, mounted_root, Ctx, Error,
+    Mounted, Target,
 };
 use crate::config::cmdline::{overlay_backing, Backing};
 use crate::config::layout::{parse_env, EnvVars, Layout};
@@ -80,6 +80,14 @@ pub fn load_config(ctx: &mut Ctx) -> Result<(), Error> {
             ],
         )
     })?;
+    // Refused entries were skipped one by one; the rest of the layout applies.
+    for warning in layout.warnings.iter() {
+        log::warn(b"{}: {}", &[source, warning]);
+    }
+    if layout.unreported_warnings > 0 {
+        let more = log::num(layout.unreported_warnings as u64);
+        log::warn(b"{}: {} more refused entries", &[source, more.as_bytes()]);
+    }
     if source != LAYOUT_FILE {
         let mut text = Text::<16384>::new();
         layout
@@ -139,8 +147,8 @@ pub fn mount_base_overlay(ctx: &mut Ctx) -> Result<(), Error> {
 pub fn overlay_mount(ctx: &mut Ctx) -> Result<(), Error> {
     let mut failed = Text::<256>::new();
     for path in ctx.layout.rw_paths.iter() {
-        if overlay_one(&ctx.root, &mut ctx.fstab, path).is_err() {
-            log_error(Level::Error, b"{}");
+        if let Err(e) = overlay_one(&ctx.root, &mut ctx.fstab, path) {
+            e.log(Level::Error, b"{}");
             add_failure(&mut failed, b"overlay failed for", b"", &[path]);
         }
     }

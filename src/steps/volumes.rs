@@ -1,18 +1,16 @@
 //! Partitions other than the root chain: OEM, `VOLUMES` and `rd.*.mount` extra volumes, and
-//! LVM activation where an `lvm` binary exists.
+//! (feature `lvm`) LVM activation where an `lvm` binary exists.
 
-use super::{
-    add_failure, err, failures, log_error, mount_device, run_program, Ctx, Error, Target, Volume,
-    MAX_VOLUMES, RUN_PATH,
-};
+use super::{add_failure, err, failures, mount_device, Ctx, Error, Target, Volume, MAX_VOLUMES};
 use crate::config::cmdline::{volume_spec, BootState};
 use crate::dev::scan::Found;
 use crate::log::{self, Level};
-use crate::sys;
 use crate::util::fixed::Text;
 
 const VOLUME_TIMEOUT_MS: u64 = 3_000;
+#[cfg(feature = "lvm")]
 const LVM_TIMEOUT_MS: u64 = 120_000;
+#[cfg(feature = "lvm")]
 pub const LVM_PATHS: &[&[u8]] = &[b"/usr/sbin/lvm", b"/sbin/lvm"];
 
 /// `mount-oem`: `COS_OEM` (or `rd.*.oemlabel=`) on `<sysroot>/oem`. Without an explicit label
@@ -86,11 +84,11 @@ pub fn custom_mount(ctx: &mut Ctx) -> Result<(), Error> {
         let target = Target::InRoot(mountpoint);
         match mount_device(ctx, &vol.dev, target, b"rw", VOLUME_TIMEOUT_MS, true) {
             Ok(()) => vol.mounted = true,
-            Err(_) if device.ends_with(b"/COS_OEM") => {
-                log_error(Level::Warn, b"{} (OEM volume, tolerated)");
+            Err(e) if device.ends_with(b"/COS_OEM") => {
+                e.log(Level::Warn, b"{} (OEM volume, tolerated)");
             }
-            Err(_) => {
-                log_error(Level::Error, b"{}");
+            Err(e) => {
+                e.log(Level::Error, b"{}");
                 add_failure(
                     &mut failed,
                     b"not mounted:",
@@ -106,7 +104,10 @@ pub fn custom_mount(ctx: &mut Ctx) -> Result<(), Error> {
 }
 
 /// `lvm-activation`: activate volume groups so labels on logical volumes can be found.
+#[cfg(feature = "lvm")]
 pub fn lvm_activation() -> Result<(), Error> {
+    use super::{run_program, RUN_PATH};
+    use crate::sys;
     let Some(lvm) = LVM_PATHS.iter().find(|p| sys::is_executable(p)) else {
         return Ok(());
     };
