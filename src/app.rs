@@ -28,7 +28,8 @@ Testing: HOST_PROC_CMDLINE, IMMUCORE_SYSROOT, IMMUCORE_CONFIG_DIR replace /proc/
 ";
 
 /// The optional parts of immucore (cargo features), and whether this build has each.
-const FEATURES: [(&str, bool); 10] = [
+const FEATURES: [(&str, bool); 11] = [
+    ("service", cfg!(feature = "service")),
     ("hooks", cfg!(feature = "hooks")),
     ("lvm", cfg!(feature = "lvm")),
     ("fsck", cfg!(feature = "fsck")),
@@ -123,6 +124,13 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
         log::error(b"unknown argument '{}' (see --help)", &[bad.as_bytes()]);
         return 2;
     }
+    if !env.init_mode && !dry_run && !cfg!(feature = "service") {
+        log::error(
+            b"this build runs only as PID 1 (init mode): service mode needs the service feature",
+            &[],
+        );
+        return 2;
+    }
     let base = if dry_run { None } else { start(&env) };
     let mut raw = [0u8; 4200];
     let (text, parsed) = read_cmdline(&env, &mut raw);
@@ -134,6 +142,12 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
         }
     };
     log::set_debug(cmd.debug);
+    if cmd.mode == Mode::Live && !cfg!(feature = "service") {
+        let why = b"root=live:, netboot and rd.cos.disable wait for someone else to assemble the root, which needs the service feature";
+        log::error(why, &[]);
+        let on_failure = (env.init_mode && !dry_run).then(|| OnFailure::parsed(&cmd));
+        return give_up(None, why, text, on_failure);
+    }
     if dry_run {
         log::set_console(false);
     }
@@ -154,6 +168,7 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
 fn start(env: &Env) -> Option<BaseMounts> {
     if !env.init_mode {
         log::open_file();
+        #[cfg(feature = "service")]
         sys::defer_stop_signals();
         return None;
     }

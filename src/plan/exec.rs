@@ -371,6 +371,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "service")]
     #[test]
     fn live_wait_failure_is_fatal() {
         let mut p = Plan::new(Mode::Live, &|_| true);

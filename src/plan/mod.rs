@@ -125,7 +125,7 @@ pub const STEPS: &[Step] = &[
     step(
         WaitForSysroot,
         "wait-for-sysroot",
-        Some(root::wait_for_sysroot),
+        with_feature!("service", root::wait_for_sysroot),
     )
     .critical()
     .live(&[], &[LoadModules]),
@@ -416,12 +416,14 @@ mod tests {
             assert_eq!(built(id), cfg!(feature = "hooks"), "{id:?}");
         }
         assert_eq!(built(LvmActivation), cfg!(feature = "lvm"));
+        assert_eq!(built(WaitForSysroot), cfg!(feature = "service"));
         // The other steps are in every build.
         let gated = [
             RootfsHook,
             EnableSysextConfext,
             InitramfsHook,
             LvmActivation,
+            WaitForSysroot,
         ];
         for s in STEPS.iter().filter(|s| !gated.contains(&s.id)) {
             assert!(s.run.is_some(), "{:?}", s.id);
@@ -477,7 +479,7 @@ mod tests {
         assert_eq!(render(&service(NORMAL)), expected);
     }
 
-    #[cfg(not(feature = "hooks"))]
+    #[cfg(all(not(feature = "hooks"), feature = "service"))]
     #[test]
     fn live_layers_without_hooks() {
         let expected = "1.\n init (background: false) (weak: false) (run: false)\n\

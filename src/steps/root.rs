@@ -8,6 +8,7 @@ use crate::dev::scan::probe_node;
 use crate::log;
 use crate::sys::{self, inroot::Root, loopdev};
 use crate::util::fixed::Text;
+#[cfg(feature = "service")]
 use crate::util::words::words;
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::OFlags;
@@ -113,7 +114,13 @@ fn describe_fs(fs: Option<&FsInfo>) -> Text<96> {
 pub fn discover_state(ctx: &mut Ctx) -> Result<(), Error> {
     let sysroot = ctx.env.sysroot.as_bytes();
     if sys::is_mountpoint_path(sysroot) {
+        #[cfg(feature = "service")]
         return check_premounted(ctx);
+        #[cfg(not(feature = "service"))]
+        return Err(err(
+            b"{} is mounted already: this build assembles the root itself (a root mounted by someone else needs the service feature)",
+            &[sysroot],
+        ));
     }
     let image = ctx.cmd.image.as_bytes();
     let rw = ctx.cmd.debugrw;
@@ -162,6 +169,7 @@ pub fn discover_state(ctx: &mut Ctx) -> Result<(), Error> {
 /// Kairos' own filesystem labels. A sysroot mounted from one of them other than the expected
 /// root label is another part of this installation (the other image, a partition), never
 /// the system asked for.
+#[cfg(feature = "service")]
 const KAIROS_LABELS: &[u8] =
     b"COS_ACTIVE COS_PASSIVE COS_SYSTEM COS_RECOVERY COS_STATE COS_PERSISTENT COS_OEM COS_GRUB";
 
@@ -171,6 +179,7 @@ const KAIROS_LABELS: &[u8] =
 /// expected label are booted; another Kairos filesystem is refused; anything else (a root
 /// someone prepared, a bind mount of a directory) is booted with a warning that it is not the
 /// image.
+#[cfg(feature = "service")]
 fn check_premounted(ctx: &Ctx) -> Result<(), Error> {
     let sysroot = ctx.env.sysroot.as_bytes();
     let image = ctx.cmd.image.as_bytes();
@@ -217,6 +226,7 @@ fn mounted_fs(path: &[u8], node: &mut Text<32>) -> Option<FsInfo> {
 }
 
 /// Whether the block device `dev` is a loop device over the image file `image`.
+#[cfg(feature = "service")]
 fn is_loop_over(dev: &[u8], image: &[u8]) -> bool {
     let Ok(file) = open_image(image, OFlags::PATH) else {
         return false;
@@ -271,10 +281,12 @@ fn open_root(ctx: &mut Ctx) -> Result<(), Error> {
 }
 
 /// What shows that a sysroot holds a system: `/system` as upstream checks, or an init.
+#[cfg(feature = "service")]
 const SYSROOT_MARKERS: &[u8] = b"/system /sbin/init /usr/lib/systemd/systemd";
 
 /// Live mode: someone else (dracut's dmsquash-live, an initramfs script) assembles the sysroot;
 /// wait until it holds a system (`/system` as upstream checks, or an init).
+#[cfg(feature = "service")]
 pub fn wait_for_sysroot(ctx: &mut Ctx) -> Result<(), Error> {
     let wait_s = u64::from(ctx.cmd.sysroot_wait_s);
     let deadline = sys::now_ms().saturating_add(wait_s * 1000);

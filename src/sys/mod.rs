@@ -498,6 +498,7 @@ const STOP_SIGNALS: u64 = {
 /// Service mode: a stop request must not kill the process in the middle of a mount and leave a
 /// half-assembled root unreported; the signals are held and checked between steps and while
 /// waiting for devices (`stop_requested`). In init mode nothing is held, so nothing is pending.
+#[cfg(feature = "service")]
 pub fn defer_stop_signals() {
     raw::sigmask(true, STOP_SIGNALS);
 }
