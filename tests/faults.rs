@@ -346,14 +346,13 @@ fn device_that_disappears_before_mount() {
     ));
     // A missing OEM label holds the boot for 8 s in mount-oem: time for the guest's PCIe hotplug
     // driver (which waits 5 s after the attention button) to remove the disk.
-    let cmdline = format!(
+    let cmdline =
         "root=LABEL=COS_ACTIVE cos-img/filename=/cOS/active.img rd.cos.oemlabel=NO_SUCH_OEM \
-         rd.cos.oemtimeout=8 rd.immucore.mount=LABEL=DATA:/srv/data"
-    );
+         rd.cos.oemtimeout=8 rd.immucore.mount=LABEL=DATA:/srv/data";
     let with = run(
         &disk,
         "unplug-control.log",
-        &cmdline,
+        cmdline,
         &["--extra-disk", data.to_str().unwrap()],
     );
     assert!(
@@ -372,7 +371,7 @@ fn device_that_disappears_before_mount() {
     let gone = run(
         &disk,
         "unplug.log",
-        &cmdline,
+        cmdline,
         &[
             "--extra-disk",
             data.to_str().unwrap(),

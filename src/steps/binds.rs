@@ -4,7 +4,7 @@
 
 use super::{add_failure, err, err_errno, failures, fstab::Fstab, log_error, Ctx, Error};
 use crate::config::path::{dash_name, is_within};
-use crate::copy::{copy_missing, CopyStats};
+use crate::copy::{copy_missing, CopyStats, Missed};
 use crate::log;
 use crate::sys::{self, inroot::fd_path, inroot::Root};
 use crate::util::fixed::Text;
@@ -154,11 +154,21 @@ fn bind_one(
     // One argument list for both failures: the path and its store (all the bind message
     // uses), then where the copy failed.
     let mut args: [&[u8]; 4] = [path, store, b"", b""];
-    if let Err(e) = copy_missing(src, dst, stats, &mut at) {
+    let mut missed = Missed::default();
+    let failed = match copy_missing(src, dst, stats, &mut missed) {
+        Err(e) => Some((e.what, e.errno)),
+        // Until the bind goes on past missed entries: the first one fails it as before.
+        Ok(()) if missed.count > 0 => {
+            at = missed.first.clone();
+            Some((missed.what, missed.errno.unwrap_or(sys::Errno::LOOP)))
+        }
+        Ok(()) => None,
+    };
+    if let Some((what, errno)) = failed {
         args[2] = at.as_bytes();
-        args[3] = e.what.as_bytes();
+        args[3] = what.as_bytes();
         let template = b"copying {} into {} failed at '{}' ({})";
-        return Err(err_errno(template, &args, e.errno));
+        return Err(err_errno(template, &args, errno));
     }
     let from = fd_path(dst);
     let to = fd_path(src);
