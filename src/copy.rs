@@ -217,6 +217,13 @@ fn enter(w: &mut Walk, name: &CStr) -> usize {
     mark
 }
 
+/// A directory of another filesystem (a volume or overlay mounted below the path): neither
+/// entered nor copied. Directories only, as `rsync -x`: an overlay reports the filesystem of
+/// the layer a file comes from for files, its own for directories.
+fn elsewhere(w: &Walk, st: &Stat) -> bool {
+    file_type(st) == FileType::Directory && st.st_dev != w.dev
+}
+
 /// The level below `depth`, or the failure that leaves the subtree out.
 fn deeper(w: &mut Walk, depth: u32) -> Result<u32> {
     if depth >= MAX_DEPTH {
@@ -307,10 +314,10 @@ fn add_missing(
 ) -> Result<bool> {
     let st = lstat(w, src, name);
     let st = ok_ref(&st)?;
-    if st.st_dev != w.dev {
+    let is_dir = file_type(st) == FileType::Directory;
+    if elsewhere(w, st) {
         return Ok(false);
     }
-    let is_dir = file_type(st) == FileType::Directory;
     // Same name on both sides: only a directory pair is entered; anything else in the store
     // (newer, older, other type) is kept as it is.
     match ok_ref(&lstat(w, dst, name)).map(file_type) {
@@ -539,7 +546,7 @@ fn new_child(
 ) -> Result<()> {
     let st = lstat(w, src, name);
     let st = ok_ref(&st)?;
-    if st.st_dev != w.dev {
+    if elsewhere(w, st) {
         return Ok(());
     }
     make(w, src, dst, name, name, st, depth)
@@ -1226,6 +1233,46 @@ mod tests {
             "the mounted volume was copied into the store"
         );
         drop(volume);
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// The image path is on an overlay (as /etc/ssh is): its files report the lower layer's
+    /// filesystem, and are copied all the same.
+    #[test]
+    fn files_of_an_overlay_are_copied() {
+        let base = tmpdir("overlay");
+        let (src, dst, rw) = (base.join("src"), base.join("dst"), base.join("rw"));
+        for d in ["lower/sub", "rw", "src", "dst"] {
+            fs::create_dir_all(base.join(d)).unwrap();
+        }
+        fs::write(base.join("lower/sshd_config"), b"Port 22").unwrap();
+        fs::write(base.join("lower/sub/f"), b"f").unwrap();
+        // The upper layer on a tmpfs, as immucore's overlays have it: the layers are then on
+        // different filesystems and the overlay's files report the lower one.
+        let Some(upper) = Tmpfs::mount(&rw, c"size=1m") else {
+            return;
+        };
+        let store = Tmpfs::mount(&dst, c"size=1m");
+        fs::create_dir_all(rw.join("upper")).unwrap();
+        fs::create_dir_all(rw.join("work")).unwrap();
+        let opts = format!(
+            "lowerdir={0}/lower,upperdir={0}/rw/upper,workdir={0}/rw/work",
+            base.display()
+        );
+        let target = c(&src);
+        rustix::mount::mount(
+            c"overlay",
+            target.as_c_str(),
+            c"overlay",
+            rustix::mount::MountFlags::empty(),
+            Some(CString::new(opts).unwrap().as_c_str()),
+        )
+        .unwrap();
+        let overlay = Tmpfs(target);
+        let stats = copied(&src, &dst);
+        assert_eq!((stats.files, stats.dirs), (2, 1));
+        assert_eq!(fs::read(dst.join("sshd_config")).unwrap(), b"Port 22");
+        drop((overlay, store, upper));
         fs::remove_dir_all(&base).unwrap();
     }
 
