@@ -157,7 +157,7 @@ pub fn copy_missing(
     let top = rfs::fstat(src);
     let r = ok_ref(&top).and_then(|st| {
         w.dev = st.st_dev;
-        fill_existing(&mut w, src, dst, 0)
+        fill(&mut w, src, dst, 0, false)
     });
     r.map_err(|errno| CopyError {
         errno,
@@ -233,12 +233,22 @@ fn deeper(w: &mut Walk, depth: u32) -> Result<u32> {
     Ok(depth + 1)
 }
 
-/// Adds to `dst`, a store directory that existed before this copy, what `src` has and it
-/// lacks: each missing entry built under a temporary name, then one flush, then the renames.
-/// `Err` only when `src` or `dst` cannot be listed; an entry that fails is counted as missed.
-fn fill_existing(w: &mut Walk, src: BorrowedFd<'_>, dst: BorrowedFd<'_>, depth: u32) -> Result<()> {
+/// Adds to `dst` what `src` has and it lacks. In a store directory that existed before this
+/// copy (`new` false), each missing entry is built under a temporary name, then comes one
+/// flush, then the renames. In a directory this copy made (`new`: a temporary itself, or
+/// below one), entries are made under their real names. `Err` only when `src` or `dst`
+/// cannot be listed; an entry that fails is counted as missed.
+fn fill(
+    w: &mut Walk,
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    depth: u32,
+    new: bool,
+) -> Result<()> {
     w.op = Op::Readdir;
-    remove_stale(dst)?;
+    if !new {
+        remove_stale(dst)?;
+    }
     let mut made = false;
     let mut buf = [MaybeUninit::<u8>::uninit(); 1024];
     let mut it = rfs::RawDir::new(src, &mut buf);
@@ -250,7 +260,7 @@ fn fill_existing(w: &mut Walk, src: BorrowedFd<'_>, dst: BorrowedFd<'_>, depth: 
             continue;
         }
         let mark = enter(w, name);
-        match add_missing(w, src, dst, name, depth) {
+        match add(w, src, dst, name, depth, new) {
             Ok(pending) => made |= pending,
             Err(e) => miss(w, e),
         }
@@ -300,31 +310,36 @@ fn remove(dir: BorrowedFd<'_>, name: &CStr, depth: u32) {
     let _ = rfs::unlinkat(dir, name, AtFlags::REMOVEDIR);
 }
 
-/// One entry of the image in a directory that existed in the store: entered when both are
-/// directories, kept as it is when the store has the name, built under a temporary name when
-/// it does not. `Ok(true)`: a temporary waits for `publish_all`.
+/// One entry of the image. In a new directory: made under its real name. In one that existed:
+/// entered when both are directories, kept as it is when the store has the name, built under
+/// a temporary name when it does not. `Ok(true)`: a temporary waits for `publish_all`.
 // Out of line: its stat and temporary name stay out of the frame of the directory loop.
 #[inline(never)]
-fn add_missing(
+fn add(
     w: &mut Walk,
     src: BorrowedFd<'_>,
     dst: BorrowedFd<'_>,
     name: &CStr,
     depth: u32,
+    new: bool,
 ) -> Result<bool> {
     let st = lstat(w, src, name);
     let st = ok_ref(&st)?;
-    let is_dir = file_type(st) == FileType::Directory;
     if elsewhere(w, st) {
         return Ok(false);
     }
+    if new {
+        make(w, src, dst, name, name, st, depth)?;
+        return Ok(false);
+    }
+    let is_dir = file_type(st) == FileType::Directory;
     // Same name on both sides: only a directory pair is entered; anything else in the store
     // (newer, older, other type) is kept as it is.
     match ok_ref(&lstat(w, dst, name)).map(file_type) {
         Ok(FileType::Directory) if is_dir => {
             let below = deeper(w, depth)?;
             let (s_dir, d_dir) = (open_dir(w, src, name)?, open_dir(w, dst, name)?);
-            fill_existing(w, s_dir.as_fd(), d_dir.as_fd(), below)?;
+            fill(w, s_dir.as_fd(), d_dir.as_fd(), below, false)?;
             Ok(false)
         }
         Ok(_) => Ok(false),
@@ -517,39 +532,8 @@ fn fill_new(
     let d_dir = open_dir(w, dst, at)?;
     let d = d_dir.as_fd();
     owner_mode_xattrs(w, s, d, st)?;
-    let mut buf = [MaybeUninit::<u8>::uninit(); 1024];
-    let mut it = rfs::RawDir::new(s, &mut buf);
-    while let Some(ent) = it.next() {
-        w.op = Op::Readdir;
-        let ent = ent?;
-        let name = ent.file_name();
-        if skipped(name) {
-            continue;
-        }
-        let mark = enter(w, name);
-        if let Err(e) = new_child(w, s, d, name, depth) {
-            miss(w, e);
-        }
-        w.path.truncate(mark);
-    }
+    fill(w, s, d, depth, true)?;
     set_times(w, d, st)
-}
-
-// Out of line: its stat stays out of the frame of the directory loop.
-#[inline(never)]
-fn new_child(
-    w: &mut Walk,
-    src: BorrowedFd<'_>,
-    dst: BorrowedFd<'_>,
-    name: &CStr,
-    depth: u32,
-) -> Result<()> {
-    let st = lstat(w, src, name);
-    let st = ok_ref(&st)?;
-    if elsewhere(w, st) {
-        return Ok(());
-    }
-    make(w, src, dst, name, name, st, depth)
 }
 
 fn new_file(
@@ -1423,5 +1407,39 @@ mod tests {
             );
             fs::remove_dir_all(&base).unwrap();
         }
+    }
+
+    /// An image file that cannot be read: the failure names the read, not the write
+    /// (sendfile fails for either). `/proc/self/mem` opens, but reading its first byte fails.
+    #[test]
+    fn a_read_error_is_named_read() {
+        let base = tmpdir("read-error");
+        let (src, dst) = (base.join("src"), base.join("dst"));
+        fs::create_dir_all(&src).unwrap();
+        fs::create_dir(&dst).unwrap();
+        fs::write(src.join("mem"), b"").unwrap();
+        fs::write(src.join("fine"), b"fine").unwrap();
+        if !rustix::process::geteuid().is_root() {
+            std::eprintln!("skipped: a bind mount needs root");
+            return;
+        }
+        let target = c(&src.join("mem"));
+        rustix::mount::mount_bind(c"/proc/self/mem", target.as_c_str()).unwrap();
+        let bound = Tmpfs(target);
+        let (r, stats, missed) = run(&src, &dst);
+        r.unwrap();
+        assert_eq!(
+            (
+                missed.count,
+                missed.what,
+                missed.errno,
+                missed.first.as_str()
+            ),
+            (1, "read", Some(Errno::IO), "mem")
+        );
+        assert_eq!(stats.files, 1);
+        assert!(!dst.join("mem").exists());
+        drop(bound);
+        fs::remove_dir_all(&base).unwrap();
     }
 }
