@@ -85,6 +85,7 @@ enum Op {
     Read,
     Readdir,
     Readlink,
+    Remove,
     Rename,
     Stat,
     Symlink,
@@ -107,6 +108,7 @@ impl Op {
             Op::Read => "read",
             Op::Readdir => "readdir",
             Op::Readlink => "readlink",
+            Op::Remove => "remove",
             Op::Rename => "rename",
             Op::Stat => "stat",
             Op::Symlink => "symlink",
@@ -131,6 +133,11 @@ struct Walk<'a> {
     op: Op,
     /// The filesystem of the top of the image tree: the copy never leaves it.
     dev: u64,
+    /// Why an entry that failed (or a temporary an interrupted run left) could not be
+    /// removed: it may be half-made, and a temporary can no longer be told from a complete
+    /// one, so nothing more is renamed into place in this run (what waits is counted as
+    /// missed; the next run removes it).
+    stuck: Option<Errno>,
 }
 
 /// Copies every entry of directory `src` that is missing in directory `dst`. Both must be
@@ -153,6 +160,7 @@ pub fn copy_missing(
         path: Text::new(),
         op: Op::Stat,
         dev: 0,
+        stuck: None,
     };
     let top = rfs::fstat(src);
     let r = ok_ref(&top).and_then(|st| {
@@ -184,6 +192,10 @@ fn step() {
         n => k.set(n - 1),
     });
 }
+
+// Test seam: the store refuses every removal (as a filesystem gone bad can).
+#[cfg(test)]
+std::thread_local!(static REFUSE_REMOVAL: core::cell::Cell<bool> = const { core::cell::Cell::new(false) });
 
 /// Counts the entry at `w.path` as not added, failed with `e` in `w.op`.
 #[inline(never)]
@@ -247,7 +259,7 @@ fn fill(
 ) -> Result<()> {
     w.op = Op::Readdir;
     if !new {
-        remove_stale(dst)?;
+        remove_stale(w, dst)?;
     }
     let mut made = false;
     let mut buf = [MaybeUninit::<u8>::uninit(); 1024];
@@ -274,26 +286,38 @@ fn fill(
 
 /// Removes the temporaries an interrupted earlier run left in `dst`, with everything below
 /// them. `dst` is read to its end; `publish_all` rewinds it.
-fn remove_stale(dst: BorrowedFd<'_>) -> Result<()> {
+fn remove_stale(w: &mut Walk, dst: BorrowedFd<'_>) -> Result<()> {
     let mut buf = [MaybeUninit::<u8>::uninit(); 1024];
     let mut it = rfs::RawDir::new(dst, &mut buf);
     while let Some(ent) = it.next() {
         let ent = ent?;
         let name = ent.file_name();
         if name.to_bytes().starts_with(TMP_PREFIX) {
-            remove(dst, name, 0);
+            remove_or_stop(w, dst, name);
         }
     }
     Ok(())
 }
 
+/// Removes a temporary that may be half-made; when that fails, nothing more is published.
+fn remove_or_stop(w: &mut Walk, dir: BorrowedFd<'_>, name: &CStr) {
+    if let Err(e) = remove(dir, name, 0) {
+        w.stuck = Some(e);
+    }
+}
+
 /// Removes `name` from `dir`, with everything below it when it is a directory (a temporary
-/// tree: at most `MAX_DEPTH` deep when this copy made it). Best effort: what stays is removed
-/// by the next run.
-fn remove(dir: BorrowedFd<'_>, name: &CStr, depth: u32) {
+/// tree: at most `MAX_DEPTH` deep when this copy made it); the error when `name` stays.
+fn remove(dir: BorrowedFd<'_>, name: &CStr, depth: u32) -> Result<()> {
     step();
-    if rfs::unlinkat(dir, name, AtFlags::empty()) != Err(Errno::ISDIR) || depth > MAX_DEPTH {
-        return;
+    #[cfg(test)]
+    if REFUSE_REMOVAL.with(|r| r.get()) {
+        return Err(Errno::PERM);
+    }
+    match rfs::unlinkat(dir, name, AtFlags::empty()) {
+        Err(Errno::ISDIR) if depth <= MAX_DEPTH => {}
+        Err(Errno::NOENT) => return Ok(()),
+        r => return r,
     }
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     if let Ok(d) = rfs::openat(dir, name, flags, Mode::empty()) {
@@ -303,11 +327,11 @@ fn remove(dir: BorrowedFd<'_>, name: &CStr, depth: u32) {
         while let Some(Ok(ent)) = it.next() {
             let child = ent.file_name();
             if !matches!(child.to_bytes(), b"." | b"..") {
-                remove(d, child, depth + 1);
+                let _ = remove(d, child, depth + 1); // the directory's removal tells
             }
         }
     }
-    let _ = rfs::unlinkat(dir, name, AtFlags::REMOVEDIR);
+    rfs::unlinkat(dir, name, AtFlags::REMOVEDIR)
 }
 
 /// One entry of the image. In a new directory: made under its real name. In one that existed:
@@ -353,11 +377,11 @@ fn add(
             // `publish_all` finds a name in its temporary's, which this one cut: flushed and
             // renamed now (at most one such temporary exists at any time, so two names cut
             // alike never meet).
-            w.op = Op::Syncfs;
-            step();
-            let placed = rfs::syncfs(dst).and_then(|()| publish(w, dst, tmp, name));
-            placed.inspect_err(|_| remove(dst, tmp, 0))?;
-            Ok(false)
+            let placed = flush(w, dst).and_then(|()| publish(w, dst, tmp, name));
+            if placed.is_err() {
+                let _ = remove(dst, tmp, 0); // complete: harmless if it stays
+            }
+            placed.map(|()| false)
         }
         Err(e) => Err(e),
     }
@@ -367,8 +391,8 @@ fn add(
 /// holds only this run's temporaries: `remove_stale` cleared the others, failures removed
 /// theirs). A temporary whose name cannot be placed is removed and counted as missed.
 fn publish_all(w: &mut Walk, dst: BorrowedFd<'_>) -> Result<()> {
-    step();
-    let synced = rfs::syncfs(dst);
+    let synced = flush(w, dst);
+    let flush_op = w.op;
     w.op = Op::Readdir;
     rfs::seek(dst, rfs::SeekFrom::Start(0))?;
     let mut buf = [MaybeUninit::<u8>::uninit(); 1024];
@@ -387,14 +411,26 @@ fn publish_all(w: &mut Walk, dst: BorrowedFd<'_>) -> Result<()> {
             continue;
         };
         let mark = enter(w, name);
-        w.op = Op::Syncfs;
+        w.op = flush_op;
         if let Err(e) = synced.and_then(|()| publish(w, dst, tmp, name)) {
-            remove(dst, tmp, 0);
+            let _ = remove(dst, tmp, 0); // complete, or `stuck`: the next run removes it
             miss(w, e);
         }
         w.path.truncate(mark);
     }
     Ok(())
+}
+
+/// Flushes the store before temporaries get their real names, unless one that failed could
+/// not be removed (`stuck`).
+fn flush(w: &mut Walk, dst: BorrowedFd<'_>) -> Result<()> {
+    if let Some(e) = w.stuck {
+        w.op = Op::Remove;
+        return Err(e);
+    }
+    w.op = Op::Syncfs;
+    step();
+    rfs::syncfs(dst)
 }
 
 /// Renames `tmp` to `name` unless `name` exists, which keeps what is there: the temporary is
@@ -421,7 +457,7 @@ fn publish(w: &mut Walk, dst: BorrowedFd<'_>, tmp: &CStr, name: &CStr) -> Result
         }
     };
     if !placed {
-        remove(dst, tmp, 0);
+        let _ = remove(dst, tmp, 0); // complete: harmless if it stays
     }
     Ok(())
 }
@@ -467,9 +503,9 @@ fn tmp_name<'a>(name: &[u8], buf: &'a mut [u8; 256]) -> (&'a CStr, bool) {
 }
 
 /// Removes what `made` left at `at` when it failed: a made entry is whole or absent.
-fn undo_on_err(dst: BorrowedFd<'_>, at: &CStr, made: Result<()>) -> Result<()> {
+fn undo_on_err(w: &mut Walk, dst: BorrowedFd<'_>, at: &CStr, made: Result<()>) -> Result<()> {
     if made.is_err() {
-        remove(dst, at, 0);
+        remove_or_stop(w, dst, at);
     }
     made
 }
@@ -516,7 +552,7 @@ fn new_dir(
     step();
     rfs::mkdirat(dst, at, Mode::from_raw_mode(0o700))?;
     let filled = fill_new(w, s_dir.as_fd(), dst, at, st, below);
-    undo_on_err(dst, at, filled)?;
+    undo_on_err(w, dst, at, filled)?;
     bump(&mut w.stats.dirs);
     Ok(())
 }
@@ -565,7 +601,7 @@ fn new_file(
         // setuid too), mode, xattrs (security.capability survives from here on), times.
         .and_then(|()| owner_mode_xattrs(w, s, d, st))
         .and_then(|()| set_times(w, d, st));
-    undo_on_err(dst, at, made)?;
+    undo_on_err(w, dst, at, made)?;
     bump(&mut w.stats.files);
     Ok(())
 }
@@ -625,7 +661,7 @@ fn new_special(
         rfs::mknodat(dst, at, ft, Mode::from_raw_mode(0o600), st.st_rdev as _)?;
     }
     let made = special_metadata(w, dst, at, ft, st);
-    undo_on_err(dst, at, made)?;
+    undo_on_err(w, dst, at, made)?;
     bump(if ft == FileType::Symlink {
         &mut w.stats.links
     } else {
@@ -769,6 +805,7 @@ mod tests {
             (Op::Read, "read"),
             (Op::Readdir, "readdir"),
             (Op::Readlink, "readlink"),
+            (Op::Remove, "remove"),
             (Op::Rename, "rename"),
             (Op::Stat, "stat"),
             (Op::Symlink, "symlink"),
@@ -1440,6 +1477,47 @@ mod tests {
         assert_eq!(stats.files, 1);
         assert!(!dst.join("mem").exists());
         drop(bound);
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// An entry that failed and cannot be removed may be half-made: from then on nothing is
+    /// renamed into place (what waits is counted as missed), and the next run, with a store
+    /// that removes again, starts from clean temporaries.
+    #[test]
+    fn a_failed_entry_that_cannot_be_removed_stops_the_renames() {
+        let base = tmpdir("stuck");
+        let (src, dst) = (base.join("src"), base.join("dst"));
+        fs::create_dir_all(&src).unwrap();
+        fs::create_dir(&dst).unwrap();
+        fs::write(src.join("big"), vec![7u8; 1 << 20]).unwrap();
+        fs::write(src.join("small"), b"fits").unwrap();
+        let Some(store) = Tmpfs::mount(&dst, c"size=64k") else {
+            return;
+        };
+        REFUSE_REMOVAL.with(|r| r.set(true));
+        let (r, _, missed) = run(&src, &dst);
+        REFUSE_REMOVAL.with(|r| r.set(false));
+        r.unwrap();
+        assert_eq!(
+            (missed.count, missed.what, missed.first.as_str()),
+            (3, "write", "big"),
+            "big, then both temporaries"
+        );
+        let names = |d: &Path| {
+            let mut n: Vec<String> = fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(&dst), [".immucore-tmp.big", ".immucore-tmp.small"]);
+
+        let (r, stats, missed) = run(&src, &dst);
+        r.unwrap();
+        assert_eq!((missed.count, missed.what, stats.files), (1, "write", 1));
+        assert_eq!(names(&dst), ["small"]);
+        drop(store);
         fs::remove_dir_all(&base).unwrap();
     }
 }
