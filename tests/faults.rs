@@ -210,7 +210,10 @@ fn power_loss_during_copy_up_never_leaves_a_half_written_file() {
     // Calibration, also the control: no fault, the verifier sees a complete, correct store.
     fresh();
     let start_mark = "immucore: custom-mount:";
-    let end_mark = "immucore: write-fstab:";
+    // The end of the rancher copy-up (its bind line, logged when it copied something): the
+    // copy-up is a small part of custom-mount to write-fstab now that it flushes once per
+    // directory, and the cuts aim at it.
+    let end_mark = "var-lib-rancher.bind on /var/lib/rancher [(]copied ";
     let cal = run(
         &disk,
         "copyup-calibration.log",
@@ -243,10 +246,13 @@ fn power_loss_during_copy_up_never_leaves_a_half_written_file() {
         window > 0.2,
         "copy-up window too short to aim at: {window:.2} s"
     );
-    eprintln!("copy-up window (custom-mount to write-fstab): {window:.2} s");
+    eprintln!("copy-up window (custom-mount to the end of the rancher copy-up): {window:.2} s");
 
     let mut checked = 0;
     let mut inside = 0;
+    // Boots on a shared machine vary in speed: a cut that came after the copy-up shows that
+    // it ended before that delay in this boot, and the next cuts aim below it.
+    let mut window = window;
     for k in 0..FAULTS {
         fresh();
         let delay = window * rng.next_f64();
@@ -268,6 +274,9 @@ fn power_loss_during_copy_up_never_leaves_a_half_written_file() {
         );
         let during = rancher_copied(&cut.console).is_none();
         inside += during as usize;
+        if !during {
+            window = window.min(delay);
+        }
 
         let after = run(&disk, &format!("copyup-after{k}.log"), ACTIVE, &[]);
         assert!(
@@ -276,12 +285,17 @@ fn power_loss_during_copy_up_never_leaves_a_half_written_file() {
             after.console
         );
         let v = fields(after.one("verify"));
-        let copied_now = rancher_copied(&after.console).unwrap_or_else(|| {
-            panic!(
-                "fault {k}: the next boot did not bind /var/lib/rancher:\n{}",
-                after.console
-            )
-        });
+        assert!(
+            after
+                .mounts()
+                .iter()
+                .any(|m| m.starts_with("/var/lib/rancher /dev/vda3 ")),
+            "fault {k}: the next boot did not bind /var/lib/rancher:\n{}",
+            after.console
+        );
+        // The bind line counts only when something was copied (info level); a cut after the
+        // copy-up completed leaves nothing to copy.
+        let copied_now = rancher_copied(&after.console).unwrap_or(0);
         eprintln!(
             "fault {k}: cut {delay:.2} s after custom-mount ({}), store had {} of {FILES} files, \
              next boot copied {copied_now}; verify: {}",
@@ -346,14 +360,13 @@ fn device_that_disappears_before_mount() {
     ));
     // A missing OEM label holds the boot for 8 s in mount-oem: time for the guest's PCIe hotplug
     // driver (which waits 5 s after the attention button) to remove the disk.
-    let cmdline = format!(
+    let cmdline =
         "root=LABEL=COS_ACTIVE cos-img/filename=/cOS/active.img rd.cos.oemlabel=NO_SUCH_OEM \
-         rd.cos.oemtimeout=8 rd.immucore.mount=LABEL=DATA:/srv/data"
-    );
+         rd.cos.oemtimeout=8 rd.immucore.mount=LABEL=DATA:/srv/data";
     let with = run(
         &disk,
         "unplug-control.log",
-        &cmdline,
+        cmdline,
         &["--extra-disk", data.to_str().unwrap()],
     );
     assert!(
@@ -372,7 +385,7 @@ fn device_that_disappears_before_mount() {
     let gone = run(
         &disk,
         "unplug.log",
-        &cmdline,
+        cmdline,
         &[
             "--extra-disk",
             data.to_str().unwrap(),

@@ -138,44 +138,6 @@ fn push_num(len: &mut usize, n: u64, buf: &mut [u8]) -> Result<(), Full> {
     push(len, fmt_u64(n, &mut digits), buf)
 }
 
-/// Defines a packed name table for `packed_name` from a list of names,
-/// `packed_names!(NAMES, ENDS, ["a", "b"])`: `NAMES`, the names back to back, and `ENDS`, where
-/// each ends, so no offset is counted by hand.
-macro_rules! packed_names {
-    ($names:ident, $ends:ident, [$($name:literal),+ $(,)?]) => {
-        const $names: &str = concat!($($name),+);
-        const $ends: [u8; [$($name),+].len()] = $crate::util::fixed::name_ends([$($name),+]);
-    };
-}
-pub(crate) use packed_names;
-
-/// The end of each name of `names` once they are put back to back (for `packed_names!`).
-pub const fn name_ends<const N: usize>(names: [&str; N]) -> [u8; N] {
-    let mut ends = [0; N];
-    let mut end = 0;
-    let mut i = 0;
-    while i < N {
-        end += names[i].len();
-        assert!(
-            end <= u8::MAX as usize,
-            "packed names longer than 255 bytes"
-        );
-        ends[i] = end as u8;
-        i += 1;
-    }
-    ends
-}
-
-/// Name `i` of `names`, names stored back to back with `ends[i]` the end of name `i` (see
-/// `packed_names!`): a table of names without a 16-byte string slice per name. `""` when `i`
-/// is out of range.
-#[inline(never)]
-pub fn packed_name(names: &'static str, ends: &[u8], i: usize) -> &'static str {
-    let end = |i: usize| ends.get(i).map_or(0, |&e| usize::from(e));
-    let start = i.checked_sub(1).map_or(0, end);
-    names.get(start..end(i)).unwrap_or("")
-}
-
 /// How many leading bytes of `s` are valid UTF-8 (`s.len()` if all are): the same answer as
 /// `core::str::from_utf8(s)`'s `valid_up_to`, without its word-at-a-time fast path, which
 /// costs several hundred bytes of code and buys nothing on a few short inputs.
