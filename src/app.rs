@@ -28,7 +28,7 @@ Testing: HOST_PROC_CMDLINE, IMMUCORE_SYSROOT, IMMUCORE_CONFIG_DIR replace /proc/
 ";
 
 /// The optional parts of immucore (cargo features), and whether this build has each.
-const FEATURES: [(&str, bool); 11] = [
+pub const FEATURES: [(&str, bool); 11] = [
     ("service", cfg!(feature = "service")),
     ("hooks", cfg!(feature = "hooks")),
     ("lvm", cfg!(feature = "lvm")),

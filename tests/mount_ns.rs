@@ -1415,6 +1415,21 @@ fn below_a_persistent_path(name: &str, before: &str) {
     ] {
         assert!(fstab.lines().any(|x| x == l), "fstab lacks {l}:\n{fstab}");
     }
+    // `mount -a` rebuilds the same tree: the bind before what is kept visible below it.
+    let pos = |start: &str| fstab.lines().position(|l| l.starts_with(start)).unwrap();
+    let bind = pos("/usr/local/.state/var-lib-rancher.bind ");
+    assert!(bind < pos("/dev/disk/by-label/DATA "), "{fstab}");
+    assert!(bind < pos("overlay /var/lib/rancher/cache "), "{fstab}");
+    // The copy-up stayed on the image's filesystem: nothing of DATA went into the store (read
+    // on the disk itself: under shared propagation the store's copy of the mount shows DATA).
+    assert_eq!(
+        disk.read(
+            "persistent",
+            "/.state/var-lib-rancher.bind/storage/data-marker"
+        ),
+        "",
+        "the copy-up copied the DATA volume into the store"
+    );
     assert_eq!(o.step_error("mount-bind"), None, "{}", o.dump());
     assert_eq!(disk.read("data", "/written"), "d\n", "a write missed DATA");
     assert_eq!(

@@ -35,7 +35,9 @@ impl Fstab {
     /// line is written straight into the text and taken back whole if it does not fit. One
     /// line per mount point: a second line for `file` (a volume that is also the OEM
     /// partition, a mount found already there) is dropped, the first stays (systemd would warn
-    /// about a duplicate entry and use the first).
+    /// about a duplicate entry and use the first). A line goes before the lines of mount points
+    /// below its own (a bind of a persistent path before the volume kept visible below it), so
+    /// that `mount -a` rebuilds the same tree.
     pub fn add(&mut self, spec: &[u8], file: &[u8], fstype: &[u8], opts: &[u8]) {
         let start = self.text.len();
         self.field(spec, start);
@@ -57,8 +59,12 @@ impl Fstab {
         {
             log::debug(b"fstab lists {} already", &[file]);
             self.text.truncate(start);
-        } else {
-            self.lines += 1;
+            return;
+        }
+        self.lines += 1;
+        let line_len = line.len();
+        if let Some(at) = first_line_below(earlier, mount_point(line)) {
+            self.text.move_tail_to(at, line_len);
         }
     }
 
@@ -93,6 +99,23 @@ impl Fstab {
 /// separate them).
 fn mount_point(line: &[u8]) -> Option<&[u8]> {
     line.split(|&c| c == b' ').nth(1)
+}
+
+/// Where the first line of `lines` starts whose mount point lies strictly below `parent` (as
+/// escaped in the lines; never for `/`, which every line follows).
+fn first_line_below(lines: &[u8], parent: Option<&[u8]>) -> Option<usize> {
+    let parent = parent.filter(|p| *p != b"/")?;
+    let mut start = 0;
+    for l in lines.split(|&c| c == b'\n') {
+        let below = mount_point(l).is_some_and(|mp| {
+            mp.len() > parent.len() && mp.starts_with(parent) && mp.get(parent.len()) == Some(&b'/')
+        });
+        if below {
+            return Some(start);
+        }
+        start += l.len() + 1;
+    }
+    None
 }
 
 /// `write-fstab`: `<sysroot>/etc/fstab`, written to a temporary file and renamed.
@@ -169,6 +192,44 @@ mod tests {
              /dev/disk/by-label/Z /my\\040dir ext4 rw 0 0\n"
         );
         assert_eq!(f.lines, 3);
+    }
+
+    /// A mount recorded after the mounts below it (a persistent bind made after a volume kept
+    /// visible below it) is listed before them: `mount -a` mounts parents first.
+    #[test]
+    fn parents_come_before_the_mounts_below_them() {
+        let mut f = Fstab::new();
+        f.add(b"/dev/disk/by-label/COS_ACTIVE", b"/", b"ext4", b"ro");
+        f.add(b"overlay", b"/var/lib/rancher/cache", b"overlay", b"x");
+        f.add(
+            b"/dev/disk/by-label/DATA",
+            b"/var/lib/rancher/storage",
+            b"ext4",
+            b"rw",
+        );
+        f.add(
+            b"/dev/disk/by-label/OTHER",
+            b"/var/lib/rancherx",
+            b"ext4",
+            b"rw",
+        );
+        f.add(
+            b"/s/var-lib-rancher.bind",
+            b"/var/lib/rancher",
+            b"none",
+            b"bind",
+        );
+        f.add(b"tmpfs", b"/tmp", b"tmpfs", b"rw");
+        assert_eq!(
+            core::str::from_utf8(f.as_bytes()).unwrap(),
+            "/dev/disk/by-label/COS_ACTIVE / ext4 ro 0 0\n\
+             /s/var-lib-rancher.bind /var/lib/rancher none bind 0 0\n\
+             overlay /var/lib/rancher/cache overlay x 0 0\n\
+             /dev/disk/by-label/DATA /var/lib/rancher/storage ext4 rw 0 0\n\
+             /dev/disk/by-label/OTHER /var/lib/rancherx ext4 rw 0 0\n\
+             tmpfs /tmp tmpfs rw 0 0\n"
+        );
+        assert_eq!(f.lines, 6);
     }
 
     #[test]

@@ -82,6 +82,17 @@ impl<const N: usize> Text<N> {
         push_lossy(&mut self.0.len, s, &mut self.0.buf)
     }
 
+    /// Moves the last `n` bytes to position `at`, shifting what was there after them (all of
+    /// it when `at` or `n` is out of range: nothing moves).
+    pub fn move_tail_to(&mut self, at: usize, n: usize) {
+        let len = self.0.len;
+        if let Some(part) = self.0.buf.get_mut(at..len) {
+            if n <= part.len() {
+                part.rotate_right(n);
+            }
+        }
+    }
+
     pub fn truncate(&mut self, len: usize) {
         if len < self.0.len {
             self.0.len = len;
