@@ -598,7 +598,7 @@ fn verity_corruption(arch: &str) {
     b.completed();
     b.assert_mount("/", "/dev/mapper/root ext4 ro");
     let probe = b.one("verity-probe");
-    assert!(probe.contains("I/O error"), "{arch}: {probe}");
+    assert!(probe.contains("Input/output error"), "{arch}: {probe}");
     assert!(
         b.console
             .contains("the root hash from /cOS/active.img.roothash"),
