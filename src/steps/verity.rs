@@ -127,7 +127,7 @@ const DIGEST_HEX: &[(&str, usize)] = &[("sha1", 40), ("sha256", 64), ("sha512", 
 /// A root hash as written on the command line or in `<image>.roothash`: hex digits only, an
 /// even number of them, and as many as the algorithm's digest has when we know it.
 pub fn check_root_hash(hash: &[u8], algorithm: &[u8]) -> Result<(), &'static str> {
-    if hash.is_empty() || hash.len() % 2 != 0 || !hash.iter().all(u8::is_ascii_hexdigit) {
+    if hash.is_empty() || !hash.len().is_multiple_of(2) || !hash.iter().all(u8::is_ascii_hexdigit) {
         return Err("is not a hex root hash");
     }
     let want = DIGEST_HEX
@@ -339,22 +339,23 @@ pub fn verify_root(ctx: &Ctx, root: Loop) -> Result<Loop, Error> {
         };
     let tree = tree_loop.as_ref().map_or(data, |lp| lp.fd.as_fd());
     let mut raw = [0; SUPERBLOCK_SIZE];
-    let read = sys::pread_exact(tree, hash_offset, &mut raw);
+    // A short read leaves zeros: a cut superblock is a damaged one.
+    let _ = sys::pread_exact(tree, hash_offset, &mut raw);
     let sb = match parse_superblock(&raw) {
-        Ok(sb) if read => sb,
-        Err(Some(reason)) if read => {
+        Ok(sb) => sb,
+        Err(Some(reason)) => {
             return Err(err(
                 b"{}: damaged verity superblock ({})",
                 &[tree_name.as_bytes(), reason.as_bytes()],
             ));
         }
-        _ if tree_loop.is_none() => {
+        Err(None) if tree_loop.is_none() => {
             return Err(err(
                 b"{}: no hash tree ({} missing, none appended to the image)",
                 &[image, tree_name.as_bytes()],
             ));
         }
-        _ => return Err(err(b"{}: no verity superblock", &[tree_name.as_bytes()])),
+        Err(None) => return Err(err(b"{}: no verity superblock", &[tree_name.as_bytes()])),
     };
     if sb.data_bytes() > data_limit {
         return Err(err(
