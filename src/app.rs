@@ -28,7 +28,7 @@ Testing: HOST_PROC_CMDLINE, IMMUCORE_SYSROOT, IMMUCORE_CONFIG_DIR replace /proc/
 ";
 
 /// The optional parts of immucore (cargo features), and whether this build has each.
-const FEATURES: [(&str, bool); 10] = [
+const FEATURES: &[(&str, bool)] = &[
     ("hooks", cfg!(feature = "hooks")),
     ("lvm", cfg!(feature = "lvm")),
     ("fsck", cfg!(feature = "fsck")),
@@ -39,6 +39,9 @@ const FEATURES: [(&str, bool); 10] = [
     ("iso9660", cfg!(feature = "iso9660")),
     ("squashfs", cfg!(feature = "squashfs")),
     ("erofs", cfg!(feature = "erofs")),
+    // Only in builds that have it: tiny is at its size limit.
+    #[cfg(feature = "verity")]
+    ("verity", true),
 ];
 
 fn out(s: &[u8]) {

@@ -1505,6 +1505,26 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "verity")]
+    #[test]
+    fn verity_keys() {
+        let mode = |l: &str| ok(l).verity;
+        assert_eq!(mode(""), Verity::Auto);
+        assert_eq!(mode("rd.immucore.verity=required"), Verity::Required);
+        assert_eq!(mode("rd.immucore.verity=off"), Verity::Off);
+        let c = ok("rd.immucore.verity=maybe");
+        assert_eq!(c.verity, Verity::Auto);
+        assert_eq!(
+            items(&c.warnings),
+            ["rd.immucore.verity=maybe: not one of required, auto, off, using auto"]
+        );
+        let c = ok("roothash=abcd roothash=ef systemd.verity_root_options=restart-on-corruption");
+        assert_eq!(c.roothash.as_bytes(), b"abcd");
+        assert_eq!(c.verity_options.as_bytes(), b"restart-on-corruption");
+        let long = std::format!("roothash={}", "a".repeat(129));
+        assert_eq!(parse(long.as_bytes()).unwrap_err().reason, "value too long");
+    }
+
     #[test]
     fn init_and_shell() {
         let c = ok("init=/usr/lib/systemd/systemd rd.shell=no");

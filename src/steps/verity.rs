@@ -237,35 +237,20 @@ fn sidecar(image: &[u8], suffix: &[u8]) -> Text<272> {
     t
 }
 
-/// The root hash and where it came from: `roothash=`, else `<image>.roothash`. `None`: neither.
-fn root_hash(
-    ctx: &Ctx,
-    state: &Root,
-    image: &[u8],
-) -> Result<Option<(Text<128>, Text<272>)>, Error> {
-    let mut hash = Text::new();
-    let mut source = Text::new();
-    if !ctx.cmd.roothash.is_empty() {
-        hash.push_lossy(ctx.cmd.roothash.as_bytes());
-        source.push_lossy(b"roothash=");
-        return Ok(Some((hash, source)));
-    }
-    source = sidecar(image, b".roothash");
-    let file = match state.open_at(source.as_bytes(), OFlags::RDONLY, 0) {
-        Ok(f) => f,
-        Err(sys::Errno::NOENT) => return Ok(None),
-        Err(e) => return Err(err_errno(b"cannot open {}", &[source.as_bytes()], e)),
-    };
+/// Reads the root hash in the sidecar `name` into `hash`. `Ok(false)`: there is no sidecar.
+fn read_hash_sidecar(state: &Root, name: &[u8], hash: &mut Text<128>) -> Result<bool, Error> {
     let mut buf = [0; 256];
-    let n = sys::read_fd(file.as_fd(), &mut buf)
-        .map_err(|e| err_errno(b"cannot read {}", &[source.as_bytes()], e))?;
-    let text = buf.get(..n).unwrap_or(&[]);
-    let end = text
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(0, |i| i + 1);
-    hash.push_lossy(text.get(..end).unwrap_or(&[]));
-    Ok(Some((hash, source)))
+    let read = state
+        .open_at(name, OFlags::RDONLY, 0)
+        .and_then(|file| sys::read_fd(file.as_fd(), &mut buf));
+    match read {
+        Ok(n) => {
+            hash.push_lossy(buf.get(..n).unwrap_or(&[]).trim_ascii_end());
+            Ok(true)
+        }
+        Err(sys::Errno::NOENT) => Ok(false),
+        Err(e) => Err(err_errno(b"cannot read {}", &[name], e)),
+    }
 }
 
 /// Whether the 512 bytes at `offset` of `fd` read (and, through dm-verity, verify).
@@ -284,13 +269,19 @@ pub fn verify_root(ctx: &Ctx, root: Loop) -> Result<Loop, Error> {
         return Ok(root);
     }
     let state = Root::open(STATE_DIR).map_err(|e| err_errno(b"cannot open {}", &[STATE_DIR], e))?;
-    let Some((hash, source)) = root_hash(ctx, &state, image)? else {
-        if mode == Verity::Required {
-            return Err(err(
-                b"rd.immucore.verity=required, but {} has no root hash (roothash= or {}.roothash)",
-                &[image, image],
-            ));
-        }
+    // The root hash: `roothash=`, else `<image>.roothash`.
+    let hash_name = sidecar(image, b".roothash");
+    let mut from_sidecar = Text::new();
+    let (hash, source) = if !ctx.cmd.roothash.is_empty() {
+        (ctx.cmd.roothash.as_bytes(), &b"roothash="[..])
+    } else if read_hash_sidecar(&state, hash_name.as_bytes(), &mut from_sidecar)? {
+        (from_sidecar.as_bytes(), hash_name.as_bytes())
+    } else if mode == Verity::Required {
+        return Err(err(
+            b"rd.immucore.verity=required, but {} has no root hash (roothash= or {}.roothash)",
+            &[image, image],
+        ));
+    } else {
         log::info(
             b"{}: not verified (no roothash= or {}.roothash)",
             &[image, image],
@@ -363,26 +354,15 @@ pub fn verify_root(ctx: &Ctx, root: Loop) -> Result<Loop, Error> {
             &[image],
         ));
     }
-    check_root_hash(hash.as_bytes(), sb.algorithm.as_bytes()).map_err(|reason| {
-        err(
-            b"root hash from {} {}",
-            &[source.as_bytes(), reason.as_bytes()],
-        )
-    })?;
+    check_root_hash(hash, sb.algorithm.as_bytes())
+        .map_err(|reason| err(b"root hash from {} {}", &[source, reason.as_bytes()]))?;
 
     let data_dev = dev_numbers(data);
     let hash_dev = dev_numbers(tree);
     let start = hash_start_block(hash_offset, sb.hash_block_size);
     let mut params = Text::new();
     let devices = [data_dev.as_bytes(), hash_dev.as_bytes()];
-    table_params(
-        &sb,
-        devices,
-        start,
-        hash.as_bytes(),
-        options.as_bytes(),
-        &mut params,
-    );
+    table_params(&sb, devices, start, hash, options.as_bytes(), &mut params);
     let (fd, path) = dm::create_read_only(NAME, b"verity", sb.data_bytes() / 512, params.as_bytes())
         .map_err(|e| err_errno(b"cannot create /dev/mapper/root for {} (dm_mod, dm_verity loaded? the kernel log says more)", &[image], e))?;
     // The mapping holds both loop devices now: ours may close (autoclear works later).
@@ -394,7 +374,7 @@ pub fn verify_root(ctx: &Ctx, root: Loop) -> Result<Loop, Error> {
             let _ = dm::remove(NAME);
             return Err(err(
                 b"{} does not match the root hash from {} (wrong hash, or the top of {} is damaged)",
-                &[image, source.as_bytes(), tree_name.as_bytes()],
+                &[image, source, tree_name.as_bytes()],
             ));
         }
         (first, _) => {
@@ -412,12 +392,7 @@ pub fn verify_root(ctx: &Ctx, root: Loop) -> Result<Loop, Error> {
     }
     log::info(
         b"{}: dm-verity {} with the root hash from {}, tree {}",
-        &[
-            image,
-            path.as_bytes(),
-            source.as_bytes(),
-            tree_name.as_bytes(),
-        ],
+        &[image, path.as_bytes(), source, tree_name.as_bytes()],
     );
     Ok(Loop { fd, path })
 }
