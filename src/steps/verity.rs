@@ -174,7 +174,7 @@ pub fn dm_options<'a>(options: &'a [u8], dm: &mut Text<192>) -> Result<Option<u6
 }
 
 /// The verity target's parameter line (`Documentation/admin-guide/device-mapper/verity.rst`)
-/// into `line`: devices as `major:minor`, `hash_start` in hash blocks, `options` from
+/// into `line`: devices by path or `major:minor`, `hash_start` in hash blocks, `options` from
 /// [`dm_options`]. Always fits: every part has a limit, and together they stay under 1 KiB.
 pub fn table_params(
     sb: &Superblock,
@@ -216,17 +216,6 @@ pub fn table_params(
         line.push_lossy(b" ");
         line.push_lossy(options);
     }
-}
-
-/// `major:minor` of the block device open as `fd`.
-fn dev_numbers(fd: BorrowedFd<'_>) -> Text<24> {
-    let mut t = Text::new();
-    if let Ok(st) = rustix::fs::fstat(fd) {
-        let _ = t.push_num(u64::from(rustix::fs::major(st.st_rdev)));
-        t.push_lossy(b":");
-        let _ = t.push_num(u64::from(rustix::fs::minor(st.st_rdev)));
-    }
-    t
 }
 
 /// `<image><suffix>`: a sidecar's name.
@@ -357,11 +346,11 @@ pub fn verify_root(ctx: &Ctx, root: Loop) -> Result<Loop, Error> {
     check_root_hash(hash, sb.algorithm.as_bytes())
         .map_err(|reason| err(b"root hash from {} {}", &[source, reason.as_bytes()]))?;
 
-    let data_dev = dev_numbers(data);
-    let hash_dev = dev_numbers(tree);
     let start = hash_start_block(hash_offset, sb.hash_block_size);
     let mut params = Text::new();
-    let devices = [data_dev.as_bytes(), hash_dev.as_bytes()];
+    // The loop devices by path (the kernel looks them up, as veritysetup's tables name them).
+    let tree_dev = tree_loop.as_ref().unwrap_or(&root).path.as_bytes();
+    let devices = [root.path.as_bytes(), tree_dev];
     table_params(&sb, devices, start, hash, options.as_bytes(), &mut params);
     let (fd, path) = dm::create_read_only(NAME, b"verity", sb.data_bytes() / 512, params.as_bytes())
         .map_err(|e| err_errno(b"cannot create /dev/mapper/root for {} (dm_mod, dm_verity loaded? the kernel log says more)", &[image], e))?;
