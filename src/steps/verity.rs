@@ -37,7 +37,8 @@ const MAGIC: &[u8] = b"verity\0\0";
 pub struct Superblock<'a> {
     /// 1: the standard format; 0: ChromeOS's.
     pub hash_type: u32,
-    pub algorithm: Text<32>,
+    /// The hash algorithm's kernel name (`sha256`), in the superblock read.
+    pub algorithm: &'a [u8],
     pub data_block_size: u32,
     pub hash_block_size: u32,
     pub data_blocks: u64,
@@ -102,11 +103,9 @@ pub fn parse_superblock(
     let Some(salt) = sb.get(88..88 + salt_size).filter(|_| salt_size <= 256) else {
         return Err(Some("bad salt size"));
     };
-    let mut algorithm = Text::new();
-    algorithm.push_lossy(name);
     Ok(Superblock {
         hash_type,
-        algorithm,
+        algorithm: name,
         data_block_size,
         hash_block_size,
         data_blocks,
@@ -176,6 +175,8 @@ pub fn dm_options<'a>(options: &'a [u8], dm: &mut Text<192>) -> Result<Option<u6
 /// The verity target's parameter line (`Documentation/admin-guide/device-mapper/verity.rst`)
 /// into `line`: devices by path or `major:minor`, `hash_start` in hash blocks, `options` from
 /// [`dm_options`]. Always fits: every part has a limit, and together they stay under 1 KiB.
+// Not inlined: 40 bytes smaller.
+#[inline(never)]
 pub fn table_params(
     sb: &Superblock,
     devices: [&[u8]; 2],
@@ -203,7 +204,7 @@ pub fn table_params(
             }
         }
     }
-    for part in [sb.algorithm.as_bytes(), b" ", root_hash, b" "] {
+    for part in [sb.algorithm, b" ", root_hash, b" "] {
         line.push_lossy(part);
     }
     for &b in sb.salt {
@@ -250,6 +251,8 @@ fn reads(fd: BorrowedFd<'_>, offset: u64) -> bool {
 /// `mount-root`'s device for the image on `root`: `root` itself when the image is not verified
 /// (`rd.immucore.verity=off`, or `auto` without a root hash), else `/dev/mapper/root`, a
 /// dm-verity device over it whose first and last blocks verified.
+// Not inlined into `mount_root`: 80 bytes smaller.
+#[inline(never)]
 pub fn verify_root(ctx: &Ctx, root: Loop) -> Result<Loop, Error> {
     let mode = ctx.cmd.verity;
     let image = ctx.cmd.image.as_bytes();
@@ -343,7 +346,7 @@ pub fn verify_root(ctx: &Ctx, root: Loop) -> Result<Loop, Error> {
             &[image],
         ));
     }
-    check_root_hash(hash, sb.algorithm.as_bytes())
+    check_root_hash(hash, sb.algorithm)
         .map_err(|reason| err(b"root hash from {} {}", &[source, reason.as_bytes()]))?;
 
     let start = hash_start_block(hash_offset, sb.hash_block_size);
@@ -399,7 +402,7 @@ mod tests {
     fn superblock_of_veritysetup_is_read() {
         let sb = parse_superblock(SHA256_SB).unwrap();
         assert_eq!(sb.hash_type, 1);
-        assert_eq!(sb.algorithm.as_bytes(), b"sha256");
+        assert_eq!(sb.algorithm, b"sha256");
         assert_eq!(sb.data_block_size, 4096);
         assert_eq!(sb.hash_block_size, 4096);
         assert_eq!(sb.data_blocks, 256);

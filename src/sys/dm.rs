@@ -128,13 +128,12 @@ fn make_node(name: &[u8], dev: u64) -> Result<(OwnedFd, Text<32>)> {
         Ok(()) | Err(Errno::NOENT) => {}
         Err(e) => return Err(e),
     }
-    // The kernel hands out `dev` in the encoding of `st_rdev`, which mknod takes.
-    rustix::fs::mknodat(
-        CWD,
-        c,
-        FileType::BlockDevice,
-        Mode::from_raw_mode(0o600),
-        dev,
-    )?;
+    // The kernel hands out `dev` in the encoding of `st_rdev`, which mknod takes. Where udev
+    // runs (service mode), its dm rules may have made the name meanwhile: the same device.
+    let mode = Mode::from_raw_mode(0o600);
+    match rustix::fs::mknodat(CWD, c, FileType::BlockDevice, mode, dev) {
+        Ok(()) | Err(Errno::EXIST) => {}
+        Err(e) => return Err(e),
+    }
     Ok((open(path.as_bytes(), OFlags::RDONLY, 0)?, path))
 }
