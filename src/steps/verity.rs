@@ -503,5 +503,7 @@ mod tests {
         assert!(check_root_hash(b"abc", b"whirlpool").is_err());
         assert!(check_root_hash(b"zz", b"whirlpool").is_err());
         assert!(check_root_hash(b"", b"sha256").is_err());
+        // Nothing but hex digits reaches the table line: no extra table arguments.
+        assert!(check_root_hash(b"ab 1 ignore_corruption", b"whirlpool").is_err());
     }
 }
