@@ -28,7 +28,7 @@ Testing: HOST_PROC_CMDLINE, IMMUCORE_SYSROOT, IMMUCORE_CONFIG_DIR replace /proc/
 ";
 
 /// The optional parts of immucore (cargo features), and whether this build has each.
-pub const FEATURES: [(&str, bool); 11] = [
+pub const FEATURES: &[(&str, bool)] = &[
     ("service", cfg!(feature = "service")),
     ("hooks", cfg!(feature = "hooks")),
     ("lvm", cfg!(feature = "lvm")),
@@ -40,6 +40,7 @@ pub const FEATURES: [(&str, bool); 11] = [
     ("iso9660", cfg!(feature = "iso9660")),
     ("squashfs", cfg!(feature = "squashfs")),
     ("erofs", cfg!(feature = "erofs")),
+    ("verity", cfg!(feature = "verity")),
 ];
 
 fn out(s: &[u8]) {

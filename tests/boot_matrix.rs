@@ -543,6 +543,92 @@ fn late_device(arch: &str) {
     b.assert_mount("/usr/local", "/dev/sda4 ext4 rw");
 }
 
+/// The root hash of active.img on a `mkdisk --verity` disk.
+fn verity_root_hash(d: &Path) -> String {
+    let file = format!("{}.roothash", d.display());
+    std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+/// A verified boot (issue 15): the root hash on the command line, `required`; `/` is
+/// `/dev/mapper/root`, read-only, and the layout is as usual.
+fn verity(arch: &str) {
+    let d = disk(arch, "verity", &["--verity"]);
+    let initrd = initramfs(arch, "plain", &[]);
+    let hash = verity_root_hash(&d);
+    let cmdline = format!("{ACTIVE} roothash={hash} rd.immucore.verity=required");
+    let b = boot(arch, &d, &initrd, &cmdline, &[]);
+    b.completed();
+    assert_eq!(b.one("image"), "active");
+    b.assert_mount("/", "/dev/mapper/root ext4 ro");
+    assert!(!b.writable("/"), "/ must be read-only");
+    for p in ["/etc", "/var", "/srv"] {
+        b.assert_mount(p, "overlay");
+    }
+    b.assert_mount("/usr/local", "/dev/vda4 ext4 rw");
+    assert_eq!(b.one("verity-probe"), "ok");
+    let fstab = b.all("fstab");
+    assert!(
+        fstab.iter().any(|l| l == "/dev/mapper/root / ext4 ro 0 0"),
+        "{arch}: fstab: {fstab:#?}"
+    );
+    assert!(
+        b.console
+            .contains("dm-verity /dev/mapper/root with the root hash from roothash="),
+        "{arch}: {}",
+        b.console
+    );
+}
+
+/// Corruption (x86_64): a changed block of a file reads as EIO while the rest boots; with
+/// `restart-on-corruption` the reading reboots the VM; a wrong root hash, a damaged hash tree
+/// and missing sidecars under `required` each stop the boot with their own reason.
+fn verity_corruption(arch: &str) {
+    let d = disk(arch, "verity-corrupt", &["--verity", "--verity-corrupt"]);
+    let initrd = initramfs(arch, "plain", &[]);
+    // The root hash from the sidecar active.img.roothash.
+    let b = boot(arch, &d, &initrd, ACTIVE, &[]);
+    b.completed();
+    b.assert_mount("/", "/dev/mapper/root ext4 ro");
+    let probe = b.one("verity-probe");
+    assert!(probe.contains("Input/output error"), "{arch}: {probe}");
+    assert!(
+        b.console
+            .contains("the root hash from /cOS/active.img.roothash"),
+        "{}",
+        b.console
+    );
+
+    let restart = format!("{ACTIVE} systemd.verity_root_options=restart-on-corruption");
+    let b = boot(arch, &d, &initrd, &restart, &[]);
+    assert!(!b.reports.contains_key("end"), "{arch}: must reboot");
+    assert!(!b.reports.contains_key("verity-probe"), "{arch}: read it");
+    assert!(
+        b.console.contains("dm-verity device corrupted"),
+        "{arch}: no restart:\n{}",
+        b.console
+    );
+
+    let wrong = format!("{ACTIVE} roothash={}", "0".repeat(64));
+    expect_failure(
+        arch,
+        &d,
+        &wrong,
+        "/cOS/active.img does not match the root hash from roothash=",
+    );
+    expect_failure(
+        arch,
+        &d,
+        "root=LABEL=COS_RECOVERY cos-img/filename=/cOS/recovery.img",
+        "/cOS/recovery.img: block 0 fails verification",
+    );
+    expect_failure(
+        arch,
+        &d,
+        "root=LABEL=COS_PASSIVE cos-img/filename=/cOS/passive.img rd.immucore.verity=required",
+        "rd.immucore.verity=required, but /cOS/passive.img has no root hash",
+    );
+}
+
 macro_rules! per_arch {
     ($scenario:ident: $($arch:ident),*) => {
         mod $scenario {
@@ -559,3 +645,5 @@ per_arch!(no_oem: x86_64, aarch64, armv7);
 per_arch!(failures: x86_64, aarch64, armv7);
 per_arch!(late_device: x86_64, aarch64, armv7);
 per_arch!(tiny_active: x86_64, aarch64, armv7);
+per_arch!(verity: x86_64, aarch64, armv7);
+per_arch!(verity_corruption: x86_64);

@@ -112,6 +112,18 @@ impl BootState {
     }
 }
 
+/// `rd.immucore.verity=`: whether the root image is put under dm-verity.
+#[cfg(feature = "verity")]
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(test, derive(Debug))]
+pub enum Verity {
+    /// Verified when a root hash is available (`roothash=` or `<image>.roothash`).
+    Auto,
+    /// A root image without a root hash is refused.
+    Required,
+    Off,
+}
+
 /// Normal boot from an image, or live/disabled (reference §7.3).
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(test, derive(Debug))]
@@ -165,6 +177,14 @@ pub struct Cmdline {
     /// `init=`; empty: the caller tries its fallbacks.
     pub init: Text<256>,
     pub shell_allowed: bool,
+    /// `roothash=` as given (the verity step checks it); empty when absent.
+    #[cfg(feature = "verity")]
+    pub roothash: Text<128>,
+    #[cfg(feature = "verity")]
+    pub verity: Verity,
+    /// `systemd.verity_root_options=` as given (the verity step checks it).
+    #[cfg(feature = "verity")]
+    pub verity_options: Text<256>,
     /// Upstream keys present on this command line that we do not implement (for a debug line).
     pub ignored: List<1024, 16>,
     /// Tolerated problems, as messages for the log.
@@ -206,6 +226,12 @@ enum Slot {
     FsckRepair,
     Shell,
     Init,
+    #[cfg(feature = "verity")]
+    RootHash,
+    #[cfg(feature = "verity")]
+    Verity,
+    #[cfg(feature = "verity")]
+    VerityOptions,
 }
 
 /// Which value of a repeated key counts.
@@ -337,6 +363,12 @@ const KEYS: &[KeySpec] = &[
     value("fsck.repair",             Slot::FsckRepair,  ONLY,        First, 8,           Judged),
     value("rd.shell",                Slot::Shell,       ONLY,        First, 8,           Judged),
     value("init",                    Slot::Init,        ONLY,        First, 256,         Refused),
+    #[cfg(feature = "verity")]
+    value("roothash",                Slot::RootHash,    ONLY,        First, 128,         Refused),
+    #[cfg(feature = "verity")]
+    value("rd.immucore.verity",      Slot::Verity,      ONLY,        First, 16,          Judged),
+    #[cfg(feature = "verity")]
+    value("systemd.verity_root_options", Slot::VerityOptions, ONLY,  First, 256,         Refused),
     mount("rd.cos.mount",                MountList::Cos),
     mount("rd.immucore.mount",           MountList::Immucore),
     flag("rd.cos.debugrw",               Flag::DebugRw),
@@ -464,6 +496,12 @@ struct Choices {
     fsck_repair: Choice,
     shell: Choice,
     init: Choice,
+    #[cfg(feature = "verity")]
+    root_hash: Choice,
+    #[cfg(feature = "verity")]
+    verity: Choice,
+    #[cfg(feature = "verity")]
+    verity_options: Choice,
 }
 
 impl Choices {
@@ -479,6 +517,12 @@ impl Choices {
             Slot::FsckRepair => &mut self.fsck_repair,
             Slot::Shell => &mut self.shell,
             Slot::Init => &mut self.init,
+            #[cfg(feature = "verity")]
+            Slot::RootHash => &mut self.root_hash,
+            #[cfg(feature = "verity")]
+            Slot::Verity => &mut self.verity,
+            #[cfg(feature = "verity")]
+            Slot::VerityOptions => &mut self.verity_options,
         }
     }
 }
@@ -532,6 +576,12 @@ const NO_CHOICES: Choices = Choices {
     fsck_repair: ABSENT,
     shell: ABSENT,
     init: ABSENT,
+    #[cfg(feature = "verity")]
+    root_hash: ABSENT,
+    #[cfg(feature = "verity")]
+    verity: ABSENT,
+    #[cfg(feature = "verity")]
+    verity_options: ABSENT,
 };
 
 impl Collected {
@@ -846,6 +896,43 @@ fn resolve(col: &Collected, c: &mut Cmdline) -> Result<(), Refusal> {
     // dracut's boolean words for "off".
     const OFF: &[(&str, bool)] = &[("0", false), ("no", false), ("off", false)];
     c.shell_allowed = lookup(OFF, col.word(&choices.shell)?).unwrap_or(true);
+    #[cfg(feature = "verity")]
+    resolve_verity(col, c)?;
+    Ok(())
+}
+
+/// `roothash=`, `rd.immucore.verity=` and `systemd.verity_root_options=`. The hash and the
+/// options are kept as given: the verity step checks them, and a bad one is fatal there.
+#[cfg(feature = "verity")]
+fn resolve_verity(col: &Collected, c: &mut Cmdline) -> Result<(), Refusal> {
+    let choices = &col.choices;
+    if let Some(hash) = col.chosen(&choices.root_hash)? {
+        c.roothash.push_lossy(hash.value);
+    }
+    if let Some(options) = col.chosen(&choices.verity_options)? {
+        c.verity_options.push_lossy(options.value);
+    }
+    const MODES: &[(&str, Verity)] = &[
+        ("", Verity::Auto),
+        ("auto", Verity::Auto),
+        ("required", Verity::Required),
+        ("off", Verity::Off),
+    ];
+    c.verity = match lookup(MODES, col.word(&choices.verity)?) {
+        Some(mode) => mode,
+        None => {
+            let value = col.get(choices.verity.value);
+            let reason = b"not one of required, auto, off";
+            warn(
+                &mut c.warnings,
+                b"rd.immucore.verity",
+                value,
+                reason,
+                b", using auto",
+            );
+            Verity::Auto
+        }
+    };
     Ok(())
 }
 
@@ -876,6 +963,12 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
         fsck_repair: FsckRepair::Preen,
         init: Text::EMPTY,
         shell_allowed: false,
+        #[cfg(feature = "verity")]
+        roothash: Text::EMPTY,
+        #[cfg(feature = "verity")]
+        verity: Verity::Auto,
+        #[cfg(feature = "verity")]
+        verity_options: Text::EMPTY,
         ignored: List::new(),
         warnings: List::new(),
     };
@@ -1410,6 +1503,26 @@ mod tests {
             repair("fsck.repair=averyveryverylongword"),
             FsckRepair::None
         );
+    }
+
+    #[cfg(feature = "verity")]
+    #[test]
+    fn verity_keys() {
+        let mode = |l: &str| ok(l).verity;
+        assert_eq!(mode(""), Verity::Auto);
+        assert_eq!(mode("rd.immucore.verity=required"), Verity::Required);
+        assert_eq!(mode("rd.immucore.verity=off"), Verity::Off);
+        let c = ok("rd.immucore.verity=maybe");
+        assert_eq!(c.verity, Verity::Auto);
+        assert_eq!(
+            items(&c.warnings),
+            ["rd.immucore.verity=maybe: not one of required, auto, off, using auto"]
+        );
+        let c = ok("roothash=abcd roothash=ef systemd.verity_root_options=restart-on-corruption");
+        assert_eq!(c.roothash.as_bytes(), b"abcd");
+        assert_eq!(c.verity_options.as_bytes(), b"restart-on-corruption");
+        let long = std::format!("roothash={}", "a".repeat(129));
+        assert_eq!(parse(long.as_bytes()).unwrap_err().reason, "value too long");
     }
 
     #[test]

@@ -10,6 +10,8 @@ pub mod hooks;
 pub mod init;
 pub mod overlay;
 pub mod root;
+#[cfg(feature = "verity")]
+pub mod verity;
 pub mod volumes;
 
 #[cfg(feature = "fsck")]

@@ -240,8 +240,17 @@ pub fn mount_root(ctx: &mut Ctx) -> Result<(), Error> {
     let sysroot = ctx.env.sysroot.as_bytes();
     let want = ctx.cmd.state.root_label().unwrap_or("");
     let opts = root_opts(ctx);
+    #[cfg(feature = "verity")]
+    let mut mapped = false;
     match ctx.root_loop.take() {
         Some((lp, fs)) => {
+            // With a root hash, the image is mounted through dm-verity (`/dev/mapper/root`).
+            #[cfg(feature = "verity")]
+            let lp = super::verity::verify_root(ctx, lp)?;
+            #[cfg(feature = "verity")]
+            {
+                mapped = lp.path.as_bytes().starts_with(b"/dev/mapper/");
+            }
             let dev = lp.path.as_bytes();
             if mount_at(ctx, dev, Target::Host(sysroot), fs.as_bytes(), opts)? == Mounted::Now {
                 log::info(
@@ -264,6 +273,9 @@ pub fn mount_root(ctx: &mut Ctx) -> Result<(), Error> {
     let fs = mounted_fs(sysroot, &mut node);
     let fstype = fs.as_ref().map_or("auto", |f| f.fs.name());
     match fs {
+        // A mapped root (dm-verity) by its name: the label is on the loop device below it too.
+        #[cfg(feature = "verity")]
+        _ if mapped => spec.push_lossy(b"/dev/mapper/root"),
         Some(f) if f.label.as_bytes() != want.as_bytes() => spec.push_lossy(node.as_bytes()),
         _ => label_device(want.as_bytes()).by_path(&mut spec),
     }

@@ -38,7 +38,7 @@ unsafe impl Ioctl for ReturnsInt {
 }
 
 #[inline(never)]
-fn call(fd: BorrowedFd<'_>, op: Opcode, arg: usize) -> Result<IoctlOutput> {
+pub(super) fn call(fd: BorrowedFd<'_>, op: Opcode, arg: usize) -> Result<IoctlOutput> {
     // SAFETY: the loop ioctls used here take an integer or a pointer to a struct that lives for
     // the duration of the call.
     unsafe { ioctl(fd, ReturnsInt(op, arg)) }

@@ -3,6 +3,8 @@
 //! with a terminating NUL, so no call allocates and overlong paths fail with `ENAMETOOLONG`.
 
 pub mod args;
+#[cfg(feature = "verity")]
+pub mod dm;
 pub mod inroot;
 pub mod loopdev;
 mod raw;
