@@ -298,6 +298,10 @@ enum Sets {
     Flag(Flag),
     /// An upstream feature out of scope (UKI, in-RAM, remote config): named in a debug line.
     OutOfScope,
+    /// A key of a cargo feature this build lacks, whose silent absence would be unsafe (a
+    /// verified boot asked for): the command line is refused, naming why.
+    #[cfg_attr(feature = "verity", allow(dead_code))]
+    NeedsFeature(&'static str),
 }
 
 /// A key `parse` knows, and what it sets.
@@ -338,6 +342,13 @@ const fn flag(name: &'static str, flag: Flag) -> KeySpec {
     KeySpec { name, sets }
 }
 
+/// A row for a key of a feature this build lacks (see `Sets::NeedsFeature`).
+#[cfg_attr(feature = "verity", allow(dead_code))]
+const fn needs_feature(name: &'static str, refusal: &'static str) -> KeySpec {
+    let sets = Sets::NeedsFeature(refusal);
+    KeySpec { name, sets }
+}
+
 const fn out_of_scope(name: &'static str) -> KeySpec {
     let sets = Sets::OutOfScope;
     KeySpec { name, sets }
@@ -369,6 +380,11 @@ const KEYS: &[KeySpec] = &[
     value("rd.immucore.verity",      Slot::Verity,      ONLY,        First, 16,          Judged),
     #[cfg(feature = "verity")]
     value("systemd.verity_root_options", Slot::VerityOptions, ONLY,  First, 256,         Refused),
+    // Without the feature a verified boot cannot happen: refused, never booted unverified.
+    #[cfg(not(feature = "verity"))]
+    needs_feature("roothash",            VERITY_MISSING),
+    #[cfg(not(feature = "verity"))]
+    needs_feature("rd.immucore.verity",  VERITY_MISSING),
     mount("rd.cos.mount",                MountList::Cos),
     mount("rd.immucore.mount",           MountList::Immucore),
     flag("rd.cos.debugrw",               Flag::DebugRw),
@@ -386,6 +402,11 @@ const KEYS: &[KeySpec] = &[
     out_of_scope("cos.setup"),
     out_of_scope("kairos.ram"),
 ];
+
+/// Why a build without the `verity` feature refuses `roothash=` and `rd.immucore.verity=`.
+#[cfg(not(feature = "verity"))]
+const VERITY_MISSING: &str =
+    "dm-verity asked for, but this build lacks the verity feature: refusing to boot unverified";
 
 /// What `key` sets; `None` for a key `parse` does not know.
 fn key_spec(key: &[u8]) -> Option<Sets> {
@@ -700,6 +721,9 @@ fn collect(body: &[u8], col: &mut Collected, c: &mut Cmdline) -> Result<(), Cmdl
             Sets::Mount(_) => {}
             Sets::Flag(flag) => col.flags.set(flag),
             Sets::OutOfScope => note_ignored(&mut c.ignored, col.get(key)),
+            // `rd.immucore.verity=off` asks for nothing this build lacks.
+            Sets::NeedsFeature(_) if col.get(value) == b"off" => {}
+            Sets::NeedsFeature(refusal) => return Err(error(refusal, col.get(token))),
         }
     }
     for spec in col.late_mounts.iter() {
@@ -1171,6 +1195,22 @@ mod tests {
         assert!(USING_DEFAULT_OVERLAY.ends_with(DEFAULT_OVERLAY));
     }
     use std::vec::Vec;
+
+    /// A build without the verity feature never boots unverified when a verified boot is
+    /// asked for: `roothash=` and `rd.immucore.verity=` (but `off`) refuse the command line.
+    #[cfg(not(feature = "verity"))]
+    #[test]
+    fn verity_keys_without_the_feature_are_refused() {
+        for line in [
+            "roothash=abcd",
+            "rd.immucore.verity=required",
+            "rd.immucore.verity=auto",
+        ] {
+            let e = parse(line.as_bytes()).unwrap_err();
+            assert_eq!((e.reason, e.token.as_str()), (VERITY_MISSING, line));
+        }
+        assert!(parse(b"rd.immucore.verity=off root=LABEL=COS_ACTIVE").is_ok());
+    }
 
     fn ok(line: &str) -> Cmdline {
         parse(line.as_bytes()).unwrap()
