@@ -28,8 +28,10 @@ Testing: HOST_PROC_CMDLINE, IMMUCORE_SYSROOT, IMMUCORE_CONFIG_DIR replace /proc/
 ";
 
 /// The optional parts of immucore (cargo features), and whether this build has each.
-const FEATURES: [(&str, bool); 11] = [
+const FEATURES: [(&str, bool); 13] = [
     ("service", cfg!(feature = "service")),
+    ("dry-run", cfg!(feature = "dry-run")),
+    ("cmdline-mounts", cfg!(feature = "cmdline-mounts")),
     ("hooks", cfg!(feature = "hooks")),
     ("lvm", cfg!(feature = "lvm")),
     ("fsck", cfg!(feature = "fsck")),
@@ -117,6 +119,13 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
     let dry_run = match env.action {
         Action::Help => return print_help(),
         Action::Version => return print_version(),
+        Action::DryRun if !cfg!(feature = "dry-run") => {
+            log::error(
+                b"--dry-run needs the dry-run feature, which this build lacks",
+                &[],
+            );
+            return 2;
+        }
         Action::DryRun => true,
         Action::Boot => false,
     };
@@ -154,6 +163,7 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
     report_cmdline(&cmd, text);
     let mut plan = build_plan(&env, &cmd);
     if dry_run {
+        #[cfg(feature = "dry-run")]
         plan.render(&mut |b: &[u8]| out(b));
         return 0;
     }

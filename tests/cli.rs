@@ -8,6 +8,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_immucore");
 /// The optional features of this build, space-separated, as the binary prints them.
 fn features() -> String {
     let all = [
+        ("service", cfg!(feature = "service")),
+        ("dry-run", cfg!(feature = "dry-run")),
+        ("cmdline-mounts", cfg!(feature = "cmdline-mounts")),
         ("hooks", cfg!(feature = "hooks")),
         ("lvm", cfg!(feature = "lvm")),
         ("fsck", cfg!(feature = "fsck")),
@@ -51,5 +54,20 @@ fn help_names_the_features() {
     assert!(
         out.ends_with(&format!("\nBuild features: {}\n", features())),
         "{out}"
+    );
+}
+
+/// A build without the `dry-run` feature refuses `--dry-run`, naming the feature, and touches
+/// nothing (`--no-default-features --features tiny`).
+#[test]
+#[cfg(not(feature = "dry-run"))]
+fn dry_run_needs_its_feature() {
+    let o = Command::new(BIN).arg("--dry-run").output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(o.stdout.is_empty(), "{o:?}");
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert!(
+        err.contains("--dry-run needs the dry-run feature, which this build lacks"),
+        "{err}"
     );
 }

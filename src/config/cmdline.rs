@@ -267,7 +267,8 @@ enum Sets {
         limit: u16,
         overlong: Overlong,
     },
-    /// One more volume spec.
+    /// One more volume spec (refused without the `cmdline-mounts` feature).
+    #[cfg_attr(not(feature = "cmdline-mounts"), allow(dead_code))]
     Mount(MountList),
     Flag(Flag),
     /// An upstream feature out of scope (UKI, in-RAM, remote config): named in a debug line.
@@ -517,6 +518,7 @@ struct Collected {
     choices: Choices,
     flags: Flags,
     /// `rd.immucore.mount=` specs, appended to `Cmdline::mounts` at the end.
+    #[cfg(feature = "cmdline-mounts")]
     late_mounts: List<2048, MAX_MOUNTS>,
 }
 
@@ -543,6 +545,7 @@ impl Collected {
             used: 0,
             choices: NO_CHOICES,
             flags: Flags::default(),
+            #[cfg(feature = "cmdline-mounts")]
             late_mounts: List::new(),
         }
     }
@@ -569,6 +572,7 @@ fn warn(warnings: &mut List<1024, 8>, key: &[u8], value: &[u8], reason: &[u8], t
 
 /// Keeps a valid mount spec; an invalid one, or one more than 16, is skipped with a warning.
 /// The error: the specs no longer fit in their bytes (the boot stops).
+#[cfg(feature = "cmdline-mounts")]
 fn add_mount(
     mounts: &mut List<2048, MAX_MOUNTS>,
     warnings: &mut List<1024, 8>,
@@ -639,6 +643,7 @@ fn collect(body: &[u8], col: &mut Collected, c: &mut Cmdline) -> Result<(), Cmdl
                     };
                 }
             }
+            #[cfg(feature = "cmdline-mounts")]
             Sets::Mount(list) if value.len > 0 => {
                 let mounts = match list {
                     MountList::Cos => &mut c.mounts,
@@ -647,11 +652,17 @@ fn collect(body: &[u8], col: &mut Collected, c: &mut Cmdline) -> Result<(), Cmdl
                 let (key, value) = (key.of(&col.line), value.of(&col.line));
                 add_mount(mounts, &mut c.warnings, key, value)?;
             }
+            #[cfg(not(feature = "cmdline-mounts"))]
+            Sets::Mount(_) if value.len > 0 => {
+                let why = "volumes on the command line need the cmdline-mounts feature, which this build lacks";
+                return Err(error(why, col.get(token)));
+            }
             Sets::Mount(_) => {}
             Sets::Flag(flag) => col.flags.set(flag),
             Sets::OutOfScope => note_ignored(&mut c.ignored, col.get(key)),
         }
     }
+    #[cfg(feature = "cmdline-mounts")]
     for spec in col.late_mounts.iter() {
         add_mount(&mut c.mounts, &mut c.warnings, b"rd.immucore.mount", spec)?;
     }
@@ -1187,7 +1198,29 @@ mod tests {
         );
     }
 
+    /// Without the `cmdline-mounts` feature a volume on the command line stops the boot (a
+    /// persistent store on it would otherwise be bound onto the image), naming the feature; an
+    /// empty spec is still absent.
     #[test]
+    #[cfg(not(feature = "cmdline-mounts"))]
+    fn command_line_volumes_need_their_feature() {
+        for line in [
+            "rd.cos.mount=LABEL=d:/data",
+            "root=LABEL=COS_ACTIVE rd.immucore.mount=LABEL=d:/d",
+        ] {
+            let e = parse(line.as_bytes()).err().unwrap();
+            assert_eq!(e.reason, "volumes on the command line need the cmdline-mounts feature, which this build lacks");
+            assert!(
+                e.token.as_str().contains("mount=LABEL=d:/d"),
+                "{}",
+                e.token.as_str()
+            );
+        }
+        assert!(ok("rd.cos.mount= root=LABEL=COS_ACTIVE").mounts.is_empty());
+    }
+
+    #[test]
+    #[cfg(feature = "cmdline-mounts")]
     fn mounts_keep_order_cos_first() {
         let c = ok(
             "rd.immucore.mount=LABEL=i1:/i1 rd.cos.mount=LABEL=c1:/c1 rd.cos.mount= \
@@ -1205,6 +1238,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "cmdline-mounts")]
     fn invalid_mounts_are_warned_and_skipped() {
         let c = ok(
             "rd.immucore.mount=LABEL=x rd.cos.mount=LABEL:x:/mnt rd.cos.mount=LABEL=y:/a/../b \
@@ -1224,6 +1258,7 @@ mod tests {
 
     /// #16: the 17th mount and later are skipped with a warning naming each; the boot goes on.
     #[test]
+    #[cfg(feature = "cmdline-mounts")]
     fn more_than_16_mounts_skip_the_surplus_with_a_warning() {
         let mut line = std::string::String::new();
         for i in 0..16 {
@@ -1260,6 +1295,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "cmdline-mounts")]
     fn mount_specs_over_the_byte_limit_say_so() {
         // Specs of 306 bytes (labels and paths near their limits): six fit in the 2048-byte
         // list, a seventh does not, far from the 16-mount limit.
@@ -1697,12 +1733,14 @@ mod tests {
         (col, c)
     }
 
+    #[cfg(feature = "cmdline-mounts")]
     fn chosen_value(col: &Collected, choice: &Choice) -> Option<std::string::String> {
         let chosen = col.chosen(choice).unwrap()?;
         Some(std::string::String::from_utf8_lossy(chosen.value).into_owned())
     }
 
     #[test]
+    #[cfg(feature = "cmdline-mounts")]
     fn collect_files_each_token_under_its_key() {
         let (col, c) = collected(
             "root=LABEL=A rd.cos.oemlabel=cos rd.immucore.oemlabel=imm root=LABEL=B \
@@ -1794,6 +1832,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "cmdline-mounts")]
     fn by_path_devices_are_volumes() {
         let spec = b"/dev/disk/by-path/pci-0000:00:1f.2-ata-1-part1:/var/lib/data";
         let (d, mp) = volume_spec(spec).unwrap();

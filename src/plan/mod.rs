@@ -12,6 +12,7 @@
 //! because it depends on which volume holds `PERSISTENT_STATE_TARGET`.
 
 mod exec;
+#[cfg(any(test, feature = "dry-run"))]
 mod render;
 
 pub use crate::config::cmdline::Mode;
