@@ -28,10 +28,11 @@ Testing: HOST_PROC_CMDLINE, IMMUCORE_SYSROOT, IMMUCORE_CONFIG_DIR replace /proc/
 ";
 
 /// The optional parts of immucore (cargo features), and whether this build has each.
-const FEATURES: [(&str, bool); 13] = [
+const FEATURES: [(&str, bool); 14] = [
     ("service", cfg!(feature = "service")),
     ("dry-run", cfg!(feature = "dry-run")),
     ("cmdline-mounts", cfg!(feature = "cmdline-mounts")),
+    ("timeline", cfg!(feature = "timeline")),
     ("hooks", cfg!(feature = "hooks")),
     ("lvm", cfg!(feature = "lvm")),
     ("fsck", cfg!(feature = "fsck")),
@@ -287,6 +288,7 @@ fn run_plan(plan: &mut Plan, ctx: &mut steps::Ctx, base: Option<BaseMounts>) {
     if let Some(ms) = base_ms {
         plan.set_duration(StepId::BaseMounts, ms);
     }
+    #[cfg(feature = "timeline")]
     boot::report::write_timeline(plan);
 }
 

@@ -11,6 +11,7 @@ fn features() -> String {
         ("service", cfg!(feature = "service")),
         ("dry-run", cfg!(feature = "dry-run")),
         ("cmdline-mounts", cfg!(feature = "cmdline-mounts")),
+        ("timeline", cfg!(feature = "timeline")),
         ("hooks", cfg!(feature = "hooks")),
         ("lvm", cfg!(feature = "lvm")),
         ("fsck", cfg!(feature = "fsck")),
