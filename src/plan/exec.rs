@@ -11,8 +11,8 @@ pub const MAX_STEPS: usize = 24;
 const _: () = {
     let (mut normal, mut live, mut i) = (0, 0, 0);
     while i < STEPS.len() {
-        normal += STEPS[i].normal.is_some() as usize;
-        live += STEPS[i].live.is_some() as usize;
+        normal += STEPS[i].deps(Mode::Normal).is_some() as usize;
+        live += STEPS[i].deps(Mode::Live).is_some() as usize;
         i += 1;
     }
     assert!(
