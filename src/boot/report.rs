@@ -133,14 +133,12 @@ pub fn failure_summary(plan: Option<&Plan>, reason: &[u8], cmdline: &[u8]) {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "timeline"))]
 mod tests {
     use super::*;
-    #[cfg(feature = "timeline")]
     use crate::plan::{StepId, NORMAL};
 
     #[test]
-    #[cfg(feature = "timeline")]
     fn timeline_is_slowest_first_with_errors() {
         let mut p = Plan::new(NORMAL, &|id| {
             matches!(
