@@ -40,6 +40,7 @@ const OEM_TIMEOUT_S: NumberRule = NumberRule {
     default: 5,
     bad: b"not a number, using 5",
 };
+#[cfg(feature = "service")]
 const SYSROOT_WAIT_S: NumberRule = NumberRule {
     min: 1,
     default: 120,
@@ -159,8 +160,10 @@ pub struct Cmdline {
     pub debugrw: bool,
     pub debug: bool,
     pub reboot_on_failure: bool,
+    /// `rd.immucore.sysrootwait=` (read with the `service` feature, 0 without).
     pub sysroot_wait_s: u32,
     pub fsck_mode: FsckMode,
+    /// `fsck.repair=` (read with the `fsck` feature, `Preen` without).
     pub fsck_repair: FsckRepair,
     /// `init=`; empty: the caller tries its fallbacks.
     pub init: Text<256>,
@@ -842,18 +845,25 @@ fn resolve(col: &Collected, c: &mut Cmdline) -> Result<(), Refusal> {
     c.reboot_on_failure = flags.reboot_on_failure;
 
     c.oem_timeout_s = col.number(&choices.oem_timeout, &OEM_TIMEOUT_S, warnings)?;
-    c.sysroot_wait_s = col.number(&choices.sysroot_wait, &SYSROOT_WAIT_S, warnings)?;
+    // Only the wait for a sysroot someone else assembles (service) and fsck use these.
+    #[cfg(feature = "service")]
+    {
+        c.sysroot_wait_s = col.number(&choices.sysroot_wait, &SYSROOT_WAIT_S, warnings)?;
+    }
     const MODES: &[(&str, FsckMode)] = &[("skip", FsckMode::Skip), ("force", FsckMode::Force)];
     let mode = lookup(MODES, col.word(&choices.fsck_mode)?);
     c.fsck_mode = mode.unwrap_or(FsckMode::Auto);
-    const REPAIRS: &[(&str, FsckRepair)] = &[
-        ("", FsckRepair::Preen),
-        ("preen", FsckRepair::Preen),
-        ("yes", FsckRepair::Yes),
-        ("no", FsckRepair::No),
-    ];
-    let repair = lookup(REPAIRS, col.word(&choices.fsck_repair)?);
-    c.fsck_repair = repair.unwrap_or(FsckRepair::None);
+    #[cfg(feature = "fsck")]
+    {
+        const REPAIRS: &[(&str, FsckRepair)] = &[
+            ("", FsckRepair::Preen),
+            ("preen", FsckRepair::Preen),
+            ("yes", FsckRepair::Yes),
+            ("no", FsckRepair::No),
+        ];
+        let repair = lookup(REPAIRS, col.word(&choices.fsck_repair)?);
+        c.fsck_repair = repair.unwrap_or(FsckRepair::None);
+    }
     // dracut's boolean words for "off".
     const OFF: &[(&str, bool)] = &[("0", false), ("no", false), ("off", false)];
     c.shell_allowed = lookup(OFF, col.word(&choices.shell)?).unwrap_or(true);
@@ -1082,7 +1092,11 @@ mod tests {
     /// The warnings spell the defaults out (no formatting code): they must match the values.
     #[test]
     fn number_warnings_name_their_defaults() {
-        for rule in [&OEM_TIMEOUT_S, &SYSROOT_WAIT_S] {
+        #[cfg(feature = "service")]
+        let rules = [&OEM_TIMEOUT_S, &SYSROOT_WAIT_S];
+        #[cfg(not(feature = "service"))]
+        let rules = [&OEM_TIMEOUT_S];
+        for rule in rules {
             let end = std::format!("using {}", rule.default);
             assert!(rule.bad.ends_with(end.as_bytes()), "{}", rule.default);
         }
@@ -1122,6 +1136,7 @@ mod tests {
         assert!(c.image.is_empty() && c.oem_label.is_empty() && c.init.is_empty());
         assert_eq!(c.oem_timeout_s, 5);
         assert_eq!(c.overlay.as_str(), "tmpfs:20%");
+        #[cfg(feature = "service")]
         assert_eq!(c.sysroot_wait_s, 120);
         assert_eq!(c.fsck_mode, FsckMode::Auto);
         assert_eq!(c.fsck_repair, FsckRepair::Preen);
@@ -1192,10 +1207,9 @@ mod tests {
         );
         let c =
             ok("fsck.mode=skip fsck.mode=force fsck.repair= fsck.repair=no rd.shell=1 rd.shell=0");
-        assert_eq!(
-            (c.fsck_mode, c.fsck_repair, c.shell_allowed),
-            (FsckMode::Skip, FsckRepair::No, true)
-        );
+        assert_eq!((c.fsck_mode, c.shell_allowed), (FsckMode::Skip, true));
+        #[cfg(feature = "fsck")]
+        assert_eq!(c.fsck_repair, FsckRepair::No);
     }
 
     /// Without the `cmdline-mounts` feature a volume on the command line stops the boot (a
@@ -1408,7 +1422,21 @@ mod tests {
         );
     }
 
+    /// Without the service feature there is no wait for a sysroot: its value is not read, so
+    /// a bad one has no warning (a live boot, the one that waits, is refused naming the feature).
     #[test]
+    #[cfg(not(feature = "service"))]
+    fn sysroot_wait_is_read_with_the_service_feature() {
+        let c = ok("rd.cos.oemtimeout=abc rd.immucore.sysrootwait=0");
+        assert_eq!((c.oem_timeout_s, c.sysroot_wait_s), (5, 0));
+        assert_eq!(
+            items(&c.warnings),
+            ["rd.cos.oemtimeout=abc: not a number, using 5"]
+        );
+    }
+
+    #[test]
+    #[cfg(feature = "service")]
     fn bad_numbers_warn_and_use_defaults() {
         let c = ok("rd.cos.oemtimeout=abc rd.immucore.sysrootwait=0");
         assert_eq!((c.oem_timeout_s, c.sysroot_wait_s), (5, 120));
@@ -1434,10 +1462,15 @@ mod tests {
     #[test]
     fn fsck_words() {
         let mode = |l: &str| ok(l).fsck_mode;
-        let repair = |l: &str| ok(l).fsck_repair;
         assert_eq!(mode("fsck.mode=force"), FsckMode::Force);
         assert_eq!(mode("fsck.mode=auto"), FsckMode::Auto);
         assert_eq!(mode("fsck.mode=skipping"), FsckMode::Auto);
+    }
+
+    #[test]
+    #[cfg(feature = "fsck")]
+    fn fsck_repair_words() {
+        let repair = |l: &str| ok(l).fsck_repair;
         assert_eq!(repair("fsck.repair=preen"), FsckRepair::Preen);
         assert_eq!(repair("fsck.repair=yes"), FsckRepair::Yes);
         assert_eq!(repair("fsck.repair=no"), FsckRepair::No);
