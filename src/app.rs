@@ -10,22 +10,63 @@ use crate::steps::{self, init};
 use crate::sys;
 use crate::util::fixed::Text;
 
-const HELP: &[u8] = b"immucore - mount a Kairos/cOS immutable OS root at boot
+// Pieces of `HELP` that only a build with the feature has (literals, for `concat!`): the help
+// names only what the build can do.
+#[cfg(feature = "dry-run")]
+#[rustfmt::skip]
+macro_rules! with_dry_run { ($text:literal) => { $text }; }
+#[cfg(not(feature = "dry-run"))]
+#[rustfmt::skip]
+macro_rules! with_dry_run { ($text:literal) => { "" }; }
+#[cfg(feature = "service")]
+#[rustfmt::skip]
+macro_rules! with_service { ($text:literal) => { $text }; }
+#[cfg(not(feature = "service"))]
+#[rustfmt::skip]
+macro_rules! with_service { ($text:literal) => { "" }; }
+#[cfg(feature = "cmdline-mounts")]
+#[rustfmt::skip]
+macro_rules! with_cmdline_mounts { ($text:literal) => { $text }; }
+#[cfg(not(feature = "cmdline-mounts"))]
+#[rustfmt::skip]
+macro_rules! with_cmdline_mounts { ($text:literal) => { "" }; }
 
-Usage: immucore [--dry-run | --help | --version]
+const HELP: &str = concat!(
+    "immucore - mount a Kairos/cOS immutable OS root at boot
+
+Usage: immucore [",
+    with_dry_run!("--dry-run | "),
+    "--help | --version]
   (none)     mount the image named on /proc/cmdline on /sysroot, with the overlays, volumes
              and binds of /run/cos/cos-layout.env (as PID 1: also /proc /sys /dev /run, the
              modules in /etc/immucore/modules, and switch root)
-  --dry-run  print the steps and exit; touches nothing
-  --version  version, commit and build features
+",
+    with_dry_run!(
+        "  --dry-run  print the steps and exit; touches nothing
+"
+    ),
+    "  --version  version, commit and build features
 
-Kernel command line: root=LABEL=COS_{ACTIVE,PASSIVE,SYSTEM,RECOVERY}, root=live:...,
-cos-img/filename=, rd.cos.{oemlabel=,oemtimeout=,overlay=tmpfs:<size>|LABEL=x,debugrw,disable},
-rd.cos.mount=LABEL=x:/mnt, rd.immucore.{sysrootwait=,debug,rebootonfailure}, kairos.reset,
+Kernel command line: root=LABEL=COS_{ACTIVE,PASSIVE,SYSTEM,RECOVERY},",
+    with_service!(" root=live:...,"),
+    "
+cos-img/filename=, rd.cos.{oemlabel=,oemtimeout=,overlay=tmpfs:<size>|LABEL=x,debugrw",
+    with_service!(",disable"),
+    "},
+",
+    with_cmdline_mounts!("rd.cos.mount=LABEL=x:/mnt, "),
+    "rd.immucore.{",
+    with_service!("sysrootwait=,"),
+    "debug,rebootonfailure}, kairos.reset,
 recovery-mode, fsck.{mode,repair}=, init=, rd.shell=0
-Testing: HOST_PROC_CMDLINE, IMMUCORE_SYSROOT, IMMUCORE_CONFIG_DIR replace /proc/cmdline,
-/sysroot, /etc/immucore. Logs: /run/immucore/
-";
+",
+    with_service!(
+        "Testing: HOST_PROC_CMDLINE, IMMUCORE_SYSROOT, IMMUCORE_CONFIG_DIR replace /proc/cmdline,
+/sysroot, /etc/immucore. "
+    ),
+    "Logs: /run/immucore/
+"
+);
 
 /// The optional parts of immucore (cargo features) this build has. (Only those: a table of
 /// every feature with a flag each is 24 bytes a row, see qemu/size-lore.md.)
@@ -78,7 +119,7 @@ fn out_features() {
 }
 
 fn print_help() -> i32 {
-    out(HELP);
+    out(HELP.as_bytes());
     out(b"Build features: ");
     out_features();
     out(b"\n");

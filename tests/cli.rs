@@ -72,3 +72,22 @@ fn dry_run_needs_its_feature() {
         "{err}"
     );
 }
+
+/// The help names only what the build can do: `--dry-run`, live roots, command-line volumes
+/// and the test seams only with their features.
+#[test]
+fn help_names_only_what_the_build_has() {
+    let out = run("--help");
+    for (feature, on, text) in [
+        ("dry-run", cfg!(feature = "dry-run"), "--dry-run"),
+        ("service", cfg!(feature = "service"), "root=live:"),
+        ("service", cfg!(feature = "service"), "HOST_PROC_CMDLINE"),
+        (
+            "cmdline-mounts",
+            cfg!(feature = "cmdline-mounts"),
+            "rd.cos.mount=",
+        ),
+    ] {
+        assert_eq!(out.contains(text), on, "{feature}: {text} in\n{out}");
+    }
+}
