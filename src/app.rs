@@ -68,60 +68,84 @@ recovery-mode, fsck.{mode,repair}=, init=, rd.shell=0
 "
 );
 
-/// The optional parts of immucore (cargo features) this build has. (Only those: a table of
-/// every feature with a flag each is 24 bytes a row, see qemu/size-lore.md.)
-const FEATURES: &[&str] = &[
-    #[cfg(feature = "service")]
-    "service",
-    #[cfg(feature = "dry-run")]
-    "dry-run",
-    #[cfg(feature = "cmdline-mounts")]
-    "cmdline-mounts",
-    #[cfg(feature = "timeline")]
-    "timeline",
-    #[cfg(feature = "hooks")]
-    "hooks",
-    #[cfg(feature = "lvm")]
-    "lvm",
-    #[cfg(feature = "fsck")]
-    "fsck",
-    #[cfg(feature = "gpt")]
-    "gpt",
-    #[cfg(feature = "xfs")]
-    "xfs",
-    #[cfg(feature = "btrfs")]
-    "btrfs",
-    #[cfg(feature = "vfat")]
-    "vfat",
-    #[cfg(feature = "iso9660")]
-    "iso9660",
-    #[cfg(feature = "squashfs")]
-    "squashfs",
-    #[cfg(feature = "erofs")]
-    "erofs",
+/// The optional parts of immucore (cargo features), and whether this build has each.
+pub const FEATURES: &[(&str, bool)] = &[
+    ("service", cfg!(feature = "service")),
+    ("dry-run", cfg!(feature = "dry-run")),
+    ("cmdline-mounts", cfg!(feature = "cmdline-mounts")),
+    ("timeline", cfg!(feature = "timeline")),
+    ("hooks", cfg!(feature = "hooks")),
+    ("lvm", cfg!(feature = "lvm")),
+    ("fsck", cfg!(feature = "fsck")),
+    ("gpt", cfg!(feature = "gpt")),
+    ("xfs", cfg!(feature = "xfs")),
+    ("btrfs", cfg!(feature = "btrfs")),
+    ("vfat", cfg!(feature = "vfat")),
+    ("iso9660", cfg!(feature = "iso9660")),
+    ("squashfs", cfg!(feature = "squashfs")),
+    ("erofs", cfg!(feature = "erofs")),
 ];
+
+/// What `--version` and `--help` print for the features: the built ones, space-separated, or
+/// `none`. Worked out at compile time, so the binary holds this text and not the table (a
+/// 24-byte row per feature, and a loop; qemu/size-lore.md).
+const BUILT_FEATURES: &[u8] = &built_features::<{ built_features_len(FEATURES) }>(FEATURES);
+
+/// The length of the text of `built_features`.
+const fn built_features_len(all: &[(&str, bool)]) -> usize {
+    let (mut len, mut i) = (0, 0);
+    while i < all.len() {
+        if all[i].1 {
+            len += (len > 0) as usize + all[i].0.len();
+        }
+        i += 1;
+    }
+    if len == 0 {
+        "none".len()
+    } else {
+        len
+    }
+}
+
+/// The names of the features of `all` that are built, space-separated (`N` bytes: see
+/// `built_features_len`), or `none`.
+const fn built_features<const N: usize>(all: &[(&str, bool)]) -> [u8; N] {
+    let mut text = [0; N];
+    let (mut len, mut i) = (0, 0);
+    while i < all.len() {
+        let (name, built) = all[i];
+        if built {
+            if len > 0 {
+                len = put(&mut text, len, b" ");
+            }
+            len = put(&mut text, len, name.as_bytes());
+        }
+        i += 1;
+    }
+    if len == 0 {
+        put(&mut text, 0, b"none");
+    }
+    text
+}
+
+/// Copies `s` into `text` at `at` (at compile time); returns where it ends.
+const fn put(text: &mut [u8], at: usize, s: &[u8]) -> usize {
+    let mut k = 0;
+    while k < s.len() {
+        text[at + k] = s[k];
+        k += 1;
+    }
+    at + k
+}
 
 fn out(s: &[u8]) {
     let _ = sys::write_all(sys::stdout(), s);
 }
 
-/// The features this build has, space-separated, or `none`.
-fn out_features() {
-    let mut sep: &[u8] = b"";
-    for name in FEATURES {
-        out(sep);
-        out(name.as_bytes());
-        sep = b" ";
-    }
-    if sep.is_empty() {
-        out(b"none");
-    }
-}
-
 fn print_help() -> i32 {
     out(HELP.as_bytes());
     out(b"Build features: ");
-    out_features();
+    out(BUILT_FEATURES);
     out(b"\n");
     0
 }
@@ -135,7 +159,7 @@ fn print_version() -> i32 {
         "; features: "
     )
     .as_bytes());
-    out_features();
+    out(BUILT_FEATURES);
     out(b")\n");
     0
 }

@@ -1,34 +1,42 @@
 //! The command-line words that only print: `--version` and `--help` name the build's
 //! features (cargo features compiled in), so a binary says which profile it is.
 
+use immucore::app::FEATURES;
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_immucore");
 
 /// The optional features of this build, space-separated, as the binary prints them.
 fn features() -> String {
-    let all = [
-        ("service", cfg!(feature = "service")),
-        ("dry-run", cfg!(feature = "dry-run")),
-        ("cmdline-mounts", cfg!(feature = "cmdline-mounts")),
-        ("timeline", cfg!(feature = "timeline")),
-        ("hooks", cfg!(feature = "hooks")),
-        ("lvm", cfg!(feature = "lvm")),
-        ("fsck", cfg!(feature = "fsck")),
-        ("gpt", cfg!(feature = "gpt")),
-        ("xfs", cfg!(feature = "xfs")),
-        ("btrfs", cfg!(feature = "btrfs")),
-        ("vfat", cfg!(feature = "vfat")),
-        ("iso9660", cfg!(feature = "iso9660")),
-        ("squashfs", cfg!(feature = "squashfs")),
-        ("erofs", cfg!(feature = "erofs")),
-    ];
-    let on: Vec<_> = all.iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect();
+    let on: Vec<_> = FEATURES
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(n, _)| *n)
+        .collect();
     if on.is_empty() {
         "none".into()
     } else {
         on.join(" ")
     }
+}
+
+/// Every optional feature of Cargo.toml is in the list the binary prints (the profiles
+/// `default`, `tiny` and `full` are sets of them, not features of their own).
+#[test]
+fn every_cargo_feature_is_named_by_the_binary() {
+    let manifest =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
+    let section = manifest.split("[features]").nth(1).unwrap();
+    let section = section.split("\n[").next().unwrap();
+    let mut declared: Vec<&str> = section
+        .lines()
+        .filter_map(|l| l.split_once(" = ").map(|(name, _)| name.trim()))
+        .filter(|n| !n.starts_with('#') && !["default", "tiny", "full"].contains(n))
+        .collect();
+    let mut printed: Vec<&str> = FEATURES.iter().map(|(n, _)| *n).collect();
+    declared.sort();
+    printed.sort();
+    assert_eq!(declared, printed);
 }
 
 fn run(arg: &str) -> String {
