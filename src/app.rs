@@ -10,26 +10,70 @@ use crate::steps::{self, init};
 use crate::sys;
 use crate::util::fixed::Text;
 
-const HELP: &[u8] = b"immucore - mount a Kairos/cOS immutable OS root at boot
+// Pieces of `HELP` that only a build with the feature has (literals, for `concat!`): the help
+// names only what the build can do.
+#[cfg(feature = "dry-run")]
+#[rustfmt::skip]
+macro_rules! with_dry_run { ($text:literal) => { $text }; }
+#[cfg(not(feature = "dry-run"))]
+#[rustfmt::skip]
+macro_rules! with_dry_run { ($text:literal) => { "" }; }
+#[cfg(feature = "service")]
+#[rustfmt::skip]
+macro_rules! with_service { ($text:literal) => { $text }; }
+#[cfg(not(feature = "service"))]
+#[rustfmt::skip]
+macro_rules! with_service { ($text:literal) => { "" }; }
+#[cfg(feature = "cmdline-mounts")]
+#[rustfmt::skip]
+macro_rules! with_cmdline_mounts { ($text:literal) => { $text }; }
+#[cfg(not(feature = "cmdline-mounts"))]
+#[rustfmt::skip]
+macro_rules! with_cmdline_mounts { ($text:literal) => { "" }; }
 
-Usage: immucore [--dry-run | --help | --version]
+const HELP: &str = concat!(
+    "immucore - mount a Kairos/cOS immutable OS root at boot
+
+Usage: immucore [",
+    with_dry_run!("--dry-run | "),
+    "--help | --version]
   (none)     mount the image named on /proc/cmdline on /sysroot, with the overlays, volumes
              and binds of /run/cos/cos-layout.env (as PID 1: also /proc /sys /dev /run, the
              modules in /etc/immucore/modules, and switch root)
-  --dry-run  print the steps and exit; touches nothing
-  --version  version, commit and build features
+",
+    with_dry_run!(
+        "  --dry-run  print the steps and exit; touches nothing
+"
+    ),
+    "  --version  version, commit and build features
 
-Kernel command line: root=LABEL=COS_{ACTIVE,PASSIVE,SYSTEM,RECOVERY}, root=live:...,
-cos-img/filename=, rd.cos.{oemlabel=,oemtimeout=,overlay=tmpfs:<size>|LABEL=x,debugrw,disable},
-rd.cos.mount=LABEL=x:/mnt, rd.immucore.{sysrootwait=,debug,rebootonfailure}, kairos.reset,
+Kernel command line: root=LABEL=COS_{ACTIVE,PASSIVE,SYSTEM,RECOVERY},",
+    with_service!(" root=live:...,"),
+    "
+cos-img/filename=, rd.cos.{oemlabel=,oemtimeout=,overlay=tmpfs:<size>|LABEL=x,debugrw",
+    with_service!(",disable"),
+    "},
+",
+    with_cmdline_mounts!("rd.cos.mount=LABEL=x:/mnt, "),
+    "rd.immucore.{",
+    with_service!("sysrootwait=,"),
+    "debug,rebootonfailure}, kairos.reset,
 recovery-mode, fsck.{mode,repair}=, init=, rd.shell=0
-Testing: HOST_PROC_CMDLINE, IMMUCORE_SYSROOT, IMMUCORE_CONFIG_DIR replace /proc/cmdline,
-/sysroot, /etc/immucore. Logs: /run/immucore/
-";
+",
+    with_service!(
+        "Testing: HOST_PROC_CMDLINE, IMMUCORE_SYSROOT, IMMUCORE_CONFIG_DIR replace /proc/cmdline,
+/sysroot, /etc/immucore. "
+    ),
+    "Logs: /run/immucore/
+"
+);
 
 /// The optional parts of immucore (cargo features), and whether this build has each.
 pub const FEATURES: &[(&str, bool)] = &[
     ("service", cfg!(feature = "service")),
+    ("dry-run", cfg!(feature = "dry-run")),
+    ("cmdline-mounts", cfg!(feature = "cmdline-mounts")),
+    ("timeline", cfg!(feature = "timeline")),
     ("hooks", cfg!(feature = "hooks")),
     ("lvm", cfg!(feature = "lvm")),
     ("fsck", cfg!(feature = "fsck")),
@@ -43,27 +87,66 @@ pub const FEATURES: &[(&str, bool)] = &[
     ("verity", cfg!(feature = "verity")),
 ];
 
+/// What `--version` and `--help` print for the features: the built ones, space-separated, or
+/// `none`. Worked out at compile time, so the binary holds this text and not the table (a
+/// 24-byte row per feature, and a loop; qemu/size-lore.md).
+const BUILT_FEATURES: &[u8] = &built_features::<{ built_features_len(FEATURES) }>(FEATURES);
+
+/// The length of the text of `built_features`.
+const fn built_features_len(all: &[(&str, bool)]) -> usize {
+    let (mut len, mut i) = (0, 0);
+    while i < all.len() {
+        if all[i].1 {
+            len += (len > 0) as usize + all[i].0.len();
+        }
+        i += 1;
+    }
+    if len == 0 {
+        "none".len()
+    } else {
+        len
+    }
+}
+
+/// The names of the features of `all` that are built, space-separated (`N` bytes: see
+/// `built_features_len`), or `none`.
+const fn built_features<const N: usize>(all: &[(&str, bool)]) -> [u8; N] {
+    let mut text = [0; N];
+    let (mut len, mut i) = (0, 0);
+    while i < all.len() {
+        let (name, built) = all[i];
+        if built {
+            if len > 0 {
+                len = put(&mut text, len, b" ");
+            }
+            len = put(&mut text, len, name.as_bytes());
+        }
+        i += 1;
+    }
+    if len == 0 {
+        put(&mut text, 0, b"none");
+    }
+    text
+}
+
+/// Copies `s` into `text` at `at` (at compile time); returns where it ends.
+const fn put(text: &mut [u8], at: usize, s: &[u8]) -> usize {
+    let mut k = 0;
+    while k < s.len() {
+        text[at + k] = s[k];
+        k += 1;
+    }
+    at + k
+}
+
 fn out(s: &[u8]) {
     let _ = sys::write_all(sys::stdout(), s);
 }
 
-/// The features this build has, space-separated, or `none`.
-fn out_features() {
-    let mut sep: &[u8] = b"";
-    for (name, _) in FEATURES.iter().filter(|(_, built)| *built) {
-        out(sep);
-        out(name.as_bytes());
-        sep = b" ";
-    }
-    if sep.is_empty() {
-        out(b"none");
-    }
-}
-
 fn print_help() -> i32 {
-    out(HELP);
+    out(HELP.as_bytes());
     out(b"Build features: ");
-    out_features();
+    out(BUILT_FEATURES);
     out(b"\n");
     0
 }
@@ -77,7 +160,7 @@ fn print_version() -> i32 {
         "; features: "
     )
     .as_bytes());
-    out_features();
+    out(BUILT_FEATURES);
     out(b")\n");
     0
 }
@@ -118,6 +201,13 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
     let dry_run = match env.action {
         Action::Help => return print_help(),
         Action::Version => return print_version(),
+        Action::DryRun if !cfg!(feature = "dry-run") => {
+            log::error(
+                b"--dry-run needs the dry-run feature, which this build lacks",
+                &[],
+            );
+            return 2;
+        }
         Action::DryRun => true,
         Action::Boot => false,
     };
@@ -155,6 +245,7 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
     report_cmdline(&cmd, text);
     let mut plan = build_plan(&env, &cmd);
     if dry_run {
+        #[cfg(feature = "dry-run")]
         plan.render(&mut |b: &[u8]| out(b));
         return 0;
     }
@@ -278,6 +369,7 @@ fn run_plan(plan: &mut Plan, ctx: &mut steps::Ctx, base: Option<BaseMounts>) {
     if let Some(ms) = base_ms {
         plan.set_duration(StepId::BaseMounts, ms);
     }
+    #[cfg(feature = "timeline")]
     boot::report::write_timeline(plan);
 }
 

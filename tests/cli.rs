@@ -65,3 +65,37 @@ fn help_names_the_features() {
         "{out}"
     );
 }
+
+/// A build without the `dry-run` feature refuses `--dry-run`, naming the feature, and touches
+/// nothing (`--no-default-features --features tiny`).
+#[test]
+#[cfg(not(feature = "dry-run"))]
+fn dry_run_needs_its_feature() {
+    let o = Command::new(BIN).arg("--dry-run").output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(o.stdout.is_empty(), "{o:?}");
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert!(
+        err.contains("--dry-run needs the dry-run feature, which this build lacks"),
+        "{err}"
+    );
+}
+
+/// The help names only what the build can do: `--dry-run`, live roots, command-line volumes
+/// and the test seams only with their features.
+#[test]
+fn help_names_only_what_the_build_has() {
+    let out = run("--help");
+    for (feature, on, text) in [
+        ("dry-run", cfg!(feature = "dry-run"), "--dry-run"),
+        ("service", cfg!(feature = "service"), "root=live:"),
+        ("service", cfg!(feature = "service"), "HOST_PROC_CMDLINE"),
+        (
+            "cmdline-mounts",
+            cfg!(feature = "cmdline-mounts"),
+            "rd.cos.mount=",
+        ),
+    ] {
+        assert_eq!(out.contains(text), on, "{feature}: {text} in\n{out}");
+    }
+}

@@ -3,11 +3,13 @@
 
 use crate::log;
 use crate::plan::{Plan, Status};
+#[cfg(feature = "timeline")]
 use crate::sys;
 use crate::util::fixed::Text;
 
 pub const TIMELINE_FILE: &[u8] = b"/run/immucore/boot-timeline.json";
 
+#[cfg(feature = "timeline")]
 fn json_string(out: &mut Text<8192>, s: &[u8]) {
     out.push_lossy(b"\"");
     for c in s {
@@ -24,6 +26,7 @@ fn json_string(out: &mut Text<8192>, s: &[u8]) {
 }
 
 /// `[{"name": .., "duration_ms": .., "error": ..}]` of the steps that ran, slowest first.
+#[cfg(feature = "timeline")]
 pub fn timeline(plan: &Plan, out: &mut Text<8192>) {
     out.push_lossy(b"[\n");
     // Selection by duration, descending: the first of equal durations wins (plan order).
@@ -61,6 +64,7 @@ pub fn timeline(plan: &Plan, out: &mut Text<8192>) {
     out.push_lossy(b"\n]\n");
 }
 
+#[cfg(feature = "timeline")]
 #[inline(never)]
 pub fn write_timeline(plan: &Plan) {
     let mut text = Text::<8192>::new();
@@ -80,7 +84,7 @@ Reason: {}
 Failed: {}
 Skipped:{}
 Cmdline: {}
-Logs:    {} and {}
+Logs:    {}{}{}
 {}";
 
 /// Logs the failure summary. `plan` is `None` for a failure before there was a plan (no step
@@ -110,7 +114,16 @@ pub fn failure_summary(plan: Option<&Plan>, reason: &[u8], cmdline: &[u8]) {
         skipped.as_bytes(),
         cmdline.trim_ascii(),
         log::LOG_FILE,
-        TIMELINE_FILE,
+        if cfg!(feature = "timeline") {
+            b" and "
+        } else {
+            b""
+        },
+        if cfg!(feature = "timeline") {
+            TIMELINE_FILE
+        } else {
+            b""
+        },
         rule,
     ];
     for line in SUMMARY.split(|&c| c == b'\n') {
@@ -120,7 +133,7 @@ pub fn failure_summary(plan: Option<&Plan>, reason: &[u8], cmdline: &[u8]) {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "timeline"))]
 mod tests {
     use super::*;
     use crate::plan::{StepId, NORMAL};

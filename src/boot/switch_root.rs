@@ -69,6 +69,7 @@ pub fn switch_root(
         let dev = fstat(&old_root).map(|s| s.st_dev).unwrap_or(0);
         remove_children(old_root.as_fd(), dev, 0);
     }
+    #[cfg(feature = "timeline")]
     log_peak_memory();
     why.push_lossy(b"no init could be started (tried");
     for path in core::iter::once(init).chain(INIT_FALLBACKS.iter().copied()) {
@@ -113,7 +114,8 @@ fn remove_children(dir: BorrowedFd<'_>, dev: u64, depth: u32) {
     });
 }
 
-/// Logs PID 1's peak memory (`VmHWM`), for the boot-cost figures.
+/// Logs PID 1's peak memory (`VmHWM`), for the boot-cost figures (with the timeline).
+#[cfg(feature = "timeline")]
 fn log_peak_memory() {
     let mut buf = [0u8; 4096];
     let Ok(n) = sys::read_file(b"/proc/self/status", &mut buf) else {

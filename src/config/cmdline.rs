@@ -40,6 +40,7 @@ const OEM_TIMEOUT_S: NumberRule = NumberRule {
     default: 5,
     bad: b"not a number, using 5",
 };
+#[cfg(feature = "service")]
 const SYSROOT_WAIT_S: NumberRule = NumberRule {
     min: 1,
     default: 120,
@@ -171,8 +172,10 @@ pub struct Cmdline {
     pub debugrw: bool,
     pub debug: bool,
     pub reboot_on_failure: bool,
+    /// `rd.immucore.sysrootwait=` (read with the `service` feature, 0 without).
     pub sysroot_wait_s: u32,
     pub fsck_mode: FsckMode,
+    /// `fsck.repair=` (read with the `fsck` feature, `Preen` without).
     pub fsck_repair: FsckRepair,
     /// `init=`; empty: the caller tries its fallbacks.
     pub init: Text<256>,
@@ -293,7 +296,8 @@ enum Sets {
         limit: u16,
         overlong: Overlong,
     },
-    /// One more volume spec.
+    /// One more volume spec (refused without the `cmdline-mounts` feature).
+    #[cfg_attr(not(feature = "cmdline-mounts"), allow(dead_code))]
     Mount(MountList),
     Flag(Flag),
     /// An upstream feature out of scope (UKI, in-RAM, remote config): named in a debug line.
@@ -582,6 +586,7 @@ struct Collected {
     choices: Choices,
     flags: Flags,
     /// `rd.immucore.mount=` specs, appended to `Cmdline::mounts` at the end.
+    #[cfg(feature = "cmdline-mounts")]
     late_mounts: List<2048, MAX_MOUNTS>,
 }
 
@@ -614,6 +619,7 @@ impl Collected {
             used: 0,
             choices: NO_CHOICES,
             flags: Flags::default(),
+            #[cfg(feature = "cmdline-mounts")]
             late_mounts: List::new(),
         }
     }
@@ -640,6 +646,7 @@ fn warn(warnings: &mut List<1024, 8>, key: &[u8], value: &[u8], reason: &[u8], t
 
 /// Keeps a valid mount spec; an invalid one, or one more than 16, is skipped with a warning.
 /// The error: the specs no longer fit in their bytes (the boot stops).
+#[cfg(feature = "cmdline-mounts")]
 fn add_mount(
     mounts: &mut List<2048, MAX_MOUNTS>,
     warnings: &mut List<1024, 8>,
@@ -710,6 +717,7 @@ fn collect(body: &[u8], col: &mut Collected, c: &mut Cmdline) -> Result<(), Cmdl
                     };
                 }
             }
+            #[cfg(feature = "cmdline-mounts")]
             Sets::Mount(list) if value.len > 0 => {
                 let mounts = match list {
                     MountList::Cos => &mut c.mounts,
@@ -717,6 +725,11 @@ fn collect(body: &[u8], col: &mut Collected, c: &mut Cmdline) -> Result<(), Cmdl
                 };
                 let (key, value) = (key.of(&col.line), value.of(&col.line));
                 add_mount(mounts, &mut c.warnings, key, value)?;
+            }
+            #[cfg(not(feature = "cmdline-mounts"))]
+            Sets::Mount(_) if value.len > 0 => {
+                let why = "volumes on the command line need the cmdline-mounts feature, which this build lacks";
+                return Err(error(why, col.get(token)));
             }
             Sets::Mount(_) => {}
             Sets::Flag(flag) => col.flags.set(flag),
@@ -726,6 +739,7 @@ fn collect(body: &[u8], col: &mut Collected, c: &mut Cmdline) -> Result<(), Cmdl
             Sets::NeedsFeature(refusal) => return Err(error(refusal, col.get(token))),
         }
     }
+    #[cfg(feature = "cmdline-mounts")]
     for spec in col.late_mounts.iter() {
         add_mount(&mut c.mounts, &mut c.warnings, b"rd.immucore.mount", spec)?;
     }
@@ -905,18 +919,25 @@ fn resolve(col: &Collected, c: &mut Cmdline) -> Result<(), Refusal> {
     c.reboot_on_failure = flags.reboot_on_failure;
 
     c.oem_timeout_s = col.number(&choices.oem_timeout, &OEM_TIMEOUT_S, warnings)?;
-    c.sysroot_wait_s = col.number(&choices.sysroot_wait, &SYSROOT_WAIT_S, warnings)?;
+    // Only the wait for a sysroot someone else assembles (service) and fsck use these.
+    #[cfg(feature = "service")]
+    {
+        c.sysroot_wait_s = col.number(&choices.sysroot_wait, &SYSROOT_WAIT_S, warnings)?;
+    }
     const MODES: &[(&str, FsckMode)] = &[("skip", FsckMode::Skip), ("force", FsckMode::Force)];
     let mode = lookup(MODES, col.word(&choices.fsck_mode)?);
     c.fsck_mode = mode.unwrap_or(FsckMode::Auto);
-    const REPAIRS: &[(&str, FsckRepair)] = &[
-        ("", FsckRepair::Preen),
-        ("preen", FsckRepair::Preen),
-        ("yes", FsckRepair::Yes),
-        ("no", FsckRepair::No),
-    ];
-    let repair = lookup(REPAIRS, col.word(&choices.fsck_repair)?);
-    c.fsck_repair = repair.unwrap_or(FsckRepair::None);
+    #[cfg(feature = "fsck")]
+    {
+        const REPAIRS: &[(&str, FsckRepair)] = &[
+            ("", FsckRepair::Preen),
+            ("preen", FsckRepair::Preen),
+            ("yes", FsckRepair::Yes),
+            ("no", FsckRepair::No),
+        ];
+        let repair = lookup(REPAIRS, col.word(&choices.fsck_repair)?);
+        c.fsck_repair = repair.unwrap_or(FsckRepair::None);
+    }
     // dracut's boolean words for "off".
     const OFF: &[(&str, bool)] = &[("0", false), ("no", false), ("off", false)];
     c.shell_allowed = lookup(OFF, col.word(&choices.shell)?).unwrap_or(true);
@@ -1188,7 +1209,11 @@ mod tests {
     /// The warnings spell the defaults out (no formatting code): they must match the values.
     #[test]
     fn number_warnings_name_their_defaults() {
-        for rule in [&OEM_TIMEOUT_S, &SYSROOT_WAIT_S] {
+        #[cfg(feature = "service")]
+        let rules = [&OEM_TIMEOUT_S, &SYSROOT_WAIT_S];
+        #[cfg(not(feature = "service"))]
+        let rules = [&OEM_TIMEOUT_S];
+        for rule in rules {
             let end = std::format!("using {}", rule.default);
             assert!(rule.bad.ends_with(end.as_bytes()), "{}", rule.default);
         }
@@ -1244,6 +1269,7 @@ mod tests {
         assert!(c.image.is_empty() && c.oem_label.is_empty() && c.init.is_empty());
         assert_eq!(c.oem_timeout_s, 5);
         assert_eq!(c.overlay.as_str(), "tmpfs:20%");
+        #[cfg(feature = "service")]
         assert_eq!(c.sysroot_wait_s, 120);
         assert_eq!(c.fsck_mode, FsckMode::Auto);
         assert_eq!(c.fsck_repair, FsckRepair::Preen);
@@ -1314,13 +1340,34 @@ mod tests {
         );
         let c =
             ok("fsck.mode=skip fsck.mode=force fsck.repair= fsck.repair=no rd.shell=1 rd.shell=0");
-        assert_eq!(
-            (c.fsck_mode, c.fsck_repair, c.shell_allowed),
-            (FsckMode::Skip, FsckRepair::No, true)
-        );
+        assert_eq!((c.fsck_mode, c.shell_allowed), (FsckMode::Skip, true));
+        #[cfg(feature = "fsck")]
+        assert_eq!(c.fsck_repair, FsckRepair::No);
+    }
+
+    /// Without the `cmdline-mounts` feature a volume on the command line stops the boot (a
+    /// persistent store on it would otherwise be bound onto the image), naming the feature; an
+    /// empty spec is still absent.
+    #[test]
+    #[cfg(not(feature = "cmdline-mounts"))]
+    fn command_line_volumes_need_their_feature() {
+        for line in [
+            "rd.cos.mount=LABEL=d:/data",
+            "root=LABEL=COS_ACTIVE rd.immucore.mount=LABEL=d:/d",
+        ] {
+            let e = parse(line.as_bytes()).err().unwrap();
+            assert_eq!(e.reason, "volumes on the command line need the cmdline-mounts feature, which this build lacks");
+            assert!(
+                e.token.as_str().contains("mount=LABEL=d:/d"),
+                "{}",
+                e.token.as_str()
+            );
+        }
+        assert!(ok("rd.cos.mount= root=LABEL=COS_ACTIVE").mounts.is_empty());
     }
 
     #[test]
+    #[cfg(feature = "cmdline-mounts")]
     fn mounts_keep_order_cos_first() {
         let c = ok(
             "rd.immucore.mount=LABEL=i1:/i1 rd.cos.mount=LABEL=c1:/c1 rd.cos.mount= \
@@ -1338,6 +1385,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "cmdline-mounts")]
     fn invalid_mounts_are_warned_and_skipped() {
         let c = ok(
             "rd.immucore.mount=LABEL=x rd.cos.mount=LABEL:x:/mnt rd.cos.mount=LABEL=y:/a/../b \
@@ -1357,6 +1405,7 @@ mod tests {
 
     /// #16: the 17th mount and later are skipped with a warning naming each; the boot goes on.
     #[test]
+    #[cfg(feature = "cmdline-mounts")]
     fn more_than_16_mounts_skip_the_surplus_with_a_warning() {
         let mut line = std::string::String::new();
         for i in 0..16 {
@@ -1393,6 +1442,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "cmdline-mounts")]
     fn mount_specs_over_the_byte_limit_say_so() {
         // Specs of 306 bytes (labels and paths near their limits): six fit in the 2048-byte
         // list, a seventh does not, far from the 16-mount limit.
@@ -1505,7 +1555,21 @@ mod tests {
         );
     }
 
+    /// Without the service feature there is no wait for a sysroot: its value is not read, so
+    /// a bad one has no warning (a live boot, the one that waits, is refused naming the feature).
     #[test]
+    #[cfg(not(feature = "service"))]
+    fn sysroot_wait_is_read_with_the_service_feature() {
+        let c = ok("rd.cos.oemtimeout=abc rd.immucore.sysrootwait=0");
+        assert_eq!((c.oem_timeout_s, c.sysroot_wait_s), (5, 0));
+        assert_eq!(
+            items(&c.warnings),
+            ["rd.cos.oemtimeout=abc: not a number, using 5"]
+        );
+    }
+
+    #[test]
+    #[cfg(feature = "service")]
     fn bad_numbers_warn_and_use_defaults() {
         let c = ok("rd.cos.oemtimeout=abc rd.immucore.sysrootwait=0");
         assert_eq!((c.oem_timeout_s, c.sysroot_wait_s), (5, 120));
@@ -1531,10 +1595,15 @@ mod tests {
     #[test]
     fn fsck_words() {
         let mode = |l: &str| ok(l).fsck_mode;
-        let repair = |l: &str| ok(l).fsck_repair;
         assert_eq!(mode("fsck.mode=force"), FsckMode::Force);
         assert_eq!(mode("fsck.mode=auto"), FsckMode::Auto);
         assert_eq!(mode("fsck.mode=skipping"), FsckMode::Auto);
+    }
+
+    #[test]
+    #[cfg(feature = "fsck")]
+    fn fsck_repair_words() {
+        let repair = |l: &str| ok(l).fsck_repair;
         assert_eq!(repair("fsck.repair=preen"), FsckRepair::Preen);
         assert_eq!(repair("fsck.repair=yes"), FsckRepair::Yes);
         assert_eq!(repair("fsck.repair=no"), FsckRepair::No);
@@ -1850,12 +1919,14 @@ mod tests {
         (col, c)
     }
 
+    #[cfg(feature = "cmdline-mounts")]
     fn chosen_value(col: &Collected, choice: &Choice) -> Option<std::string::String> {
         let chosen = col.chosen(choice).unwrap()?;
         Some(std::string::String::from_utf8_lossy(chosen.value).into_owned())
     }
 
     #[test]
+    #[cfg(feature = "cmdline-mounts")]
     fn collect_files_each_token_under_its_key() {
         let (col, c) = collected(
             "root=LABEL=A rd.cos.oemlabel=cos rd.immucore.oemlabel=imm root=LABEL=B \
@@ -1947,6 +2018,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "cmdline-mounts")]
     fn by_path_devices_are_volumes() {
         let spec = b"/dev/disk/by-path/pci-0000:00:1f.2-ata-1-part1:/var/lib/data";
         let (d, mp) = volume_spec(spec).unwrap();

@@ -70,6 +70,11 @@ impl Env {
                 None => e.bad_arg.insert(Text::new()).push_lossy(a),
             }
         }
+        // The test seams, for the service mode run against a scratch root (tests/mount_ns). A
+        // build without it runs only as PID 1, whose environment is the kernel command line's.
+        #[cfg(not(feature = "service"))]
+        let _ = env;
+        #[cfg(feature = "service")]
         for kv in env {
             let Some(eq) = kv.iter().position(|&c| c == b'=') else {
                 continue;
@@ -87,12 +92,14 @@ impl Env {
 }
 
 /// The test seams of SPEC §2: what each environment variable `Env::new` reads sets.
+#[cfg(feature = "service")]
 #[derive(Clone, Copy)]
 enum Seam {
     Sysroot,
     ConfigDir,
     CmdlinePath,
 }
+#[cfg(feature = "service")]
 const SEAMS: &[(&str, Seam)] = &[
     ("IMMUCORE_SYSROOT", Seam::Sysroot),
     ("IMMUCORE_CONFIG_DIR", Seam::ConfigDir),
@@ -120,6 +127,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "service")]
     fn defaults_and_seams() {
         let e = env(&[], &["PATH=/bin"], false);
         assert_eq!(e.action, Action::Boot);
@@ -133,6 +141,20 @@ mod tests {
         assert_eq!(e.action, Action::DryRun);
         assert_eq!(e.cmdline_path.as_str(), "/tmp/c");
         assert_eq!(e.sysroot.as_str(), "/tmp/root");
+    }
+
+    /// Without the service feature the build is PID 1 only: the environment (the kernel
+    /// command line's `key=value` words) cannot move the sysroot or the command line.
+    #[test]
+    #[cfg(not(feature = "service"))]
+    fn seams_need_the_service_feature() {
+        let e = env(
+            &[],
+            &["HOST_PROC_CMDLINE=/tmp/c", "IMMUCORE_SYSROOT=/x"],
+            true,
+        );
+        assert_eq!(e.cmdline_path.as_str(), "/proc/cmdline");
+        assert_eq!(e.sysroot.as_str(), "/sysroot");
     }
 
     #[test]

@@ -11,8 +11,8 @@ pub const MAX_STEPS: usize = 24;
 const _: () = {
     let (mut normal, mut live, mut i) = (0, 0, 0);
     while i < STEPS.len() {
-        normal += STEPS[i].normal.is_some() as usize;
-        live += STEPS[i].live.is_some() as usize;
+        normal += STEPS[i].deps(Mode::Normal).is_some() as usize;
+        live += STEPS[i].deps(Mode::Live).is_some() as usize;
         i += 1;
     }
     assert!(
@@ -80,9 +80,11 @@ impl Plan {
                 }
                 continue;
             }
-            // One more than the deepest dep so far (layer 1 is upstream's `init`).
+            // One more than the deepest dep so far (layer 1 is upstream's `init`). Only
+            // `--dry-run` prints the layers (the plan runs in table order): without it, none.
+            let layered = cfg!(any(test, feature = "dry-run"));
             let deepest = (0..plan.len)
-                .filter(|&i| plan.step(i).is_some_and(|d| deps.all().contains(d.id)))
+                .filter(|&i| layered && plan.step(i).is_some_and(|d| deps.all().contains(d.id)))
                 .filter_map(|i| plan.layer.get(i).copied())
                 .fold(1, u8::max);
             let (Some(step), Some(needs), Some(layer)) = (

@@ -434,7 +434,9 @@ fn already_mounted(
     fstab: &mut Fstab,
 ) -> Result<Bound, Error> {
     let inode = |fd: BorrowedFd<'_>| rustix::fs::fstat(fd).map(|st| (st.st_dev, st.st_ino));
-    let ours = existing.is_some_and(|store| inode(store.as_fd()).ok() == inode(src).ok());
+    // Only a second run in the same boot finds its store bound: service mode (PID 1 runs once).
+    let ours = cfg!(feature = "service")
+        && existing.is_some_and(|store| inode(store.as_fd()).ok() == inode(src).ok());
     if !ours {
         return Err(err(
             b"{} is mounted already, not from its store {}: it is NOT persistent",

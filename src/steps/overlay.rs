@@ -55,15 +55,18 @@ pub fn load_config(ctx: &mut Ctx) -> Result<(), Error> {
     initramfs_layout.push_lossy(ctx.env.config_dir.as_bytes());
     initramfs_layout.push_lossy(b"/layout.env");
     let mut main = EnvVars::new();
+    // Only hooks write `/run/cos` before this step (the image's rootfs stage, or dracut's in
+    // service mode): without either, init mode mounted `/run` empty and these files cannot be.
+    const HOOKS_RAN: bool = cfg!(any(feature = "hooks", feature = "service"));
     let mut source: &[u8] = LAYOUT_FILE;
-    let mut found = read_env(source, &mut main)?;
+    let mut found = HOOKS_RAN && read_env(source, &mut main)?;
     if !found {
         source = initramfs_layout.as_bytes();
         found = read_env(source, &mut main)?;
     }
     let layout = if found {
         let mut extra = EnvVars::new();
-        let has_extra = read_env(EXTRA_LAYOUT_FILE, &mut extra)?;
+        let has_extra = HOOKS_RAN && read_env(EXTRA_LAYOUT_FILE, &mut extra)?;
         Layout::from_env(&main, has_extra.then_some(&extra), overlay)
     } else {
         source = b"built-in defaults";

@@ -505,9 +505,10 @@ pub fn defer_stop_signals() {
     raw::sigmask(true, STOP_SIGNALS);
 }
 
-/// Whether a deferred stop signal arrived during the run.
+/// Whether a deferred stop signal arrived during the run (never without the service feature,
+/// as nothing defers them then).
 pub fn stop_requested() -> bool {
-    raw::sigmask(true, 0) & STOP_SIGNALS != 0
+    cfg!(feature = "service") && raw::sigmask(true, 0) & STOP_SIGNALS != 0
 }
 
 pub fn is_pid1() -> bool {
