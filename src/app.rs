@@ -74,6 +74,7 @@ pub const FEATURES: &[(&str, bool)] = &[
     ("dry-run", cfg!(feature = "dry-run")),
     ("cmdline-mounts", cfg!(feature = "cmdline-mounts")),
     ("timeline", cfg!(feature = "timeline")),
+    ("nested-mounts", cfg!(feature = "nested-mounts")),
     ("hooks", cfg!(feature = "hooks")),
     ("lvm", cfg!(feature = "lvm")),
     ("fsck", cfg!(feature = "fsck")),

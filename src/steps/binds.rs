@@ -18,7 +18,7 @@ use crate::config::layout::Layout;
 use crate::config::path::{dash_name, is_within};
 use crate::copy::{copy_missing, CopyStats, Missed};
 use crate::log;
-use crate::sys::{self, inroot::fd_path, inroot::real_path, inroot::Root, CBuf, Errno, Flags};
+use crate::sys::{self, inroot::fd_path, inroot::real_path, inroot::Root, CBuf, Errno};
 use crate::util::fixed::Text;
 use core::ffi::CStr;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -328,6 +328,7 @@ fn bind_one(
     }
     sys::mount_bind(fd_path(dst).as_bytes(), fd_path(src).as_bytes())
         .map_err(|e| err_errno(b"bind mount on {} from {} failed", &[path, store], e))?;
+    #[cfg(feature = "nested-mounts")]
     kept.attach(root, path)?;
     // Only a copy-up is news (a first boot, new paths in an upgraded image).
     log_copied(
@@ -483,6 +484,14 @@ impl Kept {
             let Some(rel) = real.as_bytes().strip_prefix(top.as_bytes()) else {
                 continue;
             };
+            // Without the feature nothing is bound again below the store: the path is refused
+            // rather than hide what is mounted there.
+            if !cfg!(feature = "nested-mounts") {
+                return Err(err(
+                    b"{} not bound: {} is mounted below it, and keeping it visible needs the nested-mounts feature, which this build lacks",
+                    &[at.path, mount_point],
+                ));
+            }
             let slot = slots.next().ok_or_else(|| {
                 err(
                     b"{} not bound: more than 16 mounts below it to keep visible",
@@ -500,6 +509,7 @@ impl Kept {
     /// the store covers. The outer ones first: a recursive bind takes the mounts below along,
     /// and a place that holds a mount already is skipped. If one cannot be bound, the store is
     /// unmounted again: the path keeps the image's content rather than hide a configured mount.
+    #[cfg(feature = "nested-mounts")]
     #[inline(never)] // see `bind_one`
     fn attach(&mut self, root: &Root, path: &[u8]) -> Result<(), Error> {
         if self.mounts.iter().all(Option::is_none) {
@@ -519,7 +529,7 @@ impl Kept {
                 if sys::is_mountpoint(mp.as_fd(), b"") {
                     return Ok(false);
                 }
-                let (to, bind) = (fd_path(mp.as_fd()), Flags::BIND | Flags::REC);
+                let (to, bind) = (fd_path(mp.as_fd()), sys::Flags::BIND | sys::Flags::REC);
                 sys::mount(from.as_bytes(), to.as_bytes(), b"", bind, b"").map(|()| true)
             });
             match attached {
@@ -545,6 +555,7 @@ impl Kept {
 
 /// The directory `rel` below `dir`, each part made if missing and opened by name without
 /// following a symlink (the store is user data).
+#[cfg(feature = "nested-mounts")]
 fn mount_point(dir: BorrowedFd<'_>, rel: &[u8]) -> Result<OwnedFd, Errno> {
     let mut at = open_dir_at(dir, c".")?;
     for part in rel.split(|&c| c == b'/').filter(|p| !p.is_empty()) {
