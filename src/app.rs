@@ -13,22 +13,22 @@ use crate::util::fixed::Text;
 const HELP: &[u8] = b"immucore - mount a Kairos/cOS immutable OS root at boot
 
 Usage: immucore [--dry-run | --help | --version]
-  (none)     mount the image named on /proc/cmdline on /sysroot, with the overlays, volumes
-             and binds of /run/cos/cos-layout.env (as PID 1: also /proc /sys /dev /run, the
-             modules in /etc/immucore/modules, and switch root)
+  (none)     assemble the root of /proc/cmdline and /run/cos/cos-layout.env on /sysroot
+             (as PID 1: also /proc /sys /dev /run and modules, then switch root)
   --dry-run  print the steps and exit; touches nothing
   --version  version, commit and build features
 
 Kernel command line: root=LABEL=COS_{ACTIVE,PASSIVE,SYSTEM,RECOVERY}, root=live:...,
 cos-img/filename=, rd.cos.{oemlabel=,oemtimeout=,overlay=tmpfs:<size>|LABEL=x,debugrw,disable},
 rd.cos.mount=LABEL=x:/mnt, rd.immucore.{sysrootwait=,debug,rebootonfailure}, kairos.reset,
-recovery-mode, fsck.{mode,repair}=, init=, rd.shell=0
+recovery-mode, fsck.{mode,repair}=, init=, rd.shell=0, rd.emergency=reboot|poweroff|halt
+(a fatal error as PID 1: reboot > poweroff > halt > /bin/sh > wait; README)
 Testing: HOST_PROC_CMDLINE, IMMUCORE_SYSROOT, IMMUCORE_CONFIG_DIR replace /proc/cmdline,
 /sysroot, /etc/immucore. Logs: /run/immucore/
 ";
 
 /// The optional parts of immucore (cargo features), and whether this build has each.
-const FEATURES: [(&str, bool); 10] = [
+const FEATURES: [(&str, bool); 11] = [
     ("hooks", cfg!(feature = "hooks")),
     ("lvm", cfg!(feature = "lvm")),
     ("fsck", cfg!(feature = "fsck")),
@@ -39,6 +39,7 @@ const FEATURES: [(&str, bool); 10] = [
     ("iso9660", cfg!(feature = "iso9660")),
     ("squashfs", cfg!(feature = "squashfs")),
     ("erofs", cfg!(feature = "erofs")),
+    ("consoles", cfg!(feature = "consoles")),
 ];
 
 fn out(s: &[u8]) {
@@ -80,29 +81,9 @@ fn print_version() -> i32 {
     0
 }
 
-/// What PID 1 does when there is no root (`boot::fail`).
-struct OnFailure {
-    reboot: bool,
-    shell: bool,
-}
-
-impl OnFailure {
-    /// For a command line that was not understood: only its raw text can ask for a reboot.
-    fn unparsed(cmdline: &[u8]) -> OnFailure {
-        const REBOOT: &[u8] = b"rd.immucore.rebootonfailure";
-        OnFailure {
-            reboot: cmdline.windows(REBOOT.len()).any(|w| w == REBOOT),
-            shell: true,
-        }
-    }
-
-    fn parsed(cmd: &Cmdline) -> OnFailure {
-        OnFailure {
-            reboot: cmd.reboot_on_failure,
-            shell: cmd.shell_allowed,
-        }
-    }
-}
+/// In init mode, what `boot::fail` needs besides the command line's words: whether `rd.shell`
+/// allows a shell.
+struct ShellAllowed(bool);
 
 /// `base-mounts`, run before the plan exists (see `start`): its outcome and duration.
 struct BaseMounts {
@@ -129,7 +110,9 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
     let cmd = match parsed {
         Ok(cmd) => cmd,
         Err(reason) => {
-            let on_failure = (env.init_mode && !dry_run).then(|| OnFailure::unparsed(text));
+            // Not understood: the words `boot::fail` looks for can still ask for a reboot; the
+            // shell is allowed, as by default.
+            let on_failure = (env.init_mode && !dry_run).then_some(ShellAllowed(true));
             return give_up(None, reason.as_bytes(), text, on_failure);
         }
     };
@@ -270,7 +253,7 @@ fn run_plan(plan: &mut Plan, ctx: &mut steps::Ctx, base: Option<BaseMounts>) {
 /// steps left (`ctx`: the loop device over the image, say) still there.
 fn hand_over(plan: &Plan, ctx: steps::Ctx, process: sys::args::ProcessArgs, text: &[u8]) -> i32 {
     let (env, cmd) = (ctx.env, ctx.cmd);
-    let on_failure = || env.init_mode.then(|| OnFailure::parsed(cmd));
+    let on_failure = || env.init_mode.then_some(ShellAllowed(cmd.shell_allowed));
     if sys::stop_requested() {
         let why = b"stopped by a signal before all steps ran";
         return give_up(Some(plan), why, text, None);
@@ -304,11 +287,15 @@ fn give_up(
     plan: Option<&Plan>,
     reason: &[u8],
     cmdline: &[u8],
-    on_failure: Option<OnFailure>,
+    on_failure: Option<ShellAllowed>,
 ) -> i32 {
+    #[cfg(feature = "consoles")]
+    if on_failure.is_some() {
+        boot::tee_to_consoles(cmdline);
+    }
     boot::report::failure_summary(plan, reason, cmdline);
-    if let Some(OnFailure { reboot, shell }) = on_failure {
-        boot::fail(reboot, shell);
+    if let Some(ShellAllowed(shell)) = on_failure {
+        boot::fail(cmdline, shell);
     }
     1
 }

@@ -18,6 +18,7 @@ fn features() -> String {
         ("iso9660", cfg!(feature = "iso9660")),
         ("squashfs", cfg!(feature = "squashfs")),
         ("erofs", cfg!(feature = "erofs")),
+        ("consoles", cfg!(feature = "consoles")),
     ];
     let on: Vec<_> = all.iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect();
     if on.is_empty() {

@@ -533,8 +533,8 @@ pub fn sync() {
     rustix::fs::sync();
 }
 
-pub fn reboot() -> Result<()> {
-    rustix::system::reboot(rustix::system::RebootCommand::Restart)
+pub fn reboot(command: rustix::system::RebootCommand) -> Result<()> {
+    rustix::system::reboot(command)
 }
 
 /// Loads a kernel module file (`finit_module`, no parameters).
