@@ -27,19 +27,33 @@ Testing: HOST_PROC_CMDLINE, IMMUCORE_SYSROOT, IMMUCORE_CONFIG_DIR replace /proc/
 /sysroot, /etc/immucore. Logs: /run/immucore/
 ";
 
-/// The optional parts of immucore (cargo features), and whether this build has each.
-const FEATURES: [(&str, bool); 11] = [
-    ("hooks", cfg!(feature = "hooks")),
-    ("lvm", cfg!(feature = "lvm")),
-    ("fsck", cfg!(feature = "fsck")),
-    ("gpt", cfg!(feature = "gpt")),
-    ("xfs", cfg!(feature = "xfs")),
-    ("btrfs", cfg!(feature = "btrfs")),
-    ("vfat", cfg!(feature = "vfat")),
-    ("iso9660", cfg!(feature = "iso9660")),
-    ("squashfs", cfg!(feature = "squashfs")),
-    ("erofs", cfg!(feature = "erofs")),
-    ("consoles", cfg!(feature = "consoles")),
+/// The optional parts of immucore (cargo features) this build has. (Only those: a build
+/// without a feature carries neither its name nor a flag for it.)
+const FEATURES: &[&str] = &[
+    #[cfg(feature = "hooks")]
+    "hooks",
+    #[cfg(feature = "lvm")]
+    "lvm",
+    #[cfg(feature = "fsck")]
+    "fsck",
+    #[cfg(feature = "gpt")]
+    "gpt",
+    #[cfg(feature = "xfs")]
+    "xfs",
+    #[cfg(feature = "btrfs")]
+    "btrfs",
+    #[cfg(feature = "vfat")]
+    "vfat",
+    #[cfg(feature = "iso9660")]
+    "iso9660",
+    #[cfg(feature = "squashfs")]
+    "squashfs",
+    #[cfg(feature = "erofs")]
+    "erofs",
+    #[cfg(feature = "consoles")]
+    "consoles",
+    #[cfg(feature = "watchdog")]
+    "watchdog",
 ];
 
 fn out(s: &[u8]) {
@@ -49,7 +63,7 @@ fn out(s: &[u8]) {
 /// The features this build has, space-separated, or `none`.
 fn out_features() {
     let mut sep: &[u8] = b"";
-    for (name, _) in FEATURES.iter().filter(|(_, built)| *built) {
+    for name in FEATURES {
         out(sep);
         out(name.as_bytes());
         sep = b" ";
@@ -107,6 +121,10 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
     let base = if dry_run { None } else { start(&env) };
     let mut raw = [0u8; 4200];
     let (text, parsed) = read_cmdline(&env, &mut raw);
+    #[cfg(feature = "watchdog")]
+    if env.init_mode && !dry_run {
+        crate::watchdog::start(text);
+    }
     let cmd = match parsed {
         Ok(cmd) => cmd,
         Err(reason) => {
@@ -191,6 +209,13 @@ fn report_cmdline(cmd: &Cmdline, text: &[u8]) {
     for w in cmd.warnings.iter() {
         log::warn(b"{}", &[w]);
     }
+    #[cfg(not(feature = "watchdog"))]
+    if boot::has_word_starting(text, b"rd.immucore.watchdog=") {
+        log::warn(
+            b"rd.immucore.watchdog= needs the watchdog feature (not in this build)",
+            &[],
+        );
+    }
     for k in cmd.ignored.iter() {
         log::debug(b"ignored (not supported yet): {}", &[k]);
     }
@@ -229,6 +254,8 @@ fn run_plan(plan: &mut Plan, ctx: &mut steps::Ctx, base: Option<BaseMounts>) {
                 Some(outcome) => outcome,
                 None => id.run(ctx),
             };
+            #[cfg(feature = "watchdog")]
+            crate::watchdog::keepalive();
             outcome.map_err(|e| *why = e.message()).is_ok()
         },
         sys::now_ms,
@@ -270,6 +297,8 @@ fn hand_over(plan: &Plan, ctx: steps::Ctx, process: sys::args::ProcessArgs, text
         return 0;
     }
     drop(ctx);
+    #[cfg(feature = "watchdog")]
+    crate::watchdog::hand_over();
     log::set_step(StepId::SwitchRoot.name());
     boot::switch_root::switch_root(
         env.sysroot.as_bytes(),

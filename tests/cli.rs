@@ -19,6 +19,7 @@ fn features() -> String {
         ("squashfs", cfg!(feature = "squashfs")),
         ("erofs", cfg!(feature = "erofs")),
         ("consoles", cfg!(feature = "consoles")),
+        ("watchdog", cfg!(feature = "watchdog")),
     ];
     let on: Vec<_> = all.iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect();
     if on.is_empty() {

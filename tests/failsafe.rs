@@ -1,7 +1,8 @@
 //! QEMU boots of the failure handling (README "Failure handling, watchdog and fallback"), on
 //! x86_64, aarch64 and armv7: what PID 1 does after a fatal error (Kairos' command line ends in
 //! a reboot; the power-off and halt variants), with the failure summary on both consoles of a
-//! two-console command line.
+//! two-console command line; the hardware watchdog (`rd.immucore.watchdog=`): a root whose init
+//! hangs resets the VM, one whose init takes the watchdog over does not.
 //!
 //! Needs `qemu/setup` and the release binaries of the default profile (`scripts/test` does
 //! both). Timing assertions have wide margins: TCG on shared cores.
@@ -184,6 +185,27 @@ impl Vm {
         self.end(status)
     }
 
+    /// Waits until the first console shows `needle`, then until QEMU exits by itself: how it
+    /// ended, and the seconds from `needle` to the exit.
+    fn wait_after(mut self, needle: &str) -> (Ended, f64) {
+        let deadline = Instant::now() + Duration::from_secs(200);
+        let mut seen = None;
+        let status = loop {
+            if seen.is_none() && self.console_text().contains(needle) {
+                seen = Some(Instant::now());
+            }
+            if let Some(status) = self.child.try_wait().expect("poll qemu/boot") {
+                break status.code();
+            }
+            assert!(Instant::now() < deadline, "{}", self.console_text());
+            std::thread::sleep(Duration::from_millis(250));
+        };
+        let seen = seen.unwrap_or_else(|| panic!("no '{needle}':\n{}", self.console_text()));
+        let after = seen.elapsed().as_secs_f64();
+        assert_ne!(status, Some(124), "the VM hung:\n{}", self.console_text());
+        (self.end(status), after)
+    }
+
     /// Waits until the first console shows `needle`, then `linger` more, then ends the VM if
     /// it still runs.
     fn wait_for(mut self, needle: &str, linger: Duration) -> Ended {
@@ -233,10 +255,13 @@ impl Vm {
 
 /// The kernel's time stamp (seconds) of the first line of `console` that contains `needle`.
 fn stamp(console: &str, needle: &str) -> Option<f64> {
-    console.lines().filter(|l| l.contains(needle)).find_map(|l| {
-        let inside = l.strip_prefix('[')?.split_once(']')?.0;
-        inside.trim().parse().ok()
-    })
+    console
+        .lines()
+        .filter(|l| l.contains(needle))
+        .find_map(|l| {
+            let inside = l.strip_prefix('[')?.split_once(']')?.0;
+            inside.trim().parse().ok()
+        })
 }
 
 /// The failure summary and `doing` (the action's log line) on both consoles. On the second,
@@ -267,11 +292,14 @@ fn kairos_reboots(arch: &str) {
     assert_summary_on_both(arch, &e, "immucore: error: rebooting in 10 s");
     let c = &e.first.console;
     let failed = stamp(c, "IMMUCORE BOOT FAILED").expect("time stamp of the summary");
-    let reset = stamp(c, "reboot: Restarting system")
-        .unwrap_or_else(|| panic!("{arch}: no reboot:\n{c}"));
+    let reset =
+        stamp(c, "reboot: Restarting system").unwrap_or_else(|| panic!("{arch}: no reboot:\n{c}"));
     // The reading pause, then at once the reset (the guest clock runs on TCG too).
     let took = reset - failed;
-    eprintln!("{arch}: fatal error to reset: {took:.2} s (wall {:.1} s)", e.wall_s);
+    eprintln!(
+        "{arch}: fatal error to reset: {took:.2} s (wall {:.1} s)",
+        e.wall_s
+    );
     assert!((10.0..25.0).contains(&took), "{arch}: {took:.2} s\n{c}");
     assert!(!c.contains("Kernel panic"), "{arch}: PID 1 died:\n{c}");
 }
@@ -284,7 +312,10 @@ fn poweroff(arch: &str) {
     let e = Vm::start(arch, &d, &initrd, &cmdline, &[]).wait();
     assert_summary_on_both(arch, &e, "immucore: error: powering off in 10 s");
     let c = &e.first.console;
-    assert!(c.contains("reboot: Power down"), "{arch}: no power-down:\n{c}");
+    assert!(
+        c.contains("reboot: Power down"),
+        "{arch}: no power-down:\n{c}"
+    );
     assert!(!c.contains("Restarting system"), "{arch}:\n{c}");
 }
 
@@ -299,6 +330,59 @@ fn halt(arch: &str) {
     assert_summary_on_both(arch, &e, "immucore: error: halting in 10 s");
 }
 
+/// The Kairos layout's active image, booted with a watchdog of 8 s and another `init`.
+fn watchdog_cmdline(init: &str) -> String {
+    format!(
+        "root=LABEL=COS_ACTIVE cos-img/filename=/cOS/active.img rd.cos.oemlabel=COS_OEM \
+         rd.immucore.watchdog=8 init={init}"
+    )
+}
+
+/// The watchdog immucore armed and left armed resets a VM whose init hangs, about 8 s after
+/// the last keep-alive (at switch root).
+fn watchdog_resets_a_hang(arch: &str) {
+    let d = disk(arch, "hang", &[]);
+    let initrd = initramfs(arch);
+    let cmdline = watchdog_cmdline("/sbin/init-hang");
+    let vm = Vm::start(arch, &d, &initrd, &cmdline, &["--watchdog"]);
+    let (e, after) = vm.wait_after("REPORT: hang");
+    let c = &e.first;
+    assert_eq!(c.one("hang"), "active");
+    assert!(
+        c.console.contains("watchdog /dev/watchdog armed: 8 s"),
+        "{}",
+        c.console
+    );
+    assert!(
+        c.console.contains("watchdog left armed for the real init"),
+        "{}",
+        c.console
+    );
+    eprintln!("{arch}: reset {after:.1} s after the hanging init started");
+    // 8 s after switch root, seen from the host (TCG, shared cores: wide margins).
+    assert!(
+        (3.0..60.0).contains(&after),
+        "{arch}: reset after {after:.1} s"
+    );
+    assert!(!c.console.contains("Kernel panic"), "{}", c.console);
+}
+
+/// An init that takes the watchdog over (busybox `watchdog`) keeps the VM alive for 20 s,
+/// more than twice the timeout, and powers off.
+fn watchdog_taken_over(arch: &str) {
+    let d = disk(arch, "feed", &[]);
+    let initrd = initramfs(arch);
+    let cmdline = watchdog_cmdline("/sbin/init-watchdog");
+    let e = Vm::start(arch, &d, &initrd, &cmdline, &["--watchdog"]).wait();
+    let c = &e.first;
+    assert!(!c.all("watchdog").is_empty(), "{}", c.console);
+    assert_eq!(
+        c.all("watchdog").last().map(String::as_str),
+        Some("survived")
+    );
+    assert!(c.console.contains("reboot: Power down"), "{}", c.console);
+}
+
 macro_rules! per_arch {
     ($scenario:ident: $($arch:ident),*) => {
         mod $scenario {
@@ -310,3 +394,5 @@ macro_rules! per_arch {
 per_arch!(kairos_reboots: x86_64, aarch64, armv7);
 per_arch!(poweroff: x86_64, aarch64, armv7);
 per_arch!(halt: x86_64, aarch64, armv7);
+per_arch!(watchdog_resets_a_hang: x86_64, aarch64, armv7);
+per_arch!(watchdog_taken_over: x86_64, aarch64, armv7);

@@ -22,7 +22,7 @@ pub type Stop = (RebootCommand, &'static [u8]);
 /// wins over the others: a board in the field has nobody at its console, and the shell is
 /// allowed by default. (Not a key of `cmdline::parse`: this costs less of the tiny build.)
 pub fn asked_stop(cmdline: &[u8]) -> Option<Stop> {
-    let has = |word: &[u8]| cmdline.split(|&c| c <= b' ').any(|w| w == word);
+    let has = |word: &[u8]| words(cmdline).any(|w| w == word);
     if has(b"rd.emergency=reboot") || has(b"rd.immucore.rebootonfailure") {
         Some((RebootCommand::Restart, b"rebooting"))
     } else if has(b"rd.emergency=poweroff") {
@@ -34,6 +34,16 @@ pub fn asked_stop(cmdline: &[u8]) -> Option<Stop> {
     }
 }
 
+/// The words of the kernel command line `cmdline` (split at spaces and the final newline).
+pub fn words(cmdline: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> + Clone {
+    cmdline.split(|&c| c <= b' ')
+}
+
+/// Whether a word of `cmdline` starts with `prefix` (a key asked for, `key=`, say).
+pub fn has_word_starting(cmdline: &[u8], prefix: &[u8]) -> bool {
+    words(cmdline).any(|w| w.starts_with(prefix))
+}
+
 /// How long the failure summary stays on the consoles before a reboot, power-off or halt: the
 /// one deadline between a fatal error and the action (`fail`'s message says it).
 pub const READING_PAUSE_MS: u64 = 10_000;
@@ -43,7 +53,7 @@ pub const READING_PAUSE_MS: u64 = 10_000;
 /// names (letters and digits) count: the name becomes a path under `/dev`.
 #[cfg(feature = "consoles")]
 pub fn other_consoles(cmdline: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let names = cmdline.split(|&c| c <= b' ').filter_map(|w| {
+    let names = words(cmdline).filter_map(|w| {
         let value = w.strip_prefix(b"console=")?;
         value.split(|&c| c == b',').next()
     });

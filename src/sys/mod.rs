@@ -6,6 +6,8 @@ pub mod args;
 pub mod inroot;
 pub mod loopdev;
 mod raw;
+#[cfg(feature = "watchdog")]
+pub mod watchdog;
 
 use core::ffi::CStr;
 use core::mem::MaybeUninit;
