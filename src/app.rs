@@ -209,13 +209,6 @@ fn report_cmdline(cmd: &Cmdline, text: &[u8]) {
     for w in cmd.warnings.iter() {
         log::warn(b"{}", &[w]);
     }
-    #[cfg(not(feature = "watchdog"))]
-    if boot::has_word_starting(text, b"rd.immucore.watchdog=") {
-        log::warn(
-            b"rd.immucore.watchdog= needs the watchdog feature (not in this build)",
-            &[],
-        );
-    }
     for k in cmd.ignored.iter() {
         log::debug(b"ignored (not supported yet): {}", &[k]);
     }

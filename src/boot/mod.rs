@@ -39,11 +39,6 @@ pub fn words(cmdline: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> + Clone {
     cmdline.split(|&c| c <= b' ')
 }
 
-/// Whether a word of `cmdline` starts with `prefix` (a key asked for, `key=`, say).
-pub fn has_word_starting(cmdline: &[u8], prefix: &[u8]) -> bool {
-    words(cmdline).any(|w| w.starts_with(prefix))
-}
-
 /// How long the failure summary stays on the consoles before a reboot, power-off or halt: the
 /// one deadline between a fatal error and the action (`fail`'s message says it).
 pub const READING_PAUSE_MS: u64 = 10_000;
