@@ -32,7 +32,7 @@ static WATCHDOG: Global<Watchdog> = Global::new(Watchdog {
 /// that is not a number of seconds from 1 to an hour is refused with a warning.
 pub fn wanted_timeout(cmdline: &[u8]) -> Option<u32> {
     let key = b"rd.immucore.watchdog=";
-    let value = crate::boot::words(cmdline)
+    let value = crate::boot::cmdline_words(cmdline)
         .filter_map(|w| w.strip_prefix(key))
         .next_back()?;
     match parse_u64(value) {

@@ -22,7 +22,7 @@ pub type Stop = (RebootCommand, &'static [u8]);
 /// wins over the others: a board in the field has nobody at its console, and the shell is
 /// allowed by default. (Not a key of `cmdline::parse`: this costs less of the tiny build.)
 pub fn asked_stop(cmdline: &[u8]) -> Option<Stop> {
-    let has = |word: &[u8]| words(cmdline).any(|w| w == word);
+    let has = |word: &[u8]| cmdline_words(cmdline).any(|w| w == word);
     if has(b"rd.emergency=reboot") || has(b"rd.immucore.rebootonfailure") {
         Some((RebootCommand::Restart, b"rebooting"))
     } else if has(b"rd.emergency=poweroff") {
@@ -35,7 +35,7 @@ pub fn asked_stop(cmdline: &[u8]) -> Option<Stop> {
 }
 
 /// The words of the kernel command line `cmdline` (split at spaces and the final newline).
-pub fn words(cmdline: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> + Clone {
+pub fn cmdline_words(cmdline: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> + Clone {
     cmdline.split(|&c| c <= b' ')
 }
 
@@ -48,7 +48,7 @@ pub const READING_PAUSE_MS: u64 = 10_000;
 /// names (letters and digits) count: the name becomes a path under `/dev`.
 #[cfg(feature = "consoles")]
 pub fn other_consoles(cmdline: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let names = words(cmdline).filter_map(|w| {
+    let names = cmdline_words(cmdline).filter_map(|w| {
         let value = w.strip_prefix(b"console=")?;
         value.split(|&c| c == b',').next()
     });
