@@ -79,6 +79,7 @@ initramfs_stage() {
     [ "${4:-}" = --no-modules ] && return 0
     local list=$CACHE/$arch/modules.list
     [ "${4:-}" = --hotplug ] && list=$CACHE/$arch/modules-hotplug.list
+    [ "${4:-}" = --failsafe ] && list=$CACHE/$arch/modules-failsafe.list
     cp "$list" "$dir/etc/immucore/modules"
     while read -r m; do
         install -D -m 0644 "$CACHE/$arch/root/lib/modules/$kver/$m" "$dir/lib/modules/$kver/$m"
@@ -87,3 +88,12 @@ initramfs_stage() {
 
 # reports LOG: the REPORT lines of a serial log (SeaBIOS escapes and CRs removed)
 reports() { grep -ao 'REPORT: .*' "$1" | tr -d '\r' || true; }
+
+# failsafe_watchdog ARCH: the watchdog driver module of the failure-handling boots (qemu/setup)
+# and, in WATCHDOG_DEVICE, the QEMU device it drives (empty: softdog, no device)
+failsafe_watchdog() {
+    case $1 in
+    x86_64|aarch64) WATCHDOG_DEVICE=i6300esb; echo i6300esb ;;
+    *) WATCHDOG_DEVICE=; echo softdog ;;
+    esac
+}

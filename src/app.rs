@@ -58,7 +58,8 @@ cos-img/filename=, rd.cos.{oemlabel=,oemtimeout=,overlay=tmpfs:<size>|LABEL=x,de
     "rd.immucore.{",
     with_service!("sysrootwait=,"),
     "debug,rebootonfailure}, kairos.reset,
-recovery-mode, fsck.{mode,repair}=, init=, rd.shell=0
+recovery-mode, fsck.{mode,repair}=, init=, rd.shell=0, rd.emergency=reboot|poweroff|halt
+(a fatal error as PID 1: reboot > poweroff > halt > /bin/sh > wait; README)
 ",
     with_service!(
         "Testing: HOST_PROC_CMDLINE, IMMUCORE_SYSROOT, IMMUCORE_CONFIG_DIR replace /proc/cmdline,
@@ -86,6 +87,8 @@ pub const FEATURES: &[(&str, bool)] = &[
     ("squashfs", cfg!(feature = "squashfs")),
     ("erofs", cfg!(feature = "erofs")),
     ("verity", cfg!(feature = "verity")),
+    ("consoles", cfg!(feature = "consoles")),
+    ("watchdog", cfg!(feature = "watchdog")),
 ];
 
 /// What `--version` and `--help` print for the features: the built ones, space-separated, or
@@ -166,29 +169,9 @@ fn print_version() -> i32 {
     0
 }
 
-/// What PID 1 does when there is no root (`boot::fail`).
-struct OnFailure {
-    reboot: bool,
-    shell: bool,
-}
-
-impl OnFailure {
-    /// For a command line that was not understood: only its raw text can ask for a reboot.
-    fn unparsed(cmdline: &[u8]) -> OnFailure {
-        const REBOOT: &[u8] = b"rd.immucore.rebootonfailure";
-        OnFailure {
-            reboot: cmdline.windows(REBOOT.len()).any(|w| w == REBOOT),
-            shell: true,
-        }
-    }
-
-    fn parsed(cmd: &Cmdline) -> OnFailure {
-        OnFailure {
-            reboot: cmd.reboot_on_failure,
-            shell: cmd.shell_allowed,
-        }
-    }
-}
+/// In init mode, what `boot::fail` needs besides the command line's words: whether `rd.shell`
+/// allows a shell.
+struct ShellAllowed(bool);
 
 /// `base-mounts`, run before the plan exists (see `start`): its outcome and duration.
 struct BaseMounts {
@@ -226,10 +209,16 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
     let base = if dry_run { None } else { start(&env) };
     let mut raw = [0u8; 4200];
     let (text, parsed) = read_cmdline(&env, &mut raw);
+    #[cfg(feature = "watchdog")]
+    if env.init_mode && !dry_run {
+        crate::watchdog::start(text);
+    }
     let cmd = match parsed {
         Ok(cmd) => cmd,
         Err(reason) => {
-            let on_failure = (env.init_mode && !dry_run).then(|| OnFailure::unparsed(text));
+            // Not understood: the words `boot::fail` looks for can still ask for a reboot; the
+            // shell is allowed, as by default.
+            let on_failure = (env.init_mode && !dry_run).then_some(ShellAllowed(true));
             return give_up(None, reason.as_bytes(), text, on_failure);
         }
     };
@@ -237,7 +226,7 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
     if cmd.mode == Mode::Live && !cfg!(feature = "service") {
         let why = b"root=live:, netboot and rd.cos.disable wait for someone else to assemble the root, which needs the service feature";
         log::error(why, &[]);
-        let on_failure = (env.init_mode && !dry_run).then(|| OnFailure::parsed(&cmd));
+        let on_failure = (env.init_mode && !dry_run).then_some(ShellAllowed(cmd.shell_allowed));
         return give_up(None, why, text, on_failure);
     }
     if dry_run {
@@ -354,6 +343,8 @@ fn run_plan(plan: &mut Plan, ctx: &mut steps::Ctx, base: Option<BaseMounts>) {
                 Some(outcome) => outcome,
                 None => id.run(ctx),
             };
+            #[cfg(feature = "watchdog")]
+            crate::watchdog::keepalive();
             outcome.map_err(|e| *why = e.message()).is_ok()
         },
         sys::now_ms,
@@ -379,7 +370,7 @@ fn run_plan(plan: &mut Plan, ctx: &mut steps::Ctx, base: Option<BaseMounts>) {
 /// steps left (`ctx`: the loop device over the image, say) still there.
 fn hand_over(plan: &Plan, ctx: steps::Ctx, process: sys::args::ProcessArgs, text: &[u8]) -> i32 {
     let (env, cmd) = (ctx.env, ctx.cmd);
-    let on_failure = || env.init_mode.then(|| OnFailure::parsed(cmd));
+    let on_failure = || env.init_mode.then_some(ShellAllowed(cmd.shell_allowed));
     if sys::stop_requested() {
         let why = b"stopped by a signal before all steps ran";
         return give_up(Some(plan), why, text, None);
@@ -396,6 +387,8 @@ fn hand_over(plan: &Plan, ctx: steps::Ctx, process: sys::args::ProcessArgs, text
         return 0;
     }
     drop(ctx);
+    #[cfg(feature = "watchdog")]
+    crate::watchdog::hand_over();
     log::set_step(StepId::SwitchRoot.name());
     boot::switch_root::switch_root(
         env.sysroot.as_bytes(),
@@ -413,11 +406,15 @@ fn give_up(
     plan: Option<&Plan>,
     reason: &[u8],
     cmdline: &[u8],
-    on_failure: Option<OnFailure>,
+    on_failure: Option<ShellAllowed>,
 ) -> i32 {
+    #[cfg(feature = "consoles")]
+    if on_failure.is_some() {
+        boot::tee_to_consoles(cmdline);
+    }
     boot::report::failure_summary(plan, reason, cmdline);
-    if let Some(OnFailure { reboot, shell }) = on_failure {
-        boot::fail(reboot, shell);
+    if let Some(ShellAllowed(shell)) = on_failure {
+        boot::fail(cmdline, shell);
     }
     1
 }

@@ -19,3 +19,5 @@ pub mod steps;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod util;
+#[cfg(feature = "watchdog")]
+pub mod watchdog;

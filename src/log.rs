@@ -33,7 +33,14 @@ struct Logger {
     quiet: bool,
     /// The step the lines belong to (`set_step`); none outside steps.
     step: Option<&'static str>,
+    /// More consoles that get the console lines (`add_console`).
+    #[cfg(feature = "consoles")]
+    consoles: [Option<OwnedFd>; MAX_CONSOLES],
 }
+
+/// The most consoles `add_console` keeps.
+#[cfg(feature = "consoles")]
+pub const MAX_CONSOLES: usize = 4;
 
 static LOGGER: Global<Logger> = Global::new(Logger {
     debug: false,
@@ -43,6 +50,8 @@ static LOGGER: Global<Logger> = Global::new(Logger {
     early: Text::EMPTY,
     quiet: false,
     step: None,
+    #[cfg(feature = "consoles")]
+    consoles: [None, None, None, None],
 });
 
 pub fn set_debug(on: bool) {
@@ -58,6 +67,17 @@ pub fn set_console(on: bool) {
 #[inline(never)]
 pub fn set_step(step: &'static str) {
     LOGGER.with(|l| l.step = Some(step));
+}
+
+/// Also send the console lines to `fd`, another console (`boot::tee_to_consoles`); ignored
+/// beyond `MAX_CONSOLES`.
+#[cfg(feature = "consoles")]
+pub fn add_console(fd: OwnedFd) {
+    LOGGER.with(|l| {
+        if let Some(free) = l.consoles.iter_mut().find(|c| c.is_none()) {
+            *free = Some(fd);
+        }
+    });
 }
 
 /// Also send lines to the kernel log (init mode: the console may be invisible, kmsg is not).
@@ -151,6 +171,11 @@ fn emit(template: &[u8], args: &[&[u8]], level: Level) {
         let line = stamped.get(start..).unwrap_or(&[]);
         if !l.quiet {
             let _ = sys::write_all(sys::stderr(), line);
+            #[cfg(feature = "consoles")]
+            for fd in l.consoles.iter().flatten() {
+                // A console that cannot take the line now (non-blocking) loses it.
+                let _ = sys::write_all(fd.as_fd(), line);
+            }
         }
         if let Some(k) = &l.kmsg {
             // The kernel log priority of the level.

@@ -405,6 +405,9 @@ const KEYS: &[KeySpec] = &[
     out_of_scope("kairos.config_url"),
     out_of_scope("cos.setup"),
     out_of_scope("kairos.ram"),
+    // A build without the watchdog feature names the key in its "not supported" line.
+    #[cfg(not(feature = "watchdog"))]
+    out_of_scope("rd.immucore.watchdog"),
 ];
 
 /// Why a build without the `verity` feature refuses `roothash=` and `rd.immucore.verity=`.

@@ -318,6 +318,9 @@ pub fn wait_for(
             err.push_lossy(b" s");
             return None;
         }
+        // Waiting is not hanging: the watchdog (rd.immucore.watchdog=) must not reset the board.
+        #[cfg(feature = "watchdog")]
+        crate::watchdog::keepalive();
         // A scan reads every device again (the kernel drops an unopened device's cache on its
         // last close): where a scan is slow, it takes at most half of the waiting time.
         sys::sleep_ms(POLL_MS.max(sys::now_ms().saturating_sub(scan_start)));

@@ -8,6 +8,8 @@ pub mod dm;
 pub mod inroot;
 pub mod loopdev;
 mod raw;
+#[cfg(feature = "watchdog")]
+pub mod watchdog;
 
 use core::ffi::CStr;
 use core::mem::MaybeUninit;
@@ -537,8 +539,8 @@ pub fn sync() {
     rustix::fs::sync();
 }
 
-pub fn reboot() -> Result<()> {
-    rustix::system::reboot(rustix::system::RebootCommand::Restart)
+pub fn reboot(command: rustix::system::RebootCommand) -> Result<()> {
+    rustix::system::reboot(command)
 }
 
 /// Loads a kernel module file (`finit_module`, no parameters).
