@@ -67,7 +67,12 @@ pub fn switch_root(
     // filesystem (the moved API filesystems left empty directories behind).
     if let Some(old_root) = old_root {
         let dev = fstat(&old_root).map(|s| s.st_dev).unwrap_or(0);
-        remove_children(old_root.as_fd(), dev, 0);
+        // A live sysroot may be a directory of the initramfs itself (bound onto `/`): then the
+        // initramfs' files are the new root's, and nothing may be freed.
+        let new_root_dev = rustix::fs::stat(c"/").map(|s| s.st_dev);
+        if new_root_dev != Ok(dev) {
+            remove_children(old_root.as_fd(), dev, 0);
+        }
     }
     log_peak_memory();
     why.push_lossy(b"no init could be started (tried");
