@@ -26,8 +26,10 @@ pub fn switch_root(
 ) {
     log::info(b"switching to {}", &[sysroot]);
     let _ = sys::make_root_private();
-    // MS_MOVE needs the new root to be a mount point (a live sysroot may be a plain dir).
-    if !sys::is_mountpoint_path(sysroot) {
+    // MS_MOVE needs the new root to be a mount point (a live sysroot may be a plain dir). Such a
+    // sysroot is a directory of the initramfs: its files are the new root's, none may be freed.
+    let sysroot_in_initramfs = !sys::is_mountpoint_path(sysroot);
+    if sysroot_in_initramfs {
         let _ = sys::mount_bind(sysroot, sysroot);
     }
     // The API filesystems of the initramfs go with it into the new root.
@@ -42,10 +44,11 @@ pub fn switch_root(
     // The old root, kept open: once the new root is mounted over `/`, this fd is the only way
     // left to reach the initramfs' files.
     let old_root = sys::open_dir(b"/").ok().filter(|fd| {
-        matches!(
-            sys::fs_magic(fd.as_fd()),
-            Ok(sys::RAMFS_MAGIC) | Ok(sys::TMPFS_MAGIC)
-        )
+        !sysroot_in_initramfs
+            && matches!(
+                sys::fs_magic(fd.as_fd()),
+                Ok(sys::RAMFS_MAGIC) | Ok(sys::TMPFS_MAGIC)
+            )
     });
     let entered = sys::chdir(sysroot)
         .map_err(|e| (&b"chdir to the new root failed"[..], e))
@@ -67,12 +70,7 @@ pub fn switch_root(
     // filesystem (the moved API filesystems left empty directories behind).
     if let Some(old_root) = old_root {
         let dev = fstat(&old_root).map(|s| s.st_dev).unwrap_or(0);
-        // A live sysroot may be a directory of the initramfs itself (bound onto `/`): then the
-        // initramfs' files are the new root's, and nothing may be freed.
-        let new_root_dev = rustix::fs::stat(c"/").map(|s| s.st_dev);
-        if new_root_dev != Ok(dev) {
-            remove_children(old_root.as_fd(), dev, 0);
-        }
+        remove_children(old_root.as_fd(), dev, 0);
     }
     log_peak_memory();
     why.push_lossy(b"no init could be started (tried");

@@ -88,7 +88,8 @@ pub fn load_modules(ctx: &mut Ctx) -> Result<(), Error> {
             Ok(()) | Err(sys::Errno::EXIST) => loaded += 1,
             // A kernel without CONFIG_MODULE_DECOMPRESS refuses the flag (EOPNOTSUPP), one
             // older than 5.17 does not know it, and one that decompresses another format finds
-            // no valid header (EINVAL).
+            // no valid header (EINVAL). (The tiny build prints the plain errno.)
+            #[cfg(feature = "module-hints")]
             Err(e @ (sys::Errno::NOTSUP | sys::Errno::INVAL))
                 if sys::is_compressed_module(line) =>
             {
