@@ -1,6 +1,8 @@
 # shellcheck shell=bash disable=SC2034
 # qemu/lib.sh — helpers shared by the QEMU boot kit scripts (sourced, not run).
-# Arch names everywhere: x86_64, aarch64, armv7.
+# Arch names everywhere: x86_64, aarch64, armv7 (Debian 12, kernel 6.1), and the Debian 13 (trixie,
+# kernel 6.12) targets x86_64-6.12, aarch64-6.12, armv7-6.12 and riscv64 (Debian 12 has no
+# riscv64 kernel). Each name has its own cache directory, qemu/cache/<name>.
 
 QEMU_KIT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=$QEMU_KIT/cache
@@ -9,17 +11,25 @@ OUT=$QEMU_KIT/out
 die() { echo "${0##*/}: $*" >&2; exit 1; }
 log() { echo "${0##*/}: $*" >&2; }
 
-# arch_vars ARCH: sets DEB_ARCH KFLAVOUR QEMU_BIN QEMU_MACHINE CONSOLE RUST_TRIPLE
+# arch_vars ARCH: sets DEB_ARCH KFLAVOUR QEMU_BIN QEMU_MACHINE CONSOLE RUST_TRIPLE, and
+# SUITE (bookworm or trixie) and KGEN (6.1 or 6.12): the Debian release the kernel comes from
 arch_vars() {
-    case $1 in
+    case ${1%-6.12} in
     x86_64)  DEB_ARCH=amd64 KFLAVOUR=amd64 QEMU_BIN=qemu-system-x86_64
              QEMU_MACHINE="-M q35" CONSOLE=ttyS0 RUST_TRIPLE=x86_64-unknown-linux-musl ;;
     aarch64) DEB_ARCH=arm64 KFLAVOUR=arm64 QEMU_BIN=qemu-system-aarch64
              QEMU_MACHINE="-M virt -cpu cortex-a57" CONSOLE=ttyAMA0 RUST_TRIPLE=aarch64-unknown-linux-musl ;;
     armv7)   DEB_ARCH=armhf KFLAVOUR=armmp QEMU_BIN=qemu-system-arm
              QEMU_MACHINE="-M virt,highmem=off -cpu cortex-a15" CONSOLE=ttyAMA0 RUST_TRIPLE=thumbv7neon-unknown-linux-gnueabihf ;;
-    *) die "unknown arch '$1' (x86_64, aarch64, armv7)" ;;
+    riscv64) DEB_ARCH=riscv64 KFLAVOUR=riscv64 QEMU_BIN=qemu-system-riscv64
+             QEMU_MACHINE="-M virt -bios default" CONSOLE=ttyS0 RUST_TRIPLE=riscv64gc-unknown-linux-gnu ;;
+    *) die "unknown arch '$1' (x86_64, aarch64, armv7, riscv64; x86_64-6.12, aarch64-6.12, armv7-6.12)" ;;
     esac
+    SUITE=bookworm KGEN=6.1
+    case $1 in
+    riscv64|*-6.12) SUITE=trixie KGEN=6.12 ;;
+    esac
+    [ "$1" != riscv64-6.12 ] || die "riscv64 only has Debian 13's 6.12 kernel: call it riscv64"
     ARCH=$1
     ADIR=$CACHE/$1
 }

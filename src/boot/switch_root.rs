@@ -26,8 +26,10 @@ pub fn switch_root(
 ) {
     log::info(b"switching to {}", &[sysroot]);
     let _ = sys::make_root_private();
-    // MS_MOVE needs the new root to be a mount point (a live sysroot may be a plain dir).
-    if !sys::is_mountpoint_path(sysroot) {
+    // MS_MOVE needs the new root to be a mount point (a live sysroot may be a plain dir). Such a
+    // sysroot is a directory of the initramfs: its files are the new root's, none may be freed.
+    let sysroot_in_initramfs = !sys::is_mountpoint_path(sysroot);
+    if sysroot_in_initramfs {
         let _ = sys::mount_bind(sysroot, sysroot);
     }
     // The API filesystems of the initramfs go with it into the new root.
@@ -42,10 +44,11 @@ pub fn switch_root(
     // The old root, kept open: once the new root is mounted over `/`, this fd is the only way
     // left to reach the initramfs' files.
     let old_root = sys::open_dir(b"/").ok().filter(|fd| {
-        matches!(
-            sys::fs_magic(fd.as_fd()),
-            Ok(sys::RAMFS_MAGIC) | Ok(sys::TMPFS_MAGIC)
-        )
+        !sysroot_in_initramfs
+            && matches!(
+                sys::fs_magic(fd.as_fd()),
+                Ok(sys::RAMFS_MAGIC) | Ok(sys::TMPFS_MAGIC)
+            )
     });
     let entered = sys::chdir(sysroot)
         .map_err(|e| (&b"chdir to the new root failed"[..], e))

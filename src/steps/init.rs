@@ -59,7 +59,8 @@ pub fn base_mounts() -> Result<(), Error> {
 }
 
 /// `load-modules`: every module file listed in `<config>/modules` (relative to
-/// `/lib/modules/<release>/`), in order. A missing or failing module is logged, not fatal.
+/// `/lib/modules/<release>/`; `.ko`, or compressed `.ko.xz`, `.ko.zst`, `.ko.gz`), in order.
+/// A missing or failing module is logged, not fatal.
 pub fn load_modules(ctx: &mut Ctx) -> Result<(), Error> {
     let mut list_path = Text::<160>::new();
     list_path.push_lossy(ctx.env.config_dir.as_bytes());
@@ -85,6 +86,16 @@ pub fn load_modules(ctx: &mut Ctx) -> Result<(), Error> {
         path.push_lossy(line);
         match sys::load_module(path.as_bytes()) {
             Ok(()) | Err(sys::Errno::EXIST) => loaded += 1,
+            // A kernel without CONFIG_MODULE_DECOMPRESS refuses the flag (EOPNOTSUPP), one
+            // older than 5.17 does not know it, and one that decompresses another format finds
+            // no valid header (EINVAL). (The tiny build prints the plain errno.)
+            #[cfg(feature = "module-hints")]
+            Err(e @ (sys::Errno::NOTSUP | sys::Errno::INVAL))
+                if sys::is_compressed_module(line) =>
+            {
+                failed += 1;
+                log::warn_errno(b"{}: {}: the kernel cannot decompress it", &[line], e);
+            }
             Err(e) => {
                 failed += 1;
                 log::warn_errno(b"{}: {}", &[line], e);

@@ -543,10 +543,30 @@ pub fn reboot(command: rustix::system::RebootCommand) -> Result<()> {
     rustix::system::reboot(command)
 }
 
+/// `finit_module` flag: the kernel decompresses the file itself (Linux 5.17+ built with
+/// `CONFIG_MODULE_DECOMPRESS`, as Debian 13's; others fail with EOPNOTSUPP or EINVAL).
+const MODULE_INIT_COMPRESSED_FILE: core::ffi::c_int = 4;
+
+/// Whether a module file is compressed, by its name: anything but a plain `.ko` (`.ko.xz`,
+/// `.ko.zst`, `.ko.gz`; the kernel recognises the format, or refuses the file).
+pub fn is_compressed_module(path: &[u8]) -> bool {
+    !path.ends_with(b".ko")
+}
+
+/// The `finit_module` flags for a module file: a compressed one is handed to the kernel to
+/// decompress.
+fn finit_module_flags(path: &[u8]) -> core::ffi::c_int {
+    if is_compressed_module(path) {
+        MODULE_INIT_COMPRESSED_FILE
+    } else {
+        0
+    }
+}
+
 /// Loads a kernel module file (`finit_module`, no parameters).
 pub fn load_module(path: &[u8]) -> Result<()> {
     let fd = open(path, OFlags::RDONLY, 0)?;
-    rustix::system::finit_module(&fd, c"", 0)
+    rustix::system::finit_module(&fd, c"", finit_module_flags(path))
 }
 
 /// The running kernel's release (`uname -r`, at most 64 bytes: 65 with the NUL), for
@@ -649,6 +669,22 @@ pub fn unmount_detach(path: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compressed_modules_are_handed_to_the_kernel_to_decompress() {
+        for name in [
+            &b"kernel/fs/ext4/ext4.ko.xz"[..],
+            b"loop.ko.zst",
+            b"overlay.ko.gz",
+        ] {
+            assert!(is_compressed_module(name));
+            assert_eq!(finit_module_flags(name), MODULE_INIT_COMPRESSED_FILE);
+        }
+        for name in [&b"kernel/fs/ext4/ext4.ko"[..], b"xz.ko", b"gz.ko"] {
+            assert!(!is_compressed_module(name));
+            assert_eq!(finit_module_flags(name), 0);
+        }
+    }
 
     #[test]
     fn c_str_until_nul_stops_at_the_first_nul() {
