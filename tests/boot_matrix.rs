@@ -582,7 +582,7 @@ fn verity(arch: &str) {
     );
 }
 
-/// Corruption (x86_64): a changed block of a file reads as EIO while the rest boots; with
+/// Corruption: a changed block of a file reads as EIO while the rest boots; with
 /// `restart-on-corruption` the reading reboots the VM; a wrong root hash, a damaged hash tree
 /// and missing sidecars under `required` each stop the boot with their own reason.
 fn verity_corruption(arch: &str) {
@@ -649,7 +649,7 @@ per_arch!(failures: x86_64, aarch64, armv7);
 per_arch!(late_device: x86_64, aarch64, armv7);
 per_arch!(tiny_active: x86_64, aarch64, armv7);
 per_arch!(verity: x86_64, aarch64, armv7);
-per_arch!(verity_corruption: x86_64);
+per_arch!(verity_corruption: x86_64, aarch64, armv7);
 per_arch!(compressed_module_refused: x86_64);
 
 /// The recovery boot of `other_states` alone (COS_SYSTEM image, everything ephemeral), for the
