@@ -60,15 +60,12 @@ pub enum BootState {
 }
 
 impl BootState {
-    /// Name of the `/run/cos/<sentinel>` file announcing the state to the booted system.
-    pub fn sentinel(self) -> &'static str {
-        match self {
-            BootState::Active => "active_mode",
-            BootState::Passive => "passive_mode",
-            BootState::Recovery => "recovery_mode",
-            BootState::AutoReset => "autoreset_mode",
-            BootState::Live => "live_mode",
-            BootState::Unknown => "unknown",
+    /// Appends the name of the `/run/cos/<sentinel>` file announcing the state to the booted
+    /// system: `<name>_mode`, or `unknown`.
+    pub fn push_sentinel<const N: usize>(self, out: &mut Text<N>) {
+        out.push_lossy(self.name().as_bytes());
+        if self != BootState::Unknown {
+            out.push_lossy(b"_mode");
         }
     }
 
@@ -1509,7 +1506,14 @@ mod tests {
     fn state_tables() {
         use BootState::*;
         let all = [Active, Passive, Recovery, AutoReset, Live, Unknown];
-        let sentinels: Vec<_> = all.iter().map(|s| s.sentinel()).collect();
+        let sentinels: Vec<_> = all
+            .iter()
+            .map(|s| {
+                let mut t = Text::<16>::new();
+                s.push_sentinel(&mut t);
+                std::string::String::from(t.as_str())
+            })
+            .collect();
         assert_eq!(
             sentinels,
             [
