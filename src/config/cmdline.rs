@@ -17,7 +17,7 @@
 
 use crate::config::path::{check_path, normalize, normalize_device};
 use crate::util::fixed::{hex_digit, parse_u64, utf8_valid_up_to, List, Text};
-use crate::util::words::lookup;
+use crate::util::words::{lookup, words};
 
 /// Longest command line accepted (the kernel's own limit on x86 is 2048, other arches 4096).
 pub const MAX_CMDLINE: usize = 4096;
@@ -853,16 +853,19 @@ fn root_state(value: &[u8]) -> (bool, Option<BootState>) {
         None => (false, value),
     };
     const PREFIXES: [&str; 3] = ["LABEL=", "CDLABEL=", "/dev/disk/by-label/"];
-    const STATES: &[(&str, BootState)] = &[
-        ("COS_ACTIVE", BootState::Active),
-        ("COS_PASSIVE", BootState::Passive),
-        ("COS_RECOVERY", BootState::Recovery),
-        ("COS_SYSTEM", BootState::Recovery),
+    // The labels, and in `STATES` the state of each (words in one string, qemu/size-lore.md).
+    const LABELS: &[u8] = b"COS_ACTIVE COS_PASSIVE COS_RECOVERY COS_SYSTEM";
+    const STATES: [BootState; 4] = [
+        BootState::Active,
+        BootState::Passive,
+        BootState::Recovery,
+        BootState::Recovery,
     ];
     let label = PREFIXES
         .iter()
         .find_map(|p| rest.strip_prefix(p.as_bytes()));
-    (live, label.and_then(|l| lookup(STATES, l)))
+    let state = label.and_then(|l| words(LABELS).position(|w| w == l));
+    (live, state.and_then(|i| STATES.get(i).copied()))
 }
 
 /// The image path of a `cos-img/filename=` value, normalized into `image`. Upstream joins the
@@ -952,8 +955,9 @@ fn resolve(col: &Collected, c: &mut Cmdline) -> Result<(), Refusal> {
         c.fsck_repair = repair.unwrap_or(FsckRepair::None);
     }
     // dracut's boolean words for "off".
-    const OFF: &[(&str, bool)] = &[("0", false), ("no", false), ("off", false)];
-    c.shell_allowed = lookup(OFF, col.word(&choices.shell)?).unwrap_or(true);
+    const OFF: &[u8] = b"0 no off";
+    let shell = col.word(&choices.shell)?;
+    c.shell_allowed = !words(OFF).any(|w| w == shell);
     #[cfg(feature = "verity")]
     resolve_verity(col, c)?;
     Ok(())
