@@ -17,7 +17,7 @@
 
 use crate::config::path::{check_path, normalize, normalize_device};
 use crate::util::fixed::{hex_digit, parse_u64, utf8_valid_up_to, List, Text};
-use crate::util::words::lookup;
+use crate::util::words::{lookup, words};
 
 /// Longest command line accepted (the kernel's own limit on x86 is 2048, other arches 4096).
 pub const MAX_CMDLINE: usize = 4096;
@@ -60,15 +60,12 @@ pub enum BootState {
 }
 
 impl BootState {
-    /// Name of the `/run/cos/<sentinel>` file announcing the state to the booted system.
-    pub fn sentinel(self) -> &'static str {
-        match self {
-            BootState::Active => "active_mode",
-            BootState::Passive => "passive_mode",
-            BootState::Recovery => "recovery_mode",
-            BootState::AutoReset => "autoreset_mode",
-            BootState::Live => "live_mode",
-            BootState::Unknown => "unknown",
+    /// Appends the name of the `/run/cos/<sentinel>` file announcing the state to the booted
+    /// system: `<name>_mode`, or `unknown`.
+    pub fn push_sentinel<const N: usize>(self, out: &mut Text<N>) {
+        out.push_lossy(self.name().as_bytes());
+        if self != BootState::Unknown {
+            out.push_lossy(b"_mode");
         }
     }
 
@@ -305,7 +302,24 @@ enum Sets {
     /// A key of a cargo feature this build lacks, whose silent absence would be unsafe (a
     /// verified boot asked for): the command line is refused, naming why.
     #[cfg_attr(feature = "verity", allow(dead_code))]
-    NeedsFeature(&'static str),
+    NeedsFeature(Needs),
+}
+
+/// A cargo feature that a key needs (`Sets::NeedsFeature`). Field-less rather than the refusal
+/// text: `Sets` stays 8 bytes and a row of `KEYS` 24 instead of 40 (qemu/size-lore.md).
+#[derive(Clone, Copy)]
+enum Needs {
+    #[cfg_attr(feature = "verity", allow(dead_code))]
+    Verity,
+}
+
+impl Needs {
+    /// Why a build without the feature refuses the key.
+    fn refusal(self) -> &'static str {
+        match self {
+            Needs::Verity => VERITY_MISSING,
+        }
+    }
 }
 
 /// A key `parse` knows, and what it sets.
@@ -348,8 +362,8 @@ const fn flag(name: &'static str, flag: Flag) -> KeySpec {
 
 /// A row for a key of a feature this build lacks (see `Sets::NeedsFeature`).
 #[cfg_attr(feature = "verity", allow(dead_code))]
-const fn needs_feature(name: &'static str, refusal: &'static str) -> KeySpec {
-    let sets = Sets::NeedsFeature(refusal);
+const fn needs_feature(name: &'static str, needs: Needs) -> KeySpec {
+    let sets = Sets::NeedsFeature(needs);
     KeySpec { name, sets }
 }
 
@@ -386,9 +400,9 @@ const KEYS: &[KeySpec] = &[
     value("systemd.verity_root_options", Slot::VerityOptions, ONLY,  First, 256,         Refused),
     // Without the feature a verified boot cannot happen: refused, never booted unverified.
     #[cfg(not(feature = "verity"))]
-    needs_feature("roothash",            VERITY_MISSING),
+    needs_feature("roothash",            Needs::Verity),
     #[cfg(not(feature = "verity"))]
-    needs_feature("rd.immucore.verity",  VERITY_MISSING),
+    needs_feature("rd.immucore.verity",  Needs::Verity),
     mount("rd.cos.mount",                MountList::Cos),
     mount("rd.immucore.mount",           MountList::Immucore),
     flag("rd.cos.debugrw",               Flag::DebugRw),
@@ -411,7 +425,6 @@ const KEYS: &[KeySpec] = &[
 ];
 
 /// Why a build without the `verity` feature refuses `roothash=` and `rd.immucore.verity=`.
-#[cfg(not(feature = "verity"))]
 const VERITY_MISSING: &str =
     "dm-verity asked for, but this build lacks the verity feature: refusing to boot unverified";
 
@@ -739,7 +752,7 @@ fn collect(body: &[u8], col: &mut Collected, c: &mut Cmdline) -> Result<(), Cmdl
             Sets::OutOfScope => note_ignored(&mut c.ignored, col.get(key)),
             // `rd.immucore.verity=off` asks for nothing this build lacks.
             Sets::NeedsFeature(_) if col.get(value) == b"off" => {}
-            Sets::NeedsFeature(refusal) => return Err(error(refusal, col.get(token))),
+            Sets::NeedsFeature(needs) => return Err(error(needs.refusal(), col.get(token))),
         }
     }
     #[cfg(feature = "cmdline-mounts")]
@@ -843,16 +856,19 @@ fn root_state(value: &[u8]) -> (bool, Option<BootState>) {
         None => (false, value),
     };
     const PREFIXES: [&str; 3] = ["LABEL=", "CDLABEL=", "/dev/disk/by-label/"];
-    const STATES: &[(&str, BootState)] = &[
-        ("COS_ACTIVE", BootState::Active),
-        ("COS_PASSIVE", BootState::Passive),
-        ("COS_RECOVERY", BootState::Recovery),
-        ("COS_SYSTEM", BootState::Recovery),
+    // The labels, and in `STATES` the state of each (words in one string, qemu/size-lore.md).
+    const LABELS: &[u8] = b"COS_ACTIVE COS_PASSIVE COS_RECOVERY COS_SYSTEM";
+    const STATES: [BootState; 4] = [
+        BootState::Active,
+        BootState::Passive,
+        BootState::Recovery,
+        BootState::Recovery,
     ];
     let label = PREFIXES
         .iter()
         .find_map(|p| rest.strip_prefix(p.as_bytes()));
-    (live, label.and_then(|l| lookup(STATES, l)))
+    let state = label.and_then(|l| words(LABELS).position(|w| w == l));
+    (live, state.and_then(|i| STATES.get(i).copied()))
 }
 
 /// The image path of a `cos-img/filename=` value, normalized into `image`. Upstream joins the
@@ -942,8 +958,9 @@ fn resolve(col: &Collected, c: &mut Cmdline) -> Result<(), Refusal> {
         c.fsck_repair = repair.unwrap_or(FsckRepair::None);
     }
     // dracut's boolean words for "off".
-    const OFF: &[(&str, bool)] = &[("0", false), ("no", false), ("off", false)];
-    c.shell_allowed = lookup(OFF, col.word(&choices.shell)?).unwrap_or(true);
+    const OFF: &[u8] = b"0 no off";
+    let shell = col.word(&choices.shell)?;
+    c.shell_allowed = !words(OFF).any(|w| w == shell);
     #[cfg(feature = "verity")]
     resolve_verity(col, c)?;
     Ok(())
@@ -1496,7 +1513,14 @@ mod tests {
     fn state_tables() {
         use BootState::*;
         let all = [Active, Passive, Recovery, AutoReset, Live, Unknown];
-        let sentinels: Vec<_> = all.iter().map(|s| s.sentinel()).collect();
+        let sentinels: Vec<_> = all
+            .iter()
+            .map(|s| {
+                let mut t = Text::<16>::new();
+                s.push_sentinel(&mut t);
+                std::string::String::from(t.as_str())
+            })
+            .collect();
         assert_eq!(
             sentinels,
             [

@@ -2,7 +2,9 @@
 //! SPEC §2) and the command line it read.
 
 use crate::util::fixed::Text;
+#[cfg(feature = "service")]
 use crate::util::words::lookup;
+use crate::util::words::words;
 
 pub const DEFAULT_SYSROOT: &[u8] = b"/sysroot";
 pub const DEFAULT_CONFIG_DIR: &[u8] = b"/etc/immucore";
@@ -17,15 +19,17 @@ pub enum Action {
     Version,
 }
 
-/// The program arguments `Env::new` knows, and the action each asks for.
-const ACTIONS: &[(&str, Action)] = &[
-    ("--dry-run", Action::DryRun),
-    ("--help", Action::Help),
-    ("-h", Action::Help),
-    ("help", Action::Help),
-    ("--version", Action::Version),
-    ("-v", Action::Version),
-    ("version", Action::Version),
+/// The program arguments `Env::new` knows, and in `ACTIONS` the action each asks for. Words
+/// in one string: a table of (`&str`, action) pairs is 24 bytes a row (qemu/size-lore.md).
+const ACTION_WORDS: &[u8] = b"--dry-run --help -h help --version -v version";
+const ACTIONS: [Action; 7] = [
+    Action::DryRun,
+    Action::Help,
+    Action::Help,
+    Action::Help,
+    Action::Version,
+    Action::Version,
+    Action::Version,
 ];
 
 pub struct Env {
@@ -62,8 +66,8 @@ impl Env {
         set(&mut e.config_dir, DEFAULT_CONFIG_DIR);
         set(&mut e.cmdline_path, PROC_CMDLINE);
         for a in args {
-            match lookup(ACTIONS, a) {
-                Some(action) => e.action = action,
+            match words(ACTION_WORDS).position(|w| w == a) {
+                Some(i) => e.action = ACTIONS.get(i).copied().unwrap_or(Action::Boot),
                 // The kernel passes unknown boot words (`single`, runlevels) to init: they are
                 // for the real init, which gets the same argv after switch_root.
                 None if pid1 => {}
@@ -165,5 +169,23 @@ mod tests {
         assert!(e.init_mode);
         assert_eq!(env(&["version"], &[], false).action, Action::Version);
         assert_eq!(env(&["--help"], &[], false).action, Action::Help);
+    }
+
+    #[test]
+    fn every_action_word_asks_for_its_action() {
+        use Action::*;
+        let cases = [
+            ("--dry-run", DryRun),
+            ("--help", Help),
+            ("-h", Help),
+            ("help", Help),
+            ("--version", Version),
+            ("-v", Version),
+            ("version", Version),
+        ];
+        for (word, action) in cases {
+            let e = env(&[word], &[], false);
+            assert!(e.action == action && e.bad_arg.is_none(), "{word}");
+        }
     }
 }

@@ -65,7 +65,7 @@ step_ids!(
 use StepId::*;
 
 const _: () = assert!(
-    StepId::COUNT <= u64::BITS as usize,
+    StepId::COUNT <= u32::BITS as usize,
     "a StepSet has one bit per step: make it wider"
 );
 
@@ -217,8 +217,8 @@ pub struct Step {
     /// `None` when the cargo feature that gates the step is off.
     run: Option<Run>,
     /// Whether it is in the plan of each boot mode, and its deps there (`deps`). Not an
-    /// `Option<Deps>` per mode: the flags share the padding after `id`, and a row is 64 bytes
-    /// instead of 80 (qemu/size-lore.md).
+    /// `Option<Deps>` per mode: the flags share the padding after `id`, and a row is 48 bytes
+    /// instead of 64 (qemu/size-lore.md).
     in_normal: bool,
     in_live: bool,
     normal: Deps,
@@ -321,10 +321,11 @@ impl Deps {
     }
 }
 
-/// A set of steps: a bit per `StepId`.
+/// A set of steps: a bit per `StepId` (checked above). 32 bits: with a `u64` each row of
+/// `STEPS` is 16 bytes wider (qemu/size-lore.md).
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(test, derive(Debug))]
-pub struct StepSet(u64);
+pub struct StepSet(u32);
 
 impl StepSet {
     pub const EMPTY: StepSet = StepSet(0);
@@ -339,7 +340,7 @@ impl StepSet {
         set
     }
 
-    const fn bit(id: StepId) -> u64 {
+    const fn bit(id: StepId) -> u32 {
         1 << id as u32
     }
 

@@ -93,6 +93,14 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
     let mut report = Text::<4096>::new();
     let mut stats = CopyStats::default();
     let mut bound = 0u64;
+    // One place for all the paths, each loop turn setting its path.
+    let mut at = Place {
+        root,
+        layout,
+        volumes,
+        target,
+        path: b"",
+    };
     for (k, &i) in order.iter().enumerate() {
         let Some(path) = layout.binds.get(i as usize) else {
             continue;
@@ -114,13 +122,7 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
             add_failure(&mut not_bound, b"bind failed for", b",", &[path]);
             continue;
         }
-        let at = Place {
-            root,
-            layout,
-            volumes,
-            target,
-            path,
-        };
+        at.path = path;
         match bind_one(&at, fstab, &mut stats, &mut report) {
             Ok(Bound::Yes) => bound += 1,
             Ok(Bound::Incomplete) => {

@@ -20,12 +20,11 @@ pub const STATE_DIR: &[u8] = b"/run/initramfs/cos-state";
 const STATE_TIMEOUT_MS: u64 = 60_000;
 
 pub fn create_sentinel(ctx: &mut Ctx) -> Result<(), Error> {
-    let name = ctx.cmd.state.sentinel();
     sys::mkdir_p(SENTINEL_DIR, 0o755).map_err(|e| err_errno(b"cannot create /run/cos", &[], e))?;
     let mut path = Text::<64>::new();
     path.push_lossy(SENTINEL_DIR);
     path.push_lossy(b"/");
-    path.push_lossy(name.as_bytes());
+    ctx.cmd.state.push_sentinel(&mut path);
     sys::write_path_atomic(path.as_bytes(), b"1", 0o644)
         .map_err(|e| err_errno(b"cannot write {}", &[path.as_bytes()], e))?;
     log::info(

@@ -87,8 +87,12 @@ impl<const N: usize> Text<N> {
     pub fn move_tail_to(&mut self, at: usize, n: usize) {
         let len = self.0.len;
         if let Some(part) = self.0.buf.get_mut(at..len) {
+            // Three reversals: `rotate_right` brings core's rotation algorithms (qemu/size-lore.md).
             if n <= part.len() {
-                part.rotate_right(n);
+                part.reverse();
+                let (new_head, new_tail) = part.split_at_mut(n);
+                new_head.reverse();
+                new_tail.reverse();
             }
         }
     }
