@@ -20,14 +20,20 @@ macro_rules! with_dry_run { ($text:literal) => { $text }; }
 macro_rules! with_dry_run { ($text:literal) => { "" }; }
 #[cfg(feature = "service")]
 #[rustfmt::skip]
-macro_rules! with_service { ($text:literal) => { $text }; }
+macro_rules! with_service { ($text:expr) => { $text }; }
 #[cfg(not(feature = "service"))]
 #[rustfmt::skip]
-macro_rules! with_service { ($text:literal) => { "" }; }
-#[cfg(feature = "cmdline-mounts")]
+macro_rules! with_service { ($text:expr) => { "" }; }
+#[cfg(feature = "service")]
+#[rustfmt::skip]
+macro_rules! without_service { ($text:literal) => { "" }; }
+#[cfg(not(feature = "service"))]
+#[rustfmt::skip]
+macro_rules! without_service { ($text:literal) => { $text }; }
+#[cfg(all(feature = "cmdline-mounts", feature = "service"))]
 #[rustfmt::skip]
 macro_rules! with_cmdline_mounts { ($text:literal) => { $text }; }
-#[cfg(not(feature = "cmdline-mounts"))]
+#[cfg(all(not(feature = "cmdline-mounts"), feature = "service"))]
 #[rustfmt::skip]
 macro_rules! with_cmdline_mounts { ($text:literal) => { "" }; }
 
@@ -47,23 +53,25 @@ Usage: immucore [",
     ),
     "  --version  version, commit and build features
 
-Kernel command line: root=LABEL=COS_{ACTIVE,PASSIVE,SYSTEM,RECOVERY},",
-    with_service!(" root=live:...,"),
-    "
-cos-img/filename=, rd.cos.{oemlabel=,oemtimeout=,overlay=tmpfs:<size>|LABEL=x,debugrw",
-    with_service!(",disable"),
-    "},
 ",
-    with_cmdline_mounts!("rd.cos.mount=LABEL=x:/mnt, "),
-    "rd.immucore.{",
-    with_service!("sysrootwait=,"),
-    "debug,rebootonfailure}, kairos.reset,
+    // The list of keys is for whoever reads --help on a host, where the service build runs;
+    // the tiny PID-1 build points to the README instead (500 bytes; qemu/size-lore.md).
+    with_service!(
+        "Kernel command line: root=LABEL=COS_{ACTIVE,PASSIVE,SYSTEM,RECOVERY}, root=live:...,
+cos-img/filename=, rd.cos.{oemlabel=,oemtimeout=,overlay=tmpfs:<size>|LABEL=x,debugrw,disable},
+"
+    ),
+    with_service!(with_cmdline_mounts!("rd.cos.mount=LABEL=x:/mnt, ")),
+    with_service!(
+        "rd.immucore.{sysrootwait=,debug,rebootonfailure}, kairos.reset,
 recovery-mode, fsck.{mode,repair}=, init=, rd.shell=0, rd.emergency=reboot|poweroff|halt
 (a fatal error as PID 1: reboot > poweroff > halt > /bin/sh > wait; README)
-",
-    with_service!(
-        "Testing: HOST_PROC_CMDLINE, IMMUCORE_SYSROOT, IMMUCORE_CONFIG_DIR replace /proc/cmdline,
+Testing: HOST_PROC_CMDLINE, IMMUCORE_SYSROOT, IMMUCORE_CONFIG_DIR replace /proc/cmdline,
 /sysroot, /etc/immucore. "
+    ),
+    without_service!(
+        "Kernel command line keys and their precedence: README.md.
+"
     ),
     "Logs: /run/immucore/
 "
@@ -200,10 +208,7 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
         return 2;
     }
     if !env.init_mode && !dry_run && !cfg!(feature = "service") {
-        log::error(
-            b"this build runs only as PID 1 (init mode): service mode needs the service feature",
-            &[],
-        );
+        log::error(b"service mode (not PID 1) needs the service feature", &[]);
         return 2;
     }
     let base = if dry_run { None } else { start(&env) };
@@ -224,7 +229,7 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
     };
     log::set_debug(cmd.debug);
     if cmd.mode == Mode::Live && !cfg!(feature = "service") {
-        let why = b"root=live:, netboot and rd.cos.disable wait for someone else to assemble the root, which needs the service feature";
+        let why = b"root=live:, netboot and rd.cos.disable need the service feature";
         log::error(why, &[]);
         let on_failure = (env.init_mode && !dry_run).then_some(ShellAllowed(cmd.shell_allowed));
         return give_up(None, why, text, on_failure);

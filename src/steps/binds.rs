@@ -490,7 +490,7 @@ impl Kept {
             // rather than hide what is mounted there.
             if !cfg!(feature = "nested-mounts") {
                 return Err(err(
-                    b"{} not bound: {} is mounted below it, and keeping it visible needs the nested-mounts feature, which this build lacks",
+                    b"{} not bound: {} is mounted below it (keeping it visible needs the nested-mounts feature)",
                     &[at.path, mount_point],
                 ));
             }

@@ -117,7 +117,7 @@ pub fn discover_state(ctx: &mut Ctx) -> Result<(), Error> {
         return check_premounted(ctx);
         #[cfg(not(feature = "service"))]
         return Err(err(
-            b"{} is mounted already: this build assembles the root itself (a root mounted by someone else needs the service feature)",
+            b"{} is mounted already (a root mounted by someone else needs the service feature)",
             &[sysroot],
         ));
     }
