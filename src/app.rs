@@ -97,6 +97,7 @@ pub const FEATURES: &[(&str, bool)] = &[
     ("verity", cfg!(feature = "verity")),
     ("consoles", cfg!(feature = "consoles")),
     ("watchdog", cfg!(feature = "watchdog")),
+    ("module-hints", cfg!(feature = "module-hints")),
 ];
 
 /// What `--version` and `--help` print for the features: the built ones, space-separated, or
