@@ -413,7 +413,7 @@ fn first_forced_fsck(mode: FsckMode) -> bool {
     not(any(feature = "fsck", feature = "lvm", feature = "hooks")),
     allow(dead_code)
 )]
-const RUN_PATH: &CStr = c"PATH=/usr/sbin:/usr/bin:/sbin:/bin";
+const RUN_PATH: &CStr = sys::PATH_ENV;
 
 /// Runs `argv` (see `sys::run`) and returns its exit status if that is 0 or `also_ok`; else an
 /// error naming the program as `what` (`fsck ` and the device, say) with the status or errno.

@@ -63,7 +63,7 @@ fn strings(p: *const *const u8) -> impl Iterator<Item = &'static [u8]> {
 pub fn exec_shell() -> Errno {
     let argv: [*const u8; 2] = [c"/bin/sh".as_ptr() as *const u8, core::ptr::null()];
     let envp: [*const u8; 2] = [
-        c"PATH=/usr/bin:/usr/sbin:/bin:/sbin".as_ptr() as *const u8,
+        super::PATH_ENV.as_ptr() as *const u8,
         core::ptr::null(),
     ];
     // SAFETY: both arrays are NULL-terminated and point at static NUL-terminated strings.

@@ -24,6 +24,10 @@ pub type Result<T> = core::result::Result<T, Errno>;
 /// Longest path or mount data string accepted (one page is the kernel's limit for data).
 pub const MAX_C: usize = 1024;
 
+/// The `PATH` of every program immucore starts (fsck, lvm, hooks, the rescue shell): the
+/// usual directories, `sbin` first as for root.
+pub const PATH_ENV: &CStr = c"PATH=/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Room for a NUL-terminated copy of a byte string, on the stack: `CBuf::new().c_str(s)?`.
 /// The copy is made in place, never moved: a buffer is a kilobyte. It starts uninitialised
 /// (no kilobyte cleared per path); `c_str` writes every byte it hands out.
