@@ -62,10 +62,7 @@ fn strings(p: *const *const u8) -> impl Iterator<Item = &'static [u8]> {
 /// shell of a failed boot); returns only with the reason it could not.
 pub fn exec_shell() -> Errno {
     let argv: [*const u8; 2] = [c"/bin/sh".as_ptr() as *const u8, core::ptr::null()];
-    let envp: [*const u8; 2] = [
-        super::PATH_ENV.as_ptr() as *const u8,
-        core::ptr::null(),
-    ];
+    let envp: [*const u8; 2] = [super::PATH_ENV.as_ptr() as *const u8, core::ptr::null()];
     // SAFETY: both arrays are NULL-terminated and point at static NUL-terminated strings.
     Errno::from_raw_os_error(unsafe {
         raw::execve(
