@@ -58,7 +58,7 @@ fn strings(p: *const *const u8) -> impl Iterator<Item = &'static [u8]> {
     })
 }
 
-/// Starts `/bin/sh` with an empty argument list beyond its name and a plain `PATH` (the rescue
+/// Starts `/bin/sh` with an empty argument list beyond its name and `PATH_ENV` (the rescue
 /// shell of a failed boot); returns only with the reason it could not.
 pub fn exec_shell() -> Errno {
     let argv: [*const u8; 2] = [c"/bin/sh".as_ptr() as *const u8, core::ptr::null()];
