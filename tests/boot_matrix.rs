@@ -7,8 +7,10 @@
 //! `IMMUCORE_MATRIX_APPEND="rd.immucore.debug"` runs the same matrix, same assertions, with
 //! extra command-line words.
 
+mod kit;
 mod serial;
 
+use kit::{default_binary, kit, repo, tiny_binary};
 use serial::Console;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,61 +21,9 @@ use std::time::Instant;
 const ACTIVE: &str =
     "root=LABEL=COS_ACTIVE cos-img/filename=/cOS/active.img rd.cos.oemlabel=COS_OEM";
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The Rust target of a kit arch (`x86_64`, or `x86_64-6.12` for the same arch on Debian 13's
-/// kernel).
-fn triple(arch: &str) -> &'static str {
-    match arch.trim_end_matches("-6.12") {
-        "x86_64" => "x86_64-unknown-linux-musl",
-        "aarch64" => "aarch64-unknown-linux-musl",
-        "armv7" => "thumbv7neon-unknown-linux-gnueabihf",
-        "riscv64" => "riscv64gc-unknown-linux-gnu",
-        _ => panic!("unknown arch {arch}"),
-    }
-}
-
 fn scratch() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let d = repo().join("target/boot-matrix");
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    })
-}
-
-fn kit(script: &str, args: &[&str]) {
-    // The kit caches pristine disks and kernels by content: one build at a time.
-    static KIT: Mutex<()> = Mutex::new(());
-    let _one = KIT.lock().unwrap_or_else(|e| e.into_inner());
-    let out = Command::new(repo().join("qemu").join(script))
-        .args(args)
-        .output()
-        .expect("run qemu kit");
-    assert!(
-        out.status.success(),
-        "qemu/{script} {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The release binary of `arch` built with the default profile (`scripts/test` builds it).
-fn default_binary(arch: &str) -> PathBuf {
-    repo()
-        .join("target")
-        .join(triple(arch))
-        .join("release/immucore")
-}
-
-/// The release binary of `arch` built with the `tiny` profile, which `scripts/test` builds into
-/// `target/profile-tiny`.
-fn tiny_binary(arch: &str) -> PathBuf {
-    repo()
-        .join("target/profile-tiny")
-        .join(triple(arch))
-        .join("release/immucore")
+    DIR.get_or_init(|| kit::scratch_dir("boot-matrix"))
 }
 
 /// Builds (once per variant) the tiny initramfs of `arch` with the default profile's binary.
@@ -91,11 +41,7 @@ fn initramfs_of(arch: &str, variant: &str, bin: &Path, extra: &[&str]) -> PathBu
     if built.contains(&out) {
         return out;
     }
-    assert!(
-        bin.exists(),
-        "{} missing: run scripts/test (it builds every profile for every arch)",
-        bin.display()
-    );
+    kit::assert_built(bin);
     assert!(
         repo().join("qemu/cache").join(arch).join("kernel").exists(),
         "no kernel for {arch}: run qemu/setup"

@@ -7,8 +7,10 @@
 //! Needs `qemu/setup` and the release binaries of the default profile (`scripts/test` does
 //! both). Timing assertions have wide margins: TCG on shared cores.
 
+mod kit;
 mod serial;
 
+use kit::{default_binary, kit, repo};
 use serial::Console;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -20,51 +22,16 @@ use std::time::{Duration, Instant};
 const KAIROS: &str = "root=LABEL=COS_ACTIVE cos-img/filename=/cOS/missing.img \
      rd.cos.oemlabel=COS_OEM panic=5 rd.emergency=reboot rd.shell=0 systemd.crash_reboot=yes";
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn triple(arch: &str) -> &'static str {
-    match arch {
-        "x86_64" => "x86_64-unknown-linux-musl",
-        "aarch64" => "aarch64-unknown-linux-musl",
-        "armv7" => "thumbv7neon-unknown-linux-gnueabihf",
-        _ => panic!("unknown arch {arch}"),
-    }
-}
-
 fn scratch() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let d = repo().join("target/failsafe");
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    })
-}
-
-fn kit(script: &str, args: &[&str]) {
-    // The kit caches pristine disks by content: one build at a time.
-    static KIT: Mutex<()> = Mutex::new(());
-    let _one = KIT.lock().unwrap_or_else(|e| e.into_inner());
-    let out = Command::new(repo().join("qemu").join(script))
-        .args(args)
-        .output()
-        .expect("run qemu kit");
-    assert!(
-        out.status.success(),
-        "qemu/{script} {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    DIR.get_or_init(|| kit::scratch_dir("failsafe"))
 }
 
 /// The initramfs of `arch` with the default profile's binary and the second-console and
 /// watchdog modules (`mkinitramfs --failsafe`).
 fn initramfs(arch: &str) -> PathBuf {
-    let bin = repo()
-        .join("target")
-        .join(triple(arch))
-        .join("release/immucore");
-    assert!(bin.exists(), "{} missing: run scripts/test", bin.display());
+    let bin = default_binary(arch);
+    kit::assert_built(&bin);
     // Tests run in parallel: each initramfs is built once.
     static BUILT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
