@@ -555,7 +555,8 @@ fn is_hex_groups(s: &str, groups: &[usize]) -> bool {
 // fstab
 
 /// Input: `\0`-separated fields, four per `add` call. Every line must be 6 whitespace-separated
-/// fields ending in `0 0`, each decoding back to what was added.
+/// fields ending in `0 0`; the lines decode back to what was added (in any order: a mount goes
+/// before the mounts below it), and no mount point other than `/` comes after one below it.
 pub fn check_fstab(data: &[u8]) -> Vec<[Vec<u8>; 4]> {
     let fields: Vec<&[u8]> = data.split(|&c| c == 0).collect();
     let mut f = Box::new(Fstab::new());
@@ -569,7 +570,7 @@ pub fn check_fstab(data: &[u8]) -> Vec<[Vec<u8>; 4]> {
         let before = f.as_bytes().len();
         f.add(spec, file, fstype, opts);
         let after = f.as_bytes();
-        assert!(after.len() >= before && after.starts_with(&after[..before]));
+        assert!(after.len() >= before);
         if after.len() > before {
             let opts = if opts.is_empty() {
                 &b"defaults"[..]
@@ -586,7 +587,8 @@ pub fn check_fstab(data: &[u8]) -> Vec<[Vec<u8>; 4]> {
         .filter(|l| !l.is_empty())
         .collect();
     assert_eq!(lines.len(), added.len(), "one line per added entry");
-    for (line, want) in lines.iter().zip(&added) {
+    let mut decoded: Vec<[Vec<u8>; 4]> = Vec::new();
+    for line in &lines {
         let cols: Vec<&[u8]> = line
             .split(|&c| c.is_ascii_whitespace() || c == 0x0b)
             .filter(|c| !c.is_empty())
@@ -603,19 +605,38 @@ pub fn check_fstab(data: &[u8]) -> Vec<[Vec<u8>; 4]> {
             "fstab line {} reads as a comment",
             show(line)
         );
-        for (col, orig) in cols.iter().zip(want) {
+        for col in &cols {
             assert!(
                 col.iter().all(|&c| c >= b' ' && c != 0x7f),
                 "raw control character in {}",
                 show(line)
             );
-            assert_eq!(
-                show(&unescape_fstab(col)),
-                show(orig),
-                "fstab field does not decode back"
+        }
+        decoded.push([0, 1, 2, 3].map(|i| unescape_fstab(cols[i])));
+    }
+    // Parents first: a later line's mount point never holds an earlier one's.
+    for (i, earlier) in decoded.iter().enumerate() {
+        for later in &decoded[i + 1..] {
+            let parent = &later[1];
+            let below = parent.as_slice() != b"/"
+                && earlier[1].len() > parent.len()
+                && earlier[1].starts_with(parent)
+                && earlier[1][parent.len()] == b'/';
+            assert!(
+                !below,
+                "{} is listed after {}, which lies below it",
+                show(parent),
+                show(&earlier[1])
             );
         }
     }
+    let (mut got, mut want) = (decoded, added.clone());
+    got.sort();
+    want.sort();
+    assert_eq!(
+        got, want,
+        "the fstab lines do not decode back to what was added"
+    );
     added
 }
 
