@@ -180,7 +180,7 @@ pub fn run_stage(ctx: &mut Ctx, chrooted: bool) -> Result<(), Error> {
         env_var(
             &mut state_var,
             b"IMMUCORE_STATE=",
-            ctx.cmd.state.name().as_bytes(),
+            ctx.state.name().as_bytes(),
         ),
         env_var(&mut sysroot_var, b"IMMUCORE_SYSROOT=", sysroot),
     ) {
@@ -264,7 +264,7 @@ fn api_filesystems(sysroot: &[u8], bind: bool) {
 /// `enable-sysext-confext`: links `<state>/*.raw` and `common/*.raw` system and configuration
 /// extensions into `/run/extensions` and `/run/confexts` for systemd-sysext.
 pub fn enable_sysext_confext(ctx: &mut Ctx) -> Result<(), Error> {
-    let Some(sub) = ctx.cmd.state.extension_dir() else {
+    let Some(sub) = ctx.state.extension_dir() else {
         return Ok(());
     };
     let root = ctx.root()?;

@@ -16,7 +16,7 @@ pub mod volumes;
 
 #[cfg(feature = "fsck")]
 use crate::config::cmdline::FsckRepair;
-use crate::config::cmdline::{Cmdline, Device, FsckMode};
+use crate::config::cmdline::{BootState, Cmdline, Device, FsckMode};
 use crate::config::layout::Layout;
 use crate::config::state::Env;
 use crate::dev::scan::{self, Table};
@@ -121,6 +121,9 @@ pub struct Ctx<'a> {
     /// The loop device over the image (held open until the root mount holds it) and the
     /// filesystem type `discover-state` found on it.
     pub root_loop: Option<(sys::loopdev::Loop, &'static str)>,
+    /// The boot state the steps assemble: the command line's, unless a step chose another
+    /// image (image fallback, boot assessment). The sentinel, the layout and the binds follow it.
+    pub state: BootState,
 }
 
 impl<'a> Ctx<'a> {
@@ -134,6 +137,7 @@ impl<'a> Ctx<'a> {
             devices: Table::new(),
             root: None,
             root_loop: None,
+            state: cmd.state,
         }
     }
 

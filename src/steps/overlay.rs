@@ -70,7 +70,7 @@ pub fn load_config(ctx: &mut Ctx) -> Result<(), Error> {
         Layout::from_env(&main, has_extra.then_some(&extra), overlay)
     } else {
         source = b"built-in defaults";
-        Layout::builtin(cmd.state, overlay)
+        Layout::builtin(ctx.state, overlay)
     }
     .map_err(|e| {
         err(

@@ -24,12 +24,12 @@ pub fn create_sentinel(ctx: &mut Ctx) -> Result<(), Error> {
     let mut path = Text::<64>::new();
     path.push_lossy(SENTINEL_DIR);
     path.push_lossy(b"/");
-    ctx.cmd.state.push_sentinel(&mut path);
+    ctx.state.push_sentinel(&mut path);
     sys::write_path_atomic(path.as_bytes(), b"1", 0o644)
         .map_err(|e| err_errno(b"cannot write {}", &[path.as_bytes()], e))?;
     log::info(
         b"boot state {}: wrote {}",
-        &[ctx.cmd.state.name().as_bytes(), path.as_bytes()],
+        &[ctx.state.name().as_bytes(), path.as_bytes()],
     );
     Ok(())
 }
@@ -56,7 +56,7 @@ pub(super) fn label_device(label: &[u8]) -> Device {
 
 /// Mounts `COS_STATE` (or `COS_RECOVERY`) read-only on `/run/initramfs/cos-state`.
 pub fn mount_state(ctx: &mut Ctx) -> Result<(), Error> {
-    let state = ctx.cmd.state;
+    let state = ctx.state;
     let Some(label) = state.images_label() else {
         return Err(err(b"boot state unknown: root= names none of COS_ACTIVE, COS_PASSIVE, COS_RECOVERY, COS_SYSTEM (and no kairos.reset or recovery-mode)", &[]));
     };
@@ -140,7 +140,7 @@ pub fn discover_state(ctx: &mut Ctx) -> Result<(), Error> {
     }
     let lp = loopdev::attach(file.as_fd(), !rw, image)
         .map_err(|e| err_errno(b"cannot attach {} to a loop device", &[image], e))?;
-    let want = ctx.cmd.state.root_label().unwrap_or("").as_bytes();
+    let want = ctx.state.root_label().unwrap_or("").as_bytes();
     let dev = lp.path.as_bytes();
     let Some(fs) = probe_node(dev) else {
         return Err(err(
@@ -182,7 +182,7 @@ const KAIROS_LABELS: &[u8] =
 fn check_premounted(ctx: &Ctx) -> Result<(), Error> {
     let sysroot = ctx.env.sysroot.as_bytes();
     let image = ctx.cmd.image.as_bytes();
-    let want = ctx.cmd.state.root_label().unwrap_or("").as_bytes();
+    let want = ctx.state.root_label().unwrap_or("").as_bytes();
     let mut node = Text::<32>::new();
     let fs = mounted_fs(sysroot, &mut node);
     let what = describe_fs(fs.as_ref());
@@ -237,7 +237,7 @@ fn is_loop_over(dev: &[u8], image: &[u8]) -> bool {
 /// Mounts the image's filesystem on the sysroot, read-only unless `rd.*.debugrw`.
 pub fn mount_root(ctx: &mut Ctx) -> Result<(), Error> {
     let sysroot = ctx.env.sysroot.as_bytes();
-    let want = ctx.cmd.state.root_label().unwrap_or("");
+    let want = ctx.state.root_label().unwrap_or("");
     let opts = root_opts(ctx);
     #[cfg(feature = "verity")]
     let mut mapped = false;

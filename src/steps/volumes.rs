@@ -16,7 +16,7 @@ pub const LVM_PATHS: &[&[u8]] = &[b"/usr/sbin/lvm", b"/sbin/lvm"];
 /// `mount-oem`: `COS_OEM` (or `rd.*.oemlabel=`) on `<sysroot>/oem`. Without an explicit label
 /// a missing OEM partition is fine; with one, it is awaited `oemtimeout` seconds.
 pub fn mount_oem(ctx: &mut Ctx) -> Result<(), Error> {
-    if ctx.cmd.state == BootState::Live {
+    if ctx.state == BootState::Live {
         log::info(b"live boot: no OEM partition to mount", &[]);
         return Ok(());
     }
