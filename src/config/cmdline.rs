@@ -17,7 +17,7 @@
 
 use crate::config::path::{check_path, normalize, normalize_device};
 use crate::util::fixed::{hex_digit, parse_u64, utf8_valid_up_to, List, Text};
-use crate::util::words::{lookup, words};
+use crate::util::words::{is_word_of, lookup, word_index};
 
 /// Longest command line accepted (the kernel's own limit on x86 is 2048, other arches 4096).
 pub const MAX_CMDLINE: usize = 4096;
@@ -867,7 +867,7 @@ fn root_state(value: &[u8]) -> (bool, Option<BootState>) {
     let label = PREFIXES
         .iter()
         .find_map(|p| rest.strip_prefix(p.as_bytes()));
-    let state = label.and_then(|l| words(LABELS).position(|w| w == l));
+    let state = label.and_then(|l| word_index(LABELS, l));
     (live, state.and_then(|i| STATES.get(i).copied()))
 }
 
@@ -960,7 +960,7 @@ fn resolve(col: &Collected, c: &mut Cmdline) -> Result<(), Refusal> {
     // dracut's boolean words for "off".
     const OFF: &[u8] = b"0 no off";
     let shell = col.word(&choices.shell)?;
-    c.shell_allowed = !words(OFF).any(|w| w == shell);
+    c.shell_allowed = !is_word_of(OFF, shell);
     #[cfg(feature = "verity")]
     resolve_verity(col, c)?;
     Ok(())

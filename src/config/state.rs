@@ -4,7 +4,7 @@
 use crate::util::fixed::Text;
 #[cfg(feature = "service")]
 use crate::util::words::lookup;
-use crate::util::words::words;
+use crate::util::words::word_index;
 
 pub const DEFAULT_SYSROOT: &[u8] = b"/sysroot";
 pub const DEFAULT_CONFIG_DIR: &[u8] = b"/etc/immucore";
@@ -66,7 +66,7 @@ impl Env {
         set(&mut e.config_dir, DEFAULT_CONFIG_DIR);
         set(&mut e.cmdline_path, PROC_CMDLINE);
         for a in args {
-            match words(ACTION_WORDS).position(|w| w == a) {
+            match word_index(ACTION_WORDS, a) {
                 Some(i) => e.action = ACTIONS.get(i).copied().unwrap_or(Action::Boot),
                 // The kernel passes unknown boot words (`single`, runlevels) to init: they are
                 // for the real init, which gets the same argv after switch_root.

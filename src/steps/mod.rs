@@ -24,7 +24,7 @@ use crate::log;
 use crate::sys::inroot::{fd_path, Root};
 use crate::sys::{self, Flags, Global};
 use crate::util::fixed::Text;
-use crate::util::words::words;
+use crate::util::words::{is_word_of, word_index};
 use core::ffi::CStr;
 use rustix::fd::AsFd;
 
@@ -165,9 +165,9 @@ pub fn mount_options(opts: &[u8], data: &mut Text<2048>) -> Flags {
     for o in opts.split(|&c| c == b',').filter(|o| !o.is_empty()) {
         if o == b"rw" {
             flags.remove(Flags::RDONLY);
-        } else if let Some(flag) = words(FLAG_WORDS).position(|w| w == o) {
+        } else if let Some(flag) = word_index(FLAG_WORDS, o) {
             flags |= FLAGS.get(flag).copied().unwrap_or(Flags::empty());
-        } else if !words(DEFAULT_WORDS).any(|w| w == o) {
+        } else if !is_word_of(DEFAULT_WORDS, o) {
             if !data.is_empty() {
                 data.push_lossy(b",");
             }

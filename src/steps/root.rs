@@ -9,7 +9,7 @@ use crate::log;
 use crate::sys::{self, inroot::Root, loopdev};
 use crate::util::fixed::Text;
 #[cfg(feature = "service")]
-use crate::util::words::words;
+use crate::util::words::{is_word_of, words};
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::OFlags;
 
@@ -198,7 +198,7 @@ fn check_premounted(ctx: &Ctx) -> Result<(), Error> {
         b"a loop device over the image"
     } else if !label.is_empty() && label == want {
         b"the expected label"
-    } else if words(KAIROS_LABELS).any(|l| l == label) {
+    } else if is_word_of(KAIROS_LABELS, label) {
         return Err(err(
             b"{} is already mounted from {} ({}), not the image {}: refusing to boot the wrong system",
             &args,

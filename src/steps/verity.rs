@@ -22,7 +22,7 @@ use crate::config::cmdline::Verity;
 use crate::log;
 use crate::sys::{self, dm, inroot::Root, loopdev, loopdev::Loop};
 use crate::util::fixed::{copy_bytes, hex_digit, parse_u64, Text};
-use crate::util::words::words;
+use crate::util::words::is_word_of;
 use rustix::fd::{AsFd, BorrowedFd};
 use rustix::fs::OFlags;
 
@@ -154,7 +154,7 @@ pub fn dm_options<'a>(options: &'a [u8], dm: &mut Text<192>) -> Result<Option<u6
     for opt in options.split(|&c| c == b',').filter(|o| !o.is_empty()) {
         if let Some(n) = opt.strip_prefix(b"hash-offset=".as_slice()) {
             hash_offset = Some(parse_u64(n).ok_or(opt)?);
-        } else if words(FLAG_OPTIONS).any(|w| w == opt) {
+        } else if is_word_of(FLAG_OPTIONS, opt) {
             count += 1;
             args.push_lossy(b" ");
             for &c in opt {

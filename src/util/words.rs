@@ -6,6 +6,18 @@ pub fn words(list: &'static [u8]) -> impl Iterator<Item = &'static [u8]> {
     list.split(|&c| c == b' ')
 }
 
+/// Where `word` is in the space-separated `list` (0 for the first word), if it is there.
+/// One function for every list: the search inlined at each caller costs more (size-report.md).
+#[inline(never)]
+pub fn word_index(list: &'static [u8], word: &[u8]) -> Option<usize> {
+    words(list).position(|w| w == word)
+}
+
+/// Whether `word` is one of the space-separated `list`.
+pub fn is_word_of(list: &'static [u8], word: &[u8]) -> bool {
+    word_index(list, word).is_some()
+}
+
 /// The value paired with `word` in `table`, a list of (word, value) pairs. (A table rather than
 /// a `match` on byte strings, which compiles every arm to its own inline comparison: several
 /// times the code, see size-report.md.)
@@ -23,6 +35,14 @@ mod tests {
     fn words_split_on_single_spaces() {
         let all: Vec<&[u8]> = words(b"ro rw  x").collect();
         assert_eq!(all, [&b"ro"[..], b"rw", b"", b"x"]);
+    }
+
+    #[test]
+    fn word_index_finds_whole_words() {
+        assert_eq!(word_index(b"ro rw sync", b"rw"), Some(1));
+        assert_eq!(word_index(b"ro rw sync", b"r"), None);
+        assert!(is_word_of(b"ro rw sync", b"sync"));
+        assert!(!is_word_of(b"ro rw sync", b"syn"));
     }
 
     #[test]
