@@ -5,7 +5,7 @@
 //! kept in memory and written when the file is opened.
 
 use crate::sys::{self, Global};
-use crate::util::fixed::{fmt_u64, hex_digit, Text};
+use crate::util::fixed::{fmt_u64, hex_pair, Text};
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::io::IoSlice;
 
@@ -157,7 +157,8 @@ fn emit(template: &[u8], args: &[&[u8]], level: Level) {
         // character in one must not start a forged line on the console or in the log.
         expand(template, args, &mut |c| {
             if c < 0x20 || c == 0x7f {
-                buf.push_lossy(&[b'\\', b'x', hex_digit(c >> 4), hex_digit(c)]);
+                let [high, low] = hex_pair(c);
+                buf.push_lossy(&[b'\\', b'x', high, low]);
             } else {
                 buf.push_lossy(&[c]);
             }

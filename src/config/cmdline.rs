@@ -16,7 +16,7 @@
 //! each token under its key, and `resolve` turns what was collected into a [`Cmdline`].
 
 use crate::config::path::{check_path, normalize, normalize_device};
-use crate::util::fixed::{hex_digit, parse_u64, utf8_valid_up_to, List, Text};
+use crate::util::fixed::{hex_pair, parse_u64, utf8_valid_up_to, List, Text};
 use crate::util::words::{is_word_of, lookup, word_index};
 
 /// Longest command line accepted (the kernel's own limit on x86 is 2048, other arches 4096).
@@ -1172,7 +1172,8 @@ impl Device {
         }
         out.push_lossy(b"/");
         for c in self.value.as_bytes() {
-            let escaped = [b'\\', b'x', hex_digit(c >> 4), hex_digit(*c)];
+            let [high, low] = hex_pair(*c);
+            let escaped = [b'\\', b'x', high, low];
             out.push_lossy(if is_plain_in_by_name(*c) {
                 core::slice::from_ref(c)
             } else {

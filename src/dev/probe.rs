@@ -9,7 +9,7 @@
 //! feature is off is not recognised (`NOT_PROBED` lists them), but keeps its `FsType` variant:
 //! a root image's type still has a name, and the fuzz checks match on every type in any build.
 
-use crate::util::fixed::Text;
+use crate::util::fixed::{hex_pair, Text};
 
 /// Random-access reads from a block device or an image.
 pub trait BlockRead {
@@ -124,15 +124,18 @@ pub(crate) fn read<const N: usize>(dev: &mut impl BlockRead, off: u64) -> [u8; N
     b
 }
 
-/// Appends `bytes` as hex digits (`a` is `b'a'` or `b'A'`), with a `-` before byte `i` when bit
+/// Appends `bytes` as hex digits (upper-case when `upper`), with a `-` before byte `i` when bit
 /// `i` of `dashes` is set.
-fn push_hex(t: &mut Text<40>, bytes: &[u8], dashes: u32, a: u8) {
-    let digit = |n: u8| if n < 10 { b'0' + n } else { a - 10 + n };
+fn push_hex(t: &mut Text<40>, bytes: &[u8], dashes: u32, upper: bool) {
     for (i, &b) in bytes.iter().enumerate() {
         if dashes >> i & 1 != 0 {
             let _ = t.push_byte(b'-');
         }
-        let _ = t.push(&[digit(b >> 4), digit(b & 15)]);
+        let mut pair = hex_pair(b);
+        if upper {
+            pair.make_ascii_uppercase();
+        }
+        let _ = t.push(&pair);
     }
 }
 
@@ -140,7 +143,7 @@ fn push_hex(t: &mut Text<40>, bytes: &[u8], dashes: u32, a: u8) {
 /// (blkid omits those) or not 16 bytes.
 pub(crate) fn push_uuid(t: &mut Text<40>, u: &[u8]) {
     if u.len() == 16 && u.iter().any(|&b| b != 0) {
-        push_hex(t, u, 1 << 4 | 1 << 6 | 1 << 8 | 1 << 10, b'a');
+        push_hex(t, u, 1 << 4 | 1 << 6 | 1 << 8 | 1 << 10, false);
     }
 }
 
@@ -336,7 +339,7 @@ fn vfat(dev: &mut impl BlockRead, b: &[u8], out: &mut FsInfo) -> Option<FsType> 
     if fat16 == 0 || sig == 0x28 || sig == 0x29 {
         // The serial, a little-endian number, as `XXXX-XXXX`.
         let serial = le32(b, ext + 1).to_be_bytes();
-        push_hex(&mut out.uuid, &serial, 1 << 2, b'A');
+        push_hex(&mut out.uuid, &serial, 1 << 2, true);
     }
     let raw_label = if raw == *NO_NAME { &[][..] } else { &raw };
     found(out, FsType::Vfat, raw_label, &[])

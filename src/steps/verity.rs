@@ -21,7 +21,7 @@ use super::{err, err_errno, Ctx, Error};
 use crate::config::cmdline::Verity;
 use crate::log;
 use crate::sys::{self, dm, inroot::Root, loopdev, loopdev::Loop};
-use crate::util::fixed::{copy_bytes, hex_digit, parse_u64, Text};
+use crate::util::fixed::{copy_bytes, hex_pair, parse_u64, Text};
 use crate::util::words::is_word_of;
 use rustix::fd::{AsFd, BorrowedFd};
 use rustix::fs::OFlags;
@@ -208,7 +208,7 @@ pub fn table_params(
         line.push_lossy(part);
     }
     for &b in sb.salt {
-        line.push_lossy(&[hex_digit(b >> 4), hex_digit(b)]);
+        line.push_lossy(&hex_pair(b));
     }
     if sb.salt.is_empty() {
         line.push_lossy(b"-");

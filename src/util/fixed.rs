@@ -351,15 +351,18 @@ pub fn copy_bytes(dst: &mut [u8], src: &[u8]) {
     }
 }
 
-/// Formats `n` in decimal into `buf`, returning the digits.
-/// The lower-case hex digit of the low four bits of `n`.
-pub fn hex_digit(n: u8) -> u8 {
-    match n & 15 {
+/// The two lower-case hex digits of `b`. Out of line: the one hex encoder of the log's
+/// escapes, udev's `\x` names, the verity salt and the UUIDs.
+#[inline(never)]
+pub fn hex_pair(b: u8) -> [u8; 2] {
+    let digit = |n: u8| match n & 15 {
         d @ 0..=9 => b'0' + d,
         d => b'a' + d - 10,
-    }
+    };
+    [digit(b >> 4), digit(b)]
 }
 
+/// Formats `n` in decimal into `buf`, returning the digits.
 pub fn fmt_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     loop {
@@ -425,6 +428,12 @@ mod tests {
         assert_eq!(t.as_str(), "ab");
         t.push_lossy(b"cdef");
         assert_eq!(t.as_str(), "abcd");
+    }
+
+    #[test]
+    fn hex_pairs_are_lower_case() {
+        assert_eq!(&hex_pair(0x0f), b"0f");
+        assert_eq!(&hex_pair(0xa9), b"a9");
     }
 
     #[test]
