@@ -406,9 +406,10 @@ pub fn fsck(cmd: &Cmdline, _node: &[u8]) {
 /// Whether `mode` forces fsck and this is the first time it is asked.
 #[cfg(not(feature = "fsck"))]
 fn first_forced_fsck(mode: FsckMode) -> bool {
-    use core::sync::atomic::{AtomicBool, Ordering};
-    static ASKED: AtomicBool = AtomicBool::new(false);
-    mode == FsckMode::Force && !ASKED.swap(true, Ordering::Relaxed)
+    // A `Global`, not an atomic swap: on aarch64 that is a call into the compiler's outlined
+    // atomics, which bring about 900 B of CPU feature detection along (qemu/size-lore.md).
+    static ASKED: Global<bool> = Global::new(false);
+    mode == FsckMode::Force && !ASKED.with(|asked| core::mem::replace(asked, true))
 }
 
 /// The search path of the programs immucore runs itself (fsck, lvm).
