@@ -6,6 +6,7 @@
 
 use crate::sys::{self, Global};
 use crate::util::fixed::{fmt_u64, hex_pair, Text};
+use crate::util::words::split;
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::io::IoSlice;
 
@@ -338,7 +339,7 @@ const ERRNO_TEXTS: &[u8] = concat!(
 pub fn errno(e: sys::Errno) -> Text<48> {
     let mut t = Text::new();
     let named = NAMED_ERRNOS.iter().position(|&n| n == e);
-    match named.and_then(|i| ERRNO_TEXTS.split(|&c| c == b'\n').nth(i)) {
+    match named.and_then(|i| split(ERRNO_TEXTS, b'\n').nth(i)) {
         Some(text) => t.push_lossy(text),
         None => {
             t.push_lossy(b"errno ");
@@ -371,7 +372,7 @@ mod tests {
     #[test]
     fn every_named_errno_has_its_text() {
         // One text a line, as many as named errnos (the last line ends with `\n` too).
-        let lines = ERRNO_TEXTS.split(|&c| c == b'\n');
+        let lines = split(ERRNO_TEXTS, b'\n');
         assert_eq!(lines.count(), NAMED_ERRNOS.len() + 1);
         assert_eq!(
             errno(sys::Errno::NODEV).as_str(),

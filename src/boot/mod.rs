@@ -50,7 +50,7 @@ pub const READING_PAUSE_MS: u64 = 10_000;
 pub fn other_consoles(cmdline: &[u8]) -> impl Iterator<Item = &[u8]> {
     let names = cmdline_words(cmdline).filter_map(|w| {
         let value = w.strip_prefix(b"console=")?;
-        value.split(|&c| c == b',').next()
+        crate::util::words::split(value, b',').next()
     });
     let last = names.clone().next_back();
     names.filter(move |name| {

@@ -6,6 +6,7 @@ use crate::plan::{Plan, Status};
 #[cfg(feature = "timeline")]
 use crate::sys;
 use crate::util::fixed::Text;
+use crate::util::words::split;
 
 pub const TIMELINE_FILE: &[u8] = b"/run/immucore/boot-timeline.json";
 
@@ -126,7 +127,7 @@ pub fn failure_summary(plan: Option<&Plan>, reason: &[u8], cmdline: &[u8]) {
         },
         rule,
     ];
-    for line in SUMMARY.split(|&c| c == b'\n') {
+    for line in split(SUMMARY, b'\n') {
         log::error(line, args);
         let marks = line.windows(2).filter(|w| w == b"{}").count();
         args = args.get(marks..).unwrap_or(&[]);

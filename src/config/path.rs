@@ -6,6 +6,7 @@
 //! quoted layout file (`"`) is refused with a short reason.
 
 use crate::util::fixed::{Full, Text};
+use crate::util::words::split;
 
 /// Longest configured path we accept; leaves room for a sysroot prefix in 256-byte buffers.
 pub const MAX_PATH: usize = 240;
@@ -46,7 +47,7 @@ fn check(p: &[u8], colon: Colon) -> Result<(), &'static str> {
             return Err("contains a space, quote or backslash");
         }
     }
-    if p.split(|&c| c == b'/').any(|part| part == b"..") {
+    if split(p, b'/').any(|part| part == b"..") {
         return Err("contains ..");
     }
     Ok(())
@@ -69,10 +70,7 @@ pub fn normalize_device(p: &[u8], out: &mut Text<256>) -> Result<(), &'static st
 /// Writes the checked path `p` with `//` and `/./` collapsed and without a trailing `/`.
 fn collapse(p: &[u8], out: &mut Text<256>) {
     out.clear();
-    for part in p
-        .split(|&c| c == b'/')
-        .filter(|part| !part.is_empty() && *part != b".")
-    {
+    for part in split(p, b'/').filter(|part| !part.is_empty() && *part != b".") {
         // Never cut: the result is never longer than the checked input (<= 240 bytes).
         out.push_lossy(b"/");
         out.push_lossy(part);

@@ -10,6 +10,7 @@
 //! a root image's type still has a name, and the fuzz checks match on every type in any build.
 
 use crate::util::fixed::{hex_pair, Text};
+use crate::util::words::split;
 
 /// Random-access reads from a block device or an image.
 pub trait BlockRead {
@@ -151,7 +152,7 @@ pub(crate) fn push_uuid(t: &mut Text<40>, u: &[u8]) {
 /// removed; none when longer than the label room) and the UUID from 16 bytes (see
 /// `push_uuid`). Returns `Some(fs)` for the probe to pass on.
 fn found(out: &mut FsInfo, fs: FsType, raw_label: &[u8], uuid: &[u8]) -> Option<FsType> {
-    let s = raw_label.split(|&c| c == 0).next().unwrap_or(&[]);
+    let s = split(raw_label, 0).next().unwrap_or(&[]);
     let _ = out.label.push(s.trim_ascii_end());
     push_uuid(&mut out.uuid, uuid);
     Some(fs)

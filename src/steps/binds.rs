@@ -560,7 +560,7 @@ impl Kept {
 #[cfg(feature = "nested-mounts")]
 fn mount_point(dir: BorrowedFd<'_>, rel: &[u8]) -> Result<OwnedFd, Errno> {
     let mut at = open_dir_at(dir, c".")?;
-    for part in rel.split(|&c| c == b'/').filter(|p| !p.is_empty()) {
+    for part in crate::util::words::split(rel, b'/').filter(|p| !p.is_empty()) {
         let mut c = CBuf::new();
         let part = c.c_str(part)?;
         match rustix::fs::mkdirat(&at, part, Mode::from_raw_mode(0o755)) {

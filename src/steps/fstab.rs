@@ -5,6 +5,7 @@ use super::{err, err_errno, Ctx, Error};
 use crate::log;
 use crate::sys;
 use crate::util::fixed::Text;
+use crate::util::words::split;
 use rustix::fd::AsFd;
 
 pub const MAX_FSTAB: usize = 16 * 1024;
@@ -53,10 +54,7 @@ impl Fstab {
         }
         let bytes = self.text.as_bytes();
         let (earlier, line) = bytes.split_at_checked(start).unwrap_or((bytes, &[]));
-        if earlier
-            .split(|&c| c == b'\n')
-            .any(|l| mount_point(l) == mount_point(line))
-        {
+        if split(earlier, b'\n').any(|l| mount_point(l) == mount_point(line)) {
             log::debug(b"fstab lists {} already", &[file]);
             self.text.truncate(start);
             return;
@@ -98,7 +96,7 @@ impl Fstab {
 /// The mount point of an fstab line: its second field (the fields are escaped, so spaces only
 /// separate them).
 fn mount_point(line: &[u8]) -> Option<&[u8]> {
-    line.split(|&c| c == b' ').nth(1)
+    split(line, b' ').nth(1)
 }
 
 /// Where the first line of `lines` starts whose mount point lies strictly below `parent` (as
@@ -106,7 +104,7 @@ fn mount_point(line: &[u8]) -> Option<&[u8]> {
 fn first_line_below(lines: &[u8], parent: Option<&[u8]>) -> Option<usize> {
     let parent = parent.filter(|p| *p != b"/")?;
     let mut start = 0;
-    for l in lines.split(|&c| c == b'\n') {
+    for l in split(lines, b'\n') {
         let below = mount_point(l).is_some_and(|mp| {
             mp.len() > parent.len() && mp.starts_with(parent) && mp.get(parent.len()) == Some(&b'/')
         });

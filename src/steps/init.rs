@@ -4,6 +4,7 @@ use super::{err_errno, Ctx, Error};
 use crate::log;
 use crate::sys::{self, Flags};
 use crate::util::fixed::Text;
+use crate::util::words::split;
 
 /// A filesystem the kernel provides that every program expects at a fixed place.
 pub struct ApiFilesystem {
@@ -74,7 +75,7 @@ pub fn load_modules(ctx: &mut Ctx) -> Result<(), Error> {
     let mut release = Text::<64>::new();
     sys::kernel_release(&mut release);
     let (mut loaded, mut failed) = (0u64, 0u64);
-    for line in buf.get(..n).unwrap_or(&[]).split(|&c| c == b'\n') {
+    for line in split(buf.get(..n).unwrap_or(&[]), b'\n') {
         let line = line.trim_ascii();
         if line.is_empty() || line.starts_with(b"#") {
             continue;

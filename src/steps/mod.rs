@@ -24,7 +24,7 @@ use crate::log;
 use crate::sys::inroot::{fd_path, Root};
 use crate::sys::{self, Flags, Global};
 use crate::util::fixed::Text;
-use crate::util::words::{is_word_of, word_index};
+use crate::util::words::{is_word_of, split, word_index};
 use core::ffi::CStr;
 use rustix::fd::AsFd;
 
@@ -162,7 +162,7 @@ fn mounted_root(root: &Option<Root>) -> Result<&Root, Error> {
 /// a log line: its `Text` methods exist once for both.)
 pub fn mount_options(opts: &[u8], data: &mut Text<2048>) -> Flags {
     let mut flags = Flags::empty();
-    for o in opts.split(|&c| c == b',').filter(|o| !o.is_empty()) {
+    for o in split(opts, b',').filter(|o| !o.is_empty()) {
         if o == b"rw" {
             flags.remove(Flags::RDONLY);
         } else if let Some(flag) = word_index(FLAG_WORDS, o) {

@@ -22,7 +22,7 @@ use crate::config::cmdline::Verity;
 use crate::log;
 use crate::sys::{self, dm, inroot::Root, loopdev, loopdev::Loop};
 use crate::util::fixed::{copy_bytes, hex_pair, parse_u64, Text};
-use crate::util::words::is_word_of;
+use crate::util::words::{is_word_of, split};
 use rustix::fd::{AsFd, BorrowedFd};
 use rustix::fs::OFlags;
 
@@ -84,7 +84,7 @@ pub fn parse_superblock(
         return Err(Some("unknown hash type"));
     }
     let name = sb.get(32..64).unwrap_or(&[]);
-    let name = name.split(|&c| c == 0).next().unwrap_or(&[]);
+    let name = split(name, 0).next().unwrap_or(&[]);
     let name_ok = |c: &u8| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_';
     if name.is_empty() || !name.iter().all(name_ok) {
         return Err(Some("bad hash algorithm name"));
@@ -151,7 +151,7 @@ pub fn dm_options<'a>(options: &'a [u8], dm: &mut Text<192>) -> Result<Option<u6
     let mut count = 0;
     let mut args = Text::<176>::new();
     let mut hash_offset = None;
-    for opt in options.split(|&c| c == b',').filter(|o| !o.is_empty()) {
+    for opt in split(options, b',').filter(|o| !o.is_empty()) {
         if let Some(n) = opt.strip_prefix(b"hash-offset=".as_slice()) {
             hash_offset = Some(parse_u64(n).ok_or(opt)?);
         } else if is_word_of(FLAG_OPTIONS, opt) {

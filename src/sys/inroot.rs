@@ -4,6 +4,7 @@
 
 use super::{CBuf, Errno, Result};
 use crate::util::fixed::Text;
+use crate::util::words::split;
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
@@ -50,7 +51,7 @@ impl Root {
         let rel = strip_slashes(path);
         let mut parent = self.dir(b"/")?;
         let mut end = 0;
-        for comp in rel.split(|&c| c == b'/') {
+        for comp in split(rel, b'/') {
             end += comp.len() + 1;
             if comp.is_empty() || comp == b"." {
                 continue;

@@ -3,7 +3,13 @@
 
 /// The words of the space-separated `list`, in order.
 pub fn words(list: &'static [u8]) -> impl Iterator<Item = &'static [u8]> {
-    list.split(|&c| c == b' ')
+    split(list, b' ')
+}
+
+/// The parts of `bytes` between the bytes `sep` (`split` with one separator type for all
+/// callers: one instance of its iterator, see size-report.md).
+pub fn split(bytes: &[u8], sep: u8) -> core::slice::Split<'_, u8, impl FnMut(&u8) -> bool> {
+    bytes.split(move |&c| c == sep)
 }
 
 /// Where `word` is in the space-separated `list` (0 for the first word), if it is there.
