@@ -604,6 +604,17 @@ fn mount_point(dir: BorrowedFd<'_>, rel: &[u8]) -> Result<OwnedFd, Errno> {
 mod tests {
     use super::*;
 
+    /// The kernel's table of this process: `/proc` is mounted below `/`, nothing below a
+    /// directory that does not exist; a name with a blank cannot be compared (the table
+    /// escapes it), so the configured paths are checked one by one.
+    #[cfg(feature = "nested-mounts")]
+    #[test]
+    fn mount_table_tells_what_is_mounted_below() {
+        assert!(mounts_below(b"/"));
+        assert!(!mounts_below(b"/nonexistent-immucore-test/"));
+        assert!(mounts_below(b"/nonexistent immucore test/"));
+    }
+
     #[test]
     fn store_holder_is_the_deepest_volume() {
         let mps: [&[u8]; 3] = [b"/usr/local", b"/usr/local/data", b"/oem"];
