@@ -93,12 +93,18 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
     let mut report = Text::<4096>::new();
     let mut stats = CopyStats::default();
     let mut bound = 0u64;
+    // The store's directory, made if missing, once for every path (each path fails on its own
+    // if it cannot be).
+    let targets = root
+        .mkdir_p(target, 0o755)
+        .and_then(|made| open_dir_at(made.as_fd(), c"."));
     // One place for all the paths, each loop turn setting its path.
     let mut at = Place {
         root,
         layout,
         volumes,
         target,
+        targets: targets.as_ref().map(AsFd::as_fd).map_err(|e| *e),
         path: b"",
     };
     for (k, &i) in order.iter().enumerate() {
@@ -226,6 +232,8 @@ struct Place<'a> {
     layout: &'a Layout,
     volumes: &'a [Option<Volume>],
     target: &'a [u8],
+    /// `target`, opened for reading (or why it could not be).
+    targets: Result<BorrowedFd<'a>, Errno>,
     path: &'a [u8],
 }
 
@@ -267,14 +275,10 @@ fn bind_one(
         .map_err(|e| err_errno(b"cannot create {} in the new root", &[path], e))?;
     // Each fd borrowed once: every `as_fd` is a call.
     let src = src_dir.as_fd();
-    // The store's directory, made if missing; the store in it is opened by name, never
-    // through a symlink. One message for every step: the store is not usable either way.
+    // The store in the store's directory is opened by name, never through a symlink. One
+    // message for every step: the store is not usable either way.
     let cannot_create = |e| err_errno(b"cannot create {} in the new root", &[store], e);
-    let targets = root
-        .mkdir_p(at.target, 0o755)
-        .and_then(|made| open_dir_at(made.as_fd(), c"."))
-        .map_err(cannot_create)?;
-    let targets = targets.as_fd();
+    let targets = at.targets.map_err(cannot_create)?;
     let (mut name_c, mut partial_c) = (CBuf::new(), CBuf::new());
     let name_c = name_c.c_str(name).map_err(cannot_create)?;
     let existing = match open_dir_at(targets, name_c) {
@@ -470,6 +474,11 @@ impl Kept {
         let mut top = Text::<512>::new();
         real_path(src, &mut top).map_err(|e| err_errno(b"cannot name {}", &[at.path], e))?;
         top.push_lossy(b"/");
+        // (The tiny profile, which only refuses such paths, keeps the scan alone: no room.)
+        #[cfg(feature = "nested-mounts")]
+        if !mounts_below(top.as_bytes()) {
+            return Ok(());
+        }
         let volumes = at.volumes.iter().flatten().filter(|v| v.mounted);
         let configured = (at.layout.rw_paths.iter())
             .chain(volumes.map(|v| v.mountpoint.as_bytes()))
@@ -555,6 +564,25 @@ impl Kept {
     }
 }
 
+/// Whether the kernel's mount table has a mount below `top` (a path as the kernel names it,
+/// ending in `/`). Looking for the configured mount points below a path costs an open, a
+/// `statx` and a readlink per configured path for every persistent path; one read of the
+/// table rules them out at once in the usual case, where nothing is mounted below. `true`
+/// when the table cannot tell (unreadable, longer than the buffer, or `top` holds a
+/// character the table escapes): then every configured path is checked.
+#[cfg(feature = "nested-mounts")]
+fn mounts_below(top: &[u8]) -> bool {
+    let mut table = [0u8; 16384];
+    let Ok(n) = sys::read_file(b"/proc/self/mountinfo", &mut table) else {
+        return true;
+    };
+    let escaped = |c: &u8| matches!(c, b' ' | b'\t' | b'\n' | b'\\');
+    // Field 5 of each line is the mount point.
+    let mut mount_points = (table.get(..n).unwrap_or(&[]).split(|&c| c == b'\n'))
+        .filter_map(|line| line.split(|&c| c == b' ').nth(4));
+    top.iter().any(escaped) || mount_points.any(|mp| mp.starts_with(top))
+}
+
 /// The directory `rel` below `dir`, each part made if missing and opened by name without
 /// following a symlink (the store is user data).
 #[cfg(feature = "nested-mounts")]
@@ -575,6 +603,17 @@ fn mount_point(dir: BorrowedFd<'_>, rel: &[u8]) -> Result<OwnedFd, Errno> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The kernel's table of this process: `/proc` is mounted below `/`, nothing below a
+    /// directory that does not exist; a name with a blank cannot be compared (the table
+    /// escapes it), so the configured paths are checked one by one.
+    #[cfg(feature = "nested-mounts")]
+    #[test]
+    fn mount_table_tells_what_is_mounted_below() {
+        assert!(mounts_below(b"/"));
+        assert!(!mounts_below(b"/nonexistent-immucore-test/"));
+        assert!(mounts_below(b"/nonexistent immucore test/"));
+    }
 
     #[test]
     fn store_holder_is_the_deepest_volume() {

@@ -472,6 +472,9 @@ pub fn run(
     // A hung child must not hang the boot (PID 1 least of all): poll until the deadline, then
     // kill it and say so.
     let deadline = now_ms().saturating_add(timeout_ms);
+    // Most programs are done within milliseconds: poll after 1 ms, then twice as long each
+    // time up to 20 ms (a fixed 20 ms period made every hook cost 10 ms more on average).
+    let mut pause = 1;
     loop {
         match rustix::process::waitpid(pid, rustix::process::WaitOptions::NOHANG) {
             Ok(Some((_, status))) => {
@@ -490,7 +493,8 @@ pub fn run(
                     let _ = rustix::process::waitpid(pid, rustix::process::WaitOptions::empty());
                     return Err(Errno::TIMEDOUT);
                 }
-                sleep_ms(20);
+                sleep_ms(pause);
+                pause = (pause * 2).min(20);
             }
             Err(e) => return Err(e),
         }
