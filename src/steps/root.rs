@@ -63,6 +63,15 @@ pub fn mount_state(ctx: &mut Ctx) -> Result<(), Error> {
     if ctx.cmd.image.is_empty() {
         return Err(err(b"could not get the image name from the command line (i.e. cos-img/filename=/cOS/active.img)", &[]));
     }
+    let outcome = mount_images_partition(ctx, label);
+    #[cfg(feature = "fallback")]
+    let outcome = super::fallback::recover(ctx, super::fallback::Stage::State, outcome);
+    outcome
+}
+
+/// Mounts the images partition `label` read-only (`rd.*.debugrw`: read-write) on
+/// `/run/initramfs/cos-state`.
+pub(super) fn mount_images_partition(ctx: &mut Ctx, label: &str) -> Result<(), Error> {
     let opts = root_opts(ctx);
     mount_device(
         ctx,
@@ -81,6 +90,16 @@ fn root_opts(ctx: &Ctx) -> &'static [u8] {
     } else {
         b"ro"
     }
+}
+
+/// The image file of the state being assembled: the command line's, or the one image
+/// fallback chose instead.
+pub(super) fn image<'a>(ctx: &Ctx<'a>) -> &'a [u8] {
+    #[cfg(feature = "fallback")]
+    if let Some(image) = ctx.fallback.image() {
+        return image;
+    }
+    ctx.cmd.image.as_bytes()
 }
 
 /// Opens the image file on the images partition, resolved inside it: a symlink there cannot
@@ -121,7 +140,16 @@ pub fn discover_state(ctx: &mut Ctx) -> Result<(), Error> {
             &[sysroot],
         ));
     }
-    let image = ctx.cmd.image.as_bytes();
+    let outcome = attach_image(ctx);
+    #[cfg(feature = "fallback")]
+    let outcome = super::fallback::recover(ctx, super::fallback::Stage::Discover, outcome);
+    outcome
+}
+
+/// `discover-state` for the image of `ctx.state` (`image`): attached to a loop device in
+/// `ctx.root_loop` when it holds a filesystem with the state's root label (or none).
+pub(super) fn attach_image(ctx: &mut Ctx) -> Result<(), Error> {
+    let image = image(ctx);
     let rw = ctx.cmd.debugrw;
     let file = open_image(image, if rw { OFlags::RDWR } else { OFlags::RDONLY })?;
     // A truncated image (an interrupted upgrade) mounts with a bare EINVAL: say what it is.
@@ -236,10 +264,22 @@ fn is_loop_over(dev: &[u8], image: &[u8]) -> bool {
 
 /// Mounts the image's filesystem on the sysroot, read-only unless `rd.*.debugrw`.
 pub fn mount_root(ctx: &mut Ctx) -> Result<(), Error> {
+    let outcome = mount_image(ctx);
+    #[cfg(feature = "fallback")]
+    let outcome = super::fallback::recover_mount(ctx, outcome);
+    let mapped = outcome?;
+    open_root(ctx)?;
+    record_root(ctx, mapped);
+    Ok(())
+}
+
+/// Mounts the loop device `discover-state` attached (through dm-verity when the image has a
+/// root hash) on the sysroot. Whether the root is a dm-verity device.
+pub(super) fn mount_image(ctx: &mut Ctx) -> Result<bool, Error> {
     let sysroot = ctx.env.sysroot.as_bytes();
     let want = ctx.state.root_label().unwrap_or("");
     let opts = root_opts(ctx);
-    #[cfg(feature = "verity")]
+    #[allow(unused_mut)]
     let mut mapped = false;
     match ctx.root_loop.take() {
         Some((lp, fs)) => {
@@ -263,7 +303,14 @@ pub fn mount_root(ctx: &mut Ctx) -> Result<(), Error> {
         None if sys::is_mountpoint_path(sysroot) => super::log_already_mounted(sysroot),
         None => return Err(err(b"no loop device for the root image", &[])),
     }
-    open_root(ctx)?;
+    Ok(mapped)
+}
+
+/// The fstab line of the root.
+fn record_root(ctx: &mut Ctx, #[allow(unused)] mapped: bool) {
+    let sysroot = ctx.env.sysroot.as_bytes();
+    let want = ctx.state.root_label().unwrap_or("");
+    let opts = root_opts(ctx);
     // The fstab line says what is mounted, whoever mounted it: the expected label when the
     // filesystem carries it, else its device; its filesystem type. For a root without a
     // block device (a bind of a prepared directory), the expected label and `auto`.
@@ -280,7 +327,6 @@ pub fn mount_root(ctx: &mut Ctx) -> Result<(), Error> {
     }
     ctx.fstab
         .add(spec.as_bytes(), b"/", fstype.as_bytes(), opts);
-    Ok(())
 }
 
 /// Opens the assembled sysroot as the root later steps work in.
