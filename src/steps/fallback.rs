@@ -35,6 +35,9 @@ use crate::util::fixed::Text;
 /// failed, in the order tried.
 pub const FALLBACK_FILE: &[u8] = b"/run/cos/fallback";
 
+/// Room for `/run/cos/fallback`: two states, two image paths, the reasons.
+const NOTE_SIZE: usize = 1536;
+
 /// The step of the root chain that found an image unusable, in chain order.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[cfg_attr(test, derive(Debug))]
@@ -94,8 +97,8 @@ pub fn after(wanted: BootState) -> &'static [Candidate] {
 }
 
 /// The next candidate after `wanted` from position `*next` on, passing over those on the
-/// images partition `dead` (it did not mount: another try would only wait again); `*next`
-/// moves past it.
+/// images partition `dead` (it did not mount: another try would only wait again; its failure
+/// is among the reasons already); `*next` moves past it.
 pub fn next_candidate(
     wanted: BootState,
     next: &mut usize,
@@ -107,10 +110,6 @@ pub fn next_candidate(
         if c.state.images_label() != dead {
             return Some(*c);
         }
-        log::warn(
-            b"fallback: passing over {}: its partition did not mount",
-            &[c.image.as_bytes()],
-        );
     }
     None
 }
@@ -157,29 +156,23 @@ impl Fallback {
 
 /// A root chain step's `outcome`, after image fallback: a failure of step `stage` is replaced
 /// by the outcome of the next usable image, when `rd.immucore.fallback` asks for it and there
-/// is one.
+/// is one. Once `mount-root` mounted a fallback image, [`finish`].
 pub fn recover(ctx: &mut Ctx, stage: Stage, outcome: Result<(), Error>) -> Result<(), Error> {
-    match outcome {
-        Ok(()) => Ok(()),
-        Err(e) => fall_back(ctx, stage, e).map(drop),
+    if let Err(e) = outcome {
+        fall_back(ctx, stage, e)?;
     }
-}
-
-/// [`recover`] for `mount-root` (whose outcome says whether the root is a dm-verity device),
-/// and, once a fallback image is mounted, [`finish`].
-pub fn recover_mount(ctx: &mut Ctx, outcome: Result<bool, Error>) -> Result<bool, Error> {
-    let mapped = match outcome {
-        Ok(mapped) => mapped,
-        Err(e) => fall_back(ctx, Stage::Mount, e)?,
-    };
-    finish(ctx);
-    Ok(mapped)
+    if stage == Stage::Mount {
+        finish(ctx);
+    }
+    Ok(())
 }
 
 /// Step `stage` failed with `e` for the image being tried: tries the next candidates until one
 /// gets through `stage`, or none is left.
-fn fall_back(ctx: &mut Ctx, stage: Stage, e: Error) -> Result<bool, Error> {
-    if !ctx.cmd.fallback {
+fn fall_back(ctx: &mut Ctx, stage: Stage, e: Error) -> Result<(), Error> {
+    // A root mounted on the sysroot (by someone else, or ours before a later error) is not
+    // ours to replace.
+    if !ctx.cmd.fallback || sys::is_mountpoint_path(ctx.sysroot()) {
         return Err(e);
     }
     if ctx.fallback.wanted.is_none() {
@@ -191,7 +184,12 @@ fn fall_back(ctx: &mut Ctx, stage: Stage, e: Error) -> Result<bool, Error> {
         image.push_lossy(root::image(ctx));
         ctx.fallback.wanted = Some((ctx.state, image));
         // mount-state mounted the wanted state's partition, unless it is what failed.
-        ctx.fallback.mounted = ctx.state.images_label().filter(|_| stage > Stage::State);
+        let label = ctx.state.images_label();
+        if stage == Stage::State {
+            ctx.fallback.dead = label;
+        } else {
+            ctx.fallback.mounted = label;
+        }
     }
     note_failure(ctx, stage, e);
     let wanted = ctx.fallback.wanted.as_ref().map_or(ctx.state, |w| w.0);
@@ -210,7 +208,7 @@ fn fall_back(ctx: &mut Ctx, stage: Stage, e: Error) -> Result<bool, Error> {
         ctx.state = c.state;
         ctx.fallback.current = Some(c);
         match attempt(ctx, stage, c) {
-            Ok(mapped) => return Ok(mapped),
+            Ok(()) => return Ok(()),
             Err(e) => note_failure(ctx, stage_failed(ctx, stage), e),
         }
     }
@@ -235,10 +233,17 @@ fn note_failure(ctx: &mut Ctx, stage: Stage, e: Error) {
     let parts = [image, stage.name(), why.as_bytes()];
     log::warn(b"fallback: {} cannot be used: {}: {}", &parts);
     let reasons = &mut ctx.fallback.reasons;
-    if !reasons.is_empty() {
-        reasons.push_lossy(b"; ");
+    for (i, part) in parts.into_iter().enumerate() {
+        let sep: &[u8] = if i > 0 {
+            b": "
+        } else if reasons.is_empty() {
+            b""
+        } else {
+            b"; "
+        };
+        reasons.push_lossy(sep);
+        reasons.push_lossy(part);
     }
-    log::expand(b"{}: {}: {}", &parts, &mut |c| reasons.push_lossy(&[c]));
     ctx.root_loop = None;
     #[cfg(feature = "verity")]
     if stage == Stage::Mount {
@@ -248,34 +253,31 @@ fn note_failure(ctx: &mut Ctx, stage: Stage, e: Error) {
 
 /// Runs the root chain up to `stage` for candidate `c` (now `ctx.state`): its images partition
 /// when another one (or none) is mounted, its loop device, its mount.
-fn attempt(ctx: &mut Ctx, stage: Stage, c: Candidate) -> Result<bool, Error> {
+fn attempt(ctx: &mut Ctx, stage: Stage, c: Candidate) -> Result<(), Error> {
     let label = c.state.images_label().unwrap_or("");
-    if ctx.fallback.mounted != Some(label) {
-        if ctx.fallback.mounted.take().is_some() {
-            // The other partition makes way: the loop devices over its images are gone (a
-            // failed attempt released them), so nothing holds it.
-            sys::unmount_detach(STATE_DIR).map_err(|e| {
-                err_errno(
-                    b"cannot unmount {} for {}",
-                    &[STATE_DIR, label.as_bytes()],
-                    e,
-                )
-            })?;
-            ctx.fstab.forget(STATE_DIR);
-        }
+    if let Some(other) = ctx.fallback.mounted.filter(|&m| m != label) {
+        // The other partition makes way: the loop devices over its images are gone (a failed
+        // attempt released them), so nothing holds it.
+        sys::unmount_detach(STATE_DIR)
+            .map_err(|e| err_errno(b"cannot unmount {} ({})", &[STATE_DIR, other.as_bytes()], e))?;
+        ctx.fallback.mounted = None;
+        ctx.fstab.forget(STATE_DIR);
+    }
+    if ctx.fallback.mounted.is_none() {
         if let Err(e) = root::mount_images_partition(ctx, label) {
             ctx.fallback.dead = c.state.images_label();
             return Err(e);
         }
         ctx.fallback.mounted = Some(label);
     }
-    if stage >= Stage::Discover {
-        root::attach_image(ctx)?;
+    if stage == Stage::State {
+        return Ok(());
     }
+    root::attach_image(ctx)?;
     if stage == Stage::Mount {
-        return root::mount_image(ctx);
+        root::mount_image(ctx)?;
     }
-    Ok(false)
+    Ok(())
 }
 
 /// After `mount-root` mounted a fallback image: the warning, the booted state's sentinel in
@@ -296,7 +298,7 @@ fn finish(ctx: &mut Ctx) {
             booted_image,
         ],
     );
-    let mut note = Text::<1536>::new();
+    let mut note = Text::new();
     fallback_note(
         &mut note,
         [*wanted, ctx.state],
@@ -325,8 +327,8 @@ fn remove_file(path: &[u8]) -> Result<(), sys::Errno> {
 
 /// The text of `/run/cos/fallback` (see [`FALLBACK_FILE`]) into `out`: `states` and `images`
 /// are the wanted and the booted one's.
-pub fn fallback_note<const N: usize>(
-    out: &mut Text<N>,
+pub fn fallback_note(
+    out: &mut Text<NOTE_SIZE>,
     states: [BootState; 2],
     images: [&[u8]; 2],
     reasons: &[u8],
@@ -409,7 +411,7 @@ mod tests {
 
     #[test]
     fn the_fallback_note_is_one_key_per_line() {
-        let mut t = Text::<512>::new();
+        let mut t = Text::new();
         fallback_note(
             &mut t,
             [Active, Passive],

@@ -71,6 +71,7 @@ pub fn mount_state(ctx: &mut Ctx) -> Result<(), Error> {
 
 /// Mounts the images partition `label` read-only (`rd.*.debugrw`: read-write) on
 /// `/run/initramfs/cos-state`.
+#[cfg_attr(not(feature = "fallback"), inline(always))]
 pub(super) fn mount_images_partition(ctx: &mut Ctx, label: &str) -> Result<(), Error> {
     let opts = root_opts(ctx);
     mount_device(
@@ -94,6 +95,7 @@ fn root_opts(ctx: &Ctx) -> &'static [u8] {
 
 /// The image file of the state being assembled: the command line's, or the one image
 /// fallback chose instead.
+#[cfg_attr(not(feature = "fallback"), inline(always))]
 pub(super) fn image<'a>(ctx: &Ctx<'a>) -> &'a [u8] {
     #[cfg(feature = "fallback")]
     if let Some(image) = ctx.fallback.image() {
@@ -148,6 +150,7 @@ pub fn discover_state(ctx: &mut Ctx) -> Result<(), Error> {
 
 /// `discover-state` for the image of `ctx.state` (`image`): attached to a loop device in
 /// `ctx.root_loop` when it holds a filesystem with the state's root label (or none).
+#[cfg_attr(not(feature = "fallback"), inline(always))]
 pub(super) fn attach_image(ctx: &mut Ctx) -> Result<(), Error> {
     let image = image(ctx);
     let rw = ctx.cmd.debugrw;
@@ -266,20 +269,17 @@ fn is_loop_over(dev: &[u8], image: &[u8]) -> bool {
 pub fn mount_root(ctx: &mut Ctx) -> Result<(), Error> {
     let outcome = mount_image(ctx);
     #[cfg(feature = "fallback")]
-    let outcome = super::fallback::recover_mount(ctx, outcome);
-    let mapped = outcome?;
-    open_root(ctx)?;
-    record_root(ctx, mapped);
-    Ok(())
+    let outcome = super::fallback::recover(ctx, super::fallback::Stage::Mount, outcome);
+    outcome
 }
 
-/// Mounts the loop device `discover-state` attached (through dm-verity when the image has a
-/// root hash) on the sysroot. Whether the root is a dm-verity device.
-pub(super) fn mount_image(ctx: &mut Ctx) -> Result<bool, Error> {
+/// `mount-root` for the image `discover-state` attached (`ctx.root_loop`), of `ctx.state`.
+#[cfg_attr(not(feature = "fallback"), inline(always))]
+pub(super) fn mount_image(ctx: &mut Ctx) -> Result<(), Error> {
     let sysroot = ctx.env.sysroot.as_bytes();
     let want = ctx.state.root_label().unwrap_or("");
     let opts = root_opts(ctx);
-    #[allow(unused_mut)]
+    #[cfg(feature = "verity")]
     let mut mapped = false;
     match ctx.root_loop.take() {
         Some((lp, fs)) => {
@@ -303,14 +303,7 @@ pub(super) fn mount_image(ctx: &mut Ctx) -> Result<bool, Error> {
         None if sys::is_mountpoint_path(sysroot) => super::log_already_mounted(sysroot),
         None => return Err(err(b"no loop device for the root image", &[])),
     }
-    Ok(mapped)
-}
-
-/// The fstab line of the root.
-fn record_root(ctx: &mut Ctx, #[allow(unused)] mapped: bool) {
-    let sysroot = ctx.env.sysroot.as_bytes();
-    let want = ctx.state.root_label().unwrap_or("");
-    let opts = root_opts(ctx);
+    open_root(ctx)?;
     // The fstab line says what is mounted, whoever mounted it: the expected label when the
     // filesystem carries it, else its device; its filesystem type. For a root without a
     // block device (a bind of a prepared directory), the expected label and `auto`.
@@ -327,6 +320,7 @@ fn record_root(ctx: &mut Ctx, #[allow(unused)] mapped: bool) {
     }
     ctx.fstab
         .add(spec.as_bytes(), b"/", fstype.as_bytes(), opts);
+    Ok(())
 }
 
 /// Opens the assembled sysroot as the root later steps work in.
