@@ -367,11 +367,9 @@ fn assert_fell_back(arch: &str, c: &Console, booted: &str, image: &str) -> Strin
         c.all("end").len() == 1,
         "{arch}: the root's init did not finish"
     );
-    let warning = format!(
-        "immucore: mount-root: warning: FALLBACK: the active image /cOS/active.img cannot be \
-         used (/cOS/active.img: discover-state: /cOS/active.img is not a filesystem image"
-    );
-    assert!(c.console.contains(&warning), "{arch}: {}", c.console);
+    let warning = "immucore: mount-root: warning: FALLBACK: the active image /cOS/active.img \
+         cannot be used (/cOS/active.img: discover-state: /cOS/active.img is not a filesystem image";
+    assert!(c.console.contains(warning), "{arch}: {}", c.console);
     let instead = format!("; booting the {booted} image {image} instead");
     assert!(c.console.contains(&instead), "{arch}: {}", c.console);
     let sentinels = c.all("sentinel");
