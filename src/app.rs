@@ -30,6 +30,12 @@ macro_rules! without_service { ($text:literal) => { "" }; }
 #[cfg(not(feature = "service"))]
 #[rustfmt::skip]
 macro_rules! without_service { ($text:literal) => { $text }; }
+#[cfg(all(feature = "fallback", feature = "service"))]
+#[rustfmt::skip]
+macro_rules! with_fallback { ($text:literal) => { $text }; }
+#[cfg(all(not(feature = "fallback"), feature = "service"))]
+#[rustfmt::skip]
+macro_rules! with_fallback { ($text:literal) => { "" }; }
 #[cfg(all(feature = "cmdline-mounts", feature = "service"))]
 #[rustfmt::skip]
 macro_rules! with_cmdline_mounts { ($text:literal) => { $text }; }
@@ -66,7 +72,14 @@ cos-img/filename=, rd.cos.{oemlabel=,oemtimeout=,overlay=tmpfs:<size>|LABEL=x,de
         "rd.immucore.{sysrootwait=,debug,rebootonfailure}, kairos.reset,
 recovery-mode, fsck.{mode,repair}=, init=, rd.shell=0, rd.emergency=reboot|poweroff|halt
 (a fatal error as PID 1: reboot > poweroff > halt > /bin/sh > wait; README)
-Testing: HOST_PROC_CMDLINE, IMMUCORE_SYSROOT, IMMUCORE_CONFIG_DIR replace /proc/cmdline,
+"
+    ),
+    with_service!(with_fallback!(
+        "rd.immucore.fallback (an unusable image boots the next: active > passive > recovery)
+"
+    )),
+    with_service!(
+        "Testing: HOST_PROC_CMDLINE, IMMUCORE_SYSROOT, IMMUCORE_CONFIG_DIR replace /proc/cmdline,
 /sysroot, /etc/immucore. "
     ),
     without_service!(
@@ -98,6 +111,7 @@ pub const FEATURES: &[(&str, bool)] = &[
     ("consoles", cfg!(feature = "consoles")),
     ("watchdog", cfg!(feature = "watchdog")),
     ("module-hints", cfg!(feature = "module-hints")),
+    ("fallback", cfg!(feature = "fallback")),
 ];
 
 /// What `--version` and `--help` print for the features: the built ones, space-separated, or

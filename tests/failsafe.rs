@@ -2,7 +2,10 @@
 //! x86_64, aarch64 and armv7: what PID 1 does after a fatal error (Kairos' command line ends in
 //! a reboot; the power-off and halt variants), with the failure summary on both consoles of a
 //! two-console command line; the hardware watchdog (`rd.immucore.watchdog=`): a root whose init
-//! hangs resets the VM, one whose init takes the watchdog over does not.
+//! hangs resets the VM, one whose init takes the watchdog over does not; image fallback
+//! (`rd.immucore.fallback`): a corrupted active image boots passive, active and passive both
+//! corrupted boot recovery, and without the key the same disk fails as before (on x86_64 also
+//! an image that fails dm-verity).
 //!
 //! Needs `qemu/setup` and the release binaries of the default profile (`scripts/test` does
 //! both). Timing assertions have wide margins: TCG on shared cores.
@@ -350,6 +353,168 @@ fn watchdog_taken_over(arch: &str) {
     assert!(c.console.contains("reboot: Power down"), "{}", c.console);
 }
 
+/// Kairos' command line for the active image with image fallback (and Kairos' failure words,
+/// so a boot that fails ends in a reboot, not a wait).
+const FALLBACK: &str = "root=LABEL=COS_ACTIVE cos-img/filename=/cOS/active.img \
+     rd.cos.oemlabel=COS_OEM rd.emergency=reboot rd.shell=0 rd.immucore.fallback";
+
+/// The guest booted `booted` in place of the active image, and said so: the warning on the
+/// console, the booted state's sentinel alone, `/run/cos/fallback` (the test root's init
+/// reports each file of /run/cos, newlines as spaces). Returns the note's reason.
+fn assert_fell_back(arch: &str, c: &Console, booted: &str, image: &str) -> String {
+    assert_eq!(c.one("image"), booted, "{arch}");
+    assert!(
+        c.all("end").len() == 1,
+        "{arch}: the root's init did not finish"
+    );
+    let warning = "immucore: mount-root: warning: FALLBACK: the active image /cOS/active.img \
+         cannot be used (/cOS/active.img: discover-state: /cOS/active.img is not a filesystem image";
+    assert!(c.console.contains(warning), "{arch}: {}", c.console);
+    let instead = format!("; booting the {booted} image {image} instead");
+    assert!(c.console.contains(&instead), "{arch}: {}", c.console);
+    let sentinels = c.all("sentinel");
+    let mode = format!("{booted}_mode 1");
+    assert!(sentinels.contains(&mode), "{arch}: {sentinels:?}");
+    assert!(
+        !sentinels.iter().any(|s| s.starts_with("active_mode")),
+        "{arch}: {sentinels:?}"
+    );
+    let note = sentinels
+        .iter()
+        .find_map(|s| s.strip_prefix("fallback "))
+        .unwrap_or_else(|| panic!("{arch}: no /run/cos/fallback: {sentinels:?}"));
+    let head = format!(
+        "wanted=active wanted_image=/cOS/active.img booted={booted} booted_image={image} reason="
+    );
+    assert!(note.starts_with(&head), "{arch}: {note}");
+    note[head.len()..].to_string()
+}
+
+/// The mount points of the booted system with a partition of the disk (`/dev/vdaN`,
+/// `/dev/sdaN`) or a bind of one of its directories (the root is a loop device).
+fn disk_mounts(c: &Console) -> Vec<String> {
+    c.all("mount")
+        .iter()
+        .filter(|m| {
+            m.split(' ')
+                .nth(1)
+                .is_some_and(|src| src.starts_with("/dev/vd") || src.starts_with("/dev/sd"))
+        })
+        .map(|m| m.split(' ').next().unwrap_or("").to_string())
+        .collect()
+}
+
+/// A corrupted active image, `rd.immucore.fallback`: passive boots, with passive's volumes and
+/// persistent binds.
+fn fallback_passive(arch: &str) {
+    let d = disk(arch, "fallback-passive", &["--corrupt-active"]);
+    let initrd = initramfs(arch);
+    let e = Vm::start(arch, &d, &initrd, FALLBACK, &[]).wait();
+    eprintln!("{arch}: fallback to passive, wall {:.1} s", e.wall_s);
+    let c = &e.first;
+    let reason = assert_fell_back(arch, c, "passive", "/cOS/passive.img");
+    assert!(!reason.contains("passive.img"), "{arch}: {reason}");
+    let mounts = disk_mounts(c);
+    for mp in ["/usr/local", "/oem", "/etc/ssh"] {
+        assert!(
+            mounts.iter().any(|m| m == mp),
+            "{arch}: no {mp} in {mounts:?}"
+        );
+    }
+}
+
+/// Active and passive corrupted: recovery boots from COS_RECOVERY, with recovery's layout (no
+/// persistent volume, no persistent binds).
+fn fallback_recovery(arch: &str) {
+    let d = disk(
+        arch,
+        "fallback-recovery",
+        &["--corrupt-active", "--corrupt-passive"],
+    );
+    let initrd = initramfs(arch);
+    let e = Vm::start(arch, &d, &initrd, FALLBACK, &[]).wait();
+    eprintln!("{arch}: fallback to recovery, wall {:.1} s", e.wall_s);
+    let c = &e.first;
+    let reason = assert_fell_back(arch, c, "recovery", "/cOS/recovery.img");
+    assert!(
+        reason.contains(
+            "; /cOS/passive.img: discover-state: /cOS/passive.img is not a filesystem image"
+        ),
+        "{arch}: {reason}"
+    );
+    let mounts = disk_mounts(c);
+    assert!(mounts.iter().any(|m| m == "/oem"), "{arch}: {mounts:?}");
+    for mp in ["/usr/local", "/etc/ssh", "/var/log"] {
+        assert!(
+            !mounts.iter().any(|m| m == mp),
+            "{arch}: {mp} in {mounts:?}"
+        );
+    }
+    let fstab = c.all("fstab").join("\n");
+    assert!(
+        fstab.contains("/dev/disk/by-label/COS_RECOVERY /run/initramfs/cos-state ext4 ro 0 0")
+            && !fstab.contains("COS_STATE")
+            && !fstab.contains("COS_PERSISTENT"),
+        "{arch}: {fstab}"
+    );
+}
+
+/// Without `rd.immucore.fallback` the corrupted active image stops the boot as before: the
+/// summary, and Kairos' reboot.
+fn fallback_off_fails(arch: &str) {
+    let d = disk(arch, "fallback-off", &["--corrupt-active"]);
+    let initrd = initramfs(arch);
+    let cmdline = FALLBACK.replace(" rd.immucore.fallback", "");
+    let e = Vm::start(arch, &d, &initrd, &cmdline, &[]).wait();
+    let c = &e.first.console;
+    assert!(
+        c.contains("Reason: discover-state: /cOS/active.img is not a filesystem image"),
+        "{arch}: {c}"
+    );
+    assert!(c.contains("reboot: Restarting system"), "{arch}: {c}");
+    assert!(!c.contains("fallback"), "{arch}: {c}");
+    assert!(e.first.all("image").is_empty(), "{arch}: booted");
+}
+
+/// dm-verity (`rd.immucore.verity=required`, each image's own `<image>.roothash`): an active
+/// image whose first block fails verification (its filesystem intact) boots passive, verified.
+fn fallback_verity(arch: &str) {
+    let d = disk(
+        arch,
+        "fallback-verity",
+        &["--verity", "--verity-corrupt-first"],
+    );
+    // The plain initramfs: its modules include dm_mod and dm_verity.
+    let initrd = scratch().join(format!("initrd-{arch}-plain.cpio.gz"));
+    let bin = default_binary(arch);
+    kit(
+        "mkinitramfs",
+        &[arch, bin.to_str().unwrap(), initrd.to_str().unwrap()],
+    );
+    let cmdline = format!("{FALLBACK} rd.immucore.verity=required");
+    let e = Vm::start(arch, &d, &initrd, &cmdline, &[]).wait();
+    let c = &e.first;
+    assert_eq!(c.one("image"), "passive", "{arch}: {}", c.console);
+    assert!(
+        c.console.contains("warning: FALLBACK: the active image /cOS/active.img cannot be used (/cOS/active.img: mount-root: /cOS/active.img: block 0 fails verification"),
+        "{arch}: {}",
+        c.console
+    );
+    assert!(
+        c.console
+            .contains("/cOS/passive.img: dm-verity /dev/mapper/root with the root hash from /cOS/passive.img.roothash"),
+        "{arch}: {}",
+        c.console
+    );
+    let root = c.all("mount").iter().find(|m| m.starts_with("/ ")).cloned();
+    assert!(
+        root.as_deref()
+            .is_some_and(|m| m.starts_with("/ /dev/mapper/root ext4 ro")),
+        "{arch}: {root:?}"
+    );
+    assert!(c.all("sentinel").contains(&"passive_mode 1".to_string()));
+}
+
 macro_rules! per_arch {
     ($scenario:ident: $($arch:ident),*) => {
         mod $scenario {
@@ -363,3 +528,7 @@ per_arch!(poweroff: x86_64, aarch64, armv7);
 per_arch!(halt: x86_64, aarch64, armv7);
 per_arch!(watchdog_resets_a_hang: x86_64, aarch64, armv7);
 per_arch!(watchdog_taken_over: x86_64, aarch64, armv7);
+per_arch!(fallback_passive: x86_64, aarch64, armv7);
+per_arch!(fallback_recovery: x86_64, aarch64, armv7);
+per_arch!(fallback_off_fails: x86_64, aarch64, armv7);
+per_arch!(fallback_verity: x86_64);

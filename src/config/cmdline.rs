@@ -177,6 +177,9 @@ pub struct Cmdline {
     /// `init=`; empty: the caller tries its fallbacks.
     pub init: Text<256>,
     pub shell_allowed: bool,
+    /// `rd.immucore.fallback`: an unusable image falls back active -> passive -> recovery.
+    #[cfg(feature = "fallback")]
+    pub fallback: bool,
     /// `roothash=` as given (the verity step checks it); empty when absent.
     #[cfg(feature = "verity")]
     pub roothash: Text<128>,
@@ -270,6 +273,8 @@ enum Flag {
     Disable,
     Reset,
     RecoveryMode,
+    #[cfg(feature = "fallback")]
+    Fallback,
 }
 
 /// Which list a volume spec goes to: upstream merges every `rd.cos.mount=` before every
@@ -414,6 +419,10 @@ const KEYS: &[KeySpec] = &[
     flag("netboot",                      Flag::Disable),
     flag("kairos.reset",                 Flag::Reset),
     flag("recovery-mode",                Flag::RecoveryMode),
+    // Without the feature the key is unknown, and an unusable image stops the boot as it
+    // would without the key (no row: the tiny build has no bytes for one).
+    #[cfg(feature = "fallback")]
+    flag("rd.immucore.fallback",         Flag::Fallback),
     out_of_scope("rd.immucore.uki"),
     out_of_scope("rd.immucore.securebootdisabled"),
     out_of_scope("kairos.config_url"),
@@ -578,6 +587,8 @@ struct Flags {
     disable: bool,
     reset: bool,
     recovery_mode: bool,
+    #[cfg(feature = "fallback")]
+    fallback: bool,
 }
 
 impl Flags {
@@ -589,6 +600,8 @@ impl Flags {
             Flag::Disable => &mut self.disable,
             Flag::Reset => &mut self.reset,
             Flag::RecoveryMode => &mut self.recovery_mode,
+            #[cfg(feature = "fallback")]
+            Flag::Fallback => &mut self.fallback,
         };
         *bit = true;
     }
@@ -936,6 +949,10 @@ fn resolve(col: &Collected, c: &mut Cmdline) -> Result<(), Refusal> {
     c.debugrw = flags.debugrw;
     c.debug = flags.debug;
     c.reboot_on_failure = flags.reboot_on_failure;
+    #[cfg(feature = "fallback")]
+    {
+        c.fallback = flags.fallback;
+    }
 
     c.oem_timeout_s = col.number(&choices.oem_timeout, &OEM_TIMEOUT_S, warnings)?;
     // Only the wait for a sysroot someone else assembles (service) and fsck use these.
@@ -1028,6 +1045,8 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
         fsck_repair: FsckRepair::Preen,
         init: Text::EMPTY,
         shell_allowed: false,
+        #[cfg(feature = "fallback")]
+        fallback: false,
         #[cfg(feature = "verity")]
         roothash: Text::EMPTY,
         #[cfg(feature = "verity")]
@@ -2089,5 +2108,21 @@ mod tests {
         assert!(overlay_backing(b"tmpfs:size=1G").is_err());
         assert!(overlay_backing(b"tmpfs").is_err());
         assert!(overlay_backing(b"ramfs:1G").is_err());
+    }
+
+    #[cfg(feature = "fallback")]
+    #[test]
+    fn fallback_is_opt_in_and_matched_exactly() {
+        let base = "root=LABEL=COS_ACTIVE cos-img/filename=/cOS/active.img";
+        assert!(!ok(base).fallback);
+        assert!(ok(&std::format!("{base} rd.immucore.fallback")).fallback);
+        // A bare key: a value does not turn it off, and no prefix or other spelling turns it on.
+        assert!(ok(&std::format!("{base} rd.immucore.fallback=1")).fallback);
+        assert!(
+            !ok(&std::format!(
+                "{base} rd.immucore.fallbacks rd.cos.fallback"
+            ))
+            .fallback
+        );
     }
 }

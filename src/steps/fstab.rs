@@ -66,6 +66,28 @@ impl Fstab {
         }
     }
 
+    /// Drops the line of the mount point `file` (given as escaped in the lines), if there is
+    /// one: image fallback put another partition there.
+    #[cfg(feature = "fallback")]
+    pub fn forget(&mut self, file: &[u8]) {
+        let mut start = 0;
+        let mut found = None;
+        for line in self.text.as_bytes().split_inclusive(|&c| c == b'\n') {
+            if mount_point(line) == Some(file) {
+                found = Some((start, line.len()));
+                break;
+            }
+            start += line.len();
+        }
+        if let Some((start, len)) = found {
+            // The lines after it move up over it, and it goes off the end.
+            let total = self.text.len();
+            self.text.move_tail_to(start, total - start - len);
+            self.text.truncate(total - len);
+            self.lines -= 1;
+        }
+    }
+
     /// Writes `field` and a space, for the line that starts at `start`.
     #[inline(never)]
     fn field(&mut self, field: &[u8], start: usize) {
@@ -228,6 +250,42 @@ mod tests {
              tmpfs /tmp tmpfs rw 0 0\n"
         );
         assert_eq!(f.lines, 6);
+    }
+
+    #[cfg(feature = "fallback")]
+    #[test]
+    fn a_forgotten_mount_point_loses_its_line_only() {
+        let mut f = Fstab::new();
+        f.add(b"tmpfs", b"/tmp", b"tmpfs", b"rw");
+        f.add(
+            b"/dev/disk/by-label/COS_STATE",
+            b"/run/initramfs/cos-state",
+            b"ext4",
+            b"ro",
+        );
+        f.add(b"/dev/disk/by-label/COS_ACTIVE", b"/", b"ext4", b"ro");
+        f.forget(b"/run/initramfs/cos-state");
+        f.forget(b"/nowhere");
+        f.add(
+            b"/dev/disk/by-label/COS_RECOVERY",
+            b"/run/initramfs/cos-state",
+            b"ext4",
+            b"ro",
+        );
+        assert_eq!(
+            core::str::from_utf8(f.as_bytes()).unwrap(),
+            "tmpfs /tmp tmpfs rw 0 0\n\
+             /dev/disk/by-label/COS_ACTIVE / ext4 ro 0 0\n\
+             /dev/disk/by-label/COS_RECOVERY /run/initramfs/cos-state ext4 ro 0 0\n"
+        );
+        assert_eq!(f.lines, 3);
+        f.forget(b"/tmp");
+        f.forget(b"/run/initramfs/cos-state");
+        assert_eq!(
+            f.as_bytes(),
+            b"/dev/disk/by-label/COS_ACTIVE / ext4 ro 0 0\n"
+        );
+        assert_eq!(f.lines, 1);
     }
 
     #[test]

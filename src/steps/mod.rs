@@ -4,6 +4,8 @@
 //! primitive, fsck, option strings) live here too.
 
 pub mod binds;
+#[cfg(feature = "fallback")]
+pub mod fallback;
 pub mod fstab;
 #[cfg(feature = "hooks")]
 pub mod hooks;
@@ -124,6 +126,9 @@ pub struct Ctx<'a> {
     /// The boot state the steps assemble: the command line's, unless a step chose another
     /// image (image fallback, boot assessment). The sentinel, the layout and the binds follow it.
     pub state: BootState,
+    /// Image fallback (`rd.immucore.fallback`): the image tried instead, what failed.
+    #[cfg(feature = "fallback")]
+    pub fallback: fallback::Fallback,
 }
 
 impl<'a> Ctx<'a> {
@@ -138,6 +143,8 @@ impl<'a> Ctx<'a> {
             root: None,
             root_loop: None,
             state: cmd.state,
+            #[cfg(feature = "fallback")]
+            fallback: fallback::Fallback::new(),
         }
     }
 

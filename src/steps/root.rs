@@ -63,6 +63,16 @@ pub fn mount_state(ctx: &mut Ctx) -> Result<(), Error> {
     if ctx.cmd.image.is_empty() {
         return Err(err(b"could not get the image name from the command line (i.e. cos-img/filename=/cOS/active.img)", &[]));
     }
+    let outcome = mount_images_partition(ctx, label);
+    #[cfg(feature = "fallback")]
+    let outcome = super::fallback::recover(ctx, super::fallback::Stage::State, outcome);
+    outcome
+}
+
+/// Mounts the images partition `label` read-only (`rd.*.debugrw`: read-write) on
+/// `/run/initramfs/cos-state`.
+#[cfg_attr(not(feature = "fallback"), inline(always))]
+pub(super) fn mount_images_partition(ctx: &mut Ctx, label: &str) -> Result<(), Error> {
     let opts = root_opts(ctx);
     mount_device(
         ctx,
@@ -81,6 +91,17 @@ fn root_opts(ctx: &Ctx) -> &'static [u8] {
     } else {
         b"ro"
     }
+}
+
+/// The image file of the state being assembled: the command line's, or the one image
+/// fallback chose instead.
+#[cfg_attr(not(feature = "fallback"), inline(always))]
+pub(super) fn image<'a>(ctx: &Ctx<'a>) -> &'a [u8] {
+    #[cfg(feature = "fallback")]
+    if let Some(image) = ctx.fallback.image() {
+        return image;
+    }
+    ctx.cmd.image.as_bytes()
 }
 
 /// Opens the image file on the images partition, resolved inside it: a symlink there cannot
@@ -121,7 +142,17 @@ pub fn discover_state(ctx: &mut Ctx) -> Result<(), Error> {
             &[sysroot],
         ));
     }
-    let image = ctx.cmd.image.as_bytes();
+    let outcome = attach_image(ctx);
+    #[cfg(feature = "fallback")]
+    let outcome = super::fallback::recover(ctx, super::fallback::Stage::Discover, outcome);
+    outcome
+}
+
+/// `discover-state` for the image of `ctx.state` (`image`): attached to a loop device in
+/// `ctx.root_loop` when it holds a filesystem with the state's root label (or none).
+#[cfg_attr(not(feature = "fallback"), inline(always))]
+pub(super) fn attach_image(ctx: &mut Ctx) -> Result<(), Error> {
+    let image = image(ctx);
     let rw = ctx.cmd.debugrw;
     let file = open_image(image, if rw { OFlags::RDWR } else { OFlags::RDONLY })?;
     // A truncated image (an interrupted upgrade) mounts with a bare EINVAL: say what it is.
@@ -236,6 +267,15 @@ fn is_loop_over(dev: &[u8], image: &[u8]) -> bool {
 
 /// Mounts the image's filesystem on the sysroot, read-only unless `rd.*.debugrw`.
 pub fn mount_root(ctx: &mut Ctx) -> Result<(), Error> {
+    let outcome = mount_image(ctx);
+    #[cfg(feature = "fallback")]
+    let outcome = super::fallback::recover(ctx, super::fallback::Stage::Mount, outcome);
+    outcome
+}
+
+/// `mount-root` for the image `discover-state` attached (`ctx.root_loop`), of `ctx.state`.
+#[cfg_attr(not(feature = "fallback"), inline(always))]
+pub(super) fn mount_image(ctx: &mut Ctx) -> Result<(), Error> {
     let sysroot = ctx.env.sysroot.as_bytes();
     let want = ctx.state.root_label().unwrap_or("");
     let opts = root_opts(ctx);

@@ -255,7 +255,9 @@ fn reads(fd: BorrowedFd<'_>, offset: u64) -> bool {
 #[inline(never)]
 pub fn verify_root(ctx: &Ctx, root: Loop) -> Result<Loop, Error> {
     let mode = ctx.cmd.verity;
-    let image = ctx.cmd.image.as_bytes();
+    // The image booted (image fallback may have chosen another than the command line's). A
+    // `roothash=` applies to whichever it is: the command line vouches for one image only.
+    let image = super::root::image(ctx);
     if mode == Verity::Off {
         log::info(b"{}: not verified (rd.immucore.verity=off)", &[image]);
         return Ok(root);
