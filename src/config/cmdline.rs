@@ -185,6 +185,10 @@ pub struct Cmdline {
     /// `systemd.verity_root_options=` as given (the verity step checks it).
     #[cfg(feature = "verity")]
     pub verity_options: Text<256>,
+    /// `rd.immucore.bootassessment`: Kairos' boot assessment in the initramfs
+    /// (`steps::assessment`).
+    #[cfg(feature = "bootassessment")]
+    pub boot_assessment: bool,
     /// Upstream keys present on this command line that we do not implement (for a debug line).
     pub ignored: List<1024, 16>,
     /// Tolerated problems, as messages for the log.
@@ -270,6 +274,8 @@ enum Flag {
     Disable,
     Reset,
     RecoveryMode,
+    #[cfg(feature = "bootassessment")]
+    BootAssessment,
 }
 
 /// Which list a volume spec goes to: upstream merges every `rd.cos.mount=` before every
@@ -414,6 +420,8 @@ const KEYS: &[KeySpec] = &[
     flag("netboot",                      Flag::Disable),
     flag("kairos.reset",                 Flag::Reset),
     flag("recovery-mode",                Flag::RecoveryMode),
+    #[cfg(feature = "bootassessment")]
+    flag("rd.immucore.bootassessment",   Flag::BootAssessment),
     out_of_scope("rd.immucore.uki"),
     out_of_scope("rd.immucore.securebootdisabled"),
     out_of_scope("kairos.config_url"),
@@ -578,6 +586,8 @@ struct Flags {
     disable: bool,
     reset: bool,
     recovery_mode: bool,
+    #[cfg(feature = "bootassessment")]
+    boot_assessment: bool,
 }
 
 impl Flags {
@@ -589,6 +599,8 @@ impl Flags {
             Flag::Disable => &mut self.disable,
             Flag::Reset => &mut self.reset,
             Flag::RecoveryMode => &mut self.recovery_mode,
+            #[cfg(feature = "bootassessment")]
+            Flag::BootAssessment => &mut self.boot_assessment,
         };
         *bit = true;
     }
@@ -936,6 +948,10 @@ fn resolve(col: &Collected, c: &mut Cmdline) -> Result<(), Refusal> {
     c.debugrw = flags.debugrw;
     c.debug = flags.debug;
     c.reboot_on_failure = flags.reboot_on_failure;
+    #[cfg(feature = "bootassessment")]
+    {
+        c.boot_assessment = flags.boot_assessment;
+    }
 
     c.oem_timeout_s = col.number(&choices.oem_timeout, &OEM_TIMEOUT_S, warnings)?;
     // Only the wait for a sysroot someone else assembles (service) and fsck use these.
@@ -1034,6 +1050,8 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
         verity: Verity::Auto,
         #[cfg(feature = "verity")]
         verity_options: Text::EMPTY,
+        #[cfg(feature = "bootassessment")]
+        boot_assessment: false,
         ignored: List::new(),
         warnings: List::new(),
     };

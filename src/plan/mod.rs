@@ -18,6 +18,8 @@ mod render;
 pub use crate::config::cmdline::Mode;
 pub use exec::{Plan, Status, MAX_STEPS};
 
+#[cfg(feature = "bootassessment")]
+use crate::steps::assessment;
 #[cfg(feature = "hooks")]
 use crate::steps::hooks;
 use crate::steps::{binds, fstab, init, overlay, root, volumes, Ctx, Error};
@@ -43,6 +45,7 @@ step_ids!(
     BaseMounts,
     LoadModules,
     LvmActivation,
+    BootAssessment,
     CreateSentinel,
     MountTmpfs,
     MountState,
@@ -106,17 +109,26 @@ pub const STEPS: &[Step] = &[
         with_feature!("lvm", |_| volumes::lvm_activation()),
     )
     .normal(&[], &[LoadModules]),
+    // Only with rd.immucore.bootassessment (`app`): it picks the image (active or passive)
+    // before the sentinel names the state and the root chain assembles it.
+    step(
+        BootAssessment,
+        "boot-assessment",
+        with_feature!("bootassessment", assessment::assess),
+    )
+    .normal(&[], &[LoadModules]),
     step(
         CreateSentinel,
         "create-sentinel",
         Some(root::create_sentinel),
     )
-    .normal(&[], &[LoadModules])
+    .normal(&[], &[LoadModules, BootAssessment])
     .live(&[], &[LoadModules]),
-    step(MountTmpfs, "mount-tmpfs", Some(root::mount_tmpfs)).normal(&[], &[LoadModules]),
+    step(MountTmpfs, "mount-tmpfs", Some(root::mount_tmpfs))
+        .normal(&[], &[LoadModules, BootAssessment]),
     step(MountState, "mount-state", Some(root::mount_state))
         .critical()
-        .normal(&[], &[LoadModules]),
+        .normal(&[], &[LoadModules, BootAssessment]),
     step(DiscoverState, "discover-state", Some(root::discover_state))
         .critical()
         .normal(&[MountState], &[]),
@@ -368,7 +380,10 @@ mod tests {
 
     fn service(mode: Mode) -> Plan {
         Plan::new(mode, &|id| {
-            !matches!(id, BaseMounts | LoadModules | SwitchRoot | LvmActivation)
+            !matches!(
+                id,
+                BaseMounts | LoadModules | SwitchRoot | LvmActivation | BootAssessment
+            )
         })
     }
 
@@ -380,6 +395,7 @@ mod tests {
             (CreateSentinel, "create-sentinel"),
             (MountTmpfs, "mount-tmpfs"),
             (LvmActivation, "lvm-activation"),
+            (BootAssessment, "boot-assessment"),
             (MountState, "mount-state"),
             (DiscoverState, "discover-state"),
             (MountRoot, "mount-root"),
@@ -430,6 +446,7 @@ mod tests {
         }
         assert_eq!(built(LvmActivation), cfg!(feature = "lvm"));
         assert_eq!(built(WaitForSysroot), cfg!(feature = "service"));
+        assert_eq!(built(BootAssessment), cfg!(feature = "bootassessment"));
         // The other steps are in every build.
         let gated = [
             RootfsHook,
@@ -437,6 +454,7 @@ mod tests {
             InitramfsHook,
             LvmActivation,
             WaitForSysroot,
+            BootAssessment,
         ];
         for s in STEPS.iter().filter(|s| !gated.contains(&s.id)) {
             assert!(s.run.is_some(), "{:?}", s.id);
@@ -509,6 +527,21 @@ mod tests {
         );
     }
 
+    /// With `rd.immucore.bootassessment` (`app` then includes the step) the assessment runs
+    /// alone, before the sentinel and the root chain, which follow the state it picks.
+    #[cfg(feature = "bootassessment")]
+    #[test]
+    fn boot_assessment_runs_before_the_sentinel_and_the_state() {
+        let p = Plan::new(NORMAL, &|id| {
+            !matches!(id, BaseMounts | LoadModules | SwitchRoot | LvmActivation)
+        });
+        let expected = "1.\n init (background: false) (weak: false) (run: false)\n\
+2.\n boot-assessment (background: false) (weak: false) (run: false)\n\
+3.\n create-sentinel (background: false) (weak: false) (run: false)\n mount-tmpfs (background: false) (weak: false) (run: false)\n mount-state (background: false) (weak: false) (run: false)\n\
+4.\n discover-state (background: false) (weak: false) (run: false)\n";
+        assert!(render(&p).starts_with(expected), "{}", render(&p));
+    }
+
     /// `Plan::new` keeps table order: it must be layer order for every selection `app` and the
     /// cargo features make (any of the optional steps left out).
     #[test]
@@ -517,6 +550,7 @@ mod tests {
             BaseMounts,
             LoadModules,
             LvmActivation,
+            BootAssessment,
             SwitchRoot,
             RootfsHook,
             EnableSysextConfext,

@@ -3,6 +3,8 @@
 //! layout, the fstab lines, which volumes mounted). Helpers shared by several steps (the mount
 //! primitive, fsck, option strings) live here too.
 
+#[cfg(feature = "bootassessment")]
+pub mod assessment;
 pub mod binds;
 pub mod fstab;
 #[cfg(feature = "hooks")]
@@ -147,6 +149,16 @@ impl<'a> Ctx<'a> {
 
     pub fn sysroot(&self) -> &[u8] {
         self.env.sysroot.as_bytes()
+    }
+
+    /// The image file the steps assemble: the command line's, or the passive image when the
+    /// boot assessment chose it instead of the active one (as GRUB's fallback entry does).
+    pub fn image(&self) -> &[u8] {
+        #[cfg(feature = "bootassessment")]
+        if self.state == BootState::Passive && self.cmd.state == BootState::Active {
+            return assessment::PASSIVE_IMAGE;
+        }
+        self.cmd.image.as_bytes()
     }
 }
 

@@ -121,7 +121,7 @@ pub fn discover_state(ctx: &mut Ctx) -> Result<(), Error> {
             &[sysroot],
         ));
     }
-    let image = ctx.cmd.image.as_bytes();
+    let image = ctx.image();
     let rw = ctx.cmd.debugrw;
     let file = open_image(image, if rw { OFlags::RDWR } else { OFlags::RDONLY })?;
     // A truncated image (an interrupted upgrade) mounts with a bare EINVAL: say what it is.
@@ -181,7 +181,7 @@ const KAIROS_LABELS: &[u8] =
 #[cfg(feature = "service")]
 fn check_premounted(ctx: &Ctx) -> Result<(), Error> {
     let sysroot = ctx.env.sysroot.as_bytes();
-    let image = ctx.cmd.image.as_bytes();
+    let image = ctx.image();
     let want = ctx.state.root_label().unwrap_or("").as_bytes();
     let mut node = Text::<32>::new();
     let fs = mounted_fs(sysroot, &mut node);

@@ -255,7 +255,7 @@ fn reads(fd: BorrowedFd<'_>, offset: u64) -> bool {
 #[inline(never)]
 pub fn verify_root(ctx: &Ctx, root: Loop) -> Result<Loop, Error> {
     let mode = ctx.cmd.verity;
-    let image = ctx.cmd.image.as_bytes();
+    let image = ctx.image();
     if mode == Verity::Off {
         log::info(b"{}: not verified (rd.immucore.verity=off)", &[image]);
         return Ok(root);
