@@ -25,18 +25,20 @@ use crate::steps::hooks;
 use crate::steps::{binds, fstab, init, overlay, root, volumes, Ctx, Error};
 
 /// Declares `StepId` with the given variants and counts them (`StepId::COUNT`).
+/// A variant may carry a `#[cfg(feature = ...)]`: a step that exists only with its feature
+/// (its row costs a build without it nothing).
 macro_rules! step_ids {
-    ($($id:ident),+ $(,)?) => {
+    ($($(#[$cfg:meta])* $id:ident),+ $(,)?) => {
         /// A step; `STEPS` has its row.
         #[derive(Clone, Copy, PartialEq, Eq)]
         #[cfg_attr(test, derive(Debug))]
         pub enum StepId {
-            $($id),+
+            $($(#[$cfg])* $id),+
         }
 
         impl StepId {
             /// How many steps there are.
-            pub const COUNT: usize = [$(StepId::$id),+].len();
+            pub const COUNT: usize = [$($(#[$cfg])* StepId::$id),+].len();
         }
     };
 }
@@ -45,6 +47,8 @@ step_ids!(
     BaseMounts,
     LoadModules,
     LvmActivation,
+    // Only in a build with the feature: the tiny build has no byte to spare for its row.
+    #[cfg(feature = "bootassessment")]
     BootAssessment,
     CreateSentinel,
     MountTmpfs,
@@ -111,24 +115,40 @@ pub const STEPS: &[Step] = &[
     .normal(&[], &[LoadModules]),
     // Only with rd.immucore.bootassessment (`app`): it picks the image (active or passive)
     // before the sentinel names the state and the root chain assembles it.
-    step(
-        BootAssessment,
-        "boot-assessment",
-        with_feature!("bootassessment", assessment::assess),
-    )
-    .normal(&[], &[LoadModules]),
+    #[cfg(feature = "bootassessment")]
+    step(BootAssessment, "boot-assessment", Some(assessment::assess)).normal(&[], &[LoadModules]),
     step(
         CreateSentinel,
         "create-sentinel",
         Some(root::create_sentinel),
     )
-    .normal(&[], &[LoadModules, BootAssessment])
+    .normal(
+        &[],
+        &[
+            LoadModules,
+            #[cfg(feature = "bootassessment")]
+            BootAssessment,
+        ],
+    )
     .live(&[], &[LoadModules]),
-    step(MountTmpfs, "mount-tmpfs", Some(root::mount_tmpfs))
-        .normal(&[], &[LoadModules, BootAssessment]),
+    step(MountTmpfs, "mount-tmpfs", Some(root::mount_tmpfs)).normal(
+        &[],
+        &[
+            LoadModules,
+            #[cfg(feature = "bootassessment")]
+            BootAssessment,
+        ],
+    ),
     step(MountState, "mount-state", Some(root::mount_state))
         .critical()
-        .normal(&[], &[LoadModules, BootAssessment]),
+        .normal(
+            &[],
+            &[
+                LoadModules,
+                #[cfg(feature = "bootassessment")]
+                BootAssessment,
+            ],
+        ),
     step(DiscoverState, "discover-state", Some(root::discover_state))
         .critical()
         .normal(&[MountState], &[]),
@@ -380,11 +400,20 @@ mod tests {
 
     fn service(mode: Mode) -> Plan {
         Plan::new(mode, &|id| {
-            !matches!(
-                id,
-                BaseMounts | LoadModules | SwitchRoot | LvmActivation | BootAssessment
-            )
+            !matches!(id, BaseMounts | LoadModules | SwitchRoot | LvmActivation) && !assessment(id)
         })
+    }
+
+    /// Whether `id` is the boot assessment, which `app` puts in a plan only with
+    /// `rd.immucore.bootassessment`.
+    fn assessment(id: StepId) -> bool {
+        #[cfg(feature = "bootassessment")]
+        return id == BootAssessment;
+        #[cfg(not(feature = "bootassessment"))]
+        {
+            let _ = id;
+            false
+        }
     }
 
     #[test]
@@ -395,6 +424,7 @@ mod tests {
             (CreateSentinel, "create-sentinel"),
             (MountTmpfs, "mount-tmpfs"),
             (LvmActivation, "lvm-activation"),
+            #[cfg(feature = "bootassessment")]
             (BootAssessment, "boot-assessment"),
             (MountState, "mount-state"),
             (DiscoverState, "discover-state"),
@@ -446,7 +476,8 @@ mod tests {
         }
         assert_eq!(built(LvmActivation), cfg!(feature = "lvm"));
         assert_eq!(built(WaitForSysroot), cfg!(feature = "service"));
-        assert_eq!(built(BootAssessment), cfg!(feature = "bootassessment"));
+        #[cfg(feature = "bootassessment")]
+        assert!(built(BootAssessment));
         // The other steps are in every build.
         let gated = [
             RootfsHook,
@@ -454,7 +485,6 @@ mod tests {
             InitramfsHook,
             LvmActivation,
             WaitForSysroot,
-            BootAssessment,
         ];
         for s in STEPS.iter().filter(|s| !gated.contains(&s.id)) {
             assert!(s.run.is_some(), "{:?}", s.id);
@@ -550,6 +580,7 @@ mod tests {
             BaseMounts,
             LoadModules,
             LvmActivation,
+            #[cfg(feature = "bootassessment")]
             BootAssessment,
             SwitchRoot,
             RootfsHook,
