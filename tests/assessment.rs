@@ -219,14 +219,17 @@ fn failure_scenario(arch: &str) {
         "enable_boot_assessment=yes\nboot_assessment_tentative=\n"
     );
 
-    // 3. Active again, tried, and this time blessed.
-    let (console, _) = boot(arch, &disk, &format!("{ACTIVE} assess=ok"), "3", None);
+    // 3. Active again, tried, and this time blessed, by a boot-ok that finds COS_STATE by
+    //    label (not mounted at /run/initramfs/cos-state any more).
+    let append = format!("{ACTIVE} assess=ok-unmounted");
+    let (console, _) = boot(arch, &disk, &append, "3", None);
     let r = reports(&console);
     assert!(r.contains(&"image active"), "{arch} boot 3:\n{console}");
     assert!(
         !r.iter().any(|l| l.contains("upgrade_failure")),
         "{console}"
     );
+    assert!(r.contains(&"cos-state unmounted"), "{console}");
     assert!(r.contains(&"boot-ok exit 0"), "{console}");
     assert_eq!(
         grub_list(&block_on_disk(&disk), arch),
@@ -299,7 +302,7 @@ fn x86_64_power_cut_leaves_the_old_or_the_new_block() {
             .unwrap();
         assert!(copy.success());
         let append = format!("{ACTIVE} assess=reboot");
-        let trigger = "boot assessment: rewriting /boot_assessment";
+        let trigger = "boot-assessment: rewriting /boot_assessment";
         let (console, runner) = boot(
             arch,
             &disk,

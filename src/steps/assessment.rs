@@ -112,10 +112,13 @@ fn unwritable_reason(why: Unwritable) -> &'static [u8] {
 /// none; the error says why it cannot be used (unreadable, damaged) and is never rewritten.
 fn read_block(dir: &[u8]) -> Result<Option<Block>, Error> {
     let state = Root::open(dir).map_err(|e| err_errno(b"cannot open {}", &[dir], e))?;
-    let file = match state.open_at(BLOCK, OFlags::RDONLY | OFlags::NOFOLLOW, 0) {
+    // Non-blocking: a FIFO in its place must not hang the boot (it is refused below).
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK;
+    let file = match state.open_at(BLOCK, flags, 0) {
         Err(rustix::io::Errno::NOENT) => return Ok(None),
         other => other.map_err(|e| err_errno(b"cannot open {}{}", &[dir, BLOCK], e))?,
     };
+    check_regular(&file, dir)?;
     // One byte more than a block: a longer file is damaged, not cut to size.
     let mut data = [0u8; grubenv::SIZE + 1];
     let len = match sys::read_fd(file.as_fd(), &mut data) {
@@ -135,6 +138,20 @@ fn read_block(dir: &[u8]) -> Result<Option<Block>, Error> {
     }
 }
 
+/// The size of the block file `file` (on the partition at `dir`) if it is a regular file: a
+/// device node, FIFO or directory in its place is refused, never read or written.
+fn check_regular(file: &OwnedFd, dir: &[u8]) -> Result<u64, Error> {
+    let st =
+        rustix::fs::fstat(file).map_err(|e| err_errno(b"cannot stat {}{}", &[dir, BLOCK], e))?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(err(
+            b"{}{} is not a regular file: left as it is",
+            &[dir, BLOCK],
+        ));
+    }
+    Ok(u64::try_from(st.st_size).unwrap_or(0))
+}
+
 /// Writes `block` over the block file on the partition mounted (read-write) at `dir`: in
 /// place, the same 1024 bytes at offset 0, then flushed. Never a new file, a rename or a
 /// truncation: GRUB writes the block where it is, and a power cut leaves the old or the new.
@@ -142,10 +159,14 @@ fn write_block(dir: &[u8], block: &Block) -> Result<(), Error> {
     let what = [dir, BLOCK];
     let state = Root::open(dir).map_err(|e| err_errno(b"cannot open {}", &[dir], e))?;
     let file: OwnedFd = state
-        .open_at(BLOCK, OFlags::WRONLY | OFlags::NOFOLLOW, 0)
+        .open_at(
+            BLOCK,
+            OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK,
+            0,
+        )
         .map_err(|e| err_errno(b"cannot open {}{} for writing", &what, e))?;
-    let size = rustix::fs::fstat(&file).map(|st| st.st_size);
-    if size.ok() != Some(grubenv::SIZE as i64) {
+    let size = check_regular(&file, dir)?;
+    if size != grubenv::SIZE as u64 {
         return Err(err(b"{}{} changed size under us: not rewritten", &what));
     }
     pwrite_all(file.as_fd(), block.as_bytes())
@@ -213,7 +234,7 @@ fn rewrite_mounted(dir: &CStr, rw: bool, keep: MountFlags, block: &Block) -> Res
 pub fn assess(ctx: &mut Ctx) -> Result<(), Error> {
     if ctx.cmd.state != BootState::Active {
         log::info(
-            b"boot assessment: a {} boot was asked for; only active boots are assessed",
+            b"a {} boot was asked for; only active boots are assessed",
             &[ctx.state.name().as_bytes()],
         );
         return Ok(());
@@ -221,10 +242,7 @@ pub fn assess(ctx: &mut Ctx) -> Result<(), Error> {
     // mount-state's own mount (read-only); mount-state then finds it there.
     root::mount_state(ctx)?;
     let Some(block) = read_block(STATE_DIR)? else {
-        log::info(
-            b"boot assessment: no {} on COS_STATE: booting active, unassessed",
-            &[BLOCK],
-        );
+        log::info(b"no {} on COS_STATE: booting active, unassessed", &[BLOCK]);
         return Ok(());
     };
     let verdict = verdict(&block);
@@ -232,7 +250,7 @@ pub fn assess(ctx: &mut Ctx) -> Result<(), Error> {
     if let Some(new) = rewritten(&block, verdict) {
         outcome = match new {
             Ok(new) => {
-                log::info(b"boot assessment: rewriting {} on COS_STATE", &[BLOCK]);
+                log::info(b"rewriting {} on COS_STATE", &[BLOCK]);
                 rewrite_mounted(STATE_DIR_C, ctx.cmd.debugrw, MountFlags::empty(), &new)
             }
             Err(why) => Err(err(
@@ -243,18 +261,15 @@ pub fn assess(ctx: &mut Ctx) -> Result<(), Error> {
     }
     match verdict {
         Verdict::Unassessed => log::info(
-            b"boot assessment: not enabled in {} (enable_boot_assessment): booting active",
+            b"not enabled in {} (enable_boot_assessment): booting active",
             &[BLOCK],
         ),
         Verdict::Try if outcome.is_ok() => log::info(
-            b"boot assessment: trying the active image (boot_assessment_tentative=yes until the system clears it)",
+            b"trying the active image (boot_assessment_tentative=yes until the system clears it)",
             &[],
         ),
         // Without the flag on disk, a failure of this boot could not be told next time.
-        Verdict::Try => log::warn(
-            b"boot assessment: booting active without a try on record",
-            &[],
-        ),
+        Verdict::Try => log::warn(b"booting active without a try on record", &[]),
         Verdict::FirstFallback | Verdict::Fallback => fall_back(ctx),
     }
     outcome
@@ -264,7 +279,7 @@ pub fn assess(ctx: &mut Ctx) -> Result<(), Error> {
 /// so: on the console and in `/run/cos/upgrade_failure`.
 fn fall_back(ctx: &mut Ctx) {
     log::warn(
-        b"boot assessment: the last boot of the active image never cleared boot_assessment_tentative: booting the passive image {} instead",
+        b"the active image failed its assessed boot (boot_assessment_tentative never cleared): booting the passive image {} instead",
         &[PASSIVE_IMAGE],
     );
     ctx.state = BootState::Passive;
@@ -351,8 +366,9 @@ fn bless(dir: &CStr, rw: bool, keep: MountFlags) -> Result<(), Error> {
     Ok(())
 }
 
-/// `boot-ok` when `COS_STATE` is not at `/run/initramfs/cos-state`: mounted read-write on a
-/// private directory for the write, then unmounted.
+/// `boot-ok` when `COS_STATE` is not at `/run/initramfs/cos-state`: mounted on a private
+/// directory, read-only and then remounted read-write for the write only (a filesystem mounted
+/// read-only elsewhere too cannot be mounted read-write beside it), then unmounted.
 fn bless_unmounted() -> Result<(), Error> {
     let mut table = crate::dev::scan::Table::new();
     let mut why = Text::<256>::new();
@@ -369,9 +385,9 @@ fn bless_unmounted() -> Result<(), Error> {
     };
     let dir = PRIVATE_DIR.to_bytes();
     sys::mkdir_p(dir, 0o700).map_err(|e| err_errno(b"cannot create {}", &[dir], e))?;
-    sys::mount(node, dir, fs.name().as_bytes(), MountFlags::empty(), b"")
+    sys::mount(node, dir, fs.name().as_bytes(), MountFlags::RDONLY, b"")
         .map_err(|e| err_errno(b"cannot mount {} on {}", &[node, dir], e))?;
-    let outcome = bless(PRIVATE_DIR, true, MountFlags::empty());
+    let outcome = bless(PRIVATE_DIR, false, MountFlags::empty());
     if let Err(e) = rustix::mount::unmount(PRIVATE_DIR, rustix::mount::UnmountFlags::empty()) {
         log::warn(b"cannot unmount {}: {}", &[dir, log::errno(e).as_bytes()]);
     }
