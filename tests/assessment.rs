@@ -67,16 +67,10 @@ fn disk(arch: &str, name: &str) -> PathBuf {
     out
 }
 
-/// One boot through `qemu/faults/run` (QEMU exits on the guest's reboot or power-off); with
-/// `kill`, QEMU is killed that many seconds after the console shows `trigger`. Returns the
-/// console and what the runner printed.
-fn boot(
-    arch: &str,
-    disk: &Path,
-    append: &str,
-    tag: &str,
-    kill: Option<(&str, f64)>,
-) -> (String, String) {
+/// One boot through `qemu/faults/run` (QEMU exits on the guest's reboot or power-off), with
+/// the runner's `extra` options (`--kill-on`, `--mark`). Returns the console and what the
+/// runner printed.
+fn boot(arch: &str, disk: &Path, append: &str, tag: &str, extra: &[&str]) -> (String, String) {
     let serial = scratch().join(format!("serial-{arch}-{tag}.log"));
     let initrd = initramfs(arch);
     let mut cmd = Command::new(repo().join("qemu/faults/run"));
@@ -90,11 +84,7 @@ fn boot(
         "--timeout",
         "240",
     ]);
-    let delay;
-    if let Some((trigger, seconds)) = kill {
-        delay = format!("{seconds:.3}");
-        cmd.args(["--kill-on", trigger, "--delay", &delay]);
-    }
+    cmd.args(extra);
     let out = cmd.output().expect("run qemu/faults/run");
     let runner = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
@@ -177,7 +167,7 @@ fn failure_scenario(arch: &str) {
 
     // 1. Active, tried: the flag is set before the root is assembled; the init dies without
     //    boot-ok (a reboot), as a failed upgrade would.
-    let (console, _) = boot(arch, &disk, &format!("{ACTIVE} assess=reboot"), "1", None);
+    let (console, _) = boot(arch, &disk, &format!("{ACTIVE} assess=reboot"), "1", &[]);
     let r = reports(&console);
     assert!(r.contains(&"image active"), "{arch} boot 1:\n{console}");
     assert!(
@@ -202,7 +192,7 @@ fn failure_scenario(arch: &str) {
 
     // 2. The try never cleared its flag: passive, with upgrade_failure; boot-ok there clears
     //    the flag (try the active image again).
-    let (console, _) = boot(arch, &disk, &format!("{ACTIVE} assess=ok"), "2", None);
+    let (console, _) = boot(arch, &disk, &format!("{ACTIVE} assess=ok"), "2", &[]);
     let r = reports(&console);
     assert!(r.contains(&"image passive"), "{arch} boot 2:\n{console}");
     assert!(r.contains(&"sentinel passive_mode 1"), "{console}");
@@ -222,7 +212,7 @@ fn failure_scenario(arch: &str) {
     // 3. Active again, tried, and this time blessed, by a boot-ok that finds COS_STATE by
     //    label (not mounted at /run/initramfs/cos-state any more).
     let append = format!("{ACTIVE} assess=ok-unmounted");
-    let (console, _) = boot(arch, &disk, &append, "3", None);
+    let (console, _) = boot(arch, &disk, &append, "3", &[]);
     let r = reports(&console);
     assert!(r.contains(&"image active"), "{arch} boot 3:\n{console}");
     assert!(
@@ -256,9 +246,11 @@ fn armv7_failed_try_boots_passive_and_boot_ok_rearms() {
     failure_scenario("armv7");
 }
 
-/// Power cuts around the block's rewrite: QEMU killed at spread delays after immucore says it
-/// rewrites the block (the remount, the write and the flush follow). Each cut leaves the old
-/// block or the new one, byte for byte; the new one is what `grub-editenv set` makes of the old.
+/// Power cuts around the block's rewrite. A calibration boot measures, on the host's clock, the
+/// time from load-modules' line to the line after the rewrite (the mount of COS_STATE, the
+/// read, the remount, the write, the flush and the remount happen in between); then QEMU is
+/// killed at points spread over that window, and once after it. Each cut leaves the old block
+/// or the new one, byte for byte; the new one is what `grub-editenv set` makes of the old.
 #[test]
 fn x86_64_power_cut_leaves_the_old_or_the_new_block() {
     let arch = "x86_64";
@@ -268,7 +260,7 @@ fn x86_64_power_cut_leaves_the_old_or_the_new_block() {
     // The new block as GRUB's tool writes it: ours must be the same bytes.
     let file = scratch().join("block-powercut-new");
     std::fs::write(&file, &old).unwrap();
-    let st = Command::new("grub-editenv")
+    let set = Command::new("grub-editenv")
         .args([
             file.to_str().unwrap(),
             "set",
@@ -276,22 +268,11 @@ fn x86_64_power_cut_leaves_the_old_or_the_new_block() {
         ])
         .status()
         .unwrap();
-    assert!(st.success());
+    assert!(set.success());
     let new = std::fs::read(&file).unwrap();
     assert_ne!(old, new);
-    // Delays from the log line: the first ones inside the remount-write-flush, the last ones
-    // after it; a little jitter from the clock so that runs differ.
-    let jitter = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_micros()
-        % 5000) as f64
-        / 1e6;
-    let delays = [0.0, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 1.0];
-    let (mut saw_old, mut saw_new) = (0, 0);
-    for (i, d) in delays.iter().enumerate() {
-        let delay = d + jitter;
-        let disk = scratch().join(format!("disk-{arch}-powercut-{i}.img"));
+    let fresh = |name: &str| {
+        let disk = scratch().join(format!("disk-{arch}-powercut-{name}.img"));
         let copy = Command::new("cp")
             .args([
                 "--sparse=always",
@@ -301,15 +282,51 @@ fn x86_64_power_cut_leaves_the_old_or_the_new_block() {
             .status()
             .unwrap();
         assert!(copy.success());
-        let append = format!("{ACTIVE} assess=reboot");
-        let trigger = "boot-assessment: rewriting /boot_assessment";
-        let (console, runner) = boot(
-            arch,
-            &disk,
-            &append,
-            &format!("cut-{i}"),
-            Some((trigger, delay)),
-        );
+        disk
+    };
+    let append = format!("{ACTIVE} assess=reboot");
+    let (start_mark, end_mark) = ("load-modules: loaded", "trying the active image");
+
+    let disk = fresh("calibration");
+    let marks = ["--mark", start_mark, "--mark", end_mark];
+    let (console, runner) = boot(arch, &disk, &append, "cut-calibration", &marks);
+    let at = |mark: &str| -> f64 {
+        let line = runner
+            .lines()
+            .find(|l| l.starts_with("mark ") && l.ends_with(mark));
+        let t = line.and_then(|l| l.split_whitespace().nth(1));
+        t.unwrap_or_else(|| panic!("no {mark:?} in {runner}\n{console}"))
+            .parse()
+            .unwrap()
+    };
+    let window = at(end_mark) - at(start_mark);
+    assert_eq!(
+        block_on_disk(&disk),
+        new,
+        "the calibration boot wrote the new block"
+    );
+    let _ = std::fs::remove_file(&disk);
+    eprintln!("power cuts: load-modules to the rewritten block: {window:.2} s");
+
+    // Spread over the window with a little jitter from the clock, so that runs differ; the
+    // last one a second after it.
+    let jitter = f64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_micros(),
+    ) / 1e6;
+    const CUTS: usize = 7;
+    let mut delays: Vec<f64> = (0..CUTS)
+        .map(|i| window * (i as f64 + jitter) / CUTS as f64)
+        .collect();
+    delays.push(window + 1.0);
+    let (mut saw_old, mut saw_new) = (0, 0);
+    for (i, delay) in delays.iter().enumerate() {
+        let disk = fresh(&i.to_string());
+        let delay_text = format!("{delay:.3}");
+        let cut = ["--kill-on", start_mark, "--delay", &delay_text];
+        let (console, runner) = boot(arch, &disk, &append, &format!("cut-{i}"), &cut);
         assert!(
             runner.contains("killed"),
             "no power cut in run {i}: {runner}\n{console}"
@@ -321,7 +338,7 @@ fn x86_64_power_cut_leaves_the_old_or_the_new_block() {
             saw_new += 1;
         } else {
             panic!(
-                "run {i} (cut {delay:.3} s after the line): the block is neither the old nor the new one:\n{}",
+                "run {i} (cut {delay:.3} s after load-modules): the block is neither the old nor the new one:\n{}",
                 String::from_utf8_lossy(&block)
             );
         }
@@ -331,6 +348,6 @@ fn x86_64_power_cut_leaves_the_old_or_the_new_block() {
         "power cuts: {saw_old} left the old block, {saw_new} the new one ({:.1} s)",
         started.elapsed().as_secs_f64()
     );
-    // The last cut comes a second after the line: the write is done by then.
+    // The last cut comes a second after the write: the disk has the new block by then.
     assert!(saw_new > 0, "no run saw the rewritten block");
 }
