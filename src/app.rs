@@ -42,19 +42,32 @@ macro_rules! with_cmdline_mounts { ($text:literal) => { $text }; }
 #[cfg(all(not(feature = "cmdline-mounts"), feature = "service"))]
 #[rustfmt::skip]
 macro_rules! with_cmdline_mounts { ($text:literal) => { "" }; }
+#[cfg(feature = "bootassessment")]
+#[rustfmt::skip]
+macro_rules! with_bootassessment { ($text:literal) => { $text }; }
+#[cfg(not(feature = "bootassessment"))]
+#[rustfmt::skip]
+macro_rules! with_bootassessment { ($text:literal) => { "" }; }
 
 const HELP: &str = concat!(
     "immucore - mount a Kairos/cOS immutable OS root at boot
 
 Usage: immucore [",
     with_dry_run!("--dry-run | "),
-    "--help | --version]
+    "--help | --version",
+    with_bootassessment!(" | boot-ok"),
+    "]
   (none)     mount the image named on /proc/cmdline on /sysroot, with the overlays, volumes
              and binds of /run/cos/cos-layout.env (as PID 1: also /proc /sys /dev /run, the
              modules in /etc/immucore/modules, and switch root)
 ",
     with_dry_run!(
         "  --dry-run  print the steps and exit; touches nothing
+"
+    ),
+    with_bootassessment!(
+        "  boot-ok    from the booted system: this boot is good; clears boot_assessment_tentative
+             in /boot_assessment on COS_STATE (rd.immucore.bootassessment; README)
 "
     ),
     "  --version  version, commit and build features
@@ -68,6 +81,7 @@ cos-img/filename=, rd.cos.{oemlabel=,oemtimeout=,overlay=tmpfs:<size>|LABEL=x,de
 "
     ),
     with_service!(with_cmdline_mounts!("rd.cos.mount=LABEL=x:/mnt, ")),
+    with_bootassessment!("rd.immucore.bootassessment, "),
     with_service!(
         "rd.immucore.{sysrootwait=,debug,rebootonfailure}, kairos.reset,
 recovery-mode, fsck.{mode,repair}=, init=, rd.shell=0, rd.emergency=reboot|poweroff|halt
@@ -112,6 +126,7 @@ pub const FEATURES: &[(&str, bool)] = &[
     ("watchdog", cfg!(feature = "watchdog")),
     ("module-hints", cfg!(feature = "module-hints")),
     ("fallback", cfg!(feature = "fallback")),
+    ("bootassessment", cfg!(feature = "bootassessment")),
 ];
 
 /// What `--version` and `--help` print for the features: the built ones, space-separated, or
@@ -217,6 +232,8 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
         }
         Action::DryRun => true,
         Action::Boot => false,
+        #[cfg(feature = "bootassessment")]
+        Action::BootOk => return steps::assessment::boot_ok(),
     };
     if let Some(bad) = &env.bad_arg {
         log::error(b"unknown argument '{}' (see --help)", &[bad.as_bytes()]);
@@ -342,6 +359,8 @@ fn build_plan(env: &Env, cmd: &Cmdline) -> Plan {
     Plan::new(cmd.mode, &|id| match id {
         StepId::BaseMounts | StepId::LoadModules | StepId::SwitchRoot => env.init_mode,
         StepId::LvmActivation => has_lvm,
+        #[cfg(feature = "bootassessment")]
+        StepId::BootAssessment => cmd.boot_assessment,
         _ => true,
     })
 }

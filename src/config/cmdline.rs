@@ -188,6 +188,10 @@ pub struct Cmdline {
     /// `systemd.verity_root_options=` as given (the verity step checks it).
     #[cfg(feature = "verity")]
     pub verity_options: Text<256>,
+    /// `rd.immucore.bootassessment`: Kairos' boot assessment in the initramfs
+    /// (`steps::assessment`).
+    #[cfg(feature = "bootassessment")]
+    pub boot_assessment: bool,
     /// Upstream keys present on this command line that we do not implement (for a debug line).
     pub ignored: List<1024, 16>,
     /// Tolerated problems, as messages for the log.
@@ -275,6 +279,8 @@ enum Flag {
     RecoveryMode,
     #[cfg(feature = "fallback")]
     Fallback,
+    #[cfg(feature = "bootassessment")]
+    BootAssessment,
 }
 
 /// Which list a volume spec goes to: upstream merges every `rd.cos.mount=` before every
@@ -423,6 +429,8 @@ const KEYS: &[KeySpec] = &[
     // would without the key (no row: the tiny build has no bytes for one).
     #[cfg(feature = "fallback")]
     flag("rd.immucore.fallback",         Flag::Fallback),
+    #[cfg(feature = "bootassessment")]
+    flag("rd.immucore.bootassessment",   Flag::BootAssessment),
     out_of_scope("rd.immucore.uki"),
     out_of_scope("rd.immucore.securebootdisabled"),
     out_of_scope("kairos.config_url"),
@@ -589,6 +597,8 @@ struct Flags {
     recovery_mode: bool,
     #[cfg(feature = "fallback")]
     fallback: bool,
+    #[cfg(feature = "bootassessment")]
+    boot_assessment: bool,
 }
 
 impl Flags {
@@ -602,6 +612,8 @@ impl Flags {
             Flag::RecoveryMode => &mut self.recovery_mode,
             #[cfg(feature = "fallback")]
             Flag::Fallback => &mut self.fallback,
+            #[cfg(feature = "bootassessment")]
+            Flag::BootAssessment => &mut self.boot_assessment,
         };
         *bit = true;
     }
@@ -953,6 +965,10 @@ fn resolve(col: &Collected, c: &mut Cmdline) -> Result<(), Refusal> {
     {
         c.fallback = flags.fallback;
     }
+    #[cfg(feature = "bootassessment")]
+    {
+        c.boot_assessment = flags.boot_assessment;
+    }
 
     c.oem_timeout_s = col.number(&choices.oem_timeout, &OEM_TIMEOUT_S, warnings)?;
     // Only the wait for a sysroot someone else assembles (service) and fsck use these.
@@ -1053,6 +1069,8 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
         verity: Verity::Auto,
         #[cfg(feature = "verity")]
         verity_options: Text::EMPTY,
+        #[cfg(feature = "bootassessment")]
+        boot_assessment: false,
         ignored: List::new(),
         warnings: List::new(),
     };

@@ -17,11 +17,16 @@ pub enum Action {
     DryRun,
     Help,
     Version,
+    /// `boot-ok`: the booted system marks this boot good (`steps::assessment::boot_ok`).
+    #[cfg(feature = "bootassessment")]
+    BootOk,
 }
 
 /// The program arguments `Env::new` knows, and in `ACTIONS` the action each asks for. Words
 /// in one string: a table of (`&str`, action) pairs is 24 bytes a row (qemu/size-lore.md).
+#[cfg(not(feature = "bootassessment"))]
 const ACTION_WORDS: &[u8] = b"--dry-run --help -h help --version -v version";
+#[cfg(not(feature = "bootassessment"))]
 const ACTIONS: [Action; 7] = [
     Action::DryRun,
     Action::Help,
@@ -30,6 +35,19 @@ const ACTIONS: [Action; 7] = [
     Action::Version,
     Action::Version,
     Action::Version,
+];
+#[cfg(feature = "bootassessment")]
+const ACTION_WORDS: &[u8] = b"--dry-run --help -h help --version -v version boot-ok";
+#[cfg(feature = "bootassessment")]
+const ACTIONS: [Action; 8] = [
+    Action::DryRun,
+    Action::Help,
+    Action::Help,
+    Action::Help,
+    Action::Version,
+    Action::Version,
+    Action::Version,
+    Action::BootOk,
 ];
 
 pub struct Env {
@@ -182,6 +200,8 @@ mod tests {
             ("--version", Version),
             ("-v", Version),
             ("version", Version),
+            #[cfg(feature = "bootassessment")]
+            ("boot-ok", BootOk),
         ];
         for (word, action) in cases {
             let e = env(&[word], &[], false);

@@ -18,23 +18,27 @@ mod render;
 pub use crate::config::cmdline::Mode;
 pub use exec::{Plan, Status, MAX_STEPS};
 
+#[cfg(feature = "bootassessment")]
+use crate::steps::assessment;
 #[cfg(feature = "hooks")]
 use crate::steps::hooks;
 use crate::steps::{binds, fstab, init, overlay, root, volumes, Ctx, Error};
 
 /// Declares `StepId` with the given variants and counts them (`StepId::COUNT`).
+/// A variant may carry a `#[cfg(feature = ...)]`: a step that exists only with its feature
+/// (its row costs a build without it nothing).
 macro_rules! step_ids {
-    ($($id:ident),+ $(,)?) => {
+    ($($(#[$cfg:meta])* $id:ident),+ $(,)?) => {
         /// A step; `STEPS` has its row.
         #[derive(Clone, Copy, PartialEq, Eq)]
         #[cfg_attr(test, derive(Debug))]
         pub enum StepId {
-            $($id),+
+            $($(#[$cfg])* $id),+
         }
 
         impl StepId {
             /// How many steps there are.
-            pub const COUNT: usize = [$(StepId::$id),+].len();
+            pub const COUNT: usize = [$($(#[$cfg])* StepId::$id),+].len();
         }
     };
 }
@@ -43,6 +47,9 @@ step_ids!(
     BaseMounts,
     LoadModules,
     LvmActivation,
+    // Only in a build with the feature: the tiny build has no byte to spare for its row.
+    #[cfg(feature = "bootassessment")]
+    BootAssessment,
     CreateSentinel,
     MountTmpfs,
     MountState,
@@ -106,17 +113,42 @@ pub const STEPS: &[Step] = &[
         with_feature!("lvm", |_| volumes::lvm_activation()),
     )
     .normal(&[], &[LoadModules]),
+    // Only with rd.immucore.bootassessment (`app`): it picks the image (active or passive)
+    // before the sentinel names the state and the root chain assembles it.
+    #[cfg(feature = "bootassessment")]
+    step(BootAssessment, "boot-assessment", Some(assessment::assess)).normal(&[], &[LoadModules]),
     step(
         CreateSentinel,
         "create-sentinel",
         Some(root::create_sentinel),
     )
-    .normal(&[], &[LoadModules])
+    .normal(
+        &[],
+        &[
+            LoadModules,
+            #[cfg(feature = "bootassessment")]
+            BootAssessment,
+        ],
+    )
     .live(&[], &[LoadModules]),
-    step(MountTmpfs, "mount-tmpfs", Some(root::mount_tmpfs)).normal(&[], &[LoadModules]),
+    step(MountTmpfs, "mount-tmpfs", Some(root::mount_tmpfs)).normal(
+        &[],
+        &[
+            LoadModules,
+            #[cfg(feature = "bootassessment")]
+            BootAssessment,
+        ],
+    ),
     step(MountState, "mount-state", Some(root::mount_state))
         .critical()
-        .normal(&[], &[LoadModules]),
+        .normal(
+            &[],
+            &[
+                LoadModules,
+                #[cfg(feature = "bootassessment")]
+                BootAssessment,
+            ],
+        ),
     step(DiscoverState, "discover-state", Some(root::discover_state))
         .critical()
         .normal(&[MountState], &[]),
@@ -368,8 +400,20 @@ mod tests {
 
     fn service(mode: Mode) -> Plan {
         Plan::new(mode, &|id| {
-            !matches!(id, BaseMounts | LoadModules | SwitchRoot | LvmActivation)
+            !matches!(id, BaseMounts | LoadModules | SwitchRoot | LvmActivation) && !assessment(id)
         })
+    }
+
+    /// Whether `id` is the boot assessment, which `app` puts in a plan only with
+    /// `rd.immucore.bootassessment`.
+    fn assessment(id: StepId) -> bool {
+        #[cfg(feature = "bootassessment")]
+        return id == BootAssessment;
+        #[cfg(not(feature = "bootassessment"))]
+        {
+            let _ = id;
+            false
+        }
     }
 
     #[test]
@@ -380,6 +424,8 @@ mod tests {
             (CreateSentinel, "create-sentinel"),
             (MountTmpfs, "mount-tmpfs"),
             (LvmActivation, "lvm-activation"),
+            #[cfg(feature = "bootassessment")]
+            (BootAssessment, "boot-assessment"),
             (MountState, "mount-state"),
             (DiscoverState, "discover-state"),
             (MountRoot, "mount-root"),
@@ -430,6 +476,8 @@ mod tests {
         }
         assert_eq!(built(LvmActivation), cfg!(feature = "lvm"));
         assert_eq!(built(WaitForSysroot), cfg!(feature = "service"));
+        #[cfg(feature = "bootassessment")]
+        assert!(built(BootAssessment));
         // The other steps are in every build.
         let gated = [
             RootfsHook,
@@ -509,6 +557,21 @@ mod tests {
         );
     }
 
+    /// With `rd.immucore.bootassessment` (`app` then includes the step) the assessment runs
+    /// alone, before the sentinel and the root chain, which follow the state it picks.
+    #[cfg(feature = "bootassessment")]
+    #[test]
+    fn boot_assessment_runs_before_the_sentinel_and_the_state() {
+        let p = Plan::new(NORMAL, &|id| {
+            !matches!(id, BaseMounts | LoadModules | SwitchRoot | LvmActivation)
+        });
+        let expected = "1.\n init (background: false) (weak: false) (run: false)\n\
+2.\n boot-assessment (background: false) (weak: false) (run: false)\n\
+3.\n create-sentinel (background: false) (weak: false) (run: false)\n mount-tmpfs (background: false) (weak: false) (run: false)\n mount-state (background: false) (weak: false) (run: false)\n\
+4.\n discover-state (background: false) (weak: false) (run: false)\n";
+        assert!(render(&p).starts_with(expected), "{}", render(&p));
+    }
+
     /// `Plan::new` keeps table order: it must be layer order for every selection `app` and the
     /// cargo features make (any of the optional steps left out).
     #[test]
@@ -517,6 +580,8 @@ mod tests {
             BaseMounts,
             LoadModules,
             LvmActivation,
+            #[cfg(feature = "bootassessment")]
+            BootAssessment,
             SwitchRoot,
             RootfsHook,
             EnableSysextConfext,

@@ -181,7 +181,7 @@ fn fall_back(ctx: &mut Ctx, stage: Stage, e: Error) -> Result<(), Error> {
             return Err(e);
         }
         let mut image = Text::new();
-        image.push_lossy(root::image(ctx));
+        image.push_lossy(ctx.image());
         ctx.fallback.wanted = Some((ctx.state, image));
         // mount-state mounted the wanted state's partition, unless it is what failed.
         let label = ctx.state.images_label();
@@ -229,7 +229,7 @@ fn stage_failed(ctx: &Ctx, stage: Stage) -> Stage {
 /// that then failed to mount, or the next image could not have one).
 fn note_failure(ctx: &mut Ctx, stage: Stage, e: Error) {
     let why = e.message();
-    let image = root::image(ctx);
+    let image = ctx.image();
     let parts = [image, stage.name(), why.as_bytes()];
     log::warn(b"fallback: {} cannot be used: {}: {}", &parts);
     let reasons = &mut ctx.fallback.reasons;
@@ -286,7 +286,7 @@ fn finish(ctx: &mut Ctx) {
     let Some((wanted, wanted_image)) = &ctx.fallback.wanted else {
         return;
     };
-    let booted_image = root::image(ctx);
+    let booted_image = ctx.image();
     let reasons = ctx.fallback.reasons.as_bytes();
     log::warn(
         b"FALLBACK: the {} image {} cannot be used ({}); booting the {} image {} instead",

@@ -3,6 +3,8 @@
 //! layout, the fstab lines, which volumes mounted). Helpers shared by several steps (the mount
 //! primitive, fsck, option strings) live here too.
 
+#[cfg(feature = "bootassessment")]
+pub mod assessment;
 pub mod binds;
 #[cfg(feature = "fallback")]
 pub mod fallback;
@@ -154,6 +156,22 @@ impl<'a> Ctx<'a> {
 
     pub fn sysroot(&self) -> &[u8] {
         self.env.sysroot.as_bytes()
+    }
+
+    /// The image file the steps assemble: the command line's, the one image fallback chose
+    /// instead, or the passive image when the boot assessment chose it instead of the active
+    /// one (as GRUB's fallback entry does).
+    #[cfg_attr(not(any(feature = "fallback", feature = "bootassessment")), inline(always))]
+    pub fn image(&self) -> &'a [u8] {
+        #[cfg(feature = "fallback")]
+        if let Some(image) = self.fallback.image() {
+            return image;
+        }
+        #[cfg(feature = "bootassessment")]
+        if self.state == BootState::Passive && self.cmd.state == BootState::Active {
+            return assessment::PASSIVE_IMAGE;
+        }
+        self.cmd.image.as_bytes()
     }
 }
 

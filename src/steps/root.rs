@@ -93,17 +93,6 @@ fn root_opts(ctx: &Ctx) -> &'static [u8] {
     }
 }
 
-/// The image file of the state being assembled: the command line's, or the one image
-/// fallback chose instead.
-#[cfg_attr(not(feature = "fallback"), inline(always))]
-pub(super) fn image<'a>(ctx: &Ctx<'a>) -> &'a [u8] {
-    #[cfg(feature = "fallback")]
-    if let Some(image) = ctx.fallback.image() {
-        return image;
-    }
-    ctx.cmd.image.as_bytes()
-}
-
 /// Opens the image file on the images partition, resolved inside it: a symlink there cannot
 /// point at some other file.
 fn open_image(image: &[u8], flags: OFlags) -> Result<OwnedFd, Error> {
@@ -152,7 +141,7 @@ pub fn discover_state(ctx: &mut Ctx) -> Result<(), Error> {
 /// `ctx.root_loop` when it holds a filesystem with the state's root label (or none).
 #[cfg_attr(not(feature = "fallback"), inline(always))]
 pub(super) fn attach_image(ctx: &mut Ctx) -> Result<(), Error> {
-    let image = image(ctx);
+    let image = ctx.image();
     let rw = ctx.cmd.debugrw;
     let file = open_image(image, if rw { OFlags::RDWR } else { OFlags::RDONLY })?;
     // A truncated image (an interrupted upgrade) mounts with a bare EINVAL: say what it is.
@@ -212,7 +201,7 @@ const KAIROS_LABELS: &[u8] =
 #[cfg(feature = "service")]
 fn check_premounted(ctx: &Ctx) -> Result<(), Error> {
     let sysroot = ctx.env.sysroot.as_bytes();
-    let image = ctx.cmd.image.as_bytes();
+    let image = ctx.image();
     let want = ctx.state.root_label().unwrap_or("").as_bytes();
     let mut node = Text::<32>::new();
     let fs = mounted_fs(sysroot, &mut node);

@@ -257,7 +257,7 @@ pub fn verify_root(ctx: &Ctx, root: Loop) -> Result<Loop, Error> {
     let mode = ctx.cmd.verity;
     // The image booted (image fallback may have chosen another than the command line's). A
     // `roothash=` applies to whichever it is: the command line vouches for one image only.
-    let image = super::root::image(ctx);
+    let image = ctx.image();
     if mode == Verity::Off {
         log::info(b"{}: not verified (rd.immucore.verity=off)", &[image]);
         return Ok(root);
