@@ -61,6 +61,18 @@ pub struct Table {
     second: Option<Match>,
 }
 
+/// Whether lookups also look at CD-ROM drives (`sr*`, skipped otherwise): from the time a
+/// live medium is looked for, which may be one (feature `live`). Not a field of `Table`, whose
+/// size is held small.
+#[cfg(feature = "live")]
+static CDROMS: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Makes every later lookup look at CD-ROM drives too (see `CDROMS`).
+#[cfg(feature = "live")]
+pub fn include_cdroms() {
+    CDROMS.store(true, core::sync::atomic::Ordering::Relaxed);
+}
+
 struct FdRead<'a>(BorrowedFd<'a>);
 
 impl BlockRead for FdRead<'_> {
@@ -105,7 +117,7 @@ impl Table {
         let mut name_too_long = false;
         let listed = sys::for_each_entry(dir.as_fd(), &mut |name, _| {
             // Two matches decide (a refusal): the rest need not be looked at.
-            if self.second.is_some() || is_skipped(name) {
+            if self.second.is_some() || skips(name) {
                 return;
             }
             if name.len() > NAME_MAX - PARTITION_SUFFIX_MAX {
@@ -197,6 +209,15 @@ impl Table {
             self.second = m;
         }
     }
+}
+
+/// Whether lookups skip the device `name`: `is_skipped`, less CD-ROM drives once asked.
+fn skips(name: &[u8]) -> bool {
+    #[cfg(feature = "live")]
+    if name.starts_with(b"sr") && CDROMS.load(core::sync::atomic::Ordering::Relaxed) {
+        return false;
+    }
+    is_skipped(name)
 }
 
 /// Whether the device `name` is one we never open (`SKIP_PREFIXES`; `rpmb`: the eMMC

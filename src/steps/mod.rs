@@ -8,6 +8,8 @@ pub mod fstab;
 #[cfg(feature = "hooks")]
 pub mod hooks;
 pub mod init;
+#[cfg(feature = "live")]
+pub mod live;
 pub mod overlay;
 pub mod root;
 #[cfg(feature = "verity")]
@@ -124,6 +126,9 @@ pub struct Ctx<'a> {
     /// The boot state the steps assemble: the command line's, unless a step chose another
     /// image (image fallback, boot assessment). The sentinel, the layout and the binds follow it.
     pub state: BootState,
+    /// The live medium's device node, once `mount-live-medium` found it (feature `live`).
+    #[cfg(feature = "live")]
+    pub live_medium: Text<192>,
 }
 
 impl<'a> Ctx<'a> {
@@ -138,6 +143,8 @@ impl<'a> Ctx<'a> {
             root: None,
             root_loop: None,
             state: cmd.state,
+            #[cfg(feature = "live")]
+            live_medium: Text::EMPTY,
         }
     }
 
