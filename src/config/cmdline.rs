@@ -421,12 +421,13 @@ const KEYS: &[KeySpec] = &[
     needs_feature("roothash",            Needs::Verity),
     #[cfg(not(feature = "verity"))]
     needs_feature("rd.immucore.verity",  Needs::Verity),
+    // dracut's getarg: the last value of a repeated key counts.
     #[cfg(feature = "live")]
-    value("rd.live.dir",             Slot::LiveDir,     ONLY,        First, 128,         Refused),
+    value("rd.live.dir",             Slot::LiveDir,     ONLY,        Last,  128,         Refused),
     #[cfg(feature = "live")]
-    value("rd.live.squashimg",       Slot::LiveImage,   ONLY,        First, 128,         Refused),
+    value("rd.live.squashimg",       Slot::LiveImage,   ONLY,        Last,  128,         Refused),
     #[cfg(feature = "live")]
-    value("rd.live.overlay.size",    Slot::LiveOverlaySize, ONLY,    First, 24,          Judged),
+    value("rd.live.overlay.size",    Slot::LiveOverlaySize, ONLY,    Last,  24,          Judged),
     #[cfg(feature = "live")]
     value("rootflags",               Slot::RootFlags,   ONLY,        Last,  128,         Refused),
     #[cfg(feature = "live")]
@@ -2295,6 +2296,9 @@ mod tests {
             (e.reason, e.token.as_str()),
             ("contains ..", "../../etc/shadow")
         );
+        // As dracut reads them, the last value counts.
+        let c = ok("root=live:/x rd.live.squashimg=a.img rd.live.squashimg=b.img");
+        assert_eq!(c.live.image.as_str(), "/LiveOS/b.img");
         // Not a live root: no source.
         assert!(ok("root=LABEL=COS_ACTIVE").live.source.is_empty());
     }
