@@ -127,6 +127,7 @@ pub const FEATURES: &[(&str, bool)] = &[
     ("module-hints", cfg!(feature = "module-hints")),
     ("fallback", cfg!(feature = "fallback")),
     ("bootassessment", cfg!(feature = "bootassessment")),
+    ("live", cfg!(feature = "live")),
 ];
 
 /// What `--version` and `--help` print for the features: the built ones, space-separated, or
@@ -260,7 +261,11 @@ pub fn main(process: sys::args::ProcessArgs) -> i32 {
         }
     };
     log::set_debug(cmd.debug);
-    if cmd.mode == Mode::Live && !cfg!(feature = "service") {
+    #[cfg(feature = "live")]
+    let assembled_here = live_root(&env, &cmd);
+    #[cfg(not(feature = "live"))]
+    let assembled_here = false;
+    if cmd.mode == Mode::Live && !cfg!(feature = "service") && !assembled_here {
         let why = b"root=live:, netboot and rd.cos.disable need the service feature";
         log::error(why, &[]);
         let on_failure = (env.init_mode && !dry_run).then_some(ShellAllowed(cmd.shell_allowed));
@@ -356,13 +361,26 @@ fn build_plan(env: &Env, cmd: &Cmdline) -> Plan {
         .any(|p| sys::is_executable(p));
     #[cfg(not(feature = "lvm"))]
     let has_lvm = false;
+    #[cfg(feature = "live")]
+    let live_root = live_root(env, cmd);
     Plan::new(cmd.mode, &|id| match id {
         StepId::BaseMounts | StepId::LoadModules | StepId::SwitchRoot => env.init_mode,
         StepId::LvmActivation => has_lvm,
         #[cfg(feature = "bootassessment")]
         StepId::BootAssessment => cmd.boot_assessment,
+        #[cfg(feature = "live")]
+        StepId::WaitForSysroot => !live_root,
+        #[cfg(feature = "live")]
+        StepId::MountLiveMedium | StepId::MountLiveImage | StepId::MountLiveOverlay => live_root,
         _ => true,
     })
+}
+
+/// Whether immucore assembles a live root itself: as PID 1 with `root=live:<source>`. As a
+/// service, dracut's dmsquash-live does, and immucore waits for it.
+#[cfg(feature = "live")]
+fn live_root(env: &Env, cmd: &Cmdline) -> bool {
+    env.init_mode && !cmd.live.source.is_empty()
 }
 
 /// Runs the plan, logging each outcome under the step's name. A service manager's stop skips

@@ -40,7 +40,7 @@ const OEM_TIMEOUT_S: NumberRule = NumberRule {
     default: 5,
     bad: b"not a number, using 5",
 };
-#[cfg(feature = "service")]
+#[cfg(any(feature = "service", feature = "live"))]
 const SYSROOT_WAIT_S: NumberRule = NumberRule {
     min: 1,
     default: 120,
@@ -192,6 +192,9 @@ pub struct Cmdline {
     /// (`steps::assessment`).
     #[cfg(feature = "bootassessment")]
     pub boot_assessment: bool,
+    /// `root=live:...` and dracut dmsquash-live's keys (feature `live`).
+    #[cfg(feature = "live")]
+    pub live: LiveRoot,
     /// Upstream keys present on this command line that we do not implement (for a debug line).
     pub ignored: List<1024, 16>,
     /// Tolerated problems, as messages for the log.
@@ -239,6 +242,14 @@ enum Slot {
     Verity,
     #[cfg(feature = "verity")]
     VerityOptions,
+    #[cfg(feature = "live")]
+    LiveDir,
+    #[cfg(feature = "live")]
+    LiveImage,
+    #[cfg(feature = "live")]
+    LiveOverlaySize,
+    #[cfg(feature = "live")]
+    RootFlags,
 }
 
 /// Which value of a repeated key counts.
@@ -281,6 +292,13 @@ enum Flag {
     Fallback,
     #[cfg(feature = "bootassessment")]
     BootAssessment,
+    /// `rd.live.ram` (its value is read: `=0`, `=no`, `=off` turn it off, as dracut's getargbool).
+    #[cfg(feature = "live")]
+    LiveRam,
+    /// dracut's overlayfs switches (`rd.live.overlay.overlayfs`, `rd.overlayfs`, `rd.overlay`):
+    /// accepted, overlayfs is the only mode of immucore's live roots.
+    #[cfg(feature = "live")]
+    Overlayfs,
 }
 
 /// Which list a volume spec goes to: upstream merges every `rd.cos.mount=` before every
@@ -414,6 +432,23 @@ const KEYS: &[KeySpec] = &[
     needs_feature("roothash",            Needs::Verity),
     #[cfg(not(feature = "verity"))]
     needs_feature("rd.immucore.verity",  Needs::Verity),
+    // dracut's getarg: the last value of a repeated key counts.
+    #[cfg(feature = "live")]
+    value("rd.live.dir",             Slot::LiveDir,     ONLY,        Last,  128,         Refused),
+    #[cfg(feature = "live")]
+    value("rd.live.squashimg",       Slot::LiveImage,   ONLY,        Last,  128,         Refused),
+    #[cfg(feature = "live")]
+    value("rd.live.overlay.size",    Slot::LiveOverlaySize, ONLY,    Last,  24,          Judged),
+    #[cfg(feature = "live")]
+    value("rootflags",               Slot::RootFlags,   ONLY,        Last,  128,         Refused),
+    #[cfg(feature = "live")]
+    flag("rd.live.ram",                  Flag::LiveRam),
+    #[cfg(feature = "live")]
+    flag("rd.live.overlay.overlayfs",    Flag::Overlayfs),
+    #[cfg(feature = "live")]
+    flag("rd.overlayfs",                 Flag::Overlayfs),
+    #[cfg(feature = "live")]
+    flag("rd.overlay",                   Flag::Overlayfs),
     mount("rd.cos.mount",                MountList::Cos),
     mount("rd.immucore.mount",           MountList::Immucore),
     flag("rd.cos.debugrw",               Flag::DebugRw),
@@ -440,6 +475,9 @@ const KEYS: &[KeySpec] = &[
     #[cfg(not(feature = "watchdog"))]
     out_of_scope("rd.immucore.watchdog"),
 ];
+
+/// dracut's boolean words for "off".
+const OFF: &[u8] = b"0 no off";
 
 /// Why a build without the `verity` feature refuses `roothash=` and `rd.immucore.verity=`.
 const VERITY_MISSING: &str =
@@ -560,6 +598,14 @@ struct Choices {
     verity: Choice,
     #[cfg(feature = "verity")]
     verity_options: Choice,
+    #[cfg(feature = "live")]
+    live_dir: Choice,
+    #[cfg(feature = "live")]
+    live_image: Choice,
+    #[cfg(feature = "live")]
+    live_overlay_size: Choice,
+    #[cfg(feature = "live")]
+    rootflags: Choice,
 }
 
 impl Choices {
@@ -581,6 +627,14 @@ impl Choices {
             Slot::Verity => &mut self.verity,
             #[cfg(feature = "verity")]
             Slot::VerityOptions => &mut self.verity_options,
+            #[cfg(feature = "live")]
+            Slot::LiveDir => &mut self.live_dir,
+            #[cfg(feature = "live")]
+            Slot::LiveImage => &mut self.live_image,
+            #[cfg(feature = "live")]
+            Slot::LiveOverlaySize => &mut self.live_overlay_size,
+            #[cfg(feature = "live")]
+            Slot::RootFlags => &mut self.rootflags,
         }
     }
 }
@@ -599,6 +653,8 @@ struct Flags {
     fallback: bool,
     #[cfg(feature = "bootassessment")]
     boot_assessment: bool,
+    #[cfg(feature = "live")]
+    live_ram: bool,
 }
 
 impl Flags {
@@ -614,6 +670,10 @@ impl Flags {
             Flag::Fallback => &mut self.fallback,
             #[cfg(feature = "bootassessment")]
             Flag::BootAssessment => &mut self.boot_assessment,
+            #[cfg(feature = "live")]
+            Flag::LiveRam => &mut self.live_ram,
+            #[cfg(feature = "live")]
+            Flag::Overlayfs => return,
         };
         *bit = true;
     }
@@ -649,6 +709,14 @@ const NO_CHOICES: Choices = Choices {
     verity: ABSENT,
     #[cfg(feature = "verity")]
     verity_options: ABSENT,
+    #[cfg(feature = "live")]
+    live_dir: ABSENT,
+    #[cfg(feature = "live")]
+    live_image: ABSENT,
+    #[cfg(feature = "live")]
+    live_overlay_size: ABSENT,
+    #[cfg(feature = "live")]
+    rootflags: ABSENT,
 };
 
 impl Collected {
@@ -773,6 +841,8 @@ fn collect(body: &[u8], col: &mut Collected, c: &mut Cmdline) -> Result<(), Cmdl
                 return Err(error(why, col.get(token)));
             }
             Sets::Mount(_) => {}
+            #[cfg(feature = "live")]
+            Sets::Flag(Flag::LiveRam) => col.flags.live_ram = !is_word_of(OFF, col.get(value)),
             Sets::Flag(flag) => col.flags.set(flag),
             Sets::OutOfScope => note_ignored(&mut c.ignored, col.get(key)),
             // `rd.immucore.verity=off` asks for nothing this build lacks.
@@ -972,7 +1042,7 @@ fn resolve(col: &Collected, c: &mut Cmdline) -> Result<(), Refusal> {
 
     c.oem_timeout_s = col.number(&choices.oem_timeout, &OEM_TIMEOUT_S, warnings)?;
     // Only the wait for a sysroot someone else assembles (service) and fsck use these.
-    #[cfg(feature = "service")]
+    #[cfg(any(feature = "service", feature = "live"))]
     {
         c.sysroot_wait_s = col.number(&choices.sysroot_wait, &SYSROOT_WAIT_S, warnings)?;
     }
@@ -990,12 +1060,12 @@ fn resolve(col: &Collected, c: &mut Cmdline) -> Result<(), Refusal> {
         let repair = lookup(REPAIRS, col.word(&choices.fsck_repair)?);
         c.fsck_repair = repair.unwrap_or(FsckRepair::None);
     }
-    // dracut's boolean words for "off".
-    const OFF: &[u8] = b"0 no off";
     let shell = col.word(&choices.shell)?;
     c.shell_allowed = !is_word_of(OFF, shell);
     #[cfg(feature = "verity")]
     resolve_verity(col, c)?;
+    #[cfg(feature = "live")]
+    resolve_live(col, c)?;
     Ok(())
 }
 
@@ -1031,6 +1101,91 @@ fn resolve_verity(col: &Collected, c: &mut Cmdline) -> Result<(), Refusal> {
             Verity::Auto
         }
     };
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Live roots (feature `live`): dracut dmsquash-live's keys
+
+/// `rd.live.dir=` when absent (dracut's default).
+#[cfg(feature = "live")]
+pub const LIVE_DIR: &[u8] = b"LiveOS";
+/// `rd.live.squashimg=` when absent (dracut's default).
+#[cfg(feature = "live")]
+pub const LIVE_IMAGE: &[u8] = b"squashfs.img";
+/// `rd.live.overlay.size=`: MiB, as dracut reads it; 0 (absent or refused) means the default.
+#[cfg(feature = "live")]
+const LIVE_OVERLAY_MIB: NumberRule = NumberRule {
+    min: 1,
+    default: 0,
+    bad: b"not a positive number of MiB, using the default (50% of RAM)",
+};
+
+/// What `root=live:<source>` and dmsquash-live's keys ask for.
+#[cfg(feature = "live")]
+#[derive(Clone)]
+#[cfg_attr(test, derive(Debug))]
+pub struct LiveRoot {
+    /// What follows `root=live:` (`CDLABEL=x`, `LABEL=x`, `/dev/sr0`, `/rootfs.squashfs`, a
+    /// URL...), as given; empty when `root=` names no live root. The live steps judge it.
+    pub source: Text<256>,
+    /// The image's path on the medium: `rd.live.dir=` + `/` + `rd.live.squashimg=`, normalized.
+    pub image: Text<256>,
+    /// `rd.live.ram`: the image is copied into RAM before it is mounted.
+    pub ram: bool,
+    /// `rd.live.overlay.size=` in MiB; 0: the default.
+    pub overlay_mib: u32,
+    /// `rootflags=`: extra options of the image mount.
+    pub rootflags: Text<128>,
+}
+
+#[cfg(feature = "live")]
+impl LiveRoot {
+    const NONE: LiveRoot = LiveRoot {
+        source: Text::EMPTY,
+        image: Text::EMPTY,
+        ram: false,
+        overlay_mib: 0,
+        rootflags: Text::EMPTY,
+    };
+}
+
+/// Fills `c.live` from `root=live:...`, `rd.live.*` and `rootflags=`.
+#[cfg(feature = "live")]
+fn resolve_live(col: &Collected, c: &mut Cmdline) -> Result<(), Refusal> {
+    let choices = &col.choices;
+    let live = &mut c.live;
+    if let Some(root) = col.chosen(&choices.root)? {
+        if let Some(source) = root.value.strip_prefix(b"live:") {
+            live.source
+                .push(source)
+                .map_err(|_| ("live root source too long", choices.root.value))?;
+        }
+    }
+    let dir = col.chosen(&choices.live_dir)?.map_or(LIVE_DIR, |d| d.value);
+    let name = col
+        .chosen(&choices.live_image)?
+        .map_or(LIVE_IMAGE, |n| n.value);
+    // `/` + dir + `/` + name: at most 259 bytes, normalized to at most 256 (or refused).
+    let mut joined = Text::<260>::new();
+    for part in [b"/".as_slice(), dir, b"/", name] {
+        joined.push_lossy(part);
+    }
+    let bad = if choices.live_image.rank > 0 {
+        choices.live_image.value
+    } else {
+        choices.live_dir.value
+    };
+    normalize(joined.as_bytes(), &mut live.image).map_err(|reason| (reason, bad))?;
+    live.ram = col.flags.live_ram;
+    live.overlay_mib = col.number(
+        &choices.live_overlay_size,
+        &LIVE_OVERLAY_MIB,
+        &mut c.warnings,
+    )?;
+    if let Some(flags) = col.chosen(&choices.rootflags)? {
+        live.rootflags.push_lossy(flags.value);
+    }
     Ok(())
 }
 
@@ -1071,6 +1226,8 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
         verity_options: Text::EMPTY,
         #[cfg(feature = "bootassessment")]
         boot_assessment: false,
+        #[cfg(feature = "live")]
+        live: LiveRoot::NONE,
         ignored: List::new(),
         warnings: List::new(),
     };
@@ -2142,5 +2299,59 @@ mod tests {
             ))
             .fallback
         );
+    }
+
+    /// dracut dmsquash-live's keys as Kairos writes them, and dracut's defaults.
+    #[cfg(feature = "live")]
+    #[test]
+    fn live_roots() {
+        let iso = ok(
+            "cdroot root=live:CDLABEL=COS_LIVE rd.live.dir=/ rd.live.squashimg=rootfs.squashfs \
+                      rd.cos.disable rd.live.overlay.overlayfs",
+        );
+        assert_eq!((iso.mode, iso.state), (Mode::Live, BootState::Live));
+        assert_eq!(iso.live.source.as_str(), "CDLABEL=COS_LIVE");
+        assert_eq!(iso.live.image.as_str(), "/rootfs.squashfs");
+        assert!(!iso.live.ram && iso.live.overlay_mib == 0 && iso.live.rootflags.is_empty());
+        assert!(iso.warnings.is_empty() && iso.ignored.is_empty());
+
+        let recovery = ok("root=live:LABEL=COS_RECOVERY rd.live.dir=/ \
+                           rd.live.squashimg=/cOS/recovery.squashfs rd.cos.oemlabel=COS_OEM");
+        assert_eq!(recovery.state, BootState::Recovery);
+        assert_eq!(recovery.live.image.as_str(), "/cOS/recovery.squashfs");
+        let reset = ok("root=live:LABEL=COS_RECOVERY kairos.reset");
+        assert_eq!(reset.state, BootState::AutoReset);
+        // dracut's defaults: LiveOS/squashfs.img.
+        assert_eq!(reset.live.image.as_str(), "/LiveOS/squashfs.img");
+
+        let c = ok(
+            "root=live:/rootfs.squashfs rd.live.ram rd.live.overlay.size=512 \
+                    rootflags=noatime rd.overlay",
+        );
+        assert_eq!(c.live.source.as_str(), "/rootfs.squashfs");
+        assert!(c.live.ram);
+        assert_eq!(c.live.overlay_mib, 512);
+        assert_eq!(c.live.rootflags.as_str(), "noatime");
+        for off in ["rd.live.ram=0", "rd.live.ram=no", "rd.live.ram=off"] {
+            assert!(!ok(&std::format!("root=live:/x {off}")).live.ram, "{off}");
+        }
+        assert!(ok("root=live:/x rd.live.ram=1").live.ram);
+        let bad = ok("root=live:/x rd.live.overlay.size=lots");
+        assert_eq!(bad.live.overlay_mib, 0);
+        assert_eq!(
+            items(&bad.warnings),
+            ["rd.live.overlay.size=lots: not a positive number of MiB, using the default (50% of RAM)"]
+        );
+        // A path that escapes the medium is refused.
+        let e = parse(b"root=live:LABEL=x rd.live.squashimg=../../etc/shadow").unwrap_err();
+        assert_eq!(
+            (e.reason, e.token.as_str()),
+            ("contains ..", "../../etc/shadow")
+        );
+        // As dracut reads them, the last value counts.
+        let c = ok("root=live:/x rd.live.squashimg=a.img rd.live.squashimg=b.img");
+        assert_eq!(c.live.image.as_str(), "/LiveOS/b.img");
+        // Not a live root: no source.
+        assert!(ok("root=LABEL=COS_ACTIVE").live.source.is_empty());
     }
 }

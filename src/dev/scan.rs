@@ -61,6 +61,18 @@ pub struct Table {
     second: Option<Match>,
 }
 
+/// Whether lookups also look at CD-ROM drives (`sr*`, skipped otherwise): from the time a
+/// live medium is looked for, which may be one (feature `live`). Not a field of `Table`, whose
+/// size is held small.
+#[cfg(feature = "live")]
+static CDROMS: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Makes every later lookup look at CD-ROM drives too (see `CDROMS`).
+#[cfg(feature = "live")]
+pub fn include_cdroms() {
+    CDROMS.store(true, core::sync::atomic::Ordering::Relaxed);
+}
+
 struct FdRead<'a>(BorrowedFd<'a>);
 
 impl BlockRead for FdRead<'_> {
@@ -105,7 +117,7 @@ impl Table {
         let mut name_too_long = false;
         let listed = sys::for_each_entry(dir.as_fd(), &mut |name, _| {
             // Two matches decide (a refusal): the rest need not be looked at.
-            if self.second.is_some() || is_skipped(name) {
+            if self.second.is_some() || skips(name) {
                 return;
             }
             if name.len() > NAME_MAX - PARTITION_SUFFIX_MAX {
@@ -185,6 +197,14 @@ impl Table {
 
     /// Keeps the first two matches (`find` has checked that `name` fits).
     fn record(&mut self, name: &[u8], fs: Option<FsType>) {
+        #[cfg(feature = "iso9660")]
+        if self
+            .first
+            .as_ref()
+            .is_some_and(|m| same_hybrid_iso(m, name, fs))
+        {
+            return;
+        }
         let mut m = Match {
             name: Text::EMPTY,
             fs,
@@ -197,6 +217,28 @@ impl Table {
             self.second = m;
         }
     }
+}
+
+/// Whether lookups skip the device `name`: `is_skipped`, less CD-ROM drives once asked.
+fn skips(name: &[u8]) -> bool {
+    #[cfg(feature = "live")]
+    if name.starts_with(b"sr") && CDROMS.load(core::sync::atomic::Ordering::Relaxed) {
+        return false;
+    }
+    is_skipped(name)
+}
+
+/// Whether `name` (filesystem `fs`) is the first partition of `m`'s disk, or its disk, both
+/// iso9660: a hybrid ISO (xorriso's `partition_offset`, as Kairos' ISOs are made) carries its
+/// filesystem on the disk and again in its first partition. One medium, not two devices with
+/// the same label: the first seen is kept.
+#[cfg(feature = "iso9660")]
+fn same_hybrid_iso(m: &Match, name: &[u8], fs: Option<FsType>) -> bool {
+    let (a, b) = (m.name.as_bytes(), name);
+    let (disk, part) = if a.len() < b.len() { (a, b) } else { (b, a) };
+    let suffix = part.get(disk.len()..).unwrap_or(&[]);
+    let number = suffix.strip_prefix(b"p".as_slice()).unwrap_or(suffix);
+    fs == Some(FsType::Iso9660) && m.fs == fs && part.starts_with(disk) && number == b"1"
 }
 
 /// Whether the device `name` is one we never open (`SKIP_PREFIXES`; `rpmb`: the eMMC
@@ -400,6 +442,28 @@ mod tests {
             let want = std::format!("{spec} needs the gpt feature, not in this build");
             assert_eq!(why.as_str(), want);
         }
+    }
+
+    #[cfg(feature = "iso9660")]
+    #[test]
+    fn a_hybrid_iso_and_its_first_partition_are_one_medium() {
+        let iso = |name: &str| {
+            let mut m = Match {
+                name: Text::EMPTY,
+                fs: Some(FsType::Iso9660),
+            };
+            m.name.push_lossy(name.as_bytes());
+            m
+        };
+        let iso9660 = Some(FsType::Iso9660);
+        assert!(same_hybrid_iso(&iso("sda"), b"sda1", iso9660));
+        assert!(same_hybrid_iso(&iso("sda1"), b"sda", iso9660));
+        assert!(same_hybrid_iso(&iso("nvme0n1"), b"nvme0n1p1", iso9660));
+        // Another disk, another partition, another filesystem: two devices.
+        assert!(!same_hybrid_iso(&iso("sda"), b"sdb1", iso9660));
+        assert!(!same_hybrid_iso(&iso("sda"), b"sda2", iso9660));
+        assert!(!same_hybrid_iso(&iso("sda"), b"sdab", iso9660));
+        assert!(!same_hybrid_iso(&iso("sda"), b"sda1", Some(FsType::Ext4)));
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub use exec::{Plan, Status, MAX_STEPS};
 use crate::steps::assessment;
 #[cfg(feature = "hooks")]
 use crate::steps::hooks;
+#[cfg(feature = "live")]
+use crate::steps::live;
 use crate::steps::{binds, fstab, init, overlay, root, volumes, Ctx, Error};
 
 /// Declares `StepId` with the given variants and counts them (`StepId::COUNT`).
@@ -56,6 +58,9 @@ step_ids!(
     DiscoverState,
     MountRoot,
     WaitForSysroot,
+    MountLiveMedium,
+    MountLiveImage,
+    MountLiveOverlay,
     MountOem,
     RootfsHook,
     LoadConfig,
@@ -162,16 +167,46 @@ pub const STEPS: &[Step] = &[
     )
     .critical()
     .live(&[], &[LoadModules]),
+    // A live root immucore assembles itself (PID 1 with root=live:...; `app::build_plan`
+    // runs these instead of wait-for-sysroot, and only then). Rows only with the feature: a
+    // row is 48 bytes, and the tiny build must not grow (see `ROWLESS`).
+    #[cfg(feature = "live")]
+    step(
+        MountLiveMedium,
+        "mount-live-medium",
+        with_feature!("live", live::mount_live_medium),
+    )
+    .critical()
+    .live(&[], &[LoadModules]),
+    #[cfg(feature = "live")]
+    step(
+        MountLiveImage,
+        "mount-live-image",
+        with_feature!("live", live::mount_live_image),
+    )
+    .critical()
+    .live(&[MountLiveMedium], &[]),
+    #[cfg(feature = "live")]
+    step(
+        MountLiveOverlay,
+        "mount-live-overlay",
+        with_feature!("live", live::mount_live_overlay),
+    )
+    .critical()
+    .live(&[MountLiveImage], &[]),
     step(MountOem, "mount-oem", Some(volumes::mount_oem))
         .normal(&[MountRoot], &[LvmActivation])
-        .live(&[WaitForSysroot], &[]),
+        .live(&[WaitForSysroot, MountLiveOverlay], &[]),
     step(
         RootfsHook,
         "rootfs-hook",
         with_feature!("hooks", |ctx| hooks::run_stage(ctx, false)),
     )
     .normal(&[MountRoot, CreateSentinel], &[MountOem])
-    .live(&[CreateSentinel, WaitForSysroot], &[MountOem]),
+    .live(
+        &[CreateSentinel, WaitForSysroot, MountLiveOverlay],
+        &[MountOem],
+    ),
     step(LoadConfig, "load-config", Some(overlay::load_config)).normal(&[RootfsHook], &[]),
     step(
         MountBaseOverlay,
@@ -203,20 +238,32 @@ pub const STEPS: &[Step] = &[
         with_feature!("hooks", |ctx| hooks::run_stage(ctx, true)),
     )
     .normal(&[MountRoot], &[WriteFstab, EnableSysextConfext])
-    .live(&[CreateSentinel, WaitForSysroot, RootfsHook], &[MountOem]),
+    .live(
+        &[CreateSentinel, WaitForSysroot, MountLiveOverlay, RootfsHook],
+        &[MountOem],
+    ),
     // The hand-over itself happens after the plan ran (`app`), so that the summary can be
     // printed first.
     step(SwitchRoot, "switch-root", Some(|_| Ok(())))
         .normal(&[MountRoot], &[InitramfsHook])
-        .live(&[WaitForSysroot], &[InitramfsHook]),
+        .live(&[WaitForSysroot, MountLiveOverlay], &[InitramfsHook]),
 ];
 
 const _: () = check_table(STEPS);
 
-/// Fails the build unless `table` has exactly one row per step and lists every dep of a step
-/// before it (so any selection of its rows in table order runs deps first).
+/// The steps without a row in this build (their cargo feature is off): they are in no plan,
+/// and a dep on one is ignored, like a dep on any step not in a plan.
+const ROWLESS: StepSet = if cfg!(feature = "live") {
+    StepSet::EMPTY
+} else {
+    StepSet::of(&[MountLiveMedium, MountLiveImage, MountLiveOverlay])
+};
+
+/// Fails the build unless `table` has exactly one row per step (but the `ROWLESS` ones) and
+/// lists every dep of a step before it (so any selection of its rows in table order runs deps
+/// first).
 const fn check_table(table: &[Step]) {
-    let mut seen = StepSet::EMPTY;
+    let mut seen = ROWLESS;
     let mut i = 0;
     while i < table.len() {
         let row = &table[i];
@@ -236,7 +283,10 @@ const fn check_table(table: &[Step]) {
         seen = seen.with(row.id);
         i += 1;
     }
-    assert!(table.len() == StepId::COUNT, "a step has no row in STEPS");
+    assert!(
+        table.len() + ROWLESS.0.count_ones() as usize == StepId::COUNT,
+        "a step has no row in STEPS"
+    );
 }
 
 /// A row of the step table.
@@ -306,7 +356,7 @@ impl Step {
 }
 
 impl StepId {
-    /// The step's row (every step has one: `check_table`).
+    /// The step's row (every step but the `ROWLESS` ones has one: `check_table`).
     fn row(self) -> Option<&'static Step> {
         STEPS.iter().find(|s| s.id == self)
     }
@@ -398,9 +448,14 @@ mod tests {
     use super::render::render_to_string as render;
     use super::*;
 
+    /// The live root steps: only PID 1 with a live source runs them (`app::build_plan`).
+    const LIVE_ROOT: [StepId; 3] = [MountLiveMedium, MountLiveImage, MountLiveOverlay];
+
     fn service(mode: Mode) -> Plan {
         Plan::new(mode, &|id| {
-            !matches!(id, BaseMounts | LoadModules | SwitchRoot | LvmActivation) && !assessment(id)
+            !matches!(id, BaseMounts | LoadModules | SwitchRoot | LvmActivation)
+                && !assessment(id)
+                && !LIVE_ROOT.contains(&id)
         })
     }
 
@@ -430,6 +485,9 @@ mod tests {
             (DiscoverState, "discover-state"),
             (MountRoot, "mount-root"),
             (WaitForSysroot, "wait-for-sysroot"),
+            (MountLiveMedium, "mount-live-medium"),
+            (MountLiveImage, "mount-live-image"),
+            (MountLiveOverlay, "mount-live-overlay"),
             (MountOem, "mount-oem"),
             (RootfsHook, "rootfs-hook"),
             (LoadConfig, "load-config"),
@@ -443,6 +501,7 @@ mod tests {
             (SwitchRoot, "switch-root"),
         ];
         for (id, name) in expected {
+            let name = if ROWLESS.contains(id) { "" } else { name };
             assert_eq!(id.name(), name, "{id:?}");
         }
         assert_eq!(expected.len(), StepId::COUNT);
@@ -464,13 +523,24 @@ mod tests {
             STEPS.iter().filter(|s| s.critical).map(|s| s.id).collect();
         assert_eq!(
             critical,
-            [MountState, DiscoverState, MountRoot, WaitForSysroot]
+            [
+                MountState,
+                DiscoverState,
+                MountRoot,
+                WaitForSysroot,
+                #[cfg(feature = "live")]
+                MountLiveMedium,
+                #[cfg(feature = "live")]
+                MountLiveImage,
+                #[cfg(feature = "live")]
+                MountLiveOverlay,
+            ]
         );
     }
 
     #[test]
     fn gated_steps_have_their_function_only_with_their_feature() {
-        let built = |id: StepId| id.row().unwrap().run.is_some();
+        let built = |id: StepId| id.row().is_some_and(|row| row.run.is_some());
         for id in [RootfsHook, EnableSysextConfext, InitramfsHook] {
             assert_eq!(built(id), cfg!(feature = "hooks"), "{id:?}");
         }
@@ -478,6 +548,9 @@ mod tests {
         assert_eq!(built(WaitForSysroot), cfg!(feature = "service"));
         #[cfg(feature = "bootassessment")]
         assert!(built(BootAssessment));
+        for id in LIVE_ROOT {
+            assert_eq!(built(id), cfg!(feature = "live"), "{id:?}");
+        }
         // The other steps are in every build.
         let gated = [
             RootfsHook,
@@ -485,6 +558,9 @@ mod tests {
             InitramfsHook,
             LvmActivation,
             WaitForSysroot,
+            MountLiveMedium,
+            MountLiveImage,
+            MountLiveOverlay,
         ];
         for s in STEPS.iter().filter(|s| !gated.contains(&s.id)) {
             assert!(s.run.is_some(), "{:?}", s.id);
@@ -519,6 +595,25 @@ mod tests {
 4.\n rootfs-hook (background: false) (weak: false) (run: false)\n\
 5.\n initramfs-hook (background: false) (weak: false) (run: false)\n";
         assert_eq!(render(&service(LIVE)), expected);
+    }
+
+    /// PID 1 with `root=live:...`: the live root steps instead of wait-for-sysroot, before
+    /// the OEM partition, the hooks and switch-root (what `--dry-run` shows for that boot).
+    #[cfg(all(feature = "hooks", feature = "live"))]
+    #[test]
+    fn live_root_layers_as_pid1() {
+        let plan = Plan::new(LIVE, &|id| !matches!(id, WaitForSysroot | LvmActivation));
+        let expected = "1.\n init (background: false) (weak: false) (run: false)\n\
+2.\n base-mounts (background: false) (weak: false) (run: false)\n\
+3.\n load-modules (background: false) (weak: false) (run: false)\n\
+4.\n create-sentinel (background: false) (weak: false) (run: false)\n mount-live-medium (background: false) (weak: false) (run: false)\n\
+5.\n mount-live-image (background: false) (weak: false) (run: false)\n\
+6.\n mount-live-overlay (background: false) (weak: false) (run: false)\n\
+7.\n mount-oem (background: false) (weak: false) (run: false)\n\
+8.\n rootfs-hook (background: false) (weak: false) (run: false)\n\
+9.\n initramfs-hook (background: false) (weak: false) (run: false)\n\
+10.\n switch-root (background: false) (weak: false) (run: false)\n";
+        assert_eq!(render(&plan), expected);
     }
 
     /// Without the hooks feature the plans lack the hook steps, and the layout still follows
@@ -586,6 +681,10 @@ mod tests {
             RootfsHook,
             EnableSysextConfext,
             InitramfsHook,
+            WaitForSysroot,
+            MountLiveMedium,
+            MountLiveImage,
+            MountLiveOverlay,
         ];
         for mode in [NORMAL, LIVE] {
             for mask in 0..1 << optional.len() {

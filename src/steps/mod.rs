@@ -12,6 +12,8 @@ pub mod fstab;
 #[cfg(feature = "hooks")]
 pub mod hooks;
 pub mod init;
+#[cfg(feature = "live")]
+pub mod live;
 pub mod overlay;
 pub mod root;
 #[cfg(feature = "verity")]
@@ -131,6 +133,9 @@ pub struct Ctx<'a> {
     /// Image fallback (`rd.immucore.fallback`): the image tried instead, what failed.
     #[cfg(feature = "fallback")]
     pub fallback: fallback::Fallback,
+    /// The live medium's device node, once `mount-live-medium` found it (feature `live`).
+    #[cfg(feature = "live")]
+    pub live_medium: Text<192>,
 }
 
 impl<'a> Ctx<'a> {
@@ -147,6 +152,8 @@ impl<'a> Ctx<'a> {
             state: cmd.state,
             #[cfg(feature = "fallback")]
             fallback: fallback::Fallback::new(),
+            #[cfg(feature = "live")]
+            live_medium: Text::EMPTY,
         }
     }
 
@@ -161,7 +168,10 @@ impl<'a> Ctx<'a> {
     /// The image file the steps assemble: the command line's, the one image fallback chose
     /// instead, or the passive image when the boot assessment chose it instead of the active
     /// one (as GRUB's fallback entry does).
-    #[cfg_attr(not(any(feature = "fallback", feature = "bootassessment")), inline(always))]
+    #[cfg_attr(
+        not(any(feature = "fallback", feature = "bootassessment")),
+        inline(always)
+    )]
     pub fn image(&self) -> &'a [u8] {
         #[cfg(feature = "fallback")]
         if let Some(image) = self.fallback.image() {

@@ -313,7 +313,7 @@ pub(super) fn mount_image(ctx: &mut Ctx) -> Result<(), Error> {
 }
 
 /// Opens the assembled sysroot as the root later steps work in.
-fn open_root(ctx: &mut Ctx) -> Result<(), Error> {
+pub(super) fn open_root(ctx: &mut Ctx) -> Result<(), Error> {
     let sysroot = ctx.env.sysroot.as_bytes();
     let root = Root::open(sysroot).map_err(|e| err_errno(b"cannot open {}", &[sysroot], e))?;
     ctx.root = Some(root);
