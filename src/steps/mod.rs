@@ -128,7 +128,7 @@ pub struct Ctx<'a> {
     pub state: BootState,
     /// Image fallback (`rd.immucore.fallback`): the image tried instead, what failed.
     #[cfg(feature = "fallback")]
-    pub fallback: fallback::Fallback,
+    pub fallback: fallback::Fallback<'a>,
 }
 
 impl<'a> Ctx<'a> {
