@@ -35,6 +35,9 @@ use crate::util::fixed::Text;
 /// failed, in the order tried.
 pub const FALLBACK_FILE: &[u8] = b"/run/cos/fallback";
 
+/// Room for the reasons: every image's error message (256 bytes at most) with its name.
+const REASONS_SIZE: usize = 1024;
+
 /// Room for `/run/cos/fallback`: two states, two image paths, the reasons.
 const NOTE_SIZE: usize = 1536;
 
@@ -115,9 +118,9 @@ pub fn next_candidate(
 }
 
 /// What image fallback knows during the root chain (`Ctx::fallback`).
-pub struct Fallback {
+pub struct Fallback<'a> {
     /// The state and image wanted, from the first failure on (`None`: nothing failed).
-    wanted: Option<(BootState, Text<256>)>,
+    wanted: Option<(BootState, &'a [u8])>,
     /// The candidate tried or booted instead (`None`: the wanted image).
     current: Option<Candidate>,
     /// Position of the next candidate in `after(wanted)`.
@@ -127,17 +130,17 @@ pub struct Fallback {
     /// An images partition that did not mount.
     dead: Option<&'static str>,
     /// Why each image failed (`reason=` of `/run/cos/fallback`).
-    reasons: Text<1024>,
+    reasons: Text<REASONS_SIZE>,
 }
 
-impl Default for Fallback {
+impl Default for Fallback<'_> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Fallback {
-    pub const fn new() -> Fallback {
+impl Fallback<'_> {
+    pub const fn new() -> Self {
         Fallback {
             wanted: None,
             current: None,
@@ -180,9 +183,7 @@ fn fall_back(ctx: &mut Ctx, stage: Stage, e: Error) -> Result<(), Error> {
             // Nothing to fall back to: the error as it is.
             return Err(e);
         }
-        let mut image = Text::new();
-        image.push_lossy(ctx.image());
-        ctx.fallback.wanted = Some((ctx.state, image));
+        ctx.fallback.wanted = Some((ctx.state, ctx.image()));
         // mount-state mounted the wanted state's partition, unless it is what failed.
         let label = ctx.state.images_label();
         if stage == Stage::State {
@@ -232,23 +233,24 @@ fn note_failure(ctx: &mut Ctx, stage: Stage, e: Error) {
     let image = ctx.image();
     let parts = [image, stage.name(), why.as_bytes()];
     log::warn(b"fallback: {} cannot be used: {}: {}", &parts);
-    let reasons = &mut ctx.fallback.reasons;
-    for (i, part) in parts.into_iter().enumerate() {
-        let sep: &[u8] = if i > 0 {
-            b": "
-        } else if reasons.is_empty() {
-            b""
-        } else {
-            b"; "
-        };
-        reasons.push_lossy(sep);
-        reasons.push_lossy(part);
-    }
+    push_reason(&mut ctx.fallback.reasons, &parts);
     ctx.root_loop = None;
     #[cfg(feature = "verity")]
     if stage == Stage::Mount {
         let _ = sys::dm::remove(b"root");
     }
+}
+
+/// Adds `<image>: <step>: <why>` (`parts`) to `reasons`, after a `; ` if there are some. Control
+/// characters become `?`: the reasons are one line of `/run/cos/fallback`, whatever bytes (a
+/// label from the disk) a message holds.
+fn push_reason(reasons: &mut Text<REASONS_SIZE>, parts: &[&[u8]; 3]) {
+    if !reasons.is_empty() {
+        reasons.push_lossy(b"; ");
+    }
+    log::expand(b"{}: {}: {}", parts, &mut |c| {
+        reasons.push_lossy(&[if c < b' ' || c == 0x7f { b'?' } else { c }])
+    });
 }
 
 /// Runs the root chain up to `stage` for candidate `c` (now `ctx.state`): its images partition
@@ -283,7 +285,7 @@ fn attempt(ctx: &mut Ctx, stage: Stage, c: Candidate) -> Result<(), Error> {
 /// After `mount-root` mounted a fallback image: the warning, the booted state's sentinel in
 /// place of the wanted one's, and `/run/cos/fallback`. Nothing when the wanted image booted.
 fn finish(ctx: &mut Ctx) {
-    let Some((wanted, wanted_image)) = &ctx.fallback.wanted else {
+    let Some((wanted, wanted_image)) = ctx.fallback.wanted else {
         return;
     };
     let booted_image = ctx.image();
@@ -292,7 +294,7 @@ fn finish(ctx: &mut Ctx) {
         b"FALLBACK: the {} image {} cannot be used ({}); booting the {} image {} instead",
         &[
             wanted.name().as_bytes(),
-            wanted_image.as_bytes(),
+            wanted_image,
             reasons,
             ctx.state.name().as_bytes(),
             booted_image,
@@ -301,8 +303,8 @@ fn finish(ctx: &mut Ctx) {
     let mut note = Text::new();
     fallback_note(
         &mut note,
-        [*wanted, ctx.state],
-        [wanted_image.as_bytes(), booted_image],
+        [wanted, ctx.state],
+        [wanted_image, booted_image],
         reasons,
     );
     let mut old = Text::<64>::new();
@@ -326,28 +328,26 @@ fn remove_file(path: &[u8]) -> Result<(), sys::Errno> {
 }
 
 /// The text of `/run/cos/fallback` (see [`FALLBACK_FILE`]) into `out`: `states` and `images`
-/// are the wanted and the booted one's.
+/// are the wanted and the booted one's. No value holds a line break: the images are fixed
+/// names or the command line's (a token: no blanks), `note_failure` replaced them in `reasons`.
 pub fn fallback_note(
     out: &mut Text<NOTE_SIZE>,
     states: [BootState; 2],
     images: [&[u8]; 2],
     reasons: &[u8],
 ) {
-    let lines: [(&[u8], &[u8]); 5] = [
-        (b"wanted", states[0].name().as_bytes()),
-        (b"wanted_image", images[0]),
-        (b"booted", states[1].name().as_bytes()),
-        (b"booted_image", images[1]),
-        (b"reason", reasons),
+    let values = [
+        states[0].name().as_bytes(),
+        images[0],
+        states[1].name().as_bytes(),
+        images[1],
+        reasons,
     ];
-    for (key, value) in lines {
-        out.push_lossy(key);
-        out.push_lossy(b"=");
-        for &c in value {
-            out.push_lossy(&[if c < b' ' || c == 0x7f { b'?' } else { c }]);
-        }
-        out.push_lossy(b"\n");
-    }
+    log::expand(
+        b"wanted={}\nwanted_image={}\nbooted={}\nbooted_image={}\nreason={}\n",
+        &values,
+        &mut |c| out.push_lossy(&[c]),
+    );
 }
 
 #[cfg(test)]
@@ -416,13 +416,32 @@ mod tests {
             &mut t,
             [Active, Passive],
             [b"/cOS/active.img", b"/cOS/passive.img"],
-            b"/cOS/active.img: discover-state: bad\nline",
+            b"/cOS/active.img: discover-state: bad",
         );
         assert_eq!(
             t.as_str(),
             "wanted=active\nwanted_image=/cOS/active.img\nbooted=passive\n\
              booted_image=/cOS/passive.img\n\
-             reason=/cOS/active.img: discover-state: bad?line\n"
+             reason=/cOS/active.img: discover-state: bad\n"
+        );
+    }
+
+    #[test]
+    fn reasons_are_one_line_in_the_order_tried() {
+        let mut r = Text::new();
+        push_reason(
+            &mut r,
+            &[
+                b"/cOS/active.img",
+                b"discover-state",
+                b"label 'A\nbooted=x'",
+            ],
+        );
+        push_reason(&mut r, &[b"/cOS/passive.img", b"mount-root", b"bad\x7f"]);
+        assert_eq!(
+            r.as_str(),
+            "/cOS/active.img: discover-state: label 'A?booted=x'; \
+             /cOS/passive.img: mount-root: bad?"
         );
     }
 }

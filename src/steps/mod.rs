@@ -132,7 +132,7 @@ pub struct Ctx<'a> {
     pub state: BootState,
     /// Image fallback (`rd.immucore.fallback`): the image tried instead, what failed.
     #[cfg(feature = "fallback")]
-    pub fallback: fallback::Fallback,
+    pub fallback: fallback::Fallback<'a>,
     /// The live medium's device node, once `mount-live-medium` found it (feature `live`).
     #[cfg(feature = "live")]
     pub live_medium: Text<192>,
