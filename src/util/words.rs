@@ -1,5 +1,5 @@
-//! Looking words up: in a table of (word, value) pairs, or in a space-separated list written as
-//! one string (`b"ro rw"`).
+//! Splitting byte strings, and looking words up: in a table of (word, value) pairs, or in a
+//! space-separated list written as one string (`b"ro rw"`).
 
 /// The words of the space-separated `list`, in order.
 pub fn words(list: &'static [u8]) -> impl Iterator<Item = &'static [u8]> {
@@ -7,13 +7,14 @@ pub fn words(list: &'static [u8]) -> impl Iterator<Item = &'static [u8]> {
 }
 
 /// The parts of `bytes` between the bytes `sep` (`split` with one separator type for all
-/// callers: one instance of its iterator, see size-report.md).
+/// callers: one instance of its iterator, see qemu/size-lore.md).
 pub fn split(bytes: &[u8], sep: u8) -> core::slice::Split<'_, u8, impl FnMut(&u8) -> bool> {
     bytes.split(move |&c| c == sep)
 }
 
 /// Where `word` is in the space-separated `list` (0 for the first word), if it is there.
-/// One function for every list: the search inlined at each caller costs more (size-report.md).
+/// One function for every list: the search inlined at each caller costs more
+/// (qemu/size-lore.md).
 #[inline(never)]
 pub fn word_index(list: &'static [u8], word: &[u8]) -> Option<usize> {
     words(list).position(|w| w == word)
