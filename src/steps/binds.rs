@@ -628,14 +628,14 @@ impl Mounts {
     fn below(&self, top: &[u8]) -> bool {
         let Some(n) = self.len else { return true };
         let escaped = |c: &u8| matches!(c, b' ' | b'\t' | b'\n' | b'\\');
-        // Field 5 of each line of the table is the mount point.
-        let mut mount_points = (self.table.get(..n).unwrap_or(&[]).split(|&c| c == b'\n'))
-            .filter_map(|line| line.split(|&c| c == b' ').nth(4));
-        let mut bound = self.bound.as_bytes().split(|&c| c == b'\n');
-        self.full
-            || top.iter().any(escaped)
-            || mount_points.any(|mp| mp.starts_with(top))
-            || bound.any(|p| p.starts_with(top))
+        if self.full || top.iter().any(escaped) {
+            return true;
+        }
+        // Field 5 of a line of the table is the mount point; a line of `bound` is one.
+        let table = self.table.get(..n).unwrap_or(&[]).split(|&c| c == b'\n');
+        let mut mount_points = (table.filter_map(|line| line.split(|&c| c == b' ').nth(4)))
+            .chain(self.bound.as_bytes().split(|&c| c == b'\n'));
+        mount_points.any(|mp| mp.starts_with(top))
     }
 }
 
