@@ -92,6 +92,7 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
     let mut incomplete = Text::<256>::new();
     let mut report = Text::<4096>::new();
     let mut stats = CopyStats::default();
+    let mut mounts = Mounts::read();
     let mut bound = 0u64;
     // The store's directory, made if missing, once for every path (each path fails on its own
     // if it cannot be).
@@ -129,7 +130,7 @@ pub fn mount_bind(ctx: &mut Ctx) -> Result<(), Error> {
             continue;
         }
         at.path = path;
-        match bind_one(&at, fstab, &mut stats, &mut report) {
+        match bind_one(&at, fstab, &mut stats, &mut report, &mut mounts) {
             Ok(Bound::Yes) => bound += 1,
             Ok(Bound::Incomplete) => {
                 bound += 1;
@@ -254,6 +255,7 @@ fn bind_one(
     fstab: &mut Fstab,
     stats: &mut CopyStats,
     report: &mut Text<4096>,
+    mounts: &mut Mounts,
 ) -> Result<Bound, Error> {
     let (root, path) = (at.root, at.path);
     // Cannot fail: layout paths are normalized to at most `MAX_PATH` (240) bytes when the
@@ -321,7 +323,7 @@ fn bind_one(
         return Err(incomplete(report, at, partial, false, &missed));
     }
     let mut kept = Kept::new();
-    kept.find(at, src)?;
+    kept.find(at, src, mounts)?;
     if first_copy {
         rustix::fs::renameat_with(targets, partial_c, targets, name_c, RenameFlags::NOREPLACE)
             .map_err(|e| {
@@ -470,15 +472,20 @@ impl Kept {
 
     /// Finds the configured mount points that are mounted below `src`, compared by the paths
     /// the kernel gives, so symlinks in the image count as they resolve.
-    fn find(&mut self, at: &Place, src: BorrowedFd<'_>) -> Result<(), Error> {
+    fn find(&mut self, at: &Place, src: BorrowedFd<'_>, mounts: &mut Mounts) -> Result<(), Error> {
         let mut top = Text::<512>::new();
         real_path(src, &mut top).map_err(|e| err_errno(b"cannot name {}", &[at.path], e))?;
         top.push_lossy(b"/");
         // (The tiny profile, which only refuses such paths, keeps the scan alone: no room.)
         #[cfg(feature = "nested-mounts")]
-        if !mounts_below(top.as_bytes()) {
+        if !mounts.below(top.as_bytes()) {
+            // The path is about to be bound: a mount point below the paths still to come.
+            mounts.add(top.as_bytes());
             return Ok(());
         }
+        #[cfg(feature = "nested-mounts")]
+        mounts.add(top.as_bytes());
+        let _ = mounts;
         let volumes = at.volumes.iter().flatten().filter(|v| v.mounted);
         let configured = (at.layout.rw_paths.iter())
             .chain(volumes.map(|v| v.mountpoint.as_bytes()))
@@ -564,23 +571,72 @@ impl Kept {
     }
 }
 
-/// Whether the kernel's mount table has a mount below `top` (a path as the kernel names it,
-/// ending in `/`). Looking for the configured mount points below a path costs an open, a
-/// `statx` and a readlink per configured path for every persistent path; one read of the
-/// table rules them out at once in the usual case, where nothing is mounted below. `true`
-/// when the table cannot tell (unreadable, longer than the buffer, or `top` holds a
-/// character the table escapes): then every configured path is checked.
+/// What is mounted where, to tell whether anything is mounted below a persistent path: the
+/// kernel's mount table, read once when the step begins, and the paths bound since (the only
+/// mount points the step adds: mounts kept below a path are bound again where they were).
+/// Looking for the configured mount points below a path costs an open, a `statx` and a
+/// readlink per configured path, and the kernel formats its whole table on every read; this
+/// rules them out in the usual case, where nothing is mounted below.
 #[cfg(feature = "nested-mounts")]
-fn mounts_below(top: &[u8]) -> bool {
-    let mut table = [0u8; 16384];
-    let Ok(n) = sys::read_file(b"/proc/self/mountinfo", &mut table) else {
-        return true;
-    };
-    let escaped = |c: &u8| matches!(c, b' ' | b'\t' | b'\n' | b'\\');
-    // Field 5 of each line is the mount point.
-    let mut mount_points = (table.get(..n).unwrap_or(&[]).split(|&c| c == b'\n'))
-        .filter_map(|line| line.split(|&c| c == b' ').nth(4));
-    top.iter().any(escaped) || mount_points.any(|mp| mp.starts_with(top))
+pub struct Mounts {
+    table: [u8; 16384],
+    /// The table's length; `None` when it could not be read whole.
+    len: Option<usize>,
+    /// The paths bound since, each followed by a newline.
+    bound: Text<4096>,
+    /// Some did not fit in `bound`.
+    full: bool,
+}
+
+#[cfg(not(feature = "nested-mounts"))]
+pub struct Mounts;
+
+#[cfg(not(feature = "nested-mounts"))]
+impl Mounts {
+    fn read() -> Mounts {
+        Mounts
+    }
+}
+
+#[cfg(feature = "nested-mounts")]
+impl Mounts {
+    fn read() -> Mounts {
+        let mut m = Mounts {
+            table: [0; 16384],
+            len: None,
+            bound: Text::new(),
+            full: false,
+        };
+        m.len = sys::read_file(b"/proc/self/mountinfo", &mut m.table).ok();
+        m
+    }
+
+    /// Records the directory `top` (a path as the kernel names it, ending in `/`) as a mount
+    /// point.
+    fn add(&mut self, top: &[u8]) {
+        let path = top.strip_suffix(b"/").unwrap_or(top);
+        let before = self.bound.len();
+        self.bound.push_lossy(path);
+        self.bound.push_lossy(b"\n");
+        self.full |= self.bound.len() != before + path.len() + 1;
+    }
+
+    /// Whether something may be mounted below `top` (a path as the kernel names it, ending in
+    /// `/`). `true` when this cannot tell (the table unread or longer than the buffer, too many
+    /// paths bound, or `top` holding a character the table escapes): then every configured
+    /// path is checked.
+    fn below(&self, top: &[u8]) -> bool {
+        let Some(n) = self.len else { return true };
+        let escaped = |c: &u8| matches!(c, b' ' | b'\t' | b'\n' | b'\\');
+        if self.full || top.iter().any(escaped) {
+            return true;
+        }
+        // Field 5 of a line of the table is the mount point; a line of `bound` is one.
+        let table = self.table.get(..n).unwrap_or(&[]).split(|&c| c == b'\n');
+        let mut mount_points = (table.filter_map(|line| line.split(|&c| c == b' ').nth(4)))
+            .chain(self.bound.as_bytes().split(|&c| c == b'\n'));
+        mount_points.any(|mp| mp.starts_with(top))
+    }
 }
 
 /// The directory `rel` below `dir`, each part made if missing and opened by name without
@@ -610,9 +666,15 @@ mod tests {
     #[cfg(feature = "nested-mounts")]
     #[test]
     fn mount_table_tells_what_is_mounted_below() {
-        assert!(mounts_below(b"/"));
-        assert!(!mounts_below(b"/nonexistent-immucore-test/"));
-        assert!(mounts_below(b"/nonexistent immucore test/"));
+        let mut m = Mounts::read();
+        assert!(m.below(b"/"));
+        assert!(!m.below(b"/nonexistent-immucore-test/"));
+        assert!(m.below(b"/nonexistent immucore test/"));
+        // A path bound during the step counts below its parents, not below itself.
+        m.add(b"/nonexistent-immucore-test/a/");
+        assert!(m.below(b"/nonexistent-immucore-test/"));
+        assert!(!m.below(b"/nonexistent-immucore-test/a/"));
+        assert!(!m.below(b"/nonexistent-immucore-test/b/"));
     }
 
     #[test]
