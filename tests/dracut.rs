@@ -116,8 +116,10 @@ fn assert_installed_from_package(image: &Path) {
         assert!(!out.stdout.is_empty(), "no {path} in {}", image.display());
         out.stdout
     };
-    let unit = "usr/lib/systemd/system/immucore.service";
-    assert_eq!(from_image(unit), std::fs::read(root.join(unit)).unwrap());
+    assert_eq!(
+        from_image("usr/lib/systemd/system/immucore.service"),
+        std::fs::read(root.join("usr/lib/dracut/modules.d/28immucore/immucore.service")).unwrap()
+    );
     let image_bin = scratch().join("immucore-from-image");
     std::fs::write(&image_bin, from_image("usr/bin/immucore")).unwrap();
     std::fs::set_permissions(
