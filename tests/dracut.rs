@@ -1,7 +1,9 @@
-//! The dracut/systemd-initrd integration (dracut/28immucore) booted for real: Debian's dracut
-//! builds an uncompressed initramfs for the QEMU kit's Debian x86_64 kernel with a minimal module
-//! set plus `immucore` (and the test-only `immucore-test` module, which prints what systemd
-//! recorded about the units as `DRACUT-TEST:` lines), and QEMU boots it under TCG against the
+//! The dracut/systemd-initrd integration (dracut/28immucore) booted for real: the Debian package
+//! of `scripts/mkdeb` is installed with `dpkg -i` into a Debian 12 root, and Debian's dracut
+//! builds, from that root's binary, module and dracut.conf.d snippet, an uncompressed initramfs
+//! for the QEMU kit's Debian x86_64 kernel with a minimal module set plus `immucore` (and the
+//! test-only `immucore-test` module, which prints what systemd recorded about the units as
+//! `DRACUT-TEST:` lines), and QEMU boots it under TCG against the
 //! Kairos-layout disk of `qemu/mkdisk`, or against a disk whose active image is a debootstrapped
 //! Debian with systemd as init (`qemu/dracut/mkdisk-debian`).
 //!
@@ -88,9 +90,47 @@ fn initramfs() -> PathBuf {
             script("qemu/dracut/mkinitramfs", &[out.to_str().unwrap()]);
             let size = std::fs::metadata(&out).unwrap().len();
             eprintln!("dracut initramfs: {size} bytes uncompressed");
+            assert_installed_from_package(&out);
             out
         })
         .clone()
+}
+
+/// immucore came from the Debian package: dpkg has it installed in the Debian root the image
+/// was built from, and the image's unit and binary are that root's (dracut strips binaries, so
+/// the binary is compared by what `--version` prints: version, commit and features).
+fn assert_installed_from_package(image: &Path) {
+    let root = repo().join("qemu/cache/dracut/debian-root");
+    let status = std::fs::read_to_string(root.join("var/lib/dpkg/status")).unwrap();
+    assert!(
+        status.contains("Package: immucore\nStatus: install ok installed\n"),
+        "immucore is not installed by dpkg in {}",
+        root.display()
+    );
+    let from_image = |path: &str| {
+        let out = Command::new("cpio")
+            .args(["-i", "--quiet", "--to-stdout", path])
+            .stdin(std::fs::File::open(image).unwrap())
+            .output()
+            .unwrap();
+        assert!(!out.stdout.is_empty(), "no {path} in {}", image.display());
+        out.stdout
+    };
+    assert_eq!(
+        from_image("usr/lib/systemd/system/immucore.service"),
+        std::fs::read(root.join("usr/lib/dracut/modules.d/28immucore/immucore.service")).unwrap()
+    );
+    let image_bin = scratch().join("immucore-from-image");
+    std::fs::write(&image_bin, from_image("usr/bin/immucore")).unwrap();
+    std::fs::set_permissions(
+        &image_bin,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let version = |bin: &Path| Command::new(bin).arg("--version").output().unwrap().stdout;
+    let installed = version(&root.join("usr/bin/immucore"));
+    assert!(String::from_utf8_lossy(&installed).starts_with("immucore "));
+    assert_eq!(version(&image_bin), installed);
 }
 
 fn kairos_disk(name: &str) -> PathBuf {
