@@ -316,7 +316,7 @@ fn x86_64_power_cut_leaves_the_old_or_the_new_block() {
             .unwrap()
             .subsec_micros(),
     ) / 1e6;
-    const CUTS: usize = 7;
+    const CUTS: usize = 5;
     let mut delays: Vec<f64> = (0..CUTS)
         .map(|i| window * (i as f64 + jitter) / CUTS as f64)
         .collect();

@@ -81,8 +81,8 @@ fn dry_run_needs_its_feature() {
     );
 }
 
-/// The help names only what the build can do: `--dry-run`, live roots, command-line volumes
-/// and the test seams only with their features.
+/// The help names only what the build can do: `--dry-run`, live roots, command-line volumes,
+/// the test seams and `boot-ok` only with their features.
 #[test]
 fn help_names_only_what_the_build_has() {
     let out = run("--help");
@@ -94,6 +94,16 @@ fn help_names_only_what_the_build_has() {
             "cmdline-mounts",
             cfg!(feature = "cmdline-mounts"),
             "rd.cos.mount=",
+        ),
+        (
+            "bootassessment",
+            cfg!(feature = "bootassessment"),
+            "boot-ok",
+        ),
+        (
+            "bootassessment",
+            cfg!(feature = "bootassessment"),
+            "rd.immucore.bootassessment",
         ),
     ] {
         assert_eq!(out.contains(text), on, "{feature}: {text} in\n{out}");

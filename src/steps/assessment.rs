@@ -27,7 +27,6 @@ use crate::config::grubenv::{self, Block, Unwritable};
 use crate::log;
 use crate::sys::{self, inroot::Root};
 use crate::util::fixed::Text;
-use core::ffi::CStr;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::OFlags;
 use rustix::mount::MountFlags;
@@ -190,7 +189,7 @@ fn pwrite_all(fd: BorrowedFd<'_>, data: &[u8]) -> Result<(), sys::Errno> {
 
 /// `mount -o remount` of `dir`, read-only or read-write, keeping `keep` (the per-mount flags it
 /// had: a remount sets them all).
-fn remount(dir: &CStr, read_only: bool, keep: MountFlags) -> Result<(), sys::Errno> {
+fn remount(dir: &[u8], read_only: bool, keep: MountFlags) -> Result<(), sys::Errno> {
     let flags = if read_only {
         keep | MountFlags::RDONLY
     } else {
@@ -199,24 +198,17 @@ fn remount(dir: &CStr, read_only: bool, keep: MountFlags) -> Result<(), sys::Err
     rustix::mount::mount_remount(dir, flags, c"")
 }
 
-const STATE_DIR_C: &CStr = c"/run/initramfs/cos-state";
-const _: () = assert!(
-    STATE_DIR_C.to_bytes().len() == STATE_DIR.len(),
-    "STATE_DIR_C is STATE_DIR"
-);
-
-/// Rewrites the block on the partition mounted at `dir` (read-only unless `rw`) as `block`: a
+/// Rewrites the block on the partition mounted at `path` (read-only unless `rw`) as `block`: a
 /// remount read-write for the write only, then read-only again. A partition that does not go
 /// back to read-only is unmounted (mount-state then mounts it afresh).
-fn rewrite_mounted(dir: &CStr, rw: bool, keep: MountFlags, block: &Block) -> Result<(), Error> {
-    let path = dir.to_bytes();
+fn rewrite_mounted(path: &[u8], rw: bool, keep: MountFlags, block: &Block) -> Result<(), Error> {
     if !rw {
-        remount(dir, false, keep)
+        remount(path, false, keep)
             .map_err(|e| err_errno(b"cannot remount {} read-write", &[path], e))?;
     }
     let written = write_block(path, block);
     if !rw {
-        if let Err(e) = remount(dir, true, keep) {
+        if let Err(e) = remount(path, true, keep) {
             log::error(
                 b"cannot remount {} read-only again ({}): unmounting it",
                 &[path, log::errno(e).as_bytes()],
@@ -251,7 +243,7 @@ pub fn assess(ctx: &mut Ctx) -> Result<(), Error> {
         outcome = match new {
             Ok(new) => {
                 log::info(b"rewriting {} on COS_STATE", &[BLOCK]);
-                rewrite_mounted(STATE_DIR_C, ctx.cmd.debugrw, MountFlags::empty(), &new)
+                rewrite_mounted(STATE_DIR, ctx.cmd.debugrw, MountFlags::empty(), &new)
             }
             Err(why) => Err(err(
                 b"{} on COS_STATE not rewritten: {}",
@@ -294,10 +286,10 @@ fn fall_back(ctx: &mut Ctx) {
 }
 
 /// Where `boot-ok` mounts `COS_STATE` when the booted system has it nowhere.
-const PRIVATE_DIR: &CStr = c"/run/immucore/boot-ok";
+const PRIVATE_DIR: &[u8] = b"/run/immucore/boot-ok";
 
 /// Per-mount flags of the mount at `dir` that a remount must restate.
-fn mount_flags_of(dir: &CStr) -> (bool, MountFlags) {
+fn mount_flags_of(dir: &[u8]) -> (bool, MountFlags) {
     use rustix::fs::StatVfsMountFlags as V;
     let Ok(st) = rustix::fs::statvfs(dir) else {
         return (false, MountFlags::empty());
@@ -328,8 +320,8 @@ fn mount_flags_of(dir: &CStr) -> (bool, MountFlags) {
 pub fn boot_ok() -> i32 {
     log::set_step("boot-ok");
     let outcome = if sys::is_mountpoint_path(STATE_DIR) {
-        let (rw, keep) = mount_flags_of(STATE_DIR_C);
-        bless(STATE_DIR_C, rw, keep)
+        let (rw, keep) = mount_flags_of(STATE_DIR);
+        bless(STATE_DIR, rw, keep)
     } else {
         bless_unmounted()
     };
@@ -342,9 +334,8 @@ pub fn boot_ok() -> i32 {
     }
 }
 
-/// `boot-ok` on the block of the partition mounted at `dir`.
-fn bless(dir: &CStr, rw: bool, keep: MountFlags) -> Result<(), Error> {
-    let path = dir.to_bytes();
+/// `boot-ok` on the block of the partition mounted at `path`.
+fn bless(path: &[u8], rw: bool, keep: MountFlags) -> Result<(), Error> {
     let Some(block) = read_block(path)? else {
         log::info(b"no {} on COS_STATE: nothing to clear", &[BLOCK]);
         return Ok(());
@@ -358,7 +349,7 @@ fn bless(dir: &CStr, rw: bool, keep: MountFlags) -> Result<(), Error> {
     }
     let new = blessed(&block)
         .map_err(|why| err(b"{} not rewritten: {}", &[BLOCK, unwritable_reason(why)]))?;
-    rewrite_mounted(dir, rw, keep, &new)?;
+    rewrite_mounted(path, rw, keep, &new)?;
     log::info(
         b"cleared boot_assessment_tentative in {} on COS_STATE: this boot is good",
         &[BLOCK],
@@ -383,13 +374,22 @@ fn bless_unmounted() -> Result<(), Error> {
             &[node],
         ));
     };
-    let dir = PRIVATE_DIR.to_bytes();
-    sys::mkdir_p(dir, 0o700).map_err(|e| err_errno(b"cannot create {}", &[dir], e))?;
-    sys::mount(node, dir, fs.name().as_bytes(), MountFlags::RDONLY, b"")
-        .map_err(|e| err_errno(b"cannot mount {} on {}", &[node, dir], e))?;
+    sys::mkdir_p(PRIVATE_DIR, 0o700)
+        .map_err(|e| err_errno(b"cannot create {}", &[PRIVATE_DIR], e))?;
+    sys::mount(
+        node,
+        PRIVATE_DIR,
+        fs.name().as_bytes(),
+        MountFlags::RDONLY,
+        b"",
+    )
+    .map_err(|e| err_errno(b"cannot mount {} on {}", &[node, PRIVATE_DIR], e))?;
     let outcome = bless(PRIVATE_DIR, false, MountFlags::empty());
     if let Err(e) = rustix::mount::unmount(PRIVATE_DIR, rustix::mount::UnmountFlags::empty()) {
-        log::warn(b"cannot unmount {}: {}", &[dir, log::errno(e).as_bytes()]);
+        log::warn(
+            b"cannot unmount {}: {}",
+            &[PRIVATE_DIR, log::errno(e).as_bytes()],
+        );
     }
     let _ = rustix::fs::rmdir(PRIVATE_DIR);
     outcome
