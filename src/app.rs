@@ -36,6 +36,12 @@ macro_rules! with_cmdline_mounts { ($text:literal) => { $text }; }
 #[cfg(all(not(feature = "cmdline-mounts"), feature = "service"))]
 #[rustfmt::skip]
 macro_rules! with_cmdline_mounts { ($text:literal) => { "" }; }
+#[cfg(feature = "live")]
+#[rustfmt::skip]
+macro_rules! with_live { ($text:literal) => { $text }; }
+#[cfg(not(feature = "live"))]
+#[rustfmt::skip]
+macro_rules! with_live { ($text:literal) => { "" }; }
 
 const HELP: &str = concat!(
     "immucore - mount a Kairos/cOS immutable OS root at boot
@@ -74,7 +80,13 @@ Testing: HOST_PROC_CMDLINE, IMMUCORE_SYSROOT, IMMUCORE_CONFIG_DIR replace /proc/
 "
     ),
     "Logs: /run/immucore/
+",
+    with_live!(
+        "Live roots as PID 1: root=live:CDLABEL=x|LABEL=x|UUID=x|PARTUUID=x|PARTLABEL=x|/dev/x|/file,
+rd.live.{dir=,squashimg=,ram,overlay.size=<MiB>} (default LiveOS/squashfs.img; the overlay
+tmpfs takes up to 50% of RAM), rootflags=; medium /run/initramfs/live, image /run/rootfsbase
 "
+    ),
 );
 
 /// The optional parts of immucore (cargo features), and whether this build has each.
