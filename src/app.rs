@@ -48,6 +48,12 @@ macro_rules! with_bootassessment { ($text:literal) => { $text }; }
 #[cfg(not(feature = "bootassessment"))]
 #[rustfmt::skip]
 macro_rules! with_bootassessment { ($text:literal) => { "" }; }
+#[cfg(feature = "live")]
+#[rustfmt::skip]
+macro_rules! with_live { ($text:literal) => { $text }; }
+#[cfg(not(feature = "live"))]
+#[rustfmt::skip]
+macro_rules! with_live { ($text:literal) => { "" }; }
 
 const HELP: &str = concat!(
     "immucore - mount a Kairos/cOS immutable OS root at boot
@@ -101,7 +107,13 @@ recovery-mode, fsck.{mode,repair}=, init=, rd.shell=0, rd.emergency=reboot|power
 "
     ),
     "Logs: /run/immucore/
+",
+    with_live!(
+        "Live roots as PID 1: root=live:CDLABEL=x|LABEL=x|UUID=x|PARTUUID=x|PARTLABEL=x|/dev/x|/file,
+rd.live.{dir=,squashimg=,ram,overlay.size=<MiB>} (default LiveOS/squashfs.img; the overlay
+tmpfs takes up to 50% of RAM), rootflags=; medium /run/initramfs/live, image /run/rootfsbase
 "
+    ),
 );
 
 /// The optional parts of immucore (cargo features), and whether this build has each.
