@@ -90,7 +90,7 @@ fn help_names_only_what_the_build_has() {
         ("dry-run", cfg!(feature = "dry-run"), "--dry-run"),
         ("service", cfg!(feature = "service"), "root=live:"),
         ("service", cfg!(feature = "service"), "HOST_PROC_CMDLINE"),
-        ("live", cfg!(feature = "live"), "rd.live.squashimg"),
+        ("live", cfg!(feature = "live"), "root=live:CDLABEL="),
         (
             "cmdline-mounts",
             cfg!(feature = "cmdline-mounts"),
