@@ -98,6 +98,8 @@ pub const FEATURES: &[(&str, bool)] = &[
     ("consoles", cfg!(feature = "consoles")),
     ("watchdog", cfg!(feature = "watchdog")),
     ("module-hints", cfg!(feature = "module-hints")),
+    ("oci", cfg!(feature = "oci")),
+    ("zstd", cfg!(feature = "zstd")),
 ];
 
 /// What `--version` and `--help` print for the features: the built ones, space-separated, or

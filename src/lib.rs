@@ -12,6 +12,8 @@ pub mod app;
 pub mod boot;
 pub mod config;
 pub mod copy;
+#[cfg(feature = "oci")]
+pub mod decode;
 pub mod dev;
 pub mod log;
 pub mod plan;
