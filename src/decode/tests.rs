@@ -124,7 +124,7 @@ fn sample(len: usize, seed: u64) -> Vec<u8> {
     while data.len() < len {
         match rng.u8(0..5) {
             0 => data.extend((0..rng.usize(1..300)).map(|_| rng.u8(..))),
-            1 => data.extend(std::iter::repeat(rng.u8(..)).take(rng.usize(1..2000))),
+            1 => data.extend(std::iter::repeat_n(rng.u8(..), rng.usize(1..2000))),
             2 if data.len() > 10 => {
                 let from = rng.usize(0..data.len());
                 let len = rng.usize(1..600).min(data.len() - from);
