@@ -192,6 +192,10 @@ struct BaseMounts {
 
 /// Program entry after `_start`: returns the exit status (never returns in init mode).
 pub fn main(process: sys::args::ProcessArgs) -> i32 {
+    #[cfg(feature = "oci")]
+    if process.args().nth(1) == Some(b"oci-unpack") {
+        return steps::oci::unpack_command(process.args().skip(2));
+    }
     let env = Env::new(process.args().skip(1), process.vars(), sys::is_pid1());
     let dry_run = match env.action {
         Action::Help => return print_help(),
@@ -330,6 +334,10 @@ fn build_plan(env: &Env, cmd: &Cmdline) -> Plan {
     Plan::new(cmd.mode, &|id| match id {
         StepId::BaseMounts | StepId::LoadModules | StepId::SwitchRoot => env.init_mode,
         StepId::LvmActivation => has_lvm,
+        #[cfg(feature = "oci")]
+        StepId::OciRoot => !cmd.bootc_source.is_empty(),
+        #[cfg(not(feature = "oci"))]
+        StepId::OciRoot => false,
         _ => true,
     })
 }

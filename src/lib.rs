@@ -16,6 +16,8 @@ pub mod copy;
 pub mod decode;
 pub mod dev;
 pub mod log;
+#[cfg(feature = "oci")]
+pub mod oci;
 pub mod plan;
 pub mod steps;
 #[allow(unsafe_code)]

@@ -20,6 +20,8 @@ pub use exec::{Plan, Status, MAX_STEPS};
 
 #[cfg(feature = "hooks")]
 use crate::steps::hooks;
+#[cfg(feature = "oci")]
+use crate::steps::oci;
 use crate::steps::{binds, fstab, init, overlay, root, volumes, Ctx, Error};
 
 /// Declares `StepId` with the given variants and counts them (`StepId::COUNT`).
@@ -48,6 +50,7 @@ step_ids!(
     MountState,
     DiscoverState,
     MountRoot,
+    OciRoot,
     WaitForSysroot,
     MountOem,
     RootfsHook,
@@ -123,6 +126,11 @@ pub const STEPS: &[Step] = &[
     step(MountRoot, "mount-root", Some(root::mount_root))
         .critical()
         .normal(&[DiscoverState], &[]),
+    // root=bootc-live: the root from an OCI archive, before the wait for a sysroot (which then
+    // finds it ready); in the plan only when the command line names an archive (app).
+    step(OciRoot, "oci-root", with_feature!("oci", oci::oci_root))
+        .critical()
+        .live(&[], &[LoadModules]),
     step(
         WaitForSysroot,
         "wait-for-sysroot",
@@ -368,7 +376,10 @@ mod tests {
 
     fn service(mode: Mode) -> Plan {
         Plan::new(mode, &|id| {
-            !matches!(id, BaseMounts | LoadModules | SwitchRoot | LvmActivation)
+            !matches!(
+                id,
+                BaseMounts | LoadModules | SwitchRoot | LvmActivation | OciRoot
+            )
         })
     }
 
@@ -383,6 +394,7 @@ mod tests {
             (MountState, "mount-state"),
             (DiscoverState, "discover-state"),
             (MountRoot, "mount-root"),
+            (OciRoot, "oci-root"),
             (WaitForSysroot, "wait-for-sysroot"),
             (MountOem, "mount-oem"),
             (RootfsHook, "rootfs-hook"),
@@ -418,7 +430,13 @@ mod tests {
             STEPS.iter().filter(|s| s.critical).map(|s| s.id).collect();
         assert_eq!(
             critical,
-            [MountState, DiscoverState, MountRoot, WaitForSysroot]
+            [
+                MountState,
+                DiscoverState,
+                MountRoot,
+                OciRoot,
+                WaitForSysroot
+            ]
         );
     }
 
@@ -430,6 +448,7 @@ mod tests {
         }
         assert_eq!(built(LvmActivation), cfg!(feature = "lvm"));
         assert_eq!(built(WaitForSysroot), cfg!(feature = "service"));
+        assert_eq!(built(OciRoot), cfg!(feature = "oci"));
         // The other steps are in every build.
         let gated = [
             RootfsHook,
@@ -437,6 +456,7 @@ mod tests {
             InitramfsHook,
             LvmActivation,
             WaitForSysroot,
+            OciRoot,
         ];
         for s in STEPS.iter().filter(|s| !gated.contains(&s.id)) {
             assert!(s.run.is_some(), "{:?}", s.id);
@@ -471,6 +491,22 @@ mod tests {
 4.\n rootfs-hook (background: false) (weak: false) (run: false)\n\
 5.\n initramfs-hook (background: false) (weak: false) (run: false)\n";
         assert_eq!(render(&service(LIVE)), expected);
+    }
+
+    /// root=bootc-live: (app puts oci-root in the plan): the archive is unpacked first, then
+    /// the wait for a sysroot finds it ready and the live plan goes on.
+    #[cfg(all(feature = "hooks", feature = "oci"))]
+    #[test]
+    fn oci_root_comes_before_the_wait_for_a_sysroot() {
+        let plan = Plan::new(LIVE, &|id| {
+            !matches!(id, BaseMounts | LoadModules | SwitchRoot)
+        });
+        let expected = "1.\n init (background: false) (weak: false) (run: false)\n\
+2.\n create-sentinel (background: false) (weak: false) (run: false)\n oci-root (background: false) (weak: false) (run: false)\n wait-for-sysroot (background: false) (weak: false) (run: false)\n\
+3.\n mount-oem (background: false) (weak: false) (run: false)\n\
+4.\n rootfs-hook (background: false) (weak: false) (run: false)\n\
+5.\n initramfs-hook (background: false) (weak: false) (run: false)\n";
+        assert_eq!(render(&plan), expected);
     }
 
     /// Without the hooks feature the plans lack the hook steps, and the layout still follows

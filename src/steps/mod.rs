@@ -8,6 +8,8 @@ pub mod fstab;
 #[cfg(feature = "hooks")]
 pub mod hooks;
 pub mod init;
+#[cfg(feature = "oci")]
+pub mod oci;
 pub mod overlay;
 pub mod root;
 #[cfg(feature = "verity")]
