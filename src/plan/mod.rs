@@ -137,7 +137,8 @@ pub const STEPS: &[Step] = &[
         with_feature!("service", root::wait_for_sysroot),
     )
     .critical()
-    .live(&[], &[LoadModules]),
+    // A failed oci-root leaves no sysroot to wait for.
+    .live(&[OciRoot], &[LoadModules]),
     step(MountOem, "mount-oem", Some(volumes::mount_oem))
         .normal(&[MountRoot], &[LvmActivation])
         .live(&[WaitForSysroot], &[]),
@@ -502,10 +503,11 @@ mod tests {
             !matches!(id, BaseMounts | LoadModules | SwitchRoot)
         });
         let expected = "1.\n init (background: false) (weak: false) (run: false)\n\
-2.\n create-sentinel (background: false) (weak: false) (run: false)\n oci-root (background: false) (weak: false) (run: false)\n wait-for-sysroot (background: false) (weak: false) (run: false)\n\
-3.\n mount-oem (background: false) (weak: false) (run: false)\n\
-4.\n rootfs-hook (background: false) (weak: false) (run: false)\n\
-5.\n initramfs-hook (background: false) (weak: false) (run: false)\n";
+2.\n create-sentinel (background: false) (weak: false) (run: false)\n oci-root (background: false) (weak: false) (run: false)\n\
+3.\n wait-for-sysroot (background: false) (weak: false) (run: false)\n\
+4.\n mount-oem (background: false) (weak: false) (run: false)\n\
+5.\n rootfs-hook (background: false) (weak: false) (run: false)\n\
+6.\n initramfs-hook (background: false) (weak: false) (run: false)\n";
         assert_eq!(render(&plan), expected);
     }
 

@@ -158,6 +158,8 @@ pub fn unpack_archive(archive: &[u8], tag: &[u8], tree: &[u8]) -> Result<oci::Su
         Mapped::new(&fd).map_err(|e| err_errno(b"cannot map the archive {}", &[archive], e))?;
     let summary = oci::unpack(map.bytes(), tag, tree)
         .map_err(|e| err(b"{}: {}", &[archive, e.message().as_bytes()]))?;
+    // The kernel updates the peak (VmHWM) when memory is unmapped: after the archive's map.
+    drop(map);
     let ms = sys::now_ms().saturating_sub(started);
     let mut peak = Text::new();
     peak_memory(&mut peak);
@@ -267,7 +269,11 @@ fn bind_root(ctx: &Ctx, settings: &Settings) -> Result<(), Error> {
         let target = fd_path(to.as_fd());
         sys::mount_bind(fd_path(from.as_fd()).as_bytes(), target.as_bytes())
             .map_err(|e| err_errno(b"cannot bind {} of the image", &[dir], e))?;
-        remount(target.as_bytes(), Flags::empty(), !writable)?;
+        // The bind's own root, opened anew: `to` is the directory under it.
+        let bound = root
+            .dir(dir)
+            .map_err(|e| err_errno(b"cannot open {}", &[dir], e))?;
+        remount(fd_path(bound.as_fd()).as_bytes(), Flags::empty(), !writable)?;
         log::info(
             b"{} {}",
             &[

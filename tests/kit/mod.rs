@@ -63,6 +63,15 @@ pub fn tiny_binary(arch: &str) -> PathBuf {
         .join("release/immucore")
 }
 
+/// The release binary of `arch` built with the `full` profile, which `scripts/test` builds into
+/// `target/profile-full`.
+pub fn full_binary(arch: &str) -> PathBuf {
+    repo()
+        .join("target/profile-full")
+        .join(triple(arch))
+        .join("release/immucore")
+}
+
 /// Fails the test when `bin` is missing, saying how to make it.
 pub fn assert_built(bin: &Path) {
     assert!(
