@@ -109,6 +109,13 @@ fn read_all(src: &mut dyn Source, seed: u64) -> Result<Vec<u8>, DecodeError> {
     }
 }
 
+/// Where to cut a stream of `len` bytes: everywhere in its first and last 300 bytes (headers,
+/// trailers), at 500 places between.
+fn cuts(len: usize) -> impl Iterator<Item = usize> {
+    let ends = (0..len.min(300)).chain(len.saturating_sub(300)..len);
+    ends.chain((0..len).step_by(len / 500 + 1))
+}
+
 /// Test data of every kind a layer holds: text, runs, random bytes, repeats far apart.
 fn sample(len: usize, seed: u64) -> Vec<u8> {
     let mut rng = fastrand::Rng::with_seed(seed);
@@ -253,7 +260,7 @@ fn gzip_refuses_bad_streams_with_clear_messages() {
     );
 
     // Every truncation is refused, none panics.
-    for cut in 0..end {
+    for cut in cuts(end) {
         let e = gunzip(&gz[..cut]).unwrap_err();
         assert!(
             e.message().starts_with("gzip: truncated") || e.message().starts_with("gzip: invalid"),
@@ -267,5 +274,166 @@ fn gzip_refuses_bad_streams_with_clear_messages() {
         let at = rng.usize(10..end - 8);
         bad[at] ^= 1 << rng.u8(0..8);
         assert!(gunzip(&bad).is_err(), "flip at {at}");
+    }
+}
+
+#[cfg(feature = "zstd")]
+mod zstd_tests {
+    use super::*;
+
+    fn encode(data: &[u8], level: i32, checksum: bool, window_log: Option<u32>) -> Vec<u8> {
+        use std::io::Write;
+        let mut enc = ::zstd::stream::Encoder::new(Vec::new(), level).unwrap();
+        enc.include_checksum(checksum).unwrap();
+        enc.include_contentsize(level % 2 == 0).unwrap();
+        if let Some(log) = window_log {
+            enc.long_distance_matching(true).unwrap();
+            enc.window_log(log).unwrap();
+        }
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    }
+
+    /// Decodes with a window buffer of exactly the size the stream asks for (plus `extra`).
+    fn unzstd_with(input: &[u8], extra: usize) -> Result<Vec<u8>, DecodeError> {
+        let mut window = std::vec![0u8; Zstd::window_size(input)? + extra];
+        let mut dec = Zstd::new(input, &mut window)?;
+        read_all(&mut dec, input.len() as u64)
+    }
+
+    fn unzstd(input: &[u8]) -> Result<Vec<u8>, DecodeError> {
+        unzstd_with(input, 0)
+    }
+
+    /// A skippable frame as RFC 8878 §3.1.2 writes it: magic 0x184D2A5?, length, bytes.
+    fn skippable(nibble: u8, content: &[u8]) -> Vec<u8> {
+        let mut frame = (0x184d_2a50u32 | u32::from(nibble)).to_le_bytes().to_vec();
+        frame.extend_from_slice(&(content.len() as u32).to_le_bytes());
+        frame.extend_from_slice(content);
+        frame
+    }
+
+    #[test]
+    fn zstd_matches_the_zstd_crate_at_every_level() {
+        for (i, len) in [0, 1, 100, 70_000, 400_000].into_iter().enumerate() {
+            let data = sample(len, 10 + i as u64);
+            for level in 1..=19 {
+                let z = encode(&data, level, level % 3 == 0, None);
+                let got =
+                    unzstd(&z).unwrap_or_else(|e| panic!("length {len} level {level}: {e:?}"));
+                assert!(got == data, "length {len} level {level}");
+            }
+        }
+    }
+
+    #[test]
+    fn zstd_long_windows_and_odd_buffers() {
+        // Repeats 3 MiB apart only a large window finds.
+        let chunk = sample(3 << 20, 20);
+        let mut data = chunk.clone();
+        data.extend_from_slice(&sample(100_000, 21));
+        data.extend_from_slice(&chunk);
+        for (level, log) in [(3, 23), (19, 27)] {
+            let z = encode(&data, level, true, Some(log));
+            assert_eq!(Zstd::window_size(&z).unwrap(), 1 << log);
+            assert!(unzstd(&z).unwrap() == data, "level {level} window 2^{log}");
+            assert!(
+                unzstd_with(&z, 12_345).unwrap() == data,
+                "ring of an odd size"
+            );
+            let mut small = std::vec![0u8; (1 << log) - 1];
+            let e = Zstd::new(&z, &mut small).err().unwrap();
+            assert_eq!(e.message(), "zstd: window larger than the buffer");
+        }
+    }
+
+    #[test]
+    fn zstd_frames_skippable_frames_raw_and_rle_blocks() {
+        let mut rng = fastrand::Rng::with_seed(30);
+        let random: Vec<u8> = (0..300_000).map(|_| rng.u8(..)).collect(); // raw blocks
+        let run = std::vec![0x5au8; 500_000]; // RLE blocks
+        let text = sample(200_000, 31);
+        let mut z = Vec::new();
+        z.extend(skippable(0, b"leading"));
+        z.extend(encode(&random, 3, true, None));
+        z.extend(skippable(0xf, &[]));
+        z.extend(encode(&run, 5, false, None));
+        z.extend(skippable(7, &sample(1000, 32)));
+        z.extend(encode(&text, 12, true, None));
+        z.extend(encode(&[], 1, true, None));
+        // zstd:chunked ends in skippable frames (manifest, tar-split, footer).
+        z.extend(skippable(0xe, &[0; 72]));
+        let want = [&random[..], &run[..], &text[..]].concat();
+        assert!(unzstd(&z).unwrap() == want);
+
+        // The block types really are there: raw (0) in the first frame, RLE (1) in the second.
+        assert!(block_types(&encode(&random, 3, true, None)).contains(&0));
+        assert!(block_types(&encode(&run, 5, false, None)).contains(&1));
+    }
+
+    /// The types of the blocks of a frame without a dictionary.
+    fn block_types(frame: &[u8]) -> Vec<u8> {
+        let descriptor = frame[4];
+        let single = descriptor & 0x20 != 0;
+        let fcs_len = [usize::from(single), 2, 4, 8][usize::from(descriptor >> 6)];
+        let mut at = 5 + usize::from(!single) + fcs_len;
+        let mut types = Vec::new();
+        loop {
+            let header = u32::from_le_bytes([frame[at], frame[at + 1], frame[at + 2], 0]);
+            let kind = (header >> 1 & 3) as u8;
+            types.push(kind);
+            at += 3 + if kind == 1 { 1 } else { header as usize >> 3 };
+            if header & 1 != 0 {
+                return types;
+            }
+        }
+    }
+
+    #[test]
+    fn zstd_refuses_bad_streams_with_clear_messages() {
+        let data = sample(20_000, 40);
+        let z = encode(&data, 3, true, None);
+        let err = |bytes: &[u8]| unzstd_with(bytes, 1000).unwrap_err();
+        assert_eq!(
+            Zstd::window_size(&[]).unwrap_err().message(),
+            "zstd: empty input"
+        );
+        let mut bad = z.clone();
+        bad[0] ^= 1;
+        assert_eq!(
+            (err(&bad).message(), err(&bad).offset()),
+            ("zstd: bad frame magic", 0)
+        );
+        let mut bad = z.clone();
+        let end = bad.len();
+        bad[end - 1] ^= 1;
+        assert_eq!(err(&bad).message(), "zstd: content checksum mismatch");
+        let mut bad = z.clone();
+        bad[4] |= 0x08;
+        assert_eq!(err(&bad).message(), "zstd: reserved frame header bit set");
+        let mut bad = z.clone();
+        bad[4] |= 1; // a one-byte dictionary id
+        bad.insert(5 + usize::from(bad[4] & 0x20 == 0), 7);
+        assert_eq!(err(&bad).message(), "zstd: frame needs a dictionary");
+        // A window over 128 MiB (window descriptor exponent 18: 2^28).
+        let mut bad = z.clone();
+        if bad[4] & 0x20 == 0 {
+            bad[5] = 18 << 3;
+            assert_eq!(err(&bad).message(), "zstd: window larger than 128 MiB");
+        }
+
+        // Every truncation is refused, none panics (the message names what was cut).
+        for cut in cuts(z.len()) {
+            let e = unzstd_with(&z[..cut], 1000).unwrap_err();
+            assert!(e.message().starts_with("zstd: "), "{cut}: {e:?}");
+        }
+        // Flipped bits never panic; the checksum or the structure catches them.
+        let mut rng = fastrand::Rng::with_seed(41);
+        for _ in 0..3000 {
+            let mut bad = z.clone();
+            let at = rng.usize(0..bad.len());
+            bad[at] ^= 1 << rng.u8(0..8);
+            let _ = unzstd_with(&bad, 1000);
+        }
     }
 }
