@@ -114,8 +114,11 @@ fn host_unpack_matches_umoci() {
         (&all, "base", "base"),
         (&all, "multi", "derived"),
         (&images.join("plain.oci"), "latest", "derived"),
+        (&images.join("zstd.oci"), "latest", "derived"),
+        (&images.join("chunked.oci"), "latest", "derived"),
     ] {
-        let u = unpack(&format!("host-{tag}"), archive, tag, "64m");
+        let name = archive.file_stem().unwrap().to_str().unwrap();
+        let u = unpack(&format!("host-{name}-{tag}"), archive, tag, "64m");
         assert!(u.ok, "{} {tag}: {}", archive.display(), u.log);
         let want = dump(&images.join("expected").join(expected));
         assert_eq!(

@@ -128,8 +128,30 @@ fn apply_layer(
             let mut window = [0u8; decode::gzip::WINDOW];
             tree.apply(Layer(decode::Gzip::new(data, &mut window)))
         }
+        #[cfg(feature = "zstd")]
+        Compression::Zstd => {
+            let decode_error = |e: DecodeError| {
+                let at = log::num(e.offset());
+                Error::new(
+                    b"{} at byte {} of the layer",
+                    &[e.message().as_bytes(), at.as_bytes()],
+                )
+            };
+            let size = decode::Zstd::window_size(data).map_err(decode_error)?;
+            let mut window = crate::sys::mapped::Anonymous::new(size).map_err(|e| {
+                let size = log::num(size as u64);
+                Error::new(
+                    b"no memory for a zstd window of {} bytes",
+                    &[size.as_bytes()],
+                )
+                .with_errno(e)
+            })?;
+            let source = decode::Zstd::new(data, window.bytes_mut()).map_err(decode_error)?;
+            tree.apply(Layer(source))
+        }
+        #[cfg(not(feature = "zstd"))]
         Compression::Zstd => Err(Error::new(
-            b"a zstd layer, and this build has no zstd feature",
+            b"a zstd layer (tar+zstd), and this build lacks the zstd feature",
             &[],
         )),
     }

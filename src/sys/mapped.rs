@@ -56,3 +56,42 @@ impl Drop for Mapped {
         }
     }
 }
+
+/// Anonymous memory of a size known only at run time (a zstd layer's window, up to 128 MiB):
+/// the kernel gives pages as they are touched, and takes them all back when dropped.
+#[cfg(feature = "zstd")]
+pub struct Anonymous {
+    ptr: *mut core::ffi::c_void,
+    len: usize,
+}
+
+#[cfg(feature = "zstd")]
+impl Anonymous {
+    pub fn new(len: usize) -> Result<Anonymous> {
+        let len = len.max(1);
+        // SAFETY: a fresh private anonymous mapping aliases nothing.
+        let ptr = unsafe {
+            rustix::mm::mmap_anonymous(
+                core::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::PRIVATE,
+            )?
+        };
+        Ok(Anonymous { ptr, len })
+    }
+
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr` maps `len` writable bytes for as long as `self` lives, and `&mut self`
+        // makes this the only reference.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.cast::<u8>(), self.len) }
+    }
+}
+
+#[cfg(feature = "zstd")]
+impl Drop for Anonymous {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once; no slice outlives `self`.
+        let _ = unsafe { munmap(self.ptr, self.len) };
+    }
+}
