@@ -336,8 +336,6 @@ fn build_plan(env: &Env, cmd: &Cmdline) -> Plan {
         StepId::LvmActivation => has_lvm,
         #[cfg(feature = "oci")]
         StepId::OciRoot => !cmd.bootc_source.is_empty(),
-        #[cfg(not(feature = "oci"))]
-        StepId::OciRoot => false,
         _ => true,
     })
 }

@@ -25,18 +25,20 @@ use crate::steps::oci;
 use crate::steps::{binds, fstab, init, overlay, root, volumes, Ctx, Error};
 
 /// Declares `StepId` with the given variants and counts them (`StepId::COUNT`).
+/// A variant may carry `#[cfg(..)]`: a step only one feature has, with no row (and no cost) in
+/// builds without it.
 macro_rules! step_ids {
-    ($($id:ident),+ $(,)?) => {
+    ($($(#[$cfg:meta])* $id:ident),+ $(,)?) => {
         /// A step; `STEPS` has its row.
         #[derive(Clone, Copy, PartialEq, Eq)]
         #[cfg_attr(test, derive(Debug))]
         pub enum StepId {
-            $($id),+
+            $($(#[$cfg])* $id),+
         }
 
         impl StepId {
             /// How many steps there are.
-            pub const COUNT: usize = [$(StepId::$id),+].len();
+            pub const COUNT: usize = [$($(#[$cfg])* StepId::$id),+].len();
         }
     };
 }
@@ -50,6 +52,8 @@ step_ids!(
     MountState,
     DiscoverState,
     MountRoot,
+    // Only in builds with `oci`: the tiny profile has 64 bytes of its budget left.
+    #[cfg(feature = "oci")]
     OciRoot,
     WaitForSysroot,
     MountOem,
@@ -128,7 +132,8 @@ pub const STEPS: &[Step] = &[
         .normal(&[DiscoverState], &[]),
     // root=bootc-live: the root from an OCI archive, before the wait for a sysroot (which then
     // finds it ready); in the plan only when the command line names an archive (app).
-    step(OciRoot, "oci-root", with_feature!("oci", oci::oci_root))
+    #[cfg(feature = "oci")]
+    step(OciRoot, "oci-root", Some(oci::oci_root))
         .critical()
         .live(&[], &[LoadModules]),
     step(
@@ -138,7 +143,7 @@ pub const STEPS: &[Step] = &[
     )
     .critical()
     // A failed oci-root leaves no sysroot to wait for.
-    .live(&[OciRoot], &[LoadModules]),
+    .live(BEFORE_SYSROOT, &[LoadModules]),
     step(MountOem, "mount-oem", Some(volumes::mount_oem))
         .normal(&[MountRoot], &[LvmActivation])
         .live(&[WaitForSysroot], &[]),
@@ -186,6 +191,12 @@ pub const STEPS: &[Step] = &[
     step(SwitchRoot, "switch-root", Some(|_| Ok(())))
         .normal(&[MountRoot], &[InitramfsHook])
         .live(&[WaitForSysroot], &[InitramfsHook]),
+];
+
+/// What assembles a live sysroot before the wait for it: oci-root, in builds that have it.
+const BEFORE_SYSROOT: &[StepId] = &[
+    #[cfg(feature = "oci")]
+    OciRoot,
 ];
 
 const _: () = check_table(STEPS);
@@ -377,10 +388,12 @@ mod tests {
 
     fn service(mode: Mode) -> Plan {
         Plan::new(mode, &|id| {
-            !matches!(
-                id,
-                BaseMounts | LoadModules | SwitchRoot | LvmActivation | OciRoot
-            )
+            // oci-root: in the plan only for root=bootc-live: (app).
+            #[cfg(feature = "oci")]
+            if id == OciRoot {
+                return false;
+            }
+            !matches!(id, BaseMounts | LoadModules | SwitchRoot | LvmActivation)
         })
     }
 
@@ -395,6 +408,7 @@ mod tests {
             (MountState, "mount-state"),
             (DiscoverState, "discover-state"),
             (MountRoot, "mount-root"),
+            #[cfg(feature = "oci")]
             (OciRoot, "oci-root"),
             (WaitForSysroot, "wait-for-sysroot"),
             (MountOem, "mount-oem"),
@@ -435,6 +449,7 @@ mod tests {
                 MountState,
                 DiscoverState,
                 MountRoot,
+                #[cfg(feature = "oci")]
                 OciRoot,
                 WaitForSysroot
             ]
@@ -449,7 +464,6 @@ mod tests {
         }
         assert_eq!(built(LvmActivation), cfg!(feature = "lvm"));
         assert_eq!(built(WaitForSysroot), cfg!(feature = "service"));
-        assert_eq!(built(OciRoot), cfg!(feature = "oci"));
         // The other steps are in every build.
         let gated = [
             RootfsHook,
@@ -457,7 +471,6 @@ mod tests {
             InitramfsHook,
             LvmActivation,
             WaitForSysroot,
-            OciRoot,
         ];
         for s in STEPS.iter().filter(|s| !gated.contains(&s.id)) {
             assert!(s.run.is_some(), "{:?}", s.id);
