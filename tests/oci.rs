@@ -401,6 +401,11 @@ fn boots(arch: &str) {
         "/var writable",
         "done",
     ]);
+    assert!(
+        g.console.contains("deleted /root.oci from the initramfs"),
+        "{arch}: the archive was not deleted:\n{}",
+        g.console
+    );
     let seen = g.lines("OCI-LIST: ");
     assert_eq!(
         seen,

@@ -228,8 +228,14 @@ pub fn oci_root(ctx: &mut Ctx) -> Result<(), Error> {
     unpack_archive(path, settings.tag.as_bytes(), TREE)?;
     if medium {
         let _ = sys::unmount_detach(MEDIUM);
-    } else if let Err(e) = unlink(path) {
-        log::warn_errno(b"cannot delete {} from the initramfs: {}", &[path], e);
+    } else {
+        match unlink(path) {
+            Ok(()) => log::info(
+                b"deleted {} from the initramfs (its memory returns)",
+                &[path],
+            ),
+            Err(e) => log::warn_errno(b"cannot delete {} from the initramfs: {}", &[path], e),
+        }
     }
     bind_root(ctx, &settings)?;
     let sysroot = ctx.env.sysroot.as_bytes();
