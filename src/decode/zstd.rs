@@ -83,7 +83,7 @@ fn frame_start(input: &[u8], pos: usize) -> Result<FrameStart, DecodeError> {
     let magic = le(input.get(pos..pos + 4).ok_or(truncated)?) as u32;
     if magic & SKIPPABLE_MASK == SKIPPABLE_MAGIC {
         let size = le(input.get(pos + 4..pos + 8).ok_or(truncated)?) as usize;
-        let end = pos + 8 + size;
+        let end = (pos + 8).saturating_add(size);
         if end > input.len() {
             return Err(corrupt("zstd: truncated skippable frame", input.len()));
         }
