@@ -73,8 +73,12 @@ enum FrameStart {
     Skip(usize),
 }
 
+/// A little-endian number of up to 8 bytes (8 in one load: the bit readers' common case).
 fn le(bytes: &[u8]) -> u64 {
-    bytes.iter().rev().fold(0, |v, &b| v << 8 | u64::from(b))
+    match <[u8; 8]>::try_from(bytes) {
+        Ok(word) => u64::from_le_bytes(word),
+        Err(_) => bytes.iter().rev().fold(0, |v, &b| v << 8 | u64::from(b)),
+    }
 }
 
 /// The frame (or skippable frame) at `pos`.
