@@ -417,11 +417,10 @@ impl<'a> Gzip<'a> {
         if litlen.get(256) == Some(&0) {
             return Err(corrupt("gzip: block has no end-of-block code", at));
         }
-        // Incomplete codes are only allowed for a single code of length one (RFC 1951 §3.2.7
-        // and zlib: one distance code, or none).
-        let complete = |left: i32, lengths: &[u8]| {
-            left == 0 || (left > 0 && lengths.iter().filter(|&&l| l != 0).count() <= 1)
-        };
+        // An incomplete code is only allowed when it has no code longer than one bit: one
+        // distance code, or none (RFC 1951 §3.2.7; zlib's inflate_table).
+        let complete =
+            |left: i32, lengths: &[u8]| left == 0 || (left > 0 && lengths.iter().all(|&l| l <= 1));
         let left = self.litlen.build(litlen);
         if !complete(left, litlen) {
             return Err(corrupt("gzip: invalid literal/length code", at));

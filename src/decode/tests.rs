@@ -437,3 +437,94 @@ mod zstd_tests {
         }
     }
 }
+
+/// Decode speed on about 100 MB against sha2, flate2 and libzstd, in release mode:
+/// `IMMUCORE_BENCH_INPUT=some.tar cargo test --release --lib --features full decode_speed --
+/// --ignored --nocapture` (without the variable, 100 MB of `sample`). Checks the outputs too;
+/// times are CPU times of the test's thread.
+#[test]
+#[ignore]
+fn decode_speed() {
+    use sha2::Digest;
+    use std::io::Read;
+    // Time on this thread's CPU clock: the host is shared, wall time says little.
+    #[derive(Clone, Copy)]
+    struct Instant(std::time::Duration);
+    impl Instant {
+        fn now() -> Self {
+            let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+            Instant(std::time::Duration::new(t.tv_sec as u64, t.tv_nsec as u32))
+        }
+        fn elapsed(self) -> std::time::Duration {
+            Instant::now().0 - self.0
+        }
+    }
+    let data = match std::env::var("IMMUCORE_BENCH_INPUT") {
+        Ok(path) => std::fs::read(path).unwrap(),
+        Err(_) => sample(100 << 20, 99),
+    };
+    let mb = data.len() as f64 / 1e6;
+    let rate = |start: Instant| mb / start.elapsed().as_secs_f64();
+
+    let start = Instant::now();
+    let mut ours = Sha256::new();
+    ours.update(&data);
+    let digest = ours.finish();
+    let ours_rate = rate(start);
+    let start = Instant::now();
+    let theirs = sha2::Sha256::digest(&data);
+    let theirs_rate = rate(start);
+    assert_eq!(digest[..], theirs[..]);
+    std::println!("sha256 ({mb:.0} MB): ours {ours_rate:.0} MB/s, sha2 {theirs_rate:.0} MB/s");
+
+    // Both sides write into a Vec that is compared afterwards.
+    let drain = |src: &mut dyn Source, out: &mut Vec<u8>| {
+        let mut buf = std::vec![0u8; 1 << 16];
+        while let n @ 1.. = src.read(&mut buf).unwrap() {
+            out.extend_from_slice(&buf[..n]);
+        }
+    };
+    let gz = gzip_encode(&data, 6);
+    let mut window = [0u8; gzip::WINDOW];
+    let (mut ours, mut theirs) = (
+        Vec::with_capacity(data.len()),
+        Vec::with_capacity(data.len()),
+    );
+    let start = Instant::now();
+    drain(&mut Gzip::new(&gz, &mut window), &mut ours);
+    let ours_rate = rate(start);
+    let start = Instant::now();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut theirs)
+        .unwrap();
+    let theirs_rate = rate(start);
+    assert!(ours == data && theirs == data);
+    std::println!(
+        "gzip -6 ({} MB): ours {ours_rate:.0} MB/s, flate2 {theirs_rate:.0} MB/s",
+        gz.len() / 1_000_000
+    );
+
+    #[cfg(feature = "zstd")]
+    for level in [3, 19] {
+        let z = ::zstd::bulk::compress(&data, level).unwrap();
+        let mut window = std::vec![0u8; Zstd::window_size(&z).unwrap()];
+        let (mut ours, mut theirs) = (
+            Vec::with_capacity(data.len()),
+            Vec::with_capacity(data.len()),
+        );
+        let start = Instant::now();
+        drain(&mut Zstd::new(&z, &mut window).unwrap(), &mut ours);
+        let ours_rate = rate(start);
+        let start = Instant::now();
+        ::zstd::stream::Decoder::new(&z[..])
+            .unwrap()
+            .read_to_end(&mut theirs)
+            .unwrap();
+        let theirs_rate = rate(start);
+        assert!(ours == data && theirs == data);
+        std::println!(
+            "zstd -{level} ({} MB): ours {ours_rate:.0} MB/s, libzstd {theirs_rate:.0} MB/s",
+            z.len() / 1_000_000
+        );
+    }
+}

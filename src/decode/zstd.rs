@@ -73,8 +73,12 @@ enum FrameStart {
     Skip(usize),
 }
 
+/// A little-endian number of up to 8 bytes (8 in one load: the bit readers' common case).
 fn le(bytes: &[u8]) -> u64 {
-    bytes.iter().rev().fold(0, |v, &b| v << 8 | u64::from(b))
+    match <[u8; 8]>::try_from(bytes) {
+        Ok(word) => u64::from_le_bytes(word),
+        Err(_) => bytes.iter().rev().fold(0, |v, &b| v << 8 | u64::from(b)),
+    }
 }
 
 /// The frame (or skippable frame) at `pos`.
@@ -83,7 +87,7 @@ fn frame_start(input: &[u8], pos: usize) -> Result<FrameStart, DecodeError> {
     let magic = le(input.get(pos..pos + 4).ok_or(truncated)?) as u32;
     if magic & SKIPPABLE_MASK == SKIPPABLE_MAGIC {
         let size = le(input.get(pos + 4..pos + 8).ok_or(truncated)?) as usize;
-        let end = pos + 8 + size;
+        let end = (pos + 8).saturating_add(size);
         if end > input.len() {
             return Err(corrupt("zstd: truncated skippable frame", input.len()));
         }
