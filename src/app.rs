@@ -140,6 +140,8 @@ pub const FEATURES: &[(&str, bool)] = &[
     ("fallback", cfg!(feature = "fallback")),
     ("bootassessment", cfg!(feature = "bootassessment")),
     ("live", cfg!(feature = "live")),
+    ("oci", cfg!(feature = "oci")),
+    ("zstd", cfg!(feature = "zstd")),
 ];
 
 /// What `--version` and `--help` print for the features: the built ones, space-separated, or
@@ -232,6 +234,10 @@ struct BaseMounts {
 
 /// Program entry after `_start`: returns the exit status (never returns in init mode).
 pub fn main(process: sys::args::ProcessArgs) -> i32 {
+    #[cfg(feature = "oci")]
+    if process.args().nth(1) == Some(b"oci-unpack") {
+        return steps::oci::unpack_command(process.args().skip(2));
+    }
     let env = Env::new(process.args().skip(1), process.vars(), sys::is_pid1());
     let dry_run = match env.action {
         Action::Help => return print_help(),
@@ -384,6 +390,8 @@ fn build_plan(env: &Env, cmd: &Cmdline) -> Plan {
         StepId::WaitForSysroot => !live_root,
         #[cfg(feature = "live")]
         StepId::MountLiveMedium | StepId::MountLiveImage | StepId::MountLiveOverlay => live_root,
+        #[cfg(feature = "oci")]
+        StepId::OciRoot => !cmd.bootc_source.is_empty(),
         _ => true,
     })
 }

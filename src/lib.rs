@@ -12,8 +12,12 @@ pub mod app;
 pub mod boot;
 pub mod config;
 pub mod copy;
+#[cfg(feature = "oci")]
+pub mod decode;
 pub mod dev;
 pub mod log;
+#[cfg(feature = "oci")]
+pub mod oci;
 pub mod plan;
 pub mod steps;
 #[allow(unsafe_code)]

@@ -195,6 +195,11 @@ pub struct Cmdline {
     /// `root=live:...` and dracut dmsquash-live's keys (feature `live`).
     #[cfg(feature = "live")]
     pub live: LiveRoot,
+    /// `root=bootc-live:<source>`: the source (an archive path, or `<device>:<path>`); empty
+    /// when the root is not an OCI archive. The other bootc-live keys are read by the step
+    /// itself (`steps::oci`), with dracut's semantics.
+    #[cfg(feature = "oci")]
+    pub bootc_source: Text<256>,
     /// Upstream keys present on this command line that we do not implement (for a debug line).
     pub ignored: List<1024, 16>,
     /// Tolerated problems, as messages for the log.
@@ -986,6 +991,8 @@ fn image_path(value: &[u8], image: &mut Text<256>) -> Result<(), &'static str> {
 /// long to keep).
 fn resolve(col: &Collected, c: &mut Cmdline) -> Result<(), Refusal> {
     let choices = &col.choices;
+    #[cfg(feature = "oci")]
+    resolve_bootc(col, c)?;
     if let Some(image) = col.chosen(&choices.image)? {
         // The error names the value as given.
         image_path(image.value, &mut c.image).map_err(|reason| (reason, choices.image.value))?;
@@ -1013,6 +1020,8 @@ fn resolve(col: &Collected, c: &mut Cmdline) -> Result<(), Refusal> {
         Some(root) => root_state(root.value),
         None => (false, None),
     };
+    #[cfg(feature = "oci")]
+    let root_live = root_live || !c.bootc_source.is_empty();
     c.mode = if flags.disable || root_live {
         Mode::Live
     } else {
@@ -1192,6 +1201,41 @@ fn resolve_live(col: &Collected, c: &mut Cmdline) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// `root=bootc-live:<source>`: keeps the source, which makes the boot a live one (immucore
+/// assembles the root from the archive; no image file, no overlays).
+#[cfg(feature = "oci")]
+fn resolve_bootc(col: &Collected, c: &mut Cmdline) -> Result<(), Refusal> {
+    let choices = &col.choices;
+    let Some(root) = col.chosen(&choices.root)? else {
+        return Ok(());
+    };
+    let Some(source) = root.value.strip_prefix(b"bootc-live:") else {
+        return Ok(());
+    };
+    if source.is_empty() || c.bootc_source.push(source).is_err() {
+        return Err((
+            "root=bootc-live: needs a source of at most 256 bytes",
+            choices.root.value,
+        ));
+    }
+    Ok(())
+}
+
+/// Calls `f` with each token of the command line, unquoted as the kernel does (for the keys a
+/// step reads itself, with its own semantics: `steps::oci`).
+#[cfg(feature = "oci")]
+pub fn for_each_token(text: &[u8], f: &mut dyn FnMut(&[u8])) {
+    let mut line = [0u8; MAX_CMDLINE];
+    let mut rest = text.get(..MAX_CMDLINE.min(text.len())).unwrap_or(text);
+    let mut used = 0;
+    while let Some(token) = tokenize(&mut rest, &mut line, &mut used) {
+        match token {
+            Ok(span) => f(span.of(&line)),
+            Err(raw) => f(raw),
+        }
+    }
+}
+
 /// Parses the command line (`/proc/cmdline` contents, trailing newline allowed). Not inlined:
 /// its one caller, `main`, is so large that the inlined copy needs more code.
 #[inline(never)]
@@ -1231,6 +1275,8 @@ pub fn parse(text: &[u8]) -> Result<Cmdline, CmdlineError> {
         boot_assessment: false,
         #[cfg(feature = "live")]
         live: LiveRoot::NONE,
+        #[cfg(feature = "oci")]
+        bootc_source: Text::EMPTY,
         ignored: List::new(),
         warnings: List::new(),
     };
@@ -2116,6 +2162,22 @@ mod tests {
             out.push(std::string::String::from_utf8_lossy(span.of(&buf)).into_owned());
         }
         Ok(out)
+    }
+
+    #[cfg(feature = "oci")]
+    #[test]
+    fn bootc_live_roots_are_live_boots_with_a_source() {
+        let c = ok("root=bootc-live:/root.oci bootclabel=v1");
+        assert_eq!((c.mode, c.state), (Mode::Live, BootState::Live));
+        assert_eq!(c.bootc_source.as_bytes(), b"/root.oci");
+        let c = ok("root=LABEL=COS_ACTIVE root=bootc-live:LABEL=IMG:/a.oci");
+        assert_eq!(
+            c.bootc_source.as_bytes(),
+            b"LABEL=IMG:/a.oci",
+            "the last root= wins"
+        );
+        let c = ok("root=bootc-live:/a.oci root=LABEL=COS_ACTIVE");
+        assert!(c.bootc_source.is_empty() && c.mode == Mode::Normal);
     }
 
     #[test]

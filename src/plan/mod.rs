@@ -24,6 +24,8 @@ use crate::steps::assessment;
 use crate::steps::hooks;
 #[cfg(feature = "live")]
 use crate::steps::live;
+#[cfg(feature = "oci")]
+use crate::steps::oci;
 use crate::steps::{binds, fstab, init, overlay, root, volumes, Ctx, Error};
 
 /// Declares `StepId` with the given variants and counts them (`StepId::COUNT`).
@@ -57,6 +59,9 @@ step_ids!(
     MountState,
     DiscoverState,
     MountRoot,
+    // Only in builds with `oci`: the tiny profile has 64 bytes of its budget left.
+    #[cfg(feature = "oci")]
+    OciRoot,
     WaitForSysroot,
     MountLiveMedium,
     MountLiveImage,
@@ -160,13 +165,20 @@ pub const STEPS: &[Step] = &[
     step(MountRoot, "mount-root", Some(root::mount_root))
         .critical()
         .normal(&[DiscoverState], &[]),
+    // root=bootc-live: the root from an OCI archive, before the wait for a sysroot (which then
+    // finds it ready); in the plan only when the command line names an archive (app).
+    #[cfg(feature = "oci")]
+    step(OciRoot, "oci-root", Some(oci::oci_root))
+        .critical()
+        .live(&[], &[LoadModules]),
     step(
         WaitForSysroot,
         "wait-for-sysroot",
         with_feature!("service", root::wait_for_sysroot),
     )
     .critical()
-    .live(&[], &[LoadModules]),
+    // A failed oci-root leaves no sysroot to wait for.
+    .live(BEFORE_SYSROOT, &[LoadModules]),
     // A live root immucore assembles itself (PID 1 with root=live:...; `app::build_plan`
     // runs these instead of wait-for-sysroot, and only then). Rows only with the feature: a
     // row is 48 bytes, and the tiny build must not grow (see `ROWLESS`).
@@ -247,6 +259,12 @@ pub const STEPS: &[Step] = &[
     step(SwitchRoot, "switch-root", Some(|_| Ok(())))
         .normal(&[MountRoot], &[InitramfsHook])
         .live(&[WaitForSysroot, MountLiveOverlay], &[InitramfsHook]),
+];
+
+/// What assembles a live sysroot before the wait for it: oci-root, in builds that have it.
+const BEFORE_SYSROOT: &[StepId] = &[
+    #[cfg(feature = "oci")]
+    OciRoot,
 ];
 
 const _: () = check_table(STEPS);
@@ -453,6 +471,11 @@ mod tests {
 
     fn service(mode: Mode) -> Plan {
         Plan::new(mode, &|id| {
+            // oci-root: in the plan only for root=bootc-live: (app).
+            #[cfg(feature = "oci")]
+            if id == OciRoot {
+                return false;
+            }
             !matches!(id, BaseMounts | LoadModules | SwitchRoot | LvmActivation)
                 && !assessment(id)
                 && !LIVE_ROOT.contains(&id)
@@ -484,6 +507,8 @@ mod tests {
             (MountState, "mount-state"),
             (DiscoverState, "discover-state"),
             (MountRoot, "mount-root"),
+            #[cfg(feature = "oci")]
+            (OciRoot, "oci-root"),
             (WaitForSysroot, "wait-for-sysroot"),
             (MountLiveMedium, "mount-live-medium"),
             (MountLiveImage, "mount-live-image"),
@@ -507,6 +532,18 @@ mod tests {
         assert_eq!(expected.len(), StepId::COUNT);
     }
 
+    /// Whether `id` is oci-root, which `app` puts in a plan only with `root=bootc-live:`
+    /// (never with `root=live:`, which selects the live root steps).
+    fn oci_root(id: StepId) -> bool {
+        #[cfg(feature = "oci")]
+        return id == OciRoot;
+        #[cfg(not(feature = "oci"))]
+        {
+            let _ = id;
+            false
+        }
+    }
+
     #[test]
     fn step_sets_hold_what_was_put_in() {
         let set = StepSet::of(&[MountRoot, SwitchRoot]);
@@ -521,7 +558,14 @@ mod tests {
     fn the_critical_steps_are_the_root_chain() {
         let critical: std::vec::Vec<_> =
             STEPS.iter().filter(|s| s.critical).map(|s| s.id).collect();
-        let mut expected = std::vec![MountState, DiscoverState, MountRoot, WaitForSysroot];
+        let mut expected = std::vec![
+            MountState,
+            DiscoverState,
+            MountRoot,
+            #[cfg(feature = "oci")]
+            OciRoot,
+            WaitForSysroot,
+        ];
         if cfg!(feature = "live") {
             expected.extend(LIVE_ROOT);
         }
@@ -592,7 +636,9 @@ mod tests {
     #[cfg(all(feature = "hooks", feature = "live"))]
     #[test]
     fn live_root_layers_as_pid1() {
-        let plan = Plan::new(LIVE, &|id| !matches!(id, WaitForSysroot | LvmActivation));
+        let plan = Plan::new(LIVE, &|id| {
+            !matches!(id, WaitForSysroot | LvmActivation) && !oci_root(id)
+        });
         let expected = "1.\n init (background: false) (weak: false) (run: false)\n\
 2.\n base-mounts (background: false) (weak: false) (run: false)\n\
 3.\n load-modules (background: false) (weak: false) (run: false)\n\
@@ -603,6 +649,23 @@ mod tests {
 8.\n rootfs-hook (background: false) (weak: false) (run: false)\n\
 9.\n initramfs-hook (background: false) (weak: false) (run: false)\n\
 10.\n switch-root (background: false) (weak: false) (run: false)\n";
+        assert_eq!(render(&plan), expected);
+    }
+
+    /// root=bootc-live: (app puts oci-root in the plan): the archive is unpacked first, then
+    /// the wait for a sysroot finds it ready and the live plan goes on.
+    #[cfg(all(feature = "hooks", feature = "oci"))]
+    #[test]
+    fn oci_root_comes_before_the_wait_for_a_sysroot() {
+        let plan = Plan::new(LIVE, &|id| {
+            !matches!(id, BaseMounts | LoadModules | SwitchRoot) && !LIVE_ROOT.contains(&id)
+        });
+        let expected = "1.\n init (background: false) (weak: false) (run: false)\n\
+2.\n create-sentinel (background: false) (weak: false) (run: false)\n oci-root (background: false) (weak: false) (run: false)\n\
+3.\n wait-for-sysroot (background: false) (weak: false) (run: false)\n\
+4.\n mount-oem (background: false) (weak: false) (run: false)\n\
+5.\n rootfs-hook (background: false) (weak: false) (run: false)\n\
+6.\n initramfs-hook (background: false) (weak: false) (run: false)\n";
         assert_eq!(render(&plan), expected);
     }
 
@@ -675,13 +738,25 @@ mod tests {
             MountLiveMedium,
             MountLiveImage,
             MountLiveOverlay,
+            #[cfg(feature = "oci")]
+            OciRoot,
         ];
         for mode in [NORMAL, LIVE] {
             for mask in 0..1 << optional.len() {
-                let p = Plan::new(mode, &|id| {
+                let chosen = |id: StepId| {
                     let i = optional.iter().position(|&o| o == id);
                     i.is_none_or(|i| mask & (1 << i) != 0)
-                });
+                };
+                // `app` runs the live root steps instead of waiting for a sysroot, and never
+                // with an OCI root (one `root=`).
+                let live_root = LIVE_ROOT.iter().any(|&id| chosen(id));
+                if live_root
+                    && (chosen(WaitForSysroot)
+                        || optional.iter().any(|&o| oci_root(o) && chosen(o)))
+                {
+                    continue;
+                }
+                let p = Plan::new(mode, &chosen);
                 let layers = &p.layer[..p.len()];
                 assert!(layers.windows(2).all(|w| w[0] <= w[1]), "{layers:?}");
             }

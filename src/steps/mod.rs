@@ -14,6 +14,8 @@ pub mod hooks;
 pub mod init;
 #[cfg(feature = "live")]
 pub mod live;
+#[cfg(feature = "oci")]
+pub mod oci;
 pub mod overlay;
 pub mod root;
 #[cfg(feature = "verity")]

@@ -7,6 +7,8 @@ pub mod args;
 pub mod dm;
 pub mod inroot;
 pub mod loopdev;
+#[cfg(feature = "oci")]
+pub mod mapped;
 mod raw;
 #[cfg(feature = "watchdog")]
 pub mod watchdog;
