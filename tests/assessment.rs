@@ -247,9 +247,9 @@ fn armv7_failed_try_boots_passive_and_boot_ok_rearms() {
 }
 
 /// Power cuts around the block's rewrite. A calibration boot measures, on the host's clock, the
-/// time from load-modules' line to the line after the rewrite (the mount of COS_STATE, the
-/// read, the remount, the write, the flush and the remount happen in between); then QEMU is
-/// killed at points spread over that window, and once after it. Each cut leaves the old block
+/// time from immucore's first line (base-mounts) to the line after the rewrite (the modules,
+/// the mount of COS_STATE, the read, the remount, the write, the flush and the remount happen
+/// in between); then QEMU is killed at points spread over that window, and once after it. Each cut leaves the old block
 /// or the new one, byte for byte; the new one is what `grub-editenv set` makes of the old.
 #[test]
 fn x86_64_power_cut_leaves_the_old_or_the_new_block() {
@@ -285,7 +285,7 @@ fn x86_64_power_cut_leaves_the_old_or_the_new_block() {
         disk
     };
     let append = format!("{ACTIVE} assess=reboot");
-    let (start_mark, end_mark) = ("load-modules: loaded", "trying the active image");
+    let (start_mark, end_mark) = ("base-mounts: mounted", "trying the active image");
 
     let disk = fresh("calibration");
     let marks = ["--mark", start_mark, "--mark", end_mark];
@@ -306,7 +306,7 @@ fn x86_64_power_cut_leaves_the_old_or_the_new_block() {
         "the calibration boot wrote the new block"
     );
     let _ = std::fs::remove_file(&disk);
-    eprintln!("power cuts: load-modules to the rewritten block: {window:.2} s");
+    eprintln!("power cuts: base-mounts to the rewritten block: {window:.2} s");
 
     // Spread over the window with a little jitter from the clock, so that runs differ; the
     // last one a second after it.
@@ -338,7 +338,7 @@ fn x86_64_power_cut_leaves_the_old_or_the_new_block() {
             saw_new += 1;
         } else {
             panic!(
-                "run {i} (cut {delay:.3} s after load-modules): the block is neither the old nor the new one:\n{}",
+                "run {i} (cut {delay:.3} s after base-mounts): the block is neither the old nor the new one:\n{}",
                 String::from_utf8_lossy(&block)
             );
         }
