@@ -1,7 +1,8 @@
 //! Live roots assembled by immucore as PID 1 (feature `live`), booted under QEMU on x86_64,
 //! aarch64 and armv7 with the default profile: the Kairos live ISO (as a CD-ROM, then written
 //! to a disk), the recovery squashfs on a Kairos disk, a squashfs delivered as a second initrd
-//! (netboot), `rd.live.ram` with the CD-ROM removed after boot, and the failures (x86_64).
+//! (netboot), `rd.live.ram` with the CD-ROM removed after boot, the failures (x86_64), and a
+//! real systemd root (x86_64): the dracut test's Debian root on the ISO.
 //! Inputs come from qemu/mklive and qemu/mkdisk (xorriso, mksquashfs, cpio); the guest's test
 //! root (`/sbin/init-live`, then qemu/mkroot's `/sbin/init`) prints `REPORT:` lines, on which
 //! every assertion is made.
