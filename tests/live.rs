@@ -1,7 +1,8 @@
 //! Live roots assembled by immucore as PID 1 (feature `live`), booted under QEMU on x86_64,
 //! aarch64 and armv7 with the default profile: the Kairos live ISO (as a CD-ROM, then written
 //! to a disk), the recovery squashfs on a Kairos disk, a squashfs delivered as a second initrd
-//! (netboot), `rd.live.ram` with the CD-ROM removed after boot, and the failures (x86_64).
+//! (netboot), `rd.live.ram` with the CD-ROM removed after boot, the failures (x86_64), and a
+//! real systemd root (x86_64): the dracut test's Debian root on the ISO.
 //! Inputs come from qemu/mklive and qemu/mkdisk (xorriso, mksquashfs, cpio); the guest's test
 //! root (`/sbin/init-live`, then qemu/mkroot's `/sbin/init`) prints `REPORT:` lines, on which
 //! every assertion is made.
@@ -18,10 +19,15 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-/// Kairos' command line of its live ISO (AuroraBoot's grub.cfg), plus the test root's init.
-const ISO: &str =
-    "cdroot root=live:CDLABEL=COS_LIVE rd.live.dir=/ rd.live.squashimg=rootfs.squashfs \
-                   rd.cos.disable rd.live.overlay.overlayfs init=/sbin/init-live";
+/// Kairos' command line of its live ISO (AuroraBoot's grub.cfg).
+macro_rules! kairos_iso {
+    () => {
+        "cdroot root=live:CDLABEL=COS_LIVE rd.live.dir=/ rd.live.squashimg=rootfs.squashfs \
+         rd.cos.disable rd.live.overlay.overlayfs"
+    };
+}
+/// The live ISO's command line plus the test root's init.
+const ISO: &str = concat!(kairos_iso!(), " init=/sbin/init-live");
 /// Kairos' command line of its recovery system.
 const RECOVERY: &str = "root=live:LABEL=COS_RECOVERY rd.live.dir=/ \
                         rd.live.squashimg=/cOS/recovery.squashfs rd.cos.oemlabel=COS_OEM \
@@ -361,6 +367,98 @@ fn failures(arch: &str) {
     );
 }
 
+/// A real systemd root: the Debian 12 root of the dracut test (`qemu/dracut/mkdebianroot`,
+/// debootstrapped once and cached, with its report unit) packed as the ISO's squashfs, booted
+/// as a CD-ROM with Kairos' command line as it is (the root's own /sbin/init: systemd). systemd
+/// reaches multi-user.target with no failed unit, `/` is the overlay over the squashfs, and the
+/// medium, image and overlay mounts under /run are systemd mount units of the booted system.
+/// The root has no kernel modules: what it needs beyond the initramfs' is built in.
+fn debian_systemd(arch: &str) {
+    let out = Command::new(repo().join("qemu/dracut/mkdebianroot"))
+        .output()
+        .expect("run qemu/dracut/mkdebianroot");
+    assert!(
+        out.status.success(),
+        "qemu/dracut/mkdebianroot failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let active = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let rootfs = active.with_file_name("rootfs");
+    let iso = scratch().join(format!("debian-systemd-{arch}.iso"));
+    let started = std::time::Instant::now();
+    kit(
+        "mklive",
+        &[
+            arch,
+            "iso",
+            iso.to_str().unwrap(),
+            "--root",
+            rootfs.to_str().unwrap(),
+        ],
+    );
+    let made_s = started.elapsed().as_secs_f64();
+    let b = boot(
+        arch,
+        kairos_iso!(),
+        &["--cdrom", iso.to_str().unwrap(), "--timeout", "360"],
+    );
+    b.completed();
+    assert_eq!(b.one("pid1"), "systemd");
+    assert!(
+        b.one("image").starts_with("debian Debian GNU/Linux"),
+        "{}",
+        b.one("image")
+    );
+    assert_eq!(
+        b.one("failed-count"),
+        "0",
+        "failed units: {:#?}",
+        b.all("failed")
+    );
+    b.assert_mount(
+        "/",
+        "overlay rw,relatime,lowerdir=/run/rootfsbase,upperdir=/run/overlayfs/upper,workdir=/run/overlayfs/work",
+    );
+    b.assert_mount("/run/rootfsbase", "/dev/loop");
+    b.assert_mount("/run/rootfsbase", "squashfs ro");
+    b.assert_mount("/run/overlayfs", "tmpfs rw,relatime,size=");
+    b.assert_mount("/run/initramfs/live", "/dev/sr0 iso9660 ro");
+    for unit in [
+        "-.mount",
+        "run-initramfs-live.mount",
+        "run-rootfsbase.mount",
+        "run-overlayfs.mount",
+    ] {
+        assert!(
+            b.all("mount-unit")
+                .iter()
+                .any(|l| l.starts_with(&format!("{unit} "))
+                    && l.contains(" active ")
+                    && l.contains(" mounted ")),
+            "{unit} not active: {:#?}",
+            b.all("mount-unit")
+        );
+    }
+    assert_eq!(b.one("sentinel"), "live_mode 1");
+    assert_eq!(b.one("log-exists"), "/run/immucore/immucore.log yes");
+    // The report wrote /usr/local/bootcount: the root is writable, and this is its first boot.
+    assert_eq!(b.one("bootcount"), "1");
+    let run_init: f64 = b.one("run-init").parse().unwrap();
+    let systemd_us: u64 = b
+        .one("userspace")
+        .split_whitespace()
+        .nth(1)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("userspace: {}", b.one("userspace")));
+    eprintln!(
+        "{arch}: Debian systemd ISO: ISO made in {made_s:.1} s; /init at {run_init:.2} s, systemd at {:.2} s \
+         (/init to systemd {:.2} s), report at {} s",
+        systemd_us as f64 / 1e6,
+        systemd_us as f64 / 1e6 - run_init,
+        b.one("report-start"),
+    );
+}
+
 macro_rules! per_arch {
     ($scenario:ident: $($arch:ident),*) => {
         mod $scenario {
@@ -374,3 +472,4 @@ per_arch!(recovery: x86_64, aarch64, armv7);
 per_arch!(netboot: x86_64, aarch64, armv7);
 per_arch!(ram_unplug: x86_64, aarch64, armv7);
 per_arch!(failures: x86_64);
+per_arch!(debian_systemd: x86_64);
