@@ -75,35 +75,10 @@ impl std::ops::Deref for Boot {
 }
 
 impl Boot {
-    fn mount(&self, mountpoint: &str) -> Option<&str> {
-        self.all("mount")
-            .iter()
-            .find(|l| l.split(' ').next() == Some(mountpoint))
-            .map(String::as_str)
-    }
-
-    fn assert_mount(&self, mountpoint: &str, needle: &str) {
-        let m = self
-            .mount(mountpoint)
-            .unwrap_or_else(|| panic!("{mountpoint} not mounted; console:\n{}", self.console));
-        assert!(
-            m.contains(needle),
-            "{mountpoint}: expected '{needle}' in '{m}'"
-        );
-    }
-
     fn writable(&self, path: &str) -> bool {
         self.all("writable")
             .iter()
             .any(|l| l == &format!("{path} yes"))
-    }
-
-    fn completed(&self) {
-        assert!(
-            self.reports.contains_key("end"),
-            "the test root did not finish; console:\n{}",
-            self.console
-        );
     }
 }
 

@@ -87,32 +87,6 @@ impl std::ops::Deref for Boot {
 }
 
 impl Boot {
-    /// The `REPORT: mount` line of `mountpoint`: `<mp> <source> <fstype> <options>`.
-    fn mount(&self, mountpoint: &str) -> Option<&str> {
-        self.all("mount")
-            .iter()
-            .find(|l| l.split(' ').next() == Some(mountpoint))
-            .map(String::as_str)
-    }
-
-    fn assert_mount(&self, mountpoint: &str, needle: &str) {
-        let m = self
-            .mount(mountpoint)
-            .unwrap_or_else(|| panic!("{mountpoint} not mounted; console:\n{}", self.console));
-        assert!(
-            m.contains(needle),
-            "{mountpoint}: expected '{needle}' in '{m}'"
-        );
-    }
-
-    fn completed(&self) {
-        assert!(
-            self.reports.contains_key("end"),
-            "the test root did not finish; console:\n{}",
-            self.console
-        );
-    }
-
     /// What every live boot shows: `/` a writable overlay whose lower is the image on
     /// `/run/rootfsbase` (a squashfs), its upper on a tmpfs under `/run`, and nothing written
     /// by an earlier boot (the test root writes its markers on every boot).

@@ -1,5 +1,7 @@
 //! What a QEMU guest printed on its serial console: the whole text and the `REPORT: <key>
-//! <value>` lines of the test roots, by key. Shared by the QEMU test files.
+//! <value>` lines of the test roots, by key. Shared by the QEMU test files (not every file
+//! uses every method).
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 
@@ -37,5 +39,32 @@ impl Console {
             .first()
             .map(String::as_str)
             .unwrap_or_else(|| panic!("no REPORT {key}; console:\n{}", self.console))
+    }
+
+    /// The `REPORT: mount` line of `mountpoint`: `<mp> <source> <fstype> <options>`.
+    pub fn mount(&self, mountpoint: &str) -> Option<&str> {
+        self.all("mount")
+            .iter()
+            .find(|l| l.split(' ').next() == Some(mountpoint))
+            .map(String::as_str)
+    }
+
+    pub fn assert_mount(&self, mountpoint: &str, needle: &str) {
+        let m = self
+            .mount(mountpoint)
+            .unwrap_or_else(|| panic!("{mountpoint} not mounted; console:\n{}", self.console));
+        assert!(
+            m.contains(needle),
+            "{mountpoint}: expected '{needle}' in '{m}'"
+        );
+    }
+
+    /// The test root ran to its end (`REPORT: end`).
+    pub fn completed(&self) {
+        assert!(
+            self.reports.contains_key("end"),
+            "the test root did not finish; console:\n{}",
+            self.console
+        );
     }
 }
