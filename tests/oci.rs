@@ -7,7 +7,9 @@
 //! - QEMU boots of the full binary (x86_64, aarch64, armv7): an archive appended to the
 //!   initramfs as a second initrd, and one on a partition; the guest's listing against the
 //!   image's, `/` read-only and `/etc` `/var` writable, and the `rw` / `etc.rw=0` / `var.rw=0`
-//!   variants, `bootclabel=` and a multi-arch index.
+//!   variants, `bootclabel=` and a multi-arch index; on x86_64 an archive embedded by
+//!   scripts/immucore-mkinitramfs, and the dracut test's Debian systemd root packed as an OCI
+//!   archive (tests/oci/mkdebianoci) booting with 0 failed units.
 //!
 //! Needs root, umoci and skopeo (scripts/test installs them), and the full binaries that
 //! scripts/test builds (target/profile-full/<triple>/release/immucore).
@@ -18,6 +20,7 @@ mod serial;
 use kit::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 fn scratch() -> PathBuf {
@@ -343,15 +346,16 @@ fn initramfs(arch: &str, archive: Option<(&Path, &str)>) -> PathBuf {
     both
 }
 
-/// An ext4 disk labelled IMAGES holding `archive` at `/oci/<name>` (or an empty one).
-fn disk(arch: &str, archive: Option<&Path>) -> PathBuf {
-    let dir = scratch().join(format!("disk-{arch}"));
+/// An ext4 disk labelled IMAGES holding `archive` at `/oci/all.oci` (or an empty one), as
+/// `disk-<name>.img` (each test its own name: the tests of a file run in parallel).
+fn disk(name: &str, archive: Option<&Path>) -> PathBuf {
+    let dir = scratch().join(format!("disk-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("oci")).unwrap();
     if let Some(archive) = archive {
         std::fs::copy(archive, dir.join("oci/all.oci")).unwrap();
     }
-    let img = scratch().join(format!("disk-{arch}.img"));
+    let img = scratch().join(format!("disk-{name}.img"));
     let _ = std::fs::remove_file(&img);
     let status = Command::new("mkfs.ext4")
         .args(["-q", "-L", "IMAGES", "-d"])
@@ -365,7 +369,10 @@ fn disk(arch: &str, archive: Option<&Path>) -> PathBuf {
 }
 
 fn boot(arch: &str, disk: &Path, initrd: &Path, cmdline: &str) -> Guest {
-    let serial = scratch().join(format!("serial-{arch}-{}.log", std::process::id()));
+    // One log per boot: the tests of this file boot in parallel.
+    static BOOTS: AtomicUsize = AtomicUsize::new(0);
+    let n = BOOTS.fetch_add(1, Ordering::Relaxed);
+    let serial = scratch().join(format!("serial-{arch}-{}-{n}.log", std::process::id()));
     let status = Command::new(repo().join("qemu/boot"))
         .args([
             arch,
@@ -498,7 +505,7 @@ fn debian_systemd_x86_64() {
     let archive = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     let initrd = initramfs(arch, Some((&archive, "/debian.oci")));
     let made_s = started.elapsed().as_secs_f64();
-    let empty = disk(arch, None);
+    let empty = disk(&format!("{arch}-debian"), None);
     let serial = scratch().join(format!("serial-{arch}-debian.log"));
     let booted = std::time::Instant::now();
     let status = Command::new(repo().join("qemu/boot"))
@@ -607,7 +614,7 @@ fn embedded_x86_64() {
     assert!(status.success(), "scripts/immucore-mkinitramfs failed");
     let g = boot(
         arch,
-        &disk(arch, None),
+        &disk(&format!("{arch}-embedded"), None),
         &initrd,
         "root=bootc-live:/images/root.oci",
     );
