@@ -7,16 +7,20 @@
 //! - QEMU boots of the full binary (x86_64, aarch64, armv7): an archive appended to the
 //!   initramfs as a second initrd, and one on a partition; the guest's listing against the
 //!   image's, `/` read-only and `/etc` `/var` writable, and the `rw` / `etc.rw=0` / `var.rw=0`
-//!   variants, `bootclabel=` and a multi-arch index.
+//!   variants, `bootclabel=` and a multi-arch index; on x86_64 an archive embedded by
+//!   scripts/immucore-mkinitramfs, and the dracut test's Debian systemd root packed as an OCI
+//!   archive (tests/oci/mkdebianoci) booting with 0 failed units.
 //!
 //! Needs root, umoci and skopeo (scripts/test installs them), and the full binaries that
 //! scripts/test builds (target/profile-full/<triple>/release/immucore).
 
 mod kit;
+mod serial;
 
 use kit::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 fn scratch() -> PathBuf {
@@ -342,15 +346,16 @@ fn initramfs(arch: &str, archive: Option<(&Path, &str)>) -> PathBuf {
     both
 }
 
-/// An ext4 disk labelled IMAGES holding `archive` at `/oci/<name>` (or an empty one).
-fn disk(arch: &str, archive: Option<&Path>) -> PathBuf {
-    let dir = scratch().join(format!("disk-{arch}"));
+/// An ext4 disk labelled IMAGES holding `archive` at `/oci/all.oci` (or an empty one), as
+/// `disk-<name>.img` (each test its own name: the tests of a file run in parallel).
+fn disk(name: &str, archive: Option<&Path>) -> PathBuf {
+    let dir = scratch().join(format!("disk-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("oci")).unwrap();
     if let Some(archive) = archive {
         std::fs::copy(archive, dir.join("oci/all.oci")).unwrap();
     }
-    let img = scratch().join(format!("disk-{arch}.img"));
+    let img = scratch().join(format!("disk-{name}.img"));
     let _ = std::fs::remove_file(&img);
     let status = Command::new("mkfs.ext4")
         .args(["-q", "-L", "IMAGES", "-d"])
@@ -364,7 +369,10 @@ fn disk(arch: &str, archive: Option<&Path>) -> PathBuf {
 }
 
 fn boot(arch: &str, disk: &Path, initrd: &Path, cmdline: &str) -> Guest {
-    let serial = scratch().join(format!("serial-{arch}-{}.log", std::process::id()));
+    // One log per boot: the tests of this file boot in parallel.
+    static BOOTS: AtomicUsize = AtomicUsize::new(0);
+    let n = BOOTS.fetch_add(1, Ordering::Relaxed);
+    let serial = scratch().join(format!("serial-{arch}-{}-{n}.log", std::process::id()));
     let status = Command::new(repo().join("qemu/boot"))
         .args([
             arch,
@@ -474,4 +482,159 @@ fn boots_aarch64() {
 #[test]
 fn boots_armv7() {
     boots("armv7");
+}
+
+// ---- A real systemd root ----
+
+/// The dracut test's Debian root (qemu/dracut/mkdebianroot: debootstrap minbase with systemd
+/// and its report unit) packed as an OCI archive by umoci and tar (tests/oci/mkdebianoci,
+/// cached), appended as a second initrd and booted with the default tag: systemd reaches its
+/// target with no failed unit on the image's tree bound read-only, `/etc` and `/var` writable.
+#[test]
+fn debian_systemd_x86_64() {
+    let arch = "x86_64";
+    let started = std::time::Instant::now();
+    let out = Command::new(repo().join("tests/oci/mkdebianoci"))
+        .output()
+        .expect("run tests/oci/mkdebianoci");
+    assert!(
+        out.status.success(),
+        "tests/oci/mkdebianoci failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let archive = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let initrd = initramfs(arch, Some((&archive, "/debian.oci")));
+    let made_s = started.elapsed().as_secs_f64();
+    let empty = disk(&format!("{arch}-debian"), None);
+    let serial = scratch().join(format!("serial-{arch}-debian.log"));
+    let booted = std::time::Instant::now();
+    let status = Command::new(repo().join("qemu/boot"))
+        .args([
+            arch,
+            empty.to_str().unwrap(),
+            initrd.to_str().unwrap(),
+            serial.to_str().unwrap(),
+        ])
+        // The tree lives in RAM (the tmpfs' default limit is 75% of it): ~180 MiB of files,
+        // the ~65 MiB archive until it is deleted.
+        .args([
+            "--append",
+            "root=bootc-live:/debian.oci rd.emergency=poweroff",
+            "--timeout",
+            "360",
+            "--mem",
+            "1536",
+        ])
+        .status()
+        .expect("run qemu/boot");
+    let boot_s = booted.elapsed().as_secs_f64();
+    let b = serial::Console::parse(&std::fs::read(&serial).unwrap_or_default());
+    assert_ne!(status.code(), Some(124), "the VM hung:\n{}", b.console);
+    assert!(
+        b.reports.contains_key("end"),
+        "the Debian root did not finish its report; console:\n{}",
+        b.console
+    );
+    assert_eq!(b.one("pid1"), "systemd");
+    assert!(
+        b.one("image").starts_with("debian Debian GNU/Linux"),
+        "{}",
+        b.one("image")
+    );
+    assert_eq!(
+        b.one("failed-count"),
+        "0",
+        "failed units: {:#?}",
+        b.all("failed")
+    );
+    let mount = |mountpoint: &str| -> String {
+        b.all("mount")
+            .iter()
+            .find(|l| l.split(' ').next() == Some(mountpoint))
+            .unwrap_or_else(|| panic!("{mountpoint} not mounted: {:#?}", b.all("mount")))
+            .clone()
+    };
+    // `/` is the tree's tmpfs bound read-only; /etc and /var its directories bound read-write.
+    let root = mount("/");
+    assert!(root.starts_with("/ bootc-live tmpfs ro,"), "/: {root}");
+    for dir in ["/etc", "/var"] {
+        let m = mount(dir);
+        assert!(
+            m.starts_with(&format!("{dir} bootc-live[{dir}] tmpfs rw,")),
+            "{dir}: {m}\nconsole:\n{}",
+            b.console
+        );
+    }
+    assert_eq!(b.one("sentinel"), "live_mode 1");
+    assert!(
+        b.console.contains("deleted /debian.oci from the initramfs"),
+        "the archive was not deleted:\n{}",
+        b.console
+    );
+    let unpacked = b
+        .console
+        .lines()
+        .find(|l| l.contains("unpacked 1 layers"))
+        .unwrap_or_else(|| panic!("no unpack summary:\n{}", b.console));
+    let systemd_us: u64 = b
+        .one("userspace")
+        .split_whitespace()
+        .nth(1)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("userspace: {}", b.one("userspace")));
+    eprintln!(
+        "{arch}: Debian systemd root as an OCI archive ({} MiB, inputs ready in {made_s:.1} s): \
+         {}; /init at {} s, systemd at {:.2} s, report at {} s; VM wall time {boot_s:.1} s",
+        std::fs::metadata(&archive)
+            .map(|m| m.len() >> 20)
+            .unwrap_or(0),
+        unpacked.trim(),
+        b.one("run-init"),
+        systemd_us as f64 / 1e6,
+        b.one("report-start"),
+    );
+}
+
+/// The archive embedded in the initramfs by the user-facing builder (`scripts/immucore-mkinitramfs
+/// -p ARCHIVE:PATH`, the board builder's payload), not appended: the guest sees the image, `/`
+/// read-only, `/etc` and `/var` writable, and the archive is deleted from the initramfs.
+#[test]
+fn embedded_x86_64() {
+    let arch = "x86_64";
+    let images = images(arch);
+    let bin = full_binary(arch);
+    assert_built(&bin);
+    let initrd = scratch().join(format!("initrd-{arch}-embedded.cpio.gz"));
+    let payload = format!("{}:/images/root.oci", images.join("all.oci").display());
+    let status = Command::new(repo().join("scripts/immucore-mkinitramfs"))
+        .args(["-b", bin.to_str().unwrap(), "-p", &payload, "-o"])
+        .arg(&initrd)
+        .status()
+        .expect("run scripts/immucore-mkinitramfs");
+    assert!(status.success(), "scripts/immucore-mkinitramfs failed");
+    let g = boot(
+        arch,
+        &disk(&format!("{arch}-embedded"), None),
+        &initrd,
+        "root=bootc-live:/images/root.oci",
+    );
+    g.assert_says(&[
+        "booted derived",
+        "/ read-only",
+        "/etc writable",
+        "/var writable",
+        "done",
+    ]);
+    assert!(
+        g.console
+            .contains("deleted /images/root.oci from the initramfs"),
+        "the archive was not deleted:\n{}",
+        g.console
+    );
+    assert_eq!(
+        g.lines("OCI-LIST: "),
+        listing(&images.join("expected/derived")),
+        "the guest's tree:\n{}",
+        g.console
+    );
 }

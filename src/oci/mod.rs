@@ -156,3 +156,134 @@ fn apply_layer(
         )),
     }
 }
+
+/// A build with `oci` but without `zstd`: a zstd layer is refused by name (its digest and
+/// why), before anything is written, while the same image with a gzip layer unpacks.
+#[cfg(all(test, not(feature = "zstd")))]
+mod without_zstd {
+    use super::*;
+    use crate::decode::Sha256;
+    use std::format;
+    use std::string::String;
+    use std::vec::Vec;
+
+    fn member(out: &mut Vec<u8>, name: &str, data: &[u8]) {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[100..107].copy_from_slice(b"0000644");
+        h[108..115].copy_from_slice(b"0000000");
+        h[116..123].copy_from_slice(b"0000000");
+        h[124..135].copy_from_slice(format!("{:011o}", data.len()).as_bytes());
+        h[136..147].copy_from_slice(b"00000000001");
+        h[156] = b'0';
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&c| u32::from(c)).sum();
+        h[148..156].copy_from_slice(format!("{:06o}\0 ", sum).as_bytes());
+        out.extend_from_slice(&h);
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+
+    fn digest(data: &[u8]) -> String {
+        let mut hash = Sha256::new();
+        hash.update(data);
+        hash.finish().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// An OCI archive (a tar of an image layout) whose image `latest` has one layer, `layer`
+    /// of `media_type`; and the layer's digest.
+    fn archive(media_type: &str, layer: &[u8]) -> (Vec<u8>, String) {
+        let mut blobs: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut descriptor = |media_type: &str, data: Vec<u8>| {
+            let d = digest(&data);
+            let text = format!(
+                r#"{{"mediaType":"{media_type}","digest":"sha256:{d}","size":{}}}"#,
+                data.len()
+            );
+            blobs.push((d, data));
+            text
+        };
+        let config = descriptor(
+            "application/vnd.oci.image.config.v1+json",
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+                .to_vec(),
+        );
+        let layer_descriptor = descriptor(media_type, layer.to_vec());
+        let manifest = descriptor(
+            "application/vnd.oci.image.manifest.v1+json",
+            format!(r#"{{"schemaVersion":2,"config":{config},"layers":[{layer_descriptor}]}}"#)
+                .into_bytes(),
+        );
+        let tagged = manifest.replacen(
+            '}',
+            r#","annotations":{"org.opencontainers.image.ref.name":"latest"}}"#,
+            1,
+        );
+        let index = format!(r#"{{"schemaVersion":2,"manifests":[{tagged}]}}"#);
+        let mut tar = Vec::new();
+        member(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+        member(&mut tar, "index.json", index.as_bytes());
+        for (d, data) in &blobs {
+            member(&mut tar, &format!("blobs/sha256/{d}"), data);
+        }
+        tar.extend_from_slice(&[0u8; 1024]);
+        (tar, digest(layer))
+    }
+
+    /// A fresh directory on the host's `/dev/shm` (a tmpfs: layers are applied into one).
+    fn target(name: &str) -> String {
+        let dir = format!("/dev/shm/immucore-{name}-{}", std::process::id());
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_zstd_layer_is_refused_by_name() {
+        let mut tar = Vec::new();
+        member(&mut tar, "hello", b"hello\n");
+        tar.extend_from_slice(&[0u8; 1024]);
+
+        // The control: a gzip layer unpacks, so the archive itself is sound.
+        let gzipped = {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&tar).unwrap();
+            e.finish().unwrap()
+        };
+        let (gzip_archive, _) = archive("application/vnd.oci.image.layer.v1.tar+gzip", &gzipped);
+        let dir = target("oci-gzip");
+        let unpacked = unpack(&gzip_archive, b"latest", dir.as_bytes());
+        assert!(
+            unpacked.is_ok(),
+            "{:?}",
+            unpacked.err().map(|e| e.message())
+        );
+        assert_eq!(std::fs::read(format!("{dir}/hello")).unwrap(), b"hello\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        for media_type in [
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+        ] {
+            let zstd = zstd::encode_all(&tar[..], 3).unwrap();
+            let (zstd_archive, layer) = archive(media_type, &zstd);
+            let dir = target("oci-zstd");
+            let refused = unpack(&zstd_archive, b"latest", dir.as_bytes());
+            let message = refused.err().expect("a zstd layer was unpacked").message();
+            assert_eq!(
+                String::from_utf8_lossy(message.as_bytes()),
+                format!(
+                    "layer sha256:{layer}: a zstd layer (tar+zstd), and this build lacks the \
+                     zstd feature"
+                ),
+                "{media_type}"
+            );
+            let written: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+            assert!(written.is_empty(), "written: {written:?}");
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+}
