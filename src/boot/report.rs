@@ -3,7 +3,7 @@
 
 use crate::log;
 use crate::plan::{Plan, Status};
-#[cfg(feature = "timeline")]
+#[cfg(any(feature = "timeline", feature = "oci"))]
 use crate::sys;
 use crate::util::fixed::Text;
 use crate::util::words::split;
@@ -131,6 +131,24 @@ pub fn failure_summary(plan: Option<&Plan>, reason: &[u8], cmdline: &[u8]) {
         log::error(line, args);
         let marks = line.windows(2).filter(|w| w == b"{}").count();
         args = args.get(marks..).unwrap_or(&[]);
+    }
+}
+
+/// Appends this process's peak memory (`VmHWM` of `/proc/self/status`, as the kernel writes
+/// it: `352 kB`); nothing when it cannot be read. For the boot-cost records (switch_root's last
+/// line, the OCI unpack summary).
+#[cfg(any(feature = "timeline", feature = "oci"))]
+pub fn peak_memory(out: &mut Text<32>) {
+    let mut buf = [0u8; 4096];
+    let Ok(n) = sys::read_file(b"/proc/self/status", &mut buf) else {
+        return;
+    };
+    let status = buf.get(..n).unwrap_or(&[]);
+    // A line of its own, never the first (that is `Name:`).
+    if let Some(at) = status.windows(7).position(|w| w == b"\nVmHWM:") {
+        let rest = status.get(at + 7..).unwrap_or(&[]);
+        let end = rest.iter().position(|&c| c == b'\n').unwrap_or(rest.len());
+        out.push_lossy(rest.get(..end).unwrap_or(rest).trim_ascii());
     }
 }
 

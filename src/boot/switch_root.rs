@@ -120,16 +120,9 @@ fn remove_children(dir: BorrowedFd<'_>, dev: u64, depth: u32) {
 /// Logs PID 1's peak memory (`VmHWM`), for the boot-cost figures (with the timeline).
 #[cfg(feature = "timeline")]
 fn log_peak_memory() {
-    let mut buf = [0u8; 4096];
-    let Ok(n) = sys::read_file(b"/proc/self/status", &mut buf) else {
-        return;
-    };
-    let status = buf.get(..n).unwrap_or(&[]);
-    // A line of its own, never the first (that is `Name:`).
-    if let Some(at) = status.windows(7).position(|w| w == b"\nVmHWM:") {
-        let rest = status.get(at + 7..).unwrap_or(&[]);
-        let end = rest.iter().position(|&c| c == b'\n').unwrap_or(rest.len());
-        let value = rest.get(..end).unwrap_or(rest).trim_ascii();
-        log::info(b"peak memory: VmHWM {}", &[value]);
+    let mut peak = Text::new();
+    super::report::peak_memory(&mut peak);
+    if !peak.is_empty() {
+        log::info(b"peak memory: VmHWM {}", &[peak.as_bytes()]);
     }
 }

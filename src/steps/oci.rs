@@ -134,20 +134,6 @@ fn parse_source(source: &[u8]) -> Result<Source<'_>, Error> {
     Ok(Source::Partition(dev, path))
 }
 
-/// PID 1's (or this process's) peak memory, `VmHWM` of `/proc/self/status`.
-pub fn peak_memory(out: &mut Text<32>) {
-    let mut buf = [0u8; 4096];
-    let Ok(n) = sys::read_file(b"/proc/self/status", &mut buf) else {
-        return;
-    };
-    let status = buf.get(..n).unwrap_or(&[]);
-    if let Some(at) = status.windows(7).position(|w| w == b"\nVmHWM:") {
-        let rest = status.get(at + 7..).unwrap_or(&[]);
-        let end = rest.iter().position(|&c| c == b'\n').unwrap_or(rest.len());
-        out.push_lossy(rest.get(..end).unwrap_or(rest).trim_ascii());
-    }
-}
-
 /// Maps `archive` and unpacks the image `tag` into the tmpfs `tree`, logging the time, the
 /// amount and the peak memory.
 pub fn unpack_archive(archive: &[u8], tag: &[u8], tree: &[u8]) -> Result<oci::Summary, Error> {
@@ -162,7 +148,7 @@ pub fn unpack_archive(archive: &[u8], tag: &[u8], tree: &[u8]) -> Result<oci::Su
     drop(map);
     let ms = sys::now_ms().saturating_sub(started);
     let mut peak = Text::new();
-    peak_memory(&mut peak);
+    crate::boot::report::peak_memory(&mut peak);
     log::info(
         b"unpacked {} layers ({} entries, {} MiB of files) in {} ms; peak memory {}",
         &[
