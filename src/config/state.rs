@@ -26,20 +26,9 @@ pub enum Action {
 /// in one string: a table of (`&str`, action) pairs is 24 bytes a row (qemu/size-lore.md).
 #[cfg(not(feature = "bootassessment"))]
 const ACTION_WORDS: &[u8] = b"--dry-run --help -h help --version -v version";
-#[cfg(not(feature = "bootassessment"))]
-const ACTIONS: [Action; 7] = [
-    Action::DryRun,
-    Action::Help,
-    Action::Help,
-    Action::Help,
-    Action::Version,
-    Action::Version,
-    Action::Version,
-];
 #[cfg(feature = "bootassessment")]
 const ACTION_WORDS: &[u8] = b"--dry-run --help -h help --version -v version boot-ok";
-#[cfg(feature = "bootassessment")]
-const ACTIONS: [Action; 8] = [
+const ACTIONS: &[Action] = &[
     Action::DryRun,
     Action::Help,
     Action::Help,
@@ -47,6 +36,7 @@ const ACTIONS: [Action; 8] = [
     Action::Version,
     Action::Version,
     Action::Version,
+    #[cfg(feature = "bootassessment")]
     Action::BootOk,
 ];
 
