@@ -1,13 +1,17 @@
 //! Finding block devices by `LABEL=`, `UUID=`, `PARTLABEL=`, `PARTUUID=` or path, without
-//! udev. Every lookup lists `/sys/class/block` afresh and probes each device as it is listed,
-//! keeping only the first two that match: there is no table of devices, so no limit on how many
-//! a machine has and none is ever left out, and an identifier carried by two devices is always
-//! seen. When udev made `/dev/disk/by-*` links they serve as a fallback.
+//! udev. Every lookup lists `/sys/class/block` afresh and looks at each device as it is listed,
+//! keeping only the first two that match: no device is ever left out, however many a machine
+//! has, and an identifier carried by two devices is always seen. When udev made
+//! `/dev/disk/by-*` links they serve as a fallback.
 //!
-//! The price is time, not memory: a lookup opens and reads every device (about 24 KiB each with
-//! readahead, from the disk again on each poll, as the kernel drops the cache of a device
-//! nobody holds open). That is milliseconds for the handful of devices of a typical machine;
-//! `wait_for` polls less often when a scan is slow.
+//! Probing a device opens and reads it (about 24 KiB with readahead, from the disk again each
+//! time, as the kernel drops the cache of a device nobody holds open). With the feature
+//! `kept-probes`, as PID 1, where nothing but immucore and the programs it runs changes the
+//! disks, what the probes of the first 16 devices found is kept, so the three partition lookups
+//! of a boot (state, OEM, persistent) probe each disk once: a kept probe serves while the device has the same name and
+//! size and no program (hook, fsck, lvm) has run since. Loop and device-mapper devices, which
+//! immucore itself attaches and detaches, are probed every time. `wait_for` polls less often
+//! when a scan is slow.
 
 #[cfg(feature = "gpt")]
 use super::gpt::{gpt_partitions, GptPart};
@@ -29,6 +33,9 @@ const NAME_MAX: usize = 64;
 const PARTITION_SUFFIX_MAX: usize = 4;
 /// Poll period while waiting for a device to appear.
 const POLL_MS: u64 = 50;
+/// Devices whose probe later lookups reuse (more are probed each time).
+#[cfg(feature = "kept-probes")]
+pub const KEPT_PROBES: usize = 16;
 
 /// A device that matched a lookup.
 pub struct Match {
@@ -55,10 +62,32 @@ pub enum Found<'a> {
 }
 
 /// What the latest lookup matched: the first two devices, all a decision needs (one is the
-/// answer, a second one a refusal). About 150 bytes, however many devices the machine has.
+/// answer, a second one a refusal), and the probes later lookups may reuse.
 pub struct Table {
     first: Option<Match>,
     second: Option<Match>,
+    #[cfg(feature = "kept-probes")]
+    kept: KeptProbes,
+}
+
+/// The probes of earlier lookups (feature `kept-probes`).
+#[cfg(feature = "kept-probes")]
+struct KeptProbes {
+    /// Whether probes are kept (PID 1 only: see the module's text).
+    on: bool,
+    /// `sys::programs_run()` when `probed` was filled.
+    programs_run: u32,
+    probed: [Option<Probed>; KEPT_PROBES],
+}
+
+/// What probing one device found.
+#[cfg(feature = "kept-probes")]
+struct Probed {
+    name: Text<NAME_MAX>,
+    /// Its size in bytes then: a device that changed is probed again.
+    size: u64,
+    /// Its filesystem, label and UUID; `None` when no probe of this build recognised it.
+    info: Option<FsInfo>,
 }
 
 /// Whether lookups also look at CD-ROM drives (`sr*`, skipped otherwise): from the time a
@@ -88,22 +117,39 @@ impl Default for Table {
 }
 
 impl Table {
+    /// A table that probes every device on every lookup.
     pub const fn new() -> Table {
         Table {
             first: None,
             second: None,
+            #[cfg(feature = "kept-probes")]
+            kept: KeptProbes {
+                on: false,
+                programs_run: 0,
+                probed: [const { None }; KEPT_PROBES],
+            },
         }
     }
 
-    /// Nothing to do: every `find` lists the devices afresh. Only `volumes::mount_oem` still
-    /// calls it; it goes when that call does (the dev helper's report asks for both).
-    pub fn refresh(&mut self) {}
+    /// A table whose lookups reuse the probes of earlier ones (PID 1, where only immucore and
+    /// the programs it runs change the disks); without the feature, one that keeps none.
+    pub const fn reusing_probes() -> Table {
+        #[allow(unused_mut)]
+        let mut t = Table::new();
+        #[cfg(feature = "kept-probes")]
+        {
+            t.kept.on = true;
+        }
+        t
+    }
 
     /// Lists `/sys/class/block` and looks at every device for `dev` (a `LABEL=`, `UUID=`,
     /// `PARTLABEL=` or `PARTUUID=`; a path matches nothing here).
     pub fn find(&mut self, dev: &Device) -> Found<'_> {
         self.first = None;
         self.second = None;
+        #[cfg(feature = "kept-probes")]
+        self.kept.forget_if_programs_ran();
         if dev.kind == DeviceKind::Path {
             return Found::None;
         }
@@ -111,7 +157,7 @@ impl Table {
         if matches!(dev.kind, DeviceKind::PartLabel | DeviceKind::PartUuid) {
             return Found::Refused(b" needs the gpt feature, not in this build");
         }
-        let Ok(dir) = sys::open_dir(b"/sys/class/block") else {
+        let Ok(dir) = sys::open_dir(sys_path(b"", b"").as_bytes()) else {
             return Found::Refused(b": cannot list /sys/class/block (is sysfs mounted?)");
         };
         let mut name_too_long = false;
@@ -153,13 +199,10 @@ impl Table {
         if size == 0 {
             return;
         }
-        let Ok(fd) = sys::open_ro(dev_node(name).as_bytes()) else {
-            return;
-        };
         let want = dev.value.as_bytes();
         match dev.kind {
             DeviceKind::Label | DeviceKind::Uuid => {
-                let Some(info) = probe_fs(&mut FdRead(fd.as_fd())) else {
+                let Some(info) = self.probe(name, size) else {
                     return;
                 };
                 let have = match dev.kind {
@@ -176,6 +219,9 @@ impl Table {
                 if sys::exists(sys_path(name, b"/partition").as_bytes()) {
                     return;
                 }
+                let Ok(fd) = sys::open_ro(dev_node(name).as_bytes()) else {
+                    return;
+                };
                 gpt_partitions(&mut FdRead(fd.as_fd()), size, 0, &mut |p: &GptPart| {
                     let (have, is_id) = match dev.kind {
                         DeviceKind::PartLabel => (p.name.as_bytes(), false),
@@ -193,6 +239,23 @@ impl Table {
             }
             _ => {}
         }
+    }
+
+    /// The filesystem on the device `name` of `size` bytes: what a probe of this boot found,
+    /// or a probe now (kept for the next lookups when there is room).
+    fn probe(&mut self, name: &[u8], size: u64) -> Option<FsInfo> {
+        #[cfg(not(feature = "kept-probes"))]
+        let _ = size;
+        #[cfg(feature = "kept-probes")]
+        if let Some(info) = self.kept.get(name, size) {
+            return info;
+        }
+        // A device that cannot be opened now may open later: nothing is kept for it.
+        let fd = sys::open_ro(dev_node(name).as_bytes()).ok()?;
+        let info = probe_fs(&mut FdRead(fd.as_fd()));
+        #[cfg(feature = "kept-probes")]
+        self.kept.put(name, size, &info);
+        info
     }
 
     /// Keeps the first two matches (`find` has checked that `name` fits).
@@ -215,6 +278,56 @@ impl Table {
             self.first = m;
         } else if self.second.is_none() {
             self.second = m;
+        }
+    }
+}
+
+#[cfg(feature = "kept-probes")]
+impl KeptProbes {
+    /// Forgets every probe when a program ran since they were made: it may have changed any
+    /// disk.
+    fn forget_if_programs_ran(&mut self) {
+        if self.programs_run != sys::programs_run() {
+            self.programs_run = sys::programs_run();
+            self.probed = [const { None }; KEPT_PROBES];
+        }
+    }
+
+    /// Whether `name` may be kept: not loop and device-mapper devices, which immucore attaches
+    /// and detaches itself (images, dm-verity).
+    fn keeps(&self, name: &[u8]) -> bool {
+        self.on && !name.starts_with(b"loop") && !name.starts_with(b"dm-")
+    }
+
+    fn slot_of(&self, name: &[u8]) -> Option<usize> {
+        let same = |p: &Option<Probed>| p.as_ref().is_some_and(|p| p.name.as_bytes() == name);
+        self.probed.iter().position(same)
+    }
+
+    /// What the kept probe of `name` found, if it was made at this `size`.
+    fn get(&self, name: &[u8], size: u64) -> Option<Option<FsInfo>> {
+        let kept = self
+            .slot_of(name)
+            .and_then(|i| self.probed.get(i)?.as_ref())?;
+        (self.keeps(name) && kept.size == size).then(|| kept.info.clone())
+    }
+
+    /// Keeps what probing `name` at `size` found, in its slot or a free one (none left: not
+    /// kept).
+    fn put(&mut self, name: &[u8], size: u64, info: &Option<FsInfo>) {
+        if !self.keeps(name) {
+            return;
+        }
+        let at = self.slot_of(name);
+        let at = at.or_else(|| self.probed.iter().position(Option::is_none));
+        if let Some(slot) = at.and_then(|i| self.probed.get_mut(i)) {
+            let mut kept = Probed {
+                name: Text::EMPTY,
+                size,
+                info: info.clone(),
+            };
+            kept.name.push_lossy(name); // fits: `find` checked the name's length
+            *slot = Some(kept);
         }
     }
 }
@@ -272,9 +385,17 @@ fn partition_name(disk: &[u8], number: u32) -> Text<NAME_MAX> {
     t
 }
 
+// Test seam: a directory that stands for `/` where devices are listed and opened (a fake
+// `sys/class/block` and `dev`). Nothing in a release build.
+#[cfg(test)]
+std::thread_local!(static FAKE_ROOT: core::cell::RefCell<std::string::String> =
+    const { core::cell::RefCell::new(std::string::String::new()) });
+
 /// `/sys/class/block/<name><file>`; `file` is empty or starts with `/`.
 fn sys_path(name: &[u8], file: &[u8]) -> Text<128> {
     let mut p = Text::new();
+    #[cfg(test)]
+    FAKE_ROOT.with(|r| p.push_lossy(r.borrow().as_bytes()));
     p.push_lossy(b"/sys/class/block/");
     p.push_lossy(name);
     p.push_lossy(file);
@@ -296,6 +417,8 @@ fn read_sys_u64(name: &[u8], file: &[u8]) -> u64 {
 /// `/dev/<name>` (`NAME_MAX` is far below the room: always fits).
 fn dev_node(name: &[u8]) -> Text<192> {
     let mut t = Text::new();
+    #[cfg(test)]
+    FAKE_ROOT.with(|r| t.push_lossy(r.borrow().as_bytes()));
     t.push_lossy(b"/dev/");
     t.push_lossy(name);
     t
@@ -476,13 +599,59 @@ mod tests {
         assert!(!same_id(b"@", b"`", true));
     }
 
+    /// A kept probe serves the next lookups (the device is not read again) until the device
+    /// changes size or a program runs; a table that keeps none sees a change at once. Devices
+    /// faked below a directory (`FAKE_ROOT`): an ext4 image made by mkfs.ext4, relabelled by
+    /// e2label.
+    #[cfg(feature = "kept-probes")]
     #[test]
-    fn the_device_match_memory_is_small() {
+    fn kept_probes_serve_until_a_device_or_a_program_changes() {
+        use std::process::Command;
+        let dir = std::env::temp_dir().join(std::format!("immucore-scan-{}", std::process::id()));
+        let block = dir.join("sys/class/block/fakedisk1");
+        std::fs::create_dir_all(&block).unwrap();
+        std::fs::create_dir_all(dir.join("dev")).unwrap();
+        let disk = dir.join("dev/fakedisk1");
+        let sh = |cmd: &str| {
+            let ok = Command::new("sh")
+                .args(["-c", cmd])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "{cmd}");
+        };
+        let disk_s = disk.to_str().unwrap();
+        sh(&std::format!("mkfs.ext4 -q -F -L OLD {disk_s} 1M"));
+        std::fs::write(block.join("size"), "2048\n").unwrap();
+        FAKE_ROOT.with(|r| *r.borrow_mut() = dir.to_str().unwrap().into());
+        let label = |l: &str| Device::parse(std::format!("LABEL={l}").as_bytes()).unwrap();
+        let one = |t: &mut Table, l: &str| matches!(t.find(&label(l)), Found::One(_));
+
+        let mut kept = Table::reusing_probes();
+        assert!(one(&mut kept, "OLD"));
+        sh(&std::format!("e2label {disk_s} NEW"));
+        assert!(!one(&mut kept, "NEW"), "the kept probe was not used");
         assert!(
-            core::mem::size_of::<Table>() <= 160,
-            "{}",
-            core::mem::size_of::<Table>()
+            one(&mut Table::new(), "NEW"),
+            "a table that keeps none reads the disk"
         );
+        // A program ran (a hook may have relabelled a disk): every device is probed again.
+        assert_eq!(sys::run(&[c"/bin/true"], &[], None, 5_000), Ok(0));
+        assert!(one(&mut kept, "NEW"));
+        // Grown (as a layout stage grows a partition): probed again.
+        sh(&std::format!("e2label {disk_s} GROWN"));
+        assert!(!one(&mut kept, "GROWN"));
+        std::fs::write(block.join("size"), "2049\n").unwrap();
+        assert!(one(&mut kept, "GROWN"));
+        FAKE_ROOT.with(|r| r.borrow_mut().clear());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The matches and the kept probes: bounded, whatever the machine has.
+    #[test]
+    fn the_device_table_is_bounded() {
+        let size = core::mem::size_of::<Table>();
+        assert!(size <= 4096, "{size}");
     }
 
     /// An empty word (a doubled or trailing space) would match every device name.

@@ -32,16 +32,18 @@ pub enum Status {
 }
 
 /// The steps selected for this boot, in execution order, with their outcomes.
+/// `repr(C)`: the 8 KB of texts last, the rest at short offsets (as `steps::Ctx`).
+#[repr(C)]
 pub struct Plan {
+    len: usize,
     pub(super) steps: [Option<&'static Step>; MAX_STEPS],
     /// Per step: the strong deps it has in this plan (see `new`).
     needs: [StepSet; MAX_STEPS],
     pub(super) layer: [u8; MAX_STEPS],
     pub status: [Status; MAX_STEPS],
+    pub duration_ms: [u64; MAX_STEPS],
     /// Why a step failed or was skipped.
     pub why: [Text<256>; MAX_STEPS],
-    pub duration_ms: [u64; MAX_STEPS],
-    len: usize,
 }
 
 // Nothing asks whether a plan is empty: an `is_empty` would be dead code.

@@ -269,11 +269,22 @@ fn bind_one(
     store.push_lossy(name.as_bytes());
     let store = store.as_bytes();
     let name = name.as_bytes();
-    // The path is made if missing through the confined lookup, then opened again for
-    // reading by itself (`.`): the copy lists it, which an `O_PATH` descriptor cannot.
-    let src_dir = root
-        .mkdir_p(path, 0o755)
-        .and_then(|made| open_dir_at(made.as_fd(), c"."))
+    // Usually the path has no symlink in it: one confined open for reading (the copy lists
+    // it), after making it if the image lacks it (`made`). Through a symlink, it is made if
+    // missing by the confined lookup, then opened again for reading by itself (`.`).
+    let mut made = false;
+    let literal = match root.open_dir_literal(path) {
+        Err(Errno::NOENT) => make_dir(root, path).and_then(|()| {
+            made = true;
+            root.open_dir_literal(path)
+        }),
+        opened => opened,
+    };
+    let src_dir = literal
+        .or_else(|_| {
+            let dir = root.mkdir_p(path, 0o755)?;
+            open_dir_at(dir.as_fd(), c".")
+        })
         .map_err(|e| err_errno(b"cannot create {} in the new root", &[path], e))?;
     // Each fd borrowed once: every `as_fd` is a call.
     let src = src_dir.as_fd();
@@ -288,7 +299,9 @@ fn bind_one(
         Err(Errno::NOENT) => None,
         Err(e) => return Err(cannot_create(e)),
     };
-    if sys::is_mountpoint(src, b"") {
+    // A directory made just now is empty and no mount point: the image has nothing there to
+    // copy up and nothing is mounted on it.
+    if !made && sys::is_mountpoint(src, b"") {
         return already_mounted(path, store, src, existing.as_ref(), fstab);
     }
     let mut partial = Text::<256>::new();
@@ -311,7 +324,11 @@ fn bind_one(
     let dst = dst_dir.as_fd();
     let before = *stats;
     let mut missed = Missed::default();
-    if let Err(e) = copy_missing(src, dst, stats, &mut missed) {
+    let copied = match made {
+        true => Ok(()),
+        false => copy_missing(src, dst, stats, &mut missed),
+    };
+    if let Err(e) = copied {
         // The top directories could not be listed: nothing was added.
         missed.count = missed.count.max(1);
         missed.first.clear();
@@ -352,6 +369,18 @@ fn bind_one(
     }
     incomplete(report, at, name, true, &missed).log(log::Level::Error, b"{}");
     Ok(Bound::Incomplete)
+}
+
+/// Makes the directory `path`, which the confined lookup did not find, in its parent (made as
+/// needed through that lookup); never through a symlink at its own name (`EEXIST`).
+fn make_dir(root: &Root, path: &[u8]) -> Result<(), Errno> {
+    let (parent, name) = sys::split_parent(path);
+    let parent = root.mkdir_p(parent, 0o755)?;
+    rustix::fs::mkdirat(
+        &parent,
+        CBuf::new().c_str(name)?,
+        Mode::from_raw_mode(0o755),
+    )
 }
 
 /// Reports entries of the image that could not be added to the store `<target>/<name>` of

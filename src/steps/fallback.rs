@@ -117,7 +117,9 @@ pub fn next_candidate(
     None
 }
 
-/// What image fallback knows during the root chain (`Ctx::fallback`).
+/// What image fallback knows during the root chain (`Ctx::fallback`). The reasons' buffer
+/// last (`repr(C)`, as in `Ctx`): the small fields at short offsets.
+#[repr(C)]
 pub struct Fallback<'a> {
     /// The state and image wanted, from the first failure on (`None`: nothing failed).
     wanted: Option<(BootState, &'a [u8])>,

@@ -117,24 +117,28 @@ pub struct Volume {
 
 pub const MAX_VOLUMES: usize = 16;
 
+/// In declaration order (`repr(C)`), the small fields every step reads first and the large
+/// buffers last: the context is 27 KB, and a field at a small offset is a shorter instruction
+/// (an 8-bit displacement on x86_64; no `lui` on riscv64, whose offsets are 12-bit).
+#[repr(C)]
 pub struct Ctx<'a> {
     pub env: &'a Env,
     pub cmd: &'a Cmdline,
-    pub layout: Layout,
-    pub fstab: fstab::Fstab,
-    pub volumes: [Option<Volume>; MAX_VOLUMES],
-    pub devices: Table,
+    /// The boot state the steps assemble: the command line's, unless a step chose another
+    /// image (image fallback, boot assessment). The sentinel, the layout and the binds follow it.
+    pub state: BootState,
     /// The assembled root, once `mount-root` (or `wait-for-sysroot`) succeeded.
     pub root: Option<Root>,
     /// The loop device over the image (held open until the root mount holds it) and the
     /// filesystem type `discover-state` found on it.
     pub root_loop: Option<(sys::loopdev::Loop, &'static str)>,
-    /// The boot state the steps assemble: the command line's, unless a step chose another
-    /// image (image fallback, boot assessment). The sentinel, the layout and the binds follow it.
-    pub state: BootState,
     /// Image fallback (`rd.immucore.fallback`): the image tried instead, what failed.
     #[cfg(feature = "fallback")]
     pub fallback: fallback::Fallback<'a>,
+    pub layout: Layout,
+    pub fstab: fstab::Fstab,
+    pub volumes: [Option<Volume>; MAX_VOLUMES],
+    pub devices: Table,
     /// The live medium's device node, once `mount-live-medium` found it (feature `live`).
     #[cfg(feature = "live")]
     pub live_medium: Text<192>,
@@ -148,7 +152,11 @@ impl<'a> Ctx<'a> {
             layout: Layout::default(),
             fstab: fstab::Fstab::new(),
             volumes: [const { None }; MAX_VOLUMES],
-            devices: Table::new(),
+            // As PID 1 only immucore and the programs it runs change the disks.
+            devices: match sys::is_pid1() {
+                true => Table::reusing_probes(),
+                false => Table::new(),
+            },
             root: None,
             root_loop: None,
             state: cmd.state,

@@ -26,12 +26,9 @@ pub fn mount_oem(ctx: &mut Ctx) -> Result<(), Error> {
     } else {
         b"COS_OEM"
     });
-    if !explicit {
-        ctx.devices.refresh();
-        if matches!(ctx.devices.find(&dev), Found::None) {
-            log::info(b"no COS_OEM partition: OEM not mounted", &[]);
-            return Ok(());
-        }
+    if !explicit && matches!(ctx.devices.find(&dev), Found::None) {
+        log::info(b"no COS_OEM partition: OEM not mounted", &[]);
+        return Ok(());
     }
     let timeout = ctx.cmd.oem_timeout_s as u64 * 1000;
     mount_device(ctx, &dev, Target::InRoot(b"/oem"), b"rw", timeout, true)

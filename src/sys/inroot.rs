@@ -39,6 +39,20 @@ impl Root {
         )
     }
 
+    /// Opens the existing directory `path` for reading, in one lookup, if no component of it
+    /// is a symlink (`ELOOP` if one is).
+    pub fn open_dir_literal(&self, path: &[u8]) -> Result<OwnedFd> {
+        let rel = strip_slashes(path);
+        let rel = if rel.is_empty() { &b"."[..] } else { rel };
+        rustix::fs::openat2(
+            &self.fd,
+            CBuf::new().c_str(rel)?,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            RESOLVE.union(ResolveFlags::NO_SYMLINKS),
+        )
+    }
+
     /// Opens an existing directory inside the root as an `O_PATH` handle.
     pub fn dir(&self, path: &[u8]) -> Result<OwnedFd> {
         self.open_at(path, OFlags::PATH | OFlags::DIRECTORY, 0)
@@ -49,26 +63,30 @@ impl Root {
     /// out of the root.
     pub fn mkdir_p(&self, path: &[u8], mode: u32) -> Result<OwnedFd> {
         let rel = strip_slashes(path);
-        let mut parent = self.dir(b"/")?;
-        let mut end = 0;
-        for comp in split(rel, b'/') {
+        // The deepest directory that exists, looked for from the path up: usually the path
+        // itself or its parent, so one or two lookups rather than one per component.
+        let mut end = rel.len();
+        let mut parent = loop {
+            let prefix = rel.get(..end).unwrap_or(rel);
+            match self.dir(prefix) {
+                Err(Errno::NOENT) if end > 0 => {
+                    end = prefix.iter().rposition(|&c| c == b'/').unwrap_or(0);
+                }
+                found => break found?,
+            }
+        };
+        // Then each missing component, made in its parent and looked up again from the root.
+        for comp in split(rel.get(end..).unwrap_or(&[]), b'/') {
             end += comp.len() + 1;
             if comp.is_empty() || comp == b"." {
                 continue;
             }
-            let prefix = rel.get(..end - 1).unwrap_or(rel);
-            let opened = match self.dir(prefix) {
-                Err(Errno::NOENT) => {
-                    let mut c = CBuf::new();
-                    let made =
-                        rustix::fs::mkdirat(&parent, c.c_str(comp)?, Mode::from_raw_mode(mode));
-                    // EEXIST here means a dangling symlink: refuse rather than guess.
-                    made.map_err(|e| if e == Errno::EXIST { Errno::LOOP } else { e })?;
-                    self.dir(prefix)
-                }
-                r => r,
-            };
-            parent = opened?;
+            let mut c = CBuf::new();
+            let made = rustix::fs::mkdirat(&parent, c.c_str(comp)?, Mode::from_raw_mode(mode));
+            // EEXIST: the lookup found nothing there, so a dangling symlink: refuse rather than
+            // guess.
+            made.map_err(|e| if e == Errno::EXIST { Errno::LOOP } else { e })?;
+            parent = self.dir(rel.get(..end - 1).unwrap_or(rel))?;
         }
         Ok(parent)
     }
