@@ -140,6 +140,7 @@ pub const FEATURES: &[(&str, bool)] = &[
     ("fallback", cfg!(feature = "fallback")),
     ("bootassessment", cfg!(feature = "bootassessment")),
     ("live", cfg!(feature = "live")),
+    ("kept-probes", cfg!(feature = "kept-probes")),
     ("oci", cfg!(feature = "oci")),
     ("zstd", cfg!(feature = "zstd")),
 ];

@@ -8,10 +8,10 @@
 //! time, as the kernel drops the cache of a device nobody holds open). With the feature
 //! `kept-probes`, as PID 1, where nothing but immucore and the programs it runs changes the
 //! disks, what the probes of the first 16 devices found is kept, so the three partition lookups
-//! of a boot (state, OEM, persistent) probe each disk once: a kept probe serves while the device has the same name and
-//! size and no program (hook, fsck, lvm) has run since. Loop and device-mapper devices, which
-//! immucore itself attaches and detaches, are probed every time. `wait_for` polls less often
-//! when a scan is slow.
+//! of a boot (state, OEM, persistent) probe each disk once: a kept probe serves while the
+//! device has the same name and size and no program (hook, fsck, lvm) has run since. Loop and
+//! device-mapper devices, which immucore itself attaches and detaches, are probed every time.
+//! `wait_for` polls less often when a scan is slow.
 
 #[cfg(feature = "gpt")]
 use super::gpt::{gpt_partitions, GptPart};
